@@ -1,0 +1,106 @@
+//! The error codes every boundary speaks (DESIGN.md G8). The gRPC server maps
+//! them to `tonic::Code`, the gateway to the client protocol's `ErrorCode`.
+
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    InvalidArgument,
+    PermissionDenied,
+    NotFound,
+    /// Too big or too many.
+    ResourceExhausted,
+    /// Refused by a rule, e.g. a blocked word.
+    FailedPrecondition,
+    /// A dependency is down; retry later.
+    Unavailable,
+    Unauthenticated,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "INVALID_ARGUMENT",
+            Self::PermissionDenied => "PERMISSION_DENIED",
+            Self::NotFound => "NOT_FOUND",
+            Self::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Self::FailedPrecondition => "FAILED_PRECONDITION",
+            Self::Unavailable => "UNAVAILABLE",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Internal => "INTERNAL",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error a caller can act on: a code and a message written for a person.
+/// Internal causes are logged where they happen, never put in `message`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ImError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ImError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidArgument, message)
+    }
+    pub fn denied(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::PermissionDenied, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+    pub fn exhausted(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ResourceExhausted, message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unavailable, message)
+    }
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthenticated, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Internal, message)
+    }
+}
+
+/// A backend failure. Backends keep the cause for logs; the boundary turns it
+/// into `UNAVAILABLE` (the dependency may come back) without the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend is unreachable or timed out: retrying later may succeed.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bug, corrupt data, a failed migration.
+    #[error("backend error: {0}")]
+    Other(String),
+}
+
+impl BackendError {
+    pub fn other(e: impl fmt::Display) -> Self {
+        Self::Other(e.to_string())
+    }
+    pub fn unavailable(e: impl fmt::Display) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+impl From<BackendError> for ImError {
+    fn from(e: BackendError) -> Self {
+        match e {
+            BackendError::Unavailable(_) => ImError::unavailable("a storage dependency is unavailable, retry later"),
+            BackendError::Other(_) => ImError::internal("internal error"),
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! The IM service's domain: what a message, a conversation and a seq are,
+//! the rules that decide (who may read, how a read position moves, how seqs
+//! are reserved), and the ports that backends implement. Nothing here does
+//! I/O; every rule is tested without a server.
+//!
+//! - [`ids`]: `UserId`, `ConversationId`, `Seq`, `MessageId`, `ClientMsgId`.
+//! - [`message`]: messages as stored and as acknowledged.
+//! - [`error`]: the boundary error codes (gRPC and client protocol).
+//! - [`limits`]: input validation.
+//! - [`seq`]: the ceiling-reserving seq block (DESIGN.md §4).
+//! - [`ports`]: `MessageStore`, `ReceiptStore`, `CeilingStore`, `UserStore`,
+//!   `SeqAllocator`, `DedupCache`, `Bus`, `Registry`, `Pusher`.
+
+pub mod error;
+pub mod ids;
+pub mod limits;
+pub mod message;
+pub mod ports;
+pub mod seq;
+
+pub use error::{ErrorCode, ImError};
+pub use ids::{ClientMsgId, ConversationId, DeviceId, GatewayId, MessageId, Seq, UserId};
+pub use message::{Ack, NewMessage, StoredMessage};

@@ -1,0 +1,68 @@
+//! Input limits: every field a client fills in has one.
+
+use crate::ImError;
+
+/// Default for `server.max_message_size` (`MAX_MESSAGE_SIZE`), bytes of body.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 10 * 1024;
+/// Longest `content_type` accepted.
+pub const MAX_CONTENT_TYPE_LEN: usize = 64;
+/// Default and maximum page size for sync.
+pub const DEFAULT_SYNC_LIMIT: u32 = 100;
+pub const MAX_SYNC_LIMIT: u32 = 500;
+
+/// Checks a message body against the configured maximum.
+pub fn check_body(body_len: usize, max: usize) -> Result<(), ImError> {
+    if body_len == 0 {
+        return Err(ImError::invalid("message body is empty"));
+    }
+    if body_len > max {
+        return Err(ImError::exhausted(format!(
+            "message body is {body_len} bytes, the limit is {max} (MAX_MESSAGE_SIZE)"
+        )));
+    }
+    Ok(())
+}
+
+pub fn check_content_type(content_type: &str) -> Result<(), ImError> {
+    if content_type.len() > MAX_CONTENT_TYPE_LEN {
+        return Err(ImError::invalid(format!(
+            "content_type is {} bytes, the limit is {MAX_CONTENT_TYPE_LEN}",
+            content_type.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The page size a sync request gets: 0 means the default, larger is capped.
+pub fn sync_page_size(requested: u32) -> u32 {
+    match requested {
+        0 => DEFAULT_SYNC_LIMIT,
+        n => n.min(MAX_SYNC_LIMIT),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+
+    #[test]
+    fn body_limits() {
+        assert_eq!(check_body(0, 10).unwrap_err().code, ErrorCode::InvalidArgument);
+        assert!(check_body(10, 10).is_ok());
+        assert_eq!(check_body(11, 10).unwrap_err().code, ErrorCode::ResourceExhausted);
+    }
+
+    #[test]
+    fn content_type_limit() {
+        assert!(check_content_type("text/plain").is_ok());
+        assert!(check_content_type(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn sync_page_sizes() {
+        assert_eq!(sync_page_size(0), DEFAULT_SYNC_LIMIT);
+        assert_eq!(sync_page_size(7), 7);
+        assert_eq!(sync_page_size(10_000), MAX_SYNC_LIMIT);
+    }
+}

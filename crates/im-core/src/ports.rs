@@ -1,0 +1,225 @@
+//! The ports: one small trait per concern, each with an embedded and (later)
+//! a production implementation in `im-backends`. Every implementation keeps
+//! this method order and these doc comments, and passes the conformance suite
+//! for its port (`im_backends::conformance`).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::BackendError;
+use crate::message::{AppendOutcome, ConversationSummary, Page};
+use crate::{Ack, ClientMsgId, ConversationId, DeviceId, GatewayId, NewMessage, Seq, UserId};
+
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// Durable message timeline (SQLite, MySQL).
+#[async_trait]
+pub trait MessageStore: Send + Sync + 'static {
+    /// Appends a batch in one transaction that is committed durably (fsync)
+    /// before this returns: one commit for the whole batch (group commit).
+    /// Outcomes are in batch order. A message whose `(sender, client_msg_id)`
+    /// is already stored is not stored again; its outcome carries the first
+    /// ack. On error nothing of the batch is stored.
+    async fn append(&self, batch: &[NewMessage]) -> BackendResult<Vec<AppendOutcome>>;
+
+    /// Messages of `conversation` with seq > `after`, ascending, at most
+    /// `limit`; `has_more` tells whether more follow.
+    async fn fetch(&self, conversation: ConversationId, after: Seq, limit: u32) -> BackendResult<Page>;
+
+    /// The ack of a stored message, by its idempotency key.
+    async fn find_by_client_msg_id(&self, sender: UserId, client_msg_id: &ClientMsgId) -> BackendResult<Option<Ack>>;
+
+    /// The conversations `user` is a member of, with max seq, read position
+    /// and unread count, most recently active first.
+    async fn conversations_of(&self, user: UserId) -> BackendResult<Vec<ConversationSummary>>;
+
+    /// Highest stored seq of a conversation (`Seq::ZERO` when empty).
+    async fn max_seq(&self, conversation: ConversationId) -> BackendResult<Seq>;
+}
+
+/// Read positions (G5).
+#[async_trait]
+pub trait ReceiptStore: Send + Sync + 'static {
+    /// Moves `user`'s read position in `conversation` to `max(old, seq)` and
+    /// returns the position after the call.
+    async fn mark_read(&self, user: UserId, conversation: ConversationId, seq: Seq) -> BackendResult<Seq>;
+
+    /// The read position (`Seq::ZERO` if never read).
+    async fn read_position(&self, user: UserId, conversation: ConversationId) -> BackendResult<Seq>;
+}
+
+/// Durable per-conversation seq ceilings (DESIGN.md §4).
+#[async_trait]
+pub trait CeilingStore: Send + Sync + 'static {
+    /// The stored ceiling, `Seq::ZERO` if none.
+    async fn load_ceiling(&self, conversation: ConversationId) -> BackendResult<Seq>;
+
+    /// Raises the ceiling to `ceiling` durably. A lower value than the stored
+    /// one leaves the stored one: ceilings never move down.
+    async fn raise_ceiling(&self, conversation: ConversationId, ceiling: Seq) -> BackendResult<()>;
+}
+
+/// A user as the directory keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub name: String,
+    pub created_at_ms: i64,
+}
+
+/// Outcome of creating a user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CreateUser {
+    Created(User),
+    NameTaken,
+}
+
+/// The user directory (built in: SQLite; production: the User Service).
+#[async_trait]
+pub trait UserStore: Send + Sync + 'static {
+    /// Creates a user with a new id; a taken name is a typed outcome.
+    async fn create_user(&self, name: &str) -> BackendResult<CreateUser>;
+
+    async fn user_by_id(&self, id: UserId) -> BackendResult<Option<User>>;
+
+    async fn user_by_name(&self, name: &str) -> BackendResult<Option<User>>;
+}
+
+/// Hands out seqs per conversation: strictly increasing, never reused, also
+/// across restarts and loss of the counter (G2).
+#[async_trait]
+pub trait SeqAllocator: Send + Sync + 'static {
+    async fn next_seq(&self, conversation: ConversationId) -> BackendResult<Seq>;
+}
+
+/// Remembers the first ack per `(sender, client_msg_id)` for a while (G3).
+/// The store's unique key stands behind it: a miss here is not proof that the
+/// message is new.
+#[async_trait]
+pub trait DedupCache: Send + Sync + 'static {
+    async fn get(&self, sender: UserId, client_msg_id: &ClientMsgId) -> BackendResult<Option<Ack>>;
+
+    /// Records the ack unless one is already recorded; returns the recorded one.
+    async fn put_if_absent(&self, sender: UserId, client_msg_id: &ClientMsgId, ack: Ack) -> BackendResult<Ack>;
+}
+
+/// A record on a bus topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BusRecord {
+    /// Records with the same key keep their order.
+    pub key: Bytes,
+    pub payload: Bytes,
+    /// Position in the topic (partition-local in Kafka).
+    pub offset: u64,
+}
+
+/// A consumer of one topic within a consumer group.
+#[async_trait]
+pub trait BusConsumer: Send {
+    /// Waits up to `timeout` for up to `max` records after the group's
+    /// committed position (or what this consumer already received).
+    async fn poll(&mut self, max: usize, timeout: Duration) -> BackendResult<Vec<BusRecord>>;
+
+    /// Marks everything up to and including `record` as done for the group. A
+    /// consumer that restarts resumes after the last commit.
+    async fn commit(&mut self, record: &BusRecord) -> BackendResult<()>;
+}
+
+/// The message bus: `group_msg`, `offline_msg`, `membership_change`.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes durably (acknowledged by the bus) before returning.
+    async fn publish(&self, topic: &str, key: Bytes, payload: Bytes) -> BackendResult<()>;
+
+    /// Joins `group` on `topic`. Members of one group share the records; each
+    /// group sees every record.
+    async fn subscribe(&self, topic: &str, group: &str) -> BackendResult<Box<dyn BusConsumer>>;
+}
+
+/// Where users are connected: user -> gateways.
+#[async_trait]
+pub trait Registry: Send + Sync + 'static {
+    /// Records that `user` has a device on `gateway`.
+    async fn register(&self, user: UserId, gateway: &GatewayId) -> BackendResult<()>;
+
+    /// Removes the record for `user` on `gateway` (its last device left).
+    async fn unregister(&self, user: UserId, gateway: &GatewayId) -> BackendResult<()>;
+
+    /// The gateways `user` is connected to, from a local view (no round trip
+    /// per message in production: a watched cache).
+    fn gateways_of(&self, user: UserId) -> Vec<GatewayId>;
+}
+
+/// Something to tell a user's connected devices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Message(std::sync::Arc<NewMessage>),
+    Receipt { conversation: ConversationId, reader: UserId, read_seq: Seq },
+}
+
+/// One event for the devices of one user on one gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushEvent {
+    pub user: UserId,
+    /// The device that caused the event (the sender's own device) is skipped.
+    pub skip_device: Option<DeviceId>,
+    pub event: Event,
+}
+
+/// What a gateway did with a push batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PushReport {
+    /// Events delivered to at least one device.
+    pub delivered: u32,
+    /// Indexes (into the batch) of events whose user had no device there.
+    pub offline: Vec<u32>,
+}
+
+/// The Gateway push API, as the IM service sees it (in process, or gRPC to
+/// `im.gateway.v1.PushService`).
+#[async_trait]
+pub trait Pusher: Send + Sync + 'static {
+    /// Delivers a batch to the connected devices of its users on `gateway`.
+    async fn push(&self, gateway: &GatewayId, batch: Vec<PushEvent>) -> BackendResult<PushReport>;
+}
+
+/// A private message as a client asks to send it; the sender comes from the
+/// authenticated connection, never from here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendCommand {
+    pub to_user: UserId,
+    pub client_msg_id: String,
+    pub body: Bytes,
+    pub content_type: String,
+}
+
+/// The IM service as its callers (the gateway, the gRPC server) see it. Every
+/// method acts as `user`, the authenticated identity.
+#[async_trait]
+pub trait Messaging: Send + Sync + 'static {
+    /// Stores the message durably and returns its ack; then pushes it.
+    async fn send(&self, user: UserId, device: &DeviceId, cmd: SendCommand) -> Result<Ack, crate::ImError>;
+
+    /// A page of a conversation `user` is a member of.
+    async fn sync(
+        &self,
+        user: UserId,
+        conversation: ConversationId,
+        after: Seq,
+        limit: u32,
+    ) -> Result<Page, crate::ImError>;
+
+    /// `user`'s conversations.
+    async fn conversations(&self, user: UserId) -> Result<Vec<ConversationSummary>, crate::ImError>;
+
+    /// Moves the read position forward and tells the other side.
+    async fn mark_read(
+        &self,
+        user: UserId,
+        device: &DeviceId,
+        conversation: ConversationId,
+        seq: Seq,
+    ) -> Result<Seq, crate::ImError>;
+}

@@ -1,0 +1,34 @@
+//! Generated code for the wire contract in `proto/`. Module paths follow the
+//! protobuf packages:
+//!
+//! - [`im::client::v1`]: the WebSocket client protocol.
+//! - [`im::v1`]: the IM Service gRPC API.
+//! - [`im::gateway::v1`]: the Gateway push API.
+//! - [`im::user::v1`]: the User Service gRPC API.
+#![allow(clippy::all, missing_docs)]
+
+pub mod im {
+    pub mod v1 {
+        tonic::include_proto!("im.v1");
+    }
+    pub mod client {
+        pub mod v1 {
+            tonic::include_proto!("im.client.v1");
+        }
+    }
+    pub mod gateway {
+        pub mod v1 {
+            tonic::include_proto!("im.gateway.v1");
+        }
+    }
+    pub mod user {
+        pub mod v1 {
+            tonic::include_proto!("im.user.v1");
+        }
+    }
+}
+
+pub use im::client::v1 as client;
+pub use im::gateway::v1 as gateway;
+pub use im::user::v1 as user;
+pub use im::v1 as message;
