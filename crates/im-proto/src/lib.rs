@@ -32,3 +32,5 @@ pub use im::client::v1 as client;
 pub use im::gateway::v1 as gateway;
 pub use im::user::v1 as user;
 pub use im::v1 as message;
+
+pub mod convert;

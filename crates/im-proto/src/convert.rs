@@ -1,0 +1,221 @@
+//! Conversions between the domain (`im-core`) and the wire. Every boundary
+//! (gateway frames, gRPC servers and clients) uses these, so a field is mapped
+//! in exactly one place.
+
+use im_core::ports::{Event, PushEvent};
+use im_core::{Ack, ConversationId, DeviceId, ErrorCode, ImError, MessageId, NewMessage, Seq, UserId};
+
+use crate::{client, gateway};
+
+impl From<&NewMessage> for client::Message {
+    fn from(m: &NewMessage) -> Self {
+        client::Message {
+            msg_id: m.msg_id.0,
+            conversation_id: m.conversation.to_string(),
+            seq: m.seq.0,
+            from_user: m.sender.0,
+            to_user: m.recipient.0,
+            client_msg_id: m.client_msg_id.as_str().to_owned(),
+            body: m.body.clone(),
+            content_type: m.content_type.clone(),
+            server_time_ms: m.server_time_ms,
+        }
+    }
+}
+
+impl TryFrom<client::Message> for NewMessage {
+    type Error = ImError;
+
+    fn try_from(m: client::Message) -> Result<Self, ImError> {
+        Ok(NewMessage {
+            msg_id: MessageId(m.msg_id),
+            conversation: m.conversation_id.parse()?,
+            seq: Seq(m.seq),
+            sender: UserId(m.from_user),
+            recipient: UserId(m.to_user),
+            client_msg_id: im_core::ClientMsgId::parse(&m.client_msg_id)?,
+            body: m.body,
+            content_type: m.content_type,
+            server_time_ms: m.server_time_ms,
+        })
+    }
+}
+
+impl From<Ack> for client::SendAck {
+    fn from(a: Ack) -> Self {
+        client::SendAck {
+            msg_id: a.msg_id.0,
+            conversation_id: a.conversation.to_string(),
+            seq: a.seq.0,
+            server_time_ms: a.server_time_ms,
+        }
+    }
+}
+
+impl TryFrom<client::SendAck> for Ack {
+    type Error = ImError;
+
+    fn try_from(a: client::SendAck) -> Result<Self, ImError> {
+        Ok(Ack {
+            msg_id: MessageId(a.msg_id),
+            conversation: a.conversation_id.parse()?,
+            seq: Seq(a.seq),
+            server_time_ms: a.server_time_ms,
+        })
+    }
+}
+
+/// A read receipt as the client protocol carries it.
+pub fn receipt(conversation: ConversationId, reader: UserId, read_seq: Seq) -> client::ReadReceipt {
+    client::ReadReceipt { conversation_id: conversation.to_string(), reader: reader.0, read_seq: read_seq.0 }
+}
+
+/// The server frame that tells a device about `event`.
+pub fn event_frame(event: &Event) -> client::ServerFrame {
+    let body = match event {
+        Event::Message(m) => client::server_frame::Body::Push(m.as_ref().into()),
+        Event::Receipt { conversation, reader, read_seq } => {
+            client::server_frame::Body::Receipt(receipt(*conversation, *reader, *read_seq))
+        }
+    };
+    client::ServerFrame { req_id: 0, body: Some(body) }
+}
+
+impl From<ErrorCode> for client::ErrorCode {
+    fn from(code: ErrorCode) -> Self {
+        match code {
+            ErrorCode::InvalidArgument => client::ErrorCode::InvalidArgument,
+            ErrorCode::PermissionDenied => client::ErrorCode::PermissionDenied,
+            ErrorCode::NotFound => client::ErrorCode::NotFound,
+            ErrorCode::ResourceExhausted => client::ErrorCode::ResourceExhausted,
+            ErrorCode::FailedPrecondition => client::ErrorCode::FailedPrecondition,
+            ErrorCode::Unavailable => client::ErrorCode::Unavailable,
+            ErrorCode::Unauthenticated => client::ErrorCode::Unauthenticated,
+            ErrorCode::Internal => client::ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<&ImError> for client::Error {
+    fn from(e: &ImError) -> Self {
+        client::Error { code: client::ErrorCode::from(e.code) as i32, message: e.message.clone() }
+    }
+}
+
+/// The gRPC code for a domain error code.
+pub fn grpc_code(code: ErrorCode) -> tonic::Code {
+    {
+        match code {
+            ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
+            ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
+            ErrorCode::NotFound => tonic::Code::NotFound,
+            ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
+            ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
+            ErrorCode::Unavailable => tonic::Code::Unavailable,
+            ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorCode::Internal => tonic::Code::Internal,
+        }
+    }
+}
+
+/// The gRPC status for a domain error.
+pub fn status(e: ImError) -> tonic::Status {
+    tonic::Status::new(grpc_code(e.code), e.message)
+}
+
+/// The domain error for a gRPC status (a client of a peer service).
+pub fn from_status(s: &tonic::Status) -> ImError {
+    let code = match s.code() {
+        tonic::Code::InvalidArgument | tonic::Code::OutOfRange => ErrorCode::InvalidArgument,
+        tonic::Code::PermissionDenied => ErrorCode::PermissionDenied,
+        tonic::Code::NotFound => ErrorCode::NotFound,
+        tonic::Code::ResourceExhausted => ErrorCode::ResourceExhausted,
+        tonic::Code::FailedPrecondition => ErrorCode::FailedPrecondition,
+        tonic::Code::Unauthenticated => ErrorCode::Unauthenticated,
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => ErrorCode::Unavailable,
+        _ => ErrorCode::Internal,
+    };
+    ImError::new(code, s.message())
+}
+
+impl From<&PushEvent> for gateway::PushEvent {
+    fn from(e: &PushEvent) -> Self {
+        let event = match &e.event {
+            Event::Message(m) => gateway::push_event::Event::Message(m.as_ref().into()),
+            Event::Receipt { conversation, reader, read_seq } => {
+                gateway::push_event::Event::Receipt(receipt(*conversation, *reader, *read_seq))
+            }
+        };
+        gateway::PushEvent {
+            user: e.user.0,
+            skip_device: e.skip_device.as_ref().map(|d| d.0.clone()).unwrap_or_default(),
+            event: Some(event),
+        }
+    }
+}
+
+impl TryFrom<gateway::PushEvent> for PushEvent {
+    type Error = ImError;
+
+    fn try_from(e: gateway::PushEvent) -> Result<Self, ImError> {
+        let event = match e.event.ok_or_else(|| ImError::invalid("push event without an event"))? {
+            gateway::push_event::Event::Message(m) => Event::Message(std::sync::Arc::new(m.try_into()?)),
+            gateway::push_event::Event::Receipt(r) => Event::Receipt {
+                conversation: r.conversation_id.parse()?,
+                reader: UserId(r.reader),
+                read_seq: Seq(r.read_seq),
+            },
+        };
+        let skip_device = (!e.skip_device.is_empty()).then(|| DeviceId(e.skip_device));
+        Ok(PushEvent { user: UserId(e.user), skip_device, event })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn message() -> NewMessage {
+        NewMessage {
+            msg_id: MessageId(9),
+            conversation: ConversationId::private(UserId(1), UserId(2)).unwrap(),
+            seq: Seq(3),
+            sender: UserId(1),
+            recipient: UserId(2),
+            client_msg_id: im_core::ClientMsgId::parse("c-1").unwrap(),
+            body: bytes::Bytes::from_static(b"hi"),
+            content_type: "text/plain".into(),
+            server_time_ms: 1234,
+        }
+    }
+
+    #[test]
+    fn message_round_trips() {
+        let m = message();
+        let wire: client::Message = (&m).into();
+        assert_eq!(wire.conversation_id, "p:1:2");
+        assert_eq!(NewMessage::try_from(wire).unwrap(), m);
+    }
+
+    #[test]
+    fn push_event_round_trips() {
+        let e = PushEvent {
+            user: UserId(2),
+            skip_device: Some(DeviceId("phone".into())),
+            event: Event::Message(Arc::new(message())),
+        };
+        let wire: gateway::PushEvent = (&e).into();
+        assert_eq!(PushEvent::try_from(wire).unwrap(), e);
+    }
+
+    #[test]
+    fn error_codes_map_to_grpc_and_back() {
+        for code in
+            [ErrorCode::InvalidArgument, ErrorCode::PermissionDenied, ErrorCode::NotFound, ErrorCode::Unavailable]
+        {
+            let s = status(ImError::new(code, "x"));
+            assert_eq!(from_status(&s).code, code);
+        }
+    }
+}
