@@ -66,3 +66,33 @@ mod tests {
         assert_eq!(sync_page_size(10_000), MAX_SYNC_LIMIT);
     }
 }
+
+/// Longest user name accepted.
+pub const MAX_USER_NAME_LEN: usize = 64;
+
+/// A user name is 1..=64 characters of ASCII letters, digits, `_`, `-`, `.`.
+pub fn check_user_name(name: &str) -> Result<(), ImError> {
+    if name.is_empty() || name.len() > MAX_USER_NAME_LEN {
+        return Err(ImError::invalid(format!("user name must be 1 to {MAX_USER_NAME_LEN} characters")));
+    }
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))) {
+        return Err(ImError::invalid(format!(
+            "user name may only hold letters, digits, '_', '-' and '.', found {bad:?}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod user_name_tests {
+    use super::*;
+
+    #[test]
+    fn user_names() {
+        assert!(check_user_name("alice_1.b-c").is_ok());
+        assert!(check_user_name("").is_err());
+        assert!(check_user_name(&"a".repeat(65)).is_err());
+        assert!(check_user_name("a b").is_err());
+        assert!(check_user_name("ålice").is_err());
+    }
+}

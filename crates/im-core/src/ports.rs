@@ -37,6 +37,9 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Highest stored seq of a conversation (`Seq::ZERO` when empty).
     async fn max_seq(&self, conversation: ConversationId) -> BackendResult<Seq>;
+
+    /// A cheap round trip to the store, for `/ready`.
+    async fn ping(&self) -> BackendResult<()>;
 }
 
 /// Read positions (G5).
@@ -182,7 +185,7 @@ pub struct PushReport {
 #[async_trait]
 pub trait Pusher: Send + Sync + 'static {
     /// Delivers a batch to the connected devices of its users on `gateway`.
-    async fn push(&self, gateway: &GatewayId, batch: Vec<PushEvent>) -> BackendResult<PushReport>;
+    async fn push(&self, gateway: &GatewayId, batch: &[PushEvent]) -> BackendResult<PushReport>;
 }
 
 /// A private message as a client asks to send it; the sender comes from the

@@ -104,17 +104,15 @@ impl From<&ImError> for client::Error {
 
 /// The gRPC code for a domain error code.
 pub fn grpc_code(code: ErrorCode) -> tonic::Code {
-    {
-        match code {
-            ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
-            ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
-            ErrorCode::NotFound => tonic::Code::NotFound,
-            ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
-            ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
-            ErrorCode::Unavailable => tonic::Code::Unavailable,
-            ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
-            ErrorCode::Internal => tonic::Code::Internal,
-        }
+    match code {
+        ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
+        ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
+        ErrorCode::NotFound => tonic::Code::NotFound,
+        ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
+        ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
+        ErrorCode::Unavailable => tonic::Code::Unavailable,
+        ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+        ErrorCode::Internal => tonic::Code::Internal,
     }
 }
 

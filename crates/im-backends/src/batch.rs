@@ -1,0 +1,111 @@
+//! What an append works out before it touches a store: which messages of a
+//! batch repeat an earlier message of the same batch (same sender and
+//! client_msg_id). Only the first message of each key is sent to the store,
+//! whose unique key decides whether it is new; a repeat then gets the first
+//! one's ack (G3). Keeping repeats out of the insert also means every row of an
+//! insert has a distinct key, so the rows an insert reports back identify the
+//! stored messages exactly.
+
+use std::collections::HashMap;
+
+use im_core::message::AppendOutcome;
+use im_core::{NewMessage, UserId};
+
+/// The first message of each key in a batch, and the repeats.
+#[derive(Debug)]
+pub(crate) struct BatchPlan {
+    /// Indexes of the messages to insert, in batch order.
+    pub firsts: Vec<usize>,
+    /// For each message of the batch, the index of the earlier message with
+    /// the same key, if any.
+    repeats: Vec<Option<usize>>,
+}
+
+impl BatchPlan {
+    pub fn new(batch: &[NewMessage]) -> Self {
+        let mut first_of: HashMap<(UserId, &str), usize> = HashMap::with_capacity(batch.len());
+        let mut firsts = Vec::with_capacity(batch.len());
+        let mut repeats = Vec::with_capacity(batch.len());
+        for (i, message) in batch.iter().enumerate() {
+            let key = (message.sender, message.client_msg_id.as_str());
+            match first_of.get(&key) {
+                Some(&first) => repeats.push(Some(first)),
+                None => {
+                    first_of.insert(key, i);
+                    firsts.push(i);
+                    repeats.push(None);
+                }
+            }
+        }
+        Self { firsts, repeats }
+    }
+
+    /// The outcomes of the whole batch, in batch order, from the outcomes of
+    /// its first messages (`first_outcomes[i]` is set for every `i` in
+    /// `firsts`). A repeat of a message stored now is a duplicate of it; a
+    /// repeat of a duplicate carries the same first ack.
+    pub fn outcomes(&self, batch: &[NewMessage], mut first_outcomes: Vec<Option<AppendOutcome>>) -> Vec<AppendOutcome> {
+        debug_assert_eq!(first_outcomes.len(), batch.len());
+        for (i, repeat_of) in self.repeats.iter().enumerate() {
+            if let Some(first) = *repeat_of {
+                // `first < i`, so its outcome is already final.
+                let outcome = match first_outcomes[first] {
+                    Some(AppendOutcome::Duplicate(ack)) => AppendOutcome::Duplicate(ack),
+                    _ => AppendOutcome::Duplicate(batch[first].ack()),
+                };
+                first_outcomes[i] = Some(outcome);
+            }
+        }
+        first_outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("every message of a batch is a first or a repeat"))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use im_core::{Ack, ClientMsgId, ConversationId, MessageId, Seq};
+
+    fn message(sender: u64, key: &str, seq: u64) -> NewMessage {
+        NewMessage {
+            msg_id: MessageId(seq),
+            conversation: ConversationId::private(UserId(sender), UserId(99)).unwrap(),
+            seq: Seq(seq),
+            sender: UserId(sender),
+            recipient: UserId(99),
+            client_msg_id: ClientMsgId::parse(key).unwrap(),
+            body: Bytes::from_static(b"x"),
+            content_type: String::new(),
+            server_time_ms: 0,
+        }
+    }
+
+    #[test]
+    fn repeats_point_at_the_first_message_of_their_key() {
+        let batch = [message(1, "a", 1), message(2, "a", 2), message(1, "a", 3), message(1, "b", 4)];
+        let plan = BatchPlan::new(&batch);
+        assert_eq!(plan.firsts, vec![0, 1, 3]);
+        assert_eq!(plan.repeats, vec![None, None, Some(0), None]);
+    }
+
+    #[test]
+    fn a_repeat_carries_the_ack_its_first_message_ends_with() {
+        let batch = [message(1, "a", 1), message(1, "a", 2), message(1, "b", 3), message(1, "b", 4)];
+        let plan = BatchPlan::new(&batch);
+        let earlier: Ack = message(1, "b", 77).ack();
+        let firsts = vec![Some(AppendOutcome::Stored), None, Some(AppendOutcome::Duplicate(earlier)), None];
+        let outcomes = plan.outcomes(&batch, firsts);
+        assert_eq!(
+            outcomes,
+            vec![
+                AppendOutcome::Stored,
+                AppendOutcome::Duplicate(batch[0].ack()),
+                AppendOutcome::Duplicate(earlier),
+                AppendOutcome::Duplicate(earlier),
+            ]
+        );
+    }
+}

@@ -1,0 +1,74 @@
+//! The `DedupCache` suite. Cases only rely on what every cache keeps: a
+//! recent ack. Eviction by size and age is each backend's own (and tested
+//! there).
+
+use std::sync::Arc;
+
+use im_core::ports::DedupCache;
+use im_core::{Ack, ClientMsgId, MessageId, Seq};
+
+use super::fixtures::{private, unique, unique_name, users};
+
+/// Stamps out the `DedupCache` suite; see the [module docs](crate::conformance).
+#[macro_export]
+macro_rules! dedup_cache_suite {
+    ($make:path) => {
+        $crate::__conformance_cases!(
+            dedup_cache,
+            $make,
+            [unknown_key_is_a_miss, first_ack_wins, keys_are_per_sender, concurrent_puts_agree_on_one_ack]
+        );
+    };
+}
+
+fn ack(seq: u64) -> Ack {
+    let [a, b] = users();
+    Ack { msg_id: MessageId(unique()), conversation: private(a, b), seq: Seq(seq), server_time_ms: 1000 + seq as i64 }
+}
+
+fn key() -> ClientMsgId {
+    ClientMsgId::parse(&unique_name("k")).unwrap()
+}
+
+pub async fn unknown_key_is_a_miss<C: DedupCache + ?Sized>(cache: Arc<C>) {
+    let [a] = users();
+    assert_eq!(cache.get(a, &key()).await.unwrap(), None);
+}
+
+pub async fn first_ack_wins<C: DedupCache + ?Sized>(cache: Arc<C>) {
+    let [a] = users();
+    let key = key();
+    let (first, second) = (ack(1), ack(2));
+    assert_eq!(cache.put_if_absent(a, &key, first).await.unwrap(), first);
+    assert_eq!(cache.get(a, &key).await.unwrap(), Some(first));
+    assert_eq!(cache.put_if_absent(a, &key, second).await.unwrap(), first);
+    assert_eq!(cache.get(a, &key).await.unwrap(), Some(first));
+}
+
+pub async fn keys_are_per_sender<C: DedupCache + ?Sized>(cache: Arc<C>) {
+    let [a, b] = users();
+    let key = key();
+    let (of_a, of_b) = (ack(1), ack(2));
+    cache.put_if_absent(a, &key, of_a).await.unwrap();
+    assert_eq!(cache.get(b, &key).await.unwrap(), None);
+    assert_eq!(cache.put_if_absent(b, &key, of_b).await.unwrap(), of_b);
+    assert_eq!(cache.get(a, &key).await.unwrap(), Some(of_a));
+}
+
+pub async fn concurrent_puts_agree_on_one_ack<C: DedupCache + ?Sized>(cache: Arc<C>) {
+    let [a] = users();
+    let key = key();
+    let puts: Vec<_> = (1..=16)
+        .map(|seq| {
+            let (cache, key) = (cache.clone(), key.clone());
+            tokio::spawn(async move { cache.put_if_absent(a, &key, ack(seq)).await.unwrap() })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for put in puts {
+        winners.push(put.await.unwrap());
+    }
+    winners.dedup();
+    assert_eq!(winners.len(), 1, "callers were told different first acks: {winners:?}");
+    assert_eq!(cache.get(a, &key).await.unwrap(), Some(winners[0]));
+}

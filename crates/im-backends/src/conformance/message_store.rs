@@ -1,0 +1,200 @@
+//! The `MessageStore` suite.
+
+use std::sync::Arc;
+
+use im_core::message::{AppendOutcome, ConversationSummary};
+use im_core::ports::MessageStore;
+use im_core::{ClientMsgId, Seq};
+
+use super::fixtures::{message, private, unique_name, users};
+
+/// Stamps out the `MessageStore` suite; see the [module docs](crate::conformance).
+#[macro_export]
+macro_rules! message_store_suite {
+    ($make:path) => {
+        $crate::__conformance_cases!(
+            message_store,
+            $make,
+            [
+                batch_is_fetched_in_seq_order_and_paginated,
+                unknown_conversation_is_empty,
+                resend_within_a_batch_gets_the_first_ack,
+                resend_in_a_later_batch_gets_the_first_ack_and_stores_nothing,
+                client_msg_ids_are_per_sender,
+                ack_is_found_by_client_msg_id,
+                seq_conflict_fails_the_whole_batch,
+                conversations_are_listed_most_recent_first_with_unread_counts,
+                empty_batch_is_a_no_op,
+            ]
+        );
+    };
+}
+
+fn seqs(page: &im_core::message::Page) -> Vec<u64> {
+    page.messages.iter().map(|m| m.seq.0).collect()
+}
+
+pub async fn batch_is_fetched_in_seq_order_and_paginated<S: MessageStore + ?Sized>(store: Arc<S>) {
+    let [a, b, c] = users();
+    let (ab, ac) = (private(a, b), private(a, c));
+    let key = |n| unique_name(&format!("k{n}"));
+    // Two conversations interleaved, one of them out of seq order.
+    let batch = vec![
+        message(ab, a, 3, &key(1), 1003),
+        message(ac, c, 1, &key(2), 1001),
+        message(ab, b, 1, &key(3), 1001),
+        message(ab, a, 2, &key(4), 1002),
+        message(ac, a, 2, &key(5), 1002),
+        message(ab, b, 4, &key(6), 1004),
+        message(ab, b, 5, &key(7), 1005),
+    ];
+    let outcomes = store.append(&batch).await.unwrap();
+    assert_eq!(outcomes, vec![AppendOutcome::Stored; batch.len()]);
+
+    let page = store.fetch(ab, Seq::ZERO, 2).await.unwrap();
+    assert_eq!((seqs(&page), page.has_more), (vec![1, 2], true));
+    // Every field round-trips.
+    assert_eq!(page.messages[0], batch[2]);
+    assert_eq!(page.messages[1], batch[3]);
+    let page = store.fetch(ab, Seq(2), 2).await.unwrap();
+    assert_eq!((seqs(&page), page.has_more), (vec![3, 4], true));
+    let page = store.fetch(ab, Seq(4), 2).await.unwrap();
+    assert_eq!((seqs(&page), page.has_more), (vec![5], false));
+    // A page that ends exactly at the last message has nothing more.
+    let page = store.fetch(ab, Seq(3), 2).await.unwrap();
+    assert_eq!((seqs(&page), page.has_more), (vec![4, 5], false));
+    let page = store.fetch(ac, Seq::ZERO, 100).await.unwrap();
+    assert_eq!(page.messages, vec![batch[1].clone(), batch[4].clone()]);
+    assert!(!page.has_more);
+
+    // A later batch continues the timeline.
+    let later = message(ab, a, 6, &key(8), 1006);
+    store.append(std::slice::from_ref(&later)).await.unwrap();
+    assert_eq!(store.fetch(ab, Seq(5), 10).await.unwrap().messages, vec![later]);
+    assert_eq!(store.max_seq(ab).await.unwrap(), Seq(6));
+    assert_eq!(store.max_seq(ac).await.unwrap(), Seq(2));
+}
+
+pub async fn unknown_conversation_is_empty<S: MessageStore + ?Sized>(store: Arc<S>) {
+    let [a, b] = users();
+    let page = store.fetch(private(a, b), Seq::ZERO, 10).await.unwrap();
+    assert!(page.messages.is_empty());
+    assert!(!page.has_more);
+    assert_eq!(store.max_seq(private(a, b)).await.unwrap(), Seq::ZERO);
+    assert!(store.conversations_of(a).await.unwrap().is_empty());
+}
+
+pub async fn resend_within_a_batch_gets_the_first_ack<S: MessageStore + ?Sized>(store: Arc<S>) {
+    let [a, b] = users();
+    let ab = private(a, b);
+    let (k1, k2) = (unique_name("k1"), unique_name("k2"));
+    let first = message(ab, a, 1, &k1, 1000);
+    let resend = message(ab, a, 2, &k1, 1001);
+    let other = message(ab, a, 3, &k2, 1002);
+    let resend_again = message(ab, a, 4, &k1, 1003);
+    let outcomes = store.append(&[first.clone(), resend, other.clone(), resend_again]).await.unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            AppendOutcome::Stored,
+            AppendOutcome::Duplicate(first.ack()),
+            AppendOutcome::Stored,
+            AppendOutcome::Duplicate(first.ack()),
+        ]
+    );
+    assert_eq!(store.fetch(ab, Seq::ZERO, 10).await.unwrap().messages, vec![first, other]);
+}
+
+pub async fn resend_in_a_later_batch_gets_the_first_ack_and_stores_nothing<S: MessageStore + ?Sized>(store: Arc<S>) {
+    let [a, b] = users();
+    let ab = private(a, b);
+    let (k1, k2) = (unique_name("k1"), unique_name("k2"));
+    let first = message(ab, a, 1, &k1, 1000);
+    assert_eq!(store.append(std::slice::from_ref(&first)).await.unwrap(), vec![AppendOutcome::Stored]);
+
+    // The resend got a new seq and msg_id (the dedup cache forgot it); the
+    // store still answers with the first ack, and within the batch a repeat
+    // of the resend gets the same.
+    let mut resend = message(ab, a, 2, &k1, 2000);
+    resend.body = "changed".into();
+    let fresh = message(ab, b, 3, &k2, 2001);
+    let repeat = message(ab, a, 4, &k1, 2002);
+    let outcomes = store.append(&[resend, fresh.clone(), repeat]).await.unwrap();
+    assert_eq!(
+        outcomes,
+        vec![AppendOutcome::Duplicate(first.ack()), AppendOutcome::Stored, AppendOutcome::Duplicate(first.ack())]
+    );
+    assert_eq!(store.fetch(ab, Seq::ZERO, 10).await.unwrap().messages, vec![first.clone(), fresh]);
+
+    // The very same message appended again (a retried batch) stores nothing.
+    assert_eq!(store.append(std::slice::from_ref(&first)).await.unwrap(), vec![AppendOutcome::Duplicate(first.ack())]);
+    assert_eq!(store.max_seq(ab).await.unwrap(), Seq(3));
+}
+
+pub async fn client_msg_ids_are_per_sender<S: MessageStore + ?Sized>(store: Arc<S>) {
+    let [a, b] = users();
+    let ab = private(a, b);
+    let key = unique_name("shared");
+    let batch = [message(ab, a, 1, &key, 1000), message(ab, b, 2, &key, 1001)];
+    assert_eq!(store.append(&batch).await.unwrap(), vec![AppendOutcome::Stored, AppendOutcome::Stored]);
+    assert_eq!(store.fetch(ab, Seq::ZERO, 10).await.unwrap().messages, batch.to_vec());
+}
+
+pub async fn ack_is_found_by_client_msg_id<S: MessageStore + ?Sized>(store: Arc<S>) {
+    let [a, b] = users();
+    let key = ClientMsgId::parse(&unique_name("k")).unwrap();
+    assert_eq!(store.find_by_client_msg_id(a, &key).await.unwrap(), None);
+    let stored = message(private(a, b), a, 1, key.as_str(), 1000);
+    store.append(std::slice::from_ref(&stored)).await.unwrap();
+    assert_eq!(store.find_by_client_msg_id(a, &key).await.unwrap(), Some(stored.ack()));
+    // The key is the sender's, not the conversation's.
+    assert_eq!(store.find_by_client_msg_id(b, &key).await.unwrap(), None);
+}
+
+pub async fn seq_conflict_fails_the_whole_batch<S: MessageStore + ?Sized>(store: Arc<S>) {
+    let [a, b] = users();
+    let ab = private(a, b);
+    let first = message(ab, a, 1, &unique_name("k"), 1000);
+    store.append(std::slice::from_ref(&first)).await.unwrap();
+
+    // Two messages claiming one seq is an allocator bug: refuse it loudly and
+    // store nothing of the batch, not even its valid messages.
+    let valid = message(ab, b, 2, &unique_name("k"), 1001);
+    let clash_with_stored = message(ab, b, 1, &unique_name("k"), 1002);
+    assert!(store.append(&[valid.clone(), clash_with_stored]).await.is_err());
+    let clash_in_batch = message(ab, a, 2, &unique_name("k"), 1003);
+    assert!(store.append(&[valid.clone(), clash_in_batch]).await.is_err());
+
+    assert_eq!(store.fetch(ab, Seq::ZERO, 10).await.unwrap().messages, vec![first]);
+    assert_eq!(store.find_by_client_msg_id(b, &valid.client_msg_id).await.unwrap(), None);
+    // The store still works, and the valid message can go in on its own.
+    assert_eq!(store.append(std::slice::from_ref(&valid)).await.unwrap(), vec![AppendOutcome::Stored]);
+}
+
+pub async fn conversations_are_listed_most_recent_first_with_unread_counts<S: MessageStore + ?Sized>(store: Arc<S>) {
+    let [a, b, c] = users();
+    let (ab, ac) = (private(a, b), private(a, c));
+    let key = || unique_name("k");
+    store
+        .append(&[message(ab, b, 1, &key(), 1000), message(ac, a, 1, &key(), 2000), message(ac, c, 2, &key(), 2500)])
+        .await
+        .unwrap();
+    let summary = |conversation, max_seq, unread| ConversationSummary {
+        conversation,
+        max_seq: Seq(max_seq),
+        read_seq: Seq::ZERO,
+        unread,
+    };
+    // Only messages from the other side are unread.
+    assert_eq!(store.conversations_of(a).await.unwrap(), vec![summary(ac, 2, 1), summary(ab, 1, 1)]);
+    assert_eq!(store.conversations_of(c).await.unwrap(), vec![summary(ac, 2, 1)]);
+
+    // New activity moves a conversation to the top.
+    store.append(&[message(ab, a, 2, &key(), 3000)]).await.unwrap();
+    assert_eq!(store.conversations_of(a).await.unwrap(), vec![summary(ab, 2, 1), summary(ac, 2, 1)]);
+    assert_eq!(store.conversations_of(b).await.unwrap(), vec![summary(ab, 2, 1)]);
+}
+
+pub async fn empty_batch_is_a_no_op<S: MessageStore + ?Sized>(store: Arc<S>) {
+    assert_eq!(store.append(&[]).await.unwrap(), Vec::<AppendOutcome>::new());
+}

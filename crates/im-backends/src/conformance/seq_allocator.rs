@@ -1,0 +1,128 @@
+//! The `SeqAllocator` suite. An allocator's promise (G2) spans restarts, so
+//! the suite drives it through a [`SeqAllocatorHarness`] that can start a new
+//! allocator over the same durable state.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use im_core::Seq;
+use im_core::ports::{BackendResult, CeilingStore, SeqAllocator};
+
+use super::fixtures::{private, users};
+
+/// An allocator backend under test.
+#[async_trait]
+pub trait SeqAllocatorHarness: Send + Sync + 'static {
+    /// A new allocator over the same durable ceilings, as after a process
+    /// restart or the loss of the counters (a Redis flush). The previous
+    /// allocator is dropped by the caller before it uses the new one.
+    async fn start(&self) -> BackendResult<Arc<dyn SeqAllocator>>;
+
+    /// Where the allocators keep their ceilings.
+    fn ceilings(&self) -> &dyn CeilingStore;
+
+    /// The `SEQUENCE_SNAPSHOT_INTERVAL` the allocators run with.
+    fn interval(&self) -> u64;
+}
+
+/// Stamps out the `SeqAllocator` suite; `$make` returns
+/// `(Arc<impl SeqAllocatorHarness>, guard)`. See the [module docs](crate::conformance).
+#[macro_export]
+macro_rules! seq_allocator_suite {
+    ($make:path) => {
+        $crate::__conformance_cases!(
+            seq_allocator,
+            $make,
+            [
+                new_conversation_starts_at_one,
+                conversations_count_independently,
+                seqs_are_distinct_and_increasing_under_concurrency,
+                ceiling_is_durable_before_a_seq_is_handed_out,
+                restart_resumes_above_the_stored_ceiling,
+            ]
+        );
+    };
+}
+
+pub async fn new_conversation_starts_at_one<H: SeqAllocatorHarness>(harness: Arc<H>) {
+    let allocator = harness.start().await.unwrap();
+    let [a, b] = users();
+    for expected in 1..=3 {
+        assert_eq!(allocator.next_seq(private(a, b)).await.unwrap(), Seq(expected));
+    }
+}
+
+pub async fn conversations_count_independently<H: SeqAllocatorHarness>(harness: Arc<H>) {
+    let allocator = harness.start().await.unwrap();
+    let [a, b, c] = users();
+    let (ab, ac) = (private(a, b), private(a, c));
+    let mut taken = Vec::new();
+    for conversation in [ab, ab, ac, ab, ac] {
+        taken.push(allocator.next_seq(conversation).await.unwrap().0);
+    }
+    assert_eq!(taken, vec![1, 2, 1, 3, 2]);
+}
+
+pub async fn seqs_are_distinct_and_increasing_under_concurrency<H: SeqAllocatorHarness>(harness: Arc<H>) {
+    const TASKS: u64 = 8;
+    const PER_TASK: u64 = 500;
+    let allocator = harness.start().await.unwrap();
+    let [a, b] = users();
+    let ab = private(a, b);
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let allocator = allocator.clone();
+            tokio::spawn(async move {
+                let mut seqs = Vec::with_capacity(PER_TASK as usize);
+                for _ in 0..PER_TASK {
+                    seqs.push(allocator.next_seq(ab).await.unwrap());
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut all = HashSet::new();
+    for task in tasks {
+        let seqs = task.await.unwrap();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "one caller saw seqs go back: {seqs:?}");
+        for seq in seqs {
+            assert!(all.insert(seq), "seq {seq} handed out twice");
+        }
+    }
+    // Without a restart there is no gap either.
+    let expected: HashSet<Seq> = (1..=TASKS * PER_TASK).map(Seq).collect();
+    assert_eq!(all, expected);
+}
+
+pub async fn ceiling_is_durable_before_a_seq_is_handed_out<H: SeqAllocatorHarness>(harness: Arc<H>) {
+    let allocator = harness.start().await.unwrap();
+    let [a, b] = users();
+    let ab = private(a, b);
+    for _ in 0..3 * harness.interval() + 1 {
+        let seq = allocator.next_seq(ab).await.unwrap();
+        let ceiling = harness.ceilings().load_ceiling(ab).await.unwrap();
+        assert!(ceiling >= seq, "seq {seq} handed out above the stored ceiling {ceiling}");
+    }
+}
+
+pub async fn restart_resumes_above_the_stored_ceiling<H: SeqAllocatorHarness>(harness: Arc<H>) {
+    let interval = harness.interval();
+    let [a, b] = users();
+    let ab = private(a, b);
+    let mut last = Seq::ZERO;
+    // Stop at different points of an interval, including right after a start.
+    for takes in [interval + interval / 2 + 1, 0, 1, interval, 2] {
+        let allocator = harness.start().await.unwrap();
+        let first = allocator.next_seq(ab).await.unwrap();
+        assert!(first > last, "seq {first} reused after a restart (last was {last})");
+        assert!(first.0 - last.0 <= interval, "restart gap {} is above the interval {interval}", first.0 - last.0);
+        last = first;
+        for _ in 0..takes {
+            let seq = allocator.next_seq(ab).await.unwrap();
+            assert_eq!(seq, last.next(), "a gap without a restart");
+            last = seq;
+        }
+        drop(allocator);
+    }
+}

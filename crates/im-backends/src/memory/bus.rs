@@ -1,0 +1,179 @@
+//! [`MemoryBus`]: topics as in-memory logs, consumer groups as offsets.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use im_core::ports::{BackendResult, Bus, BusConsumer, BusRecord};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// A bus inside one process, with Kafka's consumer-group semantics for a
+/// single-partition topic: every group sees every record in order, members of
+/// a group share them, and a group resumes after its last commit.
+///
+/// **Not durable across process restarts**: records and committed offsets
+/// live in memory. The embedded server makes what it needs durable through
+/// the store before it publishes (DESIGN.md §1, "durable through the store").
+///
+/// When a member joins or leaves its group (a consumer is dropped), the group
+/// rewinds to its last commit, as a Kafka rebalance does: records polled but
+/// not committed are delivered again, so handling must be idempotent
+/// (at-least-once). A new group starts at the oldest record still kept;
+/// records are dropped once every group has committed them.
+#[derive(Debug, Default)]
+pub struct MemoryBus {
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+}
+
+#[derive(Debug, Default)]
+struct Topic {
+    log: Mutex<Log>,
+    /// Wakes pollers waiting for a record.
+    published: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    /// Offset of `records[0]`.
+    base: u64,
+    records: VecDeque<BusRecord>,
+    groups: HashMap<String, Group>,
+}
+
+#[derive(Debug)]
+struct Group {
+    /// The offset after the last committed record: where the group resumes.
+    committed: u64,
+    /// The next offset to hand to a member.
+    next: u64,
+}
+
+impl Log {
+    fn end(&self) -> u64 {
+        self.base + self.records.len() as u64
+    }
+
+    fn group(&mut self, name: &str) -> &mut Group {
+        let base = self.base;
+        self.groups.entry(name.to_owned()).or_insert(Group { committed: base, next: base })
+    }
+
+    /// Drops the records every group has committed.
+    fn trim(&mut self) {
+        let Some(done) = self.groups.values().map(|group| group.committed).min() else { return };
+        while self.base < done && self.records.pop_front().is_some() {
+            self.base += 1;
+        }
+    }
+}
+
+impl MemoryBus {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn topic(&self, name: &str) -> Arc<Topic> {
+        if let Some(topic) = self.topics.read().get(name) {
+            return topic.clone();
+        }
+        self.topics.write().entry(name.to_owned()).or_default().clone()
+    }
+}
+
+#[async_trait]
+impl Bus for MemoryBus {
+    /// Publishes durably (acknowledged by the bus) before returning.
+    async fn publish(&self, topic: &str, key: Bytes, payload: Bytes) -> BackendResult<()> {
+        let topic = self.topic(topic);
+        {
+            let mut log = topic.log.lock();
+            let offset = log.end();
+            log.records.push_back(BusRecord { key, payload, offset });
+        }
+        topic.published.notify_waiters();
+        Ok(())
+    }
+
+    /// Joins `group` on `topic`. Members of one group share the records; each
+    /// group sees every record.
+    async fn subscribe(&self, topic: &str, group: &str) -> BackendResult<Box<dyn BusConsumer>> {
+        let topic = self.topic(topic);
+        {
+            let mut log = topic.log.lock();
+            let joined = log.group(group);
+            joined.next = joined.committed;
+        }
+        Ok(Box::new(MemoryConsumer { topic, group: group.to_owned() }))
+    }
+}
+
+/// One member of a consumer group on a [`MemoryBus`] topic.
+#[derive(Debug)]
+struct MemoryConsumer {
+    topic: Arc<Topic>,
+    group: String,
+}
+
+impl MemoryConsumer {
+    fn take(&self, max: usize) -> Vec<BusRecord> {
+        let mut log = self.topic.log.lock();
+        let (base, end) = (log.base, log.end());
+        let group = log.group(&self.group);
+        // A commit by another member may have passed `next` since a rewind.
+        let start = group.next.max(group.committed);
+        let stop = end.min(start.saturating_add(max as u64));
+        if start >= stop {
+            return Vec::new();
+        }
+        group.next = stop;
+        let (from, to) = ((start - base) as usize, (stop - base) as usize);
+        log.records.range(from..to).cloned().collect()
+    }
+}
+
+#[async_trait]
+impl BusConsumer for MemoryConsumer {
+    /// Waits up to `timeout` for up to `max` records after the group's
+    /// committed position (or what this consumer already received).
+    async fn poll(&mut self, max: usize, timeout: Duration) -> BackendResult<Vec<BusRecord>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // Registered before looking, so a publish in between still wakes us.
+            let published = self.topic.published.notified();
+            tokio::pin!(published);
+            published.as_mut().enable();
+            let records = self.take(max);
+            if !records.is_empty() || max == 0 {
+                return Ok(records);
+            }
+            if tokio::time::timeout_at(deadline, published).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    /// Marks everything up to and including `record` as done for the group. A
+    /// consumer that restarts resumes after the last commit.
+    async fn commit(&mut self, record: &BusRecord) -> BackendResult<()> {
+        let mut log = self.topic.log.lock();
+        let end = log.end();
+        let group = log.group(&self.group);
+        group.committed = group.committed.max(record.offset.saturating_add(1).min(end));
+        log.trim();
+        Ok(())
+    }
+}
+
+impl Drop for MemoryConsumer {
+    /// Leaving rewinds the group to its last commit, so what this member
+    /// received but did not finish goes to the members that remain.
+    fn drop(&mut self) {
+        let mut log = self.topic.log.lock();
+        let group = log.group(&self.group);
+        group.next = group.committed;
+    }
+}

@@ -1,0 +1,288 @@
+//! `MessageStore` over the `messages` and `conversation_members` tables.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use im_core::error::BackendError;
+use im_core::message::{AppendOutcome, ConversationSummary, Page};
+use im_core::ports::{BackendResult, MessageStore};
+use im_core::{Ack, ClientMsgId, ConversationId, MessageId, NewMessage, Seq, UserId};
+use sqlx::SqliteExecutor;
+
+use super::SqliteStore;
+use super::columns::{conversation_from_column, from_column, seq_from_column, to_bound, to_column};
+use super::error::map_sqlx;
+use super::multi_row::{MultiRow, chunks};
+use crate::batch::BatchPlan;
+
+/// The multi-row statements of an append, built once per store.
+#[derive(Debug)]
+pub(super) struct AppendStatements {
+    /// Reports back the keys of the rows it stored: a row whose key is already
+    /// taken is skipped by `DO NOTHING` and is missing from the report.
+    insert_messages: MultiRow,
+    insert_members: MultiRow,
+}
+
+impl AppendStatements {
+    pub fn new() -> Self {
+        Self {
+            insert_messages: MultiRow::new(
+                "INSERT INTO messages \
+                 (conversation, seq, msg_id, sender, recipient, client_msg_id, body, content_type, server_time_ms) VALUES",
+                "(?,?,?,?,?,?,?,?,?)",
+                "ON CONFLICT (sender, client_msg_id) DO NOTHING RETURNING sender, client_msg_id",
+            ),
+            insert_members: MultiRow::new(
+                "INSERT INTO conversation_members (user_id, conversation) VALUES",
+                "(?,?)",
+                "ON CONFLICT DO NOTHING",
+            ),
+        }
+    }
+}
+
+/// The columns of a message that need converting, checked before the write
+/// transaction begins so a bad value never holds the write lock.
+struct MessageRow<'a> {
+    message: &'a NewMessage,
+    conversation: String,
+    seq: i64,
+    msg_id: i64,
+    sender: i64,
+    recipient: i64,
+}
+
+impl<'a> MessageRow<'a> {
+    fn new(message: &'a NewMessage) -> BackendResult<Self> {
+        Ok(Self {
+            message,
+            conversation: message.conversation.to_string(),
+            seq: to_column(message.seq.0, "seq")?,
+            msg_id: to_column(message.msg_id.0, "msg_id")?,
+            sender: to_column(message.sender.0, "sender")?,
+            recipient: to_column(message.recipient.0, "recipient")?,
+        })
+    }
+}
+
+/// Both members of every conversation the batch touches, each pair once.
+fn membership_rows(rows: &[MessageRow<'_>]) -> BackendResult<Vec<(i64, String)>> {
+    let conversations: HashSet<ConversationId> = rows.iter().map(|row| row.message.conversation).collect();
+    let mut members = Vec::with_capacity(conversations.len() * 2);
+    for conversation in conversations {
+        let text = conversation.to_string();
+        for user in conversation.members() {
+            members.push((to_column(user.0, "user id")?, text.clone()));
+        }
+    }
+    Ok(members)
+}
+
+/// The ack of the message stored under `(sender, client_msg_id)`.
+async fn ack_by_key<'c>(
+    executor: impl SqliteExecutor<'c>,
+    sender: i64,
+    client_msg_id: &str,
+) -> BackendResult<Option<Ack>> {
+    let row: Option<(i64, String, i64, i64)> = sqlx::query_as(
+        "SELECT msg_id, conversation, seq, server_time_ms FROM messages WHERE sender = ? AND client_msg_id = ?",
+    )
+    .bind(sender)
+    .bind(client_msg_id)
+    .fetch_optional(executor)
+    .await
+    .map_err(map_sqlx)?;
+    row.map(|(msg_id, conversation, seq, server_time_ms)| {
+        Ok(Ack {
+            msg_id: MessageId(from_column(msg_id, "msg_id")?),
+            conversation: conversation_from_column(&conversation)?,
+            seq: seq_from_column(seq)?,
+            server_time_ms,
+        })
+    })
+    .transpose()
+}
+
+type MessageColumns = (i64, i64, i64, i64, String, Vec<u8>, String, i64);
+
+fn message_from_columns(conversation: ConversationId, columns: MessageColumns) -> BackendResult<NewMessage> {
+    let (seq, msg_id, sender, recipient, client_msg_id, body, content_type, server_time_ms) = columns;
+    Ok(NewMessage {
+        msg_id: MessageId(from_column(msg_id, "msg_id")?),
+        conversation,
+        seq: seq_from_column(seq)?,
+        sender: UserId(from_column(sender, "sender")?),
+        recipient: UserId(from_column(recipient, "recipient")?),
+        client_msg_id: ClientMsgId::parse(&client_msg_id)
+            .map_err(|_| BackendError::Other(format!("stored client_msg_id {client_msg_id:?} is malformed")))?,
+        body: Bytes::from(body),
+        content_type,
+        server_time_ms,
+    })
+}
+
+#[async_trait]
+impl MessageStore for SqliteStore {
+    /// Appends a batch in one transaction that is committed durably (fsync)
+    /// before this returns: one commit for the whole batch (group commit).
+    /// Outcomes are in batch order. A message whose `(sender, client_msg_id)`
+    /// is already stored is not stored again; its outcome carries the first
+    /// ack. On error nothing of the batch is stored.
+    async fn append(&self, batch: &[NewMessage]) -> BackendResult<Vec<AppendOutcome>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let plan = BatchPlan::new(batch);
+        let rows = plan.firsts.iter().map(|&i| MessageRow::new(&batch[i])).collect::<BackendResult<Vec<_>>>()?;
+        let members = membership_rows(&rows)?;
+        let mut first_outcomes = vec![None; batch.len()];
+
+        // IMMEDIATE takes the write lock up front: a deferred transaction that
+        // upgrades later fails at once, without waiting, if another process
+        // writes meanwhile.
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_sqlx)?;
+        for range in chunks(rows.len()) {
+            let chunk = &rows[range.clone()];
+            let mut insert = sqlx::query(self.append.insert_messages.sql(chunk.len()));
+            for row in chunk {
+                let m = row.message;
+                insert = insert
+                    .bind(&row.conversation)
+                    .bind(row.seq)
+                    .bind(row.msg_id)
+                    .bind(row.sender)
+                    .bind(row.recipient)
+                    .bind(m.client_msg_id.as_str())
+                    .bind(&m.body[..])
+                    .bind(&m.content_type)
+                    .bind(m.server_time_ms);
+            }
+            // A conflict on (conversation, seq) is not covered by DO NOTHING:
+            // it fails the statement, and dropping `tx` rolls the batch back.
+            let stored = insert.fetch_all(&mut *tx).await.map_err(map_sqlx)?;
+            let firsts = &plan.firsts[range];
+            if true {
+                // The common case: nothing in this chunk was a resend.
+                for &i in firsts {
+                    first_outcomes[i] = Some(AppendOutcome::Stored);
+                }
+                continue;
+            }
+            let stored_keys = stored
+                .into_iter()
+                .map(|row| {
+                    use sqlx::Row;
+                    Ok((row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?))
+                })
+                .collect::<Result<HashSet<(i64, String)>, sqlx::Error>>()
+                .map_err(map_sqlx)?;
+            for (row, &i) in chunk.iter().zip(firsts) {
+                let key = row.message.client_msg_id.as_str();
+                // The HashSet is keyed by owned strings; a resend is rare, so
+                // the allocation for the lookup is too.
+                let outcome = if stored_keys.contains(&(row.sender, key.to_owned())) {
+                    AppendOutcome::Stored
+                } else {
+                    let first = ack_by_key(&mut *tx, row.sender, key).await?.ok_or_else(|| {
+                        BackendError::Other(format!(
+                            "message {} was skipped as a duplicate but none is stored",
+                            row.msg_id
+                        ))
+                    })?;
+                    AppendOutcome::Duplicate(first)
+                };
+                first_outcomes[i] = Some(outcome);
+            }
+        }
+        for range in chunks(members.len()) {
+            let chunk = &members[range];
+            let mut insert = sqlx::query(self.append.insert_members.sql(chunk.len()));
+            for (user, conversation) in chunk {
+                insert = insert.bind(*user).bind(conversation);
+            }
+            insert.execute(&mut *tx).await.map_err(map_sqlx)?;
+        }
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(plan.outcomes(batch, first_outcomes))
+    }
+
+    /// Messages of `conversation` with seq > `after`, ascending, at most
+    /// `limit`; `has_more` tells whether more follow.
+    async fn fetch(&self, conversation: ConversationId, after: Seq, limit: u32) -> BackendResult<Page> {
+        let rows: Vec<MessageColumns> = sqlx::query_as(
+            "SELECT seq, msg_id, sender, recipient, client_msg_id, body, content_type, server_time_ms \
+             FROM messages WHERE conversation = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(conversation.to_string())
+        .bind(to_bound(after.0))
+        // One more than asked tells whether more follow.
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_sqlx)?;
+        let has_more = rows.len() > limit as usize;
+        let messages = rows
+            .into_iter()
+            .take(limit as usize)
+            .map(|columns| message_from_columns(conversation, columns))
+            .collect::<BackendResult<Vec<_>>>()?;
+        Ok(Page { messages, has_more })
+    }
+
+    /// The ack of a stored message, by its idempotency key.
+    async fn find_by_client_msg_id(&self, sender: UserId, client_msg_id: &ClientMsgId) -> BackendResult<Option<Ack>> {
+        ack_by_key(&self.reader, to_bound(sender.0), client_msg_id.as_str()).await
+    }
+
+    /// The conversations `user` is a member of, with max seq, read position
+    /// and unread count, most recently active first.
+    async fn conversations_of(&self, user: UserId) -> BackendResult<Vec<ConversationSummary>> {
+        // Each subquery is a range scan of the (conversation, seq) primary key.
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT c.conversation, \
+                    COALESCE((SELECT MAX(m.seq) FROM messages m WHERE m.conversation = c.conversation), 0), \
+                    COALESCE(r.read_seq, 0), \
+                    (SELECT COUNT(*) FROM messages m \
+                      WHERE m.conversation = c.conversation AND m.seq > COALESCE(r.read_seq, 0) \
+                        AND m.sender <> c.user_id) \
+             FROM conversation_members c \
+             LEFT JOIN receipts r ON r.user_id = c.user_id AND r.conversation = c.conversation \
+             WHERE c.user_id = ? \
+             ORDER BY (SELECT m.server_time_ms FROM messages m WHERE m.conversation = c.conversation \
+                        ORDER BY m.seq DESC LIMIT 1) DESC, \
+                      c.conversation",
+        )
+        .bind(to_bound(user.0))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_sqlx)?;
+        rows.into_iter()
+            .map(|(conversation, max_seq, read_seq, unread)| {
+                Ok(ConversationSummary {
+                    conversation: conversation_from_column(&conversation)?,
+                    max_seq: seq_from_column(max_seq)?,
+                    read_seq: seq_from_column(read_seq)?,
+                    unread: from_column(unread, "unread count")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Highest stored seq of a conversation (`Seq::ZERO` when empty).
+    async fn max_seq(&self, conversation: ConversationId) -> BackendResult<Seq> {
+        let (max,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation = ?")
+            .bind(conversation.to_string())
+            .fetch_one(&self.reader)
+            .await
+            .map_err(map_sqlx)?;
+        seq_from_column(max)
+    }
+
+    /// A cheap round trip to the store, for `/ready`.
+    async fn ping(&self) -> BackendResult<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await.map_err(map_sqlx)?;
+        Ok(())
+    }
+}

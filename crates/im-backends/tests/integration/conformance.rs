@@ -1,0 +1,43 @@
+//! Every conformance suite, for every embedded backend.
+
+use crate::fixtures::*;
+
+mod sqlite_message_store {
+    im_backends::message_store_suite!(super::sqlite);
+}
+
+mod sqlite_receipt_store {
+    im_backends::receipt_store_suite!(super::sqlite);
+}
+
+mod sqlite_ceiling_store {
+    im_backends::ceiling_store_suite!(super::sqlite);
+}
+
+mod sqlite_user_store {
+    im_backends::user_store_suite!(super::sqlite);
+}
+
+mod memory_ceiling_store {
+    im_backends::ceiling_store_suite!(super::memory_ceilings);
+}
+
+mod memory_seq_allocator_over_memory {
+    im_backends::seq_allocator_suite!(super::allocators_over_memory);
+}
+
+mod memory_seq_allocator_over_sqlite {
+    im_backends::seq_allocator_suite!(super::allocators_over_sqlite);
+}
+
+mod memory_dedup_cache {
+    im_backends::dedup_cache_suite!(super::memory_dedup);
+}
+
+mod memory_bus {
+    im_backends::bus_suite!(super::memory_bus);
+}
+
+mod memory_registry {
+    im_backends::registry_suite!(super::memory_registry);
+}

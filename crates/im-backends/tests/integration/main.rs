@@ -1,0 +1,12 @@
+//! The integration tests of im-backends, in one binary to keep link time down.
+//!
+//! - `fixtures`: fresh backends for the conformance suites.
+//! - `conformance`: every suite stamped out for every embedded backend.
+//! - `sqlite`: what only the SQLite store promises (durability across reopen).
+//! - `properties`: the seq allocator and the dedup cache against trivial
+//!   models, on random operation sequences.
+
+mod conformance;
+mod fixtures;
+mod properties;
+mod sqlite;

@@ -1,0 +1,300 @@
+//! The one table of configuration keys: environment variable → config.yaml key → parser, with the
+//! description that the reference and the example config are generated from.
+//!
+//! The YAML key of each row is spelled as the Rust field path (`server.grpc_port` is
+//! `config.server.grpc_port`), and the parser is the field's type (see `value.rs`), so a row cannot
+//! point at the wrong field or parse with the wrong type. Order matters: it is the order of the
+//! reference and of the example config, and a section's keys must stay together.
+
+use serde_yaml::Value;
+
+use crate::schema::Config;
+use crate::value::ConfigValue;
+
+/// Who named a key: the deployment guide (its environment variable, its config.yaml key, or both) or
+/// this project.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// Both the environment variable and the config.yaml key are the guide's.
+    Guide,
+    /// The guide names the environment variable; its config.yaml key is ours.
+    GuideEnv,
+    /// The guide names the config.yaml key; its environment variable is ours.
+    GuideYaml,
+    /// A project addition.
+    Project,
+}
+
+impl Origin {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Guide => "guide",
+            Self::GuideEnv => "guide (env); yaml key: project",
+            Self::GuideYaml => "guide (yaml); env var: project",
+            Self::Project => "project",
+        }
+    }
+}
+
+pub(crate) struct Key {
+    pub env: &'static str,
+    pub path: &'static str,
+    pub origin: Origin,
+    pub doc: &'static str,
+    pub from_env: fn(&mut Config, &str) -> Result<(), String>,
+    pub from_yaml: fn(&mut Config, &Value) -> Result<(), String>,
+    pub show: fn(&Config) -> Shown,
+}
+
+/// A field's type name and value as YAML, read through the field's `ConfigValue`.
+pub(crate) struct Shown {
+    pub kind: String,
+    pub yaml: String,
+}
+
+fn shown<T: ConfigValue>(value: &T) -> Shown {
+    Shown { kind: T::kind(), yaml: value.to_yaml() }
+}
+
+macro_rules! keys {
+    ($($env:literal => $section:ident $(. $field:ident)+, $origin:ident, $doc:literal;)+) => {
+        pub(crate) static KEYS: &[Key] = &[$(
+            Key {
+                env: $env,
+                path: concat!(stringify!($section) $(, ".", stringify!($field))+),
+                origin: Origin::$origin,
+                doc: $doc,
+                from_env: |config, text| {
+                    config.$section$(.$field)+ = ConfigValue::parse_str(text)?;
+                    Ok(())
+                },
+                from_yaml: |config, value| {
+                    config.$section$(.$field)+ = ConfigValue::from_yaml(value)?;
+                    Ok(())
+                },
+                show: |config| shown(&config.$section$(.$field)+),
+            },
+        )+];
+    };
+}
+
+keys! {
+    "SERVER_GRPC_PORT"                 => server.grpc_port, Guide, "gRPC port.";
+    "SERVER_HTTP_PORT"                 => server.http_port, Guide, "HTTP port: /health, /ready, /metrics.";
+    "MAX_MESSAGE_SIZE"                 => server.max_message_size, Guide, "Largest message body in bytes, at most 1 MiB.";
+    "MAX_RETRY_ATTEMPTS"               => server.max_retry_attempts, Guide, "Attempts to push a message to a device.";
+    "RETRY_TIMEOUT"                    => server.retry_timeout, Guide, "Timeout of each push attempt.";
+    "SERVER_LISTEN_HOST"               => server.listen_host, Project, "Address every listener binds to; 0.0.0.0 accepts remote clients.";
+    "SERVER_WS_PORT"                   => server.ws_port, Project, "WebSocket port (/ws) of the built-in gateway, used when services.gateway.addr is empty.";
+    "IM_DATA_DIR"                      => server.data_dir, Project, "Standalone mode's files: SQLite database, generated token secret, admin credential, local master key.";
+    "NODE_ID"                          => server.node_id, Project, "This node's number, unique within a cluster.";
+
+    "DB_HOST"                          => database.host, Guide, "MySQL host:port. Empty: embedded SQLite in server.data_dir.";
+    "DB_NAME"                          => database.name, Guide, "MySQL database.";
+    "DB_USER"                          => database.user, Guide, "MySQL user.";
+    "DB_PASSWORD"                      => database.password, Guide, "MySQL password.";
+    "DB_MAX_OPEN_CONNS"                => database.max_open_conns, Guide, "Connection pool size.";
+    "DB_MAX_IDLE_CONNS"                => database.max_idle_conns, Guide, "Idle connections kept, at most max_open_conns.";
+    "DB_CONN_MAX_LIFETIME"             => database.conn_max_lifetime, Guide, "Connections are replaced after this long; 0 keeps them.";
+    "DB_CONN_TIMEOUT"                  => database.conn_timeout, GuideEnv, "Timeout to open a connection.";
+    "DB_READ_TIMEOUT"                  => database.read_timeout, GuideEnv, "Timeout of a read.";
+    "DB_WRITE_TIMEOUT"                 => database.write_timeout, GuideEnv, "Timeout of a write.";
+
+    "REDIS_ADDR"                       => redis.addr, Guide, "Redis host:port. Empty: in-process seq allocator and dedup cache.";
+    "REDIS_PASSWORD"                   => redis.password, Guide, "Redis password.";
+    "REDIS_DB"                         => redis.db, Guide, "Redis database number.";
+    "REDIS_POOL_SIZE"                  => redis.pool_size, Guide, "Connection pool size.";
+    "REDIS_MIN_IDLE_CONNS"             => redis.min_idle_conns, Guide, "Idle connections kept, at most pool_size.";
+    "REDIS_DIAL_TIMEOUT"               => redis.dial_timeout, GuideEnv, "Timeout to connect.";
+    "REDIS_READ_TIMEOUT"               => redis.read_timeout, GuideEnv, "Timeout of a read.";
+    "REDIS_WRITE_TIMEOUT"              => redis.write_timeout, GuideEnv, "Timeout of a write.";
+
+    "SEQUENCE_SNAPSHOT_INTERVAL"       => sequence.snapshot_interval, GuideEnv, "Seqs reserved per stored ceiling: the most a Redis loss can skip.";
+
+    "KAFKA_BROKERS"                    => kafka.brokers, Guide, "Kafka brokers (comma-separated in env). Empty: in-process bus.";
+    "KAFKA_GROUP_ID"                   => kafka.group_id, GuideEnv, "Consumer group of the group-message fan-out.";
+    "KAFKA_PRODUCER_TIMEOUT"           => kafka.producer.timeout, Guide, "Timeout of a produce request.";
+    "KAFKA_PRODUCER_RETRY_MAX"         => kafka.producer.retry_max, Guide, "Retries of a failed produce request.";
+    "KAFKA_PRODUCER_BATCH_SIZE"        => kafka.producer.batch_size, Guide, "Bytes batched per partition.";
+    "KAFKA_CONSUMER_GROUP_ID"          => kafka.consumer.group_id, Guide, "Consumer group of the offline worker.";
+    "KAFKA_CONSUMER_AUTO_OFFSET_RESET" => kafka.consumer.auto_offset_reset, Guide, "Where a group without a committed offset starts.";
+    "KAFKA_CONSUMER_SESSION_TIMEOUT"   => kafka.consumer.session_timeout, Guide, "Consumer session timeout.";
+    "KAFKA_TOPIC_GROUP_MSG"            => kafka.topics.group_msg, Guide, "Topic of group messages.";
+    "KAFKA_TOPIC_OFFLINE_MSG"          => kafka.topics.offline_msg, Guide, "Topic of offline-message events.";
+    "KAFKA_TOPIC_MEMBERSHIP_CHANGE"    => kafka.topics.membership_change, Guide, "Topic of group membership changes.";
+
+    "ETCD_ENDPOINTS"                   => etcd.endpoints, GuideEnv, "etcd endpoints (comma-separated in env). Empty: in-process registry.";
+
+    "OFFLINE_WORKER_ENABLED"           => offline_worker.enabled, Guide, "Run the offline worker in this process.";
+    "OFFLINE_WORKER_BATCH_SIZE"        => offline_worker.batch_size, Guide, "Events per batch.";
+    "OFFLINE_WORKER_BATCH_TIMEOUT"     => offline_worker.batch_timeout, Guide, "Longest wait to fill a batch.";
+    "OFFLINE_WORKER_CONCURRENCY"       => offline_worker.concurrency, Guide, "Batches processed at once.";
+
+    "FILTER_ENABLED"                   => filter.enabled, Guide, "Check messages against the sensitive-word list.";
+    "FILTER_ACTION"                    => filter.action, Guide, "block rejects, replace masks, audit delivers and records.";
+    "FILTER_WORDLIST_PATH"             => filter.wordlist_path, Guide, "Word list, one per line; required when the filter is enabled.";
+
+    "ENCRYPTION_ENABLED"               => encryption.enabled, Guide, "Encrypt message bodies at rest.";
+    "KMS_ENDPOINT"                     => encryption.kms_endpoint, Guide, "KMS host:port. Empty: local master key in server.data_dir.";
+    "KMS_KEY_ID"                       => encryption.kms_key_id, Guide, "KMS key id; required with kms_endpoint.";
+    "DEK_CACHE_TTL"                    => encryption.dek_cache_ttl, Guide, "How long a data key is cached.";
+    "KEY_ROTATION_DAYS"                => encryption.key_rotation_days, Guide, "Days between data key rotations.";
+
+    "GATEWAY_SERVICE_ADDR"             => services.gateway.addr, Guide, "Gateway Service gRPC host:port. Empty: built-in gateway.";
+    "GATEWAY_SERVICE_TIMEOUT"          => services.gateway.timeout, GuideYaml, "Deadline of a call to the Gateway Service.";
+    "USER_SERVICE_ADDR"                => services.user.addr, Guide, "User Service gRPC host:port. Empty: built-in user directory.";
+    "USER_SERVICE_TIMEOUT"             => services.user.timeout, GuideYaml, "Deadline of a call to the User Service.";
+
+    "METRICS_ENABLED"                  => observability.metrics_enabled, Guide, "Serve Prometheus metrics.";
+    "METRICS_PORT"                     => observability.metrics_port, Guide, "Port of the dedicated metrics listener (/metrics is also on the HTTP port).";
+    "OTEL_EXPORTER_OTLP_ENDPOINT"      => observability.otel_endpoint, Guide, "OTLP endpoint (http:// or https://) for traces. Empty: no export.";
+    "LOG_LEVEL"                        => observability.log_level, Guide, "Lowest level logged.";
+    "LOG_FORMAT"                       => observability.log_format, Guide, "json for collectors, text for people.";
+
+    "JWT_SECRET"                       => auth.jwt_secret, Project, "HS256 key of client tokens, at least 32 bytes. Empty: generated once in server.data_dir.";
+    "TOKEN_TTL"                        => auth.token_ttl, Project, "Lifetime of an issued token.";
+}
+
+/// One line of comment per top-level section of the example config.
+pub(crate) static SECTIONS: &[(&str, &str)] = &[
+    ("server", "Listeners and limits."),
+    ("database", "Message store. Empty host: embedded SQLite file in server.data_dir; set it for MySQL."),
+    ("redis", "Seq allocator and dedup cache. Empty addr: in-process; set it for Redis."),
+    ("sequence", "Seq ceilings (DESIGN.md §4)."),
+    ("kafka", "Message bus. No brokers: in-process bus, durable through the store; set them for Kafka."),
+    ("etcd", "User-to-gateway registry. No endpoints: in-process; set them for etcd."),
+    ("offline_worker", "Records undelivered messages for offline delivery and unread counts."),
+    ("filter", "Sensitive-word filter."),
+    ("encryption", "Encryption of message bodies at rest."),
+    ("services", "Gateway and User Service. Empty addr: the copy built into this process."),
+    ("observability", "Metrics, traces and logs."),
+    ("auth", "Client tokens (project addition)."),
+];
+
+pub(crate) fn by_path(path: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|key| key.path == path)
+}
+
+/// Whether `path` is a mapping that holds keys, such as `kafka` or `kafka.producer`.
+pub(crate) fn is_section(path: &str) -> bool {
+    KEYS.iter().any(|key| key.path.strip_prefix(path).is_some_and(|rest| rest.starts_with('.')))
+}
+
+/// The names directly under `prefix` (`""` for the top level).
+pub(crate) fn children(prefix: &str) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = KEYS
+        .iter()
+        .filter_map(|key| {
+            let rest =
+                if prefix.is_empty() { Some(key.path) } else { key.path.strip_prefix(prefix)?.strip_prefix('.') };
+            rest.map(|rest| rest.split('.').next().unwrap_or(rest))
+        })
+        .collect();
+    names.dedup();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    /// Every environment variable of the guide's "Configuration Parameters" section.
+    const GUIDE_ENV: &[&str] = &[
+        "SERVER_GRPC_PORT",
+        "SERVER_HTTP_PORT",
+        "MAX_MESSAGE_SIZE",
+        "MAX_RETRY_ATTEMPTS",
+        "RETRY_TIMEOUT",
+        "DB_HOST",
+        "DB_NAME",
+        "DB_USER",
+        "DB_PASSWORD",
+        "DB_MAX_OPEN_CONNS",
+        "DB_MAX_IDLE_CONNS",
+        "DB_CONN_MAX_LIFETIME",
+        "DB_CONN_TIMEOUT",
+        "DB_READ_TIMEOUT",
+        "DB_WRITE_TIMEOUT",
+        "REDIS_ADDR",
+        "REDIS_PASSWORD",
+        "REDIS_DB",
+        "REDIS_POOL_SIZE",
+        "REDIS_MIN_IDLE_CONNS",
+        "REDIS_DIAL_TIMEOUT",
+        "REDIS_READ_TIMEOUT",
+        "REDIS_WRITE_TIMEOUT",
+        "SEQUENCE_SNAPSHOT_INTERVAL",
+        "KAFKA_BROKERS",
+        "KAFKA_GROUP_ID",
+        "KAFKA_PRODUCER_TIMEOUT",
+        "KAFKA_PRODUCER_RETRY_MAX",
+        "KAFKA_PRODUCER_BATCH_SIZE",
+        "KAFKA_CONSUMER_GROUP_ID",
+        "KAFKA_CONSUMER_AUTO_OFFSET_RESET",
+        "KAFKA_CONSUMER_SESSION_TIMEOUT",
+        "KAFKA_TOPIC_GROUP_MSG",
+        "KAFKA_TOPIC_OFFLINE_MSG",
+        "KAFKA_TOPIC_MEMBERSHIP_CHANGE",
+        "ETCD_ENDPOINTS",
+        "GATEWAY_SERVICE_ADDR",
+        "USER_SERVICE_ADDR",
+        "KMS_ENDPOINT",
+        "KMS_KEY_ID",
+        "OFFLINE_WORKER_ENABLED",
+        "OFFLINE_WORKER_BATCH_SIZE",
+        "OFFLINE_WORKER_BATCH_TIMEOUT",
+        "OFFLINE_WORKER_CONCURRENCY",
+        "FILTER_ENABLED",
+        "FILTER_ACTION",
+        "FILTER_WORDLIST_PATH",
+        "ENCRYPTION_ENABLED",
+        "DEK_CACHE_TTL",
+        "KEY_ROTATION_DAYS",
+        "METRICS_ENABLED",
+        "METRICS_PORT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "LOG_LEVEL",
+        "LOG_FORMAT",
+    ];
+
+    #[test]
+    fn every_guide_variable_has_a_row_marked_as_the_guides() {
+        for env in GUIDE_ENV {
+            let key = KEYS.iter().find(|key| key.env == *env).unwrap_or_else(|| panic!("{env} has no row"));
+            assert!(matches!(key.origin, Origin::Guide | Origin::GuideEnv), "{env} is the guide's");
+        }
+        for key in KEYS.iter().filter(|key| matches!(key.origin, Origin::Guide | Origin::GuideEnv)) {
+            assert!(GUIDE_ENV.contains(&key.env), "{} is not in the guide", key.env);
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_sections_contiguous() {
+        let envs: HashSet<_> = KEYS.iter().map(|key| key.env).collect();
+        let paths: HashSet<_> = KEYS.iter().map(|key| key.path).collect();
+        assert_eq!(envs.len(), KEYS.len());
+        assert_eq!(paths.len(), KEYS.len());
+        let sections: Vec<&str> = KEYS.iter().map(|key| key.path.split('.').next().unwrap_or_default()).collect();
+        let mut seen = Vec::new();
+        for section in sections {
+            if seen.last() != Some(&section) {
+                assert!(!seen.contains(&section), "rows of {section} are not together");
+                seen.push(section);
+            }
+        }
+        let documented: Vec<&str> = SECTIONS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(seen, documented);
+    }
+
+    #[test]
+    fn sections_and_children() {
+        assert!(is_section("kafka"));
+        assert!(is_section("kafka.producer"));
+        assert!(!is_section("kafka.brokers"));
+        assert!(!is_section("kaf"));
+        assert_eq!(children("kafka"), ["brokers", "group_id", "producer", "consumer", "topics"]);
+        assert_eq!(children("").len(), SECTIONS.len());
+    }
+}

@@ -1,0 +1,416 @@
+//! The typed configuration. Field paths are the `config.yaml` keys: `Config.server.grpc_port` is
+//! `server.grpc_port`, and the key table in `keys.rs` derives its YAML paths from these field paths, so
+//! the two cannot drift apart.
+//!
+//! `Default` is the configuration with nothing configured: every dependency address is empty, which
+//! selects the embedded backend (see [`crate::backends`]). The guide's sizes, timeouts and ports are
+//! kept as they are.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::secret::Secret;
+
+/// Everything the service binaries read at start-up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub sequence: SequenceConfig,
+    pub kafka: KafkaConfig,
+    pub etcd: EtcdConfig,
+    pub offline_worker: OfflineWorkerConfig,
+    pub filter: FilterConfig,
+    pub encryption: EncryptionConfig,
+    pub services: ServicesConfig,
+    pub observability: ObservabilityConfig,
+    /// Project addition: the guide has no section for client authentication.
+    pub auth: AuthConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub grpc_port: u16,
+    /// `/health`, `/ready` and `/metrics`.
+    pub http_port: u16,
+    /// Largest message body accepted, in bytes.
+    pub max_message_size: usize,
+    pub max_retry_attempts: u32,
+    pub retry_timeout: Duration,
+    /// Project addition: the address every listener binds to.
+    pub listen_host: String,
+    /// Project addition: WebSocket port of the built-in gateway.
+    pub ws_port: u16,
+    /// Project addition: standalone mode's files (see the `*_path` methods).
+    pub data_dir: PathBuf,
+    /// Project addition: this node's number, unique within a cluster.
+    pub node_id: u16,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            grpc_port: 9094,
+            http_port: 8094,
+            max_message_size: 10 * 1024,
+            max_retry_attempts: 3,
+            retry_timeout: Duration::from_secs(5),
+            // Loopback: an unconfigured process must not be reachable from the network.
+            listen_host: "127.0.0.1".to_owned(),
+            ws_port: 8093,
+            data_dir: PathBuf::from("./data"),
+            node_id: 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    /// `host:port` of MySQL; empty selects the embedded SQLite store.
+    pub host: String,
+    pub name: String,
+    pub user: String,
+    pub password: Secret,
+    pub max_open_conns: u32,
+    pub max_idle_conns: u32,
+    /// Zero keeps connections forever.
+    pub conn_max_lifetime: Duration,
+    pub conn_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            name: "im_chat".to_owned(),
+            user: "im_service".to_owned(),
+            password: Secret::default(),
+            max_open_conns: 25,
+            max_idle_conns: 5,
+            conn_max_lifetime: Duration::from_secs(3600),
+            conn_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `host:port` of Redis; empty selects the in-process allocator and dedup cache.
+    pub addr: String,
+    pub password: Secret,
+    pub db: u32,
+    pub pool_size: u32,
+    pub min_idle_conns: u32,
+    pub dial_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            addr: String::new(),
+            password: Secret::default(),
+            db: 0,
+            pool_size: 100,
+            min_idle_conns: 10,
+            dial_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(3),
+            write_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SequenceConfig {
+    /// How far each stored seq ceiling is raised at a time (DESIGN.md §4): the most seqs a Redis loss skips.
+    pub snapshot_interval: u64,
+}
+
+impl Default for SequenceConfig {
+    fn default() -> Self {
+        Self { snapshot_interval: 10_000 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// Empty selects the in-process bus.
+    pub brokers: Vec<String>,
+    /// Consumer group of the group-message fan-out (`KAFKA_GROUP_ID`).
+    pub group_id: String,
+    pub producer: KafkaProducerConfig,
+    pub consumer: KafkaConsumerConfig,
+    pub topics: KafkaTopicsConfig,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: Vec::new(),
+            group_id: "im-service-group".to_owned(),
+            producer: KafkaProducerConfig::default(),
+            consumer: KafkaConsumerConfig::default(),
+            topics: KafkaTopicsConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaProducerConfig {
+    pub timeout: Duration,
+    pub retry_max: u32,
+    /// Bytes per partition batch.
+    pub batch_size: usize,
+}
+
+impl Default for KafkaProducerConfig {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(10), retry_max: 3, batch_size: 16_384 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaConsumerConfig {
+    /// Consumer group of the offline worker.
+    pub group_id: String,
+    pub auto_offset_reset: AutoOffsetReset,
+    pub session_timeout: Duration,
+}
+
+impl Default for KafkaConsumerConfig {
+    fn default() -> Self {
+        Self {
+            group_id: "im-service-offline-worker".to_owned(),
+            auto_offset_reset: AutoOffsetReset::Latest,
+            session_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaTopicsConfig {
+    pub group_msg: String,
+    pub offline_msg: String,
+    pub membership_change: String,
+}
+
+impl Default for KafkaTopicsConfig {
+    fn default() -> Self {
+        Self {
+            group_msg: "group_msg".to_owned(),
+            offline_msg: "offline_msg".to_owned(),
+            membership_change: "membership_change".to_owned(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// Empty selects the in-process registry.
+    pub endpoints: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OfflineWorkerConfig {
+    pub enabled: bool,
+    pub batch_size: usize,
+    pub batch_timeout: Duration,
+    pub concurrency: usize,
+}
+
+impl Default for OfflineWorkerConfig {
+    fn default() -> Self {
+        Self { enabled: true, batch_size: 100, batch_timeout: Duration::from_secs(5), concurrency: 10 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilterConfig {
+    pub enabled: bool,
+    pub action: FilterAction,
+    /// One word per line; required when `enabled`.
+    pub wordlist_path: Option<PathBuf>,
+}
+
+impl Default for FilterConfig {
+    fn default() -> Self {
+        // `replace` is the guide's example; it only matters once a word list is configured.
+        Self { enabled: false, action: FilterAction::Replace, wordlist_path: None }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncryptionConfig {
+    pub enabled: bool,
+    /// Empty with `enabled` means a local master key in `server.data_dir` (see [`crate::KeySource`]).
+    pub kms_endpoint: String,
+    pub kms_key_id: Secret,
+    pub dek_cache_ttl: Duration,
+    pub key_rotation_days: u32,
+}
+
+impl Default for EncryptionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            kms_endpoint: String::new(),
+            kms_key_id: Secret::default(),
+            dek_cache_ttl: Duration::from_secs(3600),
+            key_rotation_days: 90,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicesConfig {
+    pub gateway: ServiceEndpoint,
+    pub user: ServiceEndpoint,
+}
+
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        Self {
+            gateway: ServiceEndpoint { addr: String::new(), timeout: Duration::from_secs(5) },
+            user: ServiceEndpoint { addr: String::new(), timeout: Duration::from_secs(3) },
+        }
+    }
+}
+
+/// A service reached over gRPC. An empty `addr` selects the copy linked into this process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceEndpoint {
+    pub addr: String,
+    /// Deadline of each call.
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservabilityConfig {
+    pub metrics_enabled: bool,
+    /// Port of the dedicated metrics listener; `/metrics` is also served on `server.http_port`.
+    pub metrics_port: u16,
+    /// OTLP gRPC endpoint; empty disables trace export.
+    pub otel_endpoint: String,
+    pub log_level: LogLevel,
+    pub log_format: LogFormat,
+}
+
+impl Default for ObservabilityConfig {
+    fn default() -> Self {
+        Self {
+            metrics_enabled: true,
+            metrics_port: 9090,
+            otel_endpoint: String::new(),
+            log_level: LogLevel::Info,
+            // Text for a person at a terminal; deployments set json as the guide does.
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Project addition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// HS256 key for client tokens; empty makes standalone mode generate one in `server.data_dir`.
+    pub jwt_secret: Secret,
+    /// Lifetime of an issued token.
+    pub token_ttl: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { jwt_secret: Secret::default(), token_ttl: Duration::from_secs(720 * 3600) }
+    }
+}
+
+/// A closed set of words, spelled in config as the lowercase `text` given for each variant.
+macro_rules! config_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &[Self] = &[$(Self::$variant,)+];
+
+            /// The word used in config (and understood by `tracing`'s filters for [`LogLevel`]).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+
+            /// Case-insensitive, because `LOG_LEVEL=INFO` is as common as `info`.
+            fn from_str(text: &str) -> Result<Self, String> {
+                let word = text.trim();
+                Self::ALL.iter().copied().find(|v| v.as_str().eq_ignore_ascii_case(word)).ok_or_else(|| {
+                    let words: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
+                    format!("invalid value {text:?}: expected one of {}", words.join(", "))
+                })
+            }
+        }
+    };
+}
+
+config_enum! {
+    /// Where a consumer group without a committed offset starts.
+    AutoOffsetReset {
+        Latest = "latest",
+        Earliest = "earliest",
+    }
+}
+
+config_enum! {
+    /// What the sensitive-word filter does with a message that contains a listed word.
+    FilterAction {
+        /// Reject the message (`FAILED_PRECONDITION`).
+        Block = "block",
+        /// Mask the words and deliver.
+        Replace = "replace",
+        /// Deliver unchanged and record the hit.
+        Audit = "audit",
+    }
+}
+
+config_enum! {
+    LogLevel {
+        Trace = "trace",
+        Debug = "debug",
+        Info = "info",
+        Warn = "warn",
+        Error = "error",
+    }
+}
+
+config_enum! {
+    LogFormat {
+        Json = "json",
+        Text = "text",
+    }
+}
+
+impl LogFormat {
+    pub fn is_json(self) -> bool {
+        self == Self::Json
+    }
+}

@@ -1,0 +1,325 @@
+//! Checks on the merged configuration: ranges, and rules that involve more than one key. Each problem is
+//! reported under the key an operator has to change. Messages never quote a secret.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::keys;
+use crate::schema::Config;
+
+/// The largest `server.max_message_size`: bigger bodies belong in object storage, not in a message.
+pub const MAX_MESSAGE_SIZE_LIMIT: usize = 1024 * 1024;
+
+/// HS256 wants a key at least as long as its 256-bit output.
+pub const MIN_JWT_SECRET_LEN: usize = 32;
+
+pub(crate) fn validate(config: &Config) -> Vec<(&'static str, String)> {
+    let mut checks = Checks(Vec::new());
+    server(&mut checks, config);
+    dependencies(&mut checks, config);
+    features(&mut checks, config);
+    checks.0
+}
+
+struct Checks(Vec<(&'static str, String)>);
+
+impl Checks {
+    fn fail(&mut self, path: &'static str, message: impl Into<String>) {
+        debug_assert!(keys::by_path(path).is_some(), "{path} is not a config key");
+        self.0.push((path, message.into()));
+    }
+
+    fn positive(&mut self, path: &'static str, value: u64) {
+        if value == 0 {
+            self.fail(path, "must be at least 1");
+        }
+    }
+
+    fn nonzero_duration(&mut self, path: &'static str, value: Duration) {
+        if value.is_zero() {
+            self.fail(path, "must be longer than 0");
+        }
+    }
+
+    fn not_empty(&mut self, path: &'static str, value: &str, why: &str) {
+        if value.is_empty() {
+            self.fail(path, format!("must not be empty {why}"));
+        }
+    }
+}
+
+fn server(checks: &mut Checks, config: &Config) {
+    let server = &config.server;
+    let observability = &config.observability;
+    for (path, port) in [
+        ("server.grpc_port", server.grpc_port),
+        ("server.http_port", server.http_port),
+        ("server.ws_port", server.ws_port),
+        ("observability.metrics_port", observability.metrics_port),
+    ] {
+        if port == 0 {
+            checks.fail(path, "must be a port from 1 to 65535");
+        }
+    }
+    // Only listeners this process opens must differ: the WebSocket port is the built-in gateway's.
+    let mut listeners = vec![("server.grpc_port", server.grpc_port), ("server.http_port", server.http_port)];
+    if config.builtin_gateway() {
+        listeners.push(("server.ws_port", server.ws_port));
+    }
+    if observability.metrics_enabled {
+        listeners.push(("observability.metrics_port", observability.metrics_port));
+    }
+    for (index, &(path, port)) in listeners.iter().enumerate() {
+        if let Some(&(earlier, _)) = listeners[..index].iter().find(|(_, other)| *other == port && port != 0) {
+            checks.fail(path, format!("port {port} is also {earlier}; each listener needs its own port"));
+        }
+    }
+
+    if !(1..=MAX_MESSAGE_SIZE_LIMIT).contains(&server.max_message_size) {
+        checks.fail(
+            "server.max_message_size",
+            format!("must be from 1 to {MAX_MESSAGE_SIZE_LIMIT} bytes (1 MiB), found {}", server.max_message_size),
+        );
+    }
+    checks.nonzero_duration("server.retry_timeout", server.retry_timeout);
+    if !is_host(&server.listen_host) {
+        checks.fail(
+            "server.listen_host",
+            format!("expected an IP address or host name without a port, found {:?}", server.listen_host),
+        );
+    }
+    if server.data_dir.as_os_str().is_empty() {
+        checks.fail("server.data_dir", "must not be empty");
+    }
+}
+
+fn dependencies(checks: &mut Checks, config: &Config) {
+    let database = &config.database;
+    if config.uses_mysql() {
+        checks.not_empty("database.name", &database.name, "when database.host is set");
+        checks.not_empty("database.user", &database.user, "when database.host is set");
+    }
+    checks.positive("database.max_open_conns", database.max_open_conns.into());
+    if database.max_open_conns > 0 && database.max_idle_conns > database.max_open_conns {
+        checks.fail(
+            "database.max_idle_conns",
+            format!("{} is more than database.max_open_conns ({})", database.max_idle_conns, database.max_open_conns),
+        );
+    }
+    checks.nonzero_duration("database.conn_timeout", database.conn_timeout);
+    checks.nonzero_duration("database.read_timeout", database.read_timeout);
+    checks.nonzero_duration("database.write_timeout", database.write_timeout);
+
+    let redis = &config.redis;
+    checks.positive("redis.pool_size", redis.pool_size.into());
+    if redis.pool_size > 0 && redis.min_idle_conns > redis.pool_size {
+        checks.fail(
+            "redis.min_idle_conns",
+            format!("{} is more than redis.pool_size ({})", redis.min_idle_conns, redis.pool_size),
+        );
+    }
+    checks.nonzero_duration("redis.dial_timeout", redis.dial_timeout);
+    checks.nonzero_duration("redis.read_timeout", redis.read_timeout);
+    checks.nonzero_duration("redis.write_timeout", redis.write_timeout);
+
+    checks.positive("sequence.snapshot_interval", config.sequence.snapshot_interval);
+
+    // Topic and group names are checked in embedded mode too: the in-process bus uses the same names.
+    let kafka = &config.kafka;
+    checks.not_empty("kafka.group_id", &kafka.group_id, "");
+    checks.not_empty("kafka.consumer.group_id", &kafka.consumer.group_id, "");
+    if !kafka.group_id.is_empty() && kafka.group_id == kafka.consumer.group_id {
+        checks.fail(
+            "kafka.consumer.group_id",
+            "must differ from kafka.group_id: the fan-out and the offline worker are separate consumer groups",
+        );
+    }
+    checks.nonzero_duration("kafka.producer.timeout", kafka.producer.timeout);
+    checks.positive("kafka.producer.batch_size", kafka.producer.batch_size as u64);
+    checks.nonzero_duration("kafka.consumer.session_timeout", kafka.consumer.session_timeout);
+    let topics = [
+        ("kafka.topics.group_msg", &kafka.topics.group_msg),
+        ("kafka.topics.offline_msg", &kafka.topics.offline_msg),
+        ("kafka.topics.membership_change", &kafka.topics.membership_change),
+    ];
+    for (index, &(path, topic)) in topics.iter().enumerate() {
+        if let Err(message) = check_topic(topic) {
+            checks.fail(path, message);
+        } else if let Some(&(earlier, _)) = topics[..index].iter().find(|(_, other)| *other == topic) {
+            checks.fail(path, format!("topic {topic:?} is also {earlier}"));
+        }
+    }
+
+    checks.nonzero_duration("services.gateway.timeout", config.services.gateway.timeout);
+    checks.nonzero_duration("services.user.timeout", config.services.user.timeout);
+}
+
+fn features(checks: &mut Checks, config: &Config) {
+    let worker = &config.offline_worker;
+    checks.positive("offline_worker.batch_size", worker.batch_size as u64);
+    checks.positive("offline_worker.concurrency", worker.concurrency as u64);
+    checks.nonzero_duration("offline_worker.batch_timeout", worker.batch_timeout);
+
+    if config.filter.enabled && config.filter.wordlist_path.is_none() {
+        checks.fail("filter.wordlist_path", "is required when filter.enabled is true");
+    }
+
+    let encryption = &config.encryption;
+    // Without a KMS endpoint, encryption uses a local master key in data_dir (DESIGN.md §1, embedded
+    // column); with one, the key id is what the KMS needs.
+    if encryption.enabled && !encryption.kms_endpoint.is_empty() && encryption.kms_key_id.is_empty() {
+        checks.fail("encryption.kms_key_id", "is required when encryption.kms_endpoint is set");
+    }
+    checks.nonzero_duration("encryption.dek_cache_ttl", encryption.dek_cache_ttl);
+    checks.positive("encryption.key_rotation_days", encryption.key_rotation_days.into());
+
+    let otel = &config.observability.otel_endpoint;
+    let has_scheme = otel.starts_with("http://") || otel.starts_with("https://");
+    if !otel.is_empty() && !has_scheme {
+        checks.fail("observability.otel_endpoint", format!("must start with http:// or https://, found {otel:?}"));
+    }
+
+    let auth = &config.auth;
+    let secret_len = auth.jwt_secret.expose().len();
+    if secret_len != 0 && secret_len < MIN_JWT_SECRET_LEN {
+        checks.fail(
+            "auth.jwt_secret",
+            format!(
+                "is {secret_len} bytes, at least {MIN_JWT_SECRET_LEN} are needed (or leave it empty to generate one)"
+            ),
+        );
+    }
+    checks.nonzero_duration("auth.token_ttl", auth.token_ttl);
+}
+
+fn is_host(host: &str) -> bool {
+    host.parse::<IpAddr>().is_ok()
+        || (!host.is_empty()
+            && host.len() <= 253
+            && host
+                .split('.')
+                .all(|label| !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')))
+}
+
+/// Kafka's own rule for topic names.
+fn check_topic(topic: &str) -> Result<(), String> {
+    if topic.is_empty() || topic.len() > 249 {
+        return Err(format!("a topic name has 1 to 249 characters, found {}", topic.len()));
+    }
+    if topic == "." || topic == ".." || !topic.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        return Err(format!("invalid topic name {topic:?}: use letters, digits, '.', '_' and '-'"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    fn problems(config: &Config) -> Vec<&'static str> {
+        validate(config).into_iter().map(|(path, _)| path).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(validate(&Config::default()), vec![]);
+    }
+
+    #[test]
+    fn listeners_need_distinct_nonzero_ports() {
+        let mut config = Config::default();
+        config.server.http_port = config.server.grpc_port;
+        config.observability.metrics_port = 0;
+        assert_eq!(problems(&config), ["observability.metrics_port", "server.http_port"]);
+
+        // The WebSocket port is not opened when the gateway runs elsewhere.
+        let mut config = Config::default();
+        config.server.ws_port = config.server.grpc_port;
+        assert_eq!(problems(&config), ["server.ws_port"]);
+        config.services.gateway.addr = "gateway:9093".to_owned();
+        assert_eq!(problems(&config), Vec::<&str>::new());
+
+        let mut config = Config::default();
+        config.observability.metrics_port = config.server.http_port;
+        assert_eq!(problems(&config), ["observability.metrics_port"]);
+        config.observability.metrics_enabled = false;
+        assert_eq!(problems(&config), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn limits_and_positive_values() {
+        let mut config = Config::default();
+        config.server.max_message_size = MAX_MESSAGE_SIZE_LIMIT + 1;
+        config.offline_worker.batch_size = 0;
+        config.offline_worker.concurrency = 0;
+        config.sequence.snapshot_interval = 0;
+        config.database.max_idle_conns = 26;
+        config.redis.read_timeout = Duration::ZERO;
+        assert_eq!(
+            problems(&config),
+            [
+                "server.max_message_size",
+                "database.max_idle_conns",
+                "redis.read_timeout",
+                "sequence.snapshot_interval",
+                "offline_worker.batch_size",
+                "offline_worker.concurrency",
+            ]
+        );
+    }
+
+    #[test]
+    fn feature_requirements() {
+        let mut config = Config::default();
+        config.filter.enabled = true;
+        config.encryption.enabled = true;
+        assert_eq!(problems(&config), ["filter.wordlist_path"], "a local master key needs no KMS settings");
+        config.encryption.kms_endpoint = "kms:8080".to_owned();
+        assert_eq!(problems(&config), ["filter.wordlist_path", "encryption.kms_key_id"]);
+        config.encryption.kms_key_id = Secret::new("key-1");
+        config.filter.wordlist_path = Some("/etc/words.txt".into());
+        assert_eq!(problems(&config), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn short_jwt_secret_is_rejected_without_showing_it() {
+        let mut config = Config::default();
+        config.auth.jwt_secret = Secret::new("hunter2");
+        let found = validate(&config);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, "auth.jwt_secret");
+        assert!(!found[0].1.contains("hunter2"));
+        config.auth.jwt_secret = Secret::new("x".repeat(MIN_JWT_SECRET_LEN));
+        assert_eq!(validate(&config), vec![]);
+    }
+
+    #[test]
+    fn names_and_endpoints() {
+        let mut config = Config::default();
+        config.server.listen_host = "0.0.0.0:8080".to_owned();
+        config.kafka.topics.offline_msg = "group_msg".to_owned();
+        config.kafka.topics.membership_change = "bad topic".to_owned();
+        config.kafka.consumer.group_id = config.kafka.group_id.clone();
+        config.observability.otel_endpoint = "collector:4317".to_owned();
+        config.database.host = "mysql:3306".to_owned();
+        config.database.user = String::new();
+        assert_eq!(
+            problems(&config),
+            [
+                "server.listen_host",
+                "database.user",
+                "kafka.consumer.group_id",
+                "kafka.topics.offline_msg",
+                "kafka.topics.membership_change",
+                "observability.otel_endpoint",
+            ]
+        );
+        for host in ["0.0.0.0", "::", "::1", "localhost", "im-1.internal"] {
+            assert!(is_host(host), "{host}");
+        }
+        for host in ["", "[::1]", "a b", "host:80", "a..b"] {
+            assert!(!is_host(host), "{host}");
+        }
+    }
+}

@@ -1,0 +1,616 @@
+//! One connection: read frames, run their requests, write replies and pushes.
+//!
+//! The loop is generic over a `Sink`/`Stream` of WebSocket messages so tests
+//! drive it with channels. It runs in the connection's own task as three
+//! parts raced by one `select!` (no task per message):
+//!
+//! - the reader decodes frames and runs up to `max_in_flight_per_connection`
+//!   requests concurrently in a `FuturesUnordered`; when that many are
+//!   pending it stops reading, so a client cannot queue unbounded work;
+//! - the writer drains the outbound queue (pre-encoded frames: replies and
+//!   pushes), `feed`ing each and flushing once the queue is momentarily
+//!   empty, so frames that arrive together leave in one write;
+//! - the shutdown signal, set by the hub when the connection is replaced or
+//!   too slow, or when the gateway shuts down.
+
+use std::fmt;
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use im_core::limits::sync_page_size;
+use im_core::ports::SendCommand;
+use im_core::{ConversationId, DeviceId, ImError, Seq, UserId};
+use im_proto::client::{self, ClientFrame, ServerFrame, client_frame, server_frame};
+use prost::Message as _;
+use tokio::sync::{Notify, mpsc};
+
+use crate::Gateway;
+use crate::hub::Hub;
+use crate::stats::GatewayStats;
+
+/// How long a closing connection may take to send its close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Frames written before a flush even if more are queued: bounds how long a
+/// frame may sit in the transport's buffer under sustained load.
+const MAX_UNFLUSHED: usize = 256;
+
+/// Why the gateway closes a connection; sent as the WebSocket close code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The same (user, device) connected again.
+    Replaced,
+    /// The client did not read its pushes fast enough.
+    TooSlow,
+    /// The gateway is shutting down.
+    GoingAway,
+}
+
+impl CloseReason {
+    pub fn code(self) -> u16 {
+        match self {
+            Self::Replaced => 4000,
+            Self::TooSlow => 4001,
+            Self::GoingAway => 1001,
+        }
+    }
+
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::Replaced => "replaced by a newer connection",
+            Self::TooSlow => "too slow reading pushes: reconnect and sync",
+            Self::GoingAway => "the gateway is shutting down: reconnect",
+        }
+    }
+
+    fn frame(self) -> CloseFrame {
+        CloseFrame { code: self.code(), reason: Utf8Bytes::from_static(self.text()) }
+    }
+}
+
+/// Tells a connection to close, from any thread, without awaiting: the hub
+/// sets it while holding a shard lock.
+#[derive(Debug, Default)]
+pub(crate) struct Shutdown {
+    reason: OnceLock<CloseReason>,
+    notify: Notify,
+}
+
+impl Shutdown {
+    /// Sets the reason; true for the first call only (count it once).
+    pub(crate) fn trigger(&self, reason: CloseReason) -> bool {
+        let first = self.reason.set(reason).is_ok();
+        if first {
+            // notify_one keeps a permit when nobody waits yet.
+            self.notify.notify_one();
+        }
+        first
+    }
+
+    pub(crate) fn reason(&self) -> Option<CloseReason> {
+        self.reason.get().copied()
+    }
+
+    async fn wait(&self) -> CloseReason {
+        loop {
+            if let Some(reason) = self.reason() {
+                return reason;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// A frame encoded for the wire.
+pub(crate) fn encode(frame: &ServerFrame) -> Bytes {
+    Bytes::from(frame.encode_to_vec())
+}
+
+fn error_frame(req_id: u64, error: &ImError) -> Bytes {
+    encode(&ServerFrame { req_id, body: Some(server_frame::Body::Error(error.into())) })
+}
+
+// Replies to frames that carry no readable req_id never change: encode once.
+static TEXT_FRAME_ERROR: LazyLock<Bytes> = LazyLock::new(|| {
+    error_frame(
+        0,
+        &ImError::invalid("text frames are not part of the protocol: send binary frames holding a ClientFrame"),
+    )
+});
+static UNDECODABLE_FRAME_ERROR: LazyLock<Bytes> =
+    LazyLock::new(|| error_frame(0, &ImError::invalid("the frame is not a valid protobuf im.client.v1.ClientFrame")));
+
+/// How a connection ended.
+enum End {
+    Closed(CloseReason),
+    ClientGone,
+    WriteFailed(String),
+}
+
+/// Removes the connection from the hub also when the connection's future is
+/// dropped (runtime shutdown), so the table never keeps a dead entry.
+struct Attachment<'a> {
+    hub: &'a Hub,
+    user: UserId,
+    id: u64,
+    armed: bool,
+}
+
+impl Attachment<'_> {
+    /// True when this was the user's last connection here.
+    fn detach(mut self) -> bool {
+        self.armed = false;
+        self.hub.detach(self.user, self.id)
+    }
+}
+
+impl Drop for Attachment<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.hub.detach(self.user, self.id);
+        }
+    }
+}
+
+impl Gateway {
+    /// Serves one authenticated connection until it ends. `user` must come
+    /// from a verified token ([`crate::auth::handshake`]); every request of
+    /// the connection acts as that user.
+    pub async fn serve<S, R, E>(&self, user: UserId, device: DeviceId, mut sink: S, stream: R)
+    where
+        S: Sink<Message> + Unpin,
+        S::Error: fmt::Display,
+        R: Stream<Item = Result<Message, E>> + Unpin,
+        E: fmt::Display,
+    {
+        let (outbound, mut queue) = mpsc::channel(self.limits.outbound_queue);
+        let shutdown = Arc::new(Shutdown::default());
+        let attached = self.hub.attach(user, device.clone(), outbound.clone(), shutdown.clone());
+        let attachment = Attachment { hub: &self.hub, user, id: attached.id, armed: true };
+        tracing::debug!(user = %user, device = %device, "connected");
+        // Registering runs alongside serving: a slow or down registry must
+        // not stop the user from sending (pushes to this connection may be
+        // missed meanwhile; the client catches up by sync).
+        let registering = self.sync_registry(user);
+        let (end, registered) = {
+            let closing = shutdown.wait();
+            let reader = self.read_loop(user, &device, stream, &outbound);
+            let writer = write_loop(&mut sink, &mut queue, self.stats());
+            tokio::pin!(registering, closing, reader, writer);
+            let mut registered = !attached.first;
+            let end = loop {
+                tokio::select! {
+                    biased;
+                    reason = &mut closing => break End::Closed(reason),
+                    () = &mut registering, if !registered => registered = true,
+                    () = &mut reader => break End::ClientGone,
+                    result = &mut writer => {
+                        break End::WriteFailed(result.err().map_or_else(|| "queue closed".to_owned(), |e| e.to_string()));
+                    }
+                }
+            };
+            (end, registered)
+        };
+        let last = attachment.detach();
+
+        let close = async {
+            if let End::Closed(reason) = end {
+                let _ = sink.send(Message::Close(Some(reason.frame()))).await;
+            }
+            let _ = sink.close().await;
+        };
+        // A client that stopped reading must not hold the task.
+        let _ = tokio::time::timeout(CLOSE_GRACE, close).await;
+        // Also when this connection's registration was cut short: a device
+        // that attached meanwhile did not register, counting on this one.
+        if last || !registered {
+            self.sync_registry(user).await;
+        }
+        match end {
+            End::Closed(reason) => tracing::debug!(user = %user, device = %device, ?reason, "closed by gateway"),
+            End::ClientGone => tracing::debug!(user = %user, device = %device, "disconnected"),
+            End::WriteFailed(error) => tracing::debug!(user = %user, device = %device, %error, "write failed"),
+        }
+    }
+
+    /// Reads frames and runs their requests concurrently; replies go to the
+    /// outbound queue in completion order (each carries its req_id). Returns
+    /// when the client closes or the socket fails.
+    async fn read_loop<R, E>(&self, user: UserId, device: &DeviceId, mut stream: R, replies: &mpsc::Sender<Bytes>)
+    where
+        R: Stream<Item = Result<Message, E>> + Unpin,
+        E: fmt::Display,
+    {
+        let max_in_flight = self.limits.max_in_flight_per_connection;
+        // One concrete future type (`respond`), so no boxing per request.
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                biased;
+                Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
+                    // Waiting for queue space is the backpressure on replies.
+                    if replies.send(reply).await.is_err() {
+                        return;
+                    }
+                }
+                incoming = stream.next(), if in_flight.len() < max_in_flight => {
+                    let message = match incoming {
+                        Some(Ok(message)) => message,
+                        Some(Err(error)) => {
+                            tracing::debug!(user = %user, %error, "read failed");
+                            return;
+                        }
+                        None => return,
+                    };
+                    let rejected = match message {
+                        Message::Binary(data) => {
+                            self.stats().frame_in();
+                            match ClientFrame::decode(data) {
+                                Ok(frame) => {
+                                    in_flight.push(self.respond(user, device, frame));
+                                    continue;
+                                }
+                                Err(_) => UNDECODABLE_FRAME_ERROR.clone(),
+                            }
+                        }
+                        Message::Text(_) => {
+                            self.stats().frame_in();
+                            TEXT_FRAME_ERROR.clone()
+                        }
+                        Message::Close(_) => return,
+                        // The WebSocket layer answers pings itself.
+                        Message::Ping(_) | Message::Pong(_) => continue,
+                    };
+                    self.stats().bad_frame();
+                    if replies.send(rejected).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The encoded reply to one request.
+    async fn respond(&self, user: UserId, device: &DeviceId, frame: ClientFrame) -> Bytes {
+        let body = match frame.body {
+            Some(request) => match self.dispatch(user, device, request).await {
+                Ok(body) => body,
+                Err(error) => server_frame::Body::Error((&error).into()),
+            },
+            None => server_frame::Body::Error(
+                (&ImError::invalid(
+                    "the frame carries no request: set one of send, sync, mark_read, list_conversations, ping",
+                ))
+                    .into(),
+            ),
+        };
+        encode(&ServerFrame { req_id: frame.req_id, body: Some(body) })
+    }
+
+    async fn dispatch(
+        &self,
+        user: UserId,
+        device: &DeviceId,
+        request: client_frame::Body,
+    ) -> Result<server_frame::Body, ImError> {
+        use client_frame::Body as Req;
+        use server_frame::Body as Resp;
+        match request {
+            Req::Send(send) => {
+                // No sender field exists: the sender is the connection's user.
+                let command = SendCommand {
+                    to_user: UserId(send.to_user),
+                    client_msg_id: send.client_msg_id,
+                    body: send.body,
+                    content_type: send.content_type,
+                };
+                let ack = self.messaging.send(user, device, command).await?;
+                Ok(Resp::Ack(ack.into()))
+            }
+            Req::Sync(sync) => {
+                let conversation: ConversationId = sync.conversation_id.parse()?;
+                let limit = sync_page_size(sync.limit);
+                let page = self.messaging.sync(user, conversation, Seq(sync.after_seq), limit).await?;
+                Ok(Resp::Sync(client::SyncResponse {
+                    conversation_id: sync.conversation_id,
+                    messages: page.messages.iter().map(client::Message::from).collect(),
+                    has_more: page.has_more,
+                }))
+            }
+            Req::MarkRead(mark) => {
+                let conversation: ConversationId = mark.conversation_id.parse()?;
+                let read_seq = self.messaging.mark_read(user, device, conversation, Seq(mark.seq)).await?;
+                Ok(Resp::MarkRead(client::MarkReadResponse {
+                    conversation_id: mark.conversation_id,
+                    read_seq: read_seq.0,
+                }))
+            }
+            Req::ListConversations(_) => {
+                let summaries = self.messaging.conversations(user).await?;
+                let conversations = summaries
+                    .iter()
+                    .map(|s| client::ConversationSummary {
+                        conversation_id: s.conversation.to_string(),
+                        peer: s.conversation.peer_of(user).map_or(0, |peer| peer.0),
+                        max_seq: s.max_seq.0,
+                        read_seq: s.read_seq.0,
+                        unread: s.unread,
+                    })
+                    .collect();
+                Ok(Resp::Conversations(client::ConversationList { conversations }))
+            }
+            Req::Ping(ping) => Ok(Resp::Pong(client::Pong { nonce: ping.nonce })),
+        }
+    }
+}
+
+/// Writes queued frames until the sink fails.
+async fn write_loop<S>(sink: &mut S, queue: &mut mpsc::Receiver<Bytes>, stats: &GatewayStats) -> Result<(), S::Error>
+where
+    S: Sink<Message> + Unpin,
+{
+    let mut batch = Vec::with_capacity(64);
+    let mut unflushed = 0;
+    loop {
+        if queue.recv_many(&mut batch, 64).await == 0 {
+            return Ok(());
+        }
+        let written = batch.len();
+        for frame in batch.drain(..) {
+            sink.feed(Message::Binary(frame)).await?;
+        }
+        stats.frames_out(written as u64);
+        unflushed += written;
+        // Flush only when nothing more is waiting: frames that arrive
+        // together leave in one write instead of one syscall each.
+        if queue.is_empty() || unflushed >= MAX_UNFLUSHED {
+            sink.flush().await?;
+            unflushed = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::GatewayLimits;
+    use crate::testkit::*;
+    use client::server_frame::Body;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn send_is_dispatched_as_the_connection_user_and_acked_with_the_req_id() {
+        let kit = Kit::new();
+        let mut conn = kit.connect(5, "phone");
+        conn.send_frame(send_frame(42, 6, "c-1", b"hello")).await;
+        let reply = conn.recv_frame().await;
+        assert_eq!(reply.req_id, 42);
+        let Some(Body::Ack(ack)) = reply.body else { panic!("expected an ack, got {reply:?}") };
+        assert_eq!(ack.conversation_id, "p:5:6");
+        let sends = kit.messaging.sends();
+        assert_eq!(sends.len(), 1);
+        assert_eq!(sends[0].0, UserId(5));
+        assert_eq!(sends[0].1, DeviceId("phone".into()));
+        assert_eq!(sends[0].2.body.as_ref(), b"hello");
+    }
+
+    #[tokio::test]
+    async fn service_errors_come_back_typed_with_the_req_id() {
+        let kit = Kit::new();
+        let mut conn = kit.connect(5, "phone");
+        conn.send_frame(send_frame(7, 6, "c-1", b"")).await;
+        let reply = conn.recv_frame().await;
+        assert_eq!(reply.req_id, 7);
+        assert_error(&reply, client::ErrorCode::InvalidArgument);
+    }
+
+    #[tokio::test]
+    async fn garbage_text_and_empty_frames_get_errors_and_the_connection_stays() {
+        let kit = Kit::new();
+        let mut conn = kit.connect(5, "phone");
+
+        conn.send(Message::Binary(Bytes::from_static(&[0xff, 0xff, 0xff]))).await;
+        let reply = conn.recv_frame().await;
+        assert_eq!(reply.req_id, 0);
+        assert_error(&reply, client::ErrorCode::InvalidArgument);
+
+        conn.send(Message::Text("hello".into())).await;
+        let reply = conn.recv_frame().await;
+        assert_eq!(reply.req_id, 0);
+        assert_error(&reply, client::ErrorCode::InvalidArgument);
+
+        conn.send_frame(ClientFrame { req_id: 3, body: None }).await;
+        let reply = conn.recv_frame().await;
+        assert_eq!(reply.req_id, 3);
+        assert_error(&reply, client::ErrorCode::InvalidArgument);
+
+        // Still served.
+        conn.send_frame(ping_frame(4, 99)).await;
+        let reply = conn.recv_frame().await;
+        assert_eq!(reply.req_id, 4);
+        assert!(matches!(reply.body, Some(Body::Pong(client::Pong { nonce: 99 }))));
+        assert_eq!(kit.gateway.stats().snapshot().bad_frames, 2);
+    }
+
+    #[tokio::test]
+    async fn sync_mark_read_and_list_conversations() {
+        let kit = Kit::new();
+        let mut conn = kit.connect(5, "phone");
+
+        conn.send_frame(ClientFrame {
+            req_id: 1,
+            body: Some(client_frame::Body::Sync(client::SyncRequest {
+                conversation_id: "p:5:6".into(),
+                after_seq: 0,
+                limit: 0,
+            })),
+        })
+        .await;
+        let reply = conn.recv_frame().await;
+        let Some(Body::Sync(sync)) = reply.body else { panic!("expected sync, got {reply:?}") };
+        assert_eq!((sync.conversation_id.as_str(), sync.messages.len(), sync.has_more), ("p:5:6", 1, false));
+        assert_eq!(kit.messaging.last_sync_limit(), Some(im_core::limits::DEFAULT_SYNC_LIMIT));
+
+        conn.send_frame(ClientFrame {
+            req_id: 2,
+            body: Some(client_frame::Body::Sync(client::SyncRequest {
+                conversation_id: "not-a-conversation".into(),
+                after_seq: 0,
+                limit: 0,
+            })),
+        })
+        .await;
+        assert_error(&conn.recv_frame().await, client::ErrorCode::InvalidArgument);
+
+        conn.send_frame(ClientFrame {
+            req_id: 3,
+            body: Some(client_frame::Body::MarkRead(client::MarkReadRequest {
+                conversation_id: "p:5:6".into(),
+                seq: 4,
+            })),
+        })
+        .await;
+        let reply = conn.recv_frame().await;
+        assert_eq!(reply.req_id, 3);
+        assert!(matches!(reply.body, Some(Body::MarkRead(ref m)) if m.read_seq == 4 && m.conversation_id == "p:5:6"));
+
+        conn.send_frame(ClientFrame {
+            req_id: 4,
+            body: Some(client_frame::Body::ListConversations(client::ListConversationsRequest {})),
+        })
+        .await;
+        let reply = conn.recv_frame().await;
+        let Some(Body::Conversations(list)) = reply.body else { panic!("expected conversations, got {reply:?}") };
+        assert_eq!(list.conversations.len(), 1);
+        assert_eq!(list.conversations[0].peer, 6);
+        assert_eq!(list.conversations[0].unread, 2);
+    }
+
+    #[tokio::test]
+    async fn requests_run_concurrently_and_reply_in_completion_order() {
+        let kit = Kit::new();
+        let release = kit.messaging.hold("slow");
+        let mut conn = kit.connect(5, "phone");
+        conn.send_frame(send_frame(1, 6, "slow", b"first")).await;
+        conn.send_frame(send_frame(2, 6, "fast", b"second")).await;
+
+        let reply = conn.recv_frame().await;
+        assert_eq!(reply.req_id, 2, "the second request waited for the first");
+        release.send(()).unwrap();
+        let reply = conn.recv_frame().await;
+        assert_eq!(reply.req_id, 1);
+        assert!(matches!(reply.body, Some(Body::Ack(_))));
+    }
+
+    #[tokio::test]
+    async fn a_full_in_flight_window_stops_reading() {
+        let kit = Kit::with_limits(GatewayLimits { max_in_flight_per_connection: 1, ..GatewayLimits::default() });
+        let release = kit.messaging.hold("slow");
+        let mut conn = kit.connect(5, "phone");
+        conn.send_frame(send_frame(1, 6, "slow", b"first")).await;
+        conn.send_frame(ping_frame(2, 1)).await;
+        // The ping is not read while the send holds the only slot.
+        assert!(tokio::time::timeout(Duration::from_millis(100), conn.recv_frame()).await.is_err());
+        release.send(()).unwrap();
+        assert_eq!(conn.recv_frame().await.req_id, 1);
+        assert_eq!(conn.recv_frame().await.req_id, 2);
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_is_closed_and_counted() {
+        let kit = Kit::with_limits(GatewayLimits { outbound_queue: 4, ..GatewayLimits::default() });
+        let mut conn = kit.connect(5, "phone");
+        conn.ping().await;
+        // The client reads nothing while many pushes arrive.
+        let batch: Vec<_> = (0..64).map(|_| message_event(6, 5, None)).collect();
+        kit.gateway.hub().deliver(&batch);
+        assert_eq!(kit.gateway.stats().snapshot().connections_dropped_slow, 1);
+
+        let close = conn.until_close().await;
+        assert_eq!(close.map(|c| c.code), Some(CloseReason::TooSlow.code()));
+        conn.finished().await;
+        assert!(!kit.gateway.hub().is_online(UserId(5)));
+        assert_eq!(kit.registry.calls(), vec![("register", 5), ("unregister", 5)]);
+    }
+
+    #[tokio::test]
+    async fn pushes_are_written_to_the_client() {
+        let kit = Kit::new();
+        let mut conn = kit.connect(5, "phone");
+        conn.ping().await;
+        let report = kit.gateway.hub().deliver(&[message_event(6, 5, None), receipt_event(5, 6, None)]);
+        assert_eq!(report.delivered, 2);
+        assert!(matches!(conn.recv_frame().await.body, Some(Body::Push(ref m)) if m.from_user == 6));
+        assert!(matches!(conn.recv_frame().await.body, Some(Body::Receipt(ref r)) if r.reader == 6));
+    }
+
+    #[tokio::test]
+    async fn a_second_connection_of_the_same_device_replaces_the_first() {
+        let kit = Kit::new();
+        let mut old = kit.connect(5, "phone");
+        old.ping().await;
+        let mut new = kit.connect(5, "phone");
+        new.ping().await;
+
+        let close = old.until_close().await.expect("a close frame");
+        assert_eq!(close.code, 4000);
+        assert_eq!(close.reason.as_str(), "replaced by a newer connection");
+        old.finished().await;
+        assert_eq!(kit.gateway.hub().devices_of(UserId(5)), vec![DeviceId("phone".into())]);
+        assert_eq!(kit.gateway.stats().snapshot().connections_replaced, 1);
+        // The user never went offline.
+        assert_eq!(kit.registry.calls(), vec![("register", 5)]);
+        new.send_frame(ping_frame(9, 9)).await;
+        assert_eq!(new.recv_frame().await.req_id, 9);
+    }
+
+    #[tokio::test]
+    async fn registry_is_told_on_first_connection_and_last_disconnect() {
+        let kit = Kit::new();
+        let mut phone = kit.connect(5, "phone");
+        phone.ping().await;
+        assert_eq!(kit.registry.calls(), vec![("register", 5)]);
+        let mut laptop = kit.connect(5, "laptop");
+        laptop.ping().await;
+        assert_eq!(kit.registry.calls(), vec![("register", 5)]);
+        assert_eq!(kit.gateway.stats().connected(), 2);
+
+        phone.hang_up().await;
+        assert_eq!(kit.registry.calls(), vec![("register", 5)]);
+        laptop.hang_up().await;
+        assert_eq!(kit.registry.calls(), vec![("register", 5), ("unregister", 5)]);
+        assert_eq!(kit.gateway.stats().connected(), 0);
+        assert!(kit.registry.online().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_registration_cut_short_is_redone_for_the_remaining_device() {
+        let kit = Kit::new();
+        let _stuck = kit.registry.hold_next_register();
+        let mut phone = kit.connect(5, "phone");
+        phone.ping().await;
+        let mut laptop = kit.connect(5, "laptop");
+        laptop.ping().await;
+        // The phone leaves while its registration still hangs; the laptop
+        // counted on it and did not register itself.
+        phone.hang_up().await;
+        assert_eq!(kit.registry.calls(), vec![("register", 5), ("register", 5)]);
+        assert_eq!(kit.registry.online(), [5].into());
+        laptop.hang_up().await;
+        assert!(kit.registry.online().is_empty());
+    }
+
+    #[tokio::test]
+    async fn close_all_sends_going_away() {
+        let kit = Kit::new();
+        let mut conn = kit.connect(5, "phone");
+        conn.ping().await;
+        kit.gateway.close_all();
+        assert_eq!(conn.until_close().await.map(|c| c.code), Some(1001));
+        conn.finished().await;
+    }
+}

@@ -1,0 +1,283 @@
+//! The local table user → connections, and push delivery.
+//!
+//! Pushes are the hot path of fan-out: an event is encoded once to `Bytes`
+//! and the same buffer is queued to each device with `try_send`, under a read
+//! lock of one shard, without awaiting anything. A full queue means the
+//! client does not read fast enough: its connection is closed (it reconnects
+//! and syncs; everything pushed is stored, so nothing is lost).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use im_core::error::BackendError;
+use im_core::ports::{BackendResult, PushEvent, PushReport, Pusher};
+use im_core::{DeviceId, GatewayId, UserId};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+
+use crate::connection::{CloseReason, Shutdown, encode};
+use crate::stats::GatewayStats;
+
+/// Shards of the table: attach/detach of one user only blocks pushes to the
+/// users of the same shard. A power of two so a shift picks the shard.
+const SHARD_BITS: u32 = 6;
+
+/// One connection as the hub sees it.
+struct Conn {
+    id: u64,
+    device: DeviceId,
+    outbound: mpsc::Sender<Bytes>,
+    shutdown: Arc<Shutdown>,
+}
+
+type Shard = RwLock<HashMap<UserId, Vec<Conn>>>;
+
+/// The connections of this gateway, by user. Implements [`Pusher`].
+pub struct Hub {
+    id: GatewayId,
+    /// Invariant: a user present in a shard has at least one connection.
+    shards: Box<[Shard]>,
+    next_conn_id: AtomicU64,
+    stats: GatewayStats,
+}
+
+/// A connection entered into the hub.
+pub(crate) struct Attached {
+    pub id: u64,
+    /// The user had no other connection here: register it.
+    pub first: bool,
+}
+
+impl Hub {
+    pub fn new(id: GatewayId) -> Self {
+        let shards = (0..1usize << SHARD_BITS).map(|_| RwLock::default()).collect();
+        Self { id, shards, next_conn_id: AtomicU64::new(1), stats: GatewayStats::default() }
+    }
+
+    pub fn id(&self) -> &GatewayId {
+        &self.id
+    }
+
+    pub fn stats(&self) -> &GatewayStats {
+        &self.stats
+    }
+
+    /// Whether `user` has a connection on this gateway.
+    pub fn is_online(&self, user: UserId) -> bool {
+        self.read(user).contains_key(&user)
+    }
+
+    /// Devices of `user` connected here.
+    pub fn devices_of(&self, user: UserId) -> Vec<DeviceId> {
+        self.read(user).get(&user).map(|conns| conns.iter().map(|c| c.device.clone()).collect()).unwrap_or_default()
+    }
+
+    /// Delivers a batch to the local connections of its users. `offline`
+    /// lists the events whose user has no connection here; every other event
+    /// counts as delivered (also when its only device is `skip_device`).
+    pub fn deliver(&self, batch: &[PushEvent]) -> PushReport {
+        let mut report = PushReport::default();
+        let mut queued = 0u64;
+        for (index, event) in batch.iter().enumerate() {
+            let shard = self.read(event.user);
+            let Some(conns) = shard.get(&event.user) else {
+                report.offline.push(index as u32);
+                continue;
+            };
+            report.delivered += 1;
+            // Encoded at most once per event, and only if a device wants it.
+            let mut frame: Option<Bytes> = None;
+            for conn in conns {
+                if event.skip_device.as_ref() == Some(&conn.device) {
+                    continue;
+                }
+                let bytes = frame.get_or_insert_with(|| encode(&im_proto::convert::event_frame(&event.event))).clone();
+                match conn.outbound.try_send(bytes) {
+                    Ok(()) => queued += 1,
+                    Err(TrySendError::Full(_)) => {
+                        if conn.shutdown.trigger(CloseReason::TooSlow) {
+                            self.stats.connection_dropped_slow();
+                            tracing::info!(user = %event.user, device = %conn.device, "outbound queue full, closing slow connection");
+                        }
+                    }
+                    // The connection is ending and will leave the table itself.
+                    Err(TrySendError::Closed(_)) => {}
+                }
+            }
+        }
+        self.stats.pushed(batch.len() as u64, queued);
+        report
+    }
+
+    /// Asks every connection to close with `reason`.
+    pub fn close_all(&self, reason: CloseReason) {
+        for shard in self.shards.iter() {
+            let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
+            for conn in shard.values().flatten() {
+                conn.shutdown.trigger(reason);
+            }
+        }
+    }
+
+    /// Enters a connection. A connection of the same (user, device) is
+    /// removed and told to close: the newer one wins.
+    pub(crate) fn attach(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        outbound: mpsc::Sender<Bytes>,
+        shutdown: Arc<Shutdown>,
+    ) -> Attached {
+        let id = self.next_conn_id.fetch_add(1, Relaxed);
+        let mut shard = self.write(user);
+        let conns = shard.entry(user).or_default();
+        let first = conns.is_empty();
+        if let Some(index) = conns.iter().position(|c| c.device == device) {
+            let old = conns.swap_remove(index);
+            if old.shutdown.trigger(CloseReason::Replaced) {
+                self.stats.connection_replaced();
+            }
+        }
+        conns.push(Conn { id, device, outbound, shutdown });
+        self.stats.connection_opened();
+        Attached { id, first }
+    }
+
+    /// Removes connection `id` of `user`. True when that was the user's last
+    /// connection here: unregister it. False too when the connection had
+    /// already been replaced (its successor keeps the user online).
+    pub(crate) fn detach(&self, user: UserId, id: u64) -> bool {
+        self.stats.connection_closed();
+        let mut shard = self.write(user);
+        let Some(conns) = shard.get_mut(&user) else {
+            return false;
+        };
+        let Some(index) = conns.iter().position(|c| c.id == id) else {
+            return false;
+        };
+        conns.swap_remove(index);
+        if conns.is_empty() {
+            shard.remove(&user);
+            return true;
+        }
+        false
+    }
+
+    fn shard(&self, user: UserId) -> &Shard {
+        // Fibonacci hashing: user ids are often sequential, the multiply
+        // spreads them over the high bits.
+        let index = user.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARD_BITS);
+        &self.shards[index as usize]
+    }
+
+    // No code panics while holding a shard lock, and the table stays
+    // consistent between statements, so a poisoned lock is still usable.
+    fn read(&self, user: UserId) -> RwLockReadGuard<'_, HashMap<UserId, Vec<Conn>>> {
+        self.shard(user).read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self, user: UserId) -> RwLockWriteGuard<'_, HashMap<UserId, Vec<Conn>>> {
+        self.shard(user).write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl Pusher for Hub {
+    async fn push(&self, gateway: &GatewayId, batch: &[PushEvent]) -> BackendResult<PushReport> {
+        if gateway != &self.id {
+            // A routing bug upstream: reporting everyone offline would hide it.
+            return Err(BackendError::Other(format!("push for gateway {gateway} reached gateway {}", self.id)));
+        }
+        Ok(self.deliver(batch))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{message_event, receipt_event};
+    use im_proto::client::server_frame::Body;
+    use prost::Message as _;
+
+    fn attach(hub: &Hub, user: u64, device: &str, queue: usize) -> (mpsc::Receiver<Bytes>, Arc<Shutdown>, Attached) {
+        let (tx, rx) = mpsc::channel(queue);
+        let shutdown = Arc::new(Shutdown::default());
+        let attached = hub.attach(UserId(user), DeviceId(device.into()), tx, shutdown.clone());
+        (rx, shutdown, attached)
+    }
+
+    fn decode(bytes: &Bytes) -> im_proto::client::ServerFrame {
+        im_proto::client::ServerFrame::decode(bytes.clone()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn push_reaches_every_device_of_the_user_but_the_skipped_one() {
+        let hub = Hub::new(GatewayId("gw-1".into()));
+        let (mut phone, ..) = attach(&hub, 2, "phone", 8);
+        let (mut laptop, ..) = attach(&hub, 2, "laptop", 8);
+        let (mut tablet, ..) = attach(&hub, 2, "tablet", 8);
+        let (mut other_user, ..) = attach(&hub, 3, "phone", 8);
+
+        let batch = vec![message_event(1, 2, Some("tablet")), receipt_event(2, 9, None), message_event(1, 4, None)];
+        let report = hub.push(&GatewayId("gw-1".into()), &batch).await.unwrap();
+
+        assert_eq!(report, PushReport { delivered: 2, offline: vec![2] });
+        let (p1, l1) = (phone.try_recv().unwrap(), laptop.try_recv().unwrap());
+        assert!(matches!(decode(&p1).body, Some(Body::Push(ref m)) if m.to_user == 2 && m.seq == 7));
+        assert_eq!(decode(&p1).req_id, 0);
+        // Encoded once: both devices got the very same buffer.
+        assert_eq!(p1.as_ptr(), l1.as_ptr());
+        assert!(matches!(decode(&tablet.try_recv().unwrap()).body, Some(Body::Receipt(ref r)) if r.reader == 9));
+        assert!(matches!(decode(&phone.try_recv().unwrap()).body, Some(Body::Receipt(_))));
+        assert!(tablet.try_recv().is_err(), "the skipped device got the message");
+        assert!(other_user.try_recv().is_err());
+        assert_eq!(hub.stats().snapshot().pushes_delivered, 5);
+        assert_eq!(hub.stats().snapshot().push_events, 3);
+    }
+
+    #[tokio::test]
+    async fn an_event_whose_only_device_is_skipped_is_not_offline() {
+        let hub = Hub::new(GatewayId("gw-1".into()));
+        let (mut phone, ..) = attach(&hub, 2, "phone", 8);
+        let report = hub.deliver(&[message_event(1, 2, Some("phone"))]);
+        assert_eq!(report, PushReport { delivered: 1, offline: vec![] });
+        assert!(phone.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn push_for_another_gateway_is_an_error() {
+        let hub = Hub::new(GatewayId("gw-1".into()));
+        assert!(hub.push(&GatewayId("gw-2".into()), &[]).await.is_err());
+    }
+
+    #[test]
+    fn full_queue_closes_the_connection_once() {
+        let hub = Hub::new(GatewayId("gw-1".into()));
+        let (_rx, shutdown, _) = attach(&hub, 2, "phone", 2);
+        let batch: Vec<_> = (0..5).map(|_| message_event(1, 2, None)).collect();
+        hub.deliver(&batch);
+        assert_eq!(shutdown.reason(), Some(CloseReason::TooSlow));
+        assert_eq!(hub.stats().snapshot().connections_dropped_slow, 1);
+        assert_eq!(hub.stats().snapshot().pushes_delivered, 2);
+    }
+
+    #[test]
+    fn same_device_replaces_and_last_detach_reports_offline() {
+        let hub = Hub::new(GatewayId("gw-1".into()));
+        let (_a, old, first) = attach(&hub, 2, "phone", 2);
+        assert!(first.first);
+        let (_b, _, second) = attach(&hub, 2, "phone", 2);
+        assert!(!second.first);
+        assert_eq!(old.reason(), Some(CloseReason::Replaced));
+        assert_eq!(hub.devices_of(UserId(2)), vec![DeviceId("phone".into())]);
+        // The replaced connection leaving does not take the user offline.
+        assert!(!hub.detach(UserId(2), first.id));
+        assert!(hub.is_online(UserId(2)));
+        assert!(hub.detach(UserId(2), second.id));
+        assert!(!hub.is_online(UserId(2)));
+        assert_eq!(hub.stats().connected(), 0);
+    }
+}

@@ -1,0 +1,45 @@
+//! HTTP on `server.http_port`: `/health` (the process is alive), `/ready`
+//! (every dependency reachable; JSON with one entry per dependency) and
+//! `/metrics` (Prometheus text).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::metrics::Metrics;
+use crate::readiness::Readiness;
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+    /// Refreshes gauges that are read from elsewhere at scrape time.
+    pub before_scrape: Arc<dyn Fn(&Metrics) + Send + Sync>,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn health() -> &'static str {
+    "ok\n"
+}
+
+async fn ready(State(state): State<HttpState>) -> impl IntoResponse {
+    let report = state.readiness.check().await;
+    let code = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, [(header::CONTENT_TYPE, "application/json")], report.to_json())
+}
+
+async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    (state.before_scrape)(&state.metrics);
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
+}

@@ -1,0 +1,105 @@
+//! Every metric the service exports, defined in one place so names, labels
+//! and help texts can be reviewed together. Served as Prometheus text on
+//! `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Messages acknowledged (durably stored) — excludes duplicates.
+    pub accepted: Counter,
+    /// Duplicate sends answered with the first ack.
+    pub duplicates: Counter,
+    /// Push events handed to a gateway that reached at least one device.
+    pub pushed: Counter,
+    /// Push events whose user had no device online (they sync later).
+    pub push_offline: Counter,
+    /// Sends and pushes that failed, by error code.
+    pub failed: Family<CodeLabel, Counter>,
+    /// Messages returned by sync.
+    pub synced: Counter,
+    /// Read receipts stored.
+    pub receipts: Counter,
+    /// Accept to push hand-off, seconds.
+    pub routing_latency: Histogram,
+    /// Messages per group commit.
+    pub commit_batch_size: Histogram,
+    /// WebSocket clients connected to the built-in gateway.
+    pub connected_clients: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("im");
+        let accepted = Counter::default();
+        let duplicates = Counter::default();
+        let pushed = Counter::default();
+        let push_offline = Counter::default();
+        let failed = Family::<CodeLabel, Counter>::default();
+        let synced = Counter::default();
+        let receipts = Counter::default();
+        // 50 µs .. ~1.6 s
+        let routing_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        let commit_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        let connected_clients = Gauge::default();
+
+        registry.register("messages_accepted", "Messages durably stored and acknowledged", accepted.clone());
+        registry.register("messages_duplicate", "Resends answered with the first ack", duplicates.clone());
+        registry.register("messages_pushed", "Push events delivered to at least one device", pushed.clone());
+        registry.register("messages_push_offline", "Push events whose user had no device online", push_offline.clone());
+        registry.register("messages_failed", "Sends and pushes that failed, by error code", failed.clone());
+        registry.register("messages_synced", "Messages returned by sync", synced.clone());
+        registry.register("read_receipts", "Read positions stored", receipts.clone());
+        registry.register(
+            "routing_latency_seconds",
+            "From accepting a send to handing its push to the gateway",
+            routing_latency.clone(),
+        );
+        registry.register("commit_batch_size", "Messages per group commit", commit_batch_size.clone());
+        registry.register(
+            "connected_clients",
+            "WebSocket clients connected to the built-in gateway",
+            connected_clients.clone(),
+        );
+        Self {
+            registry,
+            accepted,
+            duplicates,
+            pushed,
+            push_offline,
+            failed,
+            synced,
+            receipts,
+            routing_latency,
+            commit_batch_size,
+            connected_clients,
+        }
+    }
+
+    pub fn fail(&self, code: im_core::ErrorCode) {
+        self.failed.get_or_create(&CodeLabel { code: code.as_str() }).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}

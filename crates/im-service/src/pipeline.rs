@@ -1,0 +1,149 @@
+//! The send pipeline: dedup, seq allocation and group commit, in one writer
+//! task per node.
+//!
+//! Why one task: seqs are allocated and stored in the same order, so the
+//! store never holds seq N+1 of a conversation while N may still be written
+//! (G4's watermark holds by construction on a node), and every message that
+//! arrives while a commit is in flight joins the next commit — one fsync for
+//! all of them (G1 with group commit). Senders wait on a oneshot for their
+//! ack; the ack is sent only after the commit returned.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use im_core::message::AppendOutcome;
+use im_core::ports::{DedupCache, MessageStore, SeqAllocator};
+use im_core::{Ack, ClientMsgId, ConversationId, DeviceId, ImError, NewMessage, UserId};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
+use crate::msg_id::MessageIdGenerator;
+use crate::router::RouteWork;
+
+/// Most messages in one commit. Bounds the transaction size and the latency
+/// of the first message of a batch.
+const MAX_BATCH: usize = 1024;
+
+/// A validated send waiting for its seq and commit.
+pub struct SendJob {
+    pub sender: UserId,
+    pub device: DeviceId,
+    pub recipient: UserId,
+    pub conversation: ConversationId,
+    pub client_msg_id: ClientMsgId,
+    pub body: Bytes,
+    pub content_type: String,
+    pub accepted_at: Instant,
+    pub reply: oneshot::Sender<Result<Ack, ImError>>,
+}
+
+/// A message that was just committed, on its way to the router.
+pub struct Committed {
+    pub message: Arc<NewMessage>,
+    pub device: DeviceId,
+    pub accepted_at: Instant,
+}
+
+pub struct Pipeline {
+    pub store: Arc<dyn MessageStore>,
+    pub seqs: Arc<dyn SeqAllocator>,
+    pub dedup: Arc<dyn DedupCache>,
+    pub ids: Arc<MessageIdGenerator>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Pipeline {
+    /// Runs until every sender handle is dropped.
+    pub async fn run(self, mut jobs: mpsc::Receiver<SendJob>, routed: mpsc::UnboundedSender<RouteWork>) {
+        let mut batch: Vec<SendJob> = Vec::with_capacity(MAX_BATCH);
+        while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            let committed = self.commit(&mut batch).await;
+            if !committed.is_empty() && routed.send(RouteWork::Messages(committed)).is_err() {
+                tracing::warn!("router stopped; committed messages will reach devices by sync only");
+            }
+        }
+        tracing::info!("send pipeline stopped");
+    }
+
+    /// Dedups, allocates seqs, stores the batch in one commit and answers
+    /// every job. Returns the newly stored messages.
+    async fn commit(&self, batch: &mut Vec<SendJob>) -> Vec<Committed> {
+        let mut waiting = Vec::with_capacity(batch.len());
+        let mut messages = Vec::with_capacity(batch.len());
+        for job in batch.drain(..) {
+            // G3: dedup before a seq is allocated.
+            match self.dedup.get(job.sender, &job.client_msg_id).await {
+                Ok(Some(first)) => {
+                    self.metrics.duplicates.inc();
+                    let _ = job.reply.send(Ok(first));
+                    continue;
+                }
+                Ok(None) => {}
+                // The store's unique key still catches a duplicate.
+                Err(e) => tracing::warn!(error = %e, "dedup cache unavailable, relying on the store's unique key"),
+            }
+            let seq = match self.seqs.next_seq(job.conversation).await {
+                Ok(seq) => seq,
+                Err(e) => {
+                    tracing::error!(error = %e, conversation = %job.conversation, "seq allocation failed");
+                    self.reject(job.reply, e.into());
+                    continue;
+                }
+            };
+            let (msg_id, server_time_ms) = self.ids.next();
+            messages.push(NewMessage {
+                msg_id,
+                conversation: job.conversation,
+                seq,
+                sender: job.sender,
+                recipient: job.recipient,
+                client_msg_id: job.client_msg_id,
+                body: job.body,
+                content_type: job.content_type,
+                server_time_ms,
+            });
+            waiting.push((job.reply, job.device, job.accepted_at));
+        }
+        if messages.is_empty() {
+            return Vec::new();
+        }
+        self.metrics.commit_batch_size.observe(messages.len() as f64);
+
+        let outcomes = match self.store.append(&messages).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                // Nothing of the batch is stored; its seqs become a gap (G2).
+                tracing::error!(error = %e, batch = messages.len(), "commit failed");
+                let err: ImError = e.into();
+                for (reply, _, _) in waiting {
+                    self.reject(reply, err.clone());
+                }
+                return Vec::new();
+            }
+        };
+        debug_assert_eq!(outcomes.len(), messages.len());
+
+        let mut committed = Vec::with_capacity(messages.len());
+        for ((message, (reply, device, accepted_at)), outcome) in messages.into_iter().zip(waiting).zip(outcomes) {
+            if let AppendOutcome::Duplicate(first) = outcome {
+                self.metrics.duplicates.inc();
+                let _ = reply.send(Ok(first));
+                continue;
+            }
+            self.metrics.accepted.inc();
+            let ack = message.ack();
+            if let Err(e) = self.dedup.put_if_absent(message.sender, &message.client_msg_id, ack).await {
+                tracing::warn!(error = %e, "could not record the ack in the dedup cache");
+            }
+            let _ = reply.send(Ok(ack));
+            committed.push(Committed { message: Arc::new(message), device, accepted_at });
+        }
+        committed
+    }
+
+    fn reject(&self, reply: oneshot::Sender<Result<Ack, ImError>>, err: ImError) {
+        self.metrics.fail(err.code);
+        let _ = reply.send(Err(err));
+    }
+}

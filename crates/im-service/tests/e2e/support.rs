@@ -1,0 +1,282 @@
+//! Test harness: starts the real `im-service` binary on free loopback ports
+//! with its own data directory, and talks to it like a client would.
+
+use std::collections::HashMap;
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use im_proto::client::{self as pb, client_frame, server_frame};
+use im_proto::user::user_service_client::UserServiceClient;
+use prost::Message as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// One running `im-service` process.
+pub struct Node {
+    pub child: Child,
+    pub data_dir: PathBuf,
+    pub ws_port: u16,
+    pub grpc_port: u16,
+    pub http_port: u16,
+    extra_env: Vec<(String, String)>,
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Node {
+    /// Starts a node on fresh ports in `data_dir` and waits until it is ready.
+    pub async fn start(data_dir: &Path) -> Node {
+        Self::start_with(data_dir, &[]).await
+    }
+
+    pub async fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Node {
+        let mut node = Node {
+            child: Command::new("true").spawn().unwrap(),
+            data_dir: data_dir.to_path_buf(),
+            ws_port: free_port(),
+            grpc_port: free_port(),
+            http_port: free_port(),
+            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        node.spawn().await;
+        node
+    }
+
+    /// The command line a node is started with: a clean environment, so the
+    /// developer's own variables (DB_HOST...) cannot leak into the test.
+    pub fn command(data_dir: &Path, ports: (u16, u16, u16), extra: &[(String, String)]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_im-service"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("IM_DATA_DIR", data_dir)
+            .env("SERVER_WS_PORT", ports.0.to_string())
+            .env("SERVER_GRPC_PORT", ports.1.to_string())
+            .env("SERVER_HTTP_PORT", ports.2.to_string())
+            .env("LOG_LEVEL", "warn")
+            .env("LOG_FORMAT", "text")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    async fn spawn(&mut self) {
+        self.child = Self::command(&self.data_dir, (self.ws_port, self.grpc_port, self.http_port), &self.extra_env)
+            .spawn()
+            .expect("starting im-service");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((200, _)) = http_get(self.http_port, "/ready").await {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("im-service exited during start-up: {status}");
+            }
+            assert!(Instant::now() < deadline, "im-service not ready within 20 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `kill -9`: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Starts the process again on the same ports and data directory.
+    pub async fn restart(&mut self) {
+        self.spawn().await;
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.ws_port)
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin.token")).expect("admin.token written at start").trim().into()
+    }
+
+    /// Creates a user through the admin gRPC API; returns (id, token).
+    pub async fn create_user(&self, name: &str) -> (u64, String) {
+        let mut client = UserServiceClient::connect(format!("http://127.0.0.1:{}", self.grpc_port)).await.unwrap();
+        let mut request = tonic::Request::new(im_proto::user::CreateUserRequest { name: name.into() });
+        request.metadata_mut().insert("authorization", format!("Bearer {}", self.admin_token()).parse().unwrap());
+        let response = client.create_user(request).await.expect("create user").into_inner();
+        (response.user.unwrap().id, response.token)
+    }
+
+    pub async fn connect(&self, token: &str, device: &str) -> Client {
+        Client::connect(&self.ws_url(), token, device).await.expect("websocket connect")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bare HTTP/1.1 GET: (status, body).
+pub async fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await?;
+    let status = raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<server_frame::Body>>>>;
+
+/// A WebSocket client: requests matched to responses by req_id; pushes and
+/// receipts arrive on `events`.
+pub struct Client {
+    out: mpsc::UnboundedSender<WsMessage>,
+    pending: Pending,
+    next_req: u64,
+    pub events: mpsc::UnboundedReceiver<server_frame::Body>,
+}
+
+/// The HTTP status of a refused handshake.
+pub async fn handshake_status(url: &str, token: Option<&str>) -> u16 {
+    let mut request = url.into_client_request().unwrap();
+    if let Some(token) = token {
+        request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("unexpected handshake error: {e}"),
+    }
+}
+
+impl Client {
+    pub async fn connect(
+        url: &str,
+        token: &str,
+        device: &str,
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let mut request = format!("{url}?device={device}").into_client_request()?;
+        request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        let (mut sink, mut stream) = ws.split();
+        let (out, mut out_rx) = mpsc::unbounded_channel::<WsMessage>();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let pending: Pending = Arc::default();
+        tokio::spawn(async move {
+            while let Some(msg) = out_rx.recv().await {
+                if sink.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let routes = pending.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(msg)) = stream.next().await {
+                let WsMessage::Binary(data) = msg else { continue };
+                let frame = pb::ServerFrame::decode(data).expect("server frames decode");
+                let Some(body) = frame.body else { continue };
+                let waiter = (frame.req_id != 0).then(|| routes.lock().unwrap().remove(&frame.req_id)).flatten();
+                match waiter {
+                    Some(waiter) => {
+                        let _ = waiter.send(body);
+                    }
+                    None => {
+                        let _ = events_tx.send(body);
+                    }
+                }
+            }
+        });
+        Ok(Client { out, pending, next_req: 0, events })
+    }
+
+    /// Sends a request and waits for the frame that answers it.
+    pub async fn request(&mut self, body: client_frame::Body) -> server_frame::Body {
+        self.next_req += 1;
+        let req_id = self.next_req;
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().unwrap().insert(req_id, tx);
+        let frame = pb::ClientFrame { req_id, body: Some(body) };
+        self.out.send(WsMessage::Binary(frame.encode_to_vec().into())).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), rx).await.expect("response within 10 s").expect("connection open")
+    }
+
+    /// Sends raw bytes as one binary frame.
+    pub fn send_raw(&self, data: Vec<u8>) {
+        self.out.send(WsMessage::Binary(data.into())).unwrap();
+    }
+
+    pub async fn send_text(&mut self, to: u64, client_msg_id: &str, text: &str) -> server_frame::Body {
+        self.request(client_frame::Body::Send(pb::SendRequest {
+            to_user: to,
+            client_msg_id: client_msg_id.into(),
+            body: text.as_bytes().to_vec().into(),
+            content_type: "text/plain".into(),
+        }))
+        .await
+    }
+
+    pub async fn sync(&mut self, conversation: &str, after: u64) -> server_frame::Body {
+        self.request(client_frame::Body::Sync(pb::SyncRequest {
+            conversation_id: conversation.into(),
+            after_seq: after,
+            limit: 0,
+        }))
+        .await
+    }
+
+    /// Every message of a conversation after `after`, following pages.
+    pub async fn sync_all(&mut self, conversation: &str, mut after: u64) -> Vec<pb::Message> {
+        let mut all = Vec::new();
+        loop {
+            match self.sync(conversation, after).await {
+                server_frame::Body::Sync(page) => {
+                    if let Some(last) = page.messages.last() {
+                        after = last.seq;
+                    }
+                    all.extend(page.messages);
+                    if !page.has_more {
+                        return all;
+                    }
+                }
+                other => panic!("sync answered {other:?}"),
+            }
+        }
+    }
+
+    /// The next push or receipt, within `within`.
+    pub async fn next_event(&mut self, within: Duration) -> Option<server_frame::Body> {
+        tokio::time::timeout(within, self.events.recv()).await.ok().flatten()
+    }
+}
+
+pub fn ack(body: server_frame::Body) -> pb::SendAck {
+    match body {
+        server_frame::Body::Ack(ack) => ack,
+        other => panic!("expected an ack, got {other:?}"),
+    }
+}
+
+pub fn error(body: server_frame::Body) -> pb::Error {
+    match body {
+        server_frame::Body::Error(e) => e,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+pub fn conversation_id(a: u64, b: u64) -> String {
+    format!("p:{}:{}", a.min(b), a.max(b))
+}

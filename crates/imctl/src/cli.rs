@@ -1,0 +1,358 @@
+//! Command-line interface: every command, option and help text. Parsing only;
+//! the commands live in their own modules.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Command-line client for the IM service: admin, chat client and load generator.
+#[derive(Debug, Parser)]
+#[command(name = "imctl", version, propagate_version = true)]
+#[command(after_help = "Start a standalone server with `im-service`, then for example:\n  \
+    imctl user create alice --json\n  \
+    imctl send --token \"$ALICE\" --to 2 'hello'\n  \
+    imctl chat --token \"$BOB\" --to 1\n  \
+    imctl bench --users 50 --rate 2000 --duration 10")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// WebSocket endpoint of the gateway (client protocol).
+    #[arg(long, global = true, env = "IM_WS_URL", default_value = "ws://127.0.0.1:8093/ws", value_name = "URL")]
+    pub ws_url: String,
+
+    /// gRPC endpoint of the service (user administration).
+    #[arg(long, global = true, env = "IM_GRPC_URL", default_value = "http://127.0.0.1:9094", value_name = "URL")]
+    pub grpc_url: String,
+
+    /// Admin credential for `user` and `bench` [env: IM_ADMIN_TOKEN]. When neither is set, it is read from
+    /// <DATA_DIR>/admin.token, which im-service writes on first start.
+    #[arg(long, global = true, value_name = "JWT")]
+    pub admin_token: Option<String>,
+
+    /// Data directory of a local im-service; used only to find admin.token.
+    #[arg(long, global = true, env = "IM_DATA_DIR", default_value = "./data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    /// Seconds to wait for a connection or for the response to a request.
+    #[arg(long, global = true, default_value = "10", value_parser = parse_secs, value_name = "SECS")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create users, issue and look up tokens (gRPC, needs the admin credential).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Send one message and print its ack as JSON.
+    Send(SendArgs),
+    /// Print the messages of your conversations as JSON lines; --follow keeps printing new ones.
+    Sync(SyncArgs),
+    /// Print your conversations as JSON lines (id, peer, max_seq, read_seq, unread).
+    Conversations(ConversationsArgs),
+    /// Mark a conversation read up to a seq and print the new read position as JSON.
+    Read(ReadArgs),
+    /// Chat with one user: lines from stdin are sent, incoming messages are printed.
+    Chat(ChatArgs),
+    /// Load generator: N users send 1:1 messages over WebSocket; prints throughput and latency.
+    Bench(Box<BenchArgs>),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; prints its id and a token for it.
+    Create {
+        /// 1 to 64 characters: letters, digits, '_', '-', '.'.
+        name: String,
+        /// Print one JSON object {"id","name","token"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue a new token for an existing user; prints the token.
+    Token {
+        /// The user's id.
+        id: u64,
+        /// Lifetime of the token in seconds (default: the server's).
+        #[arg(long, value_name = "SECONDS")]
+        ttl: Option<u64>,
+        /// Print one JSON object {"id","token"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Look a user up by id or by name; prints it as JSON.
+    Get {
+        /// A numeric id, or a name.
+        user: String,
+    },
+}
+
+/// How a client command authenticates and which device it is.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// The user's token (from `imctl user create` or `imctl user token`).
+    #[arg(long, env = "IM_TOKEN", hide_env_values = true, value_name = "JWT")]
+    pub token: String,
+
+    /// Device id for this connection (at most 64 bytes); the server picks one when absent.
+    #[arg(long, value_name = "ID")]
+    pub device: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Recipient user id.
+    #[arg(long, value_name = "USER_ID", value_parser = clap::value_parser!(u64).range(1..))]
+    pub to: u64,
+    /// Message text (sent as UTF-8).
+    pub text: String,
+    /// Idempotency key: resending with the same id returns the first ack. Default: a random id.
+    #[arg(long, value_name = "ID")]
+    pub client_msg_id: Option<String>,
+    /// Content type stored with the message.
+    #[arg(long, default_value = "text/plain", value_name = "TYPE")]
+    pub content_type: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Only this conversation (e.g. p:3:7); default: every conversation.
+    #[arg(long, value_name = "ID")]
+    pub conversation: Option<String>,
+    /// Print messages with a seq above this one.
+    #[arg(long, default_value_t = 0, value_name = "SEQ")]
+    pub after: u64,
+    /// Page size of each sync request (0: the server default).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub limit: u32,
+    /// After syncing, keep printing new messages as they arrive, until Ctrl-C.
+    #[arg(long)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConversationsArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// The conversation (e.g. p:3:7).
+    #[arg(long, value_name = "ID")]
+    pub conversation: String,
+    /// Read position: every message up to this seq is read.
+    #[arg(long, value_name = "N")]
+    pub seq: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// The user to chat with.
+    #[arg(long, value_name = "USER_ID", value_parser = clap::value_parser!(u64).range(1..))]
+    pub to: u64,
+    /// How many earlier messages to show on start.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub history: u64,
+    /// After stdin ends, keep printing incoming messages for this many seconds (for scripts).
+    #[arg(long, default_value = "0", value_parser = parse_secs, value_name = "SECS")]
+    pub linger: Duration,
+}
+
+/// Who each message goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Pairing {
+    /// Every message goes to a uniformly random other user.
+    Random,
+    /// User i always sends to user i+1 (the last one to the first).
+    Ring,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Open loop (default, --rate): every connection sends on its own fixed schedule and latency is \
+    measured from the scheduled send time, so a stalled server cannot hide its delay (no coordinated omission). \
+    Closed loop (--closed-loop): every connection keeps --window messages awaiting their ack.\n\n\
+    End-to-end latency is send -> push received by the recipient; ack latency is send -> ack received by the \
+    sender. Figures cover only the measured window (after --warmup). The run exits 1 when an acked message was \
+    never pushed to its recipient.")]
+pub struct BenchArgs {
+    /// Number of users (created over gRPC with the admin credential, names with a random run prefix).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(2..), value_name = "N")]
+    pub users: u32,
+    /// WebSocket connections (devices) per user; each one sends.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64), value_name = "N")]
+    pub connections_per_user: u32,
+    /// Length of the measured window in seconds.
+    #[arg(long, default_value = "10", value_parser = parse_secs, value_name = "SECS")]
+    pub duration: Duration,
+    /// Seconds of load before the measured window, excluded from the figures.
+    #[arg(long, default_value = "2", value_parser = parse_secs, value_name = "SECS")]
+    pub warmup: Duration,
+    /// Longest wait after sending stops for outstanding acks and pushes.
+    #[arg(long, default_value = "2", value_parser = parse_secs, value_name = "SECS")]
+    pub drain: Duration,
+    /// Open loop: messages per second over all connections [default: 1000].
+    #[arg(long, value_parser = parse_rate, conflicts_with = "closed_loop", value_name = "MSGS_PER_SEC")]
+    pub rate: Option<f64>,
+    /// Closed loop: each connection keeps --window messages in flight.
+    #[arg(long)]
+    pub closed_loop: bool,
+    /// Messages in flight per connection with --closed-loop.
+    #[arg(long, default_value_t = 1, requires = "closed_loop", value_parser = clap::value_parser!(u32).range(1..=10_000), value_name = "W")]
+    pub window: u32,
+    /// Message body size in bytes (at least 20: the body carries the send time and a sequence).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(20..=16_777_216), value_name = "BYTES")]
+    pub body_size: u32,
+    /// Who each message goes to.
+    #[arg(long, value_enum, default_value_t = Pairing::Random)]
+    pub pairing: Pairing,
+    /// Process id of the server: report its CPU time over the measured window (Linux /proc).
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// How many users are created and connections opened at once during set-up.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..), value_name = "N", hide_short_help = true)]
+    pub setup_concurrency: u32,
+}
+
+/// Default open-loop rate when neither --rate nor --closed-loop is given.
+pub const DEFAULT_RATE: f64 = 1000.0;
+
+/// Seconds as a decimal number ("10", "0.5").
+pub fn parse_secs(raw: &str) -> Result<Duration, String> {
+    let secs: f64 = raw.trim().parse().map_err(|_| format!("expected seconds, e.g. 10 or 0.5, got {raw:?}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("seconds must be a finite number >= 0, got {raw:?}"))
+}
+
+fn parse_rate(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("expected a positive number of messages per second, got {raw:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("imctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_has_help() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        fn walk(cmd: &clap::Command) {
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                assert!(sub.get_about().is_some(), "`{}` has no help text", sub.get_name());
+                for arg in sub.get_arguments().filter(|a| !a.is_global_set()) {
+                    let id = arg.get_id().as_str();
+                    if id != "help" && id != "version" {
+                        assert!(arg.get_help().is_some(), "`{} {id}` has no help text", sub.get_name());
+                    }
+                }
+                walk(sub);
+            }
+        }
+        walk(&cmd);
+    }
+
+    #[test]
+    fn send_parses_with_global_options_anywhere() {
+        let cli = parse(&["send", "--token", "t", "--to", "7", "hello there", "--ws-url", "ws://h:1/ws"]).unwrap();
+        assert_eq!(cli.global.ws_url, "ws://h:1/ws");
+        let Command::Send(send) = cli.command else { panic!("not send") };
+        assert_eq!(send.to, 7);
+        assert_eq!(send.text, "hello there");
+        assert_eq!(send.connect.token, "t");
+        assert_eq!(send.client_msg_id, None);
+        assert_eq!(send.content_type, "text/plain");
+    }
+
+    #[test]
+    fn send_rejects_user_zero_and_missing_text() {
+        assert!(parse(&["send", "--token", "t", "--to", "0", "x"]).is_err());
+        assert!(parse(&["send", "--token", "t", "--to", "3"]).is_err());
+    }
+
+    #[test]
+    fn user_commands_parse() {
+        let cli = parse(&["user", "create", "alice", "--json"]).unwrap();
+        assert!(matches!(cli.command, Command::User(UserCommand::Create { ref name, json: true }) if name == "alice"));
+        let cli = parse(&["--admin-token", "adm", "user", "token", "7", "--ttl", "60"]).unwrap();
+        assert_eq!(cli.global.admin_token.as_deref(), Some("adm"));
+        assert!(matches!(cli.command, Command::User(UserCommand::Token { id: 7, ttl: Some(60), json: false })));
+    }
+
+    #[test]
+    fn sync_defaults() {
+        let cli = parse(&["sync", "--token", "t"]).unwrap();
+        let Command::Sync(sync) = cli.command else { panic!("not sync") };
+        assert_eq!((sync.after, sync.limit, sync.follow, sync.conversation), (0, 0, false, None));
+    }
+
+    #[test]
+    fn read_needs_conversation_and_seq() {
+        assert!(parse(&["read", "--token", "t", "--conversation", "p:1:2"]).is_err());
+        let cli = parse(&["read", "--token", "t", "--conversation", "p:1:2", "--seq", "5"]).unwrap();
+        assert!(matches!(cli.command, Command::Read(ReadArgs { seq: 5, .. })));
+    }
+
+    #[test]
+    fn bench_defaults_are_documented_values() {
+        let cli = parse(&["bench"]).unwrap();
+        let Command::Bench(b) = cli.command else { panic!("not bench") };
+        assert_eq!((b.users, b.connections_per_user, b.window, b.body_size), (100, 1, 1, 100));
+        assert_eq!(
+            (b.duration, b.warmup, b.drain),
+            (Duration::from_secs(10), Duration::from_secs(2), Duration::from_secs(2))
+        );
+        assert_eq!(b.rate, None);
+        assert!(!b.closed_loop);
+        assert_eq!(b.pairing, Pairing::Random);
+    }
+
+    #[test]
+    fn bench_modes_exclude_each_other() {
+        assert!(parse(&["bench", "--rate", "100", "--closed-loop"]).is_err());
+        assert!(parse(&["bench", "--window", "4"]).is_err(), "--window needs --closed-loop");
+        assert!(parse(&["bench", "--closed-loop", "--window", "4"]).is_ok());
+        assert!(parse(&["bench", "--rate", "0"]).is_err());
+        assert!(parse(&["bench", "--users", "1"]).is_err());
+        assert!(parse(&["bench", "--body-size", "19"]).is_err());
+    }
+
+    #[test]
+    fn seconds_accept_fractions() {
+        assert_eq!(parse_secs("0.5").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_secs("10").unwrap(), Duration::from_secs(10));
+        assert!(parse_secs("-1").is_err());
+        assert!(parse_secs("soon").is_err());
+    }
+}
