@@ -41,7 +41,7 @@ impl SeqBlock {
     }
 
     /// The next seq, or the ceiling to persist first.
-    pub fn next(&mut self) -> Next {
+    pub fn next_seq(&mut self) -> Next {
         if self.last < self.ceiling {
             self.last = self.last.next();
             Next::Seq(self.last)
@@ -78,7 +78,7 @@ mod tests {
 
     fn take(block: &mut SeqBlock, stored: &mut Seq) -> Seq {
         loop {
-            match block.next() {
+            match block.next_seq() {
                 Next::Seq(s) => return s,
                 Next::RaiseCeiling(c) => {
                     *stored = c;

@@ -276,18 +276,13 @@ impl Gateway {
 
     /// The encoded reply to one request.
     async fn respond(&self, user: UserId, device: &DeviceId, frame: ClientFrame) -> Bytes {
-        let body = match frame.body {
-            Some(request) => match self.dispatch(user, device, request).await {
-                Ok(body) => body,
-                Err(error) => server_frame::Body::Error((&error).into()),
-            },
-            None => server_frame::Body::Error(
-                (&ImError::invalid(
-                    "the frame carries no request: set one of send, sync, mark_read, list_conversations, ping",
-                ))
-                    .into(),
-            ),
+        let result = match frame.body {
+            Some(request) => self.dispatch(user, device, request).await,
+            None => Err(ImError::invalid(
+                "the frame carries no request: set one of send, sync, mark_read, list_conversations, ping",
+            )),
         };
+        let body = result.unwrap_or_else(|error| server_frame::Body::Error((&error).into()));
         encode(&ServerFrame { req_id: frame.req_id, body: Some(body) })
     }
 
@@ -331,17 +326,7 @@ impl Gateway {
             }
             Req::ListConversations(_) => {
                 let summaries = self.messaging.conversations(user).await?;
-                let conversations = summaries
-                    .iter()
-                    .map(|s| client::ConversationSummary {
-                        conversation_id: s.conversation.to_string(),
-                        peer: s.conversation.peer_of(user).map_or(0, |peer| peer.0),
-                        max_seq: s.max_seq.0,
-                        read_seq: s.read_seq.0,
-                        unread: s.unread,
-                    })
-                    .collect();
-                Ok(Resp::Conversations(client::ConversationList { conversations }))
+                Ok(Resp::Conversations(im_proto::convert::conversation_list(&summaries, user)))
             }
             Req::Ping(ping) => Ok(Resp::Pong(client::Pong { nonce: ping.nonce })),
         }

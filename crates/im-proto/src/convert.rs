@@ -2,6 +2,7 @@
 //! (gateway frames, gRPC servers and clients) uses these, so a field is mapped
 //! in exactly one place.
 
+use im_core::message::ConversationSummary;
 use im_core::ports::{Event, PushEvent};
 use im_core::{Ack, ConversationId, DeviceId, ErrorCode, ImError, MessageId, NewMessage, Seq, UserId};
 
@@ -63,6 +64,23 @@ impl TryFrom<client::SendAck> for Ack {
             server_time_ms: a.server_time_ms,
         })
     }
+}
+
+/// A conversation as `viewer` sees it in their list (the peer is the other
+/// member).
+pub fn conversation_summary(s: &ConversationSummary, viewer: UserId) -> client::ConversationSummary {
+    client::ConversationSummary {
+        conversation_id: s.conversation.to_string(),
+        peer: s.conversation.peer_of(viewer).map_or(0, |peer| peer.0),
+        max_seq: s.max_seq.0,
+        read_seq: s.read_seq.0,
+        unread: s.unread,
+    }
+}
+
+/// The conversation list of `viewer`.
+pub fn conversation_list(list: &[ConversationSummary], viewer: UserId) -> client::ConversationList {
+    client::ConversationList { conversations: list.iter().map(|s| conversation_summary(s, viewer)).collect() }
 }
 
 /// A read receipt as the client protocol carries it.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use im_backends::memory::{MemoryDedupCache, MemoryRegistry, MemorySeqAllocator};
 use im_backends::sqlite::SqliteStore;
-use im_config::Config;
+use im_config::{BusBackend, Config, KeySource, RegistryBackend, SeqBackend, ServiceLink, StoreBackend};
 use im_core::GatewayId;
 use im_core::ports::{CeilingStore, MessageStore, Messaging, Pusher, ReceiptStore, Registry, UserStore};
 use im_gateway::{Gateway, GatewayLimits, Hub};
@@ -69,28 +69,28 @@ impl Listeners {
 /// nobody believes they run on MySQL while writing to SQLite.
 fn check_supported(config: &Config) -> anyhow::Result<()> {
     let mut unsupported = Vec::new();
-    if !config.database.host.is_empty() {
+    if let StoreBackend::MySql(_) = config.store() {
         unsupported.push("database.host (DB_HOST): the MySQL store");
     }
-    if !config.redis.addr.is_empty() {
+    if let SeqBackend::Redis(_) = config.seq() {
         unsupported.push("redis.addr (REDIS_ADDR): the Redis seq allocator and dedup");
     }
-    if !config.kafka.brokers.is_empty() {
+    if let BusBackend::Kafka(_) = config.bus() {
         unsupported.push("kafka.brokers (KAFKA_BROKERS): the Kafka bus");
     }
-    if !config.etcd.endpoints.is_empty() {
+    if let RegistryBackend::Etcd { .. } = config.registry() {
         unsupported.push("etcd.endpoints (ETCD_ENDPOINTS): the etcd registry");
     }
-    if !config.services.gateway.addr.is_empty() {
+    if let ServiceLink::Remote(_) = config.gateway() {
         unsupported.push("services.gateway.addr (GATEWAY_SERVICE_ADDR): a remote gateway");
     }
-    if !config.services.user.addr.is_empty() {
+    if let ServiceLink::Remote(_) = config.user_service() {
         unsupported.push("services.user.addr (USER_SERVICE_ADDR): a remote user service");
     }
     if config.filter.enabled {
         unsupported.push("filter.enabled (FILTER_ENABLED): the sensitive-word filter");
     }
-    if config.encryption.enabled {
+    if !matches!(config.key_source(), KeySource::Disabled) {
         unsupported.push("encryption.enabled (ENCRYPTION_ENABLED): body encryption");
     }
     if !unsupported.is_empty() {
@@ -108,10 +108,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     check_supported(&config)?;
     let data_dir = &config.server.data_dir;
     bootstrap::data_dir(data_dir)?;
-    let configured_secret = (!config.auth.jwt_secret.is_empty()).then(|| config.auth.jwt_secret.expose().as_bytes());
-    let tokens = bootstrap::token_secret(configured_secret, data_dir)?;
+    let tokens = bootstrap::token_secret(config.jwt_key_source(), &config.server.jwt_secret_path())?;
 
-    let db_path = data_dir.join("im.db");
+    let db_path = config.server.sqlite_path();
     let sqlite =
         Arc::new(SqliteStore::open(&db_path).await.map_err(|e| anyhow::anyhow!("opening {}: {e}", db_path.display()))?);
     let store: Arc<dyn MessageStore> = sqlite.clone();
@@ -158,7 +157,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let gateway = Gateway::with_hub(hub, messaging.clone(), registry, tokens.clone(), limits);
 
     let directory = UserDirectory::new(user_store, tokens.clone(), config.auth.token_ttl);
-    let admin_path = bootstrap::admin_credential(&tokens, data_dir)?;
+    let admin_path = config.server.admin_credential_path();
+    bootstrap::admin_credential(&tokens, &admin_path)?;
 
     let mut readiness = Readiness::default();
     {

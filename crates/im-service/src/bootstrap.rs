@@ -6,37 +6,39 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use im_auth::Tokens;
+use im_config::JwtKeySource;
 use rand::RngCore;
 
-pub const SECRET_FILE: &str = "jwt.secret";
-pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// The admin credential written at start lives this long.
 const ADMIN_TOKEN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Creates `dir` (mode 0700) if missing.
+/// Creates the data directory if missing, readable by its owner only: it
+/// holds the database and the secrets.
 pub fn data_dir(dir: &Path) -> anyhow::Result<()> {
-    fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
+    if !dir.exists() {
+        fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
     Ok(())
 }
 
-/// The configured secret, or the one kept in `dir` (created on first start).
-pub fn token_secret(configured: Option<&[u8]>, dir: &Path) -> anyhow::Result<Tokens> {
-    if let Some(secret) = configured {
-        return Tokens::new(secret).map_err(|e| anyhow::anyhow!("auth.jwt_secret (JWT_SECRET): {e}"));
+/// The configured secret, or the one kept at `path` (created on first start).
+pub fn token_secret(key: JwtKeySource<'_>, path: &Path) -> anyhow::Result<Tokens> {
+    if let JwtKeySource::Configured(secret) = key {
+        return Tokens::new(secret.expose().as_bytes()).map_err(|e| anyhow::anyhow!("auth.jwt_secret (JWT_SECRET): {e}"));
     }
-    let path = dir.join(SECRET_FILE);
-    let hex = match fs::read_to_string(&path) {
+    let hex = match fs::read_to_string(path) {
         Ok(hex) => hex.trim().to_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut raw = [0u8; 32];
             rand::rng().fill_bytes(&mut raw);
             let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-            write_private(&path, hex.as_bytes())?;
+            write_private(path, hex.as_bytes())?;
             tracing::info!(path = %path.display(), "created the token secret");
             hex
         }
@@ -48,11 +50,9 @@ pub fn token_secret(configured: Option<&[u8]>, dir: &Path) -> anyhow::Result<Tok
     Tokens::new(hex.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
-/// Issues an admin credential and writes it to `dir/admin.token` (mode 0600).
-pub fn admin_credential(tokens: &Tokens, dir: &Path) -> anyhow::Result<PathBuf> {
-    let path = dir.join(ADMIN_TOKEN_FILE);
-    write_private(&path, tokens.issue_admin(ADMIN_TOKEN_TTL).as_bytes())?;
-    Ok(path)
+/// Issues an admin credential and writes it to `path` (mode 0600).
+pub fn admin_credential(tokens: &Tokens, path: &Path) -> anyhow::Result<()> {
+    write_private(path, tokens.issue_admin(ADMIN_TOKEN_TTL).as_bytes())
 }
 
 /// Writes a secret file readable by its owner only, replacing it atomically.
@@ -79,19 +79,21 @@ mod tests {
     #[test]
     fn secret_is_created_once_and_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let first = token_secret(None, dir.path()).unwrap();
+        let path = dir.path().join("jwt.secret");
+        let first = token_secret(JwtKeySource::DataDir, &path).unwrap();
         let token = first.issue_user(im_core::UserId(1), "a", Duration::from_secs(60));
-        let second = token_secret(None, dir.path()).unwrap();
+        let second = token_secret(JwtKeySource::DataDir, &path).unwrap();
         assert_eq!(second.verify(&token).unwrap().user, im_core::UserId(1));
-        let mode = fs::metadata(dir.path().join(SECRET_FILE)).unwrap().permissions().mode();
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
     fn admin_credential_verifies_as_admin() {
         let dir = tempfile::tempdir().unwrap();
-        let tokens = token_secret(None, dir.path()).unwrap();
-        let path = admin_credential(&tokens, dir.path()).unwrap();
+        let tokens = token_secret(JwtKeySource::DataDir, &dir.path().join("jwt.secret")).unwrap();
+        let path = dir.path().join("admin.token");
+        admin_credential(&tokens, &path).unwrap();
         let token = fs::read_to_string(path).unwrap();
         assert!(tokens.verify(&token).unwrap().admin);
     }

@@ -76,17 +76,7 @@ impl MessageService for MessageGrpc {
     ) -> Result<Response<pb::ConversationList>, Status> {
         let user = self.user(&request)?;
         let list = self.messaging.conversations(user).await.map_err(status)?;
-        let conversations = list
-            .into_iter()
-            .map(|c| pb::ConversationSummary {
-                conversation_id: c.conversation.to_string(),
-                peer: c.conversation.peer_of(user).map_or(0, |p| p.0),
-                max_seq: c.max_seq.0,
-                read_seq: c.read_seq.0,
-                unread: c.unread,
-            })
-            .collect();
-        Ok(Response::new(pb::ConversationList { conversations }))
+        Ok(Response::new(im_proto::convert::conversation_list(&list, user)))
     }
 
     async fn mark_read(&self, request: Request<pb::MarkReadRequest>) -> Result<Response<pb::MarkReadResponse>, Status> {
