@@ -25,7 +25,7 @@ use crate::timeline::Timeline;
 struct Session {
     peer: u64,
     conversation: Option<String>,
-    /// Highest seq from the peer that this side has marked read.
+    /// This side's read position in the conversation.
     read_seq: u64,
 }
 

@@ -23,6 +23,7 @@ pub struct Cli {
 
 /// Options every command accepts.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// WebSocket endpoint of the gateway (client protocol).
     #[arg(long, global = true, env = "IM_WS_URL", default_value = "ws://127.0.0.1:8093/ws", value_name = "URL")]

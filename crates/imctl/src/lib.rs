@@ -8,7 +8,7 @@
 //! - [`chat`]: the interactive chat.
 //! - [`timeline`]: showing pushed messages once, in seq order.
 //! - [`output`]: the JSON shapes and chat lines printed on stdout.
-//! - [`bench`]: the WebSocket load generator.
+//! - [`bench`](mod@bench): the WebSocket load generator.
 //! - [`error`]: errors the server answered with.
 
 pub mod admin;

@@ -89,9 +89,14 @@ pub async fn execute(admin: &Admin, ws_url: &str, timeout: Duration, args: &Benc
     let prefix = prefix.as_str();
     let sockets: Vec<WsStream> = futures::stream::iter(options.iter().enumerate())
         .map(|(i, opts)| async move {
-            client::connect_raw(opts)
-                .await
-                .with_context(|| format!("opening connection {i} (user {prefix}-{})", i as u32 / per_user))
+            client::connect_raw(opts).await.map_err(|e| {
+                let hint = if format!("{e:#}").contains("Too many open files") {
+                    " (raise the open file limit, e.g. `ulimit -n 65536`)"
+                } else {
+                    ""
+                };
+                e.context(format!("opening connection {i} (user {prefix}-{}){hint}", i as u32 / per_user))
+            })
         })
         .buffered(args.setup_concurrency as usize)
         .try_collect()
@@ -222,7 +227,6 @@ fn summarize(
     drain_s: f64,
 ) -> Summary {
     let measured_s = run.plan.measured().as_secs_f64();
-    let unacked = reports.iter().map(|r| r.unacked).sum();
     let mut acked = Vec::with_capacity(totals.acked as usize);
     let mut received = Vec::with_capacity(reports.len());
     for report in reports {
@@ -270,7 +274,7 @@ fn summarize(
         expected_deliveries: totals.acked * u64::from(args.connections_per_user),
         errors: totals.errors,
         errors_by_code: run.errors.snapshot(),
-        unacked,
+        unacked: totals.outstanding(),
         measured_s,
         drain_s,
         acked_per_s: stats::per_second(totals.acked_in_window, measured_s),

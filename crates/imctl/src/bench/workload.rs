@@ -170,17 +170,22 @@ pub struct ConnectionReport {
     pub acked: Vec<u64>,
     /// Keys of the bench messages pushed to this connection as the recipient.
     pub received: Vec<u64>,
-    /// Sends with neither ack nor error at the end.
-    pub unacked: u64,
 }
 
 /// Sends whose ack is awaited: req_id (the message number) → scheduled send time.
 type InFlight = Mutex<HashMap<u32, u64>>;
 
-/// Timer wheel granularity is 1 ms: wake up that much early and send at the
-/// scheduled time or now, whichever is later, so latency is not inflated by
-/// the timer.
+/// The timer has 1 ms granularity and fires late, never early: wake up that
+/// much before the scheduled time and send then, so the timer adds no latency.
 const TIMER_SLACK_NS: u64 = 1_000_000;
+
+/// The time an open-loop message's latency is measured from. Sent late (the
+/// sender fell behind, e.g. the server stalled it): the scheduled time, so
+/// the delay counts against the server (no coordinated omission). Sent
+/// early (the timer slack): the actual time, so nothing is under-counted.
+pub fn send_stamp(due_ns: u64, now_ns: u64) -> u64 {
+    due_ns.min(now_ns)
+}
 
 /// Drives one connection until `stop` turns true (after the drain).
 pub async fn run_connection(
@@ -196,12 +201,27 @@ pub async fn run_connection(
         Load::Closed { window } => window as usize,
         Load::Open { .. } => 0,
     });
-    let writer = write_loop(sink, conn, &run, &counters, &in_flight, &permits);
+    let mut writer_stop = stop.clone();
+    let writer = async {
+        // Sending ends by itself at the end of the window, unless a write is
+        // stuck (a server that stopped reading): then the run's stop ends it.
+        tokio::select! {
+            sink = write_loop(sink, conn, &run, &counters, &in_flight, &permits) => Some(sink),
+            _ = writer_stop.wait_for(|stopped| *stopped) => None,
+        }
+    };
     let reader = read_loop(stream, conn, &run, &counters, &in_flight, &permits, stop);
-    let (mut sink, (acked, received)) = tokio::join!(writer, reader);
-    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
-    let unacked = in_flight.lock().unwrap_or_else(|p| p.into_inner()).len() as u64;
-    ConnectionReport { acked, received, unacked }
+    let (sink, (acked, received)) = tokio::join!(writer, reader);
+    match sink {
+        Some(mut sink) => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+        }
+        None => {
+            Counters::add(&counters.errors);
+            run.errors.add("SEND_STUCK");
+        }
+    }
+    ConnectionReport { acked, received }
 }
 
 /// The reusable send frame of one connection: only req_id, recipient, id and body change.
@@ -283,13 +303,14 @@ async fn write_loop(
                     timer.as_mut().reset(run.instant(due - TIMER_SLACK_NS));
                     timer.as_mut().await;
                 }
-                let message = send_one(due.max(run.now_ns()));
+                let message = send_one(send_stamp(due, run.now_ns()));
                 k += 1;
                 if sink.feed(message).await.is_err() {
                     break true;
                 }
                 Counters::add(&counters.sent);
-                // Behind schedule: queue the next one too and write both at once.
+                // Write now unless the next one is already due (behind
+                // schedule): then they go out together in one write.
                 if schedule.due(k) > run.now_ns() && sink.flush().await.is_err() {
                     break true;
                 }
@@ -478,6 +499,12 @@ mod tests {
             })
             .sum();
         assert!((count as f64 - 7500.0).abs() <= f64::from(conns), "{count}");
+    }
+
+    #[test]
+    fn latency_counts_from_the_schedule_when_late_and_from_the_send_when_early() {
+        assert_eq!(send_stamp(1_000, 1_700), 1_000, "late: the wait counts");
+        assert_eq!(send_stamp(1_000, 400), 400, "early: measured from the actual send");
     }
 
     #[test]

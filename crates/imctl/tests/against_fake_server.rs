@@ -1,0 +1,352 @@
+//! imctl against an in-memory stand-in for the server (tests/support): the
+//! client library, the load generator, and the binary's output and exit codes.
+//! The same calls work against the real im-service; only the URLs change.
+
+#[path = "support/fake_server.rs"]
+mod fake_server;
+
+use std::process::Output;
+use std::time::Duration;
+
+use clap::Parser;
+use fake_server::{ADMIN_TOKEN, FakeServer};
+use im_proto::client::SendRequest;
+use imctl::admin::{Admin, resolve_admin_token};
+use imctl::cli::{Cli, Command};
+use imctl::client::{Client, ConnectOptions, Event};
+use imctl::error::RemoteError;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn options(server: &FakeServer, token: &str) -> ConnectOptions {
+    ConnectOptions { url: server.ws_url.clone(), token: token.to_owned(), device: None, timeout: TIMEOUT }
+}
+
+fn text(to_user: u64, body: &str) -> SendRequest {
+    SendRequest {
+        to_user,
+        client_msg_id: imctl::client::random_client_msg_id(),
+        body: body.as_bytes().to_vec().into(),
+        content_type: "text/plain".into(),
+    }
+}
+
+async fn next_event(events: &mut imctl::client::Events) -> Event {
+    tokio::time::timeout(TIMEOUT, events.recv()).await.expect("no event in time").expect("connection closed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_sends_receives_syncs_and_reads() {
+    let server = fake_server::start().await;
+    let (alice, alice_token) = server.state.add_user("alice");
+    let (bob, bob_token) = server.state.add_user("bob");
+    let (a, mut a_events) = Client::connect(&options(&server, &alice_token)).await.unwrap();
+    let (b, mut b_events) = Client::connect(&options(&server, &bob_token)).await.unwrap();
+
+    let ack = a.send(text(bob, "hello bob")).await.unwrap();
+    assert_eq!((ack.conversation_id.as_str(), ack.seq), ("p:1:2", 1));
+    let Event::Message(pushed) = next_event(&mut b_events).await else { panic!("expected a message") };
+    assert_eq!((pushed.from_user, pushed.to_user, pushed.seq), (alice, bob, 1));
+    assert_eq!(&pushed.body[..], b"hello bob");
+
+    let read = b.mark_read(&ack.conversation_id, 1).await.unwrap();
+    assert_eq!(read.read_seq, 1);
+    let Event::Receipt(receipt) = next_event(&mut a_events).await else { panic!("expected a receipt") };
+    assert_eq!((receipt.reader, receipt.read_seq), (bob, 1));
+
+    for i in 0..5 {
+        a.send(text(bob, &format!("m{i}"))).await.unwrap();
+    }
+    let mut seqs = Vec::new();
+    let last = b
+        .sync_all(&ack.conversation_id, 0, 2, |m| {
+            seqs.push(m.seq);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(last, 6);
+
+    let list = b.list_conversations().await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!((list[0].peer, list[0].max_seq, list[0].read_seq, list[0].unread), (alice, 6, 1, 5));
+    assert_eq!(a.ping(9).await.unwrap(), 9);
+
+    let err = a.send(text(99, "nobody")).await.unwrap_err();
+    let remote = err.downcast_ref::<RemoteError>().expect("a server error");
+    assert_eq!(remote.code, "NOT_FOUND");
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_handshake_and_a_missing_response_are_clear_errors() {
+    let server = fake_server::start().await;
+    let err = Client::connect(&options(&server, "tok-999")).await.unwrap_err();
+    let shown = format!("{err:#}");
+    assert!(shown.contains("HTTP 401") && shown.contains("invalid or missing token"), "{shown}");
+    assert!(!shown.contains("tok-999"), "the token leaked into an error: {shown}");
+
+    let (_, token) = server.state.add_user("carol");
+    let (bob, _) = server.state.add_user("bob");
+    server.state.swallow_sends.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opts = ConnectOptions { timeout: Duration::from_millis(200), ..options(&server, &token) };
+    let (client, _events) = Client::connect(&opts).await.unwrap();
+    let err = client.send(text(bob, "into the void")).await.unwrap_err();
+    assert!(err.to_string().contains("no response to send within"), "{err}");
+}
+
+fn bench_args(extra: &[&str]) -> Box<imctl::cli::BenchArgs> {
+    let args = ["imctl", "bench", "--no-progress"].iter().chain(extra);
+    match Cli::parse_from(args).command {
+        Command::Bench(args) => args,
+        _ => unreachable!(),
+    }
+}
+
+async fn admin(server: &FakeServer) -> Admin {
+    let token = resolve_admin_token(Some(ADMIN_TOKEN), None, std::path::Path::new("/nonexistent")).unwrap();
+    Admin::connect(&server.grpc_url, token, TIMEOUT).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_bench_delivers_every_acked_message_to_every_device() {
+    let server = fake_server::start().await;
+    let args = bench_args(&[
+        "--users",
+        "4",
+        "--connections-per-user",
+        "2",
+        "--rate",
+        "400",
+        "--warmup",
+        "0.2",
+        "--duration",
+        "0.5",
+        "--body-size",
+        "64",
+    ]);
+    let summary = imctl::bench::execute(&admin(&server).await, &server.ws_url, TIMEOUT, &args).await.unwrap();
+    // 400 msg/s for 0.7 s in total.
+    assert!((250..=300).contains(&summary.sent), "sent {}", summary.sent);
+    assert_eq!(summary.acked, summary.sent);
+    assert_eq!(summary.delivered, summary.acked * 2);
+    assert_eq!(summary.expected_deliveries, summary.delivered);
+    assert_eq!((summary.errors, summary.unacked), (0, 0));
+    assert!(summary.check.ok, "{:?}", summary.check);
+    assert_eq!(server.state.message_count() as u64, summary.acked);
+    assert!(summary.e2e_latency.count > 100 && summary.ack_latency.count > 50);
+    assert!((250.0..=550.0).contains(&summary.acked_per_s), "{}", summary.acked_per_s);
+    assert!((500.0..=1100.0).contains(&summary.delivered_per_s), "{}", summary.delivered_per_s);
+    assert!(summary.human().contains("check       ok"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_loop_bench_keeps_its_window_and_reports_json() {
+    let server = fake_server::start().await;
+    let args = bench_args(&[
+        "--users",
+        "3",
+        "--closed-loop",
+        "--window",
+        "4",
+        "--warmup",
+        "0.1",
+        "--duration",
+        "0.3",
+        "--pairing",
+        "ring",
+        "--server-pid",
+        &std::process::id().to_string(),
+    ]);
+    let summary = imctl::bench::execute(&admin(&server).await, &server.ws_url, TIMEOUT, &args).await.unwrap();
+    assert!(summary.sent > 50, "sent {}", summary.sent);
+    assert_eq!(summary.delivered, summary.acked);
+    assert!(summary.check.ok);
+    let cpu = summary.server_cpu.expect("server CPU measured");
+    assert!(cpu.cpu_seconds >= 0.0 && cpu.us_per_delivered.is_some());
+    let json: Value = serde_json::to_value(&summary).unwrap();
+    for key in ["sent", "acked", "delivered", "errors_by_code", "acked_per_s", "delivered_per_s", "check"] {
+        assert!(json.get(key).is_some(), "no {key} in {json}");
+    }
+    for key in ["p50_us", "p90_us", "p99_us", "p999_us", "max_us"] {
+        assert!(json["e2e_latency"].get(key).is_some(), "no e2e {key}");
+    }
+    assert_eq!(json["config"]["mode"], "closed");
+    assert_eq!(json["config"]["window"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_ends_on_time_when_the_server_stops_reading() {
+    let server = fake_server::start().await;
+    server.state.stall.store(true, std::sync::atomic::Ordering::Relaxed);
+    let args = bench_args(&[
+        "--users",
+        "2",
+        "--rate",
+        "2000",
+        "--body-size",
+        "1000000",
+        "--warmup",
+        "0",
+        "--duration",
+        "1",
+        "--drain",
+        "0.5",
+    ]);
+    let started = std::time::Instant::now();
+    let admin = admin(&server).await;
+    let run = imctl::bench::execute(&admin, &server.ws_url, TIMEOUT, &args);
+    let summary = tokio::time::timeout(Duration::from_secs(10), run).await.expect("bench hung").unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert_eq!(summary.acked, 0);
+    assert_eq!(summary.unacked, summary.sent);
+    assert_eq!(summary.errors_by_code.get("SEND_STUCK"), Some(&2), "{:?}", summary.errors_by_code);
+}
+
+/// Runs the imctl binary against `server` with a clean environment.
+async fn imctl(server: &FakeServer, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_imctl"));
+    command
+        .args(["--ws-url", &server.ws_url, "--grpc-url", &server.grpc_url, "--timeout", "5"])
+        .args(args)
+        .env_remove("IM_ADMIN_TOKEN")
+        .env_remove("IM_TOKEN")
+        .env_remove("IM_DATA_DIR")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().unwrap();
+    let mut child_stdin = child.stdin.take().unwrap();
+    if let Some(input) = stdin {
+        child_stdin.write_all(input.as_bytes()).await.unwrap();
+    }
+    drop(child_stdin);
+    tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await.expect("imctl hung").unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    stdout(out).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_user_commands_print_json_and_server_errors() {
+    let server = fake_server::start().await;
+    let out = imctl(&server, &["--admin-token", ADMIN_TOKEN, "user", "create", "alice", "--json"], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let created = &json_lines(&out)[0];
+    assert_eq!((created["id"].as_u64(), created["name"].as_str()), (Some(1), Some("alice")));
+    assert_eq!(created["token"], "tok-1");
+
+    let out = imctl(&server, &["--admin-token", ADMIN_TOKEN, "user", "create", "alice"], None).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).trim(), "error: ALREADY_EXISTS: the name alice is taken");
+
+    let out = imctl(&server, &["--admin-token", "wrong", "user", "token", "1"], None).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("error: UNAUTHENTICATED: invalid admin token"), "{err}");
+    assert!(err.contains("hint: the admin token came from --admin-token") && !err.contains("wrong"), "{err}");
+
+    // The credential file of a data directory is found without any flag.
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("admin.token"), format!("{ADMIN_TOKEN}\n")).unwrap();
+    let dir = data.path().to_str().unwrap();
+    let out = imctl(&server, &["--data-dir", dir, "user", "token", "1", "--ttl", "60"], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "tok-1");
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = imctl(&server, &["--data-dir", empty.path().to_str().unwrap(), "user", "create", "bob"], None).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(&empty.path().join("admin.token").display().to_string()), "{}", stderr(&out));
+
+    let out = imctl(&server, &["--admin-token", ADMIN_TOKEN, "user", "get", "alice"], None).await;
+    assert_eq!(json_lines(&out)[0]["id"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_client_commands_print_json_lines() {
+    let server = fake_server::start().await;
+    let (_, alice) = server.state.add_user("alice");
+    let (_, bob) = server.state.add_user("bob");
+
+    let out = imctl(&server, &["send", "--token", &alice, "--to", "2", "hi bob", "--client-msg-id", "c-1"], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ack = &json_lines(&out)[0];
+    assert_eq!(ack["conversation_id"], "p:1:2");
+    assert_eq!(ack["seq"], 1);
+    assert!(ack["msg_id"].is_u64() && ack["server_time_ms"].is_i64());
+    // A resend with the same client_msg_id returns the first ack.
+    let again =
+        imctl(&server, &["send", "--token", &alice, "--to", "2", "hi bob", "--client-msg-id", "c-1"], None).await;
+    assert_eq!(&json_lines(&again)[0], ack);
+
+    let out = imctl(&server, &["send", "--token", &alice, "--to", "1", "me"], None).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).trim(), "error: INVALID_ARGUMENT: cannot send a private message to yourself");
+
+    imctl(&server, &["send", "--token", &bob, "--to", "1", "hi alice"], None).await;
+    let out = imctl(&server, &["sync", "--token", &bob], None).await;
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 2);
+    assert_eq!((&lines[0]["body"], &lines[0]["from"], &lines[0]["to"]), (&"hi bob".into(), &1.into(), &2.into()));
+    assert_eq!(lines[1]["seq"], 2);
+    let out = imctl(&server, &["sync", "--token", &bob, "--conversation", "p:1:2", "--after", "1"], None).await;
+    assert_eq!(json_lines(&out).len(), 1);
+
+    let out = imctl(&server, &["read", "--token", &bob, "--conversation", "p:1:2", "--seq", "1"], None).await;
+    assert_eq!(json_lines(&out)[0], serde_json::json!({"conversation_id": "p:1:2", "read_seq": 1}));
+    let out = imctl(&server, &["conversations", "--token", &bob], None).await;
+    assert_eq!(
+        json_lines(&out)[0],
+        serde_json::json!({"id": "p:1:2", "peer": 1, "max_seq": 2, "read_seq": 1, "unread": 1})
+    );
+
+    let out = imctl(&server, &["conversations", "--token", "tok-77"], None).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("HTTP 401"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_chat_works_over_pipes() {
+    let server = fake_server::start().await;
+    let (alice_id, alice) = server.state.add_user("alice");
+    let (bob_id, bob) = server.state.add_user("bob");
+    let (a, _a_events) = Client::connect(&options(&server, &alice)).await.unwrap();
+    a.send(text(bob_id, "earlier")).await.unwrap();
+
+    // Bob chats from a pipe and stays for a while after his input ends.
+    let bob_args = ["chat", "--token", &bob, "--to", "1", "--linger", "1.5"];
+    let bob_chat = imctl(&server, &bob_args, Some("hello alice\n\nsecond line\n"));
+    let alice_side = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        a.send(text(bob_id, "hi from alice")).await.unwrap()
+    };
+    let (out, _) = tokio::join!(bob_chat, alice_side);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = stdout(&out);
+    let lines: Vec<&str> = shown.lines().collect();
+    assert!(lines[0].ends_with(&format!("] {alice_id}: earlier")), "{shown}");
+    assert_eq!(lines[1], "✓ seq 2");
+    assert_eq!(lines[2], "✓ seq 3");
+    assert!(lines[3].ends_with(&format!("] {alice_id}: hi from alice")), "{shown}");
+    assert_eq!(lines.len(), 4, "{shown}");
+    // Bob marked alice's messages read.
+    let list = a.list_conversations().await.unwrap();
+    assert_eq!(list[0].max_seq, 4);
+    let (b, _) = Client::connect(&options(&server, &bob)).await.unwrap();
+    assert_eq!(b.list_conversations().await.unwrap()[0].read_seq, 4);
+}

@@ -1,0 +1,328 @@
+//! A stand-in for im-service, in memory, just faithful enough to the client
+//! protocol (client.proto) and the user service (user.proto) to test imctl
+//! without the real server: tokens are `tok-<user id>` (admin: `admin-secret`),
+//! seqs are per conversation, pushes go to every other device of both users.
+//!
+//! It is not a reference implementation; the real server is tested by its own
+//! suites, and imctl against the real server by the end-to-end tests.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::{SinkExt, StreamExt};
+use im_proto::client::{self, ClientFrame, ServerFrame, client_frame, server_frame};
+use im_proto::user::user_service_server::{UserService, UserServiceServer};
+use im_proto::user::{self as user_pb, get_user_request};
+use prost::Message as _;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+
+pub const ADMIN_TOKEN: &str = "admin-secret";
+
+pub struct FakeServer {
+    pub ws_url: String,
+    pub grpc_url: String,
+    pub state: Arc<State>,
+}
+
+#[derive(Default)]
+pub struct State {
+    inner: Mutex<Inner>,
+    next_conn: AtomicU64,
+    /// When set, acks of sends are withheld (to test timeouts).
+    pub swallow_sends: std::sync::atomic::AtomicBool,
+    /// When set, connections stop reading from their clients (to test back-pressure).
+    pub stall: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct Inner {
+    users: HashMap<u64, (String, i64)>,
+    names: HashSet<String>,
+    next_msg: u64,
+    conversations: HashMap<String, Conversation>,
+    dedup: HashMap<(u64, String), client::SendAck>,
+    /// user → (connection id, outbound frames)
+    devices: HashMap<u64, Vec<(u64, mpsc::UnboundedSender<ServerFrame>)>>,
+}
+
+#[derive(Default)]
+struct Conversation {
+    members: [u64; 2],
+    messages: Vec<client::Message>,
+    read: HashMap<u64, u64>,
+}
+
+impl State {
+    /// Creates a user directly; returns (id, token).
+    pub fn add_user(&self, name: &str) -> (u64, String) {
+        let mut inner = self.inner.lock().unwrap();
+        let id = inner.users.len() as u64 + 1;
+        inner.users.insert(id, (name.to_owned(), 1_700_000_000_000));
+        inner.names.insert(name.to_owned());
+        (id, format!("tok-{id}"))
+    }
+
+    pub fn message_count(&self) -> usize {
+        self.inner.lock().unwrap().conversations.values().map(|c| c.messages.len()).sum()
+    }
+}
+
+pub async fn start() -> FakeServer {
+    let state = Arc::new(State::default());
+    let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = ws.local_addr().unwrap();
+    tokio::spawn(accept_ws(ws, state.clone()));
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc_addr: SocketAddr = grpc.local_addr().unwrap();
+    let service = UserServiceServer::new(Users(state.clone()));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc)),
+    );
+    FakeServer { ws_url: format!("ws://{ws_addr}/ws"), grpc_url: format!("http://{grpc_addr}"), state }
+}
+
+async fn accept_ws(listener: TcpListener, state: Arc<State>) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else { return };
+        tcp.set_nodelay(true).unwrap();
+        tokio::spawn(serve_connection(tcp, state.clone()));
+    }
+}
+
+fn user_of(request: &Request) -> Option<u64> {
+    let header = request.headers().get("authorization").and_then(|v| v.to_str().ok());
+    let token = header
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::to_owned)
+        .or_else(|| request.uri().query()?.split('&').find_map(|kv| kv.strip_prefix("token=")).map(str::to_owned))?;
+    token.strip_prefix("tok-")?.parse().ok()
+}
+
+async fn serve_connection(tcp: tokio::net::TcpStream, state: Arc<State>) {
+    let mut me = None;
+    // The signature is tungstenite's handshake callback.
+    #[allow(clippy::result_large_err)]
+    let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+        match user_of(request) {
+            Some(id) if state.inner.lock().unwrap().users.contains_key(&id) => {
+                me = Some(id);
+                Ok(response)
+            }
+            _ => {
+                let mut denied = ErrorResponse::new(Some("invalid or missing token".into()));
+                *denied.status_mut() = StatusCode::UNAUTHORIZED;
+                Err(denied)
+            }
+        }
+    };
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else { return };
+    let me = me.unwrap();
+    let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<ServerFrame>();
+    state.inner.lock().unwrap().devices.entry(me).or_default().push((conn, tx.clone()));
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if sink.send(Message::Binary(frame.encode_to_vec().into())).await.is_err() {
+                return;
+            }
+        }
+    });
+    while let Some(Ok(message)) = stream.next().await {
+        if state.stall.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+        let Message::Binary(data) = message else { continue };
+        let Ok(frame) = ClientFrame::decode(data) else { break };
+        let body = match frame.body {
+            Some(body) => handle(&state, me, conn, body),
+            None => error(client::ErrorCode::InvalidArgument, "empty frame"),
+        };
+        if let Some(body) = body {
+            let _ = tx.send(ServerFrame { req_id: frame.req_id, body: Some(body) });
+        }
+    }
+    state.inner.lock().unwrap().devices.get_mut(&me).unwrap().retain(|(c, _)| *c != conn);
+    writer.abort();
+}
+
+fn error(code: client::ErrorCode, message: &str) -> Option<server_frame::Body> {
+    Some(server_frame::Body::Error(client::Error { code: code as i32, message: message.to_owned() }))
+}
+
+fn push(inner: &Inner, users: [u64; 2], skip_conn: u64, body: server_frame::Body) {
+    for user in users {
+        for (conn, tx) in inner.devices.get(&user).into_iter().flatten() {
+            if *conn != skip_conn {
+                let _ = tx.send(ServerFrame { req_id: 0, body: Some(body.clone()) });
+            }
+        }
+    }
+}
+
+fn handle(state: &State, me: u64, conn: u64, body: client_frame::Body) -> Option<server_frame::Body> {
+    use client::ErrorCode::*;
+    let mut inner = state.inner.lock().unwrap();
+    match body {
+        client_frame::Body::Send(send) => {
+            if state.swallow_sends.load(Ordering::Relaxed) {
+                return None;
+            }
+            if !inner.users.contains_key(&send.to_user) {
+                return error(NotFound, &format!("no user {}", send.to_user));
+            }
+            if send.to_user == me {
+                return error(InvalidArgument, "cannot send a private message to yourself");
+            }
+            if send.body.is_empty() {
+                return error(InvalidArgument, "message body is empty");
+            }
+            if let Some(ack) = inner.dedup.get(&(me, send.client_msg_id.clone())) {
+                return Some(server_frame::Body::Ack(ack.clone()));
+            }
+            let (low, high) = (me.min(send.to_user), me.max(send.to_user));
+            let id = format!("p:{low}:{high}");
+            inner.next_msg += 1;
+            let msg_id = inner.next_msg;
+            let c = inner.conversations.entry(id.clone()).or_default();
+            c.members = [low, high];
+            let seq = c.messages.len() as u64 + 1;
+            let message = client::Message {
+                msg_id,
+                conversation_id: id.clone(),
+                seq,
+                from_user: me,
+                to_user: send.to_user,
+                client_msg_id: send.client_msg_id.clone(),
+                body: send.body,
+                content_type: send.content_type,
+                server_time_ms: 1_700_000_000_000 + seq as i64 * 1000,
+            };
+            c.messages.push(message.clone());
+            let ack = client::SendAck { msg_id, conversation_id: id, seq, server_time_ms: message.server_time_ms };
+            inner.dedup.insert((me, send.client_msg_id), ack.clone());
+            push(&inner, [me, send.to_user], conn, server_frame::Body::Push(message));
+            Some(server_frame::Body::Ack(ack))
+        }
+        client_frame::Body::Sync(sync) => {
+            let Some(c) = inner.conversations.get(&sync.conversation_id).filter(|c| c.members.contains(&me)) else {
+                return error(NotFound, &format!("no conversation {}", sync.conversation_id));
+            };
+            let limit = match sync.limit {
+                0 => 100,
+                n => n.min(500),
+            } as usize;
+            let after: Vec<_> = c.messages.iter().filter(|m| m.seq > sync.after_seq).cloned().collect();
+            let has_more = after.len() > limit;
+            let messages = after.into_iter().take(limit).collect();
+            Some(server_frame::Body::Sync(client::SyncResponse {
+                conversation_id: sync.conversation_id,
+                messages,
+                has_more,
+            }))
+        }
+        client_frame::Body::MarkRead(read) => {
+            let Some(c) = inner.conversations.get_mut(&read.conversation_id).filter(|c| c.members.contains(&me)) else {
+                return error(NotFound, &format!("no conversation {}", read.conversation_id));
+            };
+            let max = c.messages.len() as u64;
+            let position = c.read.entry(me).or_default();
+            *position = (*position).max(read.seq.min(max));
+            let read_seq = *position;
+            let members = c.members;
+            let receipt = client::ReadReceipt { conversation_id: read.conversation_id.clone(), reader: me, read_seq };
+            push(&inner, members, conn, server_frame::Body::Receipt(receipt));
+            Some(server_frame::Body::MarkRead(client::MarkReadResponse {
+                conversation_id: read.conversation_id,
+                read_seq,
+            }))
+        }
+        client_frame::Body::ListConversations(_) => {
+            let mut conversations: Vec<_> = inner
+                .conversations
+                .iter()
+                .filter(|(_, c)| c.members.contains(&me))
+                .map(|(id, c)| {
+                    let max_seq = c.messages.len() as u64;
+                    let read_seq = c.read.get(&me).copied().unwrap_or(0);
+                    client::ConversationSummary {
+                        conversation_id: id.clone(),
+                        peer: if c.members[0] == me { c.members[1] } else { c.members[0] },
+                        max_seq,
+                        read_seq,
+                        unread: max_seq - read_seq,
+                    }
+                })
+                .collect();
+            conversations.sort_by(|a, b| a.conversation_id.cmp(&b.conversation_id));
+            Some(server_frame::Body::Conversations(client::ConversationList { conversations }))
+        }
+        client_frame::Body::Ping(ping) => Some(server_frame::Body::Pong(client::Pong { nonce: ping.nonce })),
+    }
+}
+
+struct Users(Arc<State>);
+
+fn check_admin<T>(request: &tonic::Request<T>) -> Result<(), tonic::Status> {
+    match request.metadata().get("authorization").and_then(|v| v.to_str().ok()) {
+        Some(v) if v == format!("Bearer {ADMIN_TOKEN}") => Ok(()),
+        Some(_) => Err(tonic::Status::unauthenticated("invalid admin token")),
+        None => Err(tonic::Status::unauthenticated("missing admin token")),
+    }
+}
+
+#[tonic::async_trait]
+impl UserService for Users {
+    async fn create_user(
+        &self,
+        request: tonic::Request<user_pb::CreateUserRequest>,
+    ) -> Result<tonic::Response<user_pb::CreateUserResponse>, tonic::Status> {
+        check_admin(&request)?;
+        let name = request.into_inner().name;
+        if name.is_empty() || name.len() > 64 {
+            return Err(tonic::Status::invalid_argument("name must be 1 to 64 characters"));
+        }
+        if self.0.inner.lock().unwrap().names.contains(&name) {
+            return Err(tonic::Status::already_exists(format!("the name {name} is taken")));
+        }
+        let (id, token) = self.0.add_user(&name);
+        let user = user_pb::User { id, name, created_at_ms: 1_700_000_000_000 };
+        Ok(tonic::Response::new(user_pb::CreateUserResponse { user: Some(user), token }))
+    }
+
+    async fn issue_token(
+        &self,
+        request: tonic::Request<user_pb::IssueTokenRequest>,
+    ) -> Result<tonic::Response<user_pb::IssueTokenResponse>, tonic::Status> {
+        check_admin(&request)?;
+        let id = request.into_inner().user_id;
+        if !self.0.inner.lock().unwrap().users.contains_key(&id) {
+            return Err(tonic::Status::not_found(format!("no user {id}")));
+        }
+        Ok(tonic::Response::new(user_pb::IssueTokenResponse { token: format!("tok-{id}") }))
+    }
+
+    async fn get_user(
+        &self,
+        request: tonic::Request<user_pb::GetUserRequest>,
+    ) -> Result<tonic::Response<user_pb::User>, tonic::Status> {
+        let inner = self.0.inner.lock().unwrap();
+        let found = match request.into_inner().key {
+            Some(get_user_request::Key::Id(id)) => inner.users.get(&id).map(|(n, t)| (id, n.clone(), *t)),
+            Some(get_user_request::Key::Name(name)) => {
+                inner.users.iter().find(|(_, (n, _))| *n == name).map(|(id, (n, t))| (*id, n.clone(), *t))
+            }
+            None => None,
+        };
+        let (id, name, created_at_ms) = found.ok_or_else(|| tonic::Status::not_found("no such user"))?;
+        Ok(tonic::Response::new(user_pb::User { id, name, created_at_ms }))
+    }
+}
