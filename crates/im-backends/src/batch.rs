@@ -3,8 +3,8 @@
 //! client_msg_id). Only the first message of each key is sent to the store,
 //! whose unique key decides whether it is new; a repeat then gets the first
 //! one's ack (G3). Keeping repeats out of the insert also means every row of an
-//! insert has a distinct key, so the rows an insert reports back identify the
-//! stored messages exactly.
+//! insert has a distinct key, so an insert that stores fewer rows than it was
+//! given has met a key stored by an earlier batch.
 
 use std::collections::HashMap;
 
@@ -41,25 +41,26 @@ impl BatchPlan {
     }
 
     /// The outcomes of the whole batch, in batch order, from the outcomes of
-    /// its first messages (`first_outcomes[i]` is set for every `i` in
-    /// `firsts`). A repeat of a message stored now is a duplicate of it; a
-    /// repeat of a duplicate carries the same first ack.
-    pub fn outcomes(&self, batch: &[NewMessage], mut first_outcomes: Vec<Option<AppendOutcome>>) -> Vec<AppendOutcome> {
-        debug_assert_eq!(first_outcomes.len(), batch.len());
+    /// its first messages (`first_outcomes[k]` is the outcome of
+    /// `batch[firsts[k]]`). A repeat of a message stored now is a duplicate of
+    /// it; a repeat of a duplicate carries the same first ack.
+    pub fn outcomes(&self, batch: &[NewMessage], first_outcomes: Vec<AppendOutcome>) -> Vec<AppendOutcome> {
+        debug_assert_eq!(first_outcomes.len(), self.firsts.len());
+        let mut outcomes: Vec<Option<AppendOutcome>> = vec![None; batch.len()];
+        for (&i, outcome) in self.firsts.iter().zip(first_outcomes) {
+            outcomes[i] = Some(outcome);
+        }
         for (i, repeat_of) in self.repeats.iter().enumerate() {
             if let Some(first) = *repeat_of {
                 // `first < i`, so its outcome is already final.
-                let outcome = match first_outcomes[first] {
+                let outcome = match outcomes[first] {
                     Some(AppendOutcome::Duplicate(ack)) => AppendOutcome::Duplicate(ack),
                     _ => AppendOutcome::Duplicate(batch[first].ack()),
                 };
-                first_outcomes[i] = Some(outcome);
+                outcomes[i] = Some(outcome);
             }
         }
-        first_outcomes
-            .into_iter()
-            .map(|outcome| outcome.expect("every message of a batch is a first or a repeat"))
-            .collect()
+        outcomes.into_iter().map(|outcome| outcome.expect("every message of a batch is a first or a repeat")).collect()
     }
 }
 
@@ -96,8 +97,7 @@ mod tests {
         let batch = [message(1, "a", 1), message(1, "a", 2), message(1, "b", 3), message(1, "b", 4)];
         let plan = BatchPlan::new(&batch);
         let earlier: Ack = message(1, "b", 77).ack();
-        let firsts = vec![Some(AppendOutcome::Stored), None, Some(AppendOutcome::Duplicate(earlier)), None];
-        let outcomes = plan.outcomes(&batch, firsts);
+        let outcomes = plan.outcomes(&batch, vec![AppendOutcome::Stored, AppendOutcome::Duplicate(earlier)]);
         assert_eq!(
             outcomes,
             vec![

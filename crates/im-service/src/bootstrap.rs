@@ -30,7 +30,8 @@ pub fn data_dir(dir: &Path) -> anyhow::Result<()> {
 /// The configured secret, or the one kept at `path` (created on first start).
 pub fn token_secret(key: JwtKeySource<'_>, path: &Path) -> anyhow::Result<Tokens> {
     if let JwtKeySource::Configured(secret) = key {
-        return Tokens::new(secret.expose().as_bytes()).map_err(|e| anyhow::anyhow!("auth.jwt_secret (JWT_SECRET): {e}"));
+        return Tokens::new(secret.expose().as_bytes())
+            .map_err(|e| anyhow::anyhow!("auth.jwt_secret (JWT_SECRET): {e}"));
     }
     let hex = match fs::read_to_string(path) {
         Ok(hex) => hex.trim().to_owned(),

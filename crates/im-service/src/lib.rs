@@ -5,7 +5,7 @@
 //!   pipeline; implements `im_core::ports::Messaging`.
 //! - [`pipeline`]: dedup, seq allocation and group commit in one writer.
 //! - [`router`]: pushes committed messages and receipts to gateways.
-//! - [`grpc`]: `im.v1.MessageService`.
+//! - [`grpc`]: the `im.v1.MessageService` server.
 //! - [`http`], [`readiness`], [`metrics`]: `/health`, `/ready`, `/metrics`.
 //! - [`bootstrap`]: standalone data directory, token secret, admin credential.
 //! - [`msg_id`]: message id generation.

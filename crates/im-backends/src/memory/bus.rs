@@ -19,11 +19,12 @@ use tokio::time::Instant;
 /// live in memory. The embedded server makes what it needs durable through
 /// the store before it publishes (DESIGN.md §1, "durable through the store").
 ///
-/// When a member joins or leaves its group (a consumer is dropped), the group
-/// rewinds to its last commit, as a Kafka rebalance does: records polled but
-/// not committed are delivered again, so handling must be idempotent
-/// (at-least-once). A new group starts at the oldest record still kept;
-/// records are dropped once every group has committed them.
+/// When a member leaves its group (its consumer is dropped), the group rewinds
+/// to its last commit, as a Kafka rebalance does: records polled but not
+/// committed are delivered again, to the members that remain or the next to
+/// join, so handling must be idempotent (at-least-once). A new group starts at
+/// the oldest record still kept; records are dropped once every group has
+/// committed them.
 #[derive(Debug, Default)]
 pub struct MemoryBus {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
@@ -102,11 +103,10 @@ impl Bus for MemoryBus {
     /// group sees every record.
     async fn subscribe(&self, topic: &str, group: &str) -> BackendResult<Box<dyn BusConsumer>> {
         let topic = self.topic(topic);
-        {
-            let mut log = topic.log.lock();
-            let joined = log.group(group);
-            joined.next = joined.committed;
-        }
+        // Creates the group at the oldest record kept. A group that exists
+        // resumes where it stands: after its last commit if its last member
+        // left, or beside the members it has.
+        topic.log.lock().group(group);
         Ok(Box::new(MemoryConsumer { topic, group: group.to_owned() }))
     }
 }
@@ -175,5 +175,65 @@ impl Drop for MemoryConsumer {
         let mut log = self.topic.log.lock();
         let group = log.group(&self.group);
         group.next = group.committed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NO_WAIT: Duration = Duration::ZERO;
+
+    async fn publish(bus: &MemoryBus, count: u32) {
+        for n in 0..count {
+            bus.publish("t", Bytes::new(), Bytes::from(n.to_string())).await.unwrap();
+        }
+    }
+
+    fn offsets(records: &[BusRecord]) -> Vec<u64> {
+        records.iter().map(|r| r.offset).collect()
+    }
+
+    #[tokio::test]
+    async fn records_every_group_committed_are_dropped() {
+        let bus = MemoryBus::new();
+        let mut first = bus.subscribe("t", "first").await.unwrap();
+        let mut second = bus.subscribe("t", "second").await.unwrap();
+        publish(&bus, 4).await;
+        let records = first.poll(10, NO_WAIT).await.unwrap();
+        first.commit(&records[3]).await.unwrap();
+        // `second` has committed nothing: everything is kept for it.
+        assert_eq!(bus.topic("t").log.lock().records.len(), 4);
+        let records = second.poll(10, NO_WAIT).await.unwrap();
+        second.commit(&records[1]).await.unwrap();
+        let topic = bus.topic("t");
+        let log = topic.log.lock();
+        assert_eq!((log.base, log.records.len()), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn a_new_group_starts_at_the_oldest_record_kept() {
+        let bus = MemoryBus::new();
+        let mut only = bus.subscribe("t", "only").await.unwrap();
+        publish(&bus, 3).await;
+        let records = only.poll(10, NO_WAIT).await.unwrap();
+        only.commit(&records[0]).await.unwrap();
+        let mut late = bus.subscribe("t", "late").await.unwrap();
+        assert_eq!(offsets(&late.poll(10, NO_WAIT).await.unwrap()), vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_commit_past_a_rewind_is_not_delivered_again() {
+        let bus = MemoryBus::new();
+        let mut stays = bus.subscribe("t", "g").await.unwrap();
+        let mut leaves = bus.subscribe("t", "g").await.unwrap();
+        publish(&bus, 5).await;
+        let kept = stays.poll(3, NO_WAIT).await.unwrap();
+        assert_eq!(offsets(&leaves.poll(3, NO_WAIT).await.unwrap()), vec![3, 4]);
+        // Leaving rewinds the group to offset 0; the remaining member then
+        // commits what it holds, so only what the leaver held comes again.
+        drop(leaves);
+        stays.commit(&kept[2]).await.unwrap();
+        assert_eq!(offsets(&stays.poll(10, NO_WAIT).await.unwrap()), vec![3, 4]);
     }
 }

@@ -69,7 +69,7 @@ impl SeqAllocator for MemorySeqAllocator {
             }
         };
         loop {
-            match block.next() {
+            match block.next_seq() {
                 Next::Seq(seq) => return Ok(seq),
                 Next::RaiseCeiling(ceiling) => {
                     // On failure the block keeps its old ceiling and the next

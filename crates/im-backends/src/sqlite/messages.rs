@@ -1,7 +1,5 @@
 //! `MessageStore` over the `messages` and `conversation_members` tables.
 
-use std::collections::HashSet;
-
 use async_trait::async_trait;
 use bytes::Bytes;
 use im_core::error::BackendError;
@@ -13,14 +11,18 @@ use sqlx::SqliteExecutor;
 use super::SqliteStore;
 use super::columns::{conversation_from_column, from_column, seq_from_column, to_bound, to_column};
 use super::error::map_sqlx;
+use super::members::member_rows;
 use super::multi_row::{MultiRow, chunks};
 use crate::batch::BatchPlan;
 
 /// The multi-row statements of an append, built once per store.
 #[derive(Debug)]
 pub(super) struct AppendStatements {
-    /// Reports back the keys of the rows it stored: a row whose key is already
-    /// taken is skipped by `DO NOTHING` and is missing from the report.
+    /// `DO NOTHING` skips a row whose key an earlier batch stored; `OR FAIL`
+    /// makes any other constraint (a seq clash) fail the statement. FAIL,
+    /// unlike the default ABORT, does not undo the statement's own rows, so
+    /// SQLite needs no statement journal (a copy of every page the statement
+    /// touches); the whole transaction is rolled back instead.
     insert_messages: MultiRow,
     insert_members: MultiRow,
 }
@@ -29,10 +31,10 @@ impl AppendStatements {
     pub fn new() -> Self {
         Self {
             insert_messages: MultiRow::new(
-                "INSERT INTO messages \
-                 (conversation, seq, msg_id, sender, recipient, client_msg_id, body, content_type, server_time_ms) VALUES",
+                "INSERT OR FAIL INTO messages (conversation, seq, msg_id, sender, recipient, \
+                 client_msg_id, body, content_type, server_time_ms) VALUES",
                 "(?,?,?,?,?,?,?,?,?)",
-                "ON CONFLICT (sender, client_msg_id) DO NOTHING RETURNING sender, client_msg_id",
+                "ON CONFLICT (sender, client_msg_id) DO NOTHING",
             ),
             insert_members: MultiRow::new(
                 "INSERT INTO conversation_members (user_id, conversation) VALUES",
@@ -41,6 +43,15 @@ impl AppendStatements {
             ),
         }
     }
+}
+
+/// How an append treats keys that earlier batches stored.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Resends {
+    /// Assume there are none; give up (roll back) if an insert skips a row.
+    Unexpected,
+    /// Look every key up first and insert only the new messages.
+    LookedUp,
 }
 
 /// The columns of a message that need converting, checked before the write
@@ -65,19 +76,6 @@ impl<'a> MessageRow<'a> {
             recipient: to_column(message.recipient.0, "recipient")?,
         })
     }
-}
-
-/// Both members of every conversation the batch touches, each pair once.
-fn membership_rows(rows: &[MessageRow<'_>]) -> BackendResult<Vec<(i64, String)>> {
-    let conversations: HashSet<ConversationId> = rows.iter().map(|row| row.message.conversation).collect();
-    let mut members = Vec::with_capacity(conversations.len() * 2);
-    for conversation in conversations {
-        let text = conversation.to_string();
-        for user in conversation.members() {
-            members.push((to_column(user.0, "user id")?, text.clone()));
-        }
-    }
-    Ok(members)
 }
 
 /// The ack of the message stored under `(sender, client_msg_id)`.
@@ -123,28 +121,37 @@ fn message_from_columns(conversation: ConversationId, columns: MessageColumns) -
     })
 }
 
-#[async_trait]
-impl MessageStore for SqliteStore {
-    /// Appends a batch in one transaction that is committed durably (fsync)
-    /// before this returns: one commit for the whole batch (group commit).
-    /// Outcomes are in batch order. A message whose `(sender, client_msg_id)`
-    /// is already stored is not stored again; its outcome carries the first
-    /// ack. On error nothing of the batch is stored.
-    async fn append(&self, batch: &[NewMessage]) -> BackendResult<Vec<AppendOutcome>> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        let plan = BatchPlan::new(batch);
-        let rows = plan.firsts.iter().map(|&i| MessageRow::new(&batch[i])).collect::<BackendResult<Vec<_>>>()?;
-        let members = membership_rows(&rows)?;
-        let mut first_outcomes = vec![None; batch.len()];
-
+impl SqliteStore {
+    /// Writes `rows` (distinct keys) and `members` in one durable transaction
+    /// and returns the outcome of each row, or `None` (and nothing written)
+    /// if an insert skipped a row in [`Resends::Unexpected`] mode.
+    async fn write_batch(
+        &self,
+        rows: &[MessageRow<'_>],
+        members: &[(i64, String)],
+        resends: Resends,
+    ) -> BackendResult<Option<Vec<AppendOutcome>>> {
         // IMMEDIATE takes the write lock up front: a deferred transaction that
         // upgrades later fails at once, without waiting, if another process
-        // writes meanwhile.
+        // writes meanwhile. Every early return drops `tx`, which rolls back.
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_sqlx)?;
-        for range in chunks(rows.len()) {
-            let chunk = &rows[range.clone()];
+        let mut outcomes = Vec::with_capacity(rows.len());
+        let mut new_rows = Vec::with_capacity(rows.len());
+        for row in rows {
+            let first = match resends {
+                Resends::Unexpected => None,
+                Resends::LookedUp => ack_by_key(&mut *tx, row.sender, row.message.client_msg_id.as_str()).await?,
+            };
+            match first {
+                Some(ack) => outcomes.push(AppendOutcome::Duplicate(ack)),
+                None => {
+                    outcomes.push(AppendOutcome::Stored);
+                    new_rows.push(row);
+                }
+            }
+        }
+        for range in chunks(new_rows.len()) {
+            let chunk = &new_rows[range];
             let mut insert = sqlx::query(self.append.insert_messages.sql(chunk.len()));
             for row in chunk {
                 let m = row.message;
@@ -159,41 +166,9 @@ impl MessageStore for SqliteStore {
                     .bind(&m.content_type)
                     .bind(m.server_time_ms);
             }
-            // A conflict on (conversation, seq) is not covered by DO NOTHING:
-            // it fails the statement, and dropping `tx` rolls the batch back.
-            let stored = insert.fetch_all(&mut *tx).await.map_err(map_sqlx)?;
-            let firsts = &plan.firsts[range];
-            if true {
-                // The common case: nothing in this chunk was a resend.
-                for &i in firsts {
-                    first_outcomes[i] = Some(AppendOutcome::Stored);
-                }
-                continue;
-            }
-            let stored_keys = stored
-                .into_iter()
-                .map(|row| {
-                    use sqlx::Row;
-                    Ok((row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?))
-                })
-                .collect::<Result<HashSet<(i64, String)>, sqlx::Error>>()
-                .map_err(map_sqlx)?;
-            for (row, &i) in chunk.iter().zip(firsts) {
-                let key = row.message.client_msg_id.as_str();
-                // The HashSet is keyed by owned strings; a resend is rare, so
-                // the allocation for the lookup is too.
-                let outcome = if stored_keys.contains(&(row.sender, key.to_owned())) {
-                    AppendOutcome::Stored
-                } else {
-                    let first = ack_by_key(&mut *tx, row.sender, key).await?.ok_or_else(|| {
-                        BackendError::Other(format!(
-                            "message {} was skipped as a duplicate but none is stored",
-                            row.msg_id
-                        ))
-                    })?;
-                    AppendOutcome::Duplicate(first)
-                };
-                first_outcomes[i] = Some(outcome);
+            let stored = insert.execute(&mut *tx).await.map_err(map_sqlx)?.rows_affected();
+            if stored != chunk.len() as u64 {
+                return Ok(None);
             }
         }
         for range in chunks(members.len()) {
@@ -205,6 +180,38 @@ impl MessageStore for SqliteStore {
             insert.execute(&mut *tx).await.map_err(map_sqlx)?;
         }
         tx.commit().await.map_err(map_sqlx)?;
+        Ok(Some(outcomes))
+    }
+}
+
+#[async_trait]
+impl MessageStore for SqliteStore {
+    /// Appends a batch in one transaction that is committed durably (fsync)
+    /// before this returns: one commit for the whole batch (group commit).
+    /// Outcomes are in batch order. A message whose `(sender, client_msg_id)`
+    /// is already stored is not stored again; its outcome carries the first
+    /// ack. On error nothing of the batch is stored.
+    async fn append(&self, batch: &[NewMessage]) -> BackendResult<Vec<AppendOutcome>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let plan = BatchPlan::new(batch);
+        let rows = plan.firsts.iter().map(|&i| MessageRow::new(&batch[i])).collect::<BackendResult<Vec<_>>>()?;
+        let new_conversations = self.known_conversations.unknown(rows.iter().map(|row| row.message.conversation));
+        let members = member_rows(&new_conversations)?;
+        // A resend that reaches the store is rare (the dedup cache answers
+        // most), so the first attempt only counts what each insert stored.
+        // Should an insert skip a row, its transaction is rolled back and the
+        // batch written again with a look-up per key: that is what tells a
+        // resend from a first send when both are the very same message.
+        let first_outcomes = match self.write_batch(&rows, &members, Resends::Unexpected).await? {
+            Some(outcomes) => outcomes,
+            None => self
+                .write_batch(&rows, &members, Resends::LookedUp)
+                .await?
+                .ok_or_else(|| BackendError::other("an insert skipped a message whose key was not stored"))?,
+        };
+        self.known_conversations.committed(&new_conversations);
         Ok(plan.outcomes(batch, first_outcomes))
     }
 
@@ -239,7 +246,7 @@ impl MessageStore for SqliteStore {
     /// The conversations `user` is a member of, with max seq, read position
     /// and unread count, most recently active first.
     async fn conversations_of(&self, user: UserId) -> BackendResult<Vec<ConversationSummary>> {
-        // Each subquery is a range scan of the (conversation, seq) primary key.
+        // Each subquery is a range scan of the (conversation, seq) index.
         let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
             "SELECT c.conversation, \
                     COALESCE((SELECT MAX(m.seq) FROM messages m WHERE m.conversation = c.conversation), 0), \

@@ -167,7 +167,8 @@ proptest! {
             for (n, op) in ops.into_iter().enumerate() {
                 match op {
                     DedupOp::Put { sender, key } => {
-                        let ack = Ack { msg_id: MessageId(n as u64), conversation, seq: Seq(n as u64), server_time_ms: 0 };
+                        let (msg_id, seq) = (MessageId(n as u64), Seq(n as u64));
+                        let ack = Ack { msg_id, conversation, seq, server_time_ms: 0 };
                         let recorded = cache.put_if_absent(UserId(sender), &client_msg_id(key), ack).await.unwrap();
                         prop_assert_eq!(recorded, model.put((UserId(sender), key), ack));
                     }

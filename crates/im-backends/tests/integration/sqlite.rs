@@ -67,3 +67,29 @@ async fn opening_an_unusable_path_fails() {
     let dir = tempfile::tempdir().unwrap();
     assert!(SqliteStore::open(&dir.path().join("missing").join("im.db")).await.is_err());
 }
+
+/// A resend deep inside a large batch (past the first multi-row statement)
+/// is found, and the messages around it are stored once.
+#[tokio::test]
+async fn a_resend_in_a_later_statement_of_a_batch_gets_the_first_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("im.db")).await.unwrap();
+    let [a, b] = users();
+    let ab = private(a, b);
+    let earlier = message(ab, b, 1, &unique_name("k"), 1);
+    store.append(std::slice::from_ref(&earlier)).await.unwrap();
+
+    let mut batch: Vec<_> = (2..=700).map(|seq| message(ab, a, seq, &unique_name("k"), seq as i64)).collect();
+    let mut resend = message(ab, b, 701, earlier.client_msg_id.as_str(), 701);
+    resend.body = "resent".into();
+    batch.insert(600, resend);
+    let outcomes = store.append(&batch).await.unwrap();
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let expected = if i == 600 { AppendOutcome::Duplicate(earlier.ack()) } else { AppendOutcome::Stored };
+        assert_eq!(*outcome, expected, "message {i}");
+    }
+    let page = store.fetch(ab, Seq::ZERO, 1000).await.unwrap();
+    assert_eq!(page.messages.len(), 700);
+    assert_eq!(page.messages[0], earlier);
+    assert_eq!(store.max_seq(ab).await.unwrap(), Seq(700));
+}

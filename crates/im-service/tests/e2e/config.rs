@@ -3,7 +3,7 @@
 
 use std::process::Stdio;
 
-use crate::support::Node;
+use crate::support::{Node, free_port};
 
 #[test]
 fn bad_values_are_all_reported_with_their_keys() {
@@ -29,4 +29,34 @@ fn unknown_keys_in_the_file_are_rejected() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("server.grcp_port"), "{stderr}");
+}
+
+#[test]
+fn log_format_json_gives_one_json_object_per_line_and_no_secrets() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let ports = (free_port(), free_port(), free_port());
+    let extra = vec![
+        ("LOG_FORMAT".to_string(), "json".to_string()),
+        ("LOG_LEVEL".to_string(), "info".to_string()),
+        ("JWT_SECRET".to_string(), "s3cret-s3cret-s3cret-s3cret-s3cret".to_string()),
+    ];
+    let mut child = Node::command(&dir.path().join("data"), ports, &extra).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let ready = line.contains("im-service ready");
+        lines.push(line);
+        if ready {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(lines.iter().any(|l| l.contains("im-service ready")), "{lines:?}");
+    for line in &lines {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        assert!(value.get("level").is_some() && value.get("message").is_some(), "{line}");
+        assert!(!line.contains("s3cret"), "a secret reached the logs: {line}");
+    }
 }

@@ -27,7 +27,7 @@ pub struct Node {
     extra_env: Vec<(String, String)>,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
