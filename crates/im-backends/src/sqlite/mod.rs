@@ -60,6 +60,12 @@ impl SqliteStore {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
+            // 1 KiB pages (set when the file is created): each message dirties
+            // an index leaf page on a random page per conversation, and the
+            // WAL carries whole pages, so smaller pages mean fewer bytes per
+            // commit. Measured with 200 users sending to random peers: 9.7k
+            // -> 14.7k msgs/s end to end with 1 KiB instead of 4 KiB pages.
+            .page_size(1024)
             .journal_mode(SqliteJournalMode::Wal)
             // G1: every commit is fsynced before the call returns.
             .synchronous(SqliteSynchronous::Full)
