@@ -53,15 +53,29 @@ pub trait ReceiptStore: Send + Sync + 'static {
     async fn read_position(&self, user: UserId, conversation: ConversationId) -> BackendResult<Seq>;
 }
 
-/// Durable per-conversation seq ceilings (DESIGN.md §4).
+/// Durable per-conversation seq ceilings (DESIGN.md §4). Batch-first: the
+/// send pipeline loads and raises the ceilings of a whole batch in one round
+/// trip and one durable write.
 #[async_trait]
 pub trait CeilingStore: Send + Sync + 'static {
-    /// The stored ceiling, `Seq::ZERO` if none.
-    async fn load_ceiling(&self, conversation: ConversationId) -> BackendResult<Seq>;
+    /// The stored ceilings, in the order asked, `Seq::ZERO` where none.
+    async fn load_ceilings(&self, conversations: &[ConversationId]) -> BackendResult<Vec<Seq>>;
 
-    /// Raises the ceiling to `ceiling` durably. A lower value than the stored
-    /// one leaves the stored one: ceilings never move down.
-    async fn raise_ceiling(&self, conversation: ConversationId, ceiling: Seq) -> BackendResult<()>;
+    /// Raises every listed ceiling durably, in one write: when this returns
+    /// all of them are on disk (on error, none may be relied on). A value
+    /// lower than the stored one leaves the stored one: ceilings never move
+    /// down.
+    async fn raise_ceilings(&self, raises: &[(ConversationId, Seq)]) -> BackendResult<()>;
+
+    /// [`CeilingStore::load_ceilings`] for one conversation.
+    async fn load_ceiling(&self, conversation: ConversationId) -> BackendResult<Seq> {
+        Ok(self.load_ceilings(&[conversation]).await?[0])
+    }
+
+    /// [`CeilingStore::raise_ceilings`] for one conversation.
+    async fn raise_ceiling(&self, conversation: ConversationId, ceiling: Seq) -> BackendResult<()> {
+        self.raise_ceilings(&[(conversation, ceiling)]).await
+    }
 }
 
 /// A user as the directory keeps it.
@@ -94,7 +108,15 @@ pub trait UserStore: Send + Sync + 'static {
 /// across restarts and loss of the counter (G2).
 #[async_trait]
 pub trait SeqAllocator: Send + Sync + 'static {
-    async fn next_seq(&self, conversation: ConversationId) -> BackendResult<Seq>;
+    /// One seq per entry, in order; a conversation listed several times gets
+    /// increasing seqs. The whole batch costs at most one ceiling load and one
+    /// durable ceiling write. On error no seq of the batch was handed out.
+    async fn next_seqs(&self, conversations: &[ConversationId]) -> BackendResult<Vec<Seq>>;
+
+    /// [`SeqAllocator::next_seqs`] for one message.
+    async fn next_seq(&self, conversation: ConversationId) -> BackendResult<Seq> {
+        Ok(self.next_seqs(&[conversation]).await?[0])
+    }
 }
 
 /// Remembers the first ack per `(sender, client_msg_id)` for a while (G3).

