@@ -6,6 +6,7 @@ use im_core::error::BackendError;
 use im_core::message::{AppendOutcome, ConversationSummary, Page};
 use im_core::ports::{BackendResult, MessageStore};
 use im_core::{Ack, ClientMsgId, ConversationId, MessageId, NewMessage, Seq, UserId};
+use futures::StreamExt;
 use sqlx::SqliteExecutor;
 
 use super::SqliteStore;
@@ -131,6 +132,9 @@ impl SqliteStore {
         members: &[(i64, String)],
         resends: Resends,
     ) -> BackendResult<Option<Vec<AppendOutcome>>> {
+        if resends == Resends::Unexpected {
+            return self.write_batch_in_one_round_trip(rows, members).await;
+        }
         // IMMEDIATE takes the write lock up front: a deferred transaction that
         // upgrades later fails at once, without waiting, if another process
         // writes meanwhile. Every early return drops `tx`, which rolls back.
@@ -181,6 +185,81 @@ impl SqliteStore {
         }
         tx.commit().await.map_err(map_sqlx)?;
         Ok(Some(outcomes))
+    }
+}
+
+impl SqliteStore {
+    /// [`Resends::Unexpected`] mode of `write_batch` as ONE request to the
+    /// SQLite worker thread: `BEGIN IMMEDIATE; inserts...; COMMIT` with all
+    /// parameters bound in order. Each thread hand-off costs two context
+    /// switches, which on small batches cost more than the inserts. After
+    /// each message insert a guard row checks `changes()` against the chunk
+    /// size: a skipped row (a key stored by an earlier batch) fails the guard's
+    /// CHECK, the transaction is rolled back and `None` returned, as in the
+    /// step-by-step path.
+    async fn write_batch_in_one_round_trip(
+        &self,
+        rows: &[MessageRow<'_>],
+        members: &[(i64, String)],
+    ) -> BackendResult<Option<Vec<AppendOutcome>>> {
+        let mut sql = String::from("BEGIN IMMEDIATE;");
+        for range in chunks(rows.len()) {
+            sql.push_str(self.append.insert_messages.sql(range.len()));
+            sql.push_str(";INSERT INTO temp.append_guard (stored, expected) VALUES (changes(), ?);");
+        }
+        for range in chunks(members.len()) {
+            sql.push_str(self.append.insert_members.sql(range.len()));
+            sql.push(';');
+        }
+        sql.push_str("DELETE FROM temp.append_guard;COMMIT;");
+
+        let mut query = sqlx::query(&sql);
+        for range in chunks(rows.len()) {
+            let chunk = &rows[range];
+            for row in chunk {
+                let m = row.message;
+                query = query
+                    .bind(&row.conversation)
+                    .bind(row.seq)
+                    .bind(row.msg_id)
+                    .bind(row.sender)
+                    .bind(row.recipient)
+                    .bind(m.client_msg_id.as_str())
+                    .bind(&m.body[..])
+                    .bind(&m.content_type)
+                    .bind(m.server_time_ms);
+            }
+            query = query.bind(chunk.len() as i64);
+        }
+        for (user, conversation) in members {
+            query = query.bind(*user).bind(conversation);
+        }
+
+        let mut conn = self.writer.acquire().await.map_err(map_sqlx)?;
+        let result = {
+            let mut results = sqlx::Executor::fetch_many(&mut *conn, query);
+            let mut outcome = Ok(());
+            while let Some(item) = results.next().await {
+                if let Err(e) = item {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+            outcome
+        };
+        let Err(error) = result else {
+            return Ok(Some(vec![AppendOutcome::Stored; rows.len()]));
+        };
+        // The worker stopped at the failed statement: the transaction is
+        // still open on this connection. A connection that cannot roll back
+        // is not given back to the pool.
+        if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+            conn.close_on_drop();
+        }
+        match &error {
+            sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::CheckViolation => Ok(None),
+            _ => Err(map_sqlx(error)),
+        }
     }
 }
 

@@ -84,6 +84,19 @@ impl SqliteStore {
             .pragma("wal_autocheckpoint", "10000");
 
         let writer = SqlitePoolOptions::new()
+            // The guard of the one-round-trip append (messages.rs): a row
+            // that fails its CHECK when an insert stored fewer rows than given.
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "CREATE TEMP TABLE IF NOT EXISTS append_guard \
+                         (stored INTEGER NOT NULL, expected INTEGER NOT NULL, CHECK (stored = expected))",
+                    )
+                    .execute(conn)
+                    .await
+                    .map(|_| ())
+                })
+            })
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
