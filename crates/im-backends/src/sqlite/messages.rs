@@ -2,11 +2,11 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use im_core::error::BackendError;
 use im_core::message::{AppendOutcome, ConversationSummary, Page};
 use im_core::ports::{BackendResult, MessageStore};
 use im_core::{Ack, ClientMsgId, ConversationId, MessageId, NewMessage, Seq, UserId};
-use futures::StreamExt;
 use sqlx::SqliteExecutor;
 
 use super::SqliteStore;
