@@ -393,6 +393,40 @@ mod tests {
         assert_error(&reply, client::ErrorCode::InvalidArgument);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        // The frame decoder fuzzed through the whole connection loop: any
+        // bytes get at most one answer each, never a panic or a dropped
+        // connection, and whatever decodes as a send acts as the
+        // connection's user.
+        #[test]
+        fn arbitrary_frames_never_break_the_connection(
+            frames in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512), 1..16)
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let kit = Kit::new();
+                let mut conn = kit.connect(5, "phone");
+                for frame in &frames {
+                    conn.send(Message::Binary(Bytes::copy_from_slice(frame))).await;
+                }
+                // Replies come in completion order; the ping's pong proves
+                // the loop is alive after all of them.
+                conn.send_frame(ping_frame(u64::MAX, 7)).await;
+                let mut replies = 0;
+                loop {
+                    let reply = conn.recv_frame().await;
+                    if reply.req_id == u64::MAX && matches!(reply.body, Some(Body::Pong(_))) {
+                        break;
+                    }
+                    replies += 1;
+                    assert!(replies <= frames.len(), "more answers than frames");
+                }
+                assert!(kit.messaging.sends().iter().all(|(user, _, _)| *user == UserId(5)));
+            });
+        }
+    }
+
     #[tokio::test]
     async fn garbage_text_and_empty_frames_get_errors_and_the_connection_stays() {
         let kit = Kit::new();

@@ -9,6 +9,9 @@ use im_core::ports::{BackendResult, MessageStore};
 use im_core::{Ack, ClientMsgId, ConversationId, MessageId, NewMessage, Seq, UserId};
 use sqlx::SqliteExecutor;
 
+/// A statement with its arguments, as built by `sqlx::query`.
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
 use super::SqliteStore;
 use super::columns::{conversation_from_column, from_column, seq_from_column, to_bound, to_column};
 use super::error::map_sqlx;
@@ -67,6 +70,21 @@ struct MessageRow<'a> {
 }
 
 impl<'a> MessageRow<'a> {
+    /// Binds the row's columns in the order of the messages insert.
+    fn bind<'q>(&'q self, query: SqliteQuery<'q>) -> SqliteQuery<'q> {
+        let m = self.message;
+        query
+            .bind(&self.conversation)
+            .bind(self.seq)
+            .bind(self.msg_id)
+            .bind(self.sender)
+            .bind(self.recipient)
+            .bind(m.client_msg_id.as_str())
+            .bind(&m.body[..])
+            .bind(&m.content_type)
+            .bind(m.server_time_ms)
+    }
+
     fn new(message: &'a NewMessage) -> BackendResult<Self> {
         Ok(Self {
             message,
@@ -158,17 +176,7 @@ impl SqliteStore {
             let chunk = &new_rows[range];
             let mut insert = sqlx::query(self.append.insert_messages.sql(chunk.len()));
             for row in chunk {
-                let m = row.message;
-                insert = insert
-                    .bind(&row.conversation)
-                    .bind(row.seq)
-                    .bind(row.msg_id)
-                    .bind(row.sender)
-                    .bind(row.recipient)
-                    .bind(m.client_msg_id.as_str())
-                    .bind(&m.body[..])
-                    .bind(&m.content_type)
-                    .bind(m.server_time_ms);
+                insert = row.bind(insert);
             }
             let stored = insert.execute(&mut *tx).await.map_err(map_sqlx)?.rows_affected();
             if stored != chunk.len() as u64 {
@@ -217,17 +225,7 @@ impl SqliteStore {
         for range in chunks(rows.len()) {
             let chunk = &rows[range];
             for row in chunk {
-                let m = row.message;
-                query = query
-                    .bind(&row.conversation)
-                    .bind(row.seq)
-                    .bind(row.msg_id)
-                    .bind(row.sender)
-                    .bind(row.recipient)
-                    .bind(m.client_msg_id.as_str())
-                    .bind(&m.body[..])
-                    .bind(&m.content_type)
-                    .bind(m.server_time_ms);
+                query = row.bind(query);
             }
             query = query.bind(chunk.len() as i64);
         }
