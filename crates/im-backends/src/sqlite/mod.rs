@@ -76,14 +76,15 @@ impl SqliteStore {
             // Page cache in KiB (negative), 64 MiB rather than 2: a batch spread
             // over many conversations touches a leaf page per conversation.
             .pragma("cache_size", "-65536")
-            // Checkpoint every 3000 pages (3 MiB of WAL with 1 KiB pages). A
-            // checkpoint runs on the commit path, so its size is a latency
-            // tail, while frequent ones cost throughput. Measured with 200
-            // users sending to random peers (p99 at 5000 msgs/s; saturation):
-            // 1000 pages 9.4-13.7 ms, 20-22k/s; 3000 pages 11.5 ms, 28k/s;
-            // 10000 pages 14-15 ms, 32-34k/s. A PASSIVE checkpoint from a
-            // separate connection every 200 ms was worse on both (20 ms p99).
-            .pragma("wal_autocheckpoint", "3000");
+            // Checkpoint every 1000 pages (1 MiB of WAL with 1 KiB pages,
+            // SQLite's default). The checkpoint runs on the commit path and is
+            // the latency tail: at 5000 msgs/s to random peers p99 was 7.0-7.4
+            // ms with no checkpoint at all, 9.4-13.7 ms at 1000 pages, 11.5 ms
+            // at 3000, 14-15 ms at 10000; saturation throughput goes the other
+            // way (20-22k, 28k, 32-34k msgs/s). A PASSIVE checkpoint from a
+            // separate connection every 200 ms was worse on both (p99 20 ms):
+            // its fsync of the database file stalls the commits' WAL fsyncs.
+            .pragma("wal_autocheckpoint", "1000");
 
         let writer = SqlitePoolOptions::new()
             // The guard of the one-round-trip append (messages.rs): a row
