@@ -9,6 +9,15 @@ use crate::support::{Node, ack, conversation_id, error, handshake_status, http_g
 
 const WAIT: Duration = Duration::from_secs(5);
 
+/// A fresh node with users alice and bob: (data dir guard, node, alice, bob).
+async fn two_users() -> (tempfile::TempDir, Node, (u64, String), (u64, String)) {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path()).await;
+    let alice = node.create_user("alice").await;
+    let bob = node.create_user("bob").await;
+    (dir, node, alice, bob)
+}
+
 fn push(body: Option<server_frame::Body>) -> pb::Message {
     match body {
         Some(server_frame::Body::Push(m)) => m,
@@ -18,10 +27,7 @@ fn push(body: Option<server_frame::Body>) -> pb::Message {
 
 #[tokio::test]
 async fn online_delivery_reaches_every_device_of_both_sides() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path()).await;
-    let (alice, alice_token) = node.create_user("alice").await;
-    let (bob, bob_token) = node.create_user("bob").await;
+    let (_dir, node, (alice, alice_token), (bob, bob_token)) = two_users().await;
 
     let mut alice_phone = node.connect(&alice_token, "phone").await;
     let mut alice_laptop = node.connect(&alice_token, "laptop").await;
@@ -43,10 +49,7 @@ async fn online_delivery_reaches_every_device_of_both_sides() {
 
 #[tokio::test]
 async fn offline_device_gets_everything_on_sync_in_order_and_paginated() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path()).await;
-    let (alice, alice_token) = node.create_user("alice").await;
-    let (bob, bob_token) = node.create_user("bob").await;
+    let (_dir, node, (alice, alice_token), (bob, bob_token)) = two_users().await;
     let mut alice_phone = node.connect(&alice_token, "phone").await;
 
     let mut acks = Vec::new();
@@ -72,22 +75,15 @@ async fn offline_device_gets_everything_on_sync_in_order_and_paginated() {
     assert_eq!(&all[249].body[..], b"text 249");
 
     // The conversation list shows the unread count.
-    match bob_phone.request(client_frame::Body::ListConversations(pb::ListConversationsRequest {})).await {
-        server_frame::Body::Conversations(list) => {
-            assert_eq!(list.conversations.len(), 1);
-            let c = &list.conversations[0];
-            assert_eq!((c.peer, c.max_seq, c.read_seq, c.unread), (alice, 250, 0, 250));
-        }
-        other => panic!("{other:?}"),
-    }
+    let list = bob_phone.conversations().await;
+    assert_eq!(list.len(), 1);
+    let c = &list[0];
+    assert_eq!((c.peer, c.max_seq, c.read_seq, c.unread), (alice, 250, 0, 250));
 }
 
 #[tokio::test]
 async fn resend_with_the_same_client_msg_id_returns_the_first_ack() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path()).await;
-    let (alice, alice_token) = node.create_user("alice").await;
-    let (bob, bob_token) = node.create_user("bob").await;
+    let (_dir, node, (alice, alice_token), (bob, bob_token)) = two_users().await;
     let mut alice_phone = node.connect(&alice_token, "phone").await;
 
     let first = ack(alice_phone.send_text(bob, "same-id", "once").await);
@@ -103,10 +99,7 @@ async fn resend_with_the_same_client_msg_id_returns_the_first_ack() {
 
 #[tokio::test]
 async fn read_receipt_reaches_the_sender_and_only_moves_forward() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path()).await;
-    let (alice, alice_token) = node.create_user("alice").await;
-    let (bob, bob_token) = node.create_user("bob").await;
+    let (_dir, node, (alice, alice_token), (bob, bob_token)) = two_users().await;
     let mut alice_phone = node.connect(&alice_token, "phone").await;
     let mut bob_phone = node.connect(&bob_token, "phone").await;
     let conv = conversation_id(alice, bob);
@@ -137,18 +130,12 @@ async fn read_receipt_reaches_the_sender_and_only_moves_forward() {
     // Beyond the last message is refused.
     assert_eq!(error(bob_phone.request(mark(99)).await).code, ErrorCode::InvalidArgument as i32);
 
-    match bob_phone.request(client_frame::Body::ListConversations(pb::ListConversationsRequest {})).await {
-        server_frame::Body::Conversations(list) => assert_eq!(list.conversations[0].unread, 1),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(bob_phone.conversations().await[0].unread, 1);
 }
 
 #[tokio::test]
 async fn oversize_unknown_recipient_and_malformed_frames_are_rejected_and_store_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path()).await;
-    let (alice, alice_token) = node.create_user("alice").await;
-    let (bob, bob_token) = node.create_user("bob").await;
+    let (_dir, node, (alice, alice_token), (bob, bob_token)) = two_users().await;
     let mut alice_phone = node.connect(&alice_token, "phone").await;
 
     let oversize = client_frame::Body::Send(pb::SendRequest {
@@ -187,10 +174,7 @@ async fn oversize_unknown_recipient_and_malformed_frames_are_rejected_and_store_
 
 #[tokio::test]
 async fn identity_comes_from_the_token_and_others_conversations_are_closed() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path()).await;
-    let (alice, alice_token) = node.create_user("alice").await;
-    let (bob, bob_token) = node.create_user("bob").await;
+    let (_dir, node, (alice, alice_token), (bob, bob_token)) = two_users().await;
     let (carol, carol_token) = node.create_user("carol").await;
     let alice_phone = node.connect(&alice_token, "phone").await;
     let mut bob_phone = node.connect(&bob_token, "phone").await;

@@ -238,6 +238,14 @@ impl Client {
         .await
     }
 
+    /// The user's conversation list.
+    pub async fn conversations(&mut self) -> Vec<pb::ConversationSummary> {
+        match self.request(client_frame::Body::ListConversations(pb::ListConversationsRequest {})).await {
+            server_frame::Body::Conversations(list) => list.conversations,
+            other => panic!("list_conversations answered {other:?}"),
+        }
+    }
+
     /// Every message of a conversation after `after`, following pages.
     pub async fn sync_all(&mut self, conversation: &str, mut after: u64) -> Vec<pb::Message> {
         let mut all = Vec::new();
