@@ -93,3 +93,34 @@ async fn kill_9_under_load_loses_no_acknowledged_message() {
     }
     assert!(total >= ACKS_BEFORE_KILL);
 }
+
+/// SIGTERM: connected clients are disconnected (told to reconnect), the process
+/// exits 0 within its grace period, and what was acked is there after a
+/// restart.
+#[tokio::test]
+async fn sigterm_closes_clients_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start(dir.path()).await;
+    let (alice, alice_token) = node.create_user("alice").await;
+    let (bob, bob_token) = node.create_user("bob").await;
+    let mut alice_phone = node.connect(&alice_token, "phone").await;
+    let acked = crate::support::ack(alice_phone.send_text(bob, "before-term", "bye").await);
+
+    let pid = node.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = node.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "im-service did not exit within 15 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    assert!(alice_phone.closed_within(Duration::from_secs(2)).await, "the client was not disconnected");
+
+    node.restart().await;
+    let mut bob_phone = node.connect(&bob_token, "phone").await;
+    let stored = bob_phone.sync_all(&conversation_id(alice, bob), 0).await;
+    assert_eq!(stored.iter().map(|m| m.msg_id).collect::<Vec<_>>(), vec![acked.msg_id]);
+}

@@ -145,6 +145,8 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<server_frame::Body>>>>;
 /// receipts arrive on `events`.
 pub struct Client {
     out: mpsc::UnboundedSender<WsMessage>,
+    /// Fires when the server closes the connection.
+    closed: Option<oneshot::Receiver<()>>,
     pending: Pending,
     next_req: u64,
     pub events: mpsc::UnboundedReceiver<server_frame::Body>,
@@ -184,7 +186,9 @@ impl Client {
             }
         });
         let routes = pending.clone();
+        let (closed_tx, closed) = oneshot::channel();
         tokio::spawn(async move {
+            let _closed = closed_tx;
             while let Some(Ok(msg)) = stream.next().await {
                 let WsMessage::Binary(data) = msg else { continue };
                 let frame = pb::ServerFrame::decode(data).expect("server frames decode");
@@ -200,7 +204,7 @@ impl Client {
                 }
             }
         });
-        Ok(Client { out, pending, next_req: 0, events })
+        Ok(Client { out, closed: Some(closed), pending, next_req: 0, events })
     }
 
     /// Sends a request and waits for the frame that answers it.
@@ -212,6 +216,12 @@ impl Client {
         let frame = pb::ClientFrame { req_id, body: Some(body) };
         self.out.send(WsMessage::Binary(frame.encode_to_vec().into())).unwrap();
         tokio::time::timeout(Duration::from_secs(10), rx).await.expect("response within 10 s").expect("connection open")
+    }
+
+    /// Whether the server ends the connection within `within`.
+    pub async fn closed_within(&mut self, within: Duration) -> bool {
+        let closed = self.closed.take().expect("asked once");
+        tokio::time::timeout(within, closed).await.is_ok()
     }
 
     /// Sends raw bytes as one binary frame.
