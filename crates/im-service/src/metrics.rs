@@ -93,7 +93,11 @@ impl Metrics {
     }
 
     pub fn fail(&self, code: im_core::ErrorCode) {
-        self.failed.get_or_create(&CodeLabel { code: code.as_str() }).inc();
+        self.fail_n(code, 1);
+    }
+
+    pub fn fail_n(&self, code: im_core::ErrorCode, count: u64) {
+        self.failed.get_or_create(&CodeLabel { code: code.as_str() }).inc_by(count);
     }
 
     /// The Prometheus text exposition.

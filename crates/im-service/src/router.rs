@@ -106,20 +106,17 @@ impl Router {
     async fn push_all(&self, per_gateway: HashMap<GatewayId, GatewayBatch>) {
         let calls = per_gateway.into_iter().map(|(gateway, batch)| async move {
             let counted = batch.counted;
+            let addressed = counted.iter().filter(|c| **c).count() as u64;
             match self.push_with_retry(&gateway, batch.events).await {
                 Ok(report) => {
-                    let offline: u64 = report.offline.iter().filter(|&&i| counted[i as usize]).count() as u64;
-                    let delivered = counted.iter().filter(|c| **c).count() as u64 - offline;
-                    self.metrics.pushed.inc_by(delivered);
+                    // A remote gateway's report is input: an index out of range counts for nothing.
+                    let offline =
+                        report.offline.iter().filter(|&&i| counted.get(i as usize).copied().unwrap_or(false)).count()
+                            as u64;
+                    self.metrics.pushed.inc_by(addressed.saturating_sub(offline));
                     self.metrics.push_offline.inc_by(offline);
                 }
-                Err(()) => {
-                    let lost = counted.iter().filter(|c| **c).count() as u64;
-                    self.metrics
-                        .failed
-                        .get_or_create(&crate::metrics::CodeLabel { code: ErrorCode::Unavailable.as_str() })
-                        .inc_by(lost);
-                }
+                Err(()) => self.metrics.fail_n(ErrorCode::Unavailable, addressed),
             }
         });
         futures::future::join_all(calls).await;
@@ -135,5 +132,124 @@ impl Router {
         }
         tracing::error!(%gateway, events = events.len(), "push gave up; devices will catch up by sync");
         Err(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use im_core::error::BackendError;
+    use im_core::ports::BackendResult;
+    use im_core::{ClientMsgId, ConversationId, DeviceId, MessageId, NewMessage, Seq, UserId};
+
+    use super::*;
+
+    /// user -> gateways, fixed.
+    struct FixedRegistry(HashMap<UserId, Vec<GatewayId>>);
+
+    #[async_trait]
+    impl Registry for FixedRegistry {
+        async fn register(&self, _: UserId, _: &GatewayId) -> BackendResult<()> {
+            Ok(())
+        }
+        async fn unregister(&self, _: UserId, _: &GatewayId) -> BackendResult<()> {
+            Ok(())
+        }
+        fn gateways_of(&self, user: UserId) -> Vec<GatewayId> {
+            self.0.get(&user).cloned().unwrap_or_default()
+        }
+    }
+
+    /// Records every call; fails the first `failures` of them.
+    #[derive(Default)]
+    struct RecordingPusher {
+        calls: Mutex<Vec<(GatewayId, Vec<PushEvent>)>>,
+        failures: Mutex<u32>,
+    }
+
+    #[async_trait]
+    impl Pusher for RecordingPusher {
+        async fn push(&self, gateway: &GatewayId, batch: &[PushEvent]) -> BackendResult<PushReport> {
+            self.calls.lock().unwrap().push((gateway.clone(), batch.to_vec()));
+            let mut failures = self.failures.lock().unwrap();
+            if *failures > 0 {
+                *failures -= 1;
+                return Err(BackendError::unavailable("gateway down"));
+            }
+            Ok(PushReport { delivered: batch.len() as u32, offline: Vec::new() })
+        }
+    }
+
+    fn gw(name: &str) -> GatewayId {
+        GatewayId(name.into())
+    }
+
+    fn committed(from: u64, to: u64, seq: u64) -> Committed {
+        let message = NewMessage {
+            msg_id: MessageId(seq),
+            conversation: ConversationId::private(UserId(from), UserId(to)).unwrap(),
+            seq: Seq(seq),
+            sender: UserId(from),
+            recipient: UserId(to),
+            client_msg_id: ClientMsgId::parse(&format!("c{seq}")).unwrap(),
+            body: Bytes::from_static(b"hi"),
+            content_type: String::new(),
+            server_time_ms: 0,
+        };
+        Committed { message: Arc::new(message), device: DeviceId("phone".into()), accepted_at: Instant::now() }
+    }
+
+    fn router(registry: FixedRegistry, pusher: Arc<RecordingPusher>, attempts: u32) -> Router {
+        Router {
+            registry: Arc::new(registry),
+            pusher,
+            metrics: Arc::new(Metrics::new()),
+            retry: RetryPolicy { attempts, timeout: Duration::from_secs(1) },
+        }
+    }
+
+    #[tokio::test]
+    async fn one_call_per_gateway_carries_recipient_and_sender_copies() {
+        // Alice (1) is on gateway a; Bob (2) on a and b; Carol (3) offline.
+        let registry = FixedRegistry(HashMap::from([(UserId(1), vec![gw("a")]), (UserId(2), vec![gw("a"), gw("b")])]));
+        let pusher = Arc::new(RecordingPusher::default());
+        let router = router(registry, pusher.clone(), 3);
+        router.route_messages(vec![committed(1, 2, 1), committed(1, 2, 2), committed(1, 3, 1)]).await;
+
+        let mut calls = pusher.calls.lock().unwrap().clone();
+        calls.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(calls.len(), 2, "one push call per gateway for the whole batch");
+        let users =
+            |events: &[PushEvent]| events.iter().map(|e| (e.user.0, e.skip_device.is_some())).collect::<Vec<_>>();
+        // Gateway a: bob's copy of each message, and alice's other devices
+        // (skipping the sending device) for all three.
+        assert_eq!(users(&calls[0].1), vec![(2, false), (1, true), (2, false), (1, true), (1, true)]);
+        assert_eq!(users(&calls[1].1), vec![(2, false), (2, false)]);
+        assert_eq!(router.metrics.pushed.get(), 4, "bob's copies on two gateways");
+        assert_eq!(router.metrics.push_offline.get(), 1, "carol was offline");
+    }
+
+    #[tokio::test]
+    async fn a_failing_gateway_is_retried_up_to_the_attempts() {
+        let registry = FixedRegistry(HashMap::from([(UserId(2), vec![gw("a")])]));
+        let pusher = Arc::new(RecordingPusher::default());
+        *pusher.failures.lock().unwrap() = 2;
+        let router_ok = router(registry, pusher.clone(), 3);
+        router_ok.route_messages(vec![committed(1, 2, 1)]).await;
+        assert_eq!(pusher.calls.lock().unwrap().len(), 3, "two failures, then success");
+        assert_eq!(router_ok.metrics.pushed.get(), 1);
+
+        let registry = FixedRegistry(HashMap::from([(UserId(2), vec![gw("a")])]));
+        let pusher = Arc::new(RecordingPusher::default());
+        *pusher.failures.lock().unwrap() = 5;
+        let router_down = router(registry, pusher.clone(), 2);
+        router_down.route_messages(vec![committed(1, 2, 1)]).await;
+        assert_eq!(pusher.calls.lock().unwrap().len(), 2, "gives up after the attempts");
+        assert_eq!(router_down.metrics.pushed.get(), 0);
+        assert!(router_down.metrics.render().contains("im_messages_failed_total{code=\"UNAVAILABLE\"} 1"));
     }
 }
