@@ -10,6 +10,9 @@ use crate::schema::Config;
 /// The largest `server.max_message_size`: bigger bodies belong in object storage, not in a message.
 pub const MAX_MESSAGE_SIZE_LIMIT: usize = 1024 * 1024;
 
+/// Message ids carry the node id in 10 bits (see im-service's `msg_id`).
+pub const MAX_NODE_ID: u16 = 1023;
+
 /// HS256 wants a key at least as long as its 256-bit output.
 pub const MIN_JWT_SECRET_LEN: usize = 32;
 
@@ -50,6 +53,9 @@ impl Checks {
 
 fn server(checks: &mut Checks, config: &Config) {
     let server = &config.server;
+    if server.node_id > MAX_NODE_ID {
+        checks.fail("server.node_id", format!("must be at most {MAX_NODE_ID} (it is 10 bits of every message id)"));
+    }
     let observability = &config.observability;
     for (path, port) in [
         ("server.grpc_port", server.grpc_port),
@@ -245,6 +251,15 @@ mod tests {
         assert_eq!(problems(&config), ["observability.metrics_port"]);
         config.observability.metrics_enabled = false;
         assert_eq!(problems(&config), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn node_id_fits_in_a_message_id() {
+        let mut config = Config::default();
+        config.server.node_id = MAX_NODE_ID;
+        assert_eq!(problems(&config), Vec::<&str>::new());
+        config.server.node_id = MAX_NODE_ID + 1;
+        assert_eq!(problems(&config), ["server.node_id"]);
     }
 
     #[test]

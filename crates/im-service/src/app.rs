@@ -45,6 +45,8 @@ pub struct Listeners {
     pub grpc: TcpListener,
     pub http: TcpListener,
     pub ws: TcpListener,
+    /// `observability.metrics_port`, when metrics are enabled.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -59,6 +61,12 @@ impl Listeners {
             grpc: bind(config.server.grpc_port, "server.grpc_port (SERVER_GRPC_PORT)").await?,
             http: bind(config.server.http_port, "server.http_port (SERVER_HTTP_PORT)").await?,
             ws: bind(config.server.ws_port, "server.ws_port (SERVER_WS_PORT)").await?,
+            metrics: match config.observability.metrics_enabled {
+                true => {
+                    Some(bind(config.observability.metrics_port, "observability.metrics_port (METRICS_PORT)").await?)
+                }
+                false => None,
+            },
         })
     }
 
@@ -185,7 +193,18 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 
     let (grpc_addr, http_addr, ws_addr) = listeners.addrs()?;
     let stop = shutdown.clone();
-    let http_server = axum::serve(listeners.http, http::router(http_state))
+    let metrics_server = {
+        let stop = shutdown.clone();
+        let listener = listeners.metrics;
+        let router = http::metrics_router(http_state.clone());
+        async move {
+            match listener {
+                Some(listener) => axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await,
+                None => Ok(()),
+            }
+        }
+    };
+    let http_server = axum::serve(listeners.http, http::router(http_state, config.observability.metrics_enabled))
         .with_graceful_shutdown(async move { stop.cancelled().await });
     let stop = shutdown.clone();
     // Without TCP_NODELAY a small ack written while a push to the same
@@ -230,8 +249,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             gateway.close_all();
         }
     };
-    let (http_result, ws_result, grpc_result, ()) = tokio::join!(http_server, ws_server, grpc_server, closing);
+    let (http_result, metrics_result, ws_result, grpc_result, ()) =
+        tokio::join!(http_server, metrics_server, ws_server, grpc_server, closing);
     http_result.context("HTTP server")?;
+    metrics_result.context("metrics server")?;
     ws_result.context("WebSocket server")?;
     grpc_result.context("gRPC server")?;
 

@@ -1,6 +1,8 @@
 //! HTTP on `server.http_port`: `/health` (the process is alive), `/ready`
 //! (every dependency reachable; JSON with one entry per dependency) and
-//! `/metrics` (Prometheus text).
+//! `/metrics` (Prometheus text). With `observability.metrics_enabled`,
+//! `/metrics` is also served alone on `observability.metrics_port` (the
+//! guide's 9090, for a scraper that should not reach the probes).
 
 use std::sync::Arc;
 
@@ -21,12 +23,16 @@ pub struct HttpState {
     pub before_scrape: Arc<dyn Fn(&Metrics) + Send + Sync>,
 }
 
-pub fn router(state: HttpState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .with_state(state)
+/// `/health`, `/ready`, and `/metrics` unless metrics are disabled.
+pub fn router(state: HttpState, metrics_enabled: bool) -> Router {
+    let router = Router::new().route("/health", get(health)).route("/ready", get(ready));
+    let router = if metrics_enabled { router.route("/metrics", get(metrics)) } else { router };
+    router.with_state(state)
+}
+
+/// `/metrics` alone, for `observability.metrics_port`.
+pub fn metrics_router(state: HttpState) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(state)
 }
 
 async fn health() -> &'static str {

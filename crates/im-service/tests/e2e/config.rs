@@ -60,3 +60,25 @@ fn log_format_json_gives_one_json_object_per_line_and_no_secrets() {
         assert!(!line.contains("s3cret"), "a secret reached the logs: {line}");
     }
 }
+
+/// `/metrics` is served on the HTTP port and alone on `METRICS_PORT`; with
+/// `METRICS_ENABLED=false` on neither, while the probes stay.
+#[tokio::test]
+async fn metrics_port_and_metrics_enabled() {
+    use crate::support::http_get;
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = free_port();
+    let metrics_port_text = metrics_port.to_string();
+    let node = Node::start_with(dir.path(), &[("METRICS_PORT", &metrics_port_text)]).await;
+    let (status, body) = http_get(metrics_port, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("im_messages_accepted_total"), "{body}");
+    assert_eq!(http_get(metrics_port, "/ready").await.unwrap().0, 404, "only /metrics on the metrics port");
+    assert_eq!(http_get(node.http_port, "/metrics").await.unwrap().0, 200);
+    drop(node);
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with(dir.path(), &[("METRICS_ENABLED", "false")]).await;
+    assert_eq!(http_get(node.http_port, "/metrics").await.unwrap().0, 404);
+    assert_eq!(http_get(node.http_port, "/health").await.unwrap().0, 200);
+}

@@ -60,6 +60,8 @@ impl Node {
             .env("SERVER_WS_PORT", ports.0.to_string())
             .env("SERVER_GRPC_PORT", ports.1.to_string())
             .env("SERVER_HTTP_PORT", ports.2.to_string())
+            // Tests run in parallel: no node may take the fixed 9090.
+            .env("METRICS_PORT", free_port().to_string())
             .env("LOG_LEVEL", "warn")
             .env("LOG_FORMAT", "text")
             .stdin(Stdio::null())
