@@ -60,12 +60,17 @@ impl SqliteStore {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
-            // 1 KiB pages (set when the file is created): each message dirties
-            // an index leaf page on a random page per conversation, and the
-            // WAL carries whole pages, so smaller pages mean fewer bytes per
-            // commit. Measured with 200 users sending to random peers: 9.7k
-            // -> 14.7k msgs/s end to end with 1 KiB instead of 4 KiB pages.
-            .page_size(1024)
+            // 4 KiB pages (set when the file is created), not 1 KiB: B-tree
+            // rebalancing parks a page under the number of SQLite's lock-byte
+            // page (1 GiB / page size) for a moment, and every commit that
+            // did so then scans the whole page-cache hash table
+            // (`pcache1TruncateUnsafe`) until the file is larger than 1 GiB.
+            // With random conversations nearly every commit rebalances, and
+            // the scan costs one step per cached page: 22 % of the SQLite
+            // thread's CPU with 1 KiB pages and a 64 MiB cache. Measured
+            // 2026-11-27, 200 users to random peers: 19-22k -> 26-27k msgs/s
+            // at saturation, p90 at 5,000/s 8-12 -> 4-6 ms.
+            .page_size(4096)
             .journal_mode(SqliteJournalMode::Wal)
             // G1: every commit is fsynced before the call returns.
             .synchronous(SqliteSynchronous::Full)
@@ -73,17 +78,20 @@ impl SqliteStore {
             .foreign_keys(true)
             // Temporary B-trees (sorting, statement journals) stay in memory.
             .pragma("temp_store", "MEMORY")
-            // Page cache in KiB (negative), 64 MiB rather than 2: a batch spread
+            // Page cache in KiB (negative), 32 MiB rather than 2: a batch spread
             // over many conversations touches a leaf page per conversation.
-            .pragma("cache_size", "-65536")
-            // Checkpoint every 1000 pages (1 MiB of WAL with 1 KiB pages,
-            // SQLite's default). The checkpoint runs on the commit path and is
-            // the latency tail: at 5000 msgs/s to random peers p99 was 7.0-7.4
-            // ms with no checkpoint at all, 9.4-13.7 ms at 1000 pages, 11.5 ms
-            // at 3000, 14-15 ms at 10000; saturation throughput goes the other
-            // way (20-22k, 28k, 32-34k msgs/s). A PASSIVE checkpoint from a
+            // Not larger: the scan described above grows with it.
+            .pragma("cache_size", "-32768")
+            // Checkpoint every 1000 pages (SQLite's default). The checkpoint
+            // runs on the commit path and is part of the latency tail: with 1
+            // KiB pages, at 5000 msgs/s to random peers, p99 was 7.0-7.4 ms
+            // with no checkpoint at all, 9.4-13.7 ms at 1000 pages, 11.5 ms at
+            // 3000, 14-15 ms at 10000; saturation throughput goes the other way
+            // (20-22k, 28k, 32-34k msgs/s). A PASSIVE checkpoint from a
             // separate connection every 200 ms was worse on both (p99 20 ms):
             // its fsync of the database file stalls the commits' WAL fsyncs.
+            // Running it on the writer after the triggering commit's acks
+            // changed nothing measurable (p99 8.7-24 ms vs 10.5-11.4 ms).
             .pragma("wal_autocheckpoint", "1000");
 
         let writer = SqlitePoolOptions::new()
