@@ -16,7 +16,11 @@
 
 mod batch;
 pub mod conformance;
+pub mod etcd;
+pub mod kafka;
 pub mod memory;
+pub mod mysql;
+pub mod redis;
 pub mod sqlite;
 
 pub use memory::{MemoryBus, MemoryCeilingStore, MemoryDedupCache, MemoryRegistry, MemorySeqAllocator};

@@ -7,6 +7,10 @@
 //!   models, on random operation sequences.
 
 mod conformance;
+mod etcd;
 mod fixtures;
+mod kafka;
+mod mysql;
 mod properties;
+mod redis;
 mod sqlite;

@@ -1,0 +1,1 @@
+//! Kafka bus (production). Work in progress.

@@ -1,0 +1,1 @@
+//! MySQL / MariaDB message store (production). Work in progress.

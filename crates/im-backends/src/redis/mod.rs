@@ -1,0 +1,1 @@
+//! Redis seq allocator and dedup cache (production). Work in progress.
