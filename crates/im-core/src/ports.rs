@@ -78,6 +78,23 @@ pub trait CeilingStore: Send + Sync + 'static {
     }
 }
 
+/// Allocator epochs (DESIGN.md §4), one per `scope` (a deployment's counter
+/// namespace, such as its Redis key prefix). Counters are kept under the
+/// current epoch; when they may have gone back in time (a Redis restarted
+/// from an old snapshot, a failover to a stale replica) the epoch is bumped,
+/// so the counters of older epochs are never trusted again and every
+/// conversation restarts from its stored ceiling.
+#[async_trait]
+pub trait EpochStore: Send + Sync + 'static {
+    /// The stored epoch of `scope`, 0 when never bumped.
+    async fn current_epoch(&self, scope: &str) -> BackendResult<u64>;
+
+    /// Durably moves `scope`'s epoch past `seen` and returns the stored epoch:
+    /// `max(stored, seen + 1)`. Nodes that saw the same stale epoch and bump
+    /// concurrently end on the same new epoch.
+    async fn bump_epoch(&self, scope: &str, seen: u64) -> BackendResult<u64>;
+}
+
 /// A user as the directory keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {

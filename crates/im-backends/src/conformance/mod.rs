@@ -22,13 +22,14 @@
 //! server may keep its data between cases.
 //!
 //! Suites: [`message_store`], [`receipt_store`] (needs a `MessageStore` too:
-//! unread counts follow read positions), [`ceiling_store`], [`user_store`],
+//! unread counts follow read positions), [`ceiling_store`], [`epoch_store`], [`user_store`],
 //! [`seq_allocator`] (over a [`SeqAllocatorHarness`]), [`dedup_cache`], [`bus`],
 //! [`registry`].
 
 pub mod bus;
 pub mod ceiling_store;
 pub mod dedup_cache;
+pub mod epoch_store;
 pub mod fixtures;
 pub mod message_store;
 pub mod receipt_store;

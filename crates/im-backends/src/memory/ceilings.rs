@@ -1,10 +1,10 @@
-//! [`MemoryCeilingStore`]: ceilings in a map. For tests and for wiring where
+//! [`MemoryCeilingStore`]: ceilings (and allocator epochs) in maps. For tests and for wiring where
 //! no durability is wanted; a real deployment keeps ceilings in the store.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use im_core::ports::{BackendResult, CeilingStore};
+use im_core::ports::{BackendResult, CeilingStore, EpochStore};
 use im_core::{ConversationId, Seq};
 use parking_lot::Mutex;
 
@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 #[derive(Debug, Default)]
 pub struct MemoryCeilingStore {
     ceilings: Mutex<HashMap<ConversationId, Seq>>,
+    epochs: Mutex<HashMap<String, u64>>,
 }
 
 impl MemoryCeilingStore {
@@ -40,5 +41,22 @@ impl CeilingStore for MemoryCeilingStore {
             *stored = (*stored).max(ceiling);
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl EpochStore for MemoryCeilingStore {
+    /// The stored epoch of `scope`, 0 when never bumped.
+    async fn current_epoch(&self, scope: &str) -> BackendResult<u64> {
+        Ok(self.epochs.lock().get(scope).copied().unwrap_or(0))
+    }
+
+    /// Durably moves `scope`'s epoch past `seen` and returns the stored epoch:
+    /// `max(stored, seen + 1)`.
+    async fn bump_epoch(&self, scope: &str, seen: u64) -> BackendResult<u64> {
+        let mut epochs = self.epochs.lock();
+        let stored = epochs.entry(scope.to_owned()).or_insert(0);
+        *stored = (*stored).max(seen + 1);
+        Ok(*stored)
     }
 }

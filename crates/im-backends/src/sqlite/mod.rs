@@ -5,7 +5,7 @@
 //! - `columns`: domain values to and from SQLite columns.
 //! - `multi_row`: multi-row statements in power-of-two chunks.
 //! - `members`: conversation membership rows, and which are already stored.
-//! - `messages`, `receipts`, `ceilings`, `users`: one port each.
+//! - `messages`, `receipts`, `ceilings`, `epochs`, `users`: one port each.
 //!
 //! Writes go through a pool of exactly one connection, so they never contend
 //! for SQLite's single write lock inside this process and a batch needs no
@@ -15,6 +15,7 @@
 
 mod ceilings;
 mod columns;
+mod epochs;
 mod error;
 mod members;
 mod messages;

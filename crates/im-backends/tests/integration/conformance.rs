@@ -14,12 +14,20 @@ mod sqlite_ceiling_store {
     im_backends::ceiling_store_suite!(super::sqlite);
 }
 
+mod sqlite_epoch_store {
+    im_backends::epoch_store_suite!(super::sqlite);
+}
+
 mod sqlite_user_store {
     im_backends::user_store_suite!(super::sqlite);
 }
 
 mod memory_ceiling_store {
     im_backends::ceiling_store_suite!(super::memory_ceilings);
+}
+
+mod memory_epoch_store {
+    im_backends::epoch_store_suite!(super::memory_ceilings);
 }
 
 mod memory_seq_allocator_over_memory {
