@@ -1,0 +1,84 @@
+//! `CeilingStore` over the `seq_ceilings` table: a batch's ceilings are
+//! loaded with one multi-row select and raised in one transaction.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+use im_core::ports::{BackendResult, CeilingStore};
+use im_core::{ConversationId, Seq};
+
+use super::MysqlStore;
+use super::columns::conversation_from_column;
+use super::error::map_sqlx;
+use super::multi_row::{MultiRow, chunks};
+
+struct CeilingStatements {
+    select: MultiRow,
+    raise: MultiRow,
+}
+
+/// The same texts for every store, so built once per process.
+static STATEMENTS: LazyLock<CeilingStatements> = LazyLock::new(|| CeilingStatements {
+    select: MultiRow::new("SELECT conversation, ceiling FROM seq_ceilings WHERE conversation IN (", "?", ",", ")"),
+    raise: MultiRow::new(
+        "INSERT INTO seq_ceilings (conversation, ceiling) VALUES",
+        "(?,?)",
+        ",",
+        "ON DUPLICATE KEY UPDATE ceiling = GREATEST(ceiling, VALUES(ceiling))",
+    ),
+});
+
+#[async_trait]
+impl CeilingStore for MysqlStore {
+    /// The stored ceilings, in the order asked, `Seq::ZERO` where none.
+    async fn load_ceilings(&self, conversations: &[ConversationId]) -> BackendResult<Vec<Seq>> {
+        let keys: Vec<String> = conversations.iter().map(ToString::to_string).collect();
+        let stored = self
+            .reading(async {
+                let mut stored: HashMap<ConversationId, Seq> = HashMap::with_capacity(keys.len());
+                for range in chunks(keys.len()) {
+                    let chunk = &keys[range];
+                    let mut select = sqlx::query_as::<_, (Vec<u8>, u64)>(STATEMENTS.select.sql(chunk.len()));
+                    for key in chunk {
+                        select = select.bind(key);
+                    }
+                    for (conversation, ceiling) in select.fetch_all(&self.pool).await.map_err(map_sqlx)? {
+                        stored.insert(conversation_from_column(conversation)?, Seq(ceiling));
+                    }
+                }
+                Ok(stored)
+            })
+            .await?;
+        Ok(conversations.iter().map(|c| stored.get(c).copied().unwrap_or(Seq::ZERO)).collect())
+    }
+
+    /// Raises every listed ceiling durably, in one write: when this returns
+    /// all of them are on disk (on error, none may be relied on). A value
+    /// lower than the stored one leaves the stored one: ceilings never move
+    /// down.
+    async fn raise_ceilings(&self, raises: &[(ConversationId, Seq)]) -> BackendResult<()> {
+        if raises.is_empty() {
+            return Ok(());
+        }
+        // Sorted, so nodes raising overlapping sets lock rows in one order
+        // and do not deadlock each other.
+        let mut rows: Vec<(String, u64)> =
+            raises.iter().map(|(conversation, ceiling)| (conversation.to_string(), ceiling.0)).collect();
+        rows.sort_unstable();
+        self.writing(async {
+            // One transaction, committed before this returns.
+            let mut tx = self.pool.begin().await.map_err(map_sqlx)?;
+            for range in chunks(rows.len()) {
+                let chunk = &rows[range];
+                let mut insert = sqlx::query(STATEMENTS.raise.sql(chunk.len()));
+                for (conversation, ceiling) in chunk {
+                    insert = insert.bind(conversation).bind(*ceiling);
+                }
+                insert.execute(&mut *tx).await.map_err(map_sqlx)?;
+            }
+            tx.commit().await.map_err(map_sqlx)
+        })
+        .await
+    }
+}

@@ -1,0 +1,382 @@
+//! `MessageStore` over the `messages` and `conversation_members` tables.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use im_core::error::BackendError;
+use im_core::message::{AppendOutcome, ConversationSummary, Page};
+use im_core::ports::{BackendResult, MessageStore};
+use im_core::{Ack, ClientMsgId, ConversationId, MessageId, NewMessage, Seq, UserId};
+use sqlx::mysql::{MySql, MySqlArguments};
+use sqlx::{MySqlConnection, MySqlExecutor};
+
+use super::MysqlStore;
+use super::columns::{client_msg_id_from_column, conversation_from_column, count_from_column, text_from_column};
+use super::error::map_sqlx;
+use super::members::member_rows;
+use super::multi_row::{MAX_STATEMENT_BYTES, MultiRow, chunks, chunks_within};
+use crate::batch::BatchPlan;
+
+/// A statement with its arguments, as built by `sqlx::query`.
+type MySqlQuery<'q> = sqlx::query::Query<'q, MySql, MySqlArguments>;
+
+/// The multi-row statements of an append.
+struct AppendStatements {
+    /// A plain INSERT: any unique key it meets fails it (see [`Resends`]).
+    insert_messages: MultiRow,
+    /// A locking read: it sees the latest committed rows and holds their keys,
+    /// or the gaps where they would go, until the commit, so no other writer
+    /// stores one of these keys between the look-up and the insert.
+    find_stored: MultiRow,
+    /// The primary key is the table's only unique key, so the no-op update
+    /// skips exactly the rows already there.
+    insert_members: MultiRow,
+}
+
+/// The same texts for every store, so built once per process.
+static STATEMENTS: LazyLock<AppendStatements> = LazyLock::new(|| AppendStatements {
+    insert_messages: MultiRow::new(
+        "INSERT INTO messages (conversation, seq, msg_id, sender, recipient, \
+         client_msg_id, body, content_type, server_time_ms) VALUES",
+        "(?,?,?,?,?,?,?,?,?)",
+        ",",
+        "",
+    ),
+    find_stored: MultiRow::new(
+        "SELECT sender, client_msg_id, msg_id, conversation, seq, server_time_ms FROM messages WHERE",
+        "(sender = ? AND client_msg_id = ?)",
+        " OR ",
+        "FOR UPDATE",
+    ),
+    insert_members: MultiRow::new(
+        "INSERT INTO conversation_members (user_id, conversation) VALUES",
+        "(?,?)",
+        ",",
+        "ON DUPLICATE KEY UPDATE user_id = user_id",
+    ),
+});
+
+/// Bytes a row takes in a statement besides its text columns: eight numbers
+/// and the length prefixes.
+const ROW_OVERHEAD: usize = 128;
+
+/// How an append treats keys that earlier batches stored.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Resends {
+    /// Assume there are none; give up (roll back) if an insert meets a
+    /// unique key.
+    Unexpected,
+    /// Look every key up first and insert only the new messages.
+    LookedUp,
+}
+
+/// A message with its conversation in column form and its size, worked out
+/// before the transaction begins.
+struct MessageRow<'a> {
+    message: &'a NewMessage,
+    conversation: String,
+    bytes: usize,
+}
+
+impl<'a> MessageRow<'a> {
+    fn new(message: &'a NewMessage) -> Self {
+        let conversation = message.conversation.to_string();
+        let bytes = ROW_OVERHEAD
+            + conversation.len()
+            + message.client_msg_id.as_str().len()
+            + message.body.len()
+            + message.content_type.len();
+        Self { message, conversation, bytes }
+    }
+
+    /// Binds the row's columns in the order of the messages insert.
+    fn bind<'q>(&'q self, query: MySqlQuery<'q>) -> MySqlQuery<'q> {
+        let m = self.message;
+        query
+            .bind(&self.conversation)
+            .bind(m.seq.0)
+            .bind(m.msg_id.0)
+            .bind(m.sender.0)
+            .bind(m.recipient.0)
+            .bind(m.client_msg_id.as_str().as_bytes())
+            .bind(&m.body[..])
+            .bind(&m.content_type)
+            .bind(m.server_time_ms)
+    }
+
+    fn key(&self) -> (u64, &[u8]) {
+        (self.message.sender.0, self.message.client_msg_id.as_str().as_bytes())
+    }
+}
+
+type AckColumns = (u64, Vec<u8>, u64, i64);
+
+fn ack_from_columns((msg_id, conversation, seq, server_time_ms): AckColumns) -> BackendResult<Ack> {
+    Ok(Ack {
+        msg_id: MessageId(msg_id),
+        conversation: conversation_from_column(conversation)?,
+        seq: Seq(seq),
+        server_time_ms,
+    })
+}
+
+/// The ack of the message stored under `(sender, client_msg_id)`.
+async fn ack_by_key<'c>(
+    executor: impl MySqlExecutor<'c>,
+    sender: u64,
+    client_msg_id: &[u8],
+) -> BackendResult<Option<Ack>> {
+    let row: Option<AckColumns> = sqlx::query_as(
+        "SELECT msg_id, conversation, seq, server_time_ms FROM messages WHERE sender = ? AND client_msg_id = ?",
+    )
+    .bind(sender)
+    .bind(client_msg_id)
+    .fetch_optional(executor)
+    .await
+    .map_err(map_sqlx)?;
+    row.map(ack_from_columns).transpose()
+}
+
+/// The acks of the messages already stored under the keys of `rows`, by key,
+/// locking those keys (or their gaps) until the transaction ends.
+async fn stored_acks(
+    conn: &mut MySqlConnection,
+    rows: &[MessageRow<'_>],
+) -> BackendResult<HashMap<(u64, Vec<u8>), Ack>> {
+    let mut stored = HashMap::new();
+    for range in chunks(rows.len()) {
+        let chunk = &rows[range];
+        let mut select =
+            sqlx::query_as::<_, (u64, Vec<u8>, u64, Vec<u8>, u64, i64)>(STATEMENTS.find_stored.sql(chunk.len()));
+        for row in chunk {
+            let (sender, client_msg_id) = row.key();
+            select = select.bind(sender).bind(client_msg_id);
+        }
+        for (sender, client_msg_id, msg_id, conversation, seq, server_time_ms) in
+            select.fetch_all(&mut *conn).await.map_err(map_sqlx)?
+        {
+            stored.insert((sender, client_msg_id), ack_from_columns((msg_id, conversation, seq, server_time_ms))?);
+        }
+    }
+    Ok(stored)
+}
+
+type MessageColumns = (u64, u64, u64, u64, Vec<u8>, Vec<u8>, Vec<u8>, i64);
+
+fn message_from_columns(conversation: ConversationId, columns: MessageColumns) -> BackendResult<NewMessage> {
+    let (seq, msg_id, sender, recipient, client_msg_id, body, content_type, server_time_ms) = columns;
+    Ok(NewMessage {
+        msg_id: MessageId(msg_id),
+        conversation,
+        seq: Seq(seq),
+        sender: UserId(sender),
+        recipient: UserId(recipient),
+        client_msg_id: client_msg_id_from_column(client_msg_id)?,
+        body: Bytes::from(body),
+        content_type: text_from_column(content_type, "content_type")?,
+        server_time_ms,
+    })
+}
+
+impl MysqlStore {
+    /// Writes `rows` (distinct keys) and `members` in one transaction,
+    /// committed before this returns, and returns the outcome of each row, or
+    /// `None` (and nothing written) if an insert met a unique key in
+    /// [`Resends::Unexpected`] mode.
+    async fn write_batch(
+        &self,
+        rows: &[MessageRow<'_>],
+        members: &[(u64, String)],
+        resends: Resends,
+    ) -> BackendResult<Option<Vec<AppendOutcome>>> {
+        // Every early return drops `tx`, which rolls back.
+        let mut tx = self.pool.begin().await.map_err(map_sqlx)?;
+        let (outcomes, new_rows): (Vec<AppendOutcome>, Vec<&MessageRow<'_>>) = match resends {
+            Resends::Unexpected => (vec![AppendOutcome::Stored; rows.len()], rows.iter().collect()),
+            Resends::LookedUp => {
+                let stored = stored_acks(&mut tx, rows).await?;
+                let mut outcomes = Vec::with_capacity(rows.len());
+                let mut new_rows = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let (sender, client_msg_id) = row.key();
+                    match stored.get(&(sender, client_msg_id.to_vec())) {
+                        Some(ack) => outcomes.push(AppendOutcome::Duplicate(*ack)),
+                        None => {
+                            outcomes.push(AppendOutcome::Stored);
+                            new_rows.push(row);
+                        }
+                    }
+                }
+                (outcomes, new_rows)
+            }
+        };
+        let sizes: Vec<usize> = new_rows.iter().map(|row| row.bytes).collect();
+        for range in chunks_within(&sizes, MAX_STATEMENT_BYTES) {
+            let chunk = &new_rows[range];
+            let mut insert = sqlx::query(STATEMENTS.insert_messages.sql(chunk.len()));
+            for row in chunk {
+                insert = row.bind(insert);
+            }
+            match insert.execute(&mut *tx).await {
+                Ok(_) => {}
+                // A key stored by an earlier batch, or a seq clash: the
+                // look-up pass tells which.
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() && resends == Resends::Unexpected => {
+                    tx.rollback().await.map_err(map_sqlx)?;
+                    return Ok(None);
+                }
+                // Every key is known to be new and locked: only
+                // `(conversation, seq)` is left to clash on.
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    return Err(BackendError::Other(format!("two messages claim one (conversation, seq): {e}")));
+                }
+                Err(e) => return Err(map_sqlx(e)),
+            }
+        }
+        for range in chunks(members.len()) {
+            let chunk = &members[range];
+            let mut insert = sqlx::query(STATEMENTS.insert_members.sql(chunk.len()));
+            for (user, conversation) in chunk {
+                insert = insert.bind(*user).bind(conversation);
+            }
+            insert.execute(&mut *tx).await.map_err(map_sqlx)?;
+        }
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(Some(outcomes))
+    }
+}
+
+#[async_trait]
+impl MessageStore for MysqlStore {
+    /// Appends a batch in one transaction that is committed durably (fsync)
+    /// before this returns: one commit for the whole batch (group commit).
+    /// Outcomes are in batch order. A message whose `(sender, client_msg_id)`
+    /// is already stored is not stored again; its outcome carries the first
+    /// ack. On error nothing of the batch is stored.
+    async fn append(&self, batch: &[NewMessage]) -> BackendResult<Vec<AppendOutcome>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let plan = BatchPlan::new(batch);
+        let rows: Vec<MessageRow<'_>> = plan.firsts.iter().map(|&i| MessageRow::new(&batch[i])).collect();
+        let new_conversations = self.known_conversations.unknown(rows.iter().map(|row| row.message.conversation));
+        let members = member_rows(&new_conversations);
+        // A resend that reaches the store is rare (the dedup cache answers
+        // most), so the first attempt inserts every message as new. Should
+        // an insert meet a unique key, its transaction is rolled back and the
+        // batch written again with a look-up of its keys: that is what tells
+        // a resend from a first send when both are the very same message,
+        // and a resend from a seq clash.
+        let first_outcomes = self
+            .writing(async {
+                match self.write_batch(&rows, &members, Resends::Unexpected).await? {
+                    Some(outcomes) => Ok(outcomes),
+                    None => self
+                        .write_batch(&rows, &members, Resends::LookedUp)
+                        .await?
+                        .ok_or_else(|| BackendError::other("a looked-up append gave up on a unique key")),
+                }
+            })
+            .await?;
+        self.known_conversations.committed(&new_conversations);
+        Ok(plan.outcomes(batch, first_outcomes))
+    }
+
+    /// Messages of `conversation` with seq > `after`, ascending, at most
+    /// `limit`; `has_more` tells whether more follow.
+    async fn fetch(&self, conversation: ConversationId, after: Seq, limit: u32) -> BackendResult<Page> {
+        let rows: Vec<MessageColumns> = self
+            .reading(async {
+                sqlx::query_as(
+                    "SELECT seq, msg_id, sender, recipient, client_msg_id, body, content_type, server_time_ms \
+                     FROM messages WHERE conversation = ? AND seq > ? ORDER BY seq LIMIT ?",
+                )
+                .bind(conversation.to_string())
+                .bind(after.0)
+                // One more than asked tells whether more follow.
+                .bind(u64::from(limit) + 1)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_sqlx)
+            })
+            .await?;
+        let has_more = rows.len() > limit as usize;
+        let messages = rows
+            .into_iter()
+            .take(limit as usize)
+            .map(|columns| message_from_columns(conversation, columns))
+            .collect::<BackendResult<Vec<_>>>()?;
+        Ok(Page { messages, has_more })
+    }
+
+    /// The ack of a stored message, by its idempotency key.
+    async fn find_by_client_msg_id(&self, sender: UserId, client_msg_id: &ClientMsgId) -> BackendResult<Option<Ack>> {
+        self.reading(ack_by_key(&self.pool, sender.0, client_msg_id.as_str().as_bytes())).await
+    }
+
+    /// The conversations `user` is a member of, with max seq, read position
+    /// and unread count, most recently active first.
+    async fn conversations_of(&self, user: UserId) -> BackendResult<Vec<ConversationSummary>> {
+        // Each subquery is a range scan of the (conversation, seq) index. A
+        // NULL (no message, no receipt) is left for Rust to read as zero:
+        // COALESCE of an unsigned column and a literal has no single type
+        // across the two servers.
+        let rows: Vec<(Vec<u8>, Option<u64>, Option<u64>, i64)> = self
+            .reading(async {
+                sqlx::query_as(
+                    "SELECT c.conversation, \
+                            (SELECT MAX(m.seq) FROM messages m WHERE m.conversation = c.conversation), \
+                            r.read_seq, \
+                            (SELECT COUNT(*) FROM messages m \
+                              WHERE m.conversation = c.conversation AND m.seq > COALESCE(r.read_seq, 0) \
+                                AND m.sender <> c.user_id) \
+                     FROM conversation_members c \
+                     LEFT JOIN receipts r ON r.user_id = c.user_id AND r.conversation = c.conversation \
+                     WHERE c.user_id = ? \
+                     ORDER BY (SELECT m.server_time_ms FROM messages m WHERE m.conversation = c.conversation \
+                                ORDER BY m.seq DESC LIMIT 1) DESC, \
+                              c.conversation",
+                )
+                .bind(user.0)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_sqlx)
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(conversation, max_seq, read_seq, unread)| {
+                Ok(ConversationSummary {
+                    conversation: conversation_from_column(conversation)?,
+                    max_seq: Seq(max_seq.unwrap_or(0)),
+                    read_seq: Seq(read_seq.unwrap_or(0)),
+                    unread: count_from_column(unread, "unread count")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Highest stored seq of a conversation (`Seq::ZERO` when empty).
+    async fn max_seq(&self, conversation: ConversationId) -> BackendResult<Seq> {
+        let (max,): (Option<u64>,) = self
+            .reading(async {
+                sqlx::query_as("SELECT MAX(seq) FROM messages WHERE conversation = ?")
+                    .bind(conversation.to_string())
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_sqlx)
+            })
+            .await?;
+        Ok(Seq(max.unwrap_or(0)))
+    }
+
+    /// A cheap round trip to the store, for `/ready`.
+    async fn ping(&self) -> BackendResult<()> {
+        self.reading(async {
+            sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_sqlx)?;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,59 @@
+//! `ReceiptStore` over the `receipts` table.
+
+use async_trait::async_trait;
+use im_core::ports::{BackendResult, ReceiptStore};
+use im_core::{ConversationId, Seq, UserId};
+
+use super::MysqlStore;
+use super::error::map_sqlx;
+
+#[async_trait]
+impl ReceiptStore for MysqlStore {
+    /// Moves `user`'s read position in `conversation` to `max(old, seq)` and
+    /// returns the position after the call.
+    async fn mark_read(&self, user: UserId, conversation: ConversationId, seq: Seq) -> BackendResult<Seq> {
+        let conversation = conversation.to_string();
+        self.writing(async {
+            // `im_core::seq::advance_read_position`, done by the server inside
+            // the upsert so two concurrent calls cannot move the position
+            // back. No RETURNING on MySQL: the row is read back in the same
+            // transaction, which holds its lock, so it is the upsert's result.
+            let mut tx = self.pool.begin().await.map_err(map_sqlx)?;
+            sqlx::query(
+                "INSERT INTO receipts (user_id, conversation, read_seq) VALUES (?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE read_seq = GREATEST(read_seq, VALUES(read_seq))",
+            )
+            .bind(user.0)
+            .bind(&conversation)
+            .bind(seq.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+            let (read_seq,): (u64,) =
+                sqlx::query_as("SELECT read_seq FROM receipts WHERE user_id = ? AND conversation = ?")
+                    .bind(user.0)
+                    .bind(&conversation)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(map_sqlx)?;
+            tx.commit().await.map_err(map_sqlx)?;
+            Ok(Seq(read_seq))
+        })
+        .await
+    }
+
+    /// The read position (`Seq::ZERO` if never read).
+    async fn read_position(&self, user: UserId, conversation: ConversationId) -> BackendResult<Seq> {
+        let row: Option<(u64,)> = self
+            .reading(async {
+                sqlx::query_as("SELECT read_seq FROM receipts WHERE user_id = ? AND conversation = ?")
+                    .bind(user.0)
+                    .bind(conversation.to_string())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_sqlx)
+            })
+            .await?;
+        Ok(row.map_or(Seq::ZERO, |(read_seq,)| Seq(read_seq)))
+    }
+}

@@ -1,0 +1,158 @@
+//! [`RedisConnection`]: the one place that turns `redis.*` config into a
+//! connection, and Redis errors into [`BackendError`]s.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{
+    Client, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisConnectionInfo, RedisError, RedisResult,
+    ServerErrorKind,
+};
+use im_config::RedisConfig;
+use im_core::error::BackendError;
+use im_core::ports::BackendResult;
+
+/// A connection to one Redis server, shared by the seq allocator and the
+/// dedup cache. Cheap to clone: clones share one multiplexed connection, on
+/// which concurrent calls are pipelined (so `pool_size` and
+/// `min_idle_conns` have nothing to size).
+///
+/// The connection reconnects by itself. While Redis is down every call fails
+/// fast as [`BackendError::Unavailable`] (G9): a connection attempt gives up
+/// after `dial_timeout` without retrying, a reply is awaited at most
+/// `read_timeout + write_timeout`, and each call is bounded by the sum. The
+/// next call after Redis is back reconnects; nothing has to be restarted.
+#[derive(Clone)]
+pub struct RedisConnection {
+    manager: ConnectionManager,
+    /// `host:port`, for error messages. The password is never kept here.
+    addr: Arc<str>,
+    call_timeout: Duration,
+}
+
+impl fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConnection")
+            .field("addr", &self.addr)
+            .field("call_timeout", &self.call_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisConnection {
+    /// Prepares a connection to `config.addr` (`host:port`); the first call
+    /// connects, so a Redis that is down at start-up does not stop the
+    /// process. Must be called within a Tokio runtime.
+    pub fn open(config: &RedisConfig) -> BackendResult<Self> {
+        let (host, port) = parse_addr(&config.addr)?;
+        let db = i64::from(config.db);
+        let mut settings = RedisConnectionInfo::default().set_db(db);
+        if !config.password.is_empty() {
+            settings = settings.set_password(config.password.expose());
+        }
+        let info = ConnectionAddr::Tcp(host, port)
+            .into_connection_info()
+            .map_err(|e| BackendError::other(format!("redis.addr {:?}: {e}", config.addr)))?
+            .set_redis_settings(settings);
+        let client =
+            Client::open(info).map_err(|e| BackendError::other(format!("redis.addr {:?}: {e}", config.addr)))?;
+        let response_timeout = config.read_timeout + config.write_timeout;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.dial_timeout))
+            .set_response_timeout(Some(response_timeout))
+            // One attempt per reconnect: callers fail fast and the next call
+            // tries again, instead of every caller waiting out a backoff.
+            .set_number_of_retries(0);
+        let manager = ConnectionManager::new_lazy_with_config(client, manager_config)
+            .map_err(|e| BackendError::other(format!("redis.addr {:?}: {e}", config.addr)))?;
+        Ok(Self { manager, addr: config.addr.as_str().into(), call_timeout: config.dial_timeout + response_timeout })
+    }
+
+    /// A cheap round trip (`PING`), for `/ready`.
+    pub async fn ping(&self) -> BackendResult<()> {
+        self.call("PING", |mut con| async move { ::redis::cmd("PING").query_async::<()>(&mut con).await }).await
+    }
+
+    /// Runs one call (a command, a pipeline, a script) on the shared
+    /// connection, bounded in time, with its error classified; `what` names
+    /// it in the error.
+    pub(crate) async fn call<T, F, Fut>(&self, what: &str, call: F) -> BackendResult<T>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        match tokio::time::timeout(self.call_timeout, call(self.manager.clone())).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(classify(e, what, &self.addr)),
+            Err(_) => Err(BackendError::unavailable(format!(
+                "redis {what} at {}: no reply within {:?}",
+                self.addr, self.call_timeout
+            ))),
+        }
+    }
+
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
+    }
+}
+
+/// `host:port`, `[v6]:port`.
+fn parse_addr(addr: &str) -> BackendResult<(String, u16)> {
+    let bad = || BackendError::other(format!("redis.addr {addr:?} is not host:port"));
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok((host.to_owned(), port))
+}
+
+/// Whether retrying later may help: the server is unreachable, too slow, still
+/// loading its data, or not (yet) a writable primary.
+fn classify(e: RedisError, what: &str, addr: &str) -> BackendError {
+    let transient = e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::ReadOnly
+            )
+        )
+        // A script running too long on the server.
+        || e.code() == Some("BUSY");
+    let message = format!("redis {what} at {addr}: {e}");
+    if transient { BackendError::unavailable(message) } else { BackendError::other(message) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_as_host_and_port() {
+        assert_eq!(parse_addr("127.0.0.1:6379").unwrap(), ("127.0.0.1".to_owned(), 6379));
+        assert_eq!(parse_addr("redis.internal:7000").unwrap(), ("redis.internal".to_owned(), 7000));
+        assert_eq!(parse_addr("[::1]:6379").unwrap(), ("::1".to_owned(), 6379));
+        for bad in ["", "localhost", ":6379", "host:", "host:port", "host:70000"] {
+            assert!(parse_addr(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn io_errors_are_unavailable_and_script_errors_are_not() {
+        let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(matches!(classify(io, "GET", "h:1"), BackendError::Unavailable(_)));
+        let script = RedisError::from((ErrorKind::UnexpectedReturnType, "bad reply"));
+        assert!(matches!(classify(script, "GET", "h:1"), BackendError::Other(_)));
+    }
+}

@@ -1,0 +1,136 @@
+//! [`RedisDedupCache`]: first acks by `(sender, client_msg_id)` in Redis, with
+//! a TTL, shared by every node.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use im_core::error::BackendError;
+use im_core::ports::{BackendResult, DedupCache};
+use im_core::{Ack, ClientMsgId, ConversationId, MessageId, Seq, UserId};
+
+use super::connection::RedisConnection;
+
+/// Remembers the first ack of each `(sender, client_msg_id)` for `ttl`, under
+/// the key `{prefix}:{sender}:{client_msg_id}`. One atomic `SET NX GET PX` per
+/// put, so concurrent nodes agree on the first ack. A forgotten key (expired,
+/// evicted, flushed) is safe: the store's unique key catches the resend (G3).
+/// A stored value that does not decode is an error, never a miss.
+#[derive(Debug)]
+pub struct RedisDedupCache {
+    redis: RedisConnection,
+    ttl: Duration,
+    prefix: String,
+}
+
+impl RedisDedupCache {
+    /// # Panics
+    /// If `ttl` is under a millisecond (Redis expiries are in ms) or
+    /// `key_prefix` is empty.
+    pub fn new(redis: RedisConnection, ttl: Duration, key_prefix: impl Into<String>) -> Self {
+        assert!(ttl >= Duration::from_millis(1), "dedup TTL must be at least 1 ms");
+        let prefix = key_prefix.into();
+        assert!(!prefix.is_empty(), "the Redis key prefix must not be empty");
+        Self { redis, ttl, prefix }
+    }
+
+    fn key(&self, sender: UserId, client_msg_id: &ClientMsgId) -> String {
+        format!("{}:{sender}:{}", self.prefix, client_msg_id.as_str())
+    }
+
+    fn decode(&self, key: &str, stored: &[u8]) -> BackendResult<Ack> {
+        decode_ack(stored).ok_or_else(|| {
+            BackendError::other(format!(
+                "redis at {}: dedup entry {key:?} does not decode as an ack",
+                self.redis.addr()
+            ))
+        })
+    }
+}
+
+#[async_trait]
+impl DedupCache for RedisDedupCache {
+    async fn get(&self, sender: UserId, client_msg_id: &ClientMsgId) -> BackendResult<Option<Ack>> {
+        let key = self.key(sender, client_msg_id);
+        let stored: Option<Vec<u8>> = self
+            .redis
+            .call("GET", |mut con| {
+                let key = key.clone();
+                async move { ::redis::cmd("GET").arg(key).query_async(&mut con).await }
+            })
+            .await?;
+        stored.map(|stored| self.decode(&key, &stored)).transpose()
+    }
+
+    /// Records the ack unless one is already recorded; returns the recorded one.
+    async fn put_if_absent(&self, sender: UserId, client_msg_id: &ClientMsgId, ack: Ack) -> BackendResult<Ack> {
+        let key = self.key(sender, client_msg_id);
+        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        // `GET` with `NX` (Redis 7): the value already there, or nil when
+        // this call stored `ack`.
+        let first: Option<Vec<u8>> = self
+            .redis
+            .call("SET NX", |mut con| {
+                let key = key.clone();
+                async move {
+                    ::redis::cmd("SET")
+                        .arg(key)
+                        .arg(encode_ack(&ack))
+                        .arg("NX")
+                        .arg("GET")
+                        .arg("PX")
+                        .arg(ttl_ms)
+                        .query_async(&mut con)
+                        .await
+                }
+            })
+            .await?;
+        match first {
+            Some(stored) => self.decode(&key, &stored),
+            None => Ok(ack),
+        }
+    }
+}
+
+/// Version 1: `1:{msg_id}:{seq}:{server_time_ms}:{conversation}` — text, so
+/// an operator can read it in `redis-cli`; the conversation last, in its
+/// canonical form (which contains `:`).
+fn encode_ack(ack: &Ack) -> String {
+    format!("1:{}:{}:{}:{}", ack.msg_id.0, ack.seq.0, ack.server_time_ms, ack.conversation)
+}
+
+fn decode_ack(stored: &[u8]) -> Option<Ack> {
+    let text = std::str::from_utf8(stored).ok()?;
+    let rest = text.strip_prefix("1:")?;
+    let mut fields = rest.splitn(4, ':');
+    let msg_id = fields.next()?.parse().ok()?;
+    let seq = fields.next()?.parse().ok()?;
+    let server_time_ms = fields.next()?.parse().ok()?;
+    let conversation: ConversationId = fields.next()?.parse().ok()?;
+    Some(Ack { msg_id: MessageId(msg_id), conversation, seq: Seq(seq), server_time_ms })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_round_trip() {
+        let ack = Ack {
+            msg_id: MessageId(u64::MAX),
+            conversation: ConversationId::private(UserId(9), UserId(4)).unwrap(),
+            seq: Seq(1 << 40),
+            server_time_ms: -5,
+        };
+        let encoded = encode_ack(&ack);
+        assert_eq!(encoded, format!("1:{}:{}:-5:p:4:9", u64::MAX, 1u64 << 40));
+        assert_eq!(decode_ack(encoded.as_bytes()), Some(ack));
+    }
+
+    #[test]
+    fn malformed_entries_do_not_decode() {
+        for bad in ["", "1:", "2:1:2:3:p:1:2", "1:1:2:3", "1:x:2:3:p:1:2", "1:1:2:3:p:2:1", "1:1:2:3:p:1:2:9"] {
+            assert_eq!(decode_ack(bad.as_bytes()), None, "{bad:?} decoded");
+        }
+        assert_eq!(decode_ack(&[0xff, 0xfe]), None);
+    }
+}
