@@ -88,6 +88,7 @@ keys! {
     "SERVER_WS_PORT"                   => server.ws_port, Project, "WebSocket port (/ws) of the built-in gateway, used when services.gateway.addr is empty.";
     "IM_DATA_DIR"                      => server.data_dir, Project, "Standalone mode's files: SQLite database, generated token secret, admin credential, local master key.";
     "NODE_ID"                          => server.node_id, Project, "This node's number, unique within a cluster.";
+    "CLUSTER_NAME"                     => server.cluster, Project, "Name of this deployment: the namespace of its keys in Redis and etcd (letters, digits, - and _).";
 
     "DB_HOST"                          => database.host, Guide, "MySQL host:port. Empty: embedded SQLite in server.data_dir.";
     "DB_NAME"                          => database.name, Guide, "MySQL database.";
@@ -144,6 +145,8 @@ keys! {
     "GATEWAY_SERVICE_TIMEOUT"          => services.gateway.timeout, GuideYaml, "Deadline of a call to the Gateway Service.";
     "USER_SERVICE_ADDR"                => services.user.addr, Guide, "User Service gRPC host:port. Empty: built-in user directory.";
     "USER_SERVICE_TIMEOUT"             => services.user.timeout, GuideYaml, "Deadline of a call to the User Service.";
+    "IM_SERVICE_ADDR"                  => services.im.addr, Project, "IM Service gRPC host:port that an im-gateway process forwards client requests to.";
+    "IM_SERVICE_TIMEOUT"               => services.im.timeout, Project, "Deadline of a call from im-gateway to the IM Service.";
 
     "METRICS_ENABLED"                  => observability.metrics_enabled, Guide, "Serve Prometheus metrics.";
     "METRICS_PORT"                     => observability.metrics_port, Guide, "Port of the dedicated metrics listener (/metrics is also on the HTTP port).";

@@ -48,6 +48,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Project addition: this node's number, unique within a cluster.
     pub node_id: u16,
+    /// Project addition: the name of this deployment, the namespace of its
+    /// keys in Redis (`{cluster}:`) and etcd (`/{cluster}/`).
+    pub cluster: String,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +66,7 @@ impl Default for ServerConfig {
             ws_port: 8093,
             data_dir: PathBuf::from("./data"),
             node_id: 1,
+            cluster: "im".to_owned(),
         }
     }
 }
@@ -273,6 +277,8 @@ impl Default for EncryptionConfig {
 pub struct ServicesConfig {
     pub gateway: ServiceEndpoint,
     pub user: ServiceEndpoint,
+    /// Project addition: where an `im-gateway` process reaches the IM Service.
+    pub im: ServiceEndpoint,
 }
 
 impl Default for ServicesConfig {
@@ -280,6 +286,7 @@ impl Default for ServicesConfig {
         Self {
             gateway: ServiceEndpoint { addr: String::new(), timeout: Duration::from_secs(5) },
             user: ServiceEndpoint { addr: String::new(), timeout: Duration::from_secs(3) },
+            im: ServiceEndpoint { addr: String::new(), timeout: Duration::from_secs(5) },
         }
     }
 }

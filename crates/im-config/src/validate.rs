@@ -53,6 +53,13 @@ impl Checks {
 
 fn server(checks: &mut Checks, config: &Config) {
     let server = &config.server;
+    let cluster = &server.cluster;
+    if cluster.is_empty()
+        || cluster.len() > 64
+        || !cluster.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        checks.fail("server.cluster", "must be 1-64 letters, digits, '-' or '_'");
+    }
     if server.node_id > MAX_NODE_ID {
         checks.fail("server.node_id", format!("must be at most {MAX_NODE_ID} (it is 10 bits of every message id)"));
     }
@@ -158,6 +165,7 @@ fn dependencies(checks: &mut Checks, config: &Config) {
 
     checks.nonzero_duration("services.gateway.timeout", config.services.gateway.timeout);
     checks.nonzero_duration("services.user.timeout", config.services.user.timeout);
+    checks.nonzero_duration("services.im.timeout", config.services.im.timeout);
 }
 
 fn features(checks: &mut Checks, config: &Config) {

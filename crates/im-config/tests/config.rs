@@ -346,3 +346,21 @@ fn every_key_is_documented_with_its_default() {
         assert_eq!(config, Ok(Config::default()), "{} = {value:?}", doc.env);
     }
 }
+
+/// deploy/config.yaml, the production mode on one machine, loads and selects
+/// every real backend it names.
+#[test]
+fn the_deploy_config_selects_the_production_backends() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config.yaml");
+    let env = HashMap::from([("JWT_SECRET".to_owned(), "x".repeat(32))]);
+    let config = im_config::load(Some(&path), &env).expect("deploy/config.yaml loads");
+    assert!(matches!(config.store(), im_config::StoreBackend::MySql(db) if db.host == "127.0.0.1:3306"));
+    assert!(matches!(config.seq(), im_config::SeqBackend::Redis(redis) if redis.addr == "127.0.0.1:6379"));
+    assert!(matches!(config.registry(), im_config::RegistryBackend::Etcd { .. }));
+    assert!(matches!(config.gateway(), im_config::ServiceLink::Remote(_)));
+    assert!(matches!(config.user_service(), im_config::ServiceLink::Remote(_)));
+    assert_eq!(config.services.im.addr, "127.0.0.1:9094");
+    // Without the secret it refuses to load, naming the variable.
+    let error = im_config::load(Some(&path), &HashMap::new()).unwrap_err().to_string();
+    assert!(error.contains("JWT_SECRET"), "{error}");
+}

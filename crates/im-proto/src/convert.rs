@@ -83,6 +83,22 @@ pub fn conversation_list(list: &[ConversationSummary], viewer: UserId) -> client
     client::ConversationList { conversations: list.iter().map(|s| conversation_summary(s, viewer)).collect() }
 }
 
+/// A conversation list back in domain terms (a gateway relaying the IM
+/// service's answer; the peer is implied by the conversation id).
+pub fn conversation_summaries(list: client::ConversationList) -> Result<Vec<ConversationSummary>, ImError> {
+    list.conversations
+        .into_iter()
+        .map(|s| {
+            Ok(ConversationSummary {
+                conversation: s.conversation_id.parse()?,
+                max_seq: Seq(s.max_seq),
+                read_seq: Seq(s.read_seq),
+                unread: s.unread,
+            })
+        })
+        .collect()
+}
+
 /// A read receipt as the client protocol carries it.
 pub fn receipt(conversation: ConversationId, reader: UserId, read_seq: Seq) -> client::ReadReceipt {
     client::ReadReceipt { conversation_id: conversation.to_string(), reader: reader.0, read_seq: read_seq.0 }

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
-use futures::TryStreamExt;
+use im_backends::etcd::{EtcdRegistry, EtcdRegistryOptions};
 use im_backends::memory::{MemoryDedupCache, MemoryRegistry, MemorySeqAllocator};
-use im_backends::sqlite::SqliteStore;
-use im_config::{BusBackend, Config, KeySource, RegistryBackend, SeqBackend, ServiceLink, StoreBackend};
+use im_backends::{RedisConnection, RedisDedupCache, RedisSeqAllocator};
+use im_config::{BusBackend, Config, KeySource, RegistryBackend, SeqBackend, ServiceLink};
 use im_core::GatewayId;
-use im_core::ports::{CeilingStore, MessageStore, Messaging, Pusher, ReceiptStore, Registry, UserStore};
+use im_core::ports::{DedupCache, Messaging, Pusher, Registry, SeqAllocator, UserStore};
 use im_gateway::{Gateway, GatewayLimits, Hub};
 use im_user::UserDirectory;
 use im_user::grpc::UserGrpc;
@@ -23,18 +23,21 @@ use tokio_util::task::TaskTracker;
 
 use crate::bootstrap;
 use crate::grpc::MessageGrpc;
-use crate::http::{self, HttpState};
+use crate::http::HttpState;
 use crate::messaging::{KnownUsers, MessagingService};
 use crate::metrics::Metrics;
 use crate::msg_id::MessageIdGenerator;
 use crate::pipeline::Pipeline;
-use crate::readiness::Readiness;
+use crate::readiness::{Probe, Readiness, tcp_probe};
+use crate::remote::{GrpcPusher, RemoteUsers, ServiceCredential};
 use crate::router::{RetryPolicy, Router};
+use crate::serve;
+use crate::stores::Stores;
 
 /// Sends waiting for the writer. When full, senders wait: backpressure
 /// reaches the sockets instead of growing memory.
 const SEND_QUEUE: usize = 16 * 1024;
-/// First acks remembered by the in-process dedup cache, and for how long.
+/// First acks remembered by the dedup cache, and for how long.
 const DEDUP_CAPACITY: usize = 1_000_000;
 const DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long shutdown waits for in-flight work.
@@ -44,7 +47,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct Listeners {
     pub grpc: TcpListener,
     pub http: TcpListener,
-    pub ws: TcpListener,
+    /// The built-in gateway's WebSocket; none when the gateway is its own
+    /// process (`services.gateway.addr`).
+    pub ws: Option<TcpListener>,
     /// `observability.metrics_port`, when metrics are enabled.
     pub metrics: Option<TcpListener>,
 }
@@ -52,50 +57,30 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the configured ports on `server.listen_host`.
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
-        let host = &config.server.listen_host;
-        let bind = |port: u16, key: &'static str| async move {
-            let addr = format!("{host}:{port}");
-            TcpListener::bind(&addr).await.with_context(|| format!("binding {key} on {addr}"))
-        };
         Ok(Self {
-            grpc: bind(config.server.grpc_port, "server.grpc_port (SERVER_GRPC_PORT)").await?,
-            http: bind(config.server.http_port, "server.http_port (SERVER_HTTP_PORT)").await?,
-            ws: bind(config.server.ws_port, "server.ws_port (SERVER_WS_PORT)").await?,
-            metrics: match config.observability.metrics_enabled {
-                true => {
-                    Some(bind(config.observability.metrics_port, "observability.metrics_port (METRICS_PORT)").await?)
+            grpc: serve::bind(config, config.server.grpc_port, "server.grpc_port (SERVER_GRPC_PORT)").await?,
+            http: serve::bind(config, config.server.http_port, "server.http_port (SERVER_HTTP_PORT)").await?,
+            ws: match config.gateway() {
+                ServiceLink::Builtin => {
+                    Some(serve::bind(config, config.server.ws_port, "server.ws_port (SERVER_WS_PORT)").await?)
                 }
-                false => None,
+                ServiceLink::Remote(_) => None,
             },
+            metrics: serve::bind_metrics(config).await?,
         })
     }
 
-    pub fn addrs(&self) -> anyhow::Result<(SocketAddr, SocketAddr, SocketAddr)> {
-        Ok((self.grpc.local_addr()?, self.http.local_addr()?, self.ws.local_addr()?))
+    pub fn addrs(&self) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+        Ok((self.grpc.local_addr()?, self.http.local_addr()?))
     }
 }
 
 /// Refuses configurations this version cannot serve yet, naming the key, so
-/// nobody believes they run on MySQL while writing to SQLite.
+/// nobody believes they run with a feature that is silently off.
 fn check_supported(config: &Config) -> anyhow::Result<()> {
     let mut unsupported = Vec::new();
-    if let StoreBackend::MySql(_) = config.store() {
-        unsupported.push("database.host (DB_HOST): the MySQL store");
-    }
-    if let SeqBackend::Redis(_) = config.seq() {
-        unsupported.push("redis.addr (REDIS_ADDR): the Redis seq allocator and dedup");
-    }
     if let BusBackend::Kafka(_) = config.bus() {
-        unsupported.push("kafka.brokers (KAFKA_BROKERS): the Kafka bus");
-    }
-    if let RegistryBackend::Etcd { .. } = config.registry() {
-        unsupported.push("etcd.endpoints (ETCD_ENDPOINTS): the etcd registry");
-    }
-    if let ServiceLink::Remote(_) = config.gateway() {
-        unsupported.push("services.gateway.addr (GATEWAY_SERVICE_ADDR): a remote gateway");
-    }
-    if let ServiceLink::Remote(_) = config.user_service() {
-        unsupported.push("services.user.addr (USER_SERVICE_ADDR): a remote user service");
+        unsupported.push("kafka.brokers (KAFKA_BROKERS): the Kafka bus (offline worker, groups)");
     }
     if config.filter.enabled {
         unsupported.push("filter.enabled (FILTER_ENABLED): the sensitive-word filter");
@@ -104,12 +89,119 @@ fn check_supported(config: &Config) -> anyhow::Result<()> {
         unsupported.push("encryption.enabled (ENCRYPTION_ENABLED): body encryption");
     }
     if !unsupported.is_empty() {
+        bail!("not available in this version:\n  - {}\nunset these to start", unsupported.join("\n  - "));
+    }
+    if matches!(config.gateway(), ServiceLink::Remote(_)) && !matches!(config.registry(), RegistryBackend::Etcd { .. })
+    {
         bail!(
-            "this build runs the embedded mode only; not available yet:\n  - {}\nunset these to run embedded",
-            unsupported.join("\n  - ")
+            "services.gateway.addr (GATEWAY_SERVICE_ADDR) needs etcd.endpoints (ETCD_ENDPOINTS): gateways register \
+             their users there"
         );
     }
     Ok(())
+}
+
+/// A probe from a closure over `dependency`.
+fn probe<T: Send + Sync + 'static>(
+    dependency: Arc<T>,
+    check: impl Fn(Arc<T>) -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync + 'static,
+) -> Probe {
+    Box::new(move || check(dependency.clone()))
+}
+
+/// The seq allocator and the dedup cache: Redis when `redis.addr` is set,
+/// else in process.
+async fn seqs_and_dedup(
+    config: &Config,
+    stores: &Stores,
+    readiness: &mut Readiness,
+) -> anyhow::Result<(Arc<dyn SeqAllocator>, Arc<dyn DedupCache>)> {
+    match config.seq() {
+        SeqBackend::InProcess => Ok((
+            Arc::new(MemorySeqAllocator::new(stores.ceilings.clone(), config.sequence.snapshot_interval)),
+            Arc::new(MemoryDedupCache::new(DEDUP_CAPACITY, DEDUP_TTL)),
+        )),
+        SeqBackend::Redis(redis) => {
+            let connection = RedisConnection::open(redis).context("redis.addr (REDIS_ADDR)")?;
+            readiness.add(
+                "redis",
+                probe(Arc::new(connection.clone()), |c| {
+                    Box::pin(async move { c.ping().await.map_err(|e| e.to_string()) })
+                }),
+            );
+            let seqs = RedisSeqAllocator::new(
+                connection.clone(),
+                stores.ceilings.clone(),
+                stores.epochs.clone(),
+                config.sequence.snapshot_interval,
+                format!("{}:seq", config.server.cluster),
+            )
+            .await
+            .context("starting the Redis seq allocator")?;
+            let dedup = RedisDedupCache::new(connection, DEDUP_TTL, format!("{}:dedup", config.server.cluster));
+            Ok((Arc::new(seqs), Arc::new(dedup)))
+        }
+    }
+}
+
+/// How this deployment uses etcd: its keys under `/{cluster}`.
+pub fn etcd_options(config: &Config) -> EtcdRegistryOptions {
+    EtcdRegistryOptions { prefix: format!("/{}", config.server.cluster), ..EtcdRegistryOptions::default() }
+}
+
+/// Where users are connected, and how pushes reach them: the built-in
+/// gateway, or gateway processes found in etcd.
+async fn registry_and_pusher(
+    config: &Config,
+    hub: &Arc<Hub>,
+    credential: &Arc<ServiceCredential>,
+    readiness: &mut Readiness,
+) -> anyhow::Result<(Arc<dyn Registry>, Arc<dyn Pusher>)> {
+    let registry: Arc<dyn Registry> = match config.registry() {
+        RegistryBackend::InProcess => Arc::new(MemoryRegistry::new()),
+        RegistryBackend::Etcd { .. } => {
+            let options = etcd_options(config);
+            let etcd = Arc::new(
+                EtcdRegistry::connect(&config.etcd, options).await.context("connecting to etcd (ETCD_ENDPOINTS)")?,
+            );
+            readiness.add(
+                "etcd",
+                probe(etcd.clone(), |etcd| {
+                    Box::pin(async move {
+                        if etcd.is_watching() { Ok(()) } else { Err("the registry watch is down".to_owned()) }
+                    })
+                }),
+            );
+            etcd
+        }
+    };
+    let pusher: Arc<dyn Pusher> = match config.gateway() {
+        ServiceLink::Builtin => hub.clone(),
+        // No readiness probe: pushes go to whichever gateways the registry
+        // names, so one gateway being down is not this node being unready;
+        // its users get their messages by sync when they reconnect.
+        ServiceLink::Remote(gateway) => Arc::new(GrpcPusher::new(credential.clone(), gateway.timeout)),
+    };
+    Ok((registry, pusher))
+}
+
+/// The user directory: the store's users, or the `im-user` process.
+fn user_store(
+    config: &Config,
+    stores: &Stores,
+    credential: &Arc<ServiceCredential>,
+    readiness: &mut Readiness,
+) -> anyhow::Result<Arc<dyn UserStore>> {
+    match config.user_service() {
+        ServiceLink::Builtin => Ok(stores.users.clone()),
+        ServiceLink::Remote(user) => {
+            readiness.add("user-service", tcp_probe(user.addr.clone()));
+            Ok(Arc::new(
+                RemoteUsers::new(&user.addr, user.timeout, credential.clone())
+                    .context("services.user.addr (USER_SERVICE_ADDR)")?,
+            ))
+        }
+    }
 }
 
 /// Runs a node until `shutdown` is cancelled, then stops in order: not ready,
@@ -119,27 +211,22 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let data_dir = &config.server.data_dir;
     bootstrap::data_dir(data_dir)?;
     let tokens = bootstrap::token_secret(config.jwt_key_source(), &config.server.jwt_secret_path())?;
+    let credential = Arc::new(ServiceCredential::new(tokens.clone()));
 
-    let db_path = config.server.sqlite_path();
-    let sqlite =
-        Arc::new(SqliteStore::open(&db_path).await.map_err(|e| anyhow::anyhow!("opening {}: {e}", db_path.display()))?);
-    let store: Arc<dyn MessageStore> = sqlite.clone();
-    let receipts: Arc<dyn ReceiptStore> = sqlite.clone();
-    let ceilings: Arc<dyn CeilingStore> = sqlite.clone();
-    let user_store: Arc<dyn UserStore> = sqlite.clone();
-    let seqs = Arc::new(MemorySeqAllocator::new(ceilings, config.sequence.snapshot_interval));
-    let dedup = Arc::new(MemoryDedupCache::new(DEDUP_CAPACITY, DEDUP_TTL));
-    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-    let metrics = Arc::new(Metrics::new());
-
+    let mut readiness = Readiness::default();
+    let stores = Stores::open(&config).await?;
+    readiness.add(stores.name, stores.probe());
+    let (seqs, dedup) = seqs_and_dedup(&config, &stores, &mut readiness).await?;
     let hub = Arc::new(Hub::new(GatewayId(format!("local-{}", config.server.node_id))));
-    let pusher: Arc<dyn Pusher> = hub.clone();
+    let (registry, pusher) = registry_and_pusher(&config, &hub, &credential, &mut readiness).await?;
+    let user_store = user_store(&config, &stores, &credential, &mut readiness)?;
+    let metrics = Arc::new(Metrics::new());
 
     let tracker = TaskTracker::new();
     let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel(SEND_QUEUE);
     let (routes_tx, routes_rx) = tokio::sync::mpsc::unbounded_channel();
     let pipeline = Pipeline {
-        store: store.clone(),
+        store: stores.messages.clone(),
         seqs,
         dedup,
         ids: Arc::new(MessageIdGenerator::new(config.server.node_id)),
@@ -157,102 +244,86 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let messaging: Arc<dyn Messaging> = Arc::new(MessagingService {
         jobs: jobs_tx,
         routes: routes_tx,
-        store: store.clone(),
-        receipts,
+        store: stores.messages.clone(),
+        receipts: stores.receipts.clone(),
         users: KnownUsers::new(user_store.clone()),
         metrics: metrics.clone(),
         max_message_size: config.server.max_message_size,
     });
-    let limits = GatewayLimits { max_message_size: config.server.max_message_size, ..GatewayLimits::default() };
-    let gateway = Gateway::with_hub(hub, messaging.clone(), registry, tokens.clone(), limits);
-
-    let directory = UserDirectory::new(user_store, tokens.clone(), config.auth.token_ttl);
+    // The built-in gateway serves only when no gateway process is configured.
+    let gateway = listeners.ws.is_some().then(|| {
+        let limits = GatewayLimits { max_message_size: config.server.max_message_size, ..GatewayLimits::default() };
+        Gateway::with_hub(hub, messaging.clone(), registry, tokens.clone(), limits)
+    });
+    // The built-in user directory is served here only when no user service
+    // process is configured.
+    let user_grpc = matches!(config.user_service(), ServiceLink::Builtin)
+        .then(|| UserGrpc::new(UserDirectory::new(user_store, tokens.clone(), config.auth.token_ttl)).into_server());
     let admin_path = config.server.admin_credential_path();
     bootstrap::admin_credential(&tokens, &admin_path)?;
 
-    let mut readiness = Readiness::default();
-    {
-        let store = store.clone();
-        readiness.add(
-            "sqlite",
-            Box::new(move || {
-                let store = store.clone();
-                Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
-            }),
-        );
-    }
     let readiness = Arc::new(readiness);
     let stats_gateway = gateway.clone();
     let http_state = HttpState {
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         before_scrape: Arc::new(move |m: &Metrics| {
-            m.connected_clients.set(stats_gateway.stats().connected() as i64);
+            if let Some(gateway) = &stats_gateway {
+                m.connected_clients.set(gateway.stats().connected() as i64);
+            }
         }),
     };
 
-    let (grpc_addr, http_addr, ws_addr) = listeners.addrs()?;
-    let stop = shutdown.clone();
-    let metrics_server = {
-        let stop = shutdown.clone();
-        let listener = listeners.metrics;
-        let router = http::metrics_router(http_state.clone());
+    let (grpc_addr, http_addr) = listeners.addrs()?;
+    let ws_addr = listeners.ws.as_ref().map(TcpListener::local_addr).transpose()?;
+    let http = serve::http(
+        listeners.http,
+        listeners.metrics,
+        http_state,
+        config.observability.metrics_enabled,
+        shutdown.clone(),
+    );
+    let ws_server = {
+        let (listener, gateway, stop) = (listeners.ws, gateway.clone(), shutdown.clone());
         async move {
-            match listener {
-                Some(listener) => axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await,
-                None => Ok(()),
-            }
+            let (Some(listener), Some(gateway)) = (listener, gateway) else { return Ok(()) };
+            // TCP_NODELAY: see serve::grpc_incoming.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                }
+            });
+            axum::serve(listener, gateway.router()).with_graceful_shutdown(stop.cancelled_owned()).await
         }
     };
-    let http_server = axum::serve(listeners.http, http::router(http_state, config.observability.metrics_enabled))
-        .with_graceful_shutdown(async move { stop.cancelled().await });
-    let stop = shutdown.clone();
-    // Without TCP_NODELAY a small ack written while a push to the same
-    // client is unacknowledged waits for the client's delayed ACK (Nagle):
-    // measured as +20 ms on acks under a steady load.
-    let ws_listener = listeners.ws.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    let ws_server =
-        axum::serve(ws_listener, gateway.router()).with_graceful_shutdown(async move { stop.cancelled().await });
-    let stop = shutdown.clone();
     let grpc_server = tonic::transport::Server::builder()
         .add_service(MessageGrpc::server(messaging, tokens.clone()))
-        .add_service(UserGrpc::new(directory).into_server())
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc).map_ok(|tcp| {
-                let _ = tcp.set_nodelay(true);
-                tcp
-            }),
-            async move { stop.cancelled().await },
-        );
+        .add_optional_service(user_grpc)
+        .serve_with_incoming_shutdown(serve::grpc_incoming(listeners.grpc), shutdown.clone().cancelled_owned());
 
     readiness.set_serving(true);
     tracing::info!(
-        ws = %format!("ws://{ws_addr}/ws"),
+        ws = %ws_addr.map_or_else(|| format!("gateway process at {}", config.services.gateway.addr), |a| format!("ws://{a}/ws")),
         grpc = %grpc_addr,
         http = %http_addr,
+        store = stores.name,
         data_dir = %data_dir.display(),
         admin_credential = %admin_path.display(),
-        "im-service ready (embedded mode)"
+        "im-service ready"
     );
 
     let closing = {
-        let shutdown = shutdown.clone();
-        let readiness = readiness.clone();
-        let gateway = gateway.clone();
+        let (shutdown, readiness, gateway) = (shutdown.clone(), readiness.clone(), gateway.clone());
         async move {
             shutdown.cancelled().await;
             readiness.set_serving(false);
-            gateway.close_all();
+            if let Some(gateway) = gateway {
+                gateway.close_all();
+            }
         }
     };
-    let (http_result, metrics_result, ws_result, grpc_result, ()) =
-        tokio::join!(http_server, metrics_server, ws_server, grpc_server, closing);
-    http_result.context("HTTP server")?;
-    metrics_result.context("metrics server")?;
+    let (http_result, ws_result, grpc_result, ()) = tokio::join!(http, ws_server, grpc_server, closing);
+    http_result?;
     ws_result.context("WebSocket server")?;
     grpc_result.context("gRPC server")?;
 
@@ -263,7 +334,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
         tracing::warn!("workers did not stop within {SHUTDOWN_GRACE:?}");
     }
-    sqlite.close().await;
+    stores.close().await;
     tracing::info!("im-service stopped");
     Ok(())
 }

@@ -11,18 +11,25 @@ use im_proto::convert::status;
 use im_proto::message::message_service_server::{MessageService, MessageServiceServer};
 use tonic::{Request, Response, Status};
 
-/// gRPC callers are one "device" for skip-own-device purposes.
+/// A gRPC caller that names no device is one "device" for skip-own-device
+/// purposes.
 const GRPC_DEVICE: &str = "grpc";
+/// Metadata naming the acting device (a gateway forwarding a client's
+/// request). Not identity: it only picks which of the user's own devices a
+/// push skips.
+pub const DEVICE_METADATA: &str = "x-im-device";
+/// The longest device id taken from metadata, as on the WebSocket handshake.
+const MAX_DEVICE_LEN: usize = 64;
 
 pub struct MessageGrpc {
     messaging: Arc<dyn Messaging>,
     tokens: Tokens,
-    device: DeviceId,
+    default_device: DeviceId,
 }
 
 impl MessageGrpc {
     pub fn server(messaging: Arc<dyn Messaging>, tokens: Tokens) -> MessageServiceServer<Self> {
-        MessageServiceServer::new(Self { messaging, tokens, device: DeviceId(GRPC_DEVICE.into()) })
+        MessageServiceServer::new(Self { messaging, tokens, default_device: DeviceId(GRPC_DEVICE.into()) })
     }
 
     fn user<T>(&self, request: &Request<T>) -> Result<UserId, Status> {
@@ -37,6 +44,16 @@ impl MessageGrpc {
         }
         Ok(identity.user)
     }
+
+    fn device<T>(&self, request: &Request<T>) -> Result<DeviceId, Status> {
+        match request.metadata().get(DEVICE_METADATA).map(|v| v.to_str()) {
+            None => Ok(self.default_device.clone()),
+            Some(Ok(device)) if !device.is_empty() && device.len() <= MAX_DEVICE_LEN => Ok(DeviceId(device.to_owned())),
+            Some(_) => {
+                Err(Status::invalid_argument(format!("{DEVICE_METADATA} must be 1-{MAX_DEVICE_LEN} ASCII bytes")))
+            }
+        }
+    }
 }
 
 fn conversation(raw: &str) -> Result<ConversationId, Status> {
@@ -47,6 +64,7 @@ fn conversation(raw: &str) -> Result<ConversationId, Status> {
 impl MessageService for MessageGrpc {
     async fn send_message(&self, request: Request<pb::SendRequest>) -> Result<Response<pb::SendAck>, Status> {
         let user = self.user(&request)?;
+        let device = self.device(&request)?;
         let req = request.into_inner();
         let cmd = SendCommand {
             to_user: UserId(req.to_user),
@@ -54,7 +72,7 @@ impl MessageService for MessageGrpc {
             body: req.body,
             content_type: req.content_type,
         };
-        let ack = self.messaging.send(user, &self.device, cmd).await.map_err(status)?;
+        let ack = self.messaging.send(user, &device, cmd).await.map_err(status)?;
         Ok(Response::new(ack.into()))
     }
 
@@ -81,9 +99,10 @@ impl MessageService for MessageGrpc {
 
     async fn mark_read(&self, request: Request<pb::MarkReadRequest>) -> Result<Response<pb::MarkReadResponse>, Status> {
         let user = self.user(&request)?;
+        let device = self.device(&request)?;
         let req = request.into_inner();
         let conv = conversation(&req.conversation_id)?;
-        let read = self.messaging.mark_read(user, &self.device, conv, Seq(req.seq)).await.map_err(status)?;
+        let read = self.messaging.mark_read(user, &device, conv, Seq(req.seq)).await.map_err(status)?;
         Ok(Response::new(pb::MarkReadResponse { conversation_id: req.conversation_id, read_seq: read.0 }))
     }
 }

@@ -1,11 +1,16 @@
 //! The IM Service: send, sequence, dedup, store, route.
 //!
 //! - [`app`]: the composition root — config in, a running node out.
+//! - [`gateway_app`], [`user_app`]: the same for the `im-gateway` and `im-user`
+//!   binaries; [`cli`]: what the three binaries share (arguments, config,
+//!   signals); [`serve`]: binding and serving; [`stores`]: the configured store.
 //! - [`messaging`]: the API rules (validation, membership) in front of the
 //!   pipeline; implements `im_core::ports::Messaging`.
 //! - [`pipeline`]: dedup, seq allocation and group commit in one writer.
 //! - [`router`]: pushes committed messages and receipts to gateways.
 //! - [`grpc`]: the `im.v1.MessageService` server.
+//! - [`remote`]: gRPC clients of the gateway, user and IM services when they
+//!   run as their own processes.
 //! - [`http`], [`readiness`], [`metrics`]: `/health`, `/ready`, `/metrics`.
 //! - [`bootstrap`]: standalone data directory, token secret, admin credential.
 //! - [`msg_id`]: message id generation.
@@ -13,6 +18,8 @@
 
 pub mod app;
 pub mod bootstrap;
+pub mod cli;
+pub mod gateway_app;
 pub mod grpc;
 pub mod http;
 pub mod logging;
@@ -21,4 +28,8 @@ pub mod metrics;
 pub mod msg_id;
 pub mod pipeline;
 pub mod readiness;
+pub mod remote;
 pub mod router;
+pub mod serve;
+pub mod stores;
+pub mod user_app;

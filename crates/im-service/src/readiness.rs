@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-type Probe = Box<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+pub type Probe = Box<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
 pub struct Readiness {
     probes: Vec<(&'static str, Probe)>,
@@ -66,4 +66,15 @@ impl ReadyReport {
             .collect();
         serde_json::json!({"ready": self.ready, "dependencies": deps}).to_string()
     }
+}
+
+/// A probe that a TCP connection to `addr` (`host:port`) can be opened: the
+/// peer service is listening. Cheaper than a call, and needs no credential.
+pub fn tcp_probe(addr: String) -> Probe {
+    Box::new(move || {
+        let addr = addr.clone();
+        Box::pin(async move {
+            tokio::net::TcpStream::connect(&addr).await.map(drop).map_err(|e| format!("connecting to {addr}: {e}"))
+        })
+    })
 }

@@ -1,1 +1,161 @@
-//! etcd registry (production). Work in progress.
+//! [`EtcdRegistry`]: the `Registry` port on etcd (v3 API), the production
+//! column of DESIGN.md §1 — every `im-service` node sees which gateways each
+//! user is connected to, and a gateway that dies drops out by itself.
+//!
+//! Key layout: `{prefix}/users/{user_id}/{gateway_id}`, value empty.
+//!
+//! - Reading (`gateways_of`, on every push) never goes to etcd: it reads a
+//!   local cache that a watch keeps current (`watch`): list the prefix at one
+//!   revision, watch from the next; when the watch fails, list and watch again.
+//!   The cache is eventually consistent; this process's own writes are applied
+//!   to it at once, other nodes' within the watch latency (milliseconds).
+//! - Writing (`register`, `unregister`) puts and deletes keys under **one
+//!   lease per process** (`lease`), granted on the first registration and kept
+//!   alive by a task. A process that dies stops the keep-alives, and etcd
+//!   deletes all its keys when the TTL runs out. A lease lost while the
+//!   process lives (etcd away for longer than the TTL) is replaced and every
+//!   key this process holds is put again. A process that only reads
+//!   (`im-service`) never registers, so it never holds a lease.
+//!
+//! Files: `cache` (the local view), `keys` (the layout), `lease` (the
+//! registering side), `watch` (list + watch), `error` (etcd errors as
+//! [`BackendError`](im_core::error::BackendError)).
+
+mod cache;
+mod error;
+mod keys;
+mod lease;
+mod watch;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{Client, ConnectOptions};
+use im_config::EtcdConfig;
+use im_core::error::BackendError;
+use im_core::ports::{BackendResult, Registry};
+use im_core::{GatewayId, UserId};
+use tokio::task::JoinHandle;
+
+use self::cache::Cache;
+use self::error::map_etcd;
+use self::keys::Keys;
+use self::lease::Registrar;
+use self::watch::Watcher;
+
+/// How an [`EtcdRegistry`] uses etcd, beyond the endpoints.
+#[derive(Clone, Debug)]
+pub struct EtcdRegistryOptions {
+    /// Every key starts with `{prefix}/users/`; deployments (or test cases)
+    /// sharing an etcd cluster use different prefixes.
+    pub prefix: String,
+    /// How long the users of a gateway that died still look connected. Whole
+    /// seconds, at least 1 (etcd may raise a very short TTL to its minimum).
+    pub lease_ttl: Duration,
+    /// Bound on each etcd request, and on waiting for a lease, so calls fail
+    /// fast with `Unavailable` while etcd is down (G9).
+    pub request_timeout: Duration,
+}
+
+impl Default for EtcdRegistryOptions {
+    fn default() -> Self {
+        Self { prefix: "/im".to_owned(), lease_ttl: Duration::from_secs(10), request_timeout: Duration::from_secs(3) }
+    }
+}
+
+/// User → gateways in etcd: registrations under a lease this process keeps
+/// alive, lookups from a watched local cache (see the [module docs](self)).
+///
+/// Dropping it stops the keep-alives without deleting anything: its keys
+/// vanish after the lease TTL, as if the process had died. For a graceful
+/// shutdown call [`EtcdRegistry::revoke`] first.
+pub struct EtcdRegistry {
+    keys: Keys,
+    cache: Arc<Cache>,
+    registrar: Arc<Registrar>,
+    watching: Arc<AtomicBool>,
+    watch_task: JoinHandle<()>,
+}
+
+impl EtcdRegistry {
+    /// Connects to etcd and loads every registration under `options.prefix`
+    /// into the local view, then keeps it current with a watch. Fails with
+    /// `Unavailable` when etcd cannot be reached within the request timeout.
+    /// No lease is taken until the first [`Registry::register`].
+    pub async fn connect(config: &EtcdConfig, options: EtcdRegistryOptions) -> BackendResult<Self> {
+        if config.endpoints.is_empty() {
+            return Err(BackendError::other("etcd.endpoints is empty"));
+        }
+        if options.lease_ttl < Duration::from_secs(1) {
+            return Err(BackendError::other("the etcd lease TTL must be at least one second"));
+        }
+        let connect = ConnectOptions::new()
+            .with_connect_timeout(options.request_timeout)
+            // HTTP/2 pings: a watch on a connection that died silently fails
+            // within this bound instead of waiting forever.
+            .with_keep_alive(Duration::from_secs(5), options.request_timeout)
+            // A member cut off from its cluster's leader refuses requests
+            // (and ends watches) instead of serving stale data.
+            .with_require_leader(true);
+        let client = Client::connect(&config.endpoints, Some(connect)).await.map_err(map_etcd)?;
+
+        let keys = Keys::new(&options.prefix);
+        let cache = Arc::new(Cache::new());
+        let watching = Arc::new(AtomicBool::new(false));
+        let watcher = Watcher {
+            client: client.clone(),
+            keys: keys.clone(),
+            cache: cache.clone(),
+            timeout: options.request_timeout,
+            watching: watching.clone(),
+        };
+        let revision = watcher.list().await?;
+        let watch_task = tokio::spawn(watcher.run(revision));
+        let registrar = Arc::new(Registrar::new(client, options.lease_ttl, options.request_timeout));
+        Ok(Self { keys, cache, registrar, watching, watch_task })
+    }
+
+    /// Whether the local view is being kept current by a live watch (for
+    /// `/ready`): false while etcd is unreachable and the view may be stale.
+    pub fn is_watching(&self) -> bool {
+        self.watching.load(Ordering::Relaxed)
+    }
+
+    /// Deregisters every user this process registered, at once, by revoking
+    /// its lease (graceful shutdown). A later `register` takes a new lease.
+    pub async fn revoke(&self) -> BackendResult<()> {
+        self.registrar.revoke().await
+    }
+}
+
+impl Drop for EtcdRegistry {
+    fn drop(&mut self) {
+        self.watch_task.abort();
+        self.registrar.stop();
+    }
+}
+
+#[async_trait]
+impl Registry for EtcdRegistry {
+    /// Records that `user` has a device on `gateway`.
+    async fn register(&self, user: UserId, gateway: &GatewayId) -> BackendResult<()> {
+        self.registrar.put(self.keys.registration(user, gateway)).await?;
+        self.cache.add(user, gateway.clone());
+        Ok(())
+    }
+
+    /// Removes the record for `user` on `gateway` (its last device left).
+    async fn unregister(&self, user: UserId, gateway: &GatewayId) -> BackendResult<()> {
+        self.registrar.delete(&self.keys.registration(user, gateway)).await?;
+        self.cache.remove(user, gateway);
+        Ok(())
+    }
+
+    /// The gateways `user` is connected to, from a local view (no round trip
+    /// per message in production: a watched cache).
+    fn gateways_of(&self, user: UserId) -> Vec<GatewayId> {
+        self.cache.gateways_of(user)
+    }
+}

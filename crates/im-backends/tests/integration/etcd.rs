@@ -1,1 +1,182 @@
-//! Conformance of the etcd backend against the real server (scripts/servers.sh starts it). Work in progress.
+//! The etcd registry against a real etcd at 127.0.0.1:2379
+//! (`scripts/servers.sh` starts it): the `Registry` suite, then what only a
+//! shared, leased registry promises — other nodes see a registration through
+//! the watch, and a registrar that dies drops out after its lease TTL.
+//!
+//! Every case uses its own key prefix, so cases share the server without
+//! clean-up; what a case registers vanishes with its lease.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::Client;
+use im_backends::conformance::fixtures::{unique_name, users};
+use im_backends::etcd::{EtcdRegistry, EtcdRegistryOptions};
+use im_config::EtcdConfig;
+use im_core::error::BackendError;
+use im_core::ports::Registry;
+use im_core::{GatewayId, UserId};
+use tokio::time::Instant;
+
+const ENDPOINT: &str = "127.0.0.1:2379";
+
+fn options(prefix: &str, lease_ttl: Duration) -> EtcdRegistryOptions {
+    EtcdRegistryOptions { prefix: prefix.to_owned(), lease_ttl, request_timeout: Duration::from_secs(2) }
+}
+
+/// A registry on `prefix`; panics when etcd is not there.
+async fn connect(prefix: &str, lease_ttl: Duration) -> EtcdRegistry {
+    let config = EtcdConfig { endpoints: vec![ENDPOINT.to_owned()] };
+    EtcdRegistry::connect(&config, options(prefix, lease_ttl))
+        .await
+        .unwrap_or_else(|e| panic!("etcd at {ENDPOINT} is unreachable ({e}); start it with scripts/servers.sh"))
+}
+
+fn unique_prefix() -> String {
+    format!("/im-test/{}", unique_name("registry"))
+}
+
+pub async fn etcd_registry() -> (Arc<EtcdRegistry>, ()) {
+    (Arc::new(connect(&unique_prefix(), Duration::from_secs(10)).await), ())
+}
+
+mod etcd_registry {
+    im_backends::registry_suite!(super::etcd_registry);
+}
+
+/// Waits until `user` is on exactly `expected` in `registry`'s view; returns
+/// how long that took, panics after `patience`.
+async fn until_on(registry: &EtcdRegistry, user: UserId, expected: &[&GatewayId], patience: Duration) -> Duration {
+    let mut expected: Vec<GatewayId> = expected.iter().map(|&g| g.clone()).collect();
+    expected.sort();
+    let started = Instant::now();
+    loop {
+        let mut actual = registry.gateways_of(user);
+        actual.sort();
+        if actual == expected {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < patience, "user {user} is on {actual:?} after {patience:?}, expected {expected:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_node_sees_registrations_through_the_watch_within_a_second() {
+    let prefix = unique_prefix();
+    let gateway_node = connect(&prefix, Duration::from_secs(10)).await;
+    let service_node = connect(&prefix, Duration::from_secs(10)).await;
+    let [a] = users();
+    let gw = GatewayId(unique_name("gw"));
+
+    gateway_node.register(a, &gw).await.unwrap();
+    let seen_in = until_on(&service_node, a, &[&gw], Duration::from_secs(1)).await;
+    gateway_node.unregister(a, &gw).await.unwrap();
+    let gone_in = until_on(&service_node, a, &[], Duration::from_secs(1)).await;
+    println!("registration seen in {seen_in:?}, unregistration in {gone_in:?}");
+    assert!(service_node.is_watching());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_starts_with_every_registration_already_made() {
+    let prefix = unique_prefix();
+    let gateway_node = connect(&prefix, Duration::from_secs(10)).await;
+    let users: [UserId; 50] = users();
+    let gw = GatewayId(unique_name("gw"));
+    for &user in &users {
+        gateway_node.register(user, &gw).await.unwrap();
+    }
+    // The listing at connect, not the watch, brings these in: nothing to wait for.
+    let late_node = connect(&prefix, Duration::from_secs(10)).await;
+    for &user in &users {
+        assert_eq!(late_node.gateways_of(user), vec![gw.clone()]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registrar_that_dies_drops_out_after_its_lease_ttl() {
+    const TTL: Duration = Duration::from_secs(2);
+    let prefix = unique_prefix();
+    let dying = connect(&prefix, TTL).await;
+    let watching = connect(&prefix, Duration::from_secs(10)).await;
+    let [a] = users();
+    let gw = GatewayId(unique_name("gw"));
+    dying.register(a, &gw).await.unwrap();
+    until_on(&watching, a, &[&gw], Duration::from_secs(1)).await;
+
+    // Dropped without unregistering, as a killed process: nothing is deleted
+    // now, the lease just stops being kept alive.
+    drop(dying);
+    assert_eq!(watching.gateways_of(a), vec![gw.clone()]);
+    // etcd checks expiry every 500 ms, and the last keep-alive was up to a
+    // third of the TTL before the drop.
+    let gone_in = until_on(&watching, a, &[], TTL + Duration::from_secs(3)).await;
+    println!("gone {gone_in:?} after the drop");
+    assert!(gone_in >= TTL / 2, "gone after {gone_in:?}: deleted, not expired?");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_deregisters_every_user_of_the_process_at_once() {
+    let prefix = unique_prefix();
+    let leaving = connect(&prefix, Duration::from_secs(30)).await;
+    let watching = connect(&prefix, Duration::from_secs(10)).await;
+    let [a, b] = users();
+    let gw = GatewayId(unique_name("gw"));
+    leaving.register(a, &gw).await.unwrap();
+    leaving.register(b, &gw).await.unwrap();
+    until_on(&watching, b, &[&gw], Duration::from_secs(1)).await;
+
+    leaving.revoke().await.unwrap();
+    until_on(&watching, a, &[], Duration::from_secs(1)).await;
+    until_on(&watching, b, &[], Duration::from_secs(1)).await;
+    // Registering again takes a new lease.
+    leaving.register(a, &gw).await.unwrap();
+    until_on(&watching, a, &[&gw], Duration::from_secs(1)).await;
+}
+
+/// A lease lost while the process lives (revoked here; expired after etcd
+/// was away for longer than the TTL in production) is replaced, and every
+/// registration of the process is put again under the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_is_replaced_and_the_registrations_restored() {
+    const TTL: Duration = Duration::from_secs(3);
+    let prefix = unique_prefix();
+    let registrar = connect(&prefix, TTL).await;
+    let [a, b] = users();
+    let gw = GatewayId(unique_name("gw"));
+    registrar.register(a, &gw).await.unwrap();
+    registrar.register(b, &gw).await.unwrap();
+
+    let mut etcd = Client::connect([ENDPOINT], None).await.expect("etcd client");
+    let key = format!("{prefix}/users/{a}/{gw}");
+    let lease_of = |response: etcd_client::GetResponse| response.kvs().first().map(|kv| kv.lease());
+    let lost = lease_of(etcd.get(key.as_str(), None).await.unwrap()).expect("the key is there");
+    etcd.lease_revoke(lost).await.unwrap();
+
+    // The keep-alive (every TTL / 3) finds the lease gone.
+    let deadline = Instant::now() + TTL + Duration::from_secs(3);
+    loop {
+        let lease = lease_of(etcd.get(key.as_str(), None).await.unwrap());
+        if lease.is_some_and(|lease| lease != lost) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{key} was not put again under a new lease");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let other = format!("{prefix}/users/{b}/{gw}");
+    assert_ne!(lease_of(etcd.get(other.as_str(), None).await.unwrap()), None, "{other} was not restored");
+    // The process's own view converges back too (through its watch).
+    until_on(&registrar, a, &[&gw], Duration::from_secs(2)).await;
+    until_on(&registrar, b, &[&gw], Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_etcd_fails_connect_with_unavailable_quickly() {
+    let config = EtcdConfig { endpoints: vec!["127.0.0.1:1".to_owned()] };
+    let mut options = options(&unique_prefix(), Duration::from_secs(10));
+    options.request_timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    let result = EtcdRegistry::connect(&config, options).await;
+    assert!(matches!(result, Err(BackendError::Unavailable(_))), "{:?}", result.err());
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+}

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `im-service` binary, clients over WebSocket
 //! and gRPC. One test binary for all of them keeps link time down.
 
+mod cluster;
 mod config;
 mod crash;
 mod private;

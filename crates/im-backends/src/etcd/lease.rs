@@ -1,0 +1,285 @@
+//! The registering side: one lease per process, kept alive by a task, and
+//! every registration key put with it. When the process dies nothing keeps
+//! the lease alive, and etcd deletes its keys once the TTL runs out.
+//!
+//! A lease can also be lost while the process lives (etcd unreachable for
+//! longer than the TTL, or an operator revoked it). The task then grants a new
+//! lease and puts every key the process still owns again under it, so a
+//! network blip does not leave connected users unregistered.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Client, PutOptions};
+use futures::{StreamExt, TryStreamExt};
+use im_core::error::BackendError;
+use im_core::ports::BackendResult;
+use tokio::sync::{Notify, RwLock, RwLockReadGuard};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, timeout, timeout_at};
+use tracing::{info, warn};
+
+use super::error::{is_lease_gone, map_etcd, timed_out};
+
+/// Keys put at once when a new lease replaces a lost one.
+const RESTORE_CONCURRENCY: usize = 64;
+/// First wait before granting again after a failed grant; doubles up to the TTL.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+
+pub(super) struct Registrar {
+    client: Client,
+    ttl: Duration,
+    timeout: Duration,
+    /// The lease keys are put with: `None` before the first registration and
+    /// while a lost lease is being replaced. A write holds a read guard across
+    /// its etcd request; the replacement holds the write guard while it puts
+    /// every owned key again, so no write slips in between the listing of
+    /// `owned` and the new lease.
+    lease: RwLock<Option<i64>>,
+    /// Wakes writes waiting for a lease.
+    granted: Notify,
+    /// Wakes the keep-alive task at once when a write found the lease gone.
+    lost: Notify,
+    /// The keys this process registered and has not unregistered.
+    owned: parking_lot::Mutex<HashSet<String>>,
+    /// The lease task, started by the first registration.
+    task: parking_lot::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Registrar {
+    /// `ttl` is rounded up to whole seconds (etcd's unit).
+    pub fn new(client: Client, ttl: Duration, timeout: Duration) -> Self {
+        Self {
+            client,
+            ttl,
+            timeout,
+            lease: RwLock::new(None),
+            granted: Notify::new(),
+            lost: Notify::new(),
+            owned: parking_lot::Mutex::new(HashSet::new()),
+            task: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// Puts `key` with the process's lease, granting the lease on first use.
+    /// On error the key is not owned (a new lease will not restore it), though
+    /// a put that timed out may still have reached etcd.
+    pub async fn put(self: &Arc<Self>, key: String) -> BackendResult<()> {
+        self.start();
+        let deadline = Instant::now() + self.timeout;
+        let mut stale = None;
+        loop {
+            let (_guard, lease) = self.current_lease(stale, deadline).await?;
+            // Owned before the put: a lease replaced from now on restores it.
+            self.owned.lock().insert(key.clone());
+            let mut client = self.client.clone();
+            let put = client.put(key.as_str(), "", Some(PutOptions::new().with_lease(lease)));
+            let error = match timeout_at(deadline, put).await {
+                Ok(Ok(_)) => return Ok(()),
+                // The keep-alive task has not noticed yet: hurry it, and wait
+                // for the next lease (which restores `key` on its own).
+                Ok(Err(e)) if is_lease_gone(&e) => {
+                    self.lost.notify_one();
+                    stale = Some(lease);
+                    continue;
+                }
+                Ok(Err(e)) => map_etcd(e),
+                Err(_) => timed_out("put"),
+            };
+            self.owned.lock().remove(&key);
+            return Err(error);
+        }
+    }
+
+    /// Deletes `key` and stops owning it. Deleting a missing key succeeds.
+    pub async fn delete(&self, key: &str) -> BackendResult<()> {
+        let deadline = Instant::now() + self.timeout;
+        // Not for the lease: to keep a replacement from putting `key` again
+        // after the delete.
+        let _gate = timeout_at(deadline, self.lease.read()).await.map_err(|_| timed_out("delete"))?;
+        self.owned.lock().remove(key);
+        match timeout_at(deadline, self.client.clone().delete(key, None)).await {
+            Ok(result) => result.map(drop).map_err(map_etcd),
+            Err(_) => Err(timed_out("delete")),
+        }
+    }
+
+    /// Stops keeping the lease alive and revokes it: etcd deletes every key of
+    /// this process at once (a graceful shutdown). A later registration
+    /// starts a new lease.
+    pub async fn revoke(&self) -> BackendResult<()> {
+        self.stop();
+        let deadline = Instant::now() + self.timeout;
+        let mut slot = timeout_at(deadline, self.lease.write()).await.map_err(|_| timed_out("revoke"))?;
+        self.owned.lock().clear();
+        let Some(lease) = slot.take() else { return Ok(()) };
+        match timeout_at(deadline, self.client.clone().lease_revoke(lease)).await {
+            Ok(Ok(_)) => Ok(()),
+            // Already expired: its keys are gone, which is what was asked.
+            Ok(Err(e)) if is_lease_gone(&e) => Ok(()),
+            Ok(Err(e)) => Err(map_etcd(e)),
+            Err(_) => Err(timed_out("lease revoke")),
+        }
+    }
+
+    /// Stops the lease task (the lease then expires after its TTL).
+    pub fn stop(&self) {
+        if let Some(task) = self.task.lock().take() {
+            task.abort();
+        }
+    }
+
+    fn start(self: &Arc<Self>) {
+        let mut task = self.task.lock();
+        if task.as_ref().is_none_or(JoinHandle::is_finished) {
+            *task = Some(tokio::spawn(self.clone().run()));
+        }
+    }
+
+    /// Waits (until `deadline`) for a lease other than `stale` and returns it
+    /// with the read guard that keeps it current.
+    async fn current_lease(
+        &self,
+        stale: Option<i64>,
+        deadline: Instant,
+    ) -> BackendResult<(RwLockReadGuard<'_, Option<i64>>, i64)> {
+        loop {
+            // Registered before looking, so a grant in between still wakes us.
+            let granted = self.granted.notified();
+            tokio::pin!(granted);
+            granted.as_mut().enable();
+            let slot = timeout_at(deadline, self.lease.read()).await.map_err(|_| timed_out("lease"))?;
+            if let Some(lease) = slot.filter(|&lease| Some(lease) != stale) {
+                return Ok((slot, lease));
+            }
+            drop(slot);
+            if timeout_at(deadline, granted).await.is_err() {
+                return Err(BackendError::unavailable("no etcd lease: etcd did not grant one in time"));
+            }
+        }
+    }
+
+    /// The lease task: grant, restore, keep alive until lost, again.
+    async fn run(self: Arc<Self>) {
+        let mut retry = RETRY_MIN;
+        loop {
+            let lease = match self.grant().await {
+                Ok(lease) => lease,
+                Err(e) => {
+                    warn!(error = %e, retry_in = ?retry, "etcd lease grant failed");
+                    sleep(retry).await;
+                    retry = (retry * 2).min(self.ttl);
+                    continue;
+                }
+            };
+            // Keep the new lease alive while restoring: restoring many keys
+            // may take longer than the TTL.
+            let keep_alive = self.keep_alive(lease);
+            tokio::pin!(keep_alive);
+            tokio::select! {
+                restored = self.restore(lease) => match restored {
+                    Ok(restored) => {
+                        retry = RETRY_MIN;
+                        info!(lease, restored, "etcd lease granted");
+                        keep_alive.await;
+                        warn!(lease, "etcd lease lost, granting a new one");
+                    }
+                    // The lease is abandoned (it expires by itself); the
+                    // next one restores every key.
+                    Err(e) => {
+                        warn!(lease, error = %e, retry_in = ?retry, "restoring registrations failed");
+                        sleep(retry).await;
+                        retry = (retry * 2).min(self.ttl);
+                    }
+                },
+                () = &mut keep_alive => warn!(lease, "etcd lease lost while restoring, granting a new one"),
+            }
+            let mut slot = self.lease.write().await;
+            if *slot == Some(lease) {
+                *slot = None;
+            }
+        }
+    }
+
+    async fn grant(&self) -> BackendResult<i64> {
+        let ttl = self.ttl.as_secs_f64().ceil() as i64;
+        match timeout(self.timeout, self.client.clone().lease_grant(ttl, None)).await {
+            Ok(Ok(granted)) => Ok(granted.id()),
+            Ok(Err(e)) => Err(map_etcd(e)),
+            Err(_) => Err(timed_out("lease grant")),
+        }
+    }
+
+    /// Puts every owned key with `lease`, then makes it the current lease.
+    /// Returns how many keys were put.
+    async fn restore(&self, lease: i64) -> BackendResult<usize> {
+        let mut slot = self.lease.write().await;
+        let keys: Vec<String> = self.owned.lock().iter().cloned().collect();
+        let count = keys.len();
+        futures::stream::iter(keys)
+            .map(|key| async move {
+                let mut client = self.client.clone();
+                match timeout(self.timeout, client.put(key, "", Some(PutOptions::new().with_lease(lease)))).await {
+                    Ok(result) => result.map(drop).map_err(map_etcd),
+                    Err(_) => Err(timed_out("put")),
+                }
+            })
+            .buffer_unordered(RESTORE_CONCURRENCY)
+            .try_collect::<()>()
+            .await?;
+        *slot = Some(lease);
+        drop(slot);
+        self.granted.notify_waiters();
+        Ok(count)
+    }
+
+    /// Keeps `lease` alive every third of the TTL; returns when etcd says it
+    /// is gone. A broken stream is reopened: only etcd knows whether the lease
+    /// outlived the break.
+    async fn keep_alive(&self, lease: i64) {
+        let interval = self.ttl / 3;
+        loop {
+            let (mut keeper, mut responses) =
+                match timeout(self.timeout, self.client.clone().lease_keep_alive(lease)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) if is_lease_gone(&e) => return,
+                    Ok(Err(e)) => {
+                        warn!(lease, error = %e, "etcd keep-alive failed");
+                        sleep(interval).await;
+                        continue;
+                    }
+                    Err(_) => {
+                        warn!(lease, "etcd keep-alive timed out");
+                        continue;
+                    }
+                };
+            loop {
+                tokio::select! {
+                    () = sleep(interval) => {}
+                    () = self.lost.notified() => {}
+                }
+                if let Err(e) = keeper.keep_alive().await {
+                    warn!(lease, error = %e, "etcd keep-alive stream closed");
+                    break;
+                }
+                match timeout(self.timeout, responses.message()).await {
+                    Ok(Ok(Some(response))) if response.ttl() > 0 => {}
+                    Ok(Ok(Some(_))) => return,
+                    Ok(Ok(None)) => {
+                        warn!(lease, "etcd keep-alive stream ended");
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        warn!(lease, error = %e, "etcd keep-alive failed");
+                        break;
+                    }
+                    Err(_) => {
+                        warn!(lease, "etcd keep-alive timed out");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

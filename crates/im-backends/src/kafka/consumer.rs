@@ -1,0 +1,336 @@
+//! [`KafkaConsumer`]: one member of a consumer group on one topic, with
+//! commits that follow the port (everything handed out up to a record) and
+//! the lag of its partitions.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::FutureExt;
+use im_core::ports::{BackendResult, BusConsumer, BusRecord};
+use parking_lot::Mutex;
+use rdkafka::client::Client;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use tracing::{debug, info, warn};
+
+use super::error::{join_failed, map_kafka, timed_out};
+use super::logs::{self, Logs};
+
+type Member = StreamConsumer<MemberContext>;
+
+/// A member of `group` on one topic. Records come in partition order (one
+/// key, one partition, so per-key order); [`BusConsumer::commit`] commits,
+/// for every partition, the records handed out up to and including the one
+/// given.
+///
+/// Dropping it leaves the group on a blocking thread (librdkafka's close
+/// waits for the broker); [`KafkaConsumer::close`] leaves and waits.
+pub struct KafkaConsumer {
+    topic: String,
+    group: String,
+    /// `None` only once dropped or closed.
+    member: Option<Arc<Member>>,
+    delivered: Arc<Mutex<Delivered>>,
+    /// Asks the brokers for watermarks (see [`LagProbe`]).
+    watermarks: FutureProducer<Logs>,
+    timeout: Duration,
+}
+
+/// What this member handed out and has not committed, in delivery order
+/// (partition, offset and key of each; a member that never commits keeps
+/// growing it). Partitions taken away by a rebalance are forgotten: their
+/// records go to the new owner from the group's last commit, and this member
+/// may no longer commit them.
+#[derive(Debug, Default)]
+struct Delivered {
+    records: VecDeque<DeliveredRecord>,
+}
+
+#[derive(Debug)]
+struct DeliveredRecord {
+    partition: i32,
+    offset: i64,
+    key: Bytes,
+}
+
+impl Delivered {
+    /// The offsets to commit (next offset per partition) so that `record`
+    /// and everything handed out before it are done; `None` when `record` is
+    /// not among the records held (already committed, or its partition was
+    /// revoked).
+    fn commit_point(&self, record: &BusRecord) -> Option<BTreeMap<i32, i64>> {
+        let offset = i64::try_from(record.offset).ok()?;
+        // The key tells partitions apart: one key is always in one partition.
+        let last = self.records.iter().position(|r| r.offset == offset && r.key == record.key)?;
+        let mut next = BTreeMap::new();
+        for r in self.records.range(..=last) {
+            let entry = next.entry(r.partition).or_insert(r.offset + 1);
+            *entry = (*entry).max(r.offset + 1);
+        }
+        Some(next)
+    }
+
+    fn forget_committed(&mut self, next: &BTreeMap<i32, i64>) {
+        self.records.retain(|r| next.get(&r.partition).is_none_or(|&next| r.offset >= next));
+    }
+}
+
+impl KafkaConsumer {
+    /// Joins `group` on `topic` with `config` (brokers and consumer settings).
+    pub(super) fn join(
+        config: &ClientConfig,
+        topic: &str,
+        group: &str,
+        watermarks: FutureProducer<Logs>,
+        timeout: Duration,
+    ) -> BackendResult<Self> {
+        let delivered = Arc::new(Mutex::new(Delivered::default()));
+        let context = MemberContext { topic: topic.to_owned(), group: group.to_owned(), delivered: delivered.clone() };
+        let member: Member = config.clone().set("group.id", group).create_with_context(context).map_err(map_kafka)?;
+        member.subscribe(&[topic]).map_err(map_kafka)?;
+        Ok(Self {
+            topic: topic.to_owned(),
+            group: group.to_owned(),
+            member: Some(Arc::new(member)),
+            delivered,
+            watermarks,
+            timeout,
+        })
+    }
+
+    fn member(&self) -> &Arc<Member> {
+        self.member.as_ref().expect("the member is taken only when the consumer goes away")
+    }
+
+    /// A handle that reads this member's lag while the consumer itself is
+    /// busy polling (for a metrics task).
+    pub fn lag_probe(&self) -> LagProbe {
+        LagProbe { member: Arc::downgrade(self.member()), watermarks: self.watermarks.clone(), timeout: self.timeout }
+    }
+
+    /// The lag of every partition assigned to this member; see [`LagProbe::lag`].
+    pub async fn lag(&self) -> BackendResult<Vec<PartitionLag>> {
+        self.lag_probe().lag().await
+    }
+
+    /// Leaves the group and waits until the broker knows (a graceful
+    /// shutdown: commit first, what is not committed goes to the others).
+    pub async fn close(mut self) -> BackendResult<()> {
+        let member = self.member.take().expect("not yet closed");
+        tokio::task::spawn_blocking(move || drop(member)).await.map_err(join_failed)
+    }
+
+    fn hand_out(&self, message: &BorrowedMessage<'_>) -> BusRecord {
+        let key = message.key().map(Bytes::copy_from_slice).unwrap_or_default();
+        let payload = message.payload().map(Bytes::copy_from_slice).unwrap_or_default();
+        let (partition, offset) = (message.partition(), message.offset());
+        self.delivered.lock().records.push_back(DeliveredRecord { partition, offset, key: key.clone() });
+        BusRecord { key, payload, offset: offset as u64 }
+    }
+}
+
+#[async_trait]
+impl BusConsumer for KafkaConsumer {
+    /// Waits up to `timeout` for up to `max` records after the group's
+    /// committed position (or what this consumer already received).
+    async fn poll(&mut self, max: usize, timeout: Duration) -> BackendResult<Vec<BusRecord>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let member = self.member().clone();
+        let first = match tokio::time::timeout(timeout, member.recv()).await {
+            Err(_) => return Ok(Vec::new()),
+            Ok(Err(e)) => return Err(map_kafka(e)),
+            Ok(Ok(message)) => self.hand_out(&message),
+        };
+        let mut records = vec![first];
+        // Then whatever librdkafka has already fetched, without waiting.
+        while records.len() < max {
+            match member.recv().now_or_never() {
+                Some(Ok(message)) => records.push(self.hand_out(&message)),
+                // Records already handed out must reach the caller; the
+                // error is informational (librdkafka recovers by itself).
+                Some(Err(error)) => {
+                    warn!(topic = %self.topic, group = %self.group, %error, "kafka consumer error");
+                    break;
+                }
+                None => break,
+            }
+        }
+        Ok(records)
+    }
+
+    /// Marks everything up to and including `record` as done for the group. A
+    /// consumer that restarts resumes after the last commit.
+    async fn commit(&mut self, record: &BusRecord) -> BackendResult<()> {
+        let Some(next) = self.delivered.lock().commit_point(record) else {
+            // Committed already, or its partition moved to another member,
+            // which gets it again from the group's last commit.
+            debug!(topic = %self.topic, group = %self.group, offset = record.offset, "nothing to commit");
+            return Ok(());
+        };
+        let mut offsets = TopicPartitionList::new();
+        for (&partition, &offset) in &next {
+            offsets.add_partition_offset(&self.topic, partition, Offset::Offset(offset)).map_err(map_kafka)?;
+        }
+        let member = self.member().clone();
+        // A synchronous commit blocks until the broker answers.
+        let commit = tokio::task::spawn_blocking(move || member.commit(&offsets, CommitMode::Sync));
+        match tokio::time::timeout(self.timeout, commit).await {
+            Ok(joined) => joined.map_err(join_failed)?.map_err(map_kafka)?,
+            Err(_) => return Err(timed_out("commit")),
+        }
+        self.delivered.lock().forget_committed(&next);
+        Ok(())
+    }
+}
+
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        let Some(member) = self.member.take() else { return };
+        // librdkafka's close (revoke, leave the group) blocks: not on the reactor.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(move || drop(member))),
+            Err(_) => drop(member),
+        }
+    }
+}
+
+/// The lag of one partition: records after the group's last commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    pub lag: u64,
+}
+
+/// Reads the lag of a [`KafkaConsumer`]'s partitions; cheap to clone, and
+/// answers nothing once the consumer is gone.
+#[derive(Clone)]
+pub struct LagProbe {
+    member: Weak<Member>,
+    /// Another client's connection for the watermarks: on the member's own,
+    /// the request waits behind its fetch long-poll (`fetch.wait.max.ms`).
+    watermarks: FutureProducer<Logs>,
+    timeout: Duration,
+}
+
+impl LagProbe {
+    /// For every partition assigned to the member: the high watermark minus
+    /// the group's committed offset (minus the low watermark when the group
+    /// never committed there: every record kept is still to do). Committed,
+    /// not fetched: a commit follows durable handling, so this counts the
+    /// records not yet handled. One broker round trip for the commits, one
+    /// per partition for its watermarks.
+    pub async fn lag(&self) -> BackendResult<Vec<PartitionLag>> {
+        let Some(member) = self.member.upgrade() else { return Ok(Vec::new()) };
+        let (watermarks, timeout) = (self.watermarks.clone(), self.timeout);
+        let lag = tokio::task::spawn_blocking(move || lag_of(&member, watermarks.client(), timeout));
+        lag.await.map_err(join_failed)?.map_err(map_kafka)
+    }
+}
+
+fn lag_of<C: ClientContext>(
+    member: &Member,
+    watermarks: &Client<C>,
+    timeout: Duration,
+) -> KafkaResult<Vec<PartitionLag>> {
+    let assignment = member.assignment()?;
+    if assignment.count() == 0 {
+        return Ok(Vec::new());
+    }
+    let committed = member.committed_offsets(assignment, timeout)?;
+    committed
+        .elements()
+        .iter()
+        .map(|partition| {
+            let (low, high) = watermarks.fetch_watermarks(partition.topic(), partition.partition(), timeout)?;
+            let done = match partition.offset() {
+                Offset::Offset(offset) => offset,
+                _ => low,
+            };
+            let lag = u64::try_from(high - done).unwrap_or(0);
+            Ok(PartitionLag { topic: partition.topic().to_owned(), partition: partition.partition(), lag })
+        })
+        .collect()
+}
+
+/// The member's callbacks, run by librdkafka inside `recv` (and at close).
+struct MemberContext {
+    topic: String,
+    group: String,
+    delivered: Arc<Mutex<Delivered>>,
+}
+
+impl ClientContext for MemberContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        logs::log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        logs::client_error(error, reason);
+    }
+}
+
+impl ConsumerContext for MemberContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let (topic, group) = (&self.topic, &self.group);
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                info!(topic, group, partitions = ?partition_numbers(partitions), "kafka partitions assigned");
+            }
+            Rebalance::Revoke(partitions) => {
+                let revoked: HashSet<i32> = partition_numbers(partitions).into_iter().collect();
+                self.delivered.lock().records.retain(|r| !revoked.contains(&r.partition));
+                info!(topic, group, partitions = ?revoked, "kafka partitions revoked");
+            }
+            Rebalance::Error(error) => warn!(topic, group, %error, "kafka rebalance failed"),
+        }
+    }
+}
+
+fn partition_numbers(partitions: &TopicPartitionList) -> Vec<i32> {
+    partitions.elements().iter().map(|p| p.partition()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivered(records: &[(i32, i64, &'static str)]) -> Delivered {
+        let records = records
+            .iter()
+            .map(|&(partition, offset, key)| DeliveredRecord { partition, offset, key: Bytes::from(key) })
+            .collect();
+        Delivered { records }
+    }
+
+    fn record(offset: u64, key: &'static str) -> BusRecord {
+        BusRecord { key: Bytes::from(key), payload: Bytes::new(), offset }
+    }
+
+    #[test]
+    fn a_commit_covers_every_partition_up_to_the_record() {
+        let mut held = delivered(&[(0, 5, "a"), (1, 5, "b"), (0, 6, "a"), (1, 6, "b"), (0, 7, "a")]);
+        // Offset 6 is in both partitions: the key says which record it is.
+        let next = held.commit_point(&record(6, "a")).unwrap();
+        assert_eq!(next, BTreeMap::from([(0, 7), (1, 6)]));
+        held.forget_committed(&next);
+        let left: Vec<_> = held.records.iter().map(|r| (r.partition, r.offset)).collect();
+        assert_eq!(left, vec![(1, 6), (0, 7)]);
+    }
+
+    #[test]
+    fn a_record_not_held_commits_nothing() {
+        let held = delivered(&[(0, 5, "a")]);
+        assert_eq!(held.commit_point(&record(4, "a")), None);
+        assert_eq!(held.commit_point(&record(5, "b")), None);
+    }
+}

@@ -1,0 +1,85 @@
+//! What the three service binaries (`im-service`, `im-gateway`, `im-user`)
+//! share before and after their own wiring: `--config PATH` (or
+//! `IM_CONFIG`), configuration loaded and validated before anything binds
+//! (exit 2 naming every bad key), logging, and SIGINT/SIGTERM to a graceful
+//! stop.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use im_config::Config;
+use tokio_util::sync::CancellationToken;
+
+fn config_path(name: &str, help: &str) -> Result<Option<PathBuf>, String> {
+    let mut args = std::env::args().skip(1);
+    let mut path = std::env::var_os("IM_CONFIG").map(PathBuf::from);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" | "-c" => path = Some(args.next().ok_or("--config needs a path")?.into()),
+            "--help" | "-h" => {
+                println!(
+                    "{name} [--config PATH]\n\n{help}\n\nConfiguration: config.yaml (--config or IM_CONFIG) and the \
+                     environment variables\nlisted in the README; the environment overrides the file."
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    Ok(path)
+}
+
+/// Runs binary `name`: parses the arguments, loads the configuration, then
+/// `run(config, shutdown)` on a multi-threaded runtime until it returns.
+pub fn main<F, Fut>(name: &str, help: &str, run: F) -> ExitCode
+where
+    F: FnOnce(Config, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let path = match config_path(name, help) {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let env = std::env::vars().collect();
+    let config = match im_config::load(path.as_deref(), &env) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{name}: invalid configuration:\n{e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::logging::init(config.observability.log_level.as_str(), config.observability.log_format.is_json());
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{name}: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(wait_for_signal(shutdown.clone()));
+        match run(config, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

@@ -1,0 +1,139 @@
+//! The composition root of an `im-gateway` process: clients connect over
+//! WebSocket, their requests go to the IM Service over gRPC
+//! (`IM_SERVICE_ADDR`), the IM Service pushes through this process's gRPC
+//! push API, and every connected user is registered in etcd under this
+//! gateway's push address (`GATEWAY_SERVICE_ADDR`), which is its gateway id.
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use axum::serve::ListenerExt;
+use im_backends::etcd::EtcdRegistry;
+use im_config::{Config, RegistryBackend};
+use im_core::GatewayId;
+use im_core::ports::{Messaging, Registry};
+use im_gateway::{Gateway, GatewayLimits, Hub, PushApi};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::bootstrap;
+use crate::http::HttpState;
+use crate::metrics::Metrics;
+use crate::readiness::{Readiness, tcp_probe};
+use crate::remote::{RemoteMessaging, lazy_channel};
+use crate::serve;
+
+/// The sockets of a gateway process.
+pub struct GatewayListeners {
+    pub ws: TcpListener,
+    pub push: TcpListener,
+    pub http: TcpListener,
+    pub metrics: Option<TcpListener>,
+}
+
+impl GatewayListeners {
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let push_port = serve::port_of(&config.services.gateway.addr, "services.gateway.addr (GATEWAY_SERVICE_ADDR)")?;
+        Ok(Self {
+            ws: serve::bind(config, config.server.ws_port, "server.ws_port (SERVER_WS_PORT)").await?,
+            push: serve::bind(config, push_port, "services.gateway.addr (GATEWAY_SERVICE_ADDR)").await?,
+            http: serve::bind(config, config.server.http_port, "server.http_port (SERVER_HTTP_PORT)").await?,
+            metrics: serve::bind_metrics(config).await?,
+        })
+    }
+}
+
+/// Runs the gateway until `shutdown`, then deregisters its users (revokes
+/// its lease) and closes client connections.
+pub async fn run(config: Config, listeners: GatewayListeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let gateway_addr = config.services.gateway.addr.clone();
+    if gateway_addr.is_empty() {
+        bail!("services.gateway.addr (GATEWAY_SERVICE_ADDR) must be this gateway's push address, host:port");
+    }
+    let im = &config.services.im;
+    if im.addr.is_empty() {
+        bail!("services.im.addr (IM_SERVICE_ADDR) must name the IM Service, host:port");
+    }
+    let RegistryBackend::Etcd { .. } = config.registry() else {
+        bail!("etcd.endpoints (ETCD_ENDPOINTS) is required: the IM Service finds this gateway's users there");
+    };
+
+    bootstrap::data_dir(&config.server.data_dir)?;
+    let tokens = bootstrap::token_secret(config.jwt_key_source(), &config.server.jwt_secret_path())?;
+    let etcd = Arc::new(
+        EtcdRegistry::connect(&config.etcd, crate::app::etcd_options(&config))
+            .await
+            .context("connecting to etcd (ETCD_ENDPOINTS)")?,
+    );
+    let registry: Arc<dyn Registry> = etcd.clone();
+    let messaging: Arc<dyn Messaging> =
+        Arc::new(RemoteMessaging::new(lazy_channel(&im.addr, im.timeout)?, tokens.clone()));
+
+    let hub = Arc::new(Hub::new(GatewayId(gateway_addr.clone())));
+    let limits = GatewayLimits { max_message_size: config.server.max_message_size, ..GatewayLimits::default() };
+    let gateway = Gateway::with_hub(hub.clone(), messaging, registry, tokens.clone(), limits);
+
+    let mut readiness = Readiness::default();
+    readiness.add("im-service", tcp_probe(im.addr.clone()));
+    {
+        let etcd = etcd.clone();
+        readiness.add(
+            "etcd",
+            Box::new(move || {
+                let watching = etcd.is_watching();
+                Box::pin(async move { if watching { Ok(()) } else { Err("the registry watch is down".to_owned()) } })
+            }),
+        );
+    }
+    let readiness = Arc::new(readiness);
+    let metrics = Arc::new(Metrics::new());
+    let stats_gateway = gateway.clone();
+    let http_state = HttpState {
+        metrics,
+        readiness: readiness.clone(),
+        before_scrape: Arc::new(move |m: &Metrics| {
+            m.connected_clients.set(stats_gateway.stats().connected() as i64);
+        }),
+    };
+
+    let ws_addr = listeners.ws.local_addr()?;
+    let push_addr = listeners.push.local_addr()?;
+    let http = serve::http(
+        listeners.http,
+        listeners.metrics,
+        http_state,
+        config.observability.metrics_enabled,
+        shutdown.clone(),
+    );
+    let ws_listener = listeners.ws.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
+    let ws = axum::serve(ws_listener, gateway.router()).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let push = tonic::transport::Server::builder()
+        .add_service(PushApi::new(hub, tokens).into_service())
+        .serve_with_incoming_shutdown(serve::grpc_incoming(listeners.push), shutdown.clone().cancelled_owned());
+
+    readiness.set_serving(true);
+    tracing::info!(ws = %format!("ws://{ws_addr}/ws"), push = %push_addr, gateway_id = %gateway_addr, im_service = %im.addr, "im-gateway ready");
+    let closing = {
+        let (shutdown, readiness, gateway, etcd) = (shutdown.clone(), readiness.clone(), gateway.clone(), etcd.clone());
+        async move {
+            shutdown.cancelled().await;
+            readiness.set_serving(false);
+            // Users of a stopping gateway are gone from the registry at once,
+            // not after the lease TTL: the IM Service stops pushing here.
+            if let Err(e) = etcd.revoke().await {
+                tracing::warn!(error = %e, "could not revoke the registry lease; it expires by itself");
+            }
+            gateway.close_all();
+        }
+    };
+    let (http_result, ws_result, push_result, ()) = tokio::join!(http, ws, push, closing);
+    http_result?;
+    ws_result.context("WebSocket server")?;
+    push_result.context("push API server")?;
+    tracing::info!("im-gateway stopped");
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! gRPC clients for the services this process reaches over the network when
+//! they run as their own processes (production mode):
+//!
+//! - `channel`: one place that turns a `host:port` and a deadline into a
+//!   tonic channel (lazy connect, TCP_NODELAY, per-call timeout).
+//! - `credential`: the service credential these calls carry — an admin token
+//!   signed with the shared secret, re-issued before it expires.
+//! - `pusher`: [`GrpcPusher`], the `Pusher` port over `im.gateway.v1`, one
+//!   channel per gateway (the registry names gateways by their push address).
+//! - `users`: [`RemoteUsers`], the `UserStore` port over `im.user.v1`.
+//! - `messaging`: [`RemoteMessaging`], the `Messaging` port over `im.v1`, for a
+//!   gateway process: each call carries a token of the acting user.
+//!
+//! Transport failures and deadlines map to `UNAVAILABLE` (G9): the caller
+//! fails fast, and the lazy channel reconnects by itself when the peer is back.
+
+mod channel;
+mod credential;
+mod messaging;
+mod pusher;
+mod users;
+
+pub use channel::{backend_error, lazy_channel};
+pub use credential::ServiceCredential;
+pub use messaging::RemoteMessaging;
+pub use pusher::GrpcPusher;
+pub use users::RemoteUsers;

@@ -1,0 +1,57 @@
+//! [`GrpcPusher`]: the `Pusher` port over `im.gateway.v1.PushService`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use im_core::GatewayId;
+use im_core::ports::{BackendResult, PushEvent, PushReport, Pusher};
+use im_proto::gateway::push_service_client::PushServiceClient;
+use im_proto::gateway::{self as pb, PushBatch};
+use parking_lot::Mutex;
+use tonic::transport::Channel;
+
+use super::channel::{backend_error, lazy_channel};
+use super::credential::ServiceCredential;
+
+/// Pushes to gateway processes. A gateway's id is the `host:port` of its
+/// push API (it registers under that name), so no lookup table is needed.
+pub struct GrpcPusher {
+    credential: Arc<ServiceCredential>,
+    timeout: Duration,
+    clients: Mutex<HashMap<GatewayId, PushServiceClient<Channel>>>,
+}
+
+impl GrpcPusher {
+    /// `timeout` is the deadline of one push call (`GATEWAY_SERVICE_TIMEOUT`);
+    /// the router retries a failed call (`MAX_RETRY_ATTEMPTS`).
+    pub fn new(credential: Arc<ServiceCredential>, timeout: Duration) -> Self {
+        Self { credential, timeout, clients: Mutex::new(HashMap::new()) }
+    }
+
+    fn client(&self, gateway: &GatewayId) -> BackendResult<PushServiceClient<Channel>> {
+        let mut clients = self.clients.lock();
+        if let Some(client) = clients.get(gateway) {
+            return Ok(client.clone());
+        }
+        let client = PushServiceClient::new(lazy_channel(&gateway.0, self.timeout)?);
+        clients.insert(gateway.clone(), client.clone());
+        Ok(client)
+    }
+}
+
+#[async_trait]
+impl Pusher for GrpcPusher {
+    /// Delivers a batch to the connected devices of its users on `gateway`.
+    async fn push(&self, gateway: &GatewayId, batch: &[PushEvent]) -> BackendResult<PushReport> {
+        let events = batch.iter().map(pb::PushEvent::from).collect();
+        let report = self
+            .client(gateway)?
+            .push(self.credential.request(PushBatch { events }))
+            .await
+            .map_err(|status| backend_error(&format!("push to gateway {}", gateway.0), &status))?
+            .into_inner();
+        Ok(PushReport { delivered: report.delivered, offline: report.offline })
+    }
+}

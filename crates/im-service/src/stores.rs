@@ -1,0 +1,84 @@
+//! The durable store a process runs on, picked by configuration: MySQL when
+//! `database.host` (`DB_HOST`) is set, else SQLite in `server.data_dir`. Both
+//! implement every storage port; callers get one `Arc<dyn Port>` per port.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use im_backends::{MysqlStore, SqliteStore};
+use im_config::{Config, StoreBackend};
+use im_core::ports::{CeilingStore, EpochStore, MessageStore, ReceiptStore, UserStore};
+
+use crate::readiness::Probe;
+
+/// One store, seen through each port.
+pub struct Stores {
+    /// The dependency's name in `/ready` and the logs.
+    pub name: &'static str,
+    pub messages: Arc<dyn MessageStore>,
+    pub receipts: Arc<dyn ReceiptStore>,
+    pub ceilings: Arc<dyn CeilingStore>,
+    pub epochs: Arc<dyn EpochStore>,
+    pub users: Arc<dyn UserStore>,
+    backend: Backend,
+}
+
+enum Backend {
+    Sqlite(Arc<SqliteStore>),
+    MySql(Arc<MysqlStore>),
+}
+
+fn ports<S>(name: &'static str, store: Arc<S>, backend: Backend) -> Stores
+where
+    S: MessageStore + ReceiptStore + CeilingStore + EpochStore + UserStore,
+{
+    Stores {
+        name,
+        messages: store.clone(),
+        receipts: store.clone(),
+        ceilings: store.clone(),
+        epochs: store.clone(),
+        users: store,
+        backend,
+    }
+}
+
+impl Stores {
+    /// Opens (and migrates) the configured store.
+    pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        match config.store() {
+            StoreBackend::Sqlite => {
+                let path = config.server.sqlite_path();
+                let store = Arc::new(
+                    SqliteStore::open(&path).await.map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?,
+                );
+                Ok(ports("sqlite", store.clone(), Backend::Sqlite(store)))
+            }
+            StoreBackend::MySql(database) => {
+                let store = Arc::new(
+                    MysqlStore::connect(database)
+                        .await
+                        .with_context(|| format!("connecting to MySQL at {} (DB_HOST)", database.host))?,
+                );
+                Ok(ports("mysql", store.clone(), Backend::MySql(store)))
+            }
+        }
+    }
+
+    /// The `/ready` probe of the store.
+    pub fn probe(&self) -> Probe {
+        let store = self.messages.clone();
+        Box::new(move || {
+            let store = store.clone();
+            Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+        })
+    }
+
+    /// Waits for statements in flight and closes the connections.
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(store) => store.close().await,
+            Backend::MySql(store) => store.close().await,
+        }
+    }
+}
