@@ -29,6 +29,7 @@ pub mod memory;
 pub mod mysql;
 pub mod redis;
 pub mod sqlite;
+mod sql;
 
 pub use self::redis::{RedisConnection, RedisDedupCache, RedisSeqAllocator};
 pub use etcd::{EtcdRegistry, EtcdRegistryOptions};

@@ -11,7 +11,7 @@ use im_core::{ConversationId, Seq};
 use super::MysqlStore;
 use super::columns::conversation_from_column;
 use super::error::map_sqlx;
-use super::multi_row::{MultiRow, chunks};
+use crate::sql::{MultiRow, chunks};
 
 struct CeilingStatements {
     select: MultiRow,

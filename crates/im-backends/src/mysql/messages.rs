@@ -12,12 +12,13 @@ use im_core::{Ack, ClientMsgId, ConversationId, MessageId, NewMessage, Seq, User
 use sqlx::mysql::{MySql, MySqlArguments};
 use sqlx::{MySqlConnection, MySqlExecutor};
 
+use super::MAX_STATEMENT_BYTES;
 use super::MysqlStore;
 use super::columns::{client_msg_id_from_column, conversation_from_column, count_from_column, text_from_column};
 use super::error::map_sqlx;
 use super::members::member_rows;
-use super::multi_row::{MAX_STATEMENT_BYTES, MultiRow, chunks, chunks_within};
 use crate::batch::BatchPlan;
+use crate::sql::{MultiRow, chunks, chunks_within};
 
 /// A statement with its arguments, as built by `sqlx::query`.
 type MySqlQuery<'q> = sqlx::query::Query<'q, MySql, MySqlArguments>;

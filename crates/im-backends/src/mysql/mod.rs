@@ -6,7 +6,6 @@
 //! - `options`: the `database.*` settings as sqlx pool and connect options.
 //! - `error`: sqlx errors to [`BackendError`].
 //! - `columns`: domain values to and from MySQL columns.
-//! - `multi_row`: multi-row statements in power-of-two chunks.
 //! - `members`: conversation membership rows, and which are already stored.
 //! - `messages`, `receipts`, `ceilings`, `epochs`, `users`: one port each.
 //!
@@ -53,7 +52,6 @@ mod epochs;
 mod error;
 mod members;
 mod messages;
-mod multi_row;
 mod options;
 mod receipts;
 mod users;
@@ -69,11 +67,14 @@ use sqlx::Connection;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool};
 
 use self::error::{in_context, map_migrate, map_sqlx};
-use self::members::KnownConversations;
-use self::multi_row::MAX_STATEMENT_BYTES;
+use crate::sql::KnownConversations;
 
 /// How long `connect` waits while another node migrates the schema.
 const MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bytes of parameters per statement: a quarter of the smallest default
+/// `max_allowed_packet` (16 MiB on MariaDB, 64 MiB on MySQL 8), so a batch
+/// of large bodies stays under it.
+const MAX_STATEMENT_BYTES: usize = 4 << 20;
 
 /// Messages, receipts, seq ceilings, allocator epochs and users in one MySQL
 /// or MariaDB database. Implements `MessageStore`, `ReceiptStore`,

@@ -11,7 +11,7 @@ use im_core::{ConversationId, Seq};
 use super::SqliteStore;
 use super::columns::{conversation_from_column, seq_from_column, to_column};
 use super::error::map_sqlx;
-use super::multi_row::{MultiRow, chunks};
+use crate::sql::{MultiRow, chunks};
 
 struct CeilingStatements {
     select: MultiRow,
@@ -20,10 +20,11 @@ struct CeilingStatements {
 
 /// The same texts for every store, so built once per process.
 static STATEMENTS: LazyLock<CeilingStatements> = LazyLock::new(|| CeilingStatements {
-    select: MultiRow::new("SELECT conversation, ceiling FROM seq_ceilings WHERE conversation IN (", "?", ")"),
+    select: MultiRow::new("SELECT conversation, ceiling FROM seq_ceilings WHERE conversation IN (", "?", ",", ")"),
     raise: MultiRow::new(
         "INSERT INTO seq_ceilings (conversation, ceiling) VALUES",
         "(?,?)",
+        ",",
         "ON CONFLICT (conversation) DO UPDATE SET ceiling = MAX(ceiling, excluded.ceiling)",
     ),
 });

@@ -16,8 +16,8 @@ use super::SqliteStore;
 use super::columns::{conversation_from_column, from_column, seq_from_column, to_bound, to_column};
 use super::error::map_sqlx;
 use super::members::member_rows;
-use super::multi_row::{MultiRow, chunks};
 use crate::batch::BatchPlan;
+use crate::sql::{MultiRow, chunks};
 
 /// The multi-row statements of an append, built once per store.
 #[derive(Debug)]
@@ -38,11 +38,13 @@ impl AppendStatements {
                 "INSERT OR FAIL INTO messages (conversation, seq, msg_id, sender, recipient, \
                  client_msg_id, body, content_type, server_time_ms) VALUES",
                 "(?,?,?,?,?,?,?,?,?)",
+                ",",
                 "ON CONFLICT (sender, client_msg_id) DO NOTHING",
             ),
             insert_members: MultiRow::new(
                 "INSERT INTO conversation_members (user_id, conversation) VALUES",
                 "(?,?)",
+                ",",
                 "ON CONFLICT DO NOTHING",
             ),
         }

@@ -3,7 +3,6 @@
 //!
 //! - `error`: sqlx errors to [`BackendError`].
 //! - `columns`: domain values to and from SQLite columns.
-//! - `multi_row`: multi-row statements in power-of-two chunks.
 //! - `members`: conversation membership rows, and which are already stored.
 //! - `messages`, `receipts`, `ceilings`, `epochs`, `users`: one port each.
 //!
@@ -19,7 +18,6 @@ mod epochs;
 mod error;
 mod members;
 mod messages;
-mod multi_row;
 mod receipts;
 mod users;
 
@@ -31,8 +29,8 @@ use im_core::error::BackendError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use self::error::map_sqlx;
-use self::members::KnownConversations;
 use self::messages::AppendStatements;
+use crate::sql::KnownConversations;
 
 /// How long a statement waits for a lock held by another process (a backup,
 /// an admin tool) before it fails as unavailable.

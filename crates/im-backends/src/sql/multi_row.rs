@@ -4,23 +4,19 @@
 //!
 //! A batch is cut into chunks whose row counts are powers of two, so a
 //! connection prepares (and caches) at most `log2(MAX_ROWS) + 1` statements
-//! per kind whatever the batch sizes are. Chunks of message rows are also
-//! kept under [`MAX_STATEMENT_BYTES`], so a batch of large bodies stays under
-//! the server's `max_allowed_packet`.
+//! per kind whatever the batch sizes are. [`chunks_within`] also keeps a
+//! chunk under a byte budget (MySQL's `max_allowed_packet`).
 
 use std::ops::Range;
 
-/// Rows per statement. A prepared statement may bind 65535 parameters; 512
-/// rows of the widest statement (9 columns) bind 4608.
-pub(super) const MAX_ROWS: usize = 512;
-
-/// Bytes of parameters per statement: a quarter of the smallest default
-/// `max_allowed_packet` (16 MiB on MariaDB, 64 MiB on MySQL 8).
-pub(super) const MAX_STATEMENT_BYTES: usize = 4 << 20;
+/// Rows per statement. SQLite allows 32766 bound parameters and a MySQL
+/// prepared statement 65535; 512 rows of the widest statement (9 columns)
+/// bind 4608.
+pub(crate) const MAX_ROWS: usize = 512;
 
 /// One statement text per power-of-two row count up to [`MAX_ROWS`].
 #[derive(Debug)]
-pub(super) struct MultiRow {
+pub(crate) struct MultiRow {
     by_log2: Vec<String>,
 }
 
@@ -61,7 +57,7 @@ impl MultiRow {
 
 /// Cuts `0..len` into consecutive ranges of power-of-two lengths, at most
 /// [`MAX_ROWS`] each, largest first.
-pub(super) fn chunks(len: usize) -> impl Iterator<Item = Range<usize>> {
+pub(crate) fn chunks(len: usize) -> impl Iterator<Item = Range<usize>> {
     let mut start = 0;
     std::iter::from_fn(move || {
         let left = len - start;
@@ -78,7 +74,7 @@ pub(super) fn chunks(len: usize) -> impl Iterator<Item = Range<usize>> {
 /// Like [`chunks`] over rows of `sizes` bytes, each range also holding at
 /// most `budget` bytes, unless it is a single row larger than that (a row
 /// cannot be cut).
-pub(super) fn chunks_within(sizes: &[usize], budget: usize) -> impl Iterator<Item = Range<usize>> + '_ {
+pub(crate) fn chunks_within(sizes: &[usize], budget: usize) -> impl Iterator<Item = Range<usize>> + '_ {
     let mut start = 0;
     std::iter::from_fn(move || {
         let left = sizes.len() - start;

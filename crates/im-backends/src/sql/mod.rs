@@ -1,0 +1,9 @@
+//! What the SQL stores (`sqlite`, `mysql`) share: multi-row statements cut in
+//! power-of-two chunks, and the set of conversations known to have their
+//! member rows.
+
+mod known_conversations;
+mod multi_row;
+
+pub(crate) use known_conversations::KnownConversations;
+pub(crate) use multi_row::{MultiRow, chunks, chunks_within};
