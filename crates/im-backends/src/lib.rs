@@ -28,8 +28,8 @@ pub mod kafka;
 pub mod memory;
 pub mod mysql;
 pub mod redis;
-pub mod sqlite;
 mod sql;
+pub mod sqlite;
 
 pub use self::redis::{RedisConnection, RedisDedupCache, RedisSeqAllocator};
 pub use etcd::{EtcdRegistry, EtcdRegistryOptions};
