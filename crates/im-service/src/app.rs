@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
-use im_backends::etcd::{EtcdRegistry, EtcdRegistryOptions};
+use im_backends::etcd::{EtcdRegistry, EtcdRegistryOptions, NodeClaim};
 use im_backends::memory::{MemoryDedupCache, MemoryRegistry, MemorySeqAllocator};
 use im_backends::{RedisConnection, RedisDedupCache, RedisSeqAllocator};
 use im_config::{BusBackend, Config, KeySource, RegistryBackend, SeqBackend, ServiceLink};
@@ -40,6 +40,9 @@ const SEND_QUEUE: usize = 16 * 1024;
 /// First acks remembered by the dedup cache, and for how long.
 const DEDUP_CAPACITY: usize = 1_000_000;
 const DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a node id stays claimed after its node died without releasing
+/// it: what a node restarted after `kill -9` may wait at start-up.
+const NODE_CLAIM_TTL: Duration = Duration::from_secs(5);
 /// How long shutdown waits for in-flight work.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -219,6 +222,21 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let (seqs, dedup) = seqs_and_dedup(&config, &stores, &mut readiness).await?;
     let hub = Arc::new(Hub::new(GatewayId(format!("local-{}", config.server.node_id))));
     let (registry, pusher) = registry_and_pusher(&config, &hub, &credential, &mut readiness).await?;
+    // Every message id carries the node id: two live nodes must not share one.
+    let node_claim = match config.registry() {
+        RegistryBackend::Etcd { .. } => Some(
+            NodeClaim::acquire(
+                &config.etcd,
+                &etcd_options(&config).prefix,
+                config.server.node_id,
+                NODE_CLAIM_TTL,
+                Duration::from_secs(5),
+            )
+            .await
+            .context("claiming server.node_id (NODE_ID) in etcd")?,
+        ),
+        RegistryBackend::InProcess => None,
+    };
     let user_store = user_store(&config, &stores, &credential, &mut readiness)?;
     let metrics = Arc::new(Metrics::new());
 
@@ -335,6 +353,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         tracing::warn!("workers did not stop within {SHUTDOWN_GRACE:?}");
     }
     stores.close().await;
+    if let Some(claim) = node_claim {
+        claim.release().await;
+    }
     tracing::info!("im-service stopped");
     Ok(())
 }

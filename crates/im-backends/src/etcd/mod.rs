@@ -19,13 +19,17 @@
 //!
 //! Files: `cache` (the local view), `keys` (the layout), `lease` (the
 //! registering side), `watch` (list + watch), `error` (etcd errors as
-//! [`BackendError`](im_core::error::BackendError)).
+//! [`BackendError`](im_core::error::BackendError)), `claim` ([`NodeClaim`]:
+//! a node's `NODE_ID` held under a lease, `{prefix}/nodes/{id}`).
 
 mod cache;
+mod claim;
 mod error;
 mod keys;
 mod lease;
 mod watch;
+
+pub use claim::NodeClaim;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -70,7 +70,9 @@ impl Drop for Service {
 /// `im-user`, two `im-service` nodes and two gateways, gateway i talking to
 /// node i.
 struct Cluster {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    /// The environment node 1 was started with.
+    node_env: Vec<(&'static str, String)>,
     user_addr: String,
     admin_token: String,
     gateway_ws: Vec<String>,
@@ -114,6 +116,13 @@ impl Cluster {
             let name = ["im-service-1", "im-service-2"][i];
             services.push(Service::start(name, env!("CARGO_BIN_EXE_im-service"), dir.path(), &env).await);
         }
+        let node_env = with(vec![
+            ("NODE_ID", "1".to_owned()),
+            ("REDIS_ADDR", REDIS.to_owned()),
+            ("ETCD_ENDPOINTS", ETCD.to_owned()),
+            ("USER_SERVICE_ADDR", user_addr.clone()),
+            ("GATEWAY_SERVICE_ADDR", push_addrs[0].clone()),
+        ]);
         let mut gateway_ws = Vec::new();
         for (i, push) in push_addrs.iter().enumerate() {
             let ws_port = free_port();
@@ -129,7 +138,7 @@ impl Cluster {
         }
         let admin_token =
             std::fs::read_to_string(dir.path().join("im-user").join("admin.token")).unwrap().trim().into();
-        Cluster { _dir: dir, user_addr, admin_token, gateway_ws, _services: services }
+        Cluster { dir, node_env, user_addr, admin_token, gateway_ws, _services: services }
     }
 
     /// Creates a user through `im-user`; returns (id, token).
@@ -219,4 +228,23 @@ async fn an_offline_user_syncs_everything_through_another_gateway() {
     let conversations = carol_phone.conversations().await;
     assert_eq!(conversations.len(), 1);
     assert_eq!(conversations[0].unread, 30);
+}
+
+#[tokio::test]
+async fn a_second_node_with_a_taken_node_id_refuses_to_start() {
+    let cluster = Cluster::start().await;
+    let mut env = cluster.node_env.clone();
+    env.push(("SERVER_GRPC_PORT", free_port().to_string()));
+    env.push(("SERVER_HTTP_PORT", free_port().to_string()));
+    let output = Command::new(env!("CARGO_BIN_EXE_im-service"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("IM_DATA_DIR", cluster.dir.path().join("im-service-dup"))
+        .env("METRICS_ENABLED", "false")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("running a duplicate node");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a second node with NODE_ID 1 started: {stderr}");
+    assert!(stderr.contains("NODE_ID 1 is held by another running node"), "{stderr}");
 }
