@@ -1,7 +1,12 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = "../../proto";
-    let files =
-        ["im/client/v1/client.proto", "im/v1/message.proto", "im/gateway/v1/push.proto", "im/user/v1/user.proto"];
+    let files = [
+        "im/client/v1/client.proto",
+        "im/v1/message.proto",
+        "im/gateway/v1/push.proto",
+        "im/user/v1/user.proto",
+        "im/offline/v1/offline.proto",
+    ];
     let paths: Vec<String> = files.iter().map(|f| format!("{root}/{f}")).collect();
     tonic_prost_build::configure().bytes(".im.client.v1").compile_protos(&paths, &[root.to_string()])?;
     println!("cargo:rerun-if-changed={root}");

@@ -51,6 +51,9 @@ pub struct ServerConfig {
     /// Project addition: the name of this deployment, the namespace of its
     /// keys in Redis (`{cluster}:`) and etcd (`/{cluster}/`).
     pub cluster: String,
+    /// Project addition: how long sync waits for a missing seq (another node
+    /// may still be committing it) before showing the messages after it.
+    pub sync_gap_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +70,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./data"),
             node_id: 1,
             cluster: "im".to_owned(),
+            sync_gap_grace: Duration::from_secs(45),
         }
     }
 }

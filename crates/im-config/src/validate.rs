@@ -60,6 +60,20 @@ fn server(checks: &mut Checks, config: &Config) {
     {
         checks.fail("server.cluster", "must be 1-64 letters, digits, '-' or '_'");
     }
+    checks.nonzero_duration("server.sync_gap_grace", server.sync_gap_grace);
+    // A commit may finish up to conn_timeout + write_timeout after its seqs
+    // were allocated; a shorter grace would let sync step over a seq that is
+    // still being written.
+    let database = &config.database;
+    if !database.host.is_empty() && server.sync_gap_grace <= database.conn_timeout + database.write_timeout {
+        checks.fail(
+            "server.sync_gap_grace",
+            format!(
+                "must be longer than database.conn_timeout + database.write_timeout ({:?})",
+                database.conn_timeout + database.write_timeout
+            ),
+        );
+    }
     if server.node_id > MAX_NODE_ID {
         checks.fail("server.node_id", format!("must be at most {MAX_NODE_ID} (it is 10 bits of every message id)"));
     }
@@ -238,6 +252,18 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         assert_eq!(validate(&Config::default()), vec![]);
+    }
+
+    #[test]
+    fn sync_waits_longer_than_a_mysql_commit_can_take() {
+        let mut config = Config::default();
+        config.database.host = "db:3306".to_owned();
+        assert_eq!(problems(&config), Vec::<&str>::new());
+        config.server.sync_gap_grace = config.database.conn_timeout + config.database.write_timeout;
+        assert_eq!(problems(&config), ["server.sync_gap_grace"]);
+        // SQLite commits in one process: nothing to wait for across nodes.
+        config.database.host.clear();
+        assert_eq!(problems(&config), Vec::<&str>::new());
     }
 
     #[test]

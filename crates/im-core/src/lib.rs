@@ -9,7 +9,7 @@
 //! - [`limits`]: input validation.
 //! - [`seq`]: the ceiling-reserving seq block (DESIGN.md §4).
 //! - [`ports`]: `MessageStore`, `ReceiptStore`, `CeilingStore`, `UserStore`,
-//!   `SeqAllocator`, `DedupCache`, `Bus`, `Registry`, `Pusher`.
+//!   `SeqAllocator`, `DedupCache`, `Bus`, `Registry`, `Pusher`, `OfflineStore`.
 
 pub mod error;
 pub mod ids;

@@ -62,3 +62,69 @@ pub struct Page {
     pub messages: Vec<StoredMessage>,
     pub has_more: bool,
 }
+
+/// How much of a fetched page a reader may see (G4 with several writers).
+///
+/// A node allocates a seq, then commits; two nodes writing one conversation
+/// can commit N+1 before N. A reader that saw N+1 would move its cursor past
+/// N and never sync it. So a page stops before a gap whose next message is
+/// younger than `grace_ms` (by its server time): within the grace the missing
+/// seq may still be committed; after it, the gap is permanent (a failed
+/// send, a lost allocation) and the reader moves past it. `grace_ms` must
+/// exceed the longest a commit can take after its seqs were allocated.
+///
+/// Returns how many messages of `messages` (ascending seqs, all after
+/// `after`) are visible at `now_ms`.
+pub fn visible_prefix(messages: &[StoredMessage], after: crate::Seq, now_ms: i64, grace_ms: i64) -> usize {
+    let mut expected = after.0 + 1;
+    for (index, message) in messages.iter().enumerate() {
+        if message.seq.0 != expected && now_ms - message.server_time_ms < grace_ms {
+            return index;
+        }
+        expected = message.seq.0 + 1;
+    }
+    messages.len()
+}
+
+#[cfg(test)]
+mod visible_prefix_tests {
+    use super::*;
+    use crate::{ClientMsgId, ConversationId, MessageId, Seq, UserId};
+
+    fn at(seq: u64, server_time_ms: i64) -> StoredMessage {
+        NewMessage {
+            msg_id: MessageId(seq),
+            conversation: ConversationId::private(UserId(1), UserId(2)).unwrap(),
+            seq: Seq(seq),
+            sender: UserId(1),
+            recipient: UserId(2),
+            client_msg_id: ClientMsgId::parse(&format!("c{seq}")).unwrap(),
+            body: bytes::Bytes::new(),
+            content_type: String::new(),
+            server_time_ms,
+        }
+    }
+
+    #[test]
+    fn a_page_without_gaps_is_all_visible() {
+        let page = [at(4, 1000), at(5, 1000), at(6, 1000)];
+        assert_eq!(visible_prefix(&page, Seq(3), 1000, 5000), 3);
+    }
+
+    #[test]
+    fn a_young_gap_hides_what_follows_it() {
+        // 5 may still be committed by another node: 6 and 7 wait.
+        let page = [at(4, 1000), at(6, 1000), at(7, 1000)];
+        assert_eq!(visible_prefix(&page, Seq(3), 2000, 5000), 1);
+        // The gap can be right after the cursor.
+        assert_eq!(visible_prefix(&page[1..], Seq(4), 2000, 5000), 0);
+    }
+
+    #[test]
+    fn an_old_gap_is_permanent_and_skipped() {
+        let page = [at(4, 1000), at(6, 1000), at(9, 9000)];
+        // 5 never came within the grace; 7 and 8 may still come.
+        assert_eq!(visible_prefix(&page, Seq(3), 10_000, 5000), 2);
+        assert_eq!(visible_prefix(&page, Seq(3), 20_000, 5000), 3);
+    }
+}

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::error::BackendError;
 use crate::message::{AppendOutcome, ConversationSummary, Page};
-use crate::{Ack, ClientMsgId, ConversationId, DeviceId, GatewayId, NewMessage, Seq, UserId};
+use crate::{Ack, ClientMsgId, ConversationId, DeviceId, GatewayId, MessageId, NewMessage, Seq, UserId};
 
 pub type BackendResult<T> = Result<T, BackendError>;
 
@@ -264,4 +264,54 @@ pub trait Messaging: Send + Sync + 'static {
         conversation: ConversationId,
         seq: Seq,
     ) -> Result<Seq, crate::ImError>;
+}
+
+/// A message that reached none of its addressee's devices (DESIGN.md §3): the
+/// router publishes it on `offline_msg`, and the offline worker records it
+/// for offline delivery (a notification service, a reconnecting device) and
+/// unread counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OfflineEntry {
+    /// The addressee, who was offline.
+    pub user: UserId,
+    pub conversation: ConversationId,
+    pub seq: Seq,
+    pub msg_id: MessageId,
+    pub server_time_ms: i64,
+}
+
+/// What waits for `user` in one conversation: the recorded entries above
+/// their read position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingOffline {
+    pub conversation: ConversationId,
+    /// Entries recorded above the read position.
+    pub count: u64,
+    /// The lowest and the highest of their seqs: a device syncs from just
+    /// below `first_seq`.
+    pub first_seq: Seq,
+    pub last_seq: Seq,
+    /// `server_time_ms` of the latest entry.
+    pub last_time_ms: i64,
+}
+
+/// Offline entries (MySQL in production), written in batches by the offline
+/// worker. Read positions come from the same store's `ReceiptStore`: what a
+/// user has read is not pending, whichever was written first.
+#[async_trait]
+pub trait OfflineStore: Send + Sync + 'static {
+    /// Records a batch in one write, committed durably before this returns
+    /// (on error, none of it may be relied on). Idempotent: an entry whose
+    /// `(user, conversation, seq)` is already recorded, or repeated within
+    /// the batch, is stored once, so a batch redelivered after a crash adds
+    /// nothing.
+    async fn record_offline(&self, entries: &[OfflineEntry]) -> BackendResult<()>;
+
+    /// Per conversation, the entries of `user` with a seq above their read
+    /// position; latest entry first, at most `limit` conversations.
+    async fn pending_offline(&self, user: UserId, limit: u32) -> BackendResult<Vec<PendingOffline>>;
+
+    /// Forgets the entries of `user` in `conversation` up to and including
+    /// `up_to` (delivered or read); returns how many were removed.
+    async fn clear_offline(&self, user: UserId, conversation: ConversationId, up_to: Seq) -> BackendResult<u64>;
 }

@@ -3,10 +3,11 @@
 //! in exactly one place.
 
 use im_core::message::ConversationSummary;
-use im_core::ports::{Event, PushEvent};
+use im_core::ports::{Event, OfflineEntry, PushEvent};
 use im_core::{Ack, ConversationId, DeviceId, ErrorCode, ImError, MessageId, NewMessage, Seq, UserId};
+use prost::Message as _;
 
-use crate::{client, gateway};
+use crate::{client, gateway, offline};
 
 impl From<&NewMessage> for client::Message {
     fn from(m: &NewMessage) -> Self {
@@ -164,7 +165,11 @@ pub fn from_status(s: &tonic::Status) -> ImError {
         tonic::Code::ResourceExhausted => ErrorCode::ResourceExhausted,
         tonic::Code::FailedPrecondition => ErrorCode::FailedPrecondition,
         tonic::Code::Unauthenticated => ErrorCode::Unauthenticated,
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => ErrorCode::Unavailable,
+        // Unknown is what a transport failure mid-call (the peer died) looks
+        // like; services never answer with it themselves.
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled | tonic::Code::Unknown => {
+            ErrorCode::Unavailable
+        }
         _ => ErrorCode::Internal,
     };
     ImError::new(code, s.message())
@@ -203,6 +208,55 @@ impl TryFrom<gateway::PushEvent> for PushEvent {
     }
 }
 
+impl From<&OfflineEntry> for offline::OfflineEvent {
+    fn from(e: &OfflineEntry) -> Self {
+        offline::OfflineEvent {
+            user: e.user.0,
+            conversation_id: e.conversation.to_string(),
+            seq: e.seq.0,
+            msg_id: e.msg_id.0,
+            server_time_ms: e.server_time_ms,
+        }
+    }
+}
+
+impl TryFrom<offline::OfflineEvent> for OfflineEntry {
+    type Error = ImError;
+
+    /// Refuses an entry that cannot be: a user outside the conversation, or
+    /// seq 0 (seqs start at 1).
+    fn try_from(e: offline::OfflineEvent) -> Result<Self, ImError> {
+        let conversation: ConversationId = e.conversation_id.parse()?;
+        let user = UserId(e.user);
+        if !conversation.has_member(user) {
+            return Err(ImError::invalid(format!("user {user} is not a member of {conversation}")));
+        }
+        if e.seq == 0 {
+            return Err(ImError::invalid("seq 0 is no message"));
+        }
+        Ok(OfflineEntry {
+            user,
+            conversation,
+            seq: Seq(e.seq),
+            msg_id: MessageId(e.msg_id),
+            server_time_ms: e.server_time_ms,
+        })
+    }
+}
+
+/// The payload of an `offline_msg` record.
+pub fn encode_offline_event(entry: &OfflineEntry) -> bytes::Bytes {
+    offline::OfflineEvent::from(entry).encode_to_vec().into()
+}
+
+/// An `offline_msg` payload back in domain terms; bytes that are not an
+/// `OfflineEvent`, or one naming an impossible entry, are `INVALID_ARGUMENT`.
+pub fn decode_offline_event(payload: &[u8]) -> Result<OfflineEntry, ImError> {
+    let event = offline::OfflineEvent::decode(payload)
+        .map_err(|e| ImError::invalid(format!("not an im.offline.v1.OfflineEvent: {e}")))?;
+    event.try_into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +293,24 @@ mod tests {
         };
         let wire: gateway::PushEvent = (&e).into();
         assert_eq!(PushEvent::try_from(wire).unwrap(), e);
+    }
+
+    #[test]
+    fn offline_event_round_trips_and_refuses_impossible_entries() {
+        let entry = OfflineEntry {
+            user: UserId(2),
+            conversation: ConversationId::private(UserId(1), UserId(2)).unwrap(),
+            seq: Seq(3),
+            msg_id: MessageId(9),
+            server_time_ms: 1234,
+        };
+        assert_eq!(decode_offline_event(&encode_offline_event(&entry)).unwrap(), entry);
+
+        let outsider = OfflineEntry { user: UserId(7), ..entry.clone() };
+        assert!(decode_offline_event(&encode_offline_event(&outsider)).is_err());
+        let seq_zero = OfflineEntry { seq: Seq::ZERO, ..entry };
+        assert!(decode_offline_event(&encode_offline_event(&seq_zero)).is_err());
+        assert_eq!(decode_offline_event(b"\xff\xff not protobuf").unwrap_err().code, ErrorCode::InvalidArgument);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`im::v1`]: the IM Service gRPC API.
 //! - [`im::gateway::v1`]: the Gateway push API.
 //! - [`im::user::v1`]: the User Service gRPC API.
+//! - [`im::offline::v1`]: the records of the `offline_msg` topic.
 #![allow(clippy::all, missing_docs)]
 
 pub mod im {
@@ -26,10 +27,16 @@ pub mod im {
             tonic::include_proto!("im.user.v1");
         }
     }
+    pub mod offline {
+        pub mod v1 {
+            tonic::include_proto!("im.offline.v1");
+        }
+    }
 }
 
 pub use im::client::v1 as client;
 pub use im::gateway::v1 as gateway;
+pub use im::offline::v1 as offline;
 pub use im::user::v1 as user;
 pub use im::v1 as message;
 

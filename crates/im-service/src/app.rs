@@ -9,11 +9,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
 use im_backends::etcd::{EtcdRegistry, EtcdRegistryOptions, NodeClaim};
-use im_backends::memory::{MemoryDedupCache, MemoryRegistry, MemorySeqAllocator};
-use im_backends::{RedisConnection, RedisDedupCache, RedisSeqAllocator};
+use im_backends::memory::{MemoryBus, MemoryDedupCache, MemoryRegistry, MemorySeqAllocator};
+use im_backends::{KafkaBus, RedisConnection, RedisDedupCache, RedisSeqAllocator};
 use im_config::{BusBackend, Config, KeySource, RegistryBackend, SeqBackend, ServiceLink};
 use im_core::GatewayId;
-use im_core::ports::{DedupCache, Messaging, Pusher, Registry, SeqAllocator, UserStore};
+use im_core::ports::{Bus, DedupCache, Messaging, Pusher, Registry, SeqAllocator, UserStore};
 use im_gateway::{Gateway, GatewayLimits, Hub};
 use im_user::UserDirectory;
 use im_user::grpc::UserGrpc;
@@ -27,6 +27,7 @@ use crate::http::HttpState;
 use crate::messaging::{KnownUsers, MessagingService};
 use crate::metrics::Metrics;
 use crate::msg_id::MessageIdGenerator;
+use crate::offline::{Members, OfflinePublisher, OfflineWorker, PUBLISH_QUEUE, WorkerSettings, dead_letter_topic};
 use crate::pipeline::Pipeline;
 use crate::readiness::{Probe, Readiness, tcp_probe};
 use crate::remote::{GrpcPusher, RemoteUsers, ServiceCredential};
@@ -45,6 +46,10 @@ const DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
 const NODE_CLAIM_TTL: Duration = Duration::from_secs(5);
 /// How long shutdown waits for in-flight work.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Partitions of the Kafka topics created at start-up: the most consumers of
+/// one group that share a topic's work (3 nodes × the default
+/// `OFFLINE_WORKER_CONCURRENCY` of 10 fit). A topic that exists keeps its own.
+const TOPIC_PARTITIONS: i32 = 32;
 
 /// The sockets a node serves on.
 pub struct Listeners {
@@ -82,9 +87,6 @@ impl Listeners {
 /// nobody believes they run with a feature that is silently off.
 fn check_supported(config: &Config) -> anyhow::Result<()> {
     let mut unsupported = Vec::new();
-    if let BusBackend::Kafka(_) = config.bus() {
-        unsupported.push("kafka.brokers (KAFKA_BROKERS): the Kafka bus (offline worker, groups)");
-    }
     if config.filter.enabled {
         unsupported.push("filter.enabled (FILTER_ENABLED): the sensitive-word filter");
     }
@@ -188,6 +190,32 @@ async fn registry_and_pusher(
     Ok((registry, pusher))
 }
 
+/// The message bus, and how its consumer groups are joined: in process, or
+/// Kafka, where the topics (and the offline dead-letter topic) are created at
+/// start-up when missing.
+async fn bus(config: &Config, readiness: &mut Readiness) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn Members>)> {
+    match config.bus() {
+        BusBackend::InProcess => {
+            let bus = Arc::new(MemoryBus::new());
+            Ok((bus.clone(), bus))
+        }
+        BusBackend::Kafka(kafka) => {
+            let bus = Arc::new(KafkaBus::new(kafka).context("kafka.brokers (KAFKA_BROKERS)")?);
+            let topics = &kafka.topics;
+            let dead_letters = dead_letter_topic(&topics.offline_msg);
+            let all = [&topics.group_msg, &topics.offline_msg, &topics.membership_change, &dead_letters];
+            bus.ensure_topics(&all.map(String::as_str), TOPIC_PARTITIONS)
+                .await
+                .context("creating the Kafka topics (kafka.brokers, kafka.topics.*)")?;
+            readiness.add(
+                "kafka",
+                probe(bus.clone(), |bus| Box::pin(async move { bus.ping().await.map_err(|e| e.to_string()) })),
+            );
+            Ok((bus.clone(), bus))
+        }
+    }
+}
+
 /// The user directory: the store's users, or the `im-user` process.
 fn user_store(
     config: &Config,
@@ -238,9 +266,34 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         RegistryBackend::InProcess => None,
     };
     let user_store = user_store(&config, &stores, &credential, &mut readiness)?;
+    let (bus, members) = bus(&config, &mut readiness).await?;
     let metrics = Arc::new(Metrics::new());
 
     let tracker = TaskTracker::new();
+    // Offline events are published whenever something consumes them: on
+    // Kafka always (OFFLINE_WORKER_ENABLED=false keeps the worker out of this
+    // process only; other nodes consume), in process only to this process's
+    // own worker.
+    let publish_offline = config.offline_worker.enabled || !matches!(config.bus(), BusBackend::InProcess);
+    let offline_queue = publish_offline.then(|| {
+        let topic = config.kafka.topics.offline_msg.clone();
+        let (publisher, queue) = OfflinePublisher::new(bus.clone(), topic, metrics.clone(), PUBLISH_QUEUE);
+        tracker.spawn(publisher.run(shutdown.clone()));
+        queue
+    });
+    // The worker stops last (see the end of this function), on its own token.
+    let workers = TaskTracker::new();
+    let workers_stop = CancellationToken::new();
+    if config.offline_worker.enabled {
+        let worker = OfflineWorker {
+            members,
+            bus,
+            store: stores.offline.clone(),
+            metrics: metrics.clone(),
+            settings: WorkerSettings::from_config(&config),
+        };
+        worker.start(&workers, workers_stop.clone()).await.context("starting the offline worker")?;
+    }
     let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel(SEND_QUEUE);
     let (routes_tx, routes_rx) = tokio::sync::mpsc::unbounded_channel();
     let pipeline = Pipeline {
@@ -256,6 +309,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         pusher,
         metrics: metrics.clone(),
         retry: RetryPolicy { attempts: config.server.max_retry_attempts, timeout: config.server.retry_timeout },
+        offline: offline_queue,
     };
     tracker.spawn(router.run(routes_rx));
 
@@ -267,6 +321,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         users: KnownUsers::new(user_store.clone()),
         metrics: metrics.clone(),
         max_message_size: config.server.max_message_size,
+        sync_gap_grace: config.server.sync_gap_grace,
     });
     // The built-in gateway serves only when no gateway process is configured.
     let gateway = listeners.ws.is_some().then(|| {
@@ -346,11 +401,19 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     grpc_result.context("gRPC server")?;
 
     // Every sender handle is gone with the servers: the pipeline drains what
-    // is queued, answers it, and stops; then the router.
+    // is queued, answers it, and stops; then the router, then the offline
+    // publisher. The offline worker last, so it records what was published
+    // until the end: it finishes its batch, commits, and leaves its group.
     drop(gateway);
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
     tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+    if tokio::time::timeout_at(deadline, tracker.wait()).await.is_err() {
         tracing::warn!("workers did not stop within {SHUTDOWN_GRACE:?}");
+    }
+    workers_stop.cancel();
+    workers.close();
+    if tokio::time::timeout_at(deadline, workers.wait()).await.is_err() {
+        tracing::warn!("the offline worker did not stop within {SHUTDOWN_GRACE:?}");
     }
     stores.close().await;
     if let Some(claim) = node_claim {

@@ -7,7 +7,10 @@
 //! - [`messaging`]: the API rules (validation, membership) in front of the
 //!   pipeline; implements `im_core::ports::Messaging`.
 //! - [`pipeline`]: dedup, seq allocation and group commit in one writer.
-//! - [`router`]: pushes committed messages and receipts to gateways.
+//! - [`router`]: pushes committed messages and receipts to gateways; what
+//!   reaches no device of its addressee goes to [`offline`].
+//! - [`offline`]: publishes offline events, and the offline worker that
+//!   records them in the store.
 //! - [`grpc`]: the `im.v1.MessageService` server.
 //! - [`remote`]: gRPC clients of the gateway, user and IM services when they
 //!   run as their own processes.
@@ -26,6 +29,7 @@ pub mod logging;
 pub mod messaging;
 pub mod metrics;
 pub mod msg_id;
+pub mod offline;
 pub mod pipeline;
 pub mod readiness;
 pub mod remote;

@@ -25,6 +25,9 @@ pub struct MessagingService {
     pub users: KnownUsers,
     pub metrics: Arc<Metrics>,
     pub max_message_size: usize,
+    /// How long sync waits for a missing seq before it shows what follows
+    /// (`im_core::message::visible_prefix`).
+    pub sync_gap_grace: std::time::Duration,
 }
 
 /// Which user ids exist. Users are never deleted, so a positive answer is
@@ -101,7 +104,18 @@ impl Messaging for MessagingService {
 
     async fn sync(&self, user: UserId, conversation: ConversationId, after: Seq, limit: u32) -> Result<Page, ImError> {
         require_member(user, conversation)?;
-        let page = self.store.fetch(conversation, after, limits::sync_page_size(limit)).await?;
+        let mut page = self.store.fetch(conversation, after, limits::sync_page_size(limit)).await?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let grace_ms = i64::try_from(self.sync_gap_grace.as_millis()).unwrap_or(i64::MAX);
+        let visible = im_core::message::visible_prefix(&page.messages, after, now_ms, grace_ms);
+        if visible < page.messages.len() {
+            // The reader comes back when the missing seq is pushed, or the
+            // grace ran out; more pages now would only repeat the wait.
+            page.messages.truncate(visible);
+            page.has_more = false;
+        }
         self.metrics.synced.inc_by(page.messages.len() as u64);
         Ok(page)
     }

@@ -14,6 +14,19 @@ pub struct CodeLabel {
     pub code: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+/// One partition of a topic, as one consumer group sees it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Messages acknowledged (durably stored) — excludes duplicates.
@@ -36,6 +49,22 @@ pub struct Metrics {
     pub commit_batch_size: Histogram,
     /// WebSocket clients connected to the built-in gateway.
     pub connected_clients: Gauge,
+    /// Offline events published on `offline_msg`.
+    pub offline_published: Counter,
+    /// Failed attempts to publish offline events (each is retried).
+    pub offline_publish_failures: Counter,
+    /// Offline events never published: the queue was full, or the node
+    /// stopped first. Their messages still reach the devices by sync.
+    pub offline_dropped: Counter,
+    /// Offline entries the worker wrote to the store (a redelivered entry
+    /// counts again; the store keeps it once).
+    pub offline_recorded: Counter,
+    /// Failed batch writes of the offline worker (each is retried).
+    pub offline_write_failures: Counter,
+    /// `offline_msg` records parked on the dead-letter topic, by reason.
+    pub offline_dead_letters: Family<ReasonLabel, Counter>,
+    /// Records after a consumer group's last commit, per partition.
+    pub consumer_lag: Family<PartitionLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -58,6 +87,13 @@ impl Metrics {
         let routing_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         let commit_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         let connected_clients = Gauge::default();
+        let offline_published = Counter::default();
+        let offline_publish_failures = Counter::default();
+        let offline_dropped = Counter::default();
+        let offline_recorded = Counter::default();
+        let offline_write_failures = Counter::default();
+        let offline_dead_letters = Family::<ReasonLabel, Counter>::default();
+        let consumer_lag = Family::<PartitionLabels, Gauge>::default();
 
         registry.register("messages_accepted", "Messages durably stored and acknowledged", accepted.clone());
         registry.register("messages_duplicate", "Resends answered with the first ack", duplicates.clone());
@@ -77,6 +113,41 @@ impl Metrics {
             "WebSocket clients connected to the built-in gateway",
             connected_clients.clone(),
         );
+        registry.register(
+            "offline_events_published",
+            "Offline events published for the offline worker",
+            offline_published.clone(),
+        );
+        registry.register(
+            "offline_publish_failures",
+            "Failed attempts to publish offline events (each is retried)",
+            offline_publish_failures.clone(),
+        );
+        registry.register(
+            "offline_events_dropped",
+            "Offline events never published (queue full, or stopped first); their messages reach devices by sync",
+            offline_dropped.clone(),
+        );
+        registry.register(
+            "offline_recorded",
+            "Offline entries written to the store by the offline worker",
+            offline_recorded.clone(),
+        );
+        registry.register(
+            "offline_write_failures",
+            "Failed batch writes of the offline worker (each is retried)",
+            offline_write_failures.clone(),
+        );
+        registry.register(
+            "offline_dead_letters",
+            "Offline events parked on the dead-letter topic, by reason",
+            offline_dead_letters.clone(),
+        );
+        registry.register(
+            "kafka_consumer_lag",
+            "Records after the consumer group's last commit, per partition",
+            consumer_lag.clone(),
+        );
         Self {
             registry,
             accepted,
@@ -89,6 +160,13 @@ impl Metrics {
             routing_latency,
             commit_batch_size,
             connected_clients,
+            offline_published,
+            offline_publish_failures,
+            offline_dropped,
+            offline_recorded,
+            offline_write_failures,
+            offline_dead_letters,
+            consumer_lag,
         }
     }
 

@@ -1,19 +1,23 @@
 //! Routing: after a commit, tell every online device of both sides — the
 //! recipient's devices, and the sender's other devices — through the gateway
-//! each is connected to, one push call per gateway per batch.
+//! each is connected to, one push call per gateway per batch. A message that
+//! reached no device of its recipient (none registered, every gateway said
+//! offline, or the push failed `MAX_RETRY_ATTEMPTS` times) is handed to the
+//! offline queue ([`crate::offline`]).
 //!
 //! Pushes are best effort by design: a device that misses one catches up by
 //! sync (G4), because everything pushed is already stored.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use im_core::ports::{Event, PushEvent, PushReport, Pusher, Registry};
+use im_core::ports::{Event, OfflineEntry, PushEvent, PushReport, Pusher, Registry};
 use im_core::{ErrorCode, GatewayId};
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
+use crate::offline::OfflineQueue;
 use crate::pipeline::Committed;
 
 /// What the router is asked to deliver.
@@ -36,15 +40,19 @@ pub struct Router {
     pub pusher: Arc<dyn Pusher>,
     pub metrics: Arc<Metrics>,
     pub retry: RetryPolicy,
+    /// Where messages that reached none of their recipient's devices go;
+    /// none when nothing consumes offline events (`app.rs` decides).
+    pub offline: Option<OfflineQueue>,
 }
 
-/// One gateway's share of a batch. `counted[i]` tells whether event `i` is
-/// the copy for the addressee (counted in metrics) or a courtesy copy for the
-/// actor's other devices.
+/// One gateway's share of a batch. `addressed[i]` is the index, in the
+/// routed batch, of the message whose recipient event `i` is for (counted in
+/// metrics, and offline unless some gateway delivers it); `None` for a
+/// courtesy copy to the actor's other devices, or a receipt.
 #[derive(Default)]
 struct GatewayBatch {
     events: Vec<PushEvent>,
-    counted: Vec<bool>,
+    addressed: Vec<Option<usize>>,
 }
 
 impl Router {
@@ -55,9 +63,9 @@ impl Router {
                 RouteWork::Events(events) => {
                     let mut per_gateway = HashMap::new();
                     for event in events {
-                        self.add(&mut per_gateway, event, false);
+                        self.add(&mut per_gateway, event, None);
                     }
-                    self.push_all(per_gateway).await;
+                    self.push_all(per_gateway, 0).await;
                 }
             }
         }
@@ -66,11 +74,11 @@ impl Router {
 
     async fn route_messages(&self, batch: Vec<Committed>) {
         let mut per_gateway: HashMap<GatewayId, GatewayBatch> = HashMap::new();
-        for committed in &batch {
+        for (index, committed) in batch.iter().enumerate() {
             let message = &committed.message;
             let to_recipient =
                 PushEvent { user: message.recipient, skip_device: None, event: Event::Message(message.clone()) };
-            if !self.add(&mut per_gateway, to_recipient, true) {
+            if !self.add(&mut per_gateway, to_recipient, Some(index)) {
                 self.metrics.push_offline.inc();
             }
             let to_sender_devices = PushEvent {
@@ -78,16 +86,33 @@ impl Router {
                 skip_device: Some(committed.device.clone()),
                 event: Event::Message(message.clone()),
             };
-            self.add(&mut per_gateway, to_sender_devices, false);
+            self.add(&mut per_gateway, to_sender_devices, None);
         }
-        self.push_all(per_gateway).await;
+        let reached = self.push_all(per_gateway, batch.len()).await;
+        if let Some(offline) = &self.offline {
+            offline.enqueue(batch.iter().zip(&reached).filter(|(_, reached)| !**reached).map(|(committed, _)| {
+                let message = &committed.message;
+                OfflineEntry {
+                    user: message.recipient,
+                    conversation: message.conversation,
+                    seq: message.seq,
+                    msg_id: message.msg_id,
+                    server_time_ms: message.server_time_ms,
+                }
+            }));
+        }
         for committed in &batch {
             self.metrics.routing_latency.observe(committed.accepted_at.elapsed().as_secs_f64());
         }
     }
 
     /// Queues `event` for every gateway its user is on; false if none.
-    fn add(&self, per_gateway: &mut HashMap<GatewayId, GatewayBatch>, event: PushEvent, counted: bool) -> bool {
+    fn add(
+        &self,
+        per_gateway: &mut HashMap<GatewayId, GatewayBatch>,
+        event: PushEvent,
+        addressed: Option<usize>,
+    ) -> bool {
         let gateways = self.registry.gateways_of(event.user);
         let Some((last, others)) = gateways.split_last() else {
             return false;
@@ -95,31 +120,52 @@ impl Router {
         for gateway in others {
             let batch = per_gateway.entry(gateway.clone()).or_default();
             batch.events.push(event.clone());
-            batch.counted.push(counted);
+            batch.addressed.push(addressed);
         }
         let batch = per_gateway.entry(last.clone()).or_default();
         batch.events.push(event);
-        batch.counted.push(counted);
+        batch.addressed.push(addressed);
         true
     }
 
-    async fn push_all(&self, per_gateway: HashMap<GatewayId, GatewayBatch>) {
+    /// Pushes every gateway's share at once. Returns, for each of the
+    /// `messages` routed, whether some gateway delivered it to its recipient.
+    async fn push_all(&self, per_gateway: HashMap<GatewayId, GatewayBatch>, messages: usize) -> Vec<bool> {
         let calls = per_gateway.into_iter().map(|(gateway, batch)| async move {
-            let counted = batch.counted;
-            let addressed = counted.iter().filter(|c| **c).count() as u64;
+            let addressed = batch.addressed;
+            let count = addressed.iter().flatten().count() as u64;
             match self.push_with_retry(&gateway, batch.events).await {
                 Ok(report) => {
-                    // A remote gateway's report is input: an index out of range counts for nothing.
-                    let offline =
-                        report.offline.iter().filter(|&&i| counted.get(i as usize).copied().unwrap_or(false)).count()
-                            as u64;
-                    self.metrics.pushed.inc_by(addressed.saturating_sub(offline));
-                    self.metrics.push_offline.inc_by(offline);
+                    // A remote gateway's report is input: an index out of
+                    // range, or given twice, counts once or not at all.
+                    let offline: HashSet<usize> = report
+                        .offline
+                        .iter()
+                        .map(|&i| i as usize)
+                        .filter(|&i| addressed.get(i).is_some_and(Option::is_some))
+                        .collect();
+                    self.metrics.pushed.inc_by(count.saturating_sub(offline.len() as u64));
+                    self.metrics.push_offline.inc_by(offline.len() as u64);
+                    addressed
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| !offline.contains(i))
+                        .filter_map(|(_, message)| *message)
+                        .collect()
                 }
-                Err(()) => self.metrics.fail_n(ErrorCode::Unavailable, addressed),
+                Err(()) => {
+                    self.metrics.fail_n(ErrorCode::Unavailable, count);
+                    Vec::new()
+                }
             }
         });
-        futures::future::join_all(calls).await;
+        let mut reached = vec![false; messages];
+        for delivered in futures::future::join_all(calls).await {
+            for message in delivered {
+                reached[message] = true;
+            }
+        }
+        reached
     }
 
     async fn push_with_retry(&self, gateway: &GatewayId, events: Vec<PushEvent>) -> Result<PushReport, ()> {
@@ -209,6 +255,7 @@ mod tests {
             pusher,
             metrics: Arc::new(Metrics::new()),
             retry: RetryPolicy { attempts, timeout: Duration::from_secs(1) },
+            offline: None,
         }
     }
 
@@ -251,5 +298,76 @@ mod tests {
         assert_eq!(pusher.calls.lock().unwrap().len(), 2, "gives up after the attempts");
         assert_eq!(router_down.metrics.pushed.get(), 0);
         assert!(router_down.metrics.render().contains("im_messages_failed_total{code=\"UNAVAILABLE\"} 1"));
+    }
+
+    /// Reports the users in `offline` as having no device, and fails every
+    /// push to the gateways in `down`.
+    struct ScriptedPusher {
+        offline: Vec<(GatewayId, UserId)>,
+        down: Vec<GatewayId>,
+    }
+
+    #[async_trait]
+    impl Pusher for ScriptedPusher {
+        async fn push(&self, gateway: &GatewayId, batch: &[PushEvent]) -> BackendResult<PushReport> {
+            if self.down.contains(gateway) {
+                return Err(BackendError::unavailable("gateway down"));
+            }
+            let offline: Vec<u32> = (0..batch.len() as u32)
+                .filter(|&i| self.offline.contains(&(gateway.clone(), batch[i as usize].user)))
+                .collect();
+            Ok(PushReport { delivered: batch.len() as u32 - offline.len() as u32, offline })
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_that_reach_no_device_of_their_recipient_become_offline_events() {
+        use im_backends::MemoryBus;
+        use im_core::ports::{Bus, OfflineEntry};
+
+        use crate::offline::OfflinePublisher;
+
+        // Alice (1) sends from gateway a, which has none of her other
+        // devices. Bob (2) is on a, which says he is offline; Carol (3) on no
+        // gateway; Dave (4) on a (offline) and b (delivered); Erin (5) on c,
+        // which is down.
+        let registry = FixedRegistry(HashMap::from([
+            (UserId(1), vec![gw("a")]),
+            (UserId(2), vec![gw("a")]),
+            (UserId(4), vec![gw("a"), gw("b")]),
+            (UserId(5), vec![gw("c")]),
+        ]));
+        let pusher = ScriptedPusher {
+            offline: vec![(gw("a"), UserId(1)), (gw("a"), UserId(2)), (gw("a"), UserId(4))],
+            down: vec![gw("c")],
+        };
+        let bus = Arc::new(MemoryBus::new());
+        let mut topic = bus.subscribe("offline", "test").await.unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let (publisher, queue) = OfflinePublisher::new(bus.clone(), "offline".into(), metrics.clone(), 100);
+        let router = Router {
+            registry: Arc::new(registry),
+            pusher: Arc::new(pusher),
+            metrics: metrics.clone(),
+            retry: RetryPolicy { attempts: 2, timeout: Duration::from_secs(1) },
+            offline: Some(queue),
+        };
+        let batch: Vec<_> = (2..=5).map(|to| committed(1, to, 7)).collect();
+        router.route_messages(batch).await;
+        drop(router);
+        publisher.run(tokio_util::sync::CancellationToken::new()).await;
+
+        let records = topic.poll(10, Duration::ZERO).await.unwrap();
+        let offline: Vec<OfflineEntry> =
+            records.iter().map(|r| im_proto::convert::decode_offline_event(&r.payload).unwrap()).collect();
+        let users: Vec<u64> = offline.iter().map(|e| e.user.0).collect();
+        assert_eq!(users, [2, 3, 5], "bob (offline), carol (nowhere), erin (push failed); not dave, nor alice");
+        let carol = &offline[1];
+        assert_eq!(
+            (carol.conversation, carol.seq, carol.msg_id),
+            (ConversationId::private(UserId(1), UserId(3)).unwrap(), Seq(7), MessageId(7))
+        );
+        assert_eq!(records[1].key, Bytes::from(carol.conversation.to_string()), "keyed by conversation");
+        assert_eq!(metrics.offline_published.get(), 3);
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use im_backends::{MysqlStore, SqliteStore};
 use im_config::{Config, StoreBackend};
-use im_core::ports::{CeilingStore, EpochStore, MessageStore, ReceiptStore, UserStore};
+use im_core::ports::{CeilingStore, EpochStore, MessageStore, OfflineStore, ReceiptStore, UserStore};
 
 use crate::readiness::Probe;
 
@@ -20,6 +20,7 @@ pub struct Stores {
     pub ceilings: Arc<dyn CeilingStore>,
     pub epochs: Arc<dyn EpochStore>,
     pub users: Arc<dyn UserStore>,
+    pub offline: Arc<dyn OfflineStore>,
     backend: Backend,
 }
 
@@ -30,7 +31,7 @@ enum Backend {
 
 fn ports<S>(name: &'static str, store: Arc<S>, backend: Backend) -> Stores
 where
-    S: MessageStore + ReceiptStore + CeilingStore + EpochStore + UserStore,
+    S: MessageStore + ReceiptStore + CeilingStore + EpochStore + UserStore + OfflineStore,
 {
     Stores {
         name,
@@ -38,7 +39,8 @@ where
         receipts: store.clone(),
         ceilings: store.clone(),
         epochs: store.clone(),
-        users: store,
+        users: store.clone(),
+        offline: store,
         backend,
     }
 }

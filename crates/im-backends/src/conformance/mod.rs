@@ -24,7 +24,8 @@
 //! Suites: [`message_store`], [`receipt_store`] (needs a `MessageStore` too:
 //! unread counts follow read positions), [`ceiling_store`], [`epoch_store`], [`user_store`],
 //! [`seq_allocator`] (over a [`SeqAllocatorHarness`]), [`dedup_cache`], [`bus`],
-//! [`registry`].
+//! [`registry`], [`offline_store`] (needs a `ReceiptStore` too: what is read is
+//! not pending).
 
 pub mod bus;
 pub mod ceiling_store;
@@ -32,6 +33,7 @@ pub mod dedup_cache;
 pub mod epoch_store;
 pub mod fixtures;
 pub mod message_store;
+pub mod offline_store;
 pub mod receipt_store;
 pub mod registry;
 pub mod seq_allocator;

@@ -7,7 +7,7 @@
 //! - `error`: sqlx errors to [`BackendError`].
 //! - `columns`: domain values to and from MySQL columns.
 //! - `members`: conversation membership rows, and which are already stored.
-//! - `messages`, `receipts`, `ceilings`, `epochs`, `users`: one port each.
+//! - `messages`, `receipts`, `ceilings`, `epochs`, `users`, `offline`: one port each.
 //!
 //! **Schema.** `connect` creates the database if it is missing and runs the
 //! migrations in `migrations/mysql` (one SQL text for both servers: no
@@ -52,6 +52,7 @@ mod epochs;
 mod error;
 mod members;
 mod messages;
+mod offline;
 mod options;
 mod receipts;
 mod users;
@@ -76,10 +77,10 @@ const MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
 /// of large bodies stays under it.
 const MAX_STATEMENT_BYTES: usize = 4 << 20;
 
-/// Messages, receipts, seq ceilings, allocator epochs and users in one MySQL
-/// or MariaDB database. Implements `MessageStore`, `ReceiptStore`,
-/// `CeilingStore`, `EpochStore` and `UserStore`. Cheap to clone: clones share
-/// the pool.
+/// Messages, receipts, seq ceilings, allocator epochs, users and offline
+/// entries in one MySQL or MariaDB database. Implements `MessageStore`,
+/// `ReceiptStore`, `CeilingStore`, `EpochStore`, `UserStore` and
+/// `OfflineStore`. Cheap to clone: clones share the pool.
 #[derive(Clone, Debug)]
 pub struct MysqlStore {
     pool: MySqlPool,

@@ -4,7 +4,7 @@
 //! - `error`: sqlx errors to [`BackendError`].
 //! - `columns`: domain values to and from SQLite columns.
 //! - `members`: conversation membership rows, and which are already stored.
-//! - `messages`, `receipts`, `ceilings`, `epochs`, `users`: one port each.
+//! - `messages`, `receipts`, `ceilings`, `epochs`, `users`, `offline`: one port each.
 //!
 //! Writes go through a pool of exactly one connection, so they never contend
 //! for SQLite's single write lock inside this process and a batch needs no
@@ -18,6 +18,7 @@ mod epochs;
 mod error;
 mod members;
 mod messages;
+mod offline;
 mod receipts;
 mod users;
 
@@ -41,9 +42,10 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// this machine class has few.
 const READ_CONNECTIONS: u32 = 4;
 
-/// Messages, receipts, seq ceilings and users in one SQLite file. Implements
-/// `MessageStore`, `ReceiptStore`, `CeilingStore` and `UserStore`. Cheap to
-/// clone: clones share the pools.
+/// Messages, receipts, seq ceilings, users and offline entries in one SQLite
+/// file. Implements `MessageStore`, `ReceiptStore`, `CeilingStore`,
+/// `EpochStore`, `UserStore` and `OfflineStore`. Cheap to clone: clones share
+/// the pools.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     writer: SqlitePool,

