@@ -6,7 +6,10 @@
 //!   per bus; [`Bus::publish`] returns once the broker acknowledged the
 //!   record, or fails with `Unavailable` within `kafka.producer.timeout`.
 //!   Records are keyed, and the key picks the partition (Java's murmur2, so
-//!   other clients agree): one key, one partition, one order.
+//!   other clients agree): one key, one partition, one order. A producer
+//!   that cannot recover by itself (fenced after a broker restart, or
+//!   failing every publish) is replaced, so the bus works again when the
+//!   broker is back (G9).
 //! - Consuming: [`KafkaConsumer`], a member of a consumer group with
 //!   auto-commit off. Offsets move only on [`BusConsumer::commit`], which
 //!   commits everything handed out up to a record (DESIGN.md §4: commit after
@@ -42,7 +45,11 @@ use self::logs::Logs;
 /// A Kafka bus: one producer, and a consumer per [`Bus::subscribe`]; see the
 /// [module docs](self).
 pub struct KafkaBus {
-    producer: FutureProducer<Logs>,
+    /// Replaced when it cannot recover by itself (see [`KafkaBus::renew_producer`]).
+    producer: parking_lot::RwLock<FutureProducer<Logs>>,
+    producer_config: ClientConfig,
+    /// Publishes that failed in a row, since the last success or renewal.
+    failures_in_a_row: std::sync::atomic::AtomicU32,
     admin: AdminClient<Logs>,
     /// Brokers and consumer settings; each consumer adds its `group.id`.
     consumer_config: ClientConfig,
@@ -75,7 +82,8 @@ impl KafkaBus {
             // Java's partitioner: the same key lands in the same partition
             // whichever client published it (an empty key included).
             .set("partitioner", "murmur2");
-        let producer = producer.create_with_context(Logs).map_err(map_kafka)?;
+        let producer_config = producer;
+        let producer = producer_config.create_with_context(Logs).map_err(map_kafka)?;
         let admin = base.create_with_context(Logs).map_err(map_kafka)?;
 
         let session = config.consumer.session_timeout;
@@ -86,7 +94,14 @@ impl KafkaBus {
             .set("session.timeout.ms", millis(session))
             // Kafka wants heartbeats well inside the session.
             .set("heartbeat.interval.ms", millis((session / 3).max(Duration::from_millis(100))));
-        Ok(Self { producer, admin, consumer_config, timeout })
+        Ok(Self {
+            producer: parking_lot::RwLock::new(producer),
+            producer_config,
+            failures_in_a_row: std::sync::atomic::AtomicU32::new(0),
+            admin,
+            consumer_config,
+            timeout,
+        })
     }
 
     /// Creates the topics that do not exist yet, with `partitions` partitions
@@ -119,17 +134,54 @@ impl KafkaBus {
     /// Joins `group` on `topic`: [`Bus::subscribe`] with the concrete type,
     /// for the lag and a graceful close.
     pub async fn consumer(&self, topic: &str, group: &str) -> BackendResult<KafkaConsumer> {
-        KafkaConsumer::join(&self.consumer_config, topic, group, self.producer.clone(), self.timeout)
+        KafkaConsumer::join(&self.consumer_config, topic, group, self.producer.read().clone(), self.timeout)
     }
 
     /// A metadata round trip to the brokers, for `/ready`.
     pub async fn ping(&self) -> BackendResult<()> {
-        let producer = self.producer.clone();
+        let producer = self.producer.read().clone();
+        if let Some((code, reason)) = producer.client().fatal_error() {
+            return Err(BackendError::unavailable(format!(
+                "the producer failed ({code:?}: {reason}); it is renewed on the next publish"
+            )));
+        }
         let timeout = self.timeout;
         let fetched = tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, timeout).map(drop));
         fetched.await.map_err(join_failed)?.map_err(map_kafka)
     }
 }
+
+impl KafkaBus {
+    /// Replaces the producer when it cannot publish again by itself: after a
+    /// fatal error (a broker that restarted without its state fences an
+    /// idempotent producer), or after [`RENEW_AFTER_FAILURES`] failed
+    /// publishes in a row (it may loop on `UNKNOWN_PRODUCER_ID` forever).
+    /// Records it still held are failed back to their callers, which retry;
+    /// consumers of these topics are idempotent about redelivery.
+    fn renew_producer(&self, failed: &FutureProducer<Logs>) {
+        let failures = self.failures_in_a_row.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let fatal = failed.client().fatal_error();
+        if fatal.is_none() && failures < RENEW_AFTER_FAILURES {
+            return;
+        }
+        let mut producer = self.producer.write();
+        // Another publish may have renewed it already.
+        if !std::ptr::eq(producer.client().native_ptr(), failed.client().native_ptr()) {
+            return;
+        }
+        match self.producer_config.create_with_context(Logs) {
+            Ok(fresh) => {
+                tracing::warn!(?fatal, failures, "renewing the Kafka producer");
+                *producer = fresh;
+                self.failures_in_a_row.store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(error) => tracing::error!(%error, "could not renew the Kafka producer"),
+        }
+    }
+}
+
+/// Failed publishes in a row after which the producer is replaced.
+const RENEW_AFTER_FAILURES: u32 = 3;
 
 fn millis(duration: Duration) -> String {
     duration.as_millis().to_string()
@@ -142,11 +194,17 @@ impl Bus for KafkaBus {
         let record = FutureRecord::to(topic).key(&key[..]).payload(&payload[..]);
         // librdkafka gives up at `message.timeout.ms` (the same bound); this
         // also bounds the wait for room in a full local queue.
-        match tokio::time::timeout(self.timeout, self.producer.send(record, self.timeout)).await {
+        let producer = self.producer.read().clone();
+        let result = match tokio::time::timeout(self.timeout, producer.send(record, self.timeout)).await {
             Ok(Ok(_delivered)) => Ok(()),
             Ok(Err((e, _record))) => Err(map_kafka(e)),
             Err(_) => Err(timed_out("publish")),
+        };
+        match &result {
+            Ok(()) => self.failures_in_a_row.store(0, std::sync::atomic::Ordering::Relaxed),
+            Err(_) => self.renew_producer(&producer),
         }
+        result
     }
 
     /// Joins `group` on `topic`. Members of one group share the records; each

@@ -339,9 +339,6 @@ async fn proxy(port: u16, target: String, mut up: tokio::sync::watch::Receiver<b
 /// are complete — events that could not be published meanwhile are retried
 /// until the broker is back.
 #[tokio::test]
-#[ignore = "KafkaBus's idempotent producer does not survive a broker outage: tansu answers librdkafka's epoch \
-            bump with PRODUCER_FENCED, a fatal error, and the producer is never replaced; run it once KafkaBus \
-            recreates its producer after a fatal error"]
 async fn offline_records_are_complete_across_a_broker_outage() {
     let broker = BrokerBehindProxy::start().await;
     let dir = tempfile::tempdir().unwrap();
