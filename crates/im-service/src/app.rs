@@ -318,6 +318,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         routes: routes_tx,
         store: stores.messages.clone(),
         receipts: stores.receipts.clone(),
+        offline: stores.offline.clone(),
         users: KnownUsers::new(user_store.clone()),
         metrics: metrics.clone(),
         max_message_size: config.server.max_message_size,

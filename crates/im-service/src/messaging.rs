@@ -22,6 +22,8 @@ pub struct MessagingService {
     pub routes: mpsc::UnboundedSender<RouteWork>,
     pub store: Arc<dyn MessageStore>,
     pub receipts: Arc<dyn ReceiptStore>,
+    /// Offline entries a read makes moot are forgotten here.
+    pub offline: Arc<dyn im_core::ports::OfflineStore>,
     pub users: KnownUsers,
     pub metrics: Arc<Metrics>,
     pub max_message_size: usize,
@@ -152,6 +154,15 @@ impl Messaging for MessagingService {
             events.push(PushEvent { user, skip_device: Some(device.clone()), event });
             // Best effort, like every push: the position is stored either way.
             let _ = self.routes.send(RouteWork::Events(events));
+            // What the user has read is no longer waiting for them. Off the
+            // request path: the pending view filters by read position anyway,
+            // so a failure here only leaves rows for a later read to remove.
+            let offline = self.offline.clone();
+            tokio::spawn(async move {
+                if let Err(error) = offline.clear_offline(user, conversation, after).await {
+                    tracing::debug!(%error, "could not clear read offline entries");
+                }
+            });
         }
         Ok(after)
     }

@@ -177,6 +177,13 @@ async fn offline_messages_are_recorded(node: &Node) {
     }
     let left = pending(node, bob).await;
     assert_eq!((left.len(), left[0].count, left[0].first_seq), (1, 1, Seq(3)));
+    // The read entries are deleted, not only hidden: once the node's
+    // clean-up (off the request path) ran, nothing up to seq 2 is left.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let store = SqliteStore::open(&node.data_dir.join("im.db")).await.expect("open the node's store");
+    let left_to_clear = store.clear_offline(UserId(bob), conversation, Seq(2)).await.unwrap();
+    store.close().await;
+    assert_eq!(left_to_clear, 0, "entries up to the read position are deleted by the node");
     assert_eq!(metric(node, "im_offline_dead_letters_total").await, 0.0);
     assert_eq!(metric(node, "im_offline_publish_failures_total").await, 0.0);
 }
