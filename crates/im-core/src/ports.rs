@@ -145,6 +145,26 @@ pub trait DedupCache: Send + Sync + 'static {
 
     /// Records the ack unless one is already recorded; returns the recorded one.
     async fn put_if_absent(&self, sender: UserId, client_msg_id: &ClientMsgId, ack: Ack) -> BackendResult<Ack>;
+
+    /// [`DedupCache::get`] for a batch, in order. A networked cache answers
+    /// the whole batch in one round trip: the send pipeline's single writer
+    /// must not wait a round trip per message.
+    async fn get_many(&self, keys: &[(UserId, &ClientMsgId)]) -> BackendResult<Vec<Option<Ack>>> {
+        let mut found = Vec::with_capacity(keys.len());
+        for &(sender, client_msg_id) in keys {
+            found.push(self.get(sender, client_msg_id).await?);
+        }
+        Ok(found)
+    }
+
+    /// [`DedupCache::put_if_absent`] for a batch, in one round trip where the
+    /// cache is networked. Keys already recorded keep their ack.
+    async fn put_many_if_absent(&self, entries: &[(UserId, &ClientMsgId, Ack)]) -> BackendResult<()> {
+        for (sender, client_msg_id, ack) in entries {
+            self.put_if_absent(*sender, client_msg_id, *ack).await?;
+        }
+        Ok(())
+    }
 }
 
 /// A record on a bus topic.

@@ -69,20 +69,24 @@ impl Pipeline {
     /// Dedups, allocates seqs, stores the batch in one commit and answers
     /// every job. Returns the newly stored messages.
     async fn commit(&self, batch: &mut Vec<SendJob>) -> Vec<Committed> {
+        // G3: dedup before a seq is allocated, the whole batch in one call.
+        let keys: Vec<_> = batch.iter().map(|job| (job.sender, &job.client_msg_id)).collect();
+        let firsts = match self.dedup.get_many(&keys).await {
+            Ok(firsts) => firsts,
+            // The store's unique key still catches a duplicate.
+            Err(e) => {
+                tracing::warn!(error = %e, "dedup cache unavailable, relying on the store's unique key");
+                vec![None; batch.len()]
+            }
+        };
         let mut fresh = Vec::with_capacity(batch.len());
-        for job in batch.drain(..) {
-            // G3: dedup before a seq is allocated.
-            match self.dedup.get(job.sender, &job.client_msg_id).await {
-                Ok(Some(first)) => {
+        for (job, first) in batch.drain(..).zip(firsts) {
+            match first {
+                Some(first) => {
                     self.metrics.duplicates.inc();
                     let _ = job.reply.send(Ok(first));
                 }
-                Ok(None) => fresh.push(job),
-                // The store's unique key still catches a duplicate.
-                Err(e) => {
-                    tracing::warn!(error = %e, "dedup cache unavailable, relying on the store's unique key");
-                    fresh.push(job);
-                }
+                None => fresh.push(job),
             }
         }
         if fresh.is_empty() {
@@ -146,12 +150,15 @@ impl Pipeline {
                 continue;
             }
             self.metrics.accepted.inc();
-            let ack = message.ack();
-            if let Err(e) = self.dedup.put_if_absent(message.sender, &message.client_msg_id, ack).await {
-                tracing::warn!(error = %e, "could not record the ack in the dedup cache");
-            }
-            let _ = reply.send(Ok(ack));
+            let _ = reply.send(Ok(message.ack()));
             committed.push(Committed { message: Arc::new(message), device, accepted_at });
+        }
+        // After the acks: a resend that overtakes this record misses the
+        // cache and is caught by the store's unique key (same first ack).
+        let acks: Vec<_> =
+            committed.iter().map(|c| (c.message.sender, &c.message.client_msg_id, c.message.ack())).collect();
+        if let Err(e) = self.dedup.put_many_if_absent(&acks).await {
+            tracing::warn!(error = %e, "could not record the acks in the dedup cache");
         }
         committed
     }

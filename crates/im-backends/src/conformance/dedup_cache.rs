@@ -16,7 +16,13 @@ macro_rules! dedup_cache_suite {
         $crate::__conformance_cases!(
             dedup_cache,
             $make,
-            [unknown_key_is_a_miss, first_ack_wins, keys_are_per_sender, concurrent_puts_agree_on_one_ack]
+            [
+                unknown_key_is_a_miss,
+                first_ack_wins,
+                keys_are_per_sender,
+                concurrent_puts_agree_on_one_ack,
+                batches_agree_with_single_calls,
+            ]
         );
     };
 }
@@ -71,4 +77,18 @@ pub async fn concurrent_puts_agree_on_one_ack<C: DedupCache + ?Sized>(cache: Arc
     winners.dedup();
     assert_eq!(winners.len(), 1, "callers were told different first acks: {winners:?}");
     assert_eq!(cache.get(a, &key).await.unwrap(), Some(winners[0]));
+}
+
+pub async fn batches_agree_with_single_calls<C: DedupCache + ?Sized>(cache: Arc<C>) {
+    let [a, b] = users();
+    let (k1, k2, k3) = (key(), key(), key());
+    let (first, second, late) = (ack(1), ack(2), ack(3));
+    cache.put_if_absent(a, &k1, first).await.unwrap();
+    assert!(cache.get_many(&[]).await.unwrap().is_empty());
+    // k1 was recorded singly; the batch records k2 and must not move k1.
+    cache.put_many_if_absent(&[(a, &k1, late), (b, &k2, second)]).await.unwrap();
+    let found = cache.get_many(&[(a, &k1), (b, &k2), (a, &k3), (a, &k2)]).await.unwrap();
+    assert_eq!(found, vec![Some(first), Some(second), None, None]);
+    assert_eq!(cache.get(b, &k2).await.unwrap(), Some(second));
+    assert_eq!(cache.put_if_absent(a, &k1, late).await.unwrap(), first);
 }

@@ -89,6 +89,46 @@ impl DedupCache for RedisDedupCache {
             None => Ok(ack),
         }
     }
+
+    /// One `MGET` for the batch.
+    async fn get_many(&self, keys: &[(UserId, &ClientMsgId)]) -> BackendResult<Vec<Option<Ack>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = keys.iter().map(|&(sender, id)| self.key(sender, id)).collect();
+        let stored: Vec<Option<Vec<u8>>> = self
+            .redis
+            .call("MGET", |mut con| {
+                let keys = keys.clone();
+                async move { ::redis::cmd("MGET").arg(keys).query_async(&mut con).await }
+            })
+            .await?;
+        keys.iter().zip(stored).map(|(key, stored)| stored.map(|s| self.decode(key, &s)).transpose()).collect()
+    }
+
+    /// One pipeline of `SET NX PX` for the batch.
+    async fn put_many_if_absent(&self, entries: &[(UserId, &ClientMsgId, Ack)]) -> BackendResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut pipe = ::redis::pipe();
+        for (sender, client_msg_id, ack) in entries {
+            pipe.cmd("SET")
+                .arg(self.key(*sender, client_msg_id))
+                .arg(encode_ack(ack))
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore();
+        }
+        self.redis
+            .call("SET NX pipeline", |mut con| {
+                let pipe = pipe.clone();
+                async move { pipe.query_async::<()>(&mut con).await }
+            })
+            .await
+    }
 }
 
 /// Version 1: `1:{msg_id}:{seq}:{server_time_ms}:{conversation}` — text, so
