@@ -23,9 +23,7 @@ impl ServiceCredential {
     }
 
     fn issue(tokens: &Tokens) -> (Instant, MetadataValue<tonic::metadata::Ascii>) {
-        let header = format!("Bearer {}", tokens.issue_admin(SERVICE_TOKEN_TTL));
-        // A JWT is base64url and dots: always valid ASCII metadata.
-        (Instant::now(), header.parse().expect("a bearer token is valid metadata"))
+        (Instant::now(), bearer(&tokens.issue_admin(SERVICE_TOKEN_TTL)))
     }
 
     /// The `authorization` value to send now.
@@ -43,4 +41,10 @@ impl ServiceCredential {
         request.metadata_mut().insert("authorization", self.header());
         request
     }
+}
+
+/// `token` as an `authorization` metadata value.
+pub(super) fn bearer(token: &str) -> MetadataValue<tonic::metadata::Ascii> {
+    // A JWT is base64url and dots: always valid ASCII metadata.
+    format!("Bearer {token}").parse().expect("a bearer token is valid metadata")
 }

@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
+use super::credential::bearer;
 use crate::grpc::DEVICE_METADATA;
 
 /// Lifetime of a forwarding token; re-issued at half its life.
@@ -56,7 +57,7 @@ impl RemoteMessaging {
         }
         // The name claim is informational; the service reads the subject.
         let token = self.tokens.issue_user(user, "", USER_TOKEN_TTL);
-        let header: MetadataValue<Ascii> = format!("Bearer {token}").parse().expect("a bearer token is valid metadata");
+        let header = bearer(&token);
         cache.insert(user, (Instant::now(), header.clone()));
         header
     }
