@@ -49,7 +49,6 @@ impl Messages {
                     conversation: ConversationId::private(sender, recipient).unwrap(),
                     seq: Seq(self.seqs[pair as usize]),
                     sender,
-                    recipient,
                     client_msg_id: ClientMsgId::parse(&format!("bench-{}", self.next)).unwrap(),
                     body: Bytes::from_static(&BODY),
                     content_type: "text/plain".to_owned(),

@@ -76,7 +76,6 @@ mod tests {
             conversation: ConversationId::private(UserId(sender), UserId(99)).unwrap(),
             seq: Seq(seq),
             sender: UserId(sender),
-            recipient: UserId(99),
             client_msg_id: ClientMsgId::parse(key).unwrap(),
             body: Bytes::from_static(b"x"),
             content_type: String::new(),

@@ -2,7 +2,7 @@
 //! implementation of a port passes.
 //!
 //! - [`sqlite`]: [`SqliteStore`], the embedded durable store: messages, receipts,
-//!   seq ceilings and users in one SQLite file (WAL, `synchronous=FULL`).
+//!   seq ceilings, users and groups in one SQLite file (WAL, `synchronous=FULL`).
 //! - [`mysql`]: [`MysqlStore`], the production durable store: the same ports,
 //!   tables and keys in MySQL 8 or MariaDB 10.11 (InnoDB, one transaction per batch).
 //! - [`memory`]: in-process backends: [`MemorySeqAllocator`], [`MemoryCeilingStore`],
@@ -20,6 +20,8 @@
 //! - [`etcd`]: [`EtcdRegistry`], the production registry: registrations under
 //!   one lease per process, lookups from a local cache kept by a watch.
 //! - `batch` (private): in-batch duplicate resolution, shared by SQL stores.
+//! - `sql` (private): what the SQL stores share: multi-row statements, and
+//!   the rules and steps of group changes.
 
 mod batch;
 pub mod conformance;

@@ -132,6 +132,9 @@ keys! {
     "OFFLINE_WORKER_BATCH_TIMEOUT"     => offline_worker.batch_timeout, Guide, "Longest wait to fill a batch.";
     "OFFLINE_WORKER_CONCURRENCY"       => offline_worker.concurrency, Guide, "Batches processed at once.";
 
+    "GROUP_MAX_MEMBERS"                => group.max_members, Project, "Most members a group may have.";
+    "GROUP_READ_RECEIPT_DETAILS_MAX"   => group.read_receipt_details_max, Project, "Groups up to this size tell who read a message; larger ones only how many.";
+
     "FILTER_ENABLED"                   => filter.enabled, Guide, "Check messages against the sensitive-word list.";
     "FILTER_ACTION"                    => filter.action, Guide, "block rejects, replace masks, audit delivers and records.";
     "FILTER_WORDLIST_PATH"             => filter.wordlist_path, Guide, "Word list, one per line; required when the filter is enabled.";
@@ -168,6 +171,7 @@ pub(crate) static SECTIONS: &[(&str, &str)] = &[
     ("kafka", "Message bus. No brokers: in-process bus, durable through the store; set them for Kafka."),
     ("etcd", "User-to-gateway registry. No endpoints: in-process; set them for etcd."),
     ("offline_worker", "Records undelivered messages for offline delivery and unread counts."),
+    ("group", "Group limits (project addition)."),
     ("filter", "Sensitive-word filter."),
     ("encryption", "Encryption of message bodies at rest."),
     ("services", "Gateway and User Service. Empty addr: the copy built into this process."),

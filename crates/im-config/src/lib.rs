@@ -45,8 +45,9 @@ pub use keys::Origin;
 pub use reference::{KeyDoc, example_yaml, reference, reference_markdown};
 pub use schema::{
     AuthConfig, AutoOffsetReset, Config, DatabaseConfig, EncryptionConfig, EtcdConfig, FilterAction, FilterConfig,
-    KafkaConfig, KafkaConsumerConfig, KafkaProducerConfig, KafkaTopicsConfig, LogFormat, LogLevel, ObservabilityConfig,
-    OfflineWorkerConfig, RedisConfig, SequenceConfig, ServerConfig, ServiceEndpoint, ServicesConfig,
+    GroupConfig, KafkaConfig, KafkaConsumerConfig, KafkaProducerConfig, KafkaTopicsConfig, LogFormat, LogLevel,
+    ObservabilityConfig, OfflineWorkerConfig, RedisConfig, SequenceConfig, ServerConfig, ServiceEndpoint,
+    ServicesConfig,
 };
 pub use secret::Secret;
 pub use validate::{MAX_MESSAGE_SIZE_LIMIT, MIN_JWT_SECRET_LEN};

@@ -23,6 +23,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub etcd: EtcdConfig,
     pub offline_worker: OfflineWorkerConfig,
+    /// Project addition: group limits.
+    pub group: GroupConfig,
     pub filter: FilterConfig,
     pub encryption: EncryptionConfig,
     pub services: ServicesConfig,
@@ -237,6 +239,20 @@ pub struct OfflineWorkerConfig {
 impl Default for OfflineWorkerConfig {
     fn default() -> Self {
         Self { enabled: true, batch_size: 100, batch_timeout: Duration::from_secs(5), concurrency: 10 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// Most members a group may have.
+    pub max_members: usize,
+    /// Groups up to this size tell who read a message; larger ones only how many.
+    pub read_receipt_details_max: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self { max_members: 10_000, read_receipt_details_max: 100 }
     }
 }
 

@@ -187,6 +187,7 @@ fn features(checks: &mut Checks, config: &Config) {
     checks.positive("offline_worker.batch_size", worker.batch_size as u64);
     checks.positive("offline_worker.concurrency", worker.concurrency as u64);
     checks.nonzero_duration("offline_worker.batch_timeout", worker.batch_timeout);
+    checks.positive("group.max_members", config.group.max_members as u64);
 
     if config.filter.enabled && config.filter.wordlist_path.is_none() {
         checks.fail("filter.wordlist_path", "is required when filter.enabled is true");

@@ -16,6 +16,16 @@ impl fmt::Display for UserId {
     }
 }
 
+/// A group, as issued by the user service. Never 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct GroupId(pub u64);
+
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// Position of a message in its conversation. Seqs start at 1; `Seq(0)` means
 /// "before the first message" (an empty cursor or read position).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -94,12 +104,20 @@ impl ClientMsgId {
 }
 
 /// A conversation: a private pair (stored with the lower id first, so both
-/// sides name the same conversation) or, later, a group.
+/// sides name the same conversation) or a group.
 ///
-/// Canonical text form, used on the wire and in the store: `p:{low}:{high}`.
+/// Canonical text form, used on the wire and in the store: `p:{low}:{high}`
+/// for a pair, `g:{group}` for a group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ConversationId {
-    Private { low: UserId, high: UserId },
+    Private {
+        low: UserId,
+        high: UserId,
+    },
+    /// A group's one timeline, stored once for all members (read
+    /// diffusion). Who is a member is not in the id: ask the membership
+    /// cache (`im_core::group`).
+    Group(GroupId),
 }
 
 impl ConversationId {
@@ -112,10 +130,20 @@ impl ConversationId {
         Ok(Self::Private { low, high })
     }
 
-    /// Whether `user` is a member (may read and is told about it).
-    pub fn has_member(&self, user: UserId) -> bool {
+    /// The group, if this is a group conversation.
+    pub fn group(&self) -> Option<GroupId> {
+        match *self {
+            Self::Group(group) => Some(group),
+            Self::Private { .. } => None,
+        }
+    }
+
+    /// Whether `user` is one of the pair. Always false for a group: group
+    /// membership lives in the membership cache, not in the id.
+    pub fn is_pair_member(&self, user: UserId) -> bool {
         match *self {
             Self::Private { low, high } => user == low || user == high,
+            Self::Group(_) => false,
         }
     }
 
@@ -124,14 +152,15 @@ impl ConversationId {
         match *self {
             Self::Private { low, high } if user == low => Some(high),
             Self::Private { low, high } if user == high => Some(low),
-            Self::Private { .. } => None,
+            Self::Private { .. } | Self::Group(_) => None,
         }
     }
 
-    /// Every member of the conversation.
-    pub fn members(&self) -> [UserId; 2] {
+    /// Both members of a private conversation; none for a group.
+    pub fn pair(&self) -> Option<[UserId; 2]> {
         match *self {
-            Self::Private { low, high } => [low, high],
+            Self::Private { low, high } => Some([low, high]),
+            Self::Group(_) => None,
         }
     }
 }
@@ -140,6 +169,7 @@ impl fmt::Display for ConversationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Private { low, high } => write!(f, "p:{low}:{high}"),
+            Self::Group(group) => write!(f, "g:{group}"),
         }
     }
 }
@@ -149,11 +179,23 @@ impl FromStr for ConversationId {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || crate::ImError::invalid(format!("malformed conversation id {s:?}"));
+        // Digits only: `u64::from_str` would also take a leading '+'.
+        let number = |text: &str| -> Result<u64, crate::ImError> {
+            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            match text.parse::<u64>() {
+                Ok(0) | Err(_) => Err(bad()),
+                Ok(n) => Ok(n),
+            }
+        };
+        if let Some(group) = s.strip_prefix("g:") {
+            return Ok(Self::Group(GroupId(number(group)?)));
+        }
         let rest = s.strip_prefix("p:").ok_or_else(bad)?;
         let (a, b) = rest.split_once(':').ok_or_else(bad)?;
-        let a: u64 = a.parse().map_err(|_| bad())?;
-        let b: u64 = b.parse().map_err(|_| bad())?;
-        if a == 0 || b == 0 || a >= b {
+        let (a, b) = (number(a)?, number(b)?);
+        if a >= b {
             return Err(bad());
         }
         Ok(Self::Private { low: UserId(a), high: UserId(b) })
@@ -173,8 +215,9 @@ mod tests {
         assert_eq!(ab.to_string(), "p:3:7");
         assert_eq!(ab.peer_of(UserId(3)), Some(UserId(7)));
         assert_eq!(ab.peer_of(UserId(9)), None);
-        assert!(ab.has_member(UserId(7)));
-        assert!(!ab.has_member(UserId(8)));
+        assert!(ab.is_pair_member(UserId(7)));
+        assert!(!ab.is_pair_member(UserId(8)));
+        assert_eq!(ab.pair(), Some([UserId(3), UserId(7)]));
     }
 
     #[test]
@@ -184,7 +227,9 @@ mod tests {
 
     #[test]
     fn malformed_conversation_ids_are_rejected() {
-        for bad in ["", "p:", "p:1", "p:2:1", "p:1:1", "p:0:5", "g:1", "p:a:b", "p:1:2:3"] {
+        for bad in
+            ["", "p:", "p:1", "p:2:1", "p:1:1", "p:0:5", "g:", "g:0", "g:+1", "g:1:2", "p:a:b", "p:1:2:3", "p:+1:2"]
+        {
             assert!(bad.parse::<ConversationId>().is_err(), "{bad:?} parsed");
         }
     }
@@ -202,6 +247,14 @@ mod tests {
             prop_assume!(a != b);
             let id = ConversationId::private(UserId(a), UserId(b)).unwrap();
             prop_assert_eq!(id.to_string().parse::<ConversationId>().unwrap(), id);
+        }
+
+        #[test]
+        fn group_conversation_id_text_round_trips(g in 1u64..) {
+            let id = ConversationId::Group(GroupId(g));
+            prop_assert_eq!(id.to_string().parse::<ConversationId>().unwrap(), id);
+            prop_assert_eq!(id.group(), Some(GroupId(g)));
+            prop_assert!(!id.is_pair_member(UserId(g)));
         }
     }
 }

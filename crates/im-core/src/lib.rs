@@ -12,6 +12,7 @@
 //!   `SeqAllocator`, `DedupCache`, `Bus`, `Registry`, `Pusher`, `OfflineStore`.
 
 pub mod error;
+pub mod group;
 pub mod ids;
 pub mod limits;
 pub mod message;
@@ -19,5 +20,5 @@ pub mod ports;
 pub mod seq;
 
 pub use error::{ErrorCode, ImError};
-pub use ids::{ClientMsgId, ConversationId, DeviceId, GatewayId, MessageId, Seq, UserId};
+pub use ids::{ClientMsgId, ConversationId, DeviceId, GatewayId, GroupId, MessageId, Seq, UserId};
 pub use message::{Ack, NewMessage, StoredMessage};

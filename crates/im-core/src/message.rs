@@ -21,7 +21,6 @@ pub struct NewMessage {
     pub conversation: ConversationId,
     pub seq: Seq,
     pub sender: UserId,
-    pub recipient: UserId,
     pub client_msg_id: ClientMsgId,
     pub body: Bytes,
     pub content_type: String,
@@ -29,6 +28,12 @@ pub struct NewMessage {
 }
 
 impl NewMessage {
+    /// The addressee of a private message (the sender's peer); none for a
+    /// group message, which goes to the group's members.
+    pub fn recipient(&self) -> Option<UserId> {
+        self.conversation.peer_of(self.sender)
+    }
+
     pub fn ack(&self) -> Ack {
         Ack { msg_id: self.msg_id, conversation: self.conversation, seq: self.seq, server_time_ms: self.server_time_ms }
     }
@@ -54,6 +59,18 @@ pub struct ConversationSummary {
     pub read_seq: Seq,
     /// Messages from others after `read_seq`.
     pub unread: u64,
+}
+
+/// Who read a message of a group (G5 for groups).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadStatus {
+    /// Members whose read position is at or past the message.
+    pub read_count: u64,
+    /// Which members, when the group is small enough to tell
+    /// (`group.read_receipt_details_max`); empty otherwise.
+    pub readers: Vec<crate::UserId>,
+    /// Whether `readers` lists them (the group is small enough).
+    pub detailed: bool,
 }
 
 /// A page of a conversation.
@@ -97,7 +114,6 @@ mod visible_prefix_tests {
             conversation: ConversationId::private(UserId(1), UserId(2)).unwrap(),
             seq: Seq(seq),
             sender: UserId(1),
-            recipient: UserId(2),
             client_msg_id: ClientMsgId::parse(&format!("c{seq}")).unwrap(),
             body: bytes::Bytes::new(),
             content_type: String::new(),

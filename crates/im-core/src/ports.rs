@@ -9,8 +9,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::BackendError;
-use crate::message::{AppendOutcome, ConversationSummary, Page};
-use crate::{Ack, ClientMsgId, ConversationId, DeviceId, GatewayId, MessageId, NewMessage, Seq, UserId};
+use crate::group::{Group, Member, MembershipChange, MembershipOp, NewGroup, Roster};
+use crate::message::{AppendOutcome, ConversationSummary, Page, ReadStatus};
+use crate::{
+    Ack, ClientMsgId, ConversationId, DeviceId, GatewayId, GroupId, ImError, MessageId, NewMessage, Seq, UserId,
+};
 
 pub type BackendResult<T> = Result<T, BackendError>;
 
@@ -31,12 +34,17 @@ pub trait MessageStore: Send + Sync + 'static {
     /// The ack of a stored message, by its idempotency key.
     async fn find_by_client_msg_id(&self, sender: UserId, client_msg_id: &ClientMsgId) -> BackendResult<Option<Ack>>;
 
-    /// The conversations `user` is a member of, with max seq, read position
-    /// and unread count, most recently active first.
+    /// The private conversations `user` is in, with max seq, read position
+    /// and unread count, most recently active first. (Groups are listed from
+    /// the membership: a group message is stored once, not per member.)
     async fn conversations_of(&self, user: UserId) -> BackendResult<Vec<ConversationSummary>>;
 
     /// Highest stored seq of a conversation (`Seq::ZERO` when empty).
     async fn max_seq(&self, conversation: ConversationId) -> BackendResult<Seq>;
+
+    /// How many messages of `conversation` with seq > `after` were sent by
+    /// someone other than `reader`: a group member's unread count.
+    async fn count_unread(&self, conversation: ConversationId, reader: UserId, after: Seq) -> BackendResult<u64>;
 
     /// A cheap round trip to the store, for `/ready`.
     async fn ping(&self) -> BackendResult<()>;
@@ -51,6 +59,10 @@ pub trait ReceiptStore: Send + Sync + 'static {
 
     /// The read position (`Seq::ZERO` if never read).
     async fn read_position(&self, user: UserId, conversation: ConversationId) -> BackendResult<Seq>;
+
+    /// The users whose read position in `conversation` is at least `seq`,
+    /// ascending by id, at most `limit` of them.
+    async fn readers(&self, conversation: ConversationId, seq: Seq, limit: u32) -> BackendResult<Vec<UserId>>;
 }
 
 /// Durable per-conversation seq ceilings (DESIGN.md §4). Batch-first: the
@@ -129,6 +141,12 @@ pub trait SeqAllocator: Send + Sync + 'static {
     /// increasing seqs. The whole batch costs at most one ceiling load and one
     /// durable ceiling write. On error no seq of the batch was handed out.
     async fn next_seqs(&self, conversations: &[ConversationId]) -> BackendResult<Vec<Seq>>;
+
+    /// A boundary in `conversation`'s seqs, for group membership changes
+    /// (`im_core::group`): at least every seq handed out before this call
+    /// (on any node), and below every seq handed out after it returns. Hands
+    /// nothing out and writes nothing.
+    async fn current_seq(&self, conversation: ConversationId) -> BackendResult<Seq>;
 
     /// [`SeqAllocator::next_seqs`] for one message.
     async fn next_seq(&self, conversation: ConversationId) -> BackendResult<Seq> {
@@ -239,19 +257,51 @@ pub struct PushReport {
     pub offline: Vec<u32>,
 }
 
+/// One event for many users of one gateway: a group message travels to the
+/// gateway once, with the list of members connected there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FanOut {
+    pub event: Event,
+    pub users: Vec<UserId>,
+    /// The sending device, which already has the message.
+    pub skip: Option<(UserId, DeviceId)>,
+}
+
 /// The Gateway push API, as the IM service sees it (in process, or gRPC to
 /// `im.gateway.v1.PushService`).
 #[async_trait]
 pub trait Pusher: Send + Sync + 'static {
     /// Delivers a batch to the connected devices of its users on `gateway`.
     async fn push(&self, gateway: &GatewayId, batch: &[PushEvent]) -> BackendResult<PushReport>;
+
+    /// Delivers each fan-out to the connected devices of its users on
+    /// `gateway`; returns how many (event, user) pairs reached a device.
+    /// Implementations send and encode each event once, not once per user.
+    async fn fan_out(&self, gateway: &GatewayId, batch: &[FanOut]) -> BackendResult<u64> {
+        let mut events = Vec::new();
+        for fan_out in batch {
+            for &user in &fan_out.users {
+                let skip_device =
+                    fan_out.skip.as_ref().filter(|(sender, _)| *sender == user).map(|(_, device)| device.clone());
+                events.push(PushEvent { user, skip_device, event: fan_out.event.clone() });
+            }
+        }
+        Ok(u64::from(self.push(gateway, &events).await?.delivered))
+    }
 }
 
-/// A private message as a client asks to send it; the sender comes from the
+/// Where a message goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Addressee {
+    User(UserId),
+    Group(GroupId),
+}
+
+/// A message as a client asks to send it; the sender comes from the
 /// authenticated connection, never from here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SendCommand {
-    pub to_user: UserId,
+    pub to: Addressee,
     pub client_msg_id: String,
     pub body: Bytes,
     pub content_type: String,
@@ -334,4 +384,90 @@ pub trait OfflineStore: Send + Sync + 'static {
     /// Forgets the entries of `user` in `conversation` up to and including
     /// `up_to` (delivered or read); returns how many were removed.
     async fn clear_offline(&self, user: UserId, conversation: ConversationId, up_to: Seq) -> BackendResult<u64>;
+}
+
+/// Durable groups and their membership (the user service's store: SQLite
+/// built in, MySQL in production). Every change is one transaction that
+/// checks the rule (`im_core::group::authorize`) against the roles it reads,
+/// writes, and bumps the group's version.
+#[async_trait]
+pub trait GroupStore: Send + Sync + 'static {
+    /// Creates a group at version 1: the owner with role owner, `members`
+    /// (other than the owner, repeats ignored) as members, all with boundary
+    /// 0. Unknown users are a typed refusal.
+    async fn create_group(&self, group: &NewGroup) -> BackendResult<Result<Roster, ImError>>;
+
+    /// The group and its members at one version, in one consistent read.
+    async fn roster(&self, group: GroupId) -> BackendResult<Option<Roster>>;
+
+    /// The groups `user` is a member of, with their membership, by group id.
+    async fn groups_of(&self, user: UserId) -> BackendResult<Vec<(Group, Member)>>;
+
+    /// Applies `op` by `actor` in one transaction: the rule is checked
+    /// against the stored roles (a refusal changes nothing), joiners get
+    /// `boundary` (`im_core::group::join_boundary` of the current seq), the
+    /// version moves up by one. `max_members` bounds the group's size.
+    /// Adding only users already in changes nothing and is refused as
+    /// `FAILED_PRECONDITION`; unknown users and groups are `NOT_FOUND`.
+    async fn change_membership(
+        &self,
+        group: GroupId,
+        actor: UserId,
+        op: &MembershipOp,
+        boundary: Seq,
+        max_members: usize,
+    ) -> BackendResult<Result<MembershipChange, ImError>>;
+}
+
+/// The group directory as the IM service sees it (in process, or gRPC to
+/// `im.user.v1.GroupDirectory`): it owns groups, checks who may change them,
+/// writes durably and publishes every change on `membership_change`.
+#[async_trait]
+pub trait GroupDirectory: Send + Sync + 'static {
+    async fn create_group(&self, group: NewGroup) -> Result<Roster, ImError>;
+
+    /// Applies a change by `actor` at `boundary` (see [`GroupStore`]).
+    async fn change_membership(
+        &self,
+        group: GroupId,
+        actor: UserId,
+        op: MembershipOp,
+        boundary: Seq,
+    ) -> Result<MembershipChange, ImError>;
+
+    /// The authoritative roster (the caches load from it).
+    async fn roster(&self, group: GroupId) -> Result<Option<Roster>, ImError>;
+
+    async fn groups_of(&self, user: UserId) -> Result<Vec<(Group, Member)>, ImError>;
+}
+
+/// Groups as callers of the IM service see them (`im.v1.GroupService`);
+/// every method acts as `user`, the authenticated identity.
+#[async_trait]
+pub trait Groups: Send + Sync + 'static {
+    async fn create_group(
+        &self,
+        user: UserId,
+        name: String,
+        members: Vec<UserId>,
+        history_visible: bool,
+    ) -> Result<Roster, ImError>;
+
+    /// Add, remove, leave, set a role; the boundary is stamped here.
+    async fn change_membership(
+        &self,
+        user: UserId,
+        group: GroupId,
+        op: MembershipOp,
+    ) -> Result<MembershipChange, ImError>;
+
+    /// A group's members; only members may list them.
+    async fn roster(&self, user: UserId, group: GroupId) -> Result<Roster, ImError>;
+
+    /// `user`'s groups.
+    async fn groups_of(&self, user: UserId) -> Result<Vec<(Group, Member)>, ImError>;
+
+    /// How many members read the message with `seq`, and who, when the group
+    /// is small enough; only members may ask.
+    async fn read_status(&self, user: UserId, group: GroupId, seq: Seq) -> Result<ReadStatus, ImError>;
 }

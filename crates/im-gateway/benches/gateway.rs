@@ -15,7 +15,7 @@ use axum::extract::ws::Message;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use im_core::message::{ConversationSummary, Page};
-use im_core::ports::{BackendResult, Event, Messaging, PushEvent, Registry, SendCommand};
+use im_core::ports::{Addressee, BackendResult, Event, Messaging, PushEvent, Registry, SendCommand};
 use im_core::{Ack, ClientMsgId, ConversationId, DeviceId, GatewayId, ImError, MessageId, NewMessage, Seq, UserId};
 use im_gateway::{Gateway, GatewayLimits};
 use im_proto::client::{self, ClientFrame, client_frame};
@@ -28,7 +28,10 @@ impl Messaging for Instant0 {
     async fn send(&self, user: UserId, _device: &DeviceId, cmd: SendCommand) -> Result<Ack, ImError> {
         Ok(Ack {
             msg_id: MessageId(1),
-            conversation: ConversationId::private(user, cmd.to_user)?,
+            conversation: match cmd.to {
+                Addressee::User(to) => ConversationId::private(user, to)?,
+                Addressee::Group(group) => ConversationId::Group(group),
+            },
             seq: Seq(1),
             server_time_ms: 1,
         })
@@ -78,6 +81,7 @@ async fn request_path(n: u64) -> f64 {
                 req_id: i + 1,
                 body: Some(client_frame::Body::Send(client::SendRequest {
                     to_user: 2,
+                    to_group: 0,
                     client_msg_id: format!("c-{i}"),
                     body: Bytes::from_static(&[b'x'; 200]),
                     content_type: "text/plain".into(),
@@ -139,7 +143,6 @@ fn push_path(users: u64, rounds: u64) -> f64 {
             conversation: ConversationId::private(UserId(to), UserId(to + 1_000_000)).unwrap(),
             seq: Seq(1),
             sender: UserId(to + 1_000_000),
-            recipient: UserId(to),
             client_msg_id: ClientMsgId::parse("c").unwrap(),
             body: Bytes::from_static(&[b'x'; 200]),
             content_type: "text/plain".into(),

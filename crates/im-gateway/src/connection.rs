@@ -22,7 +22,6 @@ use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use im_core::limits::sync_page_size;
-use im_core::ports::SendCommand;
 use im_core::{ConversationId, DeviceId, ImError, Seq, UserId};
 use im_proto::client::{self, ClientFrame, ServerFrame, client_frame, server_frame};
 use prost::Message as _;
@@ -297,12 +296,7 @@ impl Gateway {
         match request {
             Req::Send(send) => {
                 // No sender field exists: the sender is the connection's user.
-                let command = SendCommand {
-                    to_user: UserId(send.to_user),
-                    client_msg_id: send.client_msg_id,
-                    body: send.body,
-                    content_type: send.content_type,
-                };
+                let command = im_proto::convert::send_command(send)?;
                 let ack = self.messaging.send(user, device, command).await?;
                 Ok(Resp::Ack(ack.into()))
             }

@@ -4,7 +4,9 @@
 //! and the same buffer is queued to each device with `try_send`, under a read
 //! lock of one shard, without awaiting anything. A full queue means the
 //! client does not read fast enough: its connection is closed (it reconnects
-//! and syncs; everything pushed is stored, so nothing is lost).
+//! and syncs; everything pushed is stored, so nothing is lost). A group
+//! message comes as one fan-out naming many users: it too is encoded once,
+//! for every device of every user listed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -13,7 +15,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use async_trait::async_trait;
 use bytes::Bytes;
 use im_core::error::BackendError;
-use im_core::ports::{BackendResult, PushEvent, PushReport, Pusher};
+use im_core::ports::{BackendResult, Event, FanOut, PushEvent, PushReport, Pusher};
 use im_core::{DeviceId, GatewayId, UserId};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -34,6 +36,24 @@ struct Conn {
 }
 
 type Shard = RwLock<HashMap<UserId, Vec<Conn>>>;
+
+/// An event's push frame, encoded on first use and then shared (`Bytes`
+/// clones are reference counts): an event nobody is connected for is never
+/// encoded, one for many devices is encoded once.
+struct Frame<'a> {
+    event: &'a Event,
+    encoded: Option<Bytes>,
+}
+
+impl<'a> Frame<'a> {
+    fn new(event: &'a Event) -> Self {
+        Self { event, encoded: None }
+    }
+
+    fn bytes(&mut self) -> Bytes {
+        self.encoded.get_or_insert_with(|| encode(&im_proto::convert::event_frame(self.event))).clone()
+    }
+}
 
 /// The connections of this gateway, by user. Implements [`Pusher`].
 pub struct Hub {
@@ -82,34 +102,67 @@ impl Hub {
         let mut report = PushReport::default();
         let mut queued = 0u64;
         for (index, event) in batch.iter().enumerate() {
-            let shard = self.read(event.user);
-            let Some(conns) = shard.get(&event.user) else {
-                report.offline.push(index as u32);
-                continue;
-            };
-            report.delivered += 1;
             // Encoded at most once per event, and only if a device wants it.
-            let mut frame: Option<Bytes> = None;
-            for conn in conns {
-                if event.skip_device.as_ref() == Some(&conn.device) {
-                    continue;
+            let mut frame = Frame::new(&event.event);
+            match self.queue_to_user(event.user, event.skip_device.as_ref(), &mut frame) {
+                Some(n) => {
+                    report.delivered += 1;
+                    queued += n;
                 }
-                let bytes = frame.get_or_insert_with(|| encode(&im_proto::convert::event_frame(&event.event))).clone();
-                match conn.outbound.try_send(bytes) {
-                    Ok(()) => queued += 1,
-                    Err(TrySendError::Full(_)) => {
-                        if conn.shutdown.trigger(CloseReason::TooSlow) {
-                            self.stats.connection_dropped_slow();
-                            tracing::info!(user = %event.user, device = %conn.device, "outbound queue full, closing slow connection");
-                        }
-                    }
-                    // The connection is ending and will leave the table itself.
-                    Err(TrySendError::Closed(_)) => {}
-                }
+                None => report.offline.push(index as u32),
             }
         }
         self.stats.pushed(batch.len() as u64, queued);
         report
+    }
+
+    /// Delivers each fan-out to the local connections of its users, the
+    /// sending device skipped; returns how many (event, user) pairs had a
+    /// connection here (counted as for [`Hub::deliver`]: also when the only
+    /// device was the skipped one). Each event is encoded once for all its
+    /// users: a group message to thousands of members costs one encode.
+    pub fn fan_out_local(&self, batch: &[FanOut]) -> u64 {
+        let (mut pairs, mut delivered, mut queued) = (0u64, 0u64, 0u64);
+        for fan_out in batch {
+            let mut frame = Frame::new(&fan_out.event);
+            for &user in &fan_out.users {
+                pairs += 1;
+                let skip = fan_out.skip.as_ref().filter(|(sender, _)| *sender == user).map(|(_, device)| device);
+                if let Some(n) = self.queue_to_user(user, skip, &mut frame) {
+                    delivered += 1;
+                    queued += n;
+                }
+            }
+        }
+        self.stats.pushed(pairs, queued);
+        delivered
+    }
+
+    /// Queues `frame` to every connection of `user` here but `skip`; how many
+    /// frames were queued, or `None` when the user has no connection here.
+    /// A full queue closes its connection as too slow: the client reconnects
+    /// and syncs, nothing is lost (everything pushed is stored).
+    fn queue_to_user(&self, user: UserId, skip: Option<&DeviceId>, frame: &mut Frame<'_>) -> Option<u64> {
+        let shard = self.read(user);
+        let conns = shard.get(&user)?;
+        let mut queued = 0;
+        for conn in conns {
+            if skip == Some(&conn.device) {
+                continue;
+            }
+            match conn.outbound.try_send(frame.bytes()) {
+                Ok(()) => queued += 1,
+                Err(TrySendError::Full(_)) => {
+                    if conn.shutdown.trigger(CloseReason::TooSlow) {
+                        self.stats.connection_dropped_slow();
+                        tracing::info!(user = %user, device = %conn.device, "outbound queue full, closing slow connection");
+                    }
+                }
+                // The connection is ending and will leave the table itself.
+                Err(TrySendError::Closed(_)) => {}
+            }
+        }
+        Some(queued)
     }
 
     /// Asks every connection to close with `reason`.
@@ -166,6 +219,15 @@ impl Hub {
         false
     }
 
+    /// A push meant for another gateway is a routing bug upstream: reporting
+    /// everyone offline would hide it.
+    fn check_gateway(&self, gateway: &GatewayId) -> BackendResult<()> {
+        if gateway != &self.id {
+            return Err(BackendError::Other(format!("push for gateway {gateway} reached gateway {}", self.id)));
+        }
+        Ok(())
+    }
+
     fn shard(&self, user: UserId) -> &Shard {
         // Fibonacci hashing: user ids are often sequential, the multiply
         // spreads them over the high bits.
@@ -187,11 +249,13 @@ impl Hub {
 #[async_trait]
 impl Pusher for Hub {
     async fn push(&self, gateway: &GatewayId, batch: &[PushEvent]) -> BackendResult<PushReport> {
-        if gateway != &self.id {
-            // A routing bug upstream: reporting everyone offline would hide it.
-            return Err(BackendError::Other(format!("push for gateway {gateway} reached gateway {}", self.id)));
-        }
+        self.check_gateway(gateway)?;
         Ok(self.deliver(batch))
+    }
+
+    async fn fan_out(&self, gateway: &GatewayId, batch: &[FanOut]) -> BackendResult<u64> {
+        self.check_gateway(gateway)?;
+        Ok(self.fan_out_local(batch))
     }
 }
 
@@ -199,6 +263,7 @@ impl Pusher for Hub {
 mod tests {
     use super::*;
     use crate::testkit::{message_event, receipt_event};
+    use im_core::{ConversationId, GroupId, NewMessage};
     use im_proto::client::server_frame::Body;
     use prost::Message as _;
 
@@ -262,6 +327,77 @@ mod tests {
         assert_eq!(shutdown.reason(), Some(CloseReason::TooSlow));
         assert_eq!(hub.stats().snapshot().connections_dropped_slow, 1);
         assert_eq!(hub.stats().snapshot().pushes_delivered, 2);
+    }
+
+    fn group_fan_out(users: &[u64], skip: Option<(u64, &str)>) -> FanOut {
+        let message =
+            NewMessage { conversation: ConversationId::Group(GroupId(4)), ..crate::testkit::message(1, 2, 9) };
+        FanOut {
+            event: Event::Message(Arc::new(message)),
+            users: users.iter().copied().map(UserId).collect(),
+            skip: skip.map(|(user, device)| (UserId(user), DeviceId(device.into()))),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fan_out_is_encoded_once_for_every_device_of_every_listed_user() {
+        let hub = Hub::new(GatewayId("gw-1".into()));
+        let (mut sender_phone, ..) = attach(&hub, 1, "phone", 8);
+        let (mut sender_laptop, ..) = attach(&hub, 1, "laptop", 8);
+        let (mut member_phone, ..) = attach(&hub, 2, "phone", 8);
+        let (mut member_tablet, ..) = attach(&hub, 3, "tablet", 8);
+        let (mut not_listed, ..) = attach(&hub, 5, "phone", 8);
+
+        // User 4 is listed but not connected here: not counted.
+        let batch = [group_fan_out(&[1, 2, 3, 4], Some((1, "phone")))];
+        let delivered = hub.fan_out(&GatewayId("gw-1".into()), &batch).await.unwrap();
+
+        assert_eq!(delivered, 3);
+        let frames =
+            [sender_laptop.try_recv().unwrap(), member_phone.try_recv().unwrap(), member_tablet.try_recv().unwrap()];
+        assert!(frames.iter().all(|f| f.as_ptr() == frames[0].as_ptr()), "one encode for all devices");
+        assert!(
+            matches!(decode(&frames[0]).body, Some(Body::Push(ref m)) if m.conversation_id == "g:4" && m.to_user == 0)
+        );
+        assert!(sender_phone.try_recv().is_err(), "the sending device got its own message back");
+        assert!(not_listed.try_recv().is_err());
+        assert_eq!(hub.stats().snapshot().pushes_delivered, 3);
+        assert_eq!(hub.stats().snapshot().push_events, 4);
+    }
+
+    #[tokio::test]
+    async fn a_fan_out_skips_the_device_only_for_its_sender() {
+        let hub = Hub::new(GatewayId("gw-1".into()));
+        let (mut sender, ..) = attach(&hub, 1, "phone", 8);
+        let (mut other, ..) = attach(&hub, 2, "phone", 8);
+        // Another user's device of the same name still gets it; the sender
+        // with only the sending device online counts as reached, as in push.
+        let delivered = hub.fan_out_local(&[group_fan_out(&[1, 2], Some((1, "phone")))]);
+        assert_eq!(delivered, 2);
+        assert!(sender.try_recv().is_err());
+        assert!(other.try_recv().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_fan_out_to_nobody_online_is_zero_and_never_encoded() {
+        let hub = Hub::new(GatewayId("gw-1".into()));
+        assert_eq!(hub.fan_out_local(&[group_fan_out(&[7, 8], None), group_fan_out(&[], None)]), 0);
+        assert_eq!(hub.stats().snapshot().pushes_delivered, 0);
+        assert!(hub.fan_out(&GatewayId("gw-2".into()), &[]).await.is_err(), "fan-out for another gateway");
+    }
+
+    #[test]
+    fn a_fan_out_closes_a_full_queue_like_a_push() {
+        let hub = Hub::new(GatewayId("gw-1".into()));
+        let (_rx, slow, _) = attach(&hub, 2, "phone", 1);
+        let (mut fast, ..) = attach(&hub, 3, "phone", 8);
+        let batch: Vec<_> = (0..3).map(|_| group_fan_out(&[2, 3], None)).collect();
+        assert_eq!(hub.fan_out_local(&batch), 6);
+        assert_eq!(slow.reason(), Some(CloseReason::TooSlow));
+        assert_eq!(hub.stats().snapshot().connections_dropped_slow, 1);
+        for _ in 0..3 {
+            assert!(fast.try_recv().is_ok(), "one slow member holds nobody else up");
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use im_core::GatewayId;
-use im_core::ports::{BackendResult, Messaging, PushEvent, PushReport, Pusher, Registry};
+use im_core::ports::{BackendResult, FanOut, Messaging, PushEvent, PushReport, Pusher, Registry};
 
 pub use auth::{Handshake, HandshakeError};
 pub use connection::CloseReason;
@@ -159,5 +159,9 @@ impl Gateway {
 impl Pusher for Gateway {
     async fn push(&self, gateway: &GatewayId, batch: &[PushEvent]) -> BackendResult<PushReport> {
         self.hub.push(gateway, batch).await
+    }
+
+    async fn fan_out(&self, gateway: &GatewayId, batch: &[FanOut]) -> BackendResult<u64> {
+        self.hub.fan_out(gateway, batch).await
     }
 }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use im_core::limits::{DEFAULT_MAX_MESSAGE_SIZE, check_body};
 use im_core::message::{ConversationSummary, Page};
-use im_core::ports::{BackendResult, Event, Messaging, PushEvent, Registry, SendCommand};
+use im_core::ports::{Addressee, BackendResult, Event, Messaging, PushEvent, Registry, SendCommand};
 use im_core::{Ack, ClientMsgId, ConversationId, DeviceId, GatewayId, ImError, MessageId, NewMessage, Seq, UserId};
 use im_proto::client::{self, ClientFrame, ServerFrame, client_frame, server_frame};
 use prost::Message as _;
@@ -56,7 +56,10 @@ impl FakeMessaging {
 impl Messaging for FakeMessaging {
     async fn send(&self, user: UserId, device: &DeviceId, cmd: SendCommand) -> Result<Ack, ImError> {
         check_body(cmd.body.len(), DEFAULT_MAX_MESSAGE_SIZE)?;
-        let conversation = ConversationId::private(user, cmd.to_user)?;
+        let Addressee::User(to) = cmd.to else {
+            return Err(ImError::invalid("the fake messaging sends private messages only"));
+        };
+        let conversation = ConversationId::private(user, to)?;
         let hold = self.holds.lock().unwrap().remove(&cmd.client_msg_id);
         self.sends.lock().unwrap().push((user, device.clone(), cmd));
         if let Some(hold) = hold {
@@ -68,7 +71,7 @@ impl Messaging for FakeMessaging {
 
     async fn sync(&self, user: UserId, conversation: ConversationId, after: Seq, limit: u32) -> Result<Page, ImError> {
         *self.last_sync_limit.lock().unwrap() = Some(limit);
-        if !conversation.has_member(user) {
+        if !conversation.is_pair_member(user) {
             return Err(ImError::denied("not a member"));
         }
         let peer = conversation.peer_of(user).unwrap();
@@ -150,7 +153,6 @@ pub fn message(from: u64, to: u64, seq: u64) -> NewMessage {
         conversation: ConversationId::private(UserId(from), UserId(to)).unwrap(),
         seq: Seq(seq),
         sender: UserId(from),
-        recipient: UserId(to),
         client_msg_id: ClientMsgId::parse("c-1").unwrap(),
         body: Bytes::from_static(b"hi"),
         content_type: "text/plain".into(),
@@ -185,6 +187,7 @@ pub fn send_frame(req_id: u64, to: u64, client_msg_id: &str, body: &[u8]) -> Cli
         req_id,
         body: Some(client_frame::Body::Send(client::SendRequest {
             to_user: to,
+            to_group: 0,
             client_msg_id: client_msg_id.into(),
             body: Bytes::copy_from_slice(body),
             content_type: "text/plain".into(),

@@ -1,10 +1,25 @@
 //! Conversions between the domain (`im-core`) and the wire. Every boundary
 //! (gateway frames, gRPC servers and clients) uses these, so a field is mapped
 //! in exactly one place.
+//!
+//! - here: messages, acks, conversations, errors, pushes, sends, and the
+//!   `offline_msg` record;
+//! - [`group`]: groups, rosters, the directory's requests, and the
+//!   `membership_change` record;
+//! - [`fanout`]: the `group_msg` record and the gateway's `FanOut` events.
+
+mod fanout;
+mod group;
+
+pub use fanout::{decode_group_message_event, encode_group_message_event};
+pub use group::{
+    ChangeRequest, decode_membership_change, encode_membership_change, from_group_memberships, group_memberships,
+    new_group, role_from_pb, role_to_pb,
+};
 
 use im_core::message::ConversationSummary;
-use im_core::ports::{Event, OfflineEntry, PushEvent};
-use im_core::{Ack, ConversationId, DeviceId, ErrorCode, ImError, MessageId, NewMessage, Seq, UserId};
+use im_core::ports::{Addressee, Event, OfflineEntry, PushEvent, SendCommand};
+use im_core::{Ack, ConversationId, DeviceId, ErrorCode, GroupId, ImError, MessageId, NewMessage, Seq, UserId};
 use prost::Message as _;
 
 use crate::{client, gateway, offline};
@@ -16,7 +31,7 @@ impl From<&NewMessage> for client::Message {
             conversation_id: m.conversation.to_string(),
             seq: m.seq.0,
             from_user: m.sender.0,
-            to_user: m.recipient.0,
+            to_user: m.recipient().map_or(0, |user| user.0),
             client_msg_id: m.client_msg_id.as_str().to_owned(),
             body: m.body.clone(),
             content_type: m.content_type.clone(),
@@ -34,7 +49,6 @@ impl TryFrom<client::Message> for NewMessage {
             conversation: m.conversation_id.parse()?,
             seq: Seq(m.seq),
             sender: UserId(m.from_user),
-            recipient: UserId(m.to_user),
             client_msg_id: im_core::ClientMsgId::parse(&m.client_msg_id)?,
             body: m.body,
             content_type: m.content_type,
@@ -76,6 +90,7 @@ pub fn conversation_summary(s: &ConversationSummary, viewer: UserId) -> client::
         max_seq: s.max_seq.0,
         read_seq: s.read_seq.0,
         unread: s.unread,
+        group_id: s.conversation.group().map_or(0, |group| group.0),
     }
 }
 
@@ -175,18 +190,34 @@ pub fn from_status(s: &tonic::Status) -> ImError {
     ImError::new(code, s.message())
 }
 
+/// The two kinds of event, as the push messages carry them: each push
+/// message has its own oneof with these two arms.
+fn wire_event<T>(
+    event: &Event,
+    message: impl FnOnce(client::Message) -> T,
+    receipt_arm: impl FnOnce(client::ReadReceipt) -> T,
+) -> T {
+    match event {
+        Event::Message(m) => message(m.as_ref().into()),
+        Event::Receipt { conversation, reader, read_seq } => receipt_arm(receipt(*conversation, *reader, *read_seq)),
+    }
+}
+
+fn message_event(m: client::Message) -> Result<Event, ImError> {
+    Ok(Event::Message(std::sync::Arc::new(m.try_into()?)))
+}
+
+fn receipt_event(r: client::ReadReceipt) -> Result<Event, ImError> {
+    Ok(Event::Receipt { conversation: r.conversation_id.parse()?, reader: UserId(r.reader), read_seq: Seq(r.read_seq) })
+}
+
 impl From<&PushEvent> for gateway::PushEvent {
     fn from(e: &PushEvent) -> Self {
-        let event = match &e.event {
-            Event::Message(m) => gateway::push_event::Event::Message(m.as_ref().into()),
-            Event::Receipt { conversation, reader, read_seq } => {
-                gateway::push_event::Event::Receipt(receipt(*conversation, *reader, *read_seq))
-            }
-        };
+        use gateway::push_event::Event as Arm;
         gateway::PushEvent {
             user: e.user.0,
             skip_device: e.skip_device.as_ref().map(|d| d.0.clone()).unwrap_or_default(),
-            event: Some(event),
+            event: Some(wire_event(&e.event, Arm::Message, Arm::Receipt)),
         }
     }
 }
@@ -195,16 +226,40 @@ impl TryFrom<gateway::PushEvent> for PushEvent {
     type Error = ImError;
 
     fn try_from(e: gateway::PushEvent) -> Result<Self, ImError> {
+        use gateway::push_event::Event as Arm;
         let event = match e.event.ok_or_else(|| ImError::invalid("push event without an event"))? {
-            gateway::push_event::Event::Message(m) => Event::Message(std::sync::Arc::new(m.try_into()?)),
-            gateway::push_event::Event::Receipt(r) => Event::Receipt {
-                conversation: r.conversation_id.parse()?,
-                reader: UserId(r.reader),
-                read_seq: Seq(r.read_seq),
-            },
+            Arm::Message(m) => message_event(m)?,
+            Arm::Receipt(r) => receipt_event(r)?,
         };
         let skip_device = (!e.skip_device.is_empty()).then(|| DeviceId(e.skip_device));
         Ok(PushEvent { user: UserId(e.user), skip_device, event })
+    }
+}
+
+/// The message a client asks to send. Exactly one addressee: a request
+/// naming both, or neither, is refused rather than guessed at.
+pub fn send_command(req: client::SendRequest) -> Result<SendCommand, ImError> {
+    let to = match (req.to_user, req.to_group) {
+        (0, 0) => return Err(ImError::invalid("set to_user (a private message) or to_group (a group message)")),
+        (user, 0) => Addressee::User(UserId(user)),
+        (0, group) => Addressee::Group(GroupId(group)),
+        _ => return Err(ImError::invalid("set only one of to_user and to_group, not both")),
+    };
+    Ok(SendCommand { to, client_msg_id: req.client_msg_id, body: req.body, content_type: req.content_type })
+}
+
+/// [`send_command`] back on the wire: a gateway forwarding a client's send.
+pub fn send_request(cmd: SendCommand) -> client::SendRequest {
+    let (to_user, to_group) = match cmd.to {
+        Addressee::User(user) => (user.0, 0),
+        Addressee::Group(group) => (0, group.0),
+    };
+    client::SendRequest {
+        to_user,
+        to_group,
+        client_msg_id: cmd.client_msg_id,
+        body: cmd.body,
+        content_type: cmd.content_type,
     }
 }
 
@@ -228,7 +283,8 @@ impl TryFrom<offline::OfflineEvent> for OfflineEntry {
     fn try_from(e: offline::OfflineEvent) -> Result<Self, ImError> {
         let conversation: ConversationId = e.conversation_id.parse()?;
         let user = UserId(e.user);
-        if !conversation.has_member(user) {
+        // Offline entries are for the addressee of a private message.
+        if !conversation.is_pair_member(user) {
             return Err(ImError::invalid(format!("user {user} is not a member of {conversation}")));
         }
         if e.seq == 0 {
@@ -268,7 +324,6 @@ mod tests {
             conversation: ConversationId::private(UserId(1), UserId(2)).unwrap(),
             seq: Seq(3),
             sender: UserId(1),
-            recipient: UserId(2),
             client_msg_id: im_core::ClientMsgId::parse("c-1").unwrap(),
             body: bytes::Bytes::from_static(b"hi"),
             content_type: "text/plain".into(),
@@ -311,6 +366,44 @@ mod tests {
         let seq_zero = OfflineEntry { seq: Seq::ZERO, ..entry };
         assert!(decode_offline_event(&encode_offline_event(&seq_zero)).is_err());
         assert_eq!(decode_offline_event(b"\xff\xff not protobuf").unwrap_err().code, ErrorCode::InvalidArgument);
+    }
+
+    #[test]
+    fn a_send_names_exactly_one_addressee() {
+        let request = |to_user, to_group| client::SendRequest {
+            to_user,
+            to_group,
+            client_msg_id: "c-1".into(),
+            body: bytes::Bytes::from_static(b"hi"),
+            content_type: "text/plain".into(),
+        };
+        let private = send_command(request(2, 0)).unwrap();
+        assert_eq!(private.to, Addressee::User(UserId(2)));
+        assert_eq!((private.client_msg_id.as_str(), private.body.as_ref()), ("c-1", &b"hi"[..]));
+        assert_eq!(private.content_type, "text/plain");
+        assert_eq!(send_command(request(0, 7)).unwrap().to, Addressee::Group(GroupId(7)));
+        for wire in [request(2, 0), request(0, 7)] {
+            assert_eq!(send_request(send_command(wire.clone()).unwrap()), wire);
+        }
+        for (to_user, to_group) in [(0, 0), (2, 7)] {
+            let error = send_command(request(to_user, to_group)).unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidArgument);
+            assert!(error.message.contains("to_user") && error.message.contains("to_group"), "{}", error.message);
+        }
+    }
+
+    #[test]
+    fn receipt_push_events_round_trip() {
+        let e = PushEvent {
+            user: UserId(2),
+            skip_device: None,
+            event: Event::Receipt {
+                conversation: ConversationId::Group(GroupId(5)),
+                reader: UserId(3),
+                read_seq: Seq(8),
+            },
+        };
+        assert_eq!(PushEvent::try_from(gateway::PushEvent::from(&e)).unwrap(), e);
     }
 
     #[test]

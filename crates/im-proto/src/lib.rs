@@ -6,6 +6,7 @@
 //! - [`im::gateway::v1`]: the Gateway push API.
 //! - [`im::user::v1`]: the User Service gRPC API.
 //! - [`im::offline::v1`]: the records of the `offline_msg` topic.
+//! - [`im::fanout::v1`]: the records of the `group_msg` topic.
 #![allow(clippy::all, missing_docs)]
 
 pub mod im {
@@ -32,9 +33,15 @@ pub mod im {
             tonic::include_proto!("im.offline.v1");
         }
     }
+    pub mod fanout {
+        pub mod v1 {
+            tonic::include_proto!("im.fanout.v1");
+        }
+    }
 }
 
 pub use im::client::v1 as client;
+pub use im::fanout::v1 as fanout;
 pub use im::gateway::v1 as gateway;
 pub use im::offline::v1 as offline;
 pub use im::user::v1 as user;

@@ -10,10 +10,10 @@ use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
 use im_backends::etcd::{EtcdRegistry, EtcdRegistryOptions, NodeClaim};
 use im_backends::memory::{MemoryBus, MemoryDedupCache, MemoryRegistry, MemorySeqAllocator};
-use im_backends::{KafkaBus, RedisConnection, RedisDedupCache, RedisSeqAllocator};
+use im_backends::{RedisConnection, RedisDedupCache, RedisSeqAllocator};
 use im_config::{BusBackend, Config, KeySource, RegistryBackend, SeqBackend, ServiceLink};
 use im_core::GatewayId;
-use im_core::ports::{Bus, DedupCache, Messaging, Pusher, Registry, SeqAllocator, UserStore};
+use im_core::ports::{Bus, DedupCache, GroupDirectory, Groups, Messaging, Pusher, Registry, SeqAllocator, UserStore};
 use im_gateway::{Gateway, GatewayLimits, Hub};
 use im_user::UserDirectory;
 use im_user::grpc::UserGrpc;
@@ -22,14 +22,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bootstrap;
+use crate::bus::kafka_bus;
+use crate::fanout::{FanOutSettings, FanOutWorker, GROUP_PUBLISH_QUEUE, GroupPublisher};
+use crate::groups::grpc::GroupGrpc;
+use crate::groups::watcher::consumer_group;
+use crate::groups::{GroupsService, MembershipCache, MembershipWatcher};
 use crate::grpc::MessageGrpc;
 use crate::http::HttpState;
 use crate::messaging::{KnownUsers, MessagingService};
 use crate::metrics::Metrics;
 use crate::msg_id::MessageIdGenerator;
-use crate::offline::{Members, OfflinePublisher, OfflineWorker, PUBLISH_QUEUE, WorkerSettings, dead_letter_topic};
+use crate::offline::{Members, OfflinePublisher, OfflineWorker, PUBLISH_QUEUE, WorkerSettings};
 use crate::pipeline::Pipeline;
 use crate::readiness::{Probe, Readiness, tcp_probe};
+use crate::remote::groups::RemoteGroups;
 use crate::remote::{GrpcPusher, RemoteUsers, ServiceCredential};
 use crate::router::{RetryPolicy, Router};
 use crate::serve;
@@ -46,10 +52,6 @@ const DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
 const NODE_CLAIM_TTL: Duration = Duration::from_secs(5);
 /// How long shutdown waits for in-flight work.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// Partitions of the Kafka topics created at start-up: the most consumers of
-/// one group that share a topic's work (3 nodes × the default
-/// `OFFLINE_WORKER_CONCURRENCY` of 10 fit). A topic that exists keeps its own.
-const TOPIC_PARTITIONS: i32 = 32;
 
 /// The sockets a node serves on.
 pub struct Listeners {
@@ -200,17 +202,7 @@ async fn bus(config: &Config, readiness: &mut Readiness) -> anyhow::Result<(Arc<
             Ok((bus.clone(), bus))
         }
         BusBackend::Kafka(kafka) => {
-            let bus = Arc::new(KafkaBus::new(kafka).context("kafka.brokers (KAFKA_BROKERS)")?);
-            let topics = &kafka.topics;
-            let dead_letters = dead_letter_topic(&topics.offline_msg);
-            let all = [&topics.group_msg, &topics.offline_msg, &topics.membership_change, &dead_letters];
-            bus.ensure_topics(&all.map(String::as_str), TOPIC_PARTITIONS)
-                .await
-                .context("creating the Kafka topics (kafka.brokers, kafka.topics.*)")?;
-            readiness.add(
-                "kafka",
-                probe(bus.clone(), |bus| Box::pin(async move { bus.ping().await.map_err(|e| e.to_string()) })),
-            );
+            let bus = kafka_bus(kafka, readiness).await?;
             Ok((bus.clone(), bus))
         }
     }
@@ -232,6 +224,28 @@ fn user_store(
                     .context("services.user.addr (USER_SERVICE_ADDR)")?,
             ))
         }
+    }
+}
+
+/// The group directory: in process over the store (publishing changes on
+/// this process's bus), or the `im-user` process.
+fn group_directory(
+    config: &Config,
+    stores: &Stores,
+    bus: &Arc<dyn Bus>,
+    credential: &Arc<ServiceCredential>,
+) -> anyhow::Result<Arc<dyn GroupDirectory>> {
+    match config.user_service() {
+        ServiceLink::Builtin => Ok(Arc::new(im_user::groups::GroupService::new(
+            stores.groups.clone(),
+            bus.clone(),
+            config.kafka.topics.membership_change.clone(),
+            config.group.max_members,
+        ))),
+        ServiceLink::Remote(user) => Ok(Arc::new(
+            RemoteGroups::new(&user.addr, user.timeout, credential.clone())
+                .context("services.user.addr (USER_SERVICE_ADDR)")?,
+        )),
     }
 }
 
@@ -286,8 +300,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let workers_stop = CancellationToken::new();
     if config.offline_worker.enabled {
         let worker = OfflineWorker {
-            members,
-            bus,
+            members: members.clone(),
+            bus: bus.clone(),
             store: stores.offline.clone(),
             metrics: metrics.clone(),
             settings: WorkerSettings::from_config(&config),
@@ -298,20 +312,62 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let (routes_tx, routes_rx) = tokio::sync::mpsc::unbounded_channel();
     let pipeline = Pipeline {
         store: stores.messages.clone(),
-        seqs,
+        seqs: seqs.clone(),
         dedup,
         ids: Arc::new(MessageIdGenerator::new(config.server.node_id)),
         metrics: metrics.clone(),
     };
     tracker.spawn(pipeline.run(jobs_rx, routes_tx.clone()));
+    // Group messages go to group_msg, which every node's fan-out consumes
+    // (this one's included, so also in process).
+    let (group_publisher, group_queue) =
+        GroupPublisher::new(bus.clone(), config.kafka.topics.group_msg.clone(), metrics.clone(), GROUP_PUBLISH_QUEUE);
+    tracker.spawn(group_publisher.run(shutdown.clone()));
+    let retry = RetryPolicy { attempts: config.server.max_retry_attempts, timeout: config.server.retry_timeout };
     let router = Router {
+        registry: registry.clone(),
+        pusher: pusher.clone(),
+        metrics: metrics.clone(),
+        retry,
+        offline: offline_queue,
+        groups: Some(group_queue),
+    };
+    tracker.spawn(router.run(routes_rx));
+
+    let directory = group_directory(&config, &stores, &bus, &credential)?;
+    let group_cache = Arc::new(MembershipCache::new(directory.clone()));
+    // Joined before serving: no change made from now on is missed.
+    MembershipWatcher { cache: group_cache.clone(), metrics: metrics.clone() }
+        .start(
+            &*members,
+            &config.kafka.topics.membership_change,
+            &consumer_group(&config.kafka.group_id, config.server.node_id),
+            &workers,
+            workers_stop.clone(),
+        )
+        .await
+        .context("joining kafka.topics.membership_change")?;
+    FanOutWorker {
+        members: members.clone(),
+        bus: bus.clone(),
+        cache: group_cache.clone(),
         registry: registry.clone(),
         pusher,
         metrics: metrics.clone(),
-        retry: RetryPolicy { attempts: config.server.max_retry_attempts, timeout: config.server.retry_timeout },
-        offline: offline_queue,
-    };
-    tracker.spawn(router.run(routes_rx));
+        retry,
+        settings: FanOutSettings::from_config(&config),
+    }
+    .start(&workers, workers_stop.clone())
+    .await
+    .context("starting the group fan-out (kafka.topics.group_msg, kafka.group_id)")?;
+    let groups: Arc<dyn Groups> = Arc::new(GroupsService {
+        directory: directory.clone(),
+        cache: group_cache.clone(),
+        seqs: seqs.clone(),
+        store: stores.messages.clone(),
+        receipts: stores.receipts.clone(),
+        read_receipt_details_max: config.group.read_receipt_details_max,
+    });
 
     let messaging: Arc<dyn Messaging> = Arc::new(MessagingService {
         jobs: jobs_tx,
@@ -320,6 +376,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         receipts: stores.receipts.clone(),
         offline: stores.offline.clone(),
         users: KnownUsers::new(user_store.clone()),
+        groups: group_cache,
+        directory,
         metrics: metrics.clone(),
         max_message_size: config.server.max_message_size,
         sync_gap_grace: config.server.sync_gap_grace,
@@ -372,6 +430,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     };
     let grpc_server = tonic::transport::Server::builder()
         .add_service(MessageGrpc::server(messaging, tokens.clone()))
+        .add_service(GroupGrpc::server(groups, tokens.clone()))
         .add_optional_service(user_grpc)
         .serve_with_incoming_shutdown(serve::grpc_incoming(listeners.grpc), shutdown.clone().cancelled_owned());
 
@@ -414,7 +473,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     workers_stop.cancel();
     workers.close();
     if tokio::time::timeout_at(deadline, workers.wait()).await.is_err() {
-        tracing::warn!("the offline worker did not stop within {SHUTDOWN_GRACE:?}");
+        tracing::warn!("the bus consumers (offline worker, fan-out) did not stop within {SHUTDOWN_GRACE:?}");
     }
     stores.close().await;
     if let Some(claim) = node_claim {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use im_auth::Tokens;
-use im_core::ports::{Messaging, SendCommand};
+use im_core::ports::Messaging;
 use im_core::{ConversationId, DeviceId, ImError, Seq, UserId};
 use im_proto::client as pb;
 use im_proto::convert::status;
@@ -33,16 +33,7 @@ impl MessageGrpc {
     }
 
     fn user<T>(&self, request: &Request<T>) -> Result<UserId, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>` metadata"))?;
-        let identity = self.tokens.verify_bearer(header).map_err(status)?;
-        if identity.admin {
-            return Err(status(ImError::denied("an admin credential cannot act as a user")));
-        }
-        Ok(identity.user)
+        acting_user(&self.tokens, request)
     }
 
     fn device<T>(&self, request: &Request<T>) -> Result<DeviceId, Status> {
@@ -56,6 +47,21 @@ impl MessageGrpc {
     }
 }
 
+/// The user a request acts as: the subject of the token in its
+/// `authorization` metadata. An admin credential is not a user.
+pub fn acting_user<T>(tokens: &Tokens, request: &Request<T>) -> Result<UserId, Status> {
+    let header = request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>` metadata"))?;
+    let identity = tokens.verify_bearer(header).map_err(status)?;
+    if identity.admin {
+        return Err(status(ImError::denied("an admin credential cannot act as a user")));
+    }
+    Ok(identity.user)
+}
+
 fn conversation(raw: &str) -> Result<ConversationId, Status> {
     raw.parse().map_err(status)
 }
@@ -65,13 +71,7 @@ impl MessageService for MessageGrpc {
     async fn send_message(&self, request: Request<pb::SendRequest>) -> Result<Response<pb::SendAck>, Status> {
         let user = self.user(&request)?;
         let device = self.device(&request)?;
-        let req = request.into_inner();
-        let cmd = SendCommand {
-            to_user: UserId(req.to_user),
-            client_msg_id: req.client_msg_id,
-            body: req.body,
-            content_type: req.content_type,
-        };
+        let cmd = im_proto::convert::send_command(request.into_inner()).map_err(status)?;
         let ack = self.messaging.send(user, &device, cmd).await.map_err(status)?;
         Ok(Response::new(ack.into()))
     }

@@ -11,18 +11,25 @@
 //!   reaches no device of its addressee goes to [`offline`].
 //! - [`offline`]: publishes offline events, and the offline worker that
 //!   records them in the store.
+//! - [`groups`]: the membership cache, its `membership_change` watcher, and
+//!   the `im.v1.GroupService` front door (boundary stamping).
+//! - [`fanout`]: group messages on `group_msg`, pushed to online members.
 //! - [`grpc`]: the `im.v1.MessageService` server.
 //! - [`remote`]: gRPC clients of the gateway, user and IM services when they
 //!   run as their own processes.
 //! - [`http`], [`readiness`], [`metrics`]: `/health`, `/ready`, `/metrics`.
 //! - [`bootstrap`]: standalone data directory, token secret, admin credential.
+//! - [`bus`]: the Kafka bus as every process opens it (topics, `/ready`).
 //! - [`msg_id`]: message id generation.
 //! - [`logging`]: `LOG_LEVEL` / `LOG_FORMAT`.
 
 pub mod app;
 pub mod bootstrap;
+pub mod bus;
 pub mod cli;
+pub mod fanout;
 pub mod gateway_app;
+pub mod groups;
 pub mod grpc;
 pub mod http;
 pub mod logging;
@@ -31,6 +38,7 @@ pub mod metrics;
 pub mod msg_id;
 pub mod offline;
 pub mod pipeline;
+pub mod publisher;
 pub mod readiness;
 pub mod remote;
 pub mod router;

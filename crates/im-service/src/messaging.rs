@@ -8,11 +8,15 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
+use im_core::group::Member;
 use im_core::message::{ConversationSummary, Page};
-use im_core::ports::{Event, MessageStore, Messaging, PushEvent, ReceiptStore, SendCommand, UserStore};
+use im_core::ports::{
+    Addressee, Event, GroupDirectory, MessageStore, Messaging, PushEvent, ReceiptStore, SendCommand, UserStore,
+};
 use im_core::{Ack, ClientMsgId, ConversationId, DeviceId, ImError, Seq, UserId, limits};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::groups::MembershipCache;
 use crate::metrics::Metrics;
 use crate::pipeline::SendJob;
 use crate::router::RouteWork;
@@ -25,6 +29,10 @@ pub struct MessagingService {
     /// Offline entries a read makes moot are forgotten here.
     pub offline: Arc<dyn im_core::ports::OfflineStore>,
     pub users: KnownUsers,
+    /// Who is in which group (the send path, sync and receipts ask it).
+    pub groups: Arc<MembershipCache>,
+    /// A user's groups, for the conversation list.
+    pub directory: Arc<dyn GroupDirectory>,
     pub metrics: Arc<Metrics>,
     pub max_message_size: usize,
     /// How long sync waits for a missing seq before it shows what follows
@@ -67,19 +75,45 @@ impl MessagingService {
         limits::check_body(cmd.body.len(), self.max_message_size)?;
         limits::check_content_type(&cmd.content_type)?;
         let client_msg_id = ClientMsgId::parse(&cmd.client_msg_id)?;
-        let conversation = ConversationId::private(user, cmd.to_user)?;
-        if !self.users.exists(cmd.to_user).await? {
-            return Err(ImError::not_found(format!("no user {}", cmd.to_user)));
-        }
+        let conversation = match cmd.to {
+            Addressee::User(to) => {
+                let conversation = ConversationId::private(user, to)?;
+                if !self.users.exists(to).await? {
+                    return Err(ImError::not_found(format!("no user {to}")));
+                }
+                conversation
+            }
+            // G6: only members send; from the cache, no round trip.
+            Addressee::Group(group) => {
+                self.groups.member(group, user).await?;
+                ConversationId::Group(group)
+            }
+        };
         Ok((conversation, client_msg_id))
     }
-}
 
-fn require_member(user: UserId, conversation: ConversationId) -> Result<(), ImError> {
-    if conversation.has_member(user) {
-        Ok(())
-    } else {
-        Err(ImError::denied(format!("you are not a member of {conversation}")))
+    /// Checks that `user` may read `conversation`; for a group, returns the
+    /// membership (its boundary limits what they see).
+    async fn access(&self, user: UserId, conversation: ConversationId) -> Result<Option<Member>, ImError> {
+        match conversation.group() {
+            Some(group) => Ok(Some(self.groups.member(group, user).await?.1)),
+            None if conversation.is_pair_member(user) => Ok(None),
+            None => Err(ImError::denied(format!("you are not a member of {conversation}"))),
+        }
+    }
+
+    /// The list entries of `user`'s groups: max seq, read position, and the
+    /// unread messages of others they can see.
+    async fn group_summaries(&self, user: UserId) -> Result<Vec<ConversationSummary>, ImError> {
+        let mut summaries = Vec::new();
+        for (group, member) in self.directory.groups_of(user).await? {
+            let conversation = ConversationId::Group(group.id);
+            let max_seq = self.store.max_seq(conversation).await?;
+            let read_seq = self.receipts.read_position(user, conversation).await?;
+            let unread = self.store.count_unread(conversation, user, read_seq.max(member.joined_after)).await?;
+            summaries.push(ConversationSummary { conversation, max_seq, read_seq, unread });
+        }
+        Ok(summaries)
     }
 }
 
@@ -92,7 +126,6 @@ impl Messaging for MessagingService {
         let job = SendJob {
             sender: user,
             device: device.clone(),
-            recipient: cmd.to_user,
             conversation,
             client_msg_id,
             body: cmd.body,
@@ -105,7 +138,12 @@ impl Messaging for MessagingService {
     }
 
     async fn sync(&self, user: UserId, conversation: ConversationId, after: Seq, limit: u32) -> Result<Page, ImError> {
-        require_member(user, conversation)?;
+        // A group member sees what follows their join, whatever cursor they
+        // ask from.
+        let after = match self.access(user, conversation).await? {
+            Some(member) => after.max(member.joined_after),
+            None => after,
+        };
         let mut page = self.store.fetch(conversation, after, limits::sync_page_size(limit)).await?;
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -123,7 +161,9 @@ impl Messaging for MessagingService {
     }
 
     async fn conversations(&self, user: UserId) -> Result<Vec<ConversationSummary>, ImError> {
-        Ok(self.store.conversations_of(user).await?)
+        let mut list = self.store.conversations_of(user).await?;
+        list.extend(self.group_summaries(user).await?);
+        Ok(list)
     }
 
     async fn mark_read(
@@ -133,7 +173,7 @@ impl Messaging for MessagingService {
         conversation: ConversationId,
         seq: Seq,
     ) -> Result<Seq, ImError> {
-        require_member(user, conversation)?;
+        self.access(user, conversation).await?;
         let max_seq = self.store.max_seq(conversation).await?;
         if seq > max_seq {
             return Err(ImError::invalid(format!(
@@ -145,11 +185,13 @@ impl Messaging for MessagingService {
         self.metrics.receipts.inc();
         if after > before {
             let event = Event::Receipt { conversation, reader: user, read_seq: after };
+            // The peer of a private conversation is told; in a group, the
+            // reader's own devices only (members ask GetReadStatus: telling
+            // 5,000 members of every read is not worth it).
             let mut events: Vec<PushEvent> = conversation
-                .members()
+                .peer_of(user)
+                .map(|peer| PushEvent { user: peer, skip_device: None, event: event.clone() })
                 .into_iter()
-                .filter(|&member| member != user)
-                .map(|member| PushEvent { user: member, skip_device: None, event: event.clone() })
                 .collect();
             events.push(PushEvent { user, skip_device: Some(device.clone()), event });
             // Best effort, like every push: the position is stored either way.

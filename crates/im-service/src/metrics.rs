@@ -65,6 +65,29 @@ pub struct Metrics {
     pub offline_dead_letters: Family<ReasonLabel, Counter>,
     /// Records after a consumer group's last commit, per partition.
     pub consumer_lag: Family<PartitionLabels, Gauge>,
+    /// `membership_change` records applied to this node's cache.
+    pub membership_changes: Counter,
+    /// `membership_change` records that did not decode (passed over).
+    pub membership_undecodable: Counter,
+    /// Group messages published on `group_msg`.
+    pub group_published: Counter,
+    /// Failed attempts to publish group messages (each is retried).
+    pub group_publish_failures: Counter,
+    /// Group messages never published on `group_msg`: the queue was full, or
+    /// the node stopped first. Their members get them by sync.
+    pub group_dropped: Counter,
+    /// Group messages the fan-out handled (looked up and pushed to the
+    /// members online, if any).
+    pub group_fanned_out: Counter,
+    /// (message, member) pairs the fan-out delivered to at least one device.
+    pub group_fanout_deliveries: Counter,
+    /// From a group message's `server_time_ms` to the return of the last
+    /// gateway call carrying it, seconds.
+    pub group_fanout_latency: Histogram,
+    /// Failed roster lookups of the fan-out (each is retried).
+    pub group_roster_failures: Counter,
+    /// `group_msg` records parked on the dead-letter topic, by reason.
+    pub group_dead_letters: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -94,6 +117,17 @@ impl Metrics {
         let offline_write_failures = Counter::default();
         let offline_dead_letters = Family::<ReasonLabel, Counter>::default();
         let consumer_lag = Family::<PartitionLabels, Gauge>::default();
+        let membership_changes = Counter::default();
+        let membership_undecodable = Counter::default();
+        let group_published = Counter::default();
+        let group_publish_failures = Counter::default();
+        let group_dropped = Counter::default();
+        let group_fanned_out = Counter::default();
+        let group_fanout_deliveries = Counter::default();
+        // 1 ms .. ~33 s
+        let group_fanout_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let group_roster_failures = Counter::default();
+        let group_dead_letters = Family::<ReasonLabel, Counter>::default();
 
         registry.register("messages_accepted", "Messages durably stored and acknowledged", accepted.clone());
         registry.register("messages_duplicate", "Resends answered with the first ack", duplicates.clone());
@@ -148,6 +182,52 @@ impl Metrics {
             "Records after the consumer group's last commit, per partition",
             consumer_lag.clone(),
         );
+        registry.register(
+            "membership_changes",
+            "membership_change records applied to this node's membership cache",
+            membership_changes.clone(),
+        );
+        registry.register(
+            "membership_undecodable",
+            "membership_change records that did not decode (passed over)",
+            membership_undecodable.clone(),
+        );
+        registry.register("group_messages_published", "Group messages published on group_msg", group_published.clone());
+        registry.register(
+            "group_publish_failures",
+            "Failed attempts to publish group messages (each is retried)",
+            group_publish_failures.clone(),
+        );
+        registry.register(
+            "group_messages_dropped",
+            "Group messages never published (queue full, or stopped first); members get them by sync",
+            group_dropped.clone(),
+        );
+        registry.register(
+            "group_messages_fanned_out",
+            "Group messages the fan-out pushed to their online members",
+            group_fanned_out.clone(),
+        );
+        registry.register(
+            "group_fanout_deliveries",
+            "Group message deliveries by the fan-out: (message, member) pairs that reached a device",
+            group_fanout_deliveries.clone(),
+        );
+        registry.register(
+            "group_fanout_latency_seconds",
+            "From a group message's server time to the return of the last gateway call pushing it",
+            group_fanout_latency.clone(),
+        );
+        registry.register(
+            "group_roster_failures",
+            "Failed roster lookups of the group fan-out (each is retried)",
+            group_roster_failures.clone(),
+        );
+        registry.register(
+            "group_dead_letters",
+            "group_msg records parked on the dead-letter topic, by reason",
+            group_dead_letters.clone(),
+        );
         Self {
             registry,
             accepted,
@@ -167,6 +247,16 @@ impl Metrics {
             offline_write_failures,
             offline_dead_letters,
             consumer_lag,
+            membership_changes,
+            membership_undecodable,
+            group_published,
+            group_publish_failures,
+            group_dropped,
+            group_fanned_out,
+            group_fanout_deliveries,
+            group_fanout_latency,
+            group_roster_failures,
+            group_dead_letters,
         }
     }
 

@@ -7,6 +7,7 @@
 //!   the queue without waiting; one publisher task publishes them, keyed by
 //!   conversation, and retries failed publishes with backoff. A full queue
 //!   drops the newest entries (counted): routing never waits for the bus.
+//!   The same [`Publisher`] as the group messages' ([`crate::publisher`]).
 //! - [`OfflineWorker`]: `OFFLINE_WORKER_CONCURRENCY` members of the consumer
 //!   group, each collecting up to `OFFLINE_WORKER_BATCH_SIZE` records or for
 //!   `OFFLINE_WORKER_BATCH_TIMEOUT` after the first, recording them in one
@@ -40,19 +41,18 @@ use im_backends::{KafkaBus, MemoryBus};
 use im_core::error::BackendError;
 use im_core::ports::{BackendResult, Bus, BusConsumer, BusRecord, OfflineEntry, OfflineStore};
 use im_proto::convert::{decode_offline_event, encode_offline_event};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
-use crate::metrics::{Metrics, PartitionLabels, ReasonLabel};
+use crate::metrics::{Metrics, PartitionLabels};
+pub use crate::publisher::Backoff;
+use crate::publisher::{DeadLetters, PublishCounters, PublishQueue, Publishable, Publisher, Stopped, pause};
 
 /// Offline entries waiting for the publisher. At about 100 bytes each, a few
 /// MiB; beyond it (the bus down for long under load) entries are dropped.
 pub const PUBLISH_QUEUE: usize = 64 * 1024;
-/// Entries published at once (concurrently: the Kafka producer batches them).
-const PUBLISH_BATCH: usize = 512;
 /// Times the store may refuse a batch (not merely be unavailable) before it
 /// is written again record by record, and a record before it is parked.
 pub const REFUSED_ATTEMPTS: u32 = 3;
@@ -62,152 +62,36 @@ pub fn dead_letter_topic(topic: &str) -> String {
     format!("{topic}.dlq")
 }
 
-/// Waits between retries: doubling from `first` up to `max`.
-#[derive(Clone, Copy, Debug)]
-pub struct Backoff {
-    pub first: Duration,
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self { first: Duration::from_millis(100), max: Duration::from_secs(5) }
-    }
-}
-
-impl Backoff {
-    /// The wait before retry number `retry` (1-based).
-    fn delay(&self, retry: u32) -> Duration {
-        let doubled = self.first.saturating_mul(1 << retry.saturating_sub(1).min(16));
-        doubled.min(self.max)
-    }
-}
-
-/// The stop signal came while retrying: the work in hand is abandoned
-/// uncommitted, and comes again to whoever consumes next.
-#[derive(Debug)]
-struct Stopped;
-
-/// Sleeps `delay`, or returns `Stopped` when `stop` comes first.
-async fn pause(delay: Duration, stop: &CancellationToken) -> Result<(), Stopped> {
-    tokio::select! {
-        () = stop.cancelled() => Err(Stopped),
-        () = tokio::time::sleep(delay) => Ok(()),
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Publishing
 
-/// The router's handle on the publisher: hands entries over without waiting.
-#[derive(Clone)]
-pub struct OfflineQueue {
-    entries: mpsc::Sender<OfflineEntry>,
-    metrics: Arc<Metrics>,
-}
-
-impl OfflineQueue {
-    /// Queues `entries` for publishing. What does not fit is dropped and
-    /// counted (`im_offline_events_dropped_total`): the router must not wait
-    /// for a bus that is down.
-    pub fn enqueue(&self, entries: impl IntoIterator<Item = OfflineEntry>) {
-        let mut dropped = 0u64;
-        for entry in entries {
-            if self.entries.try_send(entry).is_err() {
-                dropped += 1;
-            }
-        }
-        if dropped > 0 {
-            self.metrics.offline_dropped.inc_by(dropped);
-            warn!(dropped, "offline publish queue full or closed; events dropped (messages reach devices by sync)");
-        }
-    }
-}
+/// The router's handle on the offline publisher: hands entries over without
+/// waiting; what does not fit is dropped and counted
+/// (`im_offline_events_dropped_total`).
+pub type OfflineQueue = PublishQueue<OfflineEntry>;
 
 /// Publishes offline entries on the `offline_msg` topic, keyed by
-/// conversation (one conversation, one partition, one order).
-pub struct OfflinePublisher {
-    bus: Arc<dyn Bus>,
-    topic: String,
-    metrics: Arc<Metrics>,
-    backoff: Backoff,
-    entries: mpsc::Receiver<OfflineEntry>,
-}
+/// conversation (one conversation, one partition, one order); see
+/// [`Publisher`].
+pub type OfflinePublisher = Publisher<OfflineEntry>;
 
-impl OfflinePublisher {
-    /// A publisher and the queue that feeds it, holding up to `capacity`
-    /// entries.
-    pub fn new(bus: Arc<dyn Bus>, topic: String, metrics: Arc<Metrics>, capacity: usize) -> (Self, OfflineQueue) {
-        let (tx, entries) = mpsc::channel(capacity);
-        let queue = OfflineQueue { entries: tx, metrics: metrics.clone() };
-        (Self { bus, topic, metrics, backoff: Backoff::default(), entries }, queue)
+impl Publishable for OfflineEntry {
+    const WHAT: &'static str = "offline events";
+
+    fn key(&self) -> Bytes {
+        Bytes::from(self.conversation.to_string())
     }
 
-    /// Publishes until every queue handle is gone and the queue is empty.
-    /// A failed publish is counted, logged and retried with backoff, until
-    /// `shutdown`: from then on what fails is dropped (counted), so stopping
-    /// does not wait for a bus that is down.
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut batch = Vec::with_capacity(PUBLISH_BATCH);
-        // Set when a publish failed after `shutdown`: the rest is dropped
-        // without trying, each try could take the whole producer timeout.
-        let mut gave_up = false;
-        while self.entries.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
-            if gave_up {
-                self.metrics.offline_dropped.inc_by(batch.len() as u64);
-                warn!(dropped = batch.len(), "stopping: offline events not published are dropped");
-                batch.clear();
-                continue;
-            }
-            let mut retry = 0;
-            loop {
-                let failed = self.publish(&mut batch).await;
-                if failed.is_none() {
-                    break;
-                }
-                // What queued meanwhile is tried with the retry, not one
-                // batch per failed attempt.
-                while batch.len() < PUBLISH_BATCH {
-                    let Ok(entry) = self.entries.try_recv() else { break };
-                    batch.push(entry);
-                }
-                retry += 1;
-                if pause(self.backoff.delay(retry), &shutdown).await.is_err() {
-                    self.metrics.offline_dropped.inc_by(batch.len() as u64);
-                    warn!(dropped = batch.len(), "stopping: offline events not published are dropped");
-                    batch.clear();
-                    gave_up = true;
-                    break;
-                }
-            }
-        }
-        info!("offline publisher stopped");
+    fn payload(&self) -> Bytes {
+        encode_offline_event(self)
     }
 
-    /// Publishes `batch` concurrently; keeps in it what failed, and returns
-    /// the first error if anything did.
-    async fn publish(&self, batch: &mut Vec<OfflineEntry>) -> Option<BackendError> {
-        let attempted = batch.len() as u64;
-        let sends = batch.iter().map(|entry| {
-            let key = Bytes::from(entry.conversation.to_string());
-            self.bus.publish(&self.topic, key, encode_offline_event(entry))
-        });
-        let mut results = futures::future::join_all(sends).await.into_iter();
-        let mut first_error = None;
-        batch.retain(|_| match results.next().expect("one result per entry") {
-            Ok(()) => false,
-            Err(e) => {
-                first_error.get_or_insert(e);
-                true
-            }
-        });
-        let failed = batch.len() as u64;
-        self.metrics.offline_published.inc_by(attempted - failed);
-        if let Some(e) = &first_error {
-            self.metrics.offline_publish_failures.inc_by(failed);
-            warn!(topic = %self.topic, failed, error = %e, "offline events not published; retrying");
+    fn counters(metrics: &Metrics) -> PublishCounters {
+        PublishCounters {
+            published: metrics.offline_published.clone(),
+            failures: metrics.offline_publish_failures.clone(),
+            dropped: metrics.offline_dropped.clone(),
         }
-        first_error
     }
 }
 
@@ -475,8 +359,8 @@ impl OfflineWorker {
         }
     }
 
-    /// Publishes `record` as it is to the dead-letter topic, retrying until
-    /// that worked (until `stop`): a record is committed past only once it is
+    /// Parks `record` as it is on the dead-letter topic (retrying until that
+    /// worked, until `stop`): a record is committed past only once it is
     /// recorded or parked.
     async fn dead_letter(
         &self,
@@ -485,43 +369,30 @@ impl OfflineWorker {
         cause: &str,
         stop: &CancellationToken,
     ) -> Result<(), Stopped> {
-        let topic = &self.settings.dead_letter_topic;
-        let mut failures = 0;
-        loop {
-            match self.bus.publish(topic, record.key.clone(), record.payload.clone()).await {
-                Ok(()) => break,
-                Err(e) => {
-                    failures += 1;
-                    warn!(%topic, offset = record.offset, error = %e, "could not park a record on the dead-letter topic; retrying");
-                    pause(self.settings.backoff.delay(failures), stop).await?;
-                }
-            }
-        }
-        self.metrics.offline_dead_letters.get_or_create(&ReasonLabel { reason }).inc();
-        error!(
-            from = %self.settings.topic,
-            to = %topic,
-            offset = record.offset,
-            reason,
-            cause,
-            "offline event parked on the dead-letter topic"
-        );
-        Ok(())
+        let dead_letters = DeadLetters {
+            bus: &*self.bus,
+            from: &self.settings.topic,
+            to: &self.settings.dead_letter_topic,
+            backoff: self.settings.backoff,
+            parked: &self.metrics.offline_dead_letters,
+            what: "offline event",
+        };
+        dead_letters.park(record, reason, cause, stop).await
     }
 }
 
 /// Reports the lag of every member of this process as one set, so a
 /// partition moving between two of them does not blink out, and one that
 /// left this process is no longer reported by it.
-struct LagReporter {
-    hooks: Vec<Box<dyn LagHook>>,
-    group: String,
-    metrics: Arc<Metrics>,
-    interval: Duration,
+pub(crate) struct LagReporter {
+    pub(crate) hooks: Vec<Box<dyn LagHook>>,
+    pub(crate) group: String,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) interval: Duration,
 }
 
 impl LagReporter {
-    async fn run(self, stop: CancellationToken) {
+    pub(crate) async fn run(self, stop: CancellationToken) {
         let mut shown: HashSet<PartitionLabels> = HashSet::new();
         let mut ticks = tokio::time::interval(self.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

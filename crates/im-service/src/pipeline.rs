@@ -29,7 +29,7 @@ const MAX_BATCH: usize = 1024;
 pub struct SendJob {
     pub sender: UserId,
     pub device: DeviceId,
-    pub recipient: UserId,
+    /// Private or group; the recipient of a private message follows from it.
     pub conversation: ConversationId,
     pub client_msg_id: ClientMsgId,
     pub body: Bytes,
@@ -115,7 +115,6 @@ impl Pipeline {
                 conversation: job.conversation,
                 seq,
                 sender: job.sender,
-                recipient: job.recipient,
                 client_msg_id: job.client_msg_id,
                 body: job.body,
                 content_type: job.content_type,

@@ -5,17 +5,23 @@
 //! offline, or the push failed `MAX_RETRY_ATTEMPTS` times) is handed to the
 //! offline queue ([`crate::offline`]).
 //!
+//! Group messages are not routed here: they are handed to the group queue,
+//! published on `group_msg` and pushed to the members by the fan-out
+//! ([`crate::fanout`]), which uses the same [`RetryPolicy`].
+//!
 //! Pushes are best effort by design: a device that misses one catches up by
 //! sync (G4), because everything pushed is already stored.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use im_core::ports::{Event, OfflineEntry, PushEvent, PushReport, Pusher, Registry};
+use im_core::ports::{BackendResult, Event, OfflineEntry, PushEvent, PushReport, Pusher, Registry};
 use im_core::{ErrorCode, GatewayId};
 use tokio::sync::mpsc;
 
+use crate::fanout::{GroupMessage, GroupQueue};
 use crate::metrics::Metrics;
 use crate::offline::OfflineQueue;
 use crate::pipeline::Committed;
@@ -35,6 +41,27 @@ pub struct RetryPolicy {
     pub timeout: Duration,
 }
 
+impl RetryPolicy {
+    /// Makes `call` (a call to `gateway` carrying `items` events, `what` in
+    /// the logs) up to `attempts` times, each bounded by `timeout`. `None`
+    /// when every attempt failed: the devices catch up by sync.
+    pub async fn call<T, F, Fut>(&self, gateway: &GatewayId, what: &'static str, items: usize, mut call: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = BackendResult<T>>,
+    {
+        for attempt in 1..=self.attempts.max(1) {
+            match tokio::time::timeout(self.timeout, call()).await {
+                Ok(Ok(value)) => return Some(value),
+                Ok(Err(e)) => tracing::warn!(%gateway, attempt, error = %e, "{what} failed"),
+                Err(_) => tracing::warn!(%gateway, attempt, "{what} timed out"),
+            }
+        }
+        tracing::error!(%gateway, items, "{what} gave up; devices will catch up by sync");
+        None
+    }
+}
+
 pub struct Router {
     pub registry: Arc<dyn Registry>,
     pub pusher: Arc<dyn Pusher>,
@@ -43,6 +70,10 @@ pub struct Router {
     /// Where messages that reached none of their recipient's devices go;
     /// none when nothing consumes offline events (`app.rs` decides).
     pub offline: Option<OfflineQueue>,
+    /// Where group messages go (published on `group_msg` for the fan-out);
+    /// none when this process has no groups (their messages are then only
+    /// synced, and counted as dropped).
+    pub groups: Option<GroupQueue>,
 }
 
 /// One gateway's share of a batch. `addressed[i]` is the index, in the
@@ -72,12 +103,25 @@ impl Router {
         tracing::info!("router stopped");
     }
 
-    async fn route_messages(&self, batch: Vec<Committed>) {
+    async fn route_messages(&self, mut batch: Vec<Committed>) {
+        if batch.iter().any(|c| c.message.conversation.group().is_some()) {
+            let (groups, private): (Vec<_>, Vec<_>) =
+                batch.into_iter().partition(|c| c.message.conversation.group().is_some());
+            self.hand_over_group_messages(groups);
+            batch = private;
+            if batch.is_empty() {
+                return;
+            }
+        }
         let mut per_gateway: HashMap<GatewayId, GatewayBatch> = HashMap::new();
         for (index, committed) in batch.iter().enumerate() {
             let message = &committed.message;
-            let to_recipient =
-                PushEvent { user: message.recipient, skip_device: None, event: Event::Message(message.clone()) };
+            let Some(recipient) = message.recipient() else {
+                tracing::error!(conversation = %message.conversation, sender = %message.sender,
+                    "a private message whose sender is not in its conversation; not routed");
+                continue;
+            };
+            let to_recipient = PushEvent { user: recipient, skip_device: None, event: Event::Message(message.clone()) };
             if !self.add(&mut per_gateway, to_recipient, Some(index)) {
                 self.metrics.push_offline.inc();
             }
@@ -90,19 +134,35 @@ impl Router {
         }
         let reached = self.push_all(per_gateway, batch.len()).await;
         if let Some(offline) = &self.offline {
-            offline.enqueue(batch.iter().zip(&reached).filter(|(_, reached)| !**reached).map(|(committed, _)| {
-                let message = &committed.message;
-                OfflineEntry {
-                    user: message.recipient,
-                    conversation: message.conversation,
-                    seq: message.seq,
-                    msg_id: message.msg_id,
-                    server_time_ms: message.server_time_ms,
-                }
-            }));
+            offline.enqueue(batch.iter().zip(&reached).filter(|(_, reached)| !**reached).filter_map(
+                |(committed, _)| {
+                    let message = &committed.message;
+                    Some(OfflineEntry {
+                        user: message.recipient()?,
+                        conversation: message.conversation,
+                        seq: message.seq,
+                        msg_id: message.msg_id,
+                        server_time_ms: message.server_time_ms,
+                    })
+                },
+            ));
         }
         for committed in &batch {
             self.metrics.routing_latency.observe(committed.accepted_at.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Hands group messages to the group queue (never waiting), from which
+    /// they are published for the fan-out.
+    fn hand_over_group_messages(&self, committed: Vec<Committed>) {
+        let messages = committed.into_iter().map(|c| GroupMessage { message: c.message, device: c.device });
+        match &self.groups {
+            Some(queue) => queue.enqueue(messages),
+            None => {
+                let dropped = messages.count() as u64;
+                self.metrics.group_dropped.inc_by(dropped);
+                tracing::warn!(dropped, "no group fan-out in this process; group messages reach members by sync");
+            }
         }
     }
 
@@ -169,15 +229,7 @@ impl Router {
     }
 
     async fn push_with_retry(&self, gateway: &GatewayId, events: Vec<PushEvent>) -> Result<PushReport, ()> {
-        for attempt in 1..=self.retry.attempts.max(1) {
-            match tokio::time::timeout(self.retry.timeout, self.pusher.push(gateway, &events)).await {
-                Ok(Ok(report)) => return Ok(report),
-                Ok(Err(e)) => tracing::warn!(%gateway, attempt, error = %e, "push failed"),
-                Err(_) => tracing::warn!(%gateway, attempt, "push timed out"),
-            }
-        }
-        tracing::error!(%gateway, events = events.len(), "push gave up; devices will catch up by sync");
-        Err(())
+        self.retry.call(gateway, "push", events.len(), || self.pusher.push(gateway, &events)).await.ok_or(())
     }
 }
 
@@ -240,7 +292,6 @@ mod tests {
             conversation: ConversationId::private(UserId(from), UserId(to)).unwrap(),
             seq: Seq(seq),
             sender: UserId(from),
-            recipient: UserId(to),
             client_msg_id: ClientMsgId::parse(&format!("c{seq}")).unwrap(),
             body: Bytes::from_static(b"hi"),
             content_type: String::new(),
@@ -256,6 +307,7 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
             retry: RetryPolicy { attempts, timeout: Duration::from_secs(1) },
             offline: None,
+            groups: None,
         }
     }
 
@@ -351,6 +403,7 @@ mod tests {
             metrics: metrics.clone(),
             retry: RetryPolicy { attempts: 2, timeout: Duration::from_secs(1) },
             offline: Some(queue),
+            groups: None,
         };
         let batch: Vec<_> = (2..=5).map(|to| committed(1, to, 7)).collect();
         router.route_messages(batch).await;
@@ -369,5 +422,79 @@ mod tests {
         );
         assert_eq!(records[1].key, Bytes::from(carol.conversation.to_string()), "keyed by conversation");
         assert_eq!(metrics.offline_published.get(), 3);
+    }
+
+    fn group_committed(group: u64, from: u64, seq: u64) -> Committed {
+        let message = NewMessage {
+            msg_id: MessageId(1000 + seq),
+            conversation: ConversationId::Group(im_core::GroupId(group)),
+            seq: Seq(seq),
+            sender: UserId(from),
+            client_msg_id: ClientMsgId::parse(&format!("g{seq}")).unwrap(),
+            body: Bytes::from_static(b"hi all"),
+            content_type: String::new(),
+            server_time_ms: 0,
+        };
+        Committed { message: Arc::new(message), device: DeviceId("phone".into()), accepted_at: Instant::now() }
+    }
+
+    #[tokio::test]
+    async fn group_messages_are_handed_to_the_fan_out_not_routed_as_private() {
+        use im_backends::MemoryBus;
+        use im_core::ports::Bus;
+
+        use crate::fanout::GroupPublisher;
+        use crate::offline::OfflinePublisher;
+
+        let registry = FixedRegistry(HashMap::from([(UserId(1), vec![gw("a")]), (UserId(2), vec![gw("a")])]));
+        let pusher = Arc::new(RecordingPusher::default());
+        let bus = Arc::new(MemoryBus::new());
+        let mut group_topic = bus.subscribe("group_msg", "test").await.unwrap();
+        let mut offline_topic = bus.subscribe("offline", "test").await.unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let (offline, offline_queue) = OfflinePublisher::new(bus.clone(), "offline".into(), metrics.clone(), 100);
+        let (groups, group_queue) = GroupPublisher::new(bus.clone(), "group_msg".into(), metrics.clone(), 100);
+        let router = Router {
+            registry: Arc::new(registry),
+            pusher: pusher.clone(),
+            metrics: metrics.clone(),
+            retry: RetryPolicy { attempts: 1, timeout: Duration::from_secs(1) },
+            offline: Some(offline_queue),
+            groups: Some(group_queue),
+        };
+        // Group 7 (whose members 1 and 2 are online) between two private messages.
+        router.route_messages(vec![committed(1, 2, 1), group_committed(7, 1, 3), committed(2, 1, 2)]).await;
+        drop(router);
+        offline.run(tokio_util::sync::CancellationToken::new()).await;
+        groups.run(tokio_util::sync::CancellationToken::new()).await;
+
+        let calls = pusher.calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 1);
+        let seqs: Vec<(u64, u64)> = calls[0]
+            .1
+            .iter()
+            .map(|e| match &e.event {
+                Event::Message(m) => (e.user.0, m.seq.0),
+                Event::Receipt { .. } => panic!("a message"),
+            })
+            .collect();
+        assert_eq!(seqs, [(2, 1), (1, 1), (1, 2), (2, 2)], "only the private messages are pushed by the router");
+
+        let records = group_topic.poll(10, Duration::ZERO).await.unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].key, Bytes::from_static(b"7"), "keyed by group");
+        let (message, device) = im_proto::convert::decode_group_message_event(&records[0].payload).unwrap();
+        assert_eq!((message.seq, device), (Seq(3), DeviceId("phone".into())));
+        assert_eq!(offline_topic.poll(10, Duration::ZERO).await.unwrap(), [], "nothing offline");
+        assert_eq!((metrics.group_published.get(), metrics.pushed.get()), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn without_a_group_queue_group_messages_are_counted_as_dropped() {
+        let pusher = Arc::new(RecordingPusher::default());
+        let router = router(FixedRegistry(HashMap::new()), pusher.clone(), 1);
+        router.route_messages(vec![group_committed(7, 1, 1), group_committed(7, 1, 2)]).await;
+        assert!(pusher.calls.lock().unwrap().is_empty());
+        assert_eq!(router.metrics.group_dropped.get(), 2);
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use im_backends::{MysqlStore, SqliteStore};
 use im_config::{Config, StoreBackend};
-use im_core::ports::{CeilingStore, EpochStore, MessageStore, OfflineStore, ReceiptStore, UserStore};
+use im_core::ports::{CeilingStore, EpochStore, GroupStore, MessageStore, OfflineStore, ReceiptStore, UserStore};
 
 use crate::readiness::Probe;
 
@@ -20,6 +20,8 @@ pub struct Stores {
     pub ceilings: Arc<dyn CeilingStore>,
     pub epochs: Arc<dyn EpochStore>,
     pub users: Arc<dyn UserStore>,
+    /// Groups and their membership (the user directory's).
+    pub groups: Arc<dyn GroupStore>,
     pub offline: Arc<dyn OfflineStore>,
     backend: Backend,
 }
@@ -31,7 +33,7 @@ enum Backend {
 
 fn ports<S>(name: &'static str, store: Arc<S>, backend: Backend) -> Stores
 where
-    S: MessageStore + ReceiptStore + CeilingStore + EpochStore + UserStore + OfflineStore,
+    S: MessageStore + ReceiptStore + CeilingStore + EpochStore + UserStore + GroupStore + OfflineStore,
 {
     Stores {
         name,
@@ -40,6 +42,7 @@ where
         ceilings: store.clone(),
         epochs: store.clone(),
         users: store.clone(),
+        groups: store.clone(),
         offline: store,
         backend,
     }

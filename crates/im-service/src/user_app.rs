@@ -1,17 +1,21 @@
-//! The composition root of an `im-user` process: the user directory
-//! (`im.user.v1`) over the configured store, on the port of
-//! `services.user.addr` (9096 by the guide).
+//! The composition root of an `im-user` process: the user directory and the
+//! group directory (`im.user.v1`) over the configured store, on the port of
+//! `services.user.addr` (9096 by the guide). Group changes are published on
+//! Kafka's `membership_change` for every im-service node.
 
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use im_config::Config;
+use im_config::{BusBackend, Config, KafkaConfig};
 use im_user::UserDirectory;
+use im_user::groups::GroupService;
+use im_user::groups::grpc::GroupDirectoryGrpc;
 use im_user::grpc::UserGrpc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::bootstrap;
+use crate::bus::kafka_bus;
 use crate::http::HttpState;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
@@ -25,8 +29,23 @@ pub struct UserListeners {
     pub metrics: Option<TcpListener>,
 }
 
+/// The bus im-user publishes group changes on. Only Kafka will do: an
+/// in-process bus would keep them in this process, and the im-service nodes'
+/// membership caches would never hear of them.
+fn kafka(config: &Config) -> anyhow::Result<&KafkaConfig> {
+    match config.bus() {
+        BusBackend::Kafka(kafka) => Ok(kafka),
+        BusBackend::InProcess => bail!(
+            "kafka.brokers (KAFKA_BROKERS) must be set for im-user: it publishes group membership changes on \
+             kafka.topics.membership_change, and without Kafka no im-service node would hear of them"
+        ),
+    }
+}
+
 impl UserListeners {
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        // Refused before anything is bound, like every other bad setting.
+        kafka(config)?;
         let addr = &config.services.user.addr;
         if addr.is_empty() {
             bail!("services.user.addr (USER_SERVICE_ADDR) must be this service's address, host:port");
@@ -42,6 +61,7 @@ impl UserListeners {
 
 /// Runs the user service until `shutdown`.
 pub async fn run(config: Config, listeners: UserListeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let kafka = kafka(&config)?;
     bootstrap::data_dir(&config.server.data_dir)?;
     let tokens = bootstrap::token_secret(config.jwt_key_source(), &config.server.jwt_secret_path())?;
     let stores = Stores::open(&config).await?;
@@ -51,6 +71,9 @@ pub async fn run(config: Config, listeners: UserListeners, shutdown: Cancellatio
 
     let mut readiness = Readiness::default();
     readiness.add(stores.name, stores.probe());
+    let bus = kafka_bus(kafka, &mut readiness).await?;
+    let groups =
+        GroupService::new(stores.groups.clone(), bus, kafka.topics.membership_change.clone(), config.group.max_members);
     let readiness = Arc::new(readiness);
     let http_state =
         HttpState { metrics: Arc::new(Metrics::new()), readiness: readiness.clone(), before_scrape: Arc::new(|_| {}) };
@@ -64,10 +87,17 @@ pub async fn run(config: Config, listeners: UserListeners, shutdown: Cancellatio
     );
     let grpc = tonic::transport::Server::builder()
         .add_service(UserGrpc::new(directory).into_server())
+        .add_service(GroupDirectoryGrpc::new(Arc::new(groups), tokens.clone()).into_server())
         .serve_with_incoming_shutdown(serve::grpc_incoming(listeners.grpc), shutdown.clone().cancelled_owned());
 
     readiness.set_serving(true);
-    tracing::info!(grpc = %grpc_addr, store = stores.name, admin_credential = %admin_path.display(), "im-user ready");
+    tracing::info!(
+        grpc = %grpc_addr,
+        store = stores.name,
+        membership_change = %kafka.topics.membership_change,
+        admin_credential = %admin_path.display(),
+        "im-user ready"
+    );
     let (http_result, grpc_result) = tokio::join!(http, grpc);
     readiness.set_serving(false);
     http_result?;

@@ -27,13 +27,18 @@ impl UserGrpc {
     }
 
     fn caller<T>(&self, request: &Request<T>) -> Result<im_auth::Identity, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>` metadata"))?;
-        self.directory.tokens().verify_bearer(header).map_err(status)
+        identity(self.directory.tokens(), request)
     }
+}
+
+/// Who calls: the verified token of the `authorization` metadata.
+pub(crate) fn identity<T>(tokens: &im_auth::Tokens, request: &Request<T>) -> Result<im_auth::Identity, Status> {
+    let header = request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>` metadata"))?;
+    tokens.verify_bearer(header).map_err(status)
 }
 
 fn to_pb(user: im_core::ports::User) -> pb::User {

@@ -1,10 +1,14 @@
-//! The User Service: the user directory behind `im.user.v1.UserService`.
+//! The User Service: the user directory behind `im.user.v1.UserService`,
+//! and the group directory behind `im.user.v1.GroupDirectory`.
 //!
 //! - [`UserDirectory`]: the rules (names, admin-only creation, token issue)
 //!   over a `UserStore` port; used in process by `im-service` in standalone
 //!   mode.
 //! - [`grpc`]: the tonic service that exposes it.
+//! - [`groups`]: groups over a `GroupStore` port, every change published on
+//!   `membership_change`; in process in standalone mode, and its gRPC server.
 
+pub mod groups;
 pub mod grpc;
 
 use std::sync::Arc;

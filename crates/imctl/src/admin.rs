@@ -15,10 +15,11 @@ use anyhow::{Context, bail};
 use im_proto::user::user_service_client::UserServiceClient;
 use im_proto::user::{self, CreateUserRequest, GetUserRequest, IssueTokenRequest};
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::cli::{GlobalArgs, UserCommand};
 use crate::error::RemoteError;
+use crate::grpc::{self, answer};
 use crate::output::{self, CreatedUserJson, TokenJson, UserJson};
 
 /// File name of the admin credential inside the server's data directory.
@@ -109,42 +110,28 @@ pub struct Admin {
 
 impl Admin {
     pub async fn connect(grpc_url: &str, token: AdminToken, timeout: Duration) -> anyhow::Result<Self> {
-        let mut authorization = MetadataValue::try_from(format!("Bearer {}", token.token))
-            .map_err(|_| anyhow::anyhow!("the admin token from {} is not a valid header value", token.source))?;
-        authorization.set_sensitive(true);
-        let endpoint = Endpoint::from_shared(grpc_url.to_owned())
-            .with_context(|| format!("invalid gRPC URL {grpc_url:?}"))?
-            .connect_timeout(timeout)
-            .timeout(timeout);
-        let channel =
-            endpoint.connect().await.with_context(|| format!("cannot reach the user service at {grpc_url}"))?;
+        let authorization = grpc::bearer(&token.token, &format!("the admin token from {}", token.source))?;
+        let channel = grpc::channel(grpc_url, timeout, "user service").await?;
         Ok(Self { client: UserServiceClient::new(channel), authorization, source: token.source })
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        request.metadata_mut().insert("authorization", self.authorization.clone());
-        request
+        grpc::authorized(message, &self.authorization)
     }
 
     pub async fn create_user(&mut self, name: &str) -> Result<user::CreateUserResponse, RemoteError> {
         let request = self.request(CreateUserRequest { name: name.to_owned() });
-        self.client
-            .create_user(request)
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| RemoteError::from_status(&s))
+        answer(self.client.create_user(request).await)
     }
 
     pub async fn issue_token(&mut self, user_id: u64, ttl_seconds: u64) -> Result<String, RemoteError> {
         let request = self.request(IssueTokenRequest { user_id, ttl_seconds });
-        let response = self.client.issue_token(request).await.map_err(|s| RemoteError::from_status(&s))?;
-        Ok(response.into_inner().token)
+        Ok(answer(self.client.issue_token(request).await)?.token)
     }
 
     pub async fn get_user(&mut self, key: user::get_user_request::Key) -> Result<user::User, RemoteError> {
         let request = self.request(GetUserRequest { key: Some(key) });
-        self.client.get_user(request).await.map(tonic::Response::into_inner).map_err(|s| RemoteError::from_status(&s))
+        answer(self.client.get_user(request).await)
     }
 
     /// A hint for errors that mean the credential itself was refused.

@@ -1,9 +1,10 @@
-//! `imctl chat`: a two-way conversation with one user on a terminal or a pipe.
+//! `imctl chat`: a conversation with one user, or in one group, on a
+//! terminal or a pipe.
 //!
-//! stdout gets the conversation (`[HH:MM:SS] <from>: text`, `✓ seq N`,
-//! `read up to N`); stderr gets status and errors, so a script can read the
-//! conversation alone. Incoming messages are shown in seq order (gaps filled
-//! by sync) and marked read.
+//! stdout gets the conversation (`[HH:MM:SS] <from>: text`, `✓ seq N`, and in
+//! a private chat the peer's `read up to N`); stderr gets status and errors,
+//! so a script can read the conversation alone. Incoming messages are shown
+//! in seq order (gaps filled by sync) and marked read.
 
 use std::io::{BufRead, Write};
 
@@ -14,27 +15,68 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::cli::{ChatArgs, GlobalArgs};
-use crate::client::{Client, Event, random_client_msg_id};
+use crate::client::{Client, Event, Recipient, random_client_msg_id};
 use crate::commands::{connect_options, show_in_order};
 use crate::error::RemoteError;
 use crate::output::chat_line;
 use crate::timeline::Timeline;
 
-/// The conversation with the peer, once known (from the list, an ack, or a push).
+/// The conversation with the peer or in the group, once known (a group's
+/// from the start; a private one's from the list, an ack, or a push).
 #[derive(Debug)]
 struct Session {
-    peer: u64,
+    with: Recipient,
     conversation: Option<String>,
     /// This side's read position in the conversation.
     read_seq: u64,
 }
 
 impl Session {
-    /// Whether `conversation_id` is the private conversation with the peer.
+    fn new(with: Recipient) -> Self {
+        Self { with, conversation: with.group_conversation(), read_seq: 0 }
+    }
+
+    /// Whether `conversation_id` is this chat's conversation.
     fn is_ours(&self, conversation_id: &str) -> bool {
-        match &self.conversation {
-            Some(c) => c == conversation_id,
-            None => conversation_id.parse::<ConversationId>().is_ok_and(|c| c.has_member(UserId(self.peer))),
+        match (&self.conversation, self.with) {
+            (Some(c), _) => c == conversation_id,
+            (None, Recipient::User(peer)) => {
+                conversation_id.parse::<ConversationId>().is_ok_and(|c| c.is_pair_member(UserId(peer)))
+            }
+            (None, Recipient::Group(_)) => false,
+        }
+    }
+
+    /// Whether this chat's entry of the conversation list is `c`.
+    fn is_listed_as(&self, c: &client::ConversationSummary) -> bool {
+        match self.with {
+            Recipient::User(peer) => c.group_id == 0 && c.peer == peer,
+            Recipient::Group(group) => c.group_id == group || self.is_ours(&c.conversation_id),
+        }
+    }
+
+    /// Whether showing `m` moves the read position: the peer's messages in a
+    /// private chat, any member's in a group (our own were read when written).
+    fn reads(&self, m: &client::Message) -> bool {
+        match self.with {
+            Recipient::User(peer) => m.from_user == peer,
+            Recipient::Group(_) => true,
+        }
+    }
+
+    /// Whether a receipt is worth a line: the peer read our messages. In a
+    /// group, receipts only come from our own other devices.
+    fn shows_receipt(&self, r: &client::ReadReceipt) -> bool {
+        match self.with {
+            Recipient::User(peer) => r.reader == peer && self.conversation.as_deref() == Some(&r.conversation_id),
+            Recipient::Group(_) => false,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self.with {
+            Recipient::User(peer) => format!("chatting with user {peer}"),
+            Recipient::Group(group) => format!("chatting in group {group}"),
         }
     }
 }
@@ -47,30 +89,32 @@ fn say(line: &str) -> std::io::Result<()> {
 
 pub async fn chat(global: &GlobalArgs, args: ChatArgs) -> anyhow::Result<()> {
     let (client, mut events) = Client::connect(&connect_options(global, &args.connect)).await?;
-    let mut session = Session { peer: args.to, conversation: None, read_seq: 0 };
+    let mut session = Session::new(args.with.recipient());
     let mut timeline = Timeline::new(0);
 
     let list = client.list_conversations().await?;
-    if let Some(summary) = list.iter().find(|c| c.peer == args.to) {
+    if let Some(summary) = list.iter().find(|c| session.is_listed_as(c)) {
         let id = summary.conversation_id.clone();
         let after = summary.max_seq.saturating_sub(args.history);
         session.read_seq = summary.read_seq;
         timeline.start(&id, after);
-        let mut newest_from_peer = 0;
+        let mut newest_read = 0;
         client
             .sync_all(&id, after, 0, |m| {
                 say(&chat_line(&m))?;
                 timeline.shown(&id, m.seq);
-                if m.from_user == args.to {
-                    newest_from_peer = m.seq;
+                if session.reads(&m) {
+                    newest_read = m.seq;
                 }
                 Ok(())
             })
             .await?;
         session.conversation = Some(id);
-        mark_read(&client, &mut session, newest_from_peer).await;
+        mark_read(&client, &mut session, newest_read).await;
+    } else if let Recipient::Group(group) = session.with {
+        eprintln!("warning: group {group} is not among your conversations; are you a member?");
     }
-    eprintln!("chatting with user {}: type a line and press Enter to send it; Ctrl-D ends", args.to);
+    eprintln!("{}: type a line and press Enter to send it; Ctrl-D ends", session.describe());
 
     let mut lines = stdin_lines();
     let mut stdin_open = true;
@@ -110,12 +154,7 @@ async fn send_line(client: &Client, session: &mut Session, timeline: &mut Timeli
     if text.trim().is_empty() {
         return Ok(());
     }
-    let request = client::SendRequest {
-        to_user: session.peer,
-        client_msg_id: random_client_msg_id(),
-        body: text.as_bytes().to_vec().into(),
-        content_type: "text/plain".into(),
-    };
+    let request = session.with.message(random_client_msg_id(), text.as_bytes().to_vec().into(), "text/plain".into());
     match client.send(request).await {
         Ok(ack) => {
             // Our own message is known: a later push must not look like a gap.
@@ -134,24 +173,19 @@ async fn on_event(client: &Client, session: &mut Session, timeline: &mut Timelin
     match event {
         Event::Message(m) if session.is_ours(&m.conversation_id) => {
             session.conversation.get_or_insert_with(|| m.conversation_id.clone());
-            let peer = session.peer;
-            let mut newest_from_peer = 0;
+            let mut newest_read = 0;
             show_in_order(client, timeline, m, 0, |m| {
                 say(&chat_line(m))?;
-                if m.from_user == peer {
-                    newest_from_peer = newest_from_peer.max(m.seq);
+                if session.reads(m) {
+                    newest_read = newest_read.max(m.seq);
                 }
                 Ok(())
             })
             .await?;
-            mark_read(client, session, newest_from_peer).await;
+            mark_read(client, session, newest_read).await;
         }
         Event::Message(m) => eprintln!("(new message from user {} in {})", m.from_user, m.conversation_id),
-        Event::Receipt(r)
-            if r.reader == session.peer && session.conversation.as_deref() == Some(&r.conversation_id) =>
-        {
-            say(&format!("read up to {}", r.read_seq))?;
-        }
+        Event::Receipt(r) if session.shows_receipt(&r) => say(&format!("read up to {}", r.read_seq))?,
         Event::Receipt(_) => {}
         Event::Error(e) => eprintln!("warning: the server reported {e}"),
     }
@@ -200,14 +234,44 @@ fn stdin_lines() -> mpsc::Receiver<String> {
 mod tests {
     use super::*;
 
+    fn summary(id: &str, peer: u64, group_id: u64) -> client::ConversationSummary {
+        client::ConversationSummary { conversation_id: id.into(), peer, group_id, ..Default::default() }
+    }
+
     #[test]
     fn conversation_is_recognised_before_it_is_known() {
-        let s = Session { peer: 7, conversation: None, read_seq: 0 };
+        let s = Session::new(Recipient::User(7));
         assert!(s.is_ours("p:3:7"));
         assert!(!s.is_ours("p:3:8"));
+        assert!(!s.is_ours("g:7"));
         assert!(!s.is_ours("garbage"));
-        let s = Session { peer: 7, conversation: Some("p:3:7".into()), read_seq: 0 };
+        let s = Session { conversation: Some("p:3:7".into()), ..Session::new(Recipient::User(7)) };
         assert!(s.is_ours("p:3:7"));
         assert!(!s.is_ours("p:5:7"));
+    }
+
+    #[test]
+    fn a_group_chat_knows_its_conversation_from_the_start() {
+        let s = Session::new(Recipient::Group(7));
+        assert!(s.is_ours("g:7"));
+        assert!(!s.is_ours("p:3:7") && !s.is_ours("g:70"));
+        assert!(s.is_listed_as(&summary("g:7", 0, 7)));
+        assert!(!s.is_listed_as(&summary("p:3:7", 7, 0)));
+        let private = Session::new(Recipient::User(7));
+        assert!(private.is_listed_as(&summary("p:3:7", 7, 0)));
+        assert!(!private.is_listed_as(&summary("g:7", 0, 7)));
+    }
+
+    #[test]
+    fn what_is_marked_read_and_which_receipts_show() {
+        let message = |from_user| client::Message { from_user, conversation_id: "g:7".into(), ..Default::default() };
+        let receipt = |id: &str, reader| client::ReadReceipt { conversation_id: id.into(), reader, read_seq: 3 };
+        let group = Session::new(Recipient::Group(7));
+        assert!(group.reads(&message(3)) && group.reads(&message(9)));
+        assert!(!group.shows_receipt(&receipt("g:7", 3)));
+        let private = Session { conversation: Some("p:3:7".into()), ..Session::new(Recipient::User(7)) };
+        assert!(private.reads(&message(7)) && !private.reads(&message(3)));
+        assert!(private.shows_receipt(&receipt("p:3:7", 7)));
+        assert!(!private.shows_receipt(&receipt("p:3:7", 3)) && !private.shows_receipt(&receipt("p:7:9", 7)));
     }
 }

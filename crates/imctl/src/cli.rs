@@ -6,6 +6,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::client::Recipient;
+
+mod group;
+
+pub use group::{GroupCommand, GroupCommon, GroupRole};
+
 /// Command-line client for the IM service: admin, chat client and load generator.
 #[derive(Debug, Parser)]
 #[command(name = "imctl", version, propagate_version = true)]
@@ -13,7 +19,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     imctl user create alice --json\n  \
     imctl send --token \"$ALICE\" --to 2 'hello'\n  \
     imctl chat --token \"$BOB\" --to 1\n  \
-    imctl bench --users 50 --rate 2000 --duration 10")]
+    imctl group create --token \"$ALICE\" team --member 2 --member 3\n  \
+    imctl send --token \"$ALICE\" --group 1 'hello team'\n  \
+    imctl bench --users 50 --rate 2000 --duration 10\n  \
+    imctl bench --group-size 1000 --groups 2 --rate 50")]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -29,9 +38,15 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "IM_WS_URL", default_value = "ws://127.0.0.1:8093/ws", value_name = "URL")]
     pub ws_url: String,
 
-    /// gRPC endpoint of the service (user administration).
+    /// gRPC endpoint of the user directory (`user` commands; `bench` creates its users there). In standalone mode
+    /// im-service serves it on its own port; in production it is im-user (e.g. http://127.0.0.1:9096).
     #[arg(long, global = true, env = "IM_GRPC_URL", default_value = "http://127.0.0.1:9094", value_name = "URL")]
     pub grpc_url: String,
+
+    /// gRPC endpoint of an im-service node (im.v1.GroupService: the `group` commands, and groups of
+    /// `bench --group-size`). Standalone and production alike, im-service listens on SERVER_GRPC_PORT (9094).
+    #[arg(long, global = true, env = "IM_SERVICE_URL", default_value = "http://127.0.0.1:9094", value_name = "URL")]
+    pub im_service_url: String,
 
     /// Admin credential for `user` and `bench` [env: IM_ADMIN_TOKEN]. When neither is set, it is read from
     /// <DATA_DIR>/admin.token, which im-service writes on first start.
@@ -52,17 +67,20 @@ pub enum Command {
     /// Create users, issue and look up tokens (gRPC, needs the admin credential).
     #[command(subcommand)]
     User(UserCommand),
-    /// Send one message and print its ack as JSON.
+    /// Send one message to a user or a group and print its ack as JSON.
     Send(SendArgs),
     /// Print the messages of your conversations as JSON lines; --follow keeps printing new ones.
     Sync(SyncArgs),
-    /// Print your conversations as JSON lines (id, peer, max_seq, read_seq, unread).
+    /// Print your conversations as JSON lines (id, peer, group, max_seq, read_seq, unread).
     Conversations(ConversationsArgs),
     /// Mark a conversation read up to a seq and print the new read position as JSON.
     Read(ReadArgs),
-    /// Chat with one user: lines from stdin are sent, incoming messages are printed.
+    /// Chat with one user or in a group: lines from stdin are sent, incoming messages are printed.
     Chat(ChatArgs),
-    /// Load generator: N users send 1:1 messages over WebSocket; prints throughput and latency.
+    /// Create and manage groups as the user of --token (gRPC to im-service, see --im-service-url).
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Load generator: users send 1:1 (or group) messages over WebSocket; prints throughput and latency.
     Bench(Box<BenchArgs>),
 }
 
@@ -94,25 +112,53 @@ pub enum UserCommand {
     },
 }
 
-/// How a client command authenticates and which device it is.
+/// Who a command acts as.
 #[derive(Debug, Clone, Args)]
-pub struct ConnectArgs {
+pub struct TokenArgs {
     /// The user's token (from `imctl user create` or `imctl user token`).
     #[arg(long, env = "IM_TOKEN", hide_env_values = true, value_name = "JWT")]
     pub token: String,
+}
+
+/// How a client command authenticates and which device it is.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    pub auth: TokenArgs,
 
     /// Device id for this connection (at most 64 bytes); the server picks one when absent.
     #[arg(long, value_name = "ID")]
     pub device: Option<String>,
 }
 
+/// Where messages go: exactly one of --to and --group.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct RecipientArgs {
+    /// Recipient user id.
+    #[arg(long, value_name = "USER_ID", value_parser = clap::value_parser!(u64).range(1..))]
+    pub to: Option<u64>,
+    /// Recipient group id (7 or g:7); you must be a member.
+    #[arg(long, value_name = "GROUP", value_parser = parse_group_id)]
+    pub group: Option<u64>,
+}
+
+impl RecipientArgs {
+    pub fn recipient(&self) -> Recipient {
+        match (self.to, self.group) {
+            (_, Some(group)) => Recipient::Group(group),
+            (Some(user), None) => Recipient::User(user),
+            (None, None) => unreachable!("clap requires --to or --group"),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct SendArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
-    /// Recipient user id.
-    #[arg(long, value_name = "USER_ID", value_parser = clap::value_parser!(u64).range(1..))]
-    pub to: u64,
+    #[command(flatten)]
+    pub recipient: RecipientArgs,
     /// Message text (sent as UTF-8).
     pub text: String,
     /// Idempotency key: resending with the same id returns the first ack. Default: a random id.
@@ -127,7 +173,7 @@ pub struct SendArgs {
 pub struct SyncArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
-    /// Only this conversation (e.g. p:3:7); default: every conversation.
+    /// Only this conversation (e.g. p:3:7, or g:5 for group 5); default: every conversation, groups included.
     #[arg(long, value_name = "ID")]
     pub conversation: Option<String>,
     /// Print messages with a seq above this one.
@@ -151,7 +197,7 @@ pub struct ConversationsArgs {
 pub struct ReadArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
-    /// The conversation (e.g. p:3:7).
+    /// The conversation (e.g. p:3:7 or g:5).
     #[arg(long, value_name = "ID")]
     pub conversation: String,
     /// Read position: every message up to this seq is read.
@@ -163,9 +209,9 @@ pub struct ReadArgs {
 pub struct ChatArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
-    /// The user to chat with.
-    #[arg(long, value_name = "USER_ID", value_parser = clap::value_parser!(u64).range(1..))]
-    pub to: u64,
+    // The user (--to) or the group (--group) to chat with.
+    #[command(flatten)]
+    pub with: RecipientArgs,
     /// How many earlier messages to show on start.
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub history: u64,
@@ -189,7 +235,12 @@ pub enum Pairing {
     Closed loop (--closed-loop): every connection keeps --window messages awaiting their ack.\n\n\
     End-to-end latency is send -> push received by the recipient; ack latency is send -> ack received by the \
     sender. Figures cover only the measured window (after --warmup). The run exits 1 when an acked message was \
-    never pushed to its recipient.")]
+    never pushed to its recipient.\n\n\
+    Groups (--group-size N): --groups K groups of N new users each, owned by their first member and created \
+    through --im-service-url; every member opens one WebSocket, and --senders S members per group send to their \
+    group at --rate messages per second in total (open loop). A message is complete when every member but its \
+    sender received its push; fan-out latency is send -> push received by the last of them. The run exits 1 \
+    when an acked message is incomplete.")]
 pub struct BenchArgs {
     /// Number of users (created over gRPC with the admin credential, names with a random run prefix).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(2..), value_name = "N")]
@@ -197,6 +248,20 @@ pub struct BenchArgs {
     /// WebSocket connections (devices) per user; each one sends.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64), value_name = "N")]
     pub connections_per_user: u32,
+    /// Group workload: members per group (every member connects once; see below).
+    #[arg(
+        long,
+        value_parser = clap::value_parser!(u32).range(2..=10_000),
+        conflicts_with_all = ["users", "connections_per_user", "closed_loop", "pairing"],
+        value_name = "N"
+    )]
+    pub group_size: Option<u32>,
+    /// Group workload: number of groups.
+    #[arg(long, default_value_t = 1, requires = "group_size", value_parser = clap::value_parser!(u32).range(1..=10_000), value_name = "K")]
+    pub groups: u32,
+    /// Group workload: members of each group who send (at most --group-size).
+    #[arg(long, default_value_t = 1, requires = "group_size", value_parser = clap::value_parser!(u32).range(1..=10_000), value_name = "S")]
+    pub senders: u32,
     /// Length of the measured window in seconds.
     #[arg(long, default_value = "10", value_parser = parse_secs, value_name = "SECS")]
     pub duration: Duration,
@@ -206,7 +271,7 @@ pub struct BenchArgs {
     /// Longest wait after sending stops for outstanding acks and pushes.
     #[arg(long, default_value = "2", value_parser = parse_secs, value_name = "SECS")]
     pub drain: Duration,
-    /// Open loop: messages per second over all connections [default: 1000].
+    /// Open loop: messages per second over all connections [default: 1000; 100 with --group-size].
     #[arg(long, value_parser = parse_rate, conflicts_with = "closed_loop", value_name = "MSGS_PER_SEC")]
     pub rate: Option<f64>,
     /// Closed loop: each connection keeps --window messages in flight.
@@ -230,13 +295,29 @@ pub struct BenchArgs {
     /// No progress line on stderr.
     #[arg(long)]
     pub no_progress: bool,
-    /// How many users are created and connections opened at once during set-up.
+    /// How many users, groups and connections are created or opened at once during set-up.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..), value_name = "N", hide_short_help = true)]
     pub setup_concurrency: u32,
 }
 
 /// Default open-loop rate when neither --rate nor --closed-loop is given.
 pub const DEFAULT_RATE: f64 = 1000.0;
+/// Default rate of the group workload: each message becomes N-1 pushes.
+pub const DEFAULT_GROUP_RATE: f64 = 100.0;
+
+/// A user id: a positive number.
+pub(crate) fn user_id() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(1..)
+}
+
+/// A group id as a number (7) or as its conversation id (g:7).
+pub fn parse_group_id(raw: &str) -> Result<u64, String> {
+    let digits = raw.trim().strip_prefix("g:").unwrap_or(raw.trim());
+    match digits.parse::<u64>() {
+        Ok(id) if id > 0 && digits.bytes().all(|b| b.is_ascii_digit()) => Ok(id),
+        _ => Err(format!("expected a group id such as 7 or g:7, got {raw:?}")),
+    }
+}
 
 /// Seconds as a decimal number ("10", "0.5").
 pub fn parse_secs(raw: &str) -> Result<Duration, String> {
@@ -289,9 +370,9 @@ mod tests {
         let cli = parse(&["send", "--token", "t", "--to", "7", "hello there", "--ws-url", "ws://h:1/ws"]).unwrap();
         assert_eq!(cli.global.ws_url, "ws://h:1/ws");
         let Command::Send(send) = cli.command else { panic!("not send") };
-        assert_eq!(send.to, 7);
+        assert_eq!(send.recipient.recipient(), Recipient::User(7));
         assert_eq!(send.text, "hello there");
-        assert_eq!(send.connect.token, "t");
+        assert_eq!(send.connect.auth.token, "t");
         assert_eq!(send.client_msg_id, None);
         assert_eq!(send.content_type, "text/plain");
     }
@@ -300,6 +381,61 @@ mod tests {
     fn send_rejects_user_zero_and_missing_text() {
         assert!(parse(&["send", "--token", "t", "--to", "0", "x"]).is_err());
         assert!(parse(&["send", "--token", "t", "--to", "3"]).is_err());
+    }
+
+    #[test]
+    fn send_and_chat_take_exactly_one_of_to_and_group() {
+        let cli = parse(&["send", "--token", "t", "--group", "g:5", "hi all"]).unwrap();
+        let Command::Send(send) = cli.command else { panic!("not send") };
+        assert_eq!(send.recipient.recipient(), Recipient::Group(5));
+        let cli = parse(&["chat", "--token", "t", "--group", "5"]).unwrap();
+        let Command::Chat(chat) = cli.command else { panic!("not chat") };
+        assert_eq!(chat.with.recipient(), Recipient::Group(5));
+        for args in [&["send", "--token", "t", "x"][..], &["send", "--token", "t", "--to", "2", "--group", "5", "x"]] {
+            assert!(parse(args).is_err(), "{args:?}");
+        }
+        assert!(parse(&["chat", "--token", "t"]).is_err());
+        assert!(parse(&["send", "--token", "t", "--group", "0", "x"]).is_err());
+    }
+
+    #[test]
+    fn group_ids_are_numbers_or_conversation_ids() {
+        assert_eq!(parse_group_id("7"), Ok(7));
+        assert_eq!(parse_group_id("g:7"), Ok(7));
+        for bad in ["0", "g:0", "p:1:2", "+7", "g:", "seven", "-1"] {
+            let err = parse_group_id(bad).unwrap_err();
+            assert!(err.contains("7 or g:7"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn bench_group_flags() {
+        let cli = parse(&["bench", "--group-size", "500", "--groups", "4", "--senders", "10", "--rate", "20"]).unwrap();
+        let Command::Bench(b) = cli.command else { panic!("not bench") };
+        assert_eq!((b.group_size, b.groups, b.senders, b.rate), (Some(500), 4, 10, Some(20.0)));
+        let cli = parse(&["bench", "--group-size", "5"]).unwrap();
+        let Command::Bench(b) = cli.command else { panic!("not bench") };
+        assert_eq!((b.groups, b.senders, b.rate), (1, 1, None));
+        for args in [
+            &["bench", "--groups", "2"][..],
+            &["bench", "--senders", "2"],
+            &["bench", "--group-size", "1"],
+            &["bench", "--group-size", "5", "--users", "10"],
+            &["bench", "--group-size", "5", "--closed-loop"],
+            &["bench", "--group-size", "5", "--pairing", "ring"],
+            &["bench", "--group-size", "5", "--connections-per-user", "2"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} parsed");
+        }
+    }
+
+    #[test]
+    fn service_urls_have_their_own_options() {
+        let cli = parse(&["--im-service-url", "http://node:9194", "group", "list", "--token", "t"]).unwrap();
+        assert_eq!(
+            (cli.global.im_service_url.as_str(), cli.global.grpc_url.as_str()),
+            ("http://node:9194", "http://127.0.0.1:9094")
+        );
     }
 
     #[test]

@@ -143,6 +143,39 @@ pub fn decode(data: Bytes) -> Result<ServerFrame, prost::DecodeError> {
     ServerFrame::decode(data)
 }
 
+/// Where a message goes: a user (private) or a group the sender is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recipient {
+    User(u64),
+    Group(u64),
+}
+
+impl Recipient {
+    /// Sets `to_user` or `to_group` of `send`, and the other one to 0.
+    pub fn address(self, send: &mut client::SendRequest) {
+        (send.to_user, send.to_group) = match self {
+            Self::User(user) => (user, 0),
+            Self::Group(group) => (0, group),
+        };
+    }
+
+    /// A send request to this recipient.
+    pub fn message(self, client_msg_id: String, body: Bytes, content_type: String) -> client::SendRequest {
+        let mut send = client::SendRequest { client_msg_id, body, content_type, ..Default::default() };
+        self.address(&mut send);
+        send
+    }
+
+    /// The conversation's id when the recipient alone names it: `g:{group}`.
+    /// A private one also depends on the sender (`p:{low}:{high}`).
+    pub fn group_conversation(self) -> Option<String> {
+        match self {
+            Self::User(_) => None,
+            Self::Group(group) => Some(format!("g:{group}")),
+        }
+    }
+}
+
 /// Something the server sent on its own (req_id 0).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
@@ -463,6 +496,17 @@ mod tests {
         assert_eq!(ClientFrame::decode(data).unwrap(), frame);
         let server = ServerFrame { req_id: 7, body: Some(server_frame::Body::Pong(client::Pong { nonce: 3 })) };
         assert_eq!(decode(server.encode_to_vec().into()).unwrap(), server);
+    }
+
+    #[test]
+    fn recipients_set_exactly_one_address() {
+        let to_user = Recipient::User(7).message("c".into(), Bytes::from_static(b"hi"), "text/plain".into());
+        assert_eq!((to_user.to_user, to_user.to_group, &to_user.body[..]), (7, 0, &b"hi"[..]));
+        let mut to_group = to_user.clone();
+        Recipient::Group(3).address(&mut to_group);
+        assert_eq!((to_group.to_user, to_group.to_group), (0, 3));
+        assert_eq!(Recipient::Group(3).group_conversation().as_deref(), Some("g:3"));
+        assert_eq!(Recipient::User(7).group_conversation(), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::timeline::{Step, Timeline};
 pub fn connect_options(global: &GlobalArgs, connect: &ConnectArgs) -> ConnectOptions {
     ConnectOptions {
         url: global.ws_url.clone(),
-        token: connect.token.clone(),
+        token: connect.auth.token.clone(),
         device: connect.device.clone(),
         timeout: global.timeout,
     }
@@ -21,12 +21,11 @@ pub fn connect_options(global: &GlobalArgs, connect: &ConnectArgs) -> ConnectOpt
 /// `imctl send`.
 pub async fn send(global: &GlobalArgs, args: SendArgs) -> anyhow::Result<()> {
     let (client, _events) = Client::connect(&connect_options(global, &args.connect)).await?;
-    let request = client::SendRequest {
-        to_user: args.to,
-        client_msg_id: args.client_msg_id.unwrap_or_else(random_client_msg_id),
-        body: args.text.into_bytes().into(),
-        content_type: args.content_type,
-    };
+    let request = args.recipient.recipient().message(
+        args.client_msg_id.unwrap_or_else(random_client_msg_id),
+        args.text.into_bytes().into(),
+        args.content_type,
+    );
     let ack = client.send(request).await?;
     output::json_line(&mut std::io::stdout().lock(), &AckJson::from(&ack))?;
     client.close().await;

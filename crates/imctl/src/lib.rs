@@ -3,9 +3,11 @@
 //!
 //! - [`cli`]: commands, options and help texts (clap).
 //! - [`admin`]: admin credential discovery and the `user` commands (gRPC).
+//! - [`group`]: the `group` commands (gRPC `im.v1.GroupService`, as a user).
+//! - [`grpc`]: channels and credentials of the gRPC clients.
 //! - [`client`]: a reusable WebSocket client for the client protocol.
 //! - [`commands`]: `send`, `sync`, `conversations`, `read`.
-//! - [`chat`]: the interactive chat.
+//! - [`chat`]: the interactive chat (with a user or in a group).
 //! - [`timeline`]: showing pushed messages once, in seq order.
 //! - [`output`]: the JSON shapes and chat lines printed on stdout.
 //! - [`bench`](mod@bench): the WebSocket load generator.
@@ -18,6 +20,8 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod error;
+pub mod group;
+pub mod grpc;
 pub mod output;
 pub mod timeline;
 
@@ -57,6 +61,7 @@ pub async fn run(cli: Cli, env: ProcessEnv) -> anyhow::Result<ExitCode> {
         Command::Conversations(args) => commands::conversations(global, args).await?,
         Command::Read(args) => commands::read(global, args).await?,
         Command::Chat(args) => chat::chat(global, args).await?,
+        Command::Group(command) => group::run_group(global, command).await?,
         Command::Bench(args) => return bench::run(global, admin_env, *args).await,
     }
     Ok(ExitCode::SUCCESS)

@@ -1,5 +1,8 @@
 //! What the commands print: the JSON shapes (one object per line) and the
 //! human chat lines. Field names here are the scriptable interface of imctl.
+//! The `group` commands' shapes and text are in [`group`].
+
+pub mod group;
 
 use std::io::Write;
 
@@ -51,11 +54,13 @@ impl<'a> From<&'a client::Message> for MessageJson<'a> {
     }
 }
 
-/// `imctl conversations`: one conversation.
+/// `imctl conversations`: one conversation. `peer` is 0 for a group,
+/// `group` 0 for a private conversation.
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct ConversationJson<'a> {
     pub id: &'a str,
     pub peer: u64,
+    pub group: u64,
     pub max_seq: u64,
     pub read_seq: u64,
     pub unread: u64,
@@ -63,7 +68,14 @@ pub struct ConversationJson<'a> {
 
 impl<'a> From<&'a client::ConversationSummary> for ConversationJson<'a> {
     fn from(c: &'a client::ConversationSummary) -> Self {
-        Self { id: &c.conversation_id, peer: c.peer, max_seq: c.max_seq, read_seq: c.read_seq, unread: c.unread }
+        Self {
+            id: &c.conversation_id,
+            peer: c.peer,
+            group: c.group_id,
+            max_seq: c.max_seq,
+            read_seq: c.read_seq,
+            unread: c.unread,
+        }
     }
 }
 
@@ -166,11 +178,14 @@ mod tests {
             max_seq: 9,
             read_seq: 4,
             unread: 5,
+            group_id: 0,
         };
         assert_eq!(
             to_value(&ConversationJson::from(&c)),
-            json!({"id": "p:3:7", "peer": 7, "max_seq": 9, "read_seq": 4, "unread": 5})
+            json!({"id": "p:3:7", "peer": 7, "group": 0, "max_seq": 9, "read_seq": 4, "unread": 5})
         );
+        let g = client::ConversationSummary { conversation_id: "g:5".into(), peer: 0, group_id: 5, ..c };
+        assert_eq!(to_value(&ConversationJson::from(&g))["group"], 5);
         assert_eq!(
             to_value(&ReadJson { conversation_id: "p:3:7", read_seq: 9 }),
             json!({"conversation_id": "p:3:7", "read_seq": 9})

@@ -2,35 +2,27 @@
 //! client library, the load generator, and the binary's output and exit codes.
 //! The same calls work against the real im-service; only the URLs change.
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/fake_server.rs"]
 mod fake_server;
 
-use std::process::Output;
 use std::time::Duration;
 
-use clap::Parser;
+use common::{TIMEOUT, admin, bench_args, imctl, json_lines, stderr, stdout};
 use fake_server::{ADMIN_TOKEN, FakeServer};
 use im_proto::client::SendRequest;
-use imctl::admin::{Admin, resolve_admin_token};
-use imctl::cli::{Cli, Command};
-use imctl::client::{Client, ConnectOptions, Event};
+use imctl::client::{Client, ConnectOptions, Event, Recipient};
 use imctl::error::RemoteError;
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
-
-const TIMEOUT: Duration = Duration::from_secs(5);
 
 fn options(server: &FakeServer, token: &str) -> ConnectOptions {
     ConnectOptions { url: server.ws_url.clone(), token: token.to_owned(), device: None, timeout: TIMEOUT }
 }
 
 fn text(to_user: u64, body: &str) -> SendRequest {
-    SendRequest {
-        to_user,
-        client_msg_id: imctl::client::random_client_msg_id(),
-        body: body.as_bytes().to_vec().into(),
-        content_type: "text/plain".into(),
-    }
+    let id = imctl::client::random_client_msg_id();
+    Recipient::User(to_user).message(id, body.as_bytes().to_vec().into(), "text/plain".into())
 }
 
 async fn next_event(events: &mut imctl::client::Events) -> Event {
@@ -97,19 +89,6 @@ async fn a_refused_handshake_and_a_missing_response_are_clear_errors() {
     let (client, _events) = Client::connect(&opts).await.unwrap();
     let err = client.send(text(bob, "into the void")).await.unwrap_err();
     assert!(err.to_string().contains("no response to send within"), "{err}");
-}
-
-fn bench_args(extra: &[&str]) -> Box<imctl::cli::BenchArgs> {
-    let args = ["imctl", "bench", "--no-progress"].iter().chain(extra);
-    match Cli::parse_from(args).command {
-        Command::Bench(args) => args,
-        _ => unreachable!(),
-    }
-}
-
-async fn admin(server: &FakeServer) -> Admin {
-    let token = resolve_admin_token(Some(ADMIN_TOKEN), None, std::path::Path::new("/nonexistent")).unwrap();
-    Admin::connect(&server.grpc_url, token, TIMEOUT).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,40 +186,6 @@ async fn bench_ends_on_time_when_the_server_stops_reading() {
     assert_eq!(summary.errors_by_code.get("SEND_STUCK"), Some(&2), "{:?}", summary.errors_by_code);
 }
 
-/// Runs the imctl binary against `server` with a clean environment.
-async fn imctl(server: &FakeServer, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_imctl"));
-    command
-        .args(["--ws-url", &server.ws_url, "--grpc-url", &server.grpc_url, "--timeout", "5"])
-        .args(args)
-        .env_remove("IM_ADMIN_TOKEN")
-        .env_remove("IM_TOKEN")
-        .env_remove("IM_DATA_DIR")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = command.spawn().unwrap();
-    let mut child_stdin = child.stdin.take().unwrap();
-    if let Some(input) = stdin {
-        child_stdin.write_all(input.as_bytes()).await.unwrap();
-    }
-    drop(child_stdin);
-    tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await.expect("imctl hung").unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8(out.stderr.clone()).unwrap()
-}
-
-fn json_lines(out: &Output) -> Vec<Value> {
-    stdout(out).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_user_commands_print_json_and_server_errors() {
     let server = fake_server::start().await;
@@ -312,7 +257,7 @@ async fn binary_client_commands_print_json_lines() {
     let out = imctl(&server, &["conversations", "--token", &bob], None).await;
     assert_eq!(
         json_lines(&out)[0],
-        serde_json::json!({"id": "p:1:2", "peer": 1, "max_seq": 2, "read_seq": 1, "unread": 1})
+        serde_json::json!({"id": "p:1:2", "peer": 1, "group": 0, "max_seq": 2, "read_seq": 1, "unread": 1})
     );
 
     let out = imctl(&server, &["conversations", "--token", "tok-77"], None).await;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use im_core::{ClientMsgId, ConversationId, MessageId, NewMessage, Seq, UserId};
+use im_core::{ClientMsgId, ConversationId, GroupId, MessageId, NewMessage, Seq, UserId};
 
 /// A number no earlier call in this process returned, and unlikely to have
 /// been returned by an earlier process: counting starts from the clock.
@@ -37,6 +37,11 @@ pub fn private(a: UserId, b: UserId) -> ConversationId {
     ConversationId::private(a, b).expect("fixtures pass distinct users")
 }
 
+/// The conversation of a group no other case uses.
+pub fn group_conversation() -> ConversationId {
+    ConversationId::Group(GroupId(unique()))
+}
+
 /// A message from `sender` in `conversation` at `seq`, with a fresh msg_id
 /// and a body naming its place.
 pub fn message(
@@ -51,7 +56,6 @@ pub fn message(
         conversation,
         seq: Seq(seq),
         sender,
-        recipient: conversation.peer_of(sender).expect("the sender is a member"),
         client_msg_id: ClientMsgId::parse(client_msg_id).expect("fixtures pass valid client_msg_ids"),
         body: Bytes::from(format!("{conversation}#{seq} from {sender}")),
         content_type: "text/plain".to_owned(),

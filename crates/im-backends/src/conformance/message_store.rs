@@ -6,7 +6,7 @@ use im_core::message::{AppendOutcome, ConversationSummary};
 use im_core::ports::MessageStore;
 use im_core::{ClientMsgId, Seq};
 
-use super::fixtures::{message, private, unique_name, users};
+use super::fixtures::{group_conversation, message, private, unique_name, users};
 
 /// Stamps out the `MessageStore` suite; see the [module docs](crate::conformance).
 #[macro_export]
@@ -25,6 +25,8 @@ macro_rules! message_store_suite {
                 seq_conflict_fails_the_whole_batch,
                 conversations_are_listed_most_recent_first_with_unread_counts,
                 empty_batch_is_a_no_op,
+                unread_counts_skip_the_readers_own_messages,
+                group_messages_are_stored_once_and_listed_by_no_member,
             ]
         );
     };
@@ -197,4 +199,42 @@ pub async fn conversations_are_listed_most_recent_first_with_unread_counts<S: Me
 
 pub async fn empty_batch_is_a_no_op<S: MessageStore + ?Sized>(store: Arc<S>) {
     assert_eq!(store.append(&[]).await.unwrap(), Vec::<AppendOutcome>::new());
+}
+
+pub async fn unread_counts_skip_the_readers_own_messages<S: MessageStore + ?Sized>(store: Arc<S>) {
+    let [a, b, c] = users();
+    let (group, ab) = (group_conversation(), private(a, b));
+    let senders = [b, a, c, b, a, c, c];
+    let batch: Vec<_> = (1..)
+        .zip(senders)
+        .map(|(seq, sender)| message(group, sender, seq, &unique_name("k"), 1000 + seq as i64))
+        .collect();
+    store.append(&batch).await.unwrap();
+    store.append(&[message(ab, b, 1, &unique_name("k"), 2000)]).await.unwrap();
+
+    assert_eq!(store.count_unread(group, a, Seq::ZERO).await.unwrap(), 5);
+    assert_eq!(store.count_unread(group, a, Seq(3)).await.unwrap(), 3);
+    assert_eq!(store.count_unread(group, c, Seq(3)).await.unwrap(), 2);
+    assert_eq!(store.count_unread(group, b, Seq(7)).await.unwrap(), 0);
+    assert_eq!(store.count_unread(group, b, Seq(u64::MAX)).await.unwrap(), 0);
+    // Conversations are counted apart, private ones alike.
+    assert_eq!(store.count_unread(ab, a, Seq::ZERO).await.unwrap(), 1);
+    assert_eq!(store.count_unread(ab, b, Seq::ZERO).await.unwrap(), 0);
+    assert_eq!(store.count_unread(group_conversation(), a, Seq::ZERO).await.unwrap(), 0);
+}
+
+pub async fn group_messages_are_stored_once_and_listed_by_no_member<S: MessageStore + ?Sized>(store: Arc<S>) {
+    let [a, b] = users();
+    let group = group_conversation();
+    let batch = [message(group, a, 1, &unique_name("k"), 1000), message(group, b, 2, &unique_name("k"), 1001)];
+    assert_eq!(store.append(&batch).await.unwrap(), vec![AppendOutcome::Stored; 2]);
+    // Every field round-trips; a group message has no recipient.
+    let page = store.fetch(group, Seq::ZERO, 10).await.unwrap();
+    assert_eq!(page.messages, batch.to_vec());
+    assert_eq!(page.messages[0].recipient(), None);
+    assert_eq!(store.max_seq(group).await.unwrap(), Seq(2));
+    assert_eq!(store.find_by_client_msg_id(b, &batch[1].client_msg_id).await.unwrap(), Some(batch[1].ack()));
+    // Groups are listed from their membership, not from the messages.
+    assert!(store.conversations_of(a).await.unwrap().is_empty());
+    assert!(store.conversations_of(b).await.unwrap().is_empty());
 }

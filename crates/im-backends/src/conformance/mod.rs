@@ -25,13 +25,15 @@
 //! unread counts follow read positions), [`ceiling_store`], [`epoch_store`], [`user_store`],
 //! [`seq_allocator`] (over a [`SeqAllocatorHarness`]), [`dedup_cache`], [`bus`],
 //! [`registry`], [`offline_store`] (needs a `ReceiptStore` too: what is read is
-//! not pending).
+//! not pending), [`group_store`] (needs a `UserStore` too: groups name known
+//! users).
 
 pub mod bus;
 pub mod ceiling_store;
 pub mod dedup_cache;
 pub mod epoch_store;
 pub mod fixtures;
+pub mod group_store;
 pub mod message_store;
 pub mod offline_store;
 pub mod receipt_store;

@@ -7,7 +7,7 @@ use im_core::Seq;
 use im_core::message::ConversationSummary;
 use im_core::ports::{MessageStore, ReceiptStore};
 
-use super::fixtures::{message, private, unique_name, users};
+use super::fixtures::{group_conversation, message, private, unique_name, users};
 
 /// Stamps out the `ReceiptStore` suite; see the [module docs](crate::conformance).
 #[macro_export]
@@ -21,6 +21,7 @@ macro_rules! receipt_store_suite {
                 read_position_only_moves_forward,
                 concurrent_marks_keep_the_highest,
                 unread_counts_follow_the_read_position,
+                readers_are_those_at_or_past_a_seq_by_id,
             ]
         );
     };
@@ -80,4 +81,27 @@ pub async fn unread_counts_follow_the_read_position<S: MessageStore + ReceiptSto
     assert_eq!(store.conversations_of(a).await.unwrap(), vec![summary(6, 0)]);
     // The other side's count is its own.
     assert_eq!(store.conversations_of(b).await.unwrap(), vec![summary(0, 1)]);
+}
+
+pub async fn readers_are_those_at_or_past_a_seq_by_id<S: ReceiptStore + ?Sized>(store: Arc<S>) {
+    let [a, b, c, d, e] = users();
+    let group = group_conversation();
+    // Marked out of id order; `e` read another conversation only.
+    for (user, seq) in [(c, 10), (a, 5), (d, 4), (b, 3)] {
+        store.mark_read(user, group, Seq(seq)).await.unwrap();
+    }
+    store.mark_read(e, group_conversation(), Seq(50)).await.unwrap();
+    store.mark_read(e, private(a, e), Seq(50)).await.unwrap();
+
+    assert_eq!(store.readers(group, Seq(5), 10).await.unwrap(), vec![a, c]);
+    assert_eq!(store.readers(group, Seq(4), 10).await.unwrap(), vec![a, c, d]);
+    assert_eq!(store.readers(group, Seq(1), 10).await.unwrap(), vec![a, b, c, d]);
+    assert_eq!(store.readers(group, Seq(1), 2).await.unwrap(), vec![a, b], "the lowest ids within the limit");
+    assert_eq!(store.readers(group, Seq(11), 10).await.unwrap(), vec![]);
+    assert_eq!(store.readers(group, Seq(1), 0).await.unwrap(), vec![]);
+    // A position only moves forward, and the readers with it.
+    store.mark_read(b, group, Seq(12)).await.unwrap();
+    store.mark_read(c, group, Seq(2)).await.unwrap();
+    assert_eq!(store.readers(group, Seq(10), 10).await.unwrap(), vec![b, c]);
+    assert_eq!(store.readers(group_conversation(), Seq(1), 10).await.unwrap(), vec![]);
 }

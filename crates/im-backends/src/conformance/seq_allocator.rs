@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use im_core::Seq;
 use im_core::ports::{BackendResult, CeilingStore, SeqAllocator};
 
-use super::fixtures::{private, users};
+use super::fixtures::{group_conversation, private, users};
 
 /// An allocator backend under test.
 #[async_trait]
@@ -42,6 +42,10 @@ macro_rules! seq_allocator_suite {
                 restart_resumes_above_the_stored_ceiling,
                 a_batch_gets_what_single_calls_would,
                 a_batch_reserves_its_ceilings_before_handing_out,
+                current_seq_of_a_new_conversation_is_zero_and_writes_nothing,
+                current_seq_is_the_last_seq_handed_out,
+                current_seq_after_a_restart_is_between_the_old_and_the_new_seqs,
+                current_seq_under_concurrent_allocation_splits_before_from_after,
             ]
         );
     };
@@ -159,4 +163,85 @@ pub async fn a_batch_reserves_its_ceilings_before_handing_out<H: SeqAllocatorHar
     let allocator = harness.start().await.unwrap();
     assert!(allocator.next_seq(ab).await.unwrap() > highest(ab));
     assert!(allocator.next_seq(ac).await.unwrap() > highest(ac));
+}
+
+pub async fn current_seq_of_a_new_conversation_is_zero_and_writes_nothing<H: SeqAllocatorHarness>(harness: Arc<H>) {
+    let allocator = harness.start().await.unwrap();
+    let group = group_conversation();
+    assert_eq!(allocator.current_seq(group).await.unwrap(), Seq::ZERO);
+    assert_eq!(allocator.current_seq(group).await.unwrap(), Seq::ZERO);
+    assert_eq!(harness.ceilings().load_ceiling(group).await.unwrap(), Seq::ZERO, "current_seq wrote a ceiling");
+    assert_eq!(allocator.next_seq(group).await.unwrap(), Seq(1), "current_seq handed a seq out");
+}
+
+pub async fn current_seq_is_the_last_seq_handed_out<H: SeqAllocatorHarness>(harness: Arc<H>) {
+    let allocator = harness.start().await.unwrap();
+    let (group, [a, b]) = (group_conversation(), users());
+    let ab = private(a, b);
+    // Past a ceiling, so a raise is among what it must see.
+    let count = harness.interval() + 2;
+    for _ in 0..count {
+        allocator.next_seqs(&[group, ab]).await.unwrap();
+    }
+    let ceiling = harness.ceilings().load_ceiling(group).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(allocator.current_seq(group).await.unwrap(), Seq(count));
+    }
+    assert_eq!(harness.ceilings().load_ceiling(group).await.unwrap(), ceiling, "current_seq moved the ceiling");
+    assert_eq!(allocator.next_seq(group).await.unwrap(), Seq(count + 1));
+    assert_eq!(allocator.current_seq(group).await.unwrap(), Seq(count + 1));
+    assert_eq!(allocator.current_seq(ab).await.unwrap(), Seq(count));
+}
+
+pub async fn current_seq_after_a_restart_is_between_the_old_and_the_new_seqs<H: SeqAllocatorHarness>(harness: Arc<H>) {
+    let group = group_conversation();
+    let mut last = Seq::ZERO;
+    // Stop at different points of an interval, including right after a start.
+    for takes in [harness.interval() + 1, 0, 1, harness.interval()] {
+        let allocator = harness.start().await.unwrap();
+        // Before this allocator hands anything out: above everything before
+        // the restart, and at most the ceiling it restarts from.
+        let boundary = allocator.current_seq(group).await.unwrap();
+        assert!(boundary >= last, "current_seq {boundary} below seq {last} handed out before the restart");
+        let ceiling = harness.ceilings().load_ceiling(group).await.unwrap();
+        assert!(boundary <= ceiling, "current_seq {boundary} above the stored ceiling {ceiling}");
+        let first = allocator.next_seq(group).await.unwrap();
+        assert!(first > boundary, "seq {first} handed out after current_seq answered {boundary}");
+        assert_eq!(allocator.current_seq(group).await.unwrap(), first);
+        last = first;
+        for _ in 0..takes {
+            last = allocator.next_seq(group).await.unwrap();
+        }
+        assert_eq!(allocator.current_seq(group).await.unwrap(), last);
+        drop(allocator);
+    }
+}
+
+pub async fn current_seq_under_concurrent_allocation_splits_before_from_after<H: SeqAllocatorHarness>(harness: Arc<H>) {
+    const ALLOCATORS: usize = 4;
+    const ROUNDS: usize = 100;
+    let allocator = harness.start().await.unwrap();
+    let group = group_conversation();
+    let busy: Vec<_> = (0..ALLOCATORS)
+        .map(|_| {
+            let allocator = allocator.clone();
+            tokio::spawn(async move {
+                for _ in 0..ROUNDS {
+                    allocator.next_seq(group).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for _ in 0..ROUNDS {
+        let before = allocator.next_seq(group).await.unwrap();
+        let boundary = allocator.current_seq(group).await.unwrap();
+        let after = allocator.next_seq(group).await.unwrap();
+        assert!(before <= boundary, "seq {before} handed out before current_seq, which answered {boundary}");
+        assert!(boundary < after, "seq {after} handed out after current_seq, which answered {boundary}");
+    }
+    for task in busy {
+        task.await.unwrap();
+    }
+    let total = (ALLOCATORS + 2) * ROUNDS;
+    assert_eq!(allocator.current_seq(group).await.unwrap(), Seq(total as u64));
 }

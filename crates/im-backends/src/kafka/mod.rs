@@ -93,7 +93,13 @@ impl KafkaBus {
             .set("auto.offset.reset", config.consumer.auto_offset_reset.as_str())
             .set("session.timeout.ms", millis(session))
             // Kafka wants heartbeats well inside the session.
-            .set("heartbeat.interval.ms", millis((session / 3).max(Duration::from_millis(100))));
+            .set("heartbeat.interval.ms", millis((session / 3).max(Duration::from_millis(100))))
+            // The longest a fetch waits at the broker for records. Kafka
+            // answers as soon as a record arrives; a broker that does not
+            // (tansu) holds it this long, and the fan-out's latency and a
+            // membership change's reach to every node include it (500 ms by
+            // default).
+            .set("fetch.wait.max.ms", "20");
         Ok(Self {
             producer: parking_lot::RwLock::new(producer),
             producer_config,

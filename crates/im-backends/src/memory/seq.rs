@@ -114,4 +114,25 @@ impl SeqAllocator for MemorySeqAllocator {
             })
             .collect())
     }
+
+    /// A boundary in `conversation`'s seqs, for group membership changes
+    /// (`im_core::group`): at least every seq handed out before this call
+    /// (on any node), and below every seq handed out after it returns. Hands
+    /// nothing out and writes nothing.
+    async fn current_seq(&self, conversation: ConversationId) -> BackendResult<Seq> {
+        // The slot's lock orders this call with every allocation of the
+        // conversation: one in flight has handed out all of its seqs or none.
+        let slot = self.slot(conversation);
+        let mut guard = slot.lock().await;
+        if let Some(block) = guard.as_ref() {
+            return Ok(block.last());
+        }
+        // Not used by this process yet: the first allocation resumes above
+        // the stored ceiling, which is at least every seq a previous life
+        // handed out. Loaded under the lock, so no allocation can start from
+        // another value meanwhile; kept, as that allocation would.
+        let ceiling = self.ceilings.load_ceiling(conversation).await?;
+        *guard = Some(SeqBlock::resume(ceiling, self.interval));
+        Ok(ceiling)
+    }
 }

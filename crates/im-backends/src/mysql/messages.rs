@@ -100,7 +100,9 @@ impl<'a> MessageRow<'a> {
             .bind(m.seq.0)
             .bind(m.msg_id.0)
             .bind(m.sender.0)
-            .bind(m.recipient.0)
+            // The column predates groups: a group message has no single
+            // addressee and stores 0 (no user has id 0).
+            .bind(m.recipient().map_or(0, |user| user.0))
             .bind(m.client_msg_id.as_str().as_bytes())
             .bind(&m.body[..])
             .bind(&m.content_type)
@@ -164,16 +166,17 @@ async fn stored_acks(
     Ok(stored)
 }
 
-type MessageColumns = (u64, u64, u64, u64, Vec<u8>, Vec<u8>, Vec<u8>, i64);
+/// The columns `fetch` reads; `recipient` is not among them, as the message
+/// derives it from its conversation and sender.
+type MessageColumns = (u64, u64, u64, Vec<u8>, Vec<u8>, Vec<u8>, i64);
 
 fn message_from_columns(conversation: ConversationId, columns: MessageColumns) -> BackendResult<NewMessage> {
-    let (seq, msg_id, sender, recipient, client_msg_id, body, content_type, server_time_ms) = columns;
+    let (seq, msg_id, sender, client_msg_id, body, content_type, server_time_ms) = columns;
     Ok(NewMessage {
         msg_id: MessageId(msg_id),
         conversation,
         seq: Seq(seq),
         sender: UserId(sender),
-        recipient: UserId(recipient),
         client_msg_id: client_msg_id_from_column(client_msg_id)?,
         body: Bytes::from(body),
         content_type: text_from_column(content_type, "content_type")?,
@@ -291,7 +294,7 @@ impl MessageStore for MysqlStore {
         let rows: Vec<MessageColumns> = self
             .reading(async {
                 sqlx::query_as(
-                    "SELECT seq, msg_id, sender, recipient, client_msg_id, body, content_type, server_time_ms \
+                    "SELECT seq, msg_id, sender, client_msg_id, body, content_type, server_time_ms \
                      FROM messages WHERE conversation = ? AND seq > ? ORDER BY seq LIMIT ?",
                 )
                 .bind(conversation.to_string())
@@ -370,6 +373,25 @@ impl MessageStore for MysqlStore {
             })
             .await?;
         Ok(Seq(max.unwrap_or(0)))
+    }
+
+    /// How many messages of `conversation` with seq > `after` were sent by
+    /// someone other than `reader`: a group member's unread count.
+    async fn count_unread(&self, conversation: ConversationId, reader: UserId, after: Seq) -> BackendResult<u64> {
+        // A range scan of the (conversation, seq) index, as in
+        // `conversations_of`.
+        let (unread,): (i64,) = self
+            .reading(async {
+                sqlx::query_as("SELECT COUNT(*) FROM messages WHERE conversation = ? AND seq > ? AND sender <> ?")
+                    .bind(conversation.to_string())
+                    .bind(after.0)
+                    .bind(reader.0)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_sqlx)
+            })
+            .await?;
+        count_from_column(unread, "unread count")
     }
 
     /// A cheap round trip to the store, for `/ready`.

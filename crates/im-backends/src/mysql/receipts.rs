@@ -56,4 +56,27 @@ impl ReceiptStore for MysqlStore {
             .await?;
         Ok(row.map_or(Seq::ZERO, |(read_seq,)| Seq(read_seq)))
     }
+
+    /// The users whose read position in `conversation` is at least `seq`,
+    /// ascending by id, at most `limit` of them.
+    async fn readers(&self, conversation: ConversationId, seq: Seq, limit: u32) -> BackendResult<Vec<UserId>> {
+        // The (conversation, read_seq) index (migration 0003) finds the
+        // readers without visiting every receipt of the conversation's
+        // members; they are sorted by id afterwards.
+        let rows: Vec<(u64,)> = self
+            .reading(async {
+                sqlx::query_as(
+                    "SELECT user_id FROM receipts WHERE conversation = ? AND read_seq >= ? \
+                     ORDER BY user_id LIMIT ?",
+                )
+                .bind(conversation.to_string())
+                .bind(seq.0)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_sqlx)
+            })
+            .await?;
+        Ok(rows.into_iter().map(|(user,)| UserId(user)).collect())
+    }
 }

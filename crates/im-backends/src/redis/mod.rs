@@ -4,7 +4,8 @@
 //! - `connection`: [`RedisConnection`], built from `redis.*` config: one
 //!   self-reconnecting multiplexed connection, fail-fast timeouts, Redis
 //!   errors as `BackendError` (unreachable → `Unavailable`, G9).
-//! - `seq`: [`RedisSeqAllocator`]; its server side is `allocate.lua`.
+//! - `seq`: [`RedisSeqAllocator`]; its server side is `allocate.lua`, and
+//!   `current.lua`, the read-only look at one counter behind `current_seq`.
 //! - `dedup`: [`RedisDedupCache`], `SET NX GET` with a TTL.
 //!
 //! # Seqs (DESIGN.md §4)

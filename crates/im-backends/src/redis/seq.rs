@@ -53,6 +53,8 @@ pub struct RedisSeqAllocator {
     /// The epoch this node allocates in; only moves up.
     epoch: AtomicU64,
     script: Script,
+    /// `current.lua`, the read-only look at one counter for `current_seq`.
+    current: Script,
     /// Held by a caller of this node from its first short reply to its
     /// return. Without them, concurrent callers of one conversation would
     /// each raise the ceiling and then find the fresh range taken by the
@@ -131,6 +133,7 @@ impl RedisSeqAllocator {
             prefix,
             epoch: AtomicU64::new(epoch),
             script: Script::new(include_str!("allocate.lua")),
+            current: Script::new(include_str!("current.lua")),
             raise_stripes: (0..RAISE_STRIPES).map(|_| Mutex::new(())).collect(),
             raises_done: AtomicU64::new(0),
             stripe_hasher: RandomState::new(),
@@ -296,6 +299,96 @@ impl SeqAllocator for RedisSeqAllocator {
             self.prefix
         )))
     }
+
+    /// A boundary in `conversation`'s seqs, for group membership changes
+    /// (`im_core::group`): at least every seq handed out before this call
+    /// (on any node), and below every seq handed out after it returns. Hands
+    /// nothing out and writes nothing.
+    ///
+    /// Reads, in one script, the counter of the epoch Redis allocates in
+    /// (the highest any node used there, which may be below this node's if
+    /// the bump has not reached Redis yet: nodes still allocate in it).
+    /// Where that counter is trusted (its marker names this server process),
+    /// the answer is its `n`: every allocation came before (at most `n`), or
+    /// comes after, from this counter (above `n`) or from a later epoch's,
+    /// which starts from floors read after this script ran, so at least `n`.
+    /// Where there is no trusted counter (none yet, lost to a flush, kept by
+    /// another server process), the answer is the stored ceiling, read after
+    /// Redis: every seq ever handed out is at most the stored ceiling, and
+    /// the next allocation restarts from it.
+    ///
+    /// One window is not closed, as closing it takes a write: an allocation
+    /// that loaded its floor and raised the ceiling but has not started the
+    /// counter yet hands out seqs from the old floor, below the raised
+    /// ceiling this returned. The boundary then errs high (a joiner misses a
+    /// message that raced the join), never low (no message from before the
+    /// join is shown).
+    async fn current_seq(&self, conversation: ConversationId) -> BackendResult<Seq> {
+        let mut epoch = self.epoch();
+        for _ in 0..MAX_ROUNDS {
+            match self.look(epoch, conversation).await? {
+                Current::Counter(n) => return Ok(Seq(n)),
+                Current::Restart => return self.ceilings.load_ceiling(conversation).await,
+                Current::OtherEpoch(top) => {
+                    // Only this node's view moves (and only up): nothing is
+                    // written.
+                    self.adopt_epoch(top);
+                    epoch = top;
+                }
+            }
+        }
+        Err(BackendError::unavailable(format!(
+            "the epoch under {} kept moving while reading the seq of {conversation}",
+            self.prefix
+        )))
+    }
+}
+
+/// What `current.lua` replied.
+#[derive(Debug, PartialEq, Eq)]
+enum Current {
+    /// Redis allocates in another epoch than the one asked about.
+    OtherEpoch(u64),
+    /// The last seq handed out under the epoch asked about.
+    Counter(u64),
+    /// No counter Redis holds is trusted (none, a flush, a new or stale
+    /// epoch): the next allocation starts from the stored ceiling.
+    Restart,
+}
+
+impl RedisSeqAllocator {
+    /// Runs `current.lua` once for `conversation` under `epoch`.
+    async fn look(&self, epoch: u64, conversation: ConversationId) -> BackendResult<Current> {
+        let mut invocation = self.current.prepare_invoke();
+        invocation
+            .key(format!("{}:epoch", self.prefix))
+            .key(format!("{}:e{epoch}:live", self.prefix))
+            .key(self.counter_key(epoch, conversation))
+            .arg(epoch);
+        let value: Value = self
+            .redis
+            .call("seq look-up script", |mut con| async move { invocation.invoke_async(&mut con).await })
+            .await?;
+        parse_current(value).map_err(|e| {
+            BackendError::other(format!("redis seq look-up script at {}: unexpected reply: {e}", self.redis.addr()))
+        })
+    }
+}
+
+fn parse_current(value: Value) -> Result<Current, String> {
+    let Value::Array(items) = value else { return Err(format!("{value:?}")) };
+    let mut items = items.into_iter();
+    let tag = text(items.next())?;
+    let current = match tag.as_str() {
+        "epoch" => Current::OtherEpoch(positive(integer(items.next())?)?),
+        "counter" => Current::Counter(positive(integer(items.next())?)?),
+        "restart" => Current::Restart,
+        other => return Err(format!("unknown reply {other:?}")),
+    };
+    match items.next() {
+        None => Ok(current),
+        Some(extra) => Err(format!("unexpected {extra:?} after {tag:?}")),
+    }
 }
 
 /// Drops what was learnt about the previous epoch.
@@ -424,6 +517,17 @@ mod tests {
         assert!(parse_reply(Value::Array(vec![bulk("ok"), bulk("m"), Value::Int(-3)]), 1).is_err());
         assert!(parse_reply(Value::Array(vec![bulk("short"), bulk("m"), Value::Int(-1)]), 1).is_err());
         assert!(parse_reply(Value::Array(vec![bulk("what")]), 1).is_err());
+    }
+
+    #[test]
+    fn look_up_replies_parse() {
+        assert_eq!(parse_current(Value::Array(vec![bulk("counter"), Value::Int(7)])), Ok(Current::Counter(7)));
+        assert_eq!(parse_current(Value::Array(vec![bulk("restart")])), Ok(Current::Restart));
+        assert_eq!(parse_current(Value::Array(vec![bulk("epoch"), Value::Int(4)])), Ok(Current::OtherEpoch(4)));
+        assert!(parse_current(Value::Array(vec![bulk("counter")])).is_err());
+        assert!(parse_current(Value::Array(vec![bulk("counter"), Value::Int(-1)])).is_err());
+        assert!(parse_current(Value::Array(vec![bulk("restart"), Value::Int(1)])).is_err());
+        assert!(parse_current(Value::Nil).is_err());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! What the SQL stores (`sqlite`, `mysql`) share: multi-row statements cut in
-//! power-of-two chunks, and the set of conversations known to have their
-//! member rows.
+//! power-of-two chunks, the set of conversations known to have their member
+//! rows, and what a group change may do (`groups`).
 
+pub(crate) mod groups;
 mod known_conversations;
 mod multi_row;
 

@@ -94,7 +94,9 @@ impl<'a> MessageRow<'a> {
             seq: to_column(message.seq.0, "seq")?,
             msg_id: to_column(message.msg_id.0, "msg_id")?,
             sender: to_column(message.sender.0, "sender")?,
-            recipient: to_column(message.recipient.0, "recipient")?,
+            // The column predates groups: a group message has no single
+            // addressee and stores 0 (no user has id 0).
+            recipient: to_column(message.recipient().map_or(0, |user| user.0), "recipient")?,
         })
     }
 }
@@ -124,16 +126,17 @@ async fn ack_by_key<'c>(
     .transpose()
 }
 
-type MessageColumns = (i64, i64, i64, i64, String, Vec<u8>, String, i64);
+/// The columns `fetch` reads; `recipient` is not among them, as the message
+/// derives it from its conversation and sender.
+type MessageColumns = (i64, i64, i64, String, Vec<u8>, String, i64);
 
 fn message_from_columns(conversation: ConversationId, columns: MessageColumns) -> BackendResult<NewMessage> {
-    let (seq, msg_id, sender, recipient, client_msg_id, body, content_type, server_time_ms) = columns;
+    let (seq, msg_id, sender, client_msg_id, body, content_type, server_time_ms) = columns;
     Ok(NewMessage {
         msg_id: MessageId(from_column(msg_id, "msg_id")?),
         conversation,
         seq: seq_from_column(seq)?,
         sender: UserId(from_column(sender, "sender")?),
-        recipient: UserId(from_column(recipient, "recipient")?),
         client_msg_id: ClientMsgId::parse(&client_msg_id)
             .map_err(|_| BackendError::Other(format!("stored client_msg_id {client_msg_id:?} is malformed")))?,
         body: Bytes::from(body),
@@ -298,7 +301,7 @@ impl MessageStore for SqliteStore {
     /// `limit`; `has_more` tells whether more follow.
     async fn fetch(&self, conversation: ConversationId, after: Seq, limit: u32) -> BackendResult<Page> {
         let rows: Vec<MessageColumns> = sqlx::query_as(
-            "SELECT seq, msg_id, sender, recipient, client_msg_id, body, content_type, server_time_ms \
+            "SELECT seq, msg_id, sender, client_msg_id, body, content_type, server_time_ms \
              FROM messages WHERE conversation = ? AND seq > ? ORDER BY seq LIMIT ?",
         )
         .bind(conversation.to_string())
@@ -364,6 +367,22 @@ impl MessageStore for SqliteStore {
             .await
             .map_err(map_sqlx)?;
         seq_from_column(max)
+    }
+
+    /// How many messages of `conversation` with seq > `after` were sent by
+    /// someone other than `reader`: a group member's unread count.
+    async fn count_unread(&self, conversation: ConversationId, reader: UserId, after: Seq) -> BackendResult<u64> {
+        // A range scan of the (conversation, seq) index, as in
+        // `conversations_of`.
+        let (unread,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM messages WHERE conversation = ? AND seq > ? AND sender <> ?")
+                .bind(conversation.to_string())
+                .bind(to_bound(after.0))
+                .bind(to_bound(reader.0))
+                .fetch_one(&self.reader)
+                .await
+                .map_err(map_sqlx)?;
+        from_column(unread, "unread count")
     }
 
     /// A cheap round trip to the store, for `/ready`.

@@ -1,10 +1,11 @@
 //! The embedded durable store: one SQLite file holds the message timeline,
-//! read positions, seq ceilings and users.
+//! read positions, seq ceilings, users and groups.
 //!
 //! - `error`: sqlx errors to [`BackendError`].
 //! - `columns`: domain values to and from SQLite columns.
 //! - `members`: conversation membership rows, and which are already stored.
-//! - `messages`, `receipts`, `ceilings`, `epochs`, `users`, `offline`: one port each.
+//! - `messages`, `receipts`, `ceilings`, `epochs`, `users`, `offline`, `groups`:
+//!   one port each.
 //!
 //! Writes go through a pool of exactly one connection, so they never contend
 //! for SQLite's single write lock inside this process and a batch needs no
@@ -16,6 +17,7 @@ mod ceilings;
 mod columns;
 mod epochs;
 mod error;
+mod groups;
 mod members;
 mod messages;
 mod offline;
@@ -42,10 +44,10 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// this machine class has few.
 const READ_CONNECTIONS: u32 = 4;
 
-/// Messages, receipts, seq ceilings, users and offline entries in one SQLite
-/// file. Implements `MessageStore`, `ReceiptStore`, `CeilingStore`,
-/// `EpochStore`, `UserStore` and `OfflineStore`. Cheap to clone: clones share
-/// the pools.
+/// Messages, receipts, seq ceilings, users, offline entries and groups in one
+/// SQLite file. Implements `MessageStore`, `ReceiptStore`, `CeilingStore`,
+/// `EpochStore`, `UserStore`, `OfflineStore` and `GroupStore`. Cheap to
+/// clone: clones share the pools.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     writer: SqlitePool,

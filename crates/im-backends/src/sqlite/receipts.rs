@@ -5,7 +5,7 @@ use im_core::ports::{BackendResult, ReceiptStore};
 use im_core::{ConversationId, Seq, UserId};
 
 use super::SqliteStore;
-use super::columns::{seq_from_column, to_bound, to_column};
+use super::columns::{from_column, seq_from_column, to_bound, to_column};
 use super::error::map_sqlx;
 
 #[async_trait]
@@ -39,5 +39,23 @@ impl ReceiptStore for SqliteStore {
                 .await
                 .map_err(map_sqlx)?;
         row.map_or(Ok(Seq::ZERO), |(read_seq,)| seq_from_column(read_seq))
+    }
+
+    /// The users whose read position in `conversation` is at least `seq`,
+    /// ascending by id, at most `limit` of them.
+    async fn readers(&self, conversation: ConversationId, seq: Seq, limit: u32) -> BackendResult<Vec<UserId>> {
+        // The (conversation, read_seq) index (migration 0004) finds the
+        // readers without visiting every receipt of the conversation's
+        // members; they are sorted by id afterwards.
+        let rows: Vec<(i64,)> = sqlx::query_as(
+            "SELECT user_id FROM receipts WHERE conversation = ? AND read_seq >= ? ORDER BY user_id LIMIT ?",
+        )
+        .bind(conversation.to_string())
+        .bind(to_bound(seq.0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_sqlx)?;
+        rows.into_iter().map(|(user,)| Ok(UserId(from_column(user, "user id")?))).collect()
     }
 }

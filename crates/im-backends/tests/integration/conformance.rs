@@ -26,6 +26,10 @@ mod sqlite_offline_store {
     im_backends::offline_store_suite!(super::sqlite);
 }
 
+mod sqlite_group_store {
+    im_backends::group_store_suite!(super::sqlite);
+}
+
 mod memory_ceiling_store {
     im_backends::ceiling_store_suite!(super::memory_ceilings);
 }

@@ -106,6 +106,10 @@ mod mysql_offline_store {
     im_backends::offline_store_suite!(super::mysql);
 }
 
+mod mysql_group_store {
+    im_backends::group_store_suite!(super::mysql);
+}
+
 mod memory_seq_allocator_over_mysql {
     im_backends::seq_allocator_suite!(super::allocators_over_mysql);
 }

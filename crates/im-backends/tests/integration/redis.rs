@@ -712,6 +712,83 @@ async fn a_floor_read_before_a_flush_is_never_used_after_it() {
     assert!(after > by_a);
 }
 
+/// `current_seq` when Redis lost the counters (a flush) or holds counters it
+/// must not trust (restarted from a snapshot older than the last seqs): it
+/// answers from the stored ceiling, never from the lost or stale counter,
+/// so the boundary is at least every seq handed out, and below the next.
+#[tokio::test]
+async fn current_seq_is_not_fooled_by_a_flush_or_an_old_snapshot() {
+    let mut server = PrivateRedis::start().await;
+    let (store, _dir) = sqlite_store().await;
+    let prefix = unique_name("seq");
+    let [a, b] = users();
+    let ab = private(a, b);
+    let allocator = node(&server.addr(), &store, 10, &prefix).await;
+    for expected in 1..=3 {
+        assert_eq!(allocator.next_seq(ab).await.unwrap(), Seq(expected));
+    }
+    assert_eq!(allocator.current_seq(ab).await.unwrap(), Seq(3));
+
+    let _: () = ::redis::cmd("FLUSHALL").query_async(&mut server.admin().await).await.unwrap();
+    let boundary = allocator.current_seq(ab).await.unwrap();
+    assert_eq!(boundary, Seq(10), "after a flush: the stored ceiling");
+    let next = allocator.next_seq(ab).await.unwrap();
+    assert!(next > boundary, "seq {next} handed out after current_seq answered {boundary}");
+
+    // A snapshot that has the counter at `next`, then seqs it does not have.
+    let _: () = ::redis::cmd("SAVE").query_async(&mut server.admin().await).await.unwrap();
+    let mut last = next;
+    for _ in 0..5 {
+        last = allocator.next_seq(ab).await.unwrap();
+    }
+    server.kill();
+    server.run().await;
+    let stale: String = server.admin().await.hget(allocator.counter_key(allocator.epoch(), ab), "n").await.unwrap();
+    assert_eq!(stale, next.0.to_string(), "the restored counter is behind");
+    // The first call after the restart may find the old connection broken.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let boundary = loop {
+        match allocator.current_seq(ab).await {
+            Ok(boundary) => break boundary,
+            Err(BackendError::Unavailable(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("current_seq failed for good: {e}"),
+        }
+    };
+    assert!(boundary >= last, "current_seq {boundary} trusted a stale counter below seq {last}");
+    let after = allocator.next_seq(ab).await.unwrap();
+    assert!(after > boundary, "seq {after} handed out after current_seq answered {boundary}");
+}
+
+/// `current_seq` reads the counter of the epoch Redis allocates in: a node
+/// whose epoch was bumped in the store reads the old epoch's counter while
+/// nodes still allocate there, and a node behind a bump reads the new one.
+#[tokio::test]
+async fn current_seq_reads_the_epoch_redis_allocates_in() {
+    let server = PrivateRedis::start().await;
+    let (store, _dir) = sqlite_store().await;
+    let prefix = unique_name("seq");
+    let [a, b] = users();
+    let ab = private(a, b);
+    let old = node(&server.addr(), &store, 10, &prefix).await;
+    assert_eq!(old.next_seq(ab).await.unwrap(), Seq(1));
+    store.bump_epoch(&prefix, old.epoch()).await.unwrap();
+    let new = node(&server.addr(), &store, 10, &prefix).await;
+    assert!(new.epoch() > old.epoch());
+    // No script ran in the bumped epoch: the old node still allocates.
+    assert_eq!(new.current_seq(ab).await.unwrap(), Seq(1));
+    assert_eq!(old.next_seq(ab).await.unwrap(), Seq(2));
+    assert_eq!(new.current_seq(ab).await.unwrap(), Seq(2));
+    // The new epoch's counter starts from the stored ceiling; the old node
+    // reads it from then on.
+    assert_eq!(new.next_seq(ab).await.unwrap(), Seq(11));
+    assert_eq!(old.current_seq(ab).await.unwrap(), Seq(11));
+    assert_eq!(old.epoch(), new.epoch());
+    assert_eq!(old.next_seq(ab).await.unwrap(), Seq(12));
+    assert_eq!(new.current_seq(ab).await.unwrap(), Seq(12));
+}
+
 /// The counters follow the store's epoch: a node that starts after a bump
 /// (done by another node) allocates in the new epoch, and one still in an
 /// older epoch moves up when Redis tells it.

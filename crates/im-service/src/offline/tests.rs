@@ -10,6 +10,7 @@ use im_core::{ConversationId, MessageId, Seq, UserId};
 use tempfile::TempDir;
 
 use super::*;
+use crate::metrics::ReasonLabel;
 
 const TOPIC: &str = "offline";
 const GROUP: &str = "workers";

@@ -76,12 +76,7 @@ impl RemoteMessaging {
 impl Messaging for RemoteMessaging {
     /// Stores the message durably and returns its ack; then pushes it.
     async fn send(&self, user: UserId, device: &DeviceId, cmd: SendCommand) -> Result<Ack, ImError> {
-        let request = pb::SendRequest {
-            to_user: cmd.to_user.0,
-            client_msg_id: cmd.client_msg_id,
-            body: cmd.body,
-            content_type: cmd.content_type,
-        };
+        let request = im_proto::convert::send_request(cmd);
         let ack = self
             .client
             .clone()

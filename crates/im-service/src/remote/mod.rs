@@ -8,6 +8,8 @@
 //! - `pusher`: [`GrpcPusher`], the `Pusher` port over `im.gateway.v1`, one
 //!   channel per gateway (the registry names gateways by their push address).
 //! - `users`: [`RemoteUsers`], the `UserStore` port over `im.user.v1`.
+//! - [`groups`]: [`groups::RemoteGroups`], the `GroupDirectory` port over
+//!   `im.user.v1.GroupDirectory`.
 //! - `messaging`: [`RemoteMessaging`], the `Messaging` port over `im.v1`, for a
 //!   gateway process: each call carries a token of the acting user.
 //!
@@ -16,6 +18,7 @@
 
 mod channel;
 mod credential;
+pub mod groups;
 mod messaging;
 mod pusher;
 mod users;

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use im_core::GatewayId;
-use im_core::ports::{BackendResult, PushEvent, PushReport, Pusher};
+use im_core::ports::{BackendResult, FanOut, PushEvent, PushReport, Pusher};
+use im_gateway::push_api::fan_out_calls;
 use im_proto::gateway::push_service_client::PushServiceClient;
 use im_proto::gateway::{self as pb, PushBatch};
 use parking_lot::Mutex;
@@ -53,5 +54,24 @@ impl Pusher for GrpcPusher {
             .map_err(|status| backend_error(&format!("push to gateway {}", gateway.0), &status))?
             .into_inner();
         Ok(PushReport { delivered: report.delivered, offline: report.offline })
+    }
+
+    /// Delivers each fan-out to the connected devices of its users on
+    /// `gateway`, in as few `FanOut` calls as the push API's limits allow
+    /// (one, unless the batch is very large). On error, the calls before the
+    /// failing one were delivered: a retry may push some messages twice,
+    /// which clients tell by their `msg_id`.
+    async fn fan_out(&self, gateway: &GatewayId, batch: &[FanOut]) -> BackendResult<u64> {
+        let mut client = self.client(gateway)?;
+        let mut delivered = 0;
+        for call in fan_out_calls(batch) {
+            let report = client
+                .fan_out(self.credential.request(call))
+                .await
+                .map_err(|status| backend_error(&format!("fan-out to gateway {}", gateway.0), &status))?
+                .into_inner();
+            delivered += report.delivered;
+        }
+        Ok(delivered)
     }
 }

@@ -47,6 +47,7 @@ use crate::support::{conversation_id, free_port, http_get};
 pub const SHARED_MARIADB: &str = "127.0.0.1:3306";
 pub const SHARED_REDIS: &str = "127.0.0.1:6379";
 pub const SHARED_ETCD: &str = "127.0.0.1:2379";
+pub const SHARED_KAFKA: &str = "127.0.0.1:9092";
 
 /// How long a process may take to answer `/ready` 200 after it is started.
 /// `SYNC_GAP_GRACE` of the nodes under test.
@@ -462,6 +463,9 @@ pub struct ClusterBuilder {
     nodes: usize,
     gateways: usize,
     node_env: Vec<(String, String)>,
+    /// Kafka settings of `im-user` and the nodes: topic and group names of
+    /// this cluster alone.
+    kafka: Vec<(String, String)>,
 }
 
 impl Default for ClusterBuilder {
@@ -471,7 +475,8 @@ impl Default for ClusterBuilder {
 }
 
 impl ClusterBuilder {
-    /// Two nodes and two gateways on the shared servers.
+    /// Two nodes and two gateways on the shared servers (MariaDB, Redis,
+    /// etcd, and the Kafka-protocol broker).
     pub fn new() -> Self {
         ClusterBuilder {
             db_host: SHARED_MARIADB.to_owned(),
@@ -479,6 +484,7 @@ impl ClusterBuilder {
             nodes: 2,
             gateways: 2,
             node_env: Vec::new(),
+            kafka: crate::broker::kafka_env(SHARED_KAFKA),
         }
     }
 
@@ -506,6 +512,7 @@ impl ClusterBuilder {
         require_server("MariaDB", &self.db_host).await;
         require_server("Redis", &self.redis).await;
         require_server("etcd", SHARED_ETCD).await;
+        require_server("the Kafka-protocol broker (tansu)", SHARED_KAFKA).await;
         let dir = tempfile::tempdir().unwrap();
         let name = unique("fault").replace('_', "-");
         let database = unique("im_fault");
@@ -533,7 +540,7 @@ impl ClusterBuilder {
             "im-user",
             env!("CARGO_BIN_EXE_im-user"),
             dir.path(),
-            with(vec![("USER_SERVICE_ADDR", user_addr.clone())], &[]),
+            with(vec![("USER_SERVICE_ADDR", user_addr.clone())], &self.kafka),
         )
         .await;
 
@@ -552,7 +559,7 @@ impl ClusterBuilder {
                     // to the ones the registry names.
                     ("GATEWAY_SERVICE_ADDR", push_addrs[i % push_addrs.len()].clone()),
                 ],
-                &self.node_env,
+                &[self.kafka.clone(), self.node_env.clone()].concat(),
             );
             nodes.push(
                 Process::start(&format!("im-service-{}", i + 1), env!("CARGO_BIN_EXE_im-service"), dir.path(), env)
@@ -634,6 +641,11 @@ impl Cluster {
 
     pub fn ws_url(&self, gateway: usize) -> &str {
         &self.ws_urls[gateway]
+    }
+
+    /// Node `node`'s gRPC port (gateway i forwards to node i).
+    pub fn node_grpc_port(&self, node: usize) -> u16 {
+        self.nodes[node].env("SERVER_GRPC_PORT").parse().expect("a port")
     }
 
     /// The etcd keys under this cluster's registry prefix.
@@ -834,6 +846,7 @@ impl Device {
             client_msg_id: client_msg_id.into(),
             body: text.as_bytes().to_vec().into(),
             content_type: "text/plain".into(),
+            ..Default::default()
         };
         self.request(client_frame::Body::Send(send), within).await
     }

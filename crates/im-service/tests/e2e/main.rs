@@ -1,10 +1,13 @@
 //! End-to-end tests: the real `im-service` binary, clients over WebSocket
 //! and gRPC. One test binary for all of them keeps link time down.
 
+mod broker;
 mod cluster;
 mod config;
 mod crash;
 mod faults;
+mod groups;
+mod groups_cluster;
 mod harness;
 mod offline;
 mod private;

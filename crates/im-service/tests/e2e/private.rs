@@ -143,6 +143,7 @@ async fn oversize_unknown_recipient_and_malformed_frames_are_rejected_and_store_
         client_msg_id: "big".into(),
         body: vec![b'x'; 10 * 1024 + 1].into(),
         content_type: String::new(),
+        ..Default::default()
     });
     let e = error(alice_phone.request(oversize).await);
     assert_eq!(e.code, ErrorCode::ResourceExhausted as i32, "{e:?}");
@@ -188,6 +189,7 @@ async fn identity_comes_from_the_token_and_others_conversations_are_closed() {
             client_msg_id: "spoof".into(),
             body: b"who am i".to_vec().into(),
             content_type: String::new(),
+            ..Default::default()
         })),
     }
     .encode_to_vec();

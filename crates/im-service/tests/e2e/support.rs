@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use im_proto::client::{self as pb, client_frame, server_frame};
+use im_proto::message::group_service_client::GroupServiceClient;
 use im_proto::user::user_service_client::UserServiceClient;
 use prost::Message as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -232,13 +233,26 @@ impl Client {
     }
 
     pub async fn send_text(&mut self, to: u64, client_msg_id: &str, text: &str) -> server_frame::Body {
-        self.request(client_frame::Body::Send(pb::SendRequest {
-            to_user: to,
-            client_msg_id: client_msg_id.into(),
-            body: text.as_bytes().to_vec().into(),
-            content_type: "text/plain".into(),
-        }))
+        self.request(client_frame::Body::Send(text_request(
+            client_msg_id,
+            text,
+            pb::SendRequest { to_user: to, ..Default::default() },
+        )))
         .await
+    }
+
+    pub async fn send_group_text(&mut self, group: u64, client_msg_id: &str, text: &str) -> server_frame::Body {
+        self.request(client_frame::Body::Send(text_request(
+            client_msg_id,
+            text,
+            pb::SendRequest { to_group: group, ..Default::default() },
+        )))
+        .await
+    }
+
+    pub async fn mark_read(&mut self, conversation: &str, seq: u64) -> server_frame::Body {
+        self.request(client_frame::Body::MarkRead(pb::MarkReadRequest { conversation_id: conversation.into(), seq }))
+            .await
     }
 
     pub async fn sync(&mut self, conversation: &str, after: u64) -> server_frame::Body {
@@ -281,6 +295,84 @@ impl Client {
     pub async fn next_event(&mut self, within: Duration) -> Option<server_frame::Body> {
         tokio::time::timeout(within, self.events.recv()).await.ok().flatten()
     }
+}
+
+fn text_request(client_msg_id: &str, text: &str, to: pb::SendRequest) -> pb::SendRequest {
+    pb::SendRequest {
+        client_msg_id: client_msg_id.into(),
+        body: text.as_bytes().to_vec().into(),
+        content_type: "text/plain".into(),
+        ..to
+    }
+}
+
+/// `im.v1.GroupService` as one user calls it.
+pub struct GroupApi {
+    client: GroupServiceClient<tonic::transport::Channel>,
+    token: String,
+}
+
+impl GroupApi {
+    pub async fn connect(grpc_port: u16, token: &str) -> GroupApi {
+        let client = GroupServiceClient::connect(format!("http://127.0.0.1:{grpc_port}")).await.expect("grpc connect");
+        GroupApi { client, token: token.to_owned() }
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert("authorization", format!("Bearer {}", self.token).parse().unwrap());
+        request
+    }
+
+    /// Creates a group; returns its id.
+    pub async fn create(&mut self, name: &str, members: &[u64], history_visible: bool) -> u64 {
+        let request = self.request(im_proto::message::CreateGroupRequest {
+            name: name.into(),
+            members: members.to_vec(),
+            history_visible,
+        });
+        let roster = self.client.create_group(request).await.expect("create group").into_inner();
+        roster.group.expect("a roster names its group").id
+    }
+
+    pub async fn add(&mut self, group: u64, users: &[u64]) -> Result<im_proto::user::MembershipChange, tonic::Status> {
+        let request = self.request(im_proto::message::AddMembersRequest { group, users: users.to_vec() });
+        self.client.add_members(request).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn remove(&mut self, group: u64, user: u64) -> Result<im_proto::user::MembershipChange, tonic::Status> {
+        let request = self.request(im_proto::message::RemoveMemberRequest { group, user });
+        self.client.remove_member(request).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn leave(&mut self, group: u64) -> Result<im_proto::user::MembershipChange, tonic::Status> {
+        let request = self.request(im_proto::message::LeaveGroupRequest { group });
+        self.client.leave_group(request).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn set_role(
+        &mut self,
+        group: u64,
+        user: u64,
+        role: im_proto::user::Role,
+    ) -> Result<im_proto::user::MembershipChange, tonic::Status> {
+        let request = self.request(im_proto::message::SetRoleRequest { group, user, role: role as i32 });
+        self.client.set_role(request).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn members(&mut self, group: u64) -> Result<im_proto::user::Roster, tonic::Status> {
+        let request = self.request(im_proto::message::ListMembersRequest { group });
+        self.client.list_members(request).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn read_status(&mut self, group: u64, seq: u64) -> Result<im_proto::message::ReadStatus, tonic::Status> {
+        let request = self.request(im_proto::message::ReadStatusRequest { group, seq });
+        self.client.get_read_status(request).await.map(tonic::Response::into_inner)
+    }
+}
+
+pub fn group_conversation(group: u64) -> String {
+    format!("g:{group}")
 }
 
 pub fn ack(body: server_frame::Body) -> pb::SendAck {

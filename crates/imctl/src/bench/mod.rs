@@ -1,21 +1,29 @@
-//! `imctl bench`: the load generator. N users (created over gRPC) send 1:1
-//! messages over WebSocket; the run reports throughput, end-to-end and ack
-//! latency, server CPU per message, and whether every acked message was
-//! delivered.
+//! `imctl bench`: the load generator. Users (created over gRPC) send 1:1
+//! messages, or messages to their groups, over WebSocket; the run reports
+//! throughput, latency, server CPU per delivery, and whether every acked
+//! message was delivered.
 //!
 //! - [`workload`]: plan of the run, send schedule, message body, and the task
 //!   that drives one connection.
-//! - [`stats`]: counters, latency histograms, delivery check, the summary.
+//! - [`group`]: the group workload (`--group-size`); [`layout`]: who is in
+//!   which group and which connection sends.
+//! - [`setup`]: users, groups and connections, with a progress line each.
+//! - [`stats`]: counters, latency histograms, the delivery checks, the summaries.
 //! - [`progress`]: the once-a-second line on stderr.
-//! - [`cpu`]: CPU time of a process from /proc.
+//! - [`cpu`]: CPU time of a process from /proc; [`fd_limit`]: room for the sockets.
 //!
-//! A run: create users → open every connection → sending starts (warm-up,
-//! then the measured window) → sending stops → drain until every send is
-//! answered and every ack delivered (or the drain time is up) → close →
-//! summary. Exit status 1 when an acked message never reached its recipient.
+//! A run: create users (and groups) → open every connection → sending starts
+//! (warm-up, then the measured window) → sending stops → drain until every
+//! send is answered and every ack delivered (or the drain time is up) →
+//! close → summary. Exit status 1 when an acked message never reached a
+//! recipient.
 
 pub mod cpu;
+pub mod fd_limit;
+pub mod group;
+pub mod layout;
 pub mod progress;
+pub mod setup;
 pub mod stats;
 pub mod workload;
 
@@ -25,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -34,7 +42,7 @@ use crate::cli::{BenchArgs, DEFAULT_RATE, GlobalArgs, Pairing};
 use crate::client::{self, ConnectOptions, WsStream};
 use cpu::Process;
 use stats::{Config, Counters, LatencySummary, ServerCpu, Summary, Totals};
-use workload::{Connection, ConnectionReport, Load, Plan, Run};
+use workload::{Connection, ConnectionReport, Load, Plan, Run, Traffic};
 
 /// Time between the last connection opening and the first send.
 const START_DELAY: Duration = Duration::from_millis(50);
@@ -45,38 +53,70 @@ pub async fn run(global: &GlobalArgs, admin_env: Option<&str>, args: BenchArgs) 
         cpu::read_ticks(Process::Pid(pid)).with_context(|| format!("--server-pid {pid}"))?;
     }
     let admin = admin::connect_admin(global, admin_env).await?;
-    let summary = execute(&admin, &global.ws_url, global.timeout, &args).await?;
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        crate::output::json_line(&mut out, &summary)?;
+    let failure = if args.group_size.is_some() {
+        let summary = group::execute(&admin, &global.im_service_url, &global.ws_url, global.timeout, &args).await?;
+        print(args.json, &summary, &summary.human())?;
+        let k = &summary.check;
+        (!k.ok).then(|| {
+            format!(
+                "{} acked messages did not reach every other member of their group ({} reached none)",
+                k.incomplete, k.reached_none
+            )
+        })
     } else {
-        out.write_all(summary.human().as_bytes())?;
-        out.flush()?;
+        let summary = execute(&admin, &global.ws_url, global.timeout, &args).await?;
+        print(args.json, &summary, &summary.human())?;
+        let k = &summary.check;
+        (!k.ok).then(|| {
+            format!(
+                "{} acked messages were never delivered and {} reached only some devices of their recipient",
+                k.acked_not_delivered, k.partially_delivered
+            )
+        })
+    };
+    match failure {
+        Some(why) => {
+            eprintln!("error: {why}");
+            Ok(ExitCode::FAILURE)
+        }
+        None => Ok(ExitCode::SUCCESS),
     }
-    if !summary.check.ok {
-        eprintln!(
-            "error: {} acked messages were never delivered and {} reached only some devices of their recipient",
-            summary.check.acked_not_delivered, summary.check.partially_delivered
-        );
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
-/// One benchmark run against the gateway at `ws_url`, users created through
-/// `admin`; returns the summary without printing it (progress aside).
+/// The summary on stdout: one JSON object, or the text.
+fn print(json: bool, summary: &impl Serialize, human: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        crate::output::json_line(&mut out, summary)?;
+    } else {
+        out.write_all(human.as_bytes())?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// A random prefix for the names of a run's users and groups.
+fn run_prefix() -> String {
+    format!("bench-{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
+/// One benchmark run of 1:1 messages against the gateway at `ws_url`, users
+/// created through `admin`; returns the summary without printing it (progress aside).
 pub async fn execute(admin: &Admin, ws_url: &str, timeout: Duration, args: &BenchArgs) -> anyhow::Result<Summary> {
     let load = if args.closed_loop {
         Load::Closed { window: args.window }
     } else {
         Load::Open { rate: args.rate.unwrap_or(DEFAULT_RATE) }
     };
-    let prefix = format!("bench-{:06x}", rand::random::<u32>() & 0xff_ffff);
-    eprintln!("creating {} users {prefix}-0..{}", args.users, args.users - 1);
-    let users = create_users(admin, &prefix, args.users, args.setup_concurrency as usize).await?;
-
     let per_user = args.connections_per_user;
     let connections = args.users * per_user;
+    fd_limit::ensure_room_for(u64::from(connections))?;
+    let prefix = run_prefix();
+    let concurrency = args.setup_concurrency as usize;
+    let progress = !args.no_progress;
+    eprintln!("creating {} users {prefix}-0..{}", args.users, args.users - 1);
+    let users = setup::create_users(admin, &prefix, args.users, concurrency, progress).await?;
+
     eprintln!("opening {connections} WebSocket connections to {}", client::redact_url(ws_url));
     let options: Vec<ConnectOptions> = (0..connections)
         .map(|i| ConnectOptions {
@@ -86,43 +126,53 @@ pub async fn execute(admin: &Admin, ws_url: &str, timeout: Duration, args: &Benc
             timeout,
         })
         .collect();
-    let prefix = prefix.as_str();
-    let sockets: Vec<WsStream> = futures::stream::iter(options.iter().enumerate())
-        .map(|(i, opts)| async move {
-            client::connect_raw(opts).await.map_err(|e| {
-                let hint = if format!("{e:#}").contains("Too many open files") {
-                    " (raise the open file limit, e.g. `ulimit -n 65536`)"
-                } else {
-                    ""
-                };
-                e.context(format!("opening connection {i} (user {prefix}-{}){hint}", i as u32 / per_user))
-            })
-        })
-        .buffered(args.setup_concurrency as usize)
-        .try_collect()
-        .await?;
+    let whose = |i: usize| format!("user {prefix}-{}", i as u32 / per_user);
+    let sockets = setup::connect_all(&options, concurrency, progress, whose).await?;
     drop(options);
 
-    let epoch = Instant::now();
     let run = Arc::new(Run {
-        epoch,
+        epoch: Instant::now(),
         plan: Plan::new(START_DELAY, args.warmup, args.duration),
         load,
-        pairing: args.pairing,
+        traffic: Traffic::Private { pairing: args.pairing },
         body_size: args.body_size as usize,
         users: users.iter().map(|(id, _)| *id).collect(),
-        connections,
+        senders: connections,
         latencies: Default::default(),
         errors: Default::default(),
     });
     drop(users);
+    let connections = (0..connections).map(|i| Connection { index: i, user_index: i / per_user }).collect();
+    let outcome = drive(&run, sockets, connections, args, u64::from(per_user)).await?;
+    Ok(summarize(args, &run, outcome))
+}
+
+/// What a run leaves for its summary.
+struct Outcome {
+    totals: Totals,
+    reports: Vec<ConnectionReport>,
+    before: CpuSample,
+    after: CpuSample,
+    drain_s: f64,
+}
+
+/// Runs the load over `sockets` (connection i is `connections[i]`) from
+/// `run`'s epoch: warm-up, measured window, drain (every ack should make
+/// `deliveries_per_ack` pushes), stop.
+async fn drive(
+    run: &Arc<Run>,
+    sockets: Vec<WsStream>,
+    connections: Vec<Connection>,
+    args: &BenchArgs,
+    deliveries_per_ack: u64,
+) -> anyhow::Result<Outcome> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let counters: Arc<[Arc<Counters>]> = (0..connections).map(|_| Arc::new(Counters::default())).collect();
+    let counters: Arc<[Arc<Counters>]> = (0..sockets.len()).map(|_| Arc::new(Counters::default())).collect();
     let tasks: Vec<_> = sockets
         .into_iter()
+        .zip(connections)
         .enumerate()
-        .map(|(i, ws)| {
-            let conn = Connection { index: i as u32, user_index: i as u32 / per_user };
+        .map(|(i, (ws, conn))| {
             tokio::spawn(workload::run_connection(ws, conn, run.clone(), counters[i].clone(), stop_rx.clone()))
         })
         .collect();
@@ -131,11 +181,11 @@ pub async fn execute(admin: &Admin, ws_url: &str, timeout: Duration, args: &Benc
         tokio::spawn(progress::report(run.clone(), counters.clone(), stop_rx.clone(), tty))
     });
 
-    tokio::time::sleep_until(epoch + Duration::from_nanos(run.plan.measure_from)).await;
+    tokio::time::sleep_until(run.epoch + Duration::from_nanos(run.plan.measure_from)).await;
     let before = CpuSample::take(args.server_pid);
-    tokio::time::sleep_until(epoch + Duration::from_nanos(run.plan.send_until)).await;
+    tokio::time::sleep_until(run.epoch + Duration::from_nanos(run.plan.send_until)).await;
     let after = CpuSample::take(args.server_pid);
-    let drain_s = drain(&counters, per_user, args.drain).await;
+    let drain_s = drain(&counters, deliveries_per_ack, args.drain).await;
 
     let _ = stop_tx.send(true);
     let mut reports = Vec::with_capacity(tasks.len());
@@ -145,48 +195,17 @@ pub async fn execute(admin: &Admin, ws_url: &str, timeout: Duration, args: &Benc
     if let Some(progress) = progress {
         let _ = progress.await;
     }
-
     let totals = Totals::sum(counters.iter().map(|c| &**c));
-    Ok(summarize(args, &run, totals, reports, before, after, drain_s))
+    Ok(Outcome { totals, reports, before, after, drain_s })
 }
 
-/// Creates `count` users named `{prefix}-{i}`; returns (id, token) in order.
-async fn create_users(
-    admin: &Admin,
-    prefix: &str,
-    count: u32,
-    concurrency: usize,
-) -> anyhow::Result<Vec<(u64, String)>> {
-    futures::stream::iter(0..count)
-        .map(|i| {
-            let mut admin = admin.clone();
-            let name = format!("{prefix}-{i}");
-            async move {
-                let created = match admin.create_user(&name).await {
-                    Ok(created) => created,
-                    Err(e) => {
-                        if let Some(hint) = admin.hint_for(&e) {
-                            eprintln!("hint: {hint}");
-                        }
-                        return Err(anyhow::Error::from(e).context(format!("creating user {name}")));
-                    }
-                };
-                let user = created.user.with_context(|| format!("CreateUser({name}) returned no user"))?;
-                Ok((user.id, created.token))
-            }
-        })
-        .buffered(concurrency)
-        .try_collect()
-        .await
-}
-
-/// Waits until every send is answered and every acked message has reached
-/// all recipient devices, or `max` passes. Returns the seconds waited.
-async fn drain(counters: &[Arc<Counters>], devices_per_user: u32, max: Duration) -> f64 {
+/// Waits until every send is answered and every acked message has made
+/// `deliveries_per_ack` pushes, or `max` passes. Returns the seconds waited.
+async fn drain(counters: &[Arc<Counters>], deliveries_per_ack: u64, max: Duration) -> f64 {
     let start = Instant::now();
     loop {
         let t = Totals::sum(counters.iter().map(|c| &**c));
-        if t.outstanding() == 0 && t.delivered >= t.acked * u64::from(devices_per_user) {
+        if t.outstanding() == 0 && t.delivered >= t.acked * deliveries_per_ack {
             break;
         }
         if start.elapsed() >= max {
@@ -217,37 +236,44 @@ impl CpuSample {
     }
 }
 
-fn summarize(
-    args: &BenchArgs,
-    run: &Run,
-    totals: Totals,
-    reports: Vec<ConnectionReport>,
-    before: CpuSample,
-    after: CpuSample,
-    drain_s: f64,
-) -> Summary {
-    let measured_s = run.plan.measured().as_secs_f64();
-    let mut acked = Vec::with_capacity(totals.acked as usize);
-    let mut received = Vec::with_capacity(reports.len());
-    for report in reports {
-        acked.extend(report.acked);
-        received.push(report.received);
+impl Outcome {
+    /// The server's CPU over the measured window (per push received in it),
+    /// and this process's.
+    fn cpu(&self) -> (Option<ServerCpu>, Option<f64>) {
+        let server_cpu = match (self.before.server, self.after.server) {
+            (Some((pid, t0)), Some((_, t1))) => {
+                let cpu_seconds = cpu::seconds_between(t0, t1);
+                let delivered = self.totals.delivered_in_window;
+                let us_per_delivered = (delivered > 0).then(|| cpu_seconds * 1e6 / delivered as f64);
+                Some(ServerCpu { pid, cpu_seconds, us_per_delivered })
+            }
+            _ => None,
+        };
+        let client_cpu_seconds = match (self.before.client, self.after.client) {
+            (Some(t0), Some(t1)) => Some(cpu::seconds_between(t0, t1)),
+            _ => None,
+        };
+        (server_cpu, client_cpu_seconds)
     }
+
+    /// Keys of every acked message, over all connections.
+    fn acked(&mut self) -> Vec<u64> {
+        let mut acked = Vec::with_capacity(self.totals.acked as usize);
+        for report in &mut self.reports {
+            acked.append(&mut report.acked);
+        }
+        acked
+    }
+}
+
+fn summarize(args: &BenchArgs, run: &Run, mut outcome: Outcome) -> Summary {
+    let measured_s = run.plan.measured().as_secs_f64();
+    let acked = outcome.acked();
+    let received = outcome.reports.iter_mut().map(|r| std::mem::take(&mut r.received)).collect();
     let check = stats::check_delivery(acked, received, args.connections_per_user);
     let (e2e, ack) = run.latencies.merged();
-    let server_cpu = match (before.server, after.server) {
-        (Some((pid, t0)), Some((_, t1))) => {
-            let cpu_seconds = cpu::seconds_between(t0, t1);
-            let us_per_delivered =
-                (totals.delivered_in_window > 0).then(|| cpu_seconds * 1e6 / totals.delivered_in_window as f64);
-            Some(ServerCpu { pid, cpu_seconds, us_per_delivered })
-        }
-        _ => None,
-    };
-    let client_cpu_seconds = match (before.client, after.client) {
-        (Some(t0), Some(t1)) => Some(cpu::seconds_between(t0, t1)),
-        _ => None,
-    };
+    let (server_cpu, client_cpu_seconds) = outcome.cpu();
+    let totals = outcome.totals;
     let (mode, rate, window) = match run.load {
         Load::Open { rate } => ("open", Some(rate), None),
         Load::Closed { window } => ("closed", None, Some(window)),
@@ -276,7 +302,7 @@ fn summarize(
         errors_by_code: run.errors.snapshot(),
         unacked: totals.outstanding(),
         measured_s,
-        drain_s,
+        drain_s: outcome.drain_s,
         acked_per_s: stats::per_second(totals.acked_in_window, measured_s),
         delivered_per_s: stats::per_second(totals.delivered_in_window, measured_s),
         e2e_latency: LatencySummary::of(&e2e),

@@ -1,11 +1,14 @@
 //! The progress line on stderr, once per second: overwritten in place on a
-//! terminal, one plain line each otherwise (logs, CI).
+//! terminal, one plain line each otherwise (logs, CI). [`report`] follows the
+//! run; [`Setup`] one step of setting it up (users, groups, connections).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::stats::{Counters, Totals};
 use super::workload::Run;
@@ -68,10 +71,7 @@ pub async fn report(run: Arc<Run>, counters: Arc<[Arc<Counters>]>, mut stop: wat
         let seconds = now.duration_since(last.0).as_secs_f64();
         let rate = if seconds > 0.0 { totals.acked.saturating_sub(last.1) as f64 / seconds } else { 0.0 };
         last = (now, totals.acked);
-        let text = line(now.duration_since(start), Phase::at(&run, run.now_ns()), &totals, rate);
-        let mut err = std::io::stderr().lock();
-        let _ = if tty { write!(err, "\r{text}\x1b[K") } else { writeln!(err, "{text}") };
-        let _ = err.flush();
+        show(&line(now.duration_since(start), Phase::at(&run, run.now_ns()), &totals, rate), tty);
     }
     if tty {
         // Leave the terminal clean for the summary.
@@ -79,9 +79,78 @@ pub async fn report(run: Arc<Run>, counters: Arc<[Arc<Counters>]>, mut stop: wat
     }
 }
 
+/// Writes `text` as the progress line: in place on a terminal, else as a line.
+fn show(text: &str, tty: bool) {
+    let mut err = std::io::stderr().lock();
+    let _ = if tty { write!(err, "\r{text}\x1b[K") } else { writeln!(err, "{text}") };
+    let _ = err.flush();
+}
+
+/// One set-up line (no line ending).
+pub fn setup_line(label: &str, done: u64, total: u64, elapsed: Duration) -> String {
+    let percent = (100 * done).checked_div(total).unwrap_or(100);
+    format!("{label}: {done}/{total} ({percent}%, {:.0} s)", elapsed.as_secs_f64())
+}
+
+/// Progress of one set-up step: `label: done/total` each second while it
+/// lasts (nothing for a step shorter than a second). Dropping it ends the line.
+#[derive(Debug)]
+pub struct Setup {
+    done: Arc<AtomicU64>,
+    shown: Arc<AtomicBool>,
+    tty: bool,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Setup {
+    /// `enabled`: false for --no-progress (the counter still counts).
+    pub fn start(label: &'static str, total: u64, enabled: bool) -> Self {
+        let done = Arc::new(AtomicU64::new(0));
+        let shown = Arc::new(AtomicBool::new(false));
+        let tty = std::io::stderr().is_terminal();
+        let task = enabled.then(|| {
+            let (done, shown) = (done.clone(), shown.clone());
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let mut ticks = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+                loop {
+                    ticks.tick().await;
+                    shown.store(true, Ordering::Relaxed);
+                    show(&setup_line(label, done.load(Ordering::Relaxed), total, start.elapsed()), tty);
+                }
+            })
+        });
+        Self { done, shown, tty, task }
+    }
+
+    pub fn add(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        if self.tty && self.shown.load(Ordering::Relaxed) {
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn setup_line_shows_done_of_total() {
+        assert_eq!(
+            setup_line("opening connections", 1_250, 5_000, Duration::from_millis(3_400)),
+            "opening connections: 1250/5000 (25%, 3 s)"
+        );
+        assert_eq!(setup_line("creating users", 0, 0, Duration::ZERO), "creating users: 0/0 (100%, 0 s)");
+    }
 
     #[test]
     fn line_shows_counts_phase_and_rate() {

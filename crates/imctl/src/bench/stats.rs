@@ -1,9 +1,13 @@
-//! What the load generator measures and how it is summarised: live counters,
-//! latency histograms, the delivery check, and the final report (human text
-//! or JSON).
+//! What the load generator measures: live counters, latency histograms, and
+//! the delivery check of 1:1 messages. [`fanout`] tracks group messages to
+//! every member; [`report`] is the final summary (human text or JSON).
+
+pub mod fanout;
+pub mod report;
+
+pub use report::{Config, GroupConfig, GroupSummary, ServerCpu, Summary, human_us};
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -123,7 +127,12 @@ impl Latencies {
 }
 
 fn record(h: &Mutex<Histogram<u64>>, nanos: u64) {
-    h.lock().unwrap_or_else(|p| p.into_inner()).saturating_record(nanos / 1_000);
+    record_nanos(&mut h.lock().unwrap_or_else(|p| p.into_inner()), nanos);
+}
+
+/// Records a latency given in nanoseconds, in microseconds.
+pub fn record_nanos(h: &mut Histogram<u64>, nanos: u64) {
+    h.saturating_record(nanos / 1_000);
 }
 
 fn merge(shards: &[Mutex<Histogram<u64>>]) -> Histogram<u64> {
@@ -215,159 +224,6 @@ pub fn check_delivery(acked: impl IntoIterator<Item = u64>, received: Vec<Vec<u6
     check
 }
 
-/// Server CPU over the measured window.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct ServerCpu {
-    pub pid: u32,
-    pub cpu_seconds: f64,
-    /// CPU time per push received in the window; `None` when nothing was delivered.
-    pub us_per_delivered: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Config {
-    pub users: u32,
-    pub connections_per_user: u32,
-    /// "open" or "closed".
-    pub mode: &'static str,
-    /// Open loop: messages per second over all connections.
-    pub rate: Option<f64>,
-    /// Closed loop: messages in flight per connection.
-    pub window: Option<u32>,
-    pub body_size: u32,
-    pub pairing: &'static str,
-    pub warmup_s: f64,
-    pub duration_s: f64,
-    pub drain_max_s: f64,
-}
-
-/// The final report of a run.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    pub config: Config,
-    pub sent: u64,
-    pub acked: u64,
-    /// Pushes received by recipient devices.
-    pub delivered: u64,
-    /// `acked × connections_per_user`: what `delivered` should reach.
-    pub expected_deliveries: u64,
-    pub errors: u64,
-    pub errors_by_code: BTreeMap<String, u64>,
-    /// Sent but neither acked nor rejected when the run ended.
-    pub unacked: u64,
-    pub measured_s: f64,
-    pub drain_s: f64,
-    pub acked_per_s: f64,
-    pub delivered_per_s: f64,
-    pub e2e_latency: LatencySummary,
-    pub ack_latency: LatencySummary,
-    pub check: DeliveryCheck,
-    pub server_cpu: Option<ServerCpu>,
-    /// CPU used by this load generator over the measured window.
-    pub client_cpu_seconds: Option<f64>,
-}
-
-/// A latency for people: µs below 1 ms, ms below 1 s, else s.
-pub fn human_us(us: u64) -> String {
-    match us {
-        0..1_000 => format!("{us} µs"),
-        1_000..1_000_000 => format!("{:.2} ms", us as f64 / 1e3),
-        _ => format!("{:.2} s", us as f64 / 1e6),
-    }
-}
-
-impl Summary {
-    pub fn human(&self) -> String {
-        let c = &self.config;
-        let mut s = String::new();
-        let load = match (c.rate, c.window) {
-            (Some(rate), _) => format!("open loop {rate} msg/s"),
-            (None, Some(window)) => format!("closed loop, window {window}"),
-            (None, None) => "?".into(),
-        };
-        let _ = writeln!(
-            s,
-            "imctl bench: {} users x {} connection(s), {load}, {} pairing, {}-byte bodies",
-            c.users, c.connections_per_user, c.pairing, c.body_size
-        );
-        let _ = writeln!(
-            s,
-            "window:     warmup {:.1} s, measured {:.1} s, drain {:.2} s (max {:.1} s)",
-            c.warmup_s, self.measured_s, self.drain_s, c.drain_max_s
-        );
-        let _ = writeln!(s, "sent        {}", self.sent);
-        let _ = writeln!(s, "acked       {}", self.acked);
-        let _ = writeln!(
-            s,
-            "delivered   {}  (pushes received by recipients; expected {})",
-            self.delivered, self.expected_deliveries
-        );
-        let by_code: Vec<String> = self.errors_by_code.iter().map(|(code, n)| format!("{code} {n}")).collect();
-        let by_code = if by_code.is_empty() { String::new() } else { format!("  ({})", by_code.join(", ")) };
-        let _ = writeln!(s, "errors      {}{by_code}", self.errors);
-        if self.unacked > 0 {
-            let _ = writeln!(s, "unacked     {}  (no ack or error by the end of the drain)", self.unacked);
-        }
-        let _ = writeln!(
-            s,
-            "throughput  acked {:.1} msg/s, delivered {:.1} msg/s  (measured window)",
-            self.acked_per_s, self.delivered_per_s
-        );
-        let e = &self.e2e_latency;
-        let _ = writeln!(
-            s,
-            "end-to-end  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (n={}, send -> push)",
-            human_us(e.p50_us),
-            human_us(e.p90_us),
-            human_us(e.p99_us),
-            human_us(e.p999_us),
-            human_us(e.max_us),
-            e.count
-        );
-        let a = &self.ack_latency;
-        let _ = writeln!(
-            s,
-            "ack         p50 {}  p99 {}  max {}  (n={}, send -> ack)",
-            human_us(a.p50_us),
-            human_us(a.p99_us),
-            human_us(a.max_us),
-            a.count
-        );
-        if let Some(cpu) = &self.server_cpu {
-            let per_msg = cpu.us_per_delivered.map_or("n/a".into(), |us| format!("{us:.1} µs"));
-            let _ = writeln!(
-                s,
-                "server cpu  {:.2} s (pid {}, {:.0}% of one core), {per_msg} per delivered message",
-                cpu.cpu_seconds,
-                cpu.pid,
-                100.0 * per_second_f(cpu.cpu_seconds, self.measured_s)
-            );
-        }
-        if let Some(secs) = self.client_cpu_seconds {
-            let _ = writeln!(s, "client cpu  {secs:.2} s (this load generator)");
-        }
-        let k = &self.check;
-        if k.ok {
-            let _ = write!(s, "check       ok: every acked message reached all recipient devices");
-        } else {
-            let _ = write!(
-                s,
-                "check       FAILED: {} acked messages never delivered, {} delivered to only some devices",
-                k.acked_not_delivered, k.partially_delivered
-            );
-        }
-        if k.duplicate_pushes > 0 || k.delivered_not_acked > 0 {
-            let _ = write!(
-                s,
-                " ({} duplicate pushes, {} delivered without an ack)",
-                k.duplicate_pushes, k.delivered_not_acked
-            );
-        }
-        s.push('\n');
-        s
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,13 +308,6 @@ mod tests {
         let clean = check_delivery([1, 2], vec![vec![1], vec![2]], 1);
         assert!(clean.ok);
         assert_eq!(clean, DeliveryCheck { ok: true, ..DeliveryCheck::default() });
-    }
-
-    #[test]
-    fn human_latencies_pick_a_unit() {
-        assert_eq!(human_us(850), "850 µs");
-        assert_eq!(human_us(1_234), "1.23 ms");
-        assert_eq!(human_us(2_500_000), "2.50 s");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The load itself: when each connection sends, to whom, what the body
-//! carries, and the per-connection task that sends and receives.
+//! The load itself: when each connection sends, to whom (a user, or its
+//! group), what the body carries, and the per-connection task that sends and
+//! receives.
 //!
 //! One task per connection: its writer and reader halves are two futures
 //! joined inside that task, so reading never waits for a blocked write (and
@@ -12,16 +13,18 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use im_proto::client::{ClientFrame, SendRequest, client_frame, server_frame};
+use im_proto::client::{self as proto, ClientFrame, SendRequest, client_frame, server_frame};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::layout::GroupLayout;
+use super::stats::fanout::FanoutTracker;
 use super::stats::{Counters, ErrorTally, Latencies};
 use crate::cli::Pairing;
-use crate::client::{self, WsStream};
+use crate::client::{self, Recipient, WsStream};
 use crate::error::frame_code_name;
 
 /// First bytes of every bench body, so a stray push is not mistaken for one.
@@ -117,6 +120,12 @@ impl Schedule {
     pub fn due(&self, k: u64) -> u64 {
         self.start_ns + (self.phase_ns + k as f64 * self.interval_ns) as u64
     }
+
+    /// How many messages are due before `end_ns`: the messages this
+    /// connection sends when sending stops at `end_ns`.
+    pub fn count_before(&self, end_ns: u64) -> u64 {
+        (0..).take_while(|&k| self.due(k) < end_ns).count() as u64
+    }
 }
 
 /// Picks each message's recipient (user indexes; see [`Pairing`]).
@@ -131,17 +140,27 @@ pub fn pick_recipient(pairing: Pairing, from: usize, users: usize, rng: &mut imp
     }
 }
 
+/// Who the messages go to.
+#[derive(Debug)]
+pub enum Traffic {
+    /// 1:1 messages between the users.
+    Private { pairing: Pairing },
+    /// Each sender writes to its group; every member receives.
+    Groups { layout: GroupLayout, ids: Vec<u64>, tracker: FanoutTracker },
+}
+
 /// What every connection task shares.
 #[derive(Debug)]
 pub struct Run {
     pub epoch: Instant,
     pub plan: Plan,
     pub load: Load,
-    pub pairing: Pairing,
+    pub traffic: Traffic,
     pub body_size: usize,
     /// User ids by user index.
     pub users: Vec<u64>,
-    pub connections: u32,
+    /// Connections `0..senders` send; the others only receive.
+    pub senders: u32,
     pub latencies: Latencies,
     pub errors: ErrorTally,
 }
@@ -153,6 +172,26 @@ impl Run {
 
     fn instant(&self, ns: u64) -> Instant {
         self.epoch + Duration::from_nanos(ns)
+    }
+
+    /// Where the next message of `conn` goes.
+    fn recipient(&self, conn: Connection, rng: &mut SmallRng) -> Recipient {
+        match &self.traffic {
+            Traffic::Private { pairing } => {
+                let to = pick_recipient(*pairing, conn.user_index as usize, self.users.len(), rng);
+                Recipient::User(self.users[to])
+            }
+            Traffic::Groups { layout, ids, .. } => Recipient::Group(ids[layout.position(conn.user_index).0 as usize]),
+        }
+    }
+
+    /// Whether a push to user `me` is a bench message for them to count: a
+    /// private one addressed to them, or a group one another member sent.
+    fn counts_push(&self, push: &proto::Message, me: u64) -> bool {
+        match self.traffic {
+            Traffic::Private { .. } => push.to_user == me,
+            Traffic::Groups { .. } => push.to_user == 0 && push.from_user != me,
+        }
     }
 }
 
@@ -234,10 +273,9 @@ struct Outgoing {
 impl Outgoing {
     fn new() -> Self {
         let send = SendRequest {
-            to_user: 0,
             client_msg_id: String::with_capacity(20),
-            body: Bytes::new(),
             content_type: CONTENT_TYPE.to_owned(),
+            ..SendRequest::default()
         };
         Self {
             frame: ClientFrame { req_id: 0, body: Some(client_frame::Body::Send(send)) },
@@ -246,10 +284,10 @@ impl Outgoing {
         }
     }
 
-    fn message(&mut self, conn: u32, number: u32, to_user: u64, sent_ns: u64, body_size: usize) -> Message {
+    fn message(&mut self, conn: u32, number: u32, to: Recipient, sent_ns: u64, body_size: usize) -> Message {
         self.frame.req_id = u64::from(number);
         let Some(client_frame::Body::Send(send)) = &mut self.frame.body else { unreachable!("always a send") };
-        send.to_user = to_user;
+        to.address(send);
         // Unique per user: users are new each run, and a user's connections have distinct indexes.
         send.client_msg_id.clear();
         push_hex(&mut send.client_msg_id, u64::from(conn));
@@ -277,22 +315,24 @@ async fn write_loop(
     in_flight: &InFlight,
     permits: &Semaphore,
 ) -> SplitSink<WsStream, Message> {
+    if conn.index >= run.senders {
+        return sink;
+    }
     let mut out = Outgoing::new();
     let mut rng = SmallRng::seed_from_u64(rand::random::<u64>() ^ u64::from(conn.index));
-    let users = run.users.len();
     let mut number: u32 = 0;
     let mut send_one = |sent_ns: u64| {
         number += 1;
-        let to = pick_recipient(run.pairing, conn.user_index as usize, users, &mut rng);
+        let to = run.recipient(conn, &mut rng);
         in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(number, sent_ns);
-        out.message(conn.index, number, run.users[to], sent_ns, run.body_size)
+        out.message(conn.index, number, to, sent_ns, run.body_size)
     };
     let timer = tokio::time::sleep_until(run.instant(run.plan.start));
     tokio::pin!(timer);
 
     let failed = match run.load {
         Load::Open { rate } => {
-            let schedule = Schedule::new(run.plan.start, rate, run.connections, conn.index);
+            let schedule = Schedule::new(run.plan.start, rate, run.senders, conn.index);
             let mut k = 0u64;
             loop {
                 let due = schedule.due(k);
@@ -417,7 +457,7 @@ async fn read_loop(
                 }
                 lost(frame_code_name(e.code));
             }
-            Some(server_frame::Body::Push(m)) if m.to_user == me => {
+            Some(server_frame::Body::Push(m)) if run.counts_push(&m, me) => {
                 let Some((sent_ns, key)) = read_body(&m.body) else { continue };
                 Counters::add(&counters.delivered);
                 if run.plan.in_window(now) {
@@ -426,7 +466,10 @@ async fn read_loop(
                 if run.plan.in_window(sent_ns) {
                     run.latencies.record_e2e(shard, now.saturating_sub(sent_ns));
                 }
-                received.push(key);
+                match &run.traffic {
+                    Traffic::Private { .. } => received.push(key),
+                    Traffic::Groups { tracker, .. } => tracker.record(key, conn.user_index, sent_ns, now),
+                }
             }
             // Copies of our own sends to this user's other devices, receipts, pongs.
             _ => {}
@@ -492,12 +535,7 @@ mod tests {
     #[test]
     fn schedule_sends_rate_times_duration_messages() {
         let (rate, conns, window_ns) = (2500.0, 7, 3_000_000_000u64);
-        let count: usize = (0..conns)
-            .map(|i| {
-                let s = Schedule::new(0, rate, conns, i);
-                (0..).take_while(|&k| s.due(k) < window_ns).count()
-            })
-            .sum();
+        let count: u64 = (0..conns).map(|i| Schedule::new(0, rate, conns, i).count_before(window_ns)).sum();
         assert!((count as f64 - 7500.0).abs() <= f64::from(conns), "{count}");
     }
 
@@ -540,10 +578,12 @@ mod tests {
             let Some(client_frame::Body::Send(send)) = frame.body else { panic!("not a send") };
             (frame.req_id, send)
         };
-        let (req_a, a) = decode(out.message(3, 1, 70, 1_000, 64));
-        let (req_b, b) = decode(out.message(3, 2, 71, 2_000, 64));
+        let (req_a, a) = decode(out.message(3, 1, Recipient::User(70), 1_000, 64));
+        let (req_b, b) = decode(out.message(3, 2, Recipient::User(71), 2_000, 64));
+        let (_, c) = decode(out.message(3, 3, Recipient::Group(9), 3_000, 64));
         assert_eq!((req_a, req_b), (1, 2));
         assert_eq!((a.to_user, b.to_user), (70, 71));
+        assert_eq!((a.to_group, c.to_user, c.to_group), (0, 0, 9));
         assert_eq!((a.client_msg_id.as_str(), b.client_msg_id.as_str()), ("3-1", "3-2"));
         assert_eq!(read_body(&b.body), Some((2_000, message_key(3, 2))));
         assert_eq!(a.content_type, CONTENT_TYPE);

@@ -1,18 +1,21 @@
 //! A stand-in for im-service, in memory, just faithful enough to the client
-//! protocol (client.proto) and the user service (user.proto) to test imctl
-//! without the real server: tokens are `tok-<user id>` (admin: `admin-secret`),
-//! seqs are per conversation, pushes go to every other device of both users.
+//! protocol (client.proto), the user service (user.proto) and the group
+//! service (im/v1/group.proto, in `fake_groups.rs`) to test imctl without the
+//! real server: tokens are `tok-<user id>` (admin: `admin-secret`), seqs are
+//! per conversation, pushes go to every other device of both users (of every
+//! member, in a group `g:{id}`).
 //!
 //! It is not a reference implementation; the real server is tested by its own
 //! suites, and imctl against the real server by the end-to-end tests.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::{SinkExt, StreamExt};
 use im_proto::client::{self, ClientFrame, ServerFrame, client_frame, server_frame};
+use im_proto::message::group_service_server::GroupServiceServer;
 use im_proto::user::user_service_server::{UserService, UserServiceServer};
 use im_proto::user::{self as user_pb, get_user_request};
 use prost::Message as _;
@@ -21,6 +24,9 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
+
+#[path = "fake_groups.rs"]
+mod groups;
 
 pub const ADMIN_TOKEN: &str = "admin-secret";
 
@@ -49,13 +55,53 @@ struct Inner {
     dedup: HashMap<(u64, String), client::SendAck>,
     /// user → (connection id, outbound frames)
     devices: HashMap<u64, Vec<(u64, mpsc::UnboundedSender<ServerFrame>)>>,
+    groups: BTreeMap<u64, Group>,
 }
 
 #[derive(Default)]
 struct Conversation {
+    /// The pair of a private conversation (unused in a group's).
     members: [u64; 2],
     messages: Vec<client::Message>,
     read: HashMap<u64, u64>,
+}
+
+struct Group {
+    name: String,
+    owner: u64,
+    history: bool,
+    version: u64,
+    /// user → (role, joined_after)
+    members: BTreeMap<u64, (im_proto::user::Role, u64)>,
+}
+
+/// The group of a `g:{id}` conversation id.
+fn group_of(conversation_id: &str) -> Option<u64> {
+    conversation_id.strip_prefix("g:")?.parse().ok()
+}
+
+impl Inner {
+    /// Seqs of `conversation_id` above which `user` may read it; `None` when
+    /// they are not a member (or there is no such conversation).
+    fn visible_after(&self, user: u64, conversation_id: &str) -> Option<u64> {
+        match group_of(conversation_id) {
+            Some(group) => self.groups.get(&group)?.members.get(&user).map(|(_, joined_after)| *joined_after),
+            None => self.conversations.get(conversation_id)?.members.contains(&user).then_some(0),
+        }
+    }
+
+    /// Everyone a message of `conversation_id` is pushed to.
+    fn audience(&self, conversation_id: &str) -> Vec<u64> {
+        match group_of(conversation_id) {
+            Some(group) => self.groups.get(&group).map(|g| g.members.keys().copied().collect()).unwrap_or_default(),
+            None => self.conversations.get(conversation_id).map(|c| c.members.to_vec()).unwrap_or_default(),
+        }
+    }
+
+    /// The last seq of a conversation (0 before its first message).
+    fn max_seq(&self, conversation_id: &str) -> u64 {
+        self.conversations.get(conversation_id).map_or(0, |c| c.messages.len() as u64)
+    }
 }
 
 impl State {
@@ -84,6 +130,7 @@ pub async fn start() -> FakeServer {
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
+            .add_service(GroupServiceServer::new(groups::Groups(state.clone())))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc)),
     );
     FakeServer { ws_url: format!("ws://{ws_addr}/ws"), grpc_url: format!("http://{grpc_addr}"), state }
@@ -158,9 +205,9 @@ fn error(code: client::ErrorCode, message: &str) -> Option<server_frame::Body> {
     Some(server_frame::Body::Error(client::Error { code: code as i32, message: message.to_owned() }))
 }
 
-fn push(inner: &Inner, users: [u64; 2], skip_conn: u64, body: server_frame::Body) {
+fn push(inner: &Inner, users: &[u64], skip_conn: u64, body: server_frame::Body) {
     for user in users {
-        for (conn, tx) in inner.devices.get(&user).into_iter().flatten() {
+        for (conn, tx) in inner.devices.get(user).into_iter().flatten() {
             if *conn != skip_conn {
                 let _ = tx.send(ServerFrame { req_id: 0, body: Some(body.clone()) });
             }
@@ -176,24 +223,41 @@ fn handle(state: &State, me: u64, conn: u64, body: client_frame::Body) -> Option
             if state.swallow_sends.load(Ordering::Relaxed) {
                 return None;
             }
-            if !inner.users.contains_key(&send.to_user) {
-                return error(NotFound, &format!("no user {}", send.to_user));
-            }
-            if send.to_user == me {
-                return error(InvalidArgument, "cannot send a private message to yourself");
-            }
+            let id = match (send.to_user, send.to_group) {
+                (0, 0) | (1.., 1..) => {
+                    return error(InvalidArgument, "exactly one of to_user and to_group must be set");
+                }
+                (0, group) => {
+                    let Some(g) = inner.groups.get(&group) else {
+                        return error(NotFound, &format!("no group {group}"));
+                    };
+                    if !g.members.contains_key(&me) {
+                        return error(PermissionDenied, &format!("you are not a member of group {group}"));
+                    }
+                    format!("g:{group}")
+                }
+                (to, _) => {
+                    if !inner.users.contains_key(&to) {
+                        return error(NotFound, &format!("no user {to}"));
+                    }
+                    if to == me {
+                        return error(InvalidArgument, "cannot send a private message to yourself");
+                    }
+                    format!("p:{}:{}", me.min(to), me.max(to))
+                }
+            };
             if send.body.is_empty() {
                 return error(InvalidArgument, "message body is empty");
             }
             if let Some(ack) = inner.dedup.get(&(me, send.client_msg_id.clone())) {
                 return Some(server_frame::Body::Ack(ack.clone()));
             }
-            let (low, high) = (me.min(send.to_user), me.max(send.to_user));
-            let id = format!("p:{low}:{high}");
             inner.next_msg += 1;
             let msg_id = inner.next_msg;
             let c = inner.conversations.entry(id.clone()).or_default();
-            c.members = [low, high];
+            if send.to_group == 0 {
+                c.members = [me.min(send.to_user), me.max(send.to_user)];
+            }
             let seq = c.messages.len() as u64 + 1;
             let message = client::Message {
                 msg_id,
@@ -209,18 +273,20 @@ fn handle(state: &State, me: u64, conn: u64, body: client_frame::Body) -> Option
             c.messages.push(message.clone());
             let ack = client::SendAck { msg_id, conversation_id: id, seq, server_time_ms: message.server_time_ms };
             inner.dedup.insert((me, send.client_msg_id), ack.clone());
-            push(&inner, [me, send.to_user], conn, server_frame::Body::Push(message));
+            push(&inner, &inner.audience(&ack.conversation_id), conn, server_frame::Body::Push(message));
             Some(server_frame::Body::Ack(ack))
         }
         client_frame::Body::Sync(sync) => {
-            let Some(c) = inner.conversations.get(&sync.conversation_id).filter(|c| c.members.contains(&me)) else {
+            let Some(floor) = inner.visible_after(me, &sync.conversation_id) else {
                 return error(NotFound, &format!("no conversation {}", sync.conversation_id));
             };
             let limit = match sync.limit {
                 0 => 100,
                 n => n.min(500),
             } as usize;
-            let after: Vec<_> = c.messages.iter().filter(|m| m.seq > sync.after_seq).cloned().collect();
+            let messages = inner.conversations.get(&sync.conversation_id).map_or(&[][..], |c| &c.messages[..]);
+            let from = sync.after_seq.max(floor);
+            let after: Vec<_> = messages.iter().filter(|m| m.seq > from).cloned().collect();
             let has_more = after.len() > limit;
             let messages = after.into_iter().take(limit).collect();
             Some(server_frame::Body::Sync(client::SyncResponse {
@@ -230,16 +296,18 @@ fn handle(state: &State, me: u64, conn: u64, body: client_frame::Body) -> Option
             }))
         }
         client_frame::Body::MarkRead(read) => {
-            let Some(c) = inner.conversations.get_mut(&read.conversation_id).filter(|c| c.members.contains(&me)) else {
+            if inner.visible_after(me, &read.conversation_id).is_none() {
                 return error(NotFound, &format!("no conversation {}", read.conversation_id));
-            };
+            }
+            let c = inner.conversations.entry(read.conversation_id.clone()).or_default();
             let max = c.messages.len() as u64;
             let position = c.read.entry(me).or_default();
             *position = (*position).max(read.seq.min(max));
             let read_seq = *position;
-            let members = c.members;
+            // A group's receipts go to the reader's other devices only.
+            let told = if group_of(&read.conversation_id).is_some() { vec![me] } else { c.members.to_vec() };
             let receipt = client::ReadReceipt { conversation_id: read.conversation_id.clone(), reader: me, read_seq };
-            push(&inner, members, conn, server_frame::Body::Receipt(receipt));
+            push(&inner, &told, conn, server_frame::Body::Receipt(receipt));
             Some(server_frame::Body::MarkRead(client::MarkReadResponse {
                 conversation_id: read.conversation_id,
                 read_seq,
@@ -249,7 +317,7 @@ fn handle(state: &State, me: u64, conn: u64, body: client_frame::Body) -> Option
             let mut conversations: Vec<_> = inner
                 .conversations
                 .iter()
-                .filter(|(_, c)| c.members.contains(&me))
+                .filter(|(id, c)| group_of(id).is_none() && c.members.contains(&me))
                 .map(|(id, c)| {
                     let max_seq = c.messages.len() as u64;
                     let read_seq = c.read.get(&me).copied().unwrap_or(0);
@@ -259,9 +327,29 @@ fn handle(state: &State, me: u64, conn: u64, body: client_frame::Body) -> Option
                         max_seq,
                         read_seq,
                         unread: max_seq - read_seq,
+                        group_id: 0,
                     }
                 })
                 .collect();
+            for (&group, g) in &inner.groups {
+                let Some(&(_, joined_after)) = g.members.get(&me) else { continue };
+                let id = format!("g:{group}");
+                let c = inner.conversations.get(&id);
+                let read_seq = c.and_then(|c| c.read.get(&me).copied()).unwrap_or(0);
+                let unread = c.map_or(0, |c| {
+                    let from = read_seq.max(joined_after);
+                    c.messages.iter().filter(|m| m.seq > from && m.from_user != me).count() as u64
+                });
+                let max_seq = inner.max_seq(&id);
+                conversations.push(client::ConversationSummary {
+                    conversation_id: id,
+                    peer: 0,
+                    max_seq,
+                    read_seq,
+                    unread,
+                    group_id: group,
+                });
+            }
             conversations.sort_by(|a, b| a.conversation_id.cmp(&b.conversation_id));
             Some(server_frame::Body::Conversations(client::ConversationList { conversations }))
         }
@@ -270,6 +358,16 @@ fn handle(state: &State, me: u64, conn: u64, body: client_frame::Body) -> Option
 }
 
 struct Users(Arc<State>);
+
+/// The user of a request's `Bearer tok-<id>` token, if they exist.
+fn caller<T>(state: &State, request: &tonic::Request<T>) -> Result<u64, tonic::Status> {
+    let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+    let id = header.and_then(|h| h.strip_prefix("Bearer tok-")).and_then(|id| id.parse().ok());
+    match id {
+        Some(id) if state.inner.lock().unwrap().users.contains_key(&id) => Ok(id),
+        _ => Err(tonic::Status::unauthenticated("invalid or missing token")),
+    }
+}
 
 fn check_admin<T>(request: &tonic::Request<T>) -> Result<(), tonic::Status> {
     match request.metadata().get("authorization").and_then(|v| v.to_str().ok()) {

@@ -1,0 +1,5 @@
+-- Who read a group message (`ReceiptStore::readers`): the receipts of one
+-- conversation at or past a seq, a range scan of this index (which also
+-- holds the primary key's user_id) rather than a visit to every member's
+-- receipt.
+CREATE INDEX receipts_by_conversation ON receipts (conversation, read_seq);

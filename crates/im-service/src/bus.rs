@@ -1,0 +1,41 @@
+//! The Kafka bus as every process that uses it opens it (an IM service node,
+//! and `im-user`, which publishes `membership_change`): the same topics
+//! ensured at start-up, the same `/ready` probe.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use im_backends::KafkaBus;
+use im_config::KafkaConfig;
+
+use crate::offline::dead_letter_topic;
+use crate::readiness::Readiness;
+
+/// Partitions of the Kafka topics created at start-up: the most consumers of
+/// one group that share a topic's work (3 nodes × the default
+/// `OFFLINE_WORKER_CONCURRENCY` of 10 fit). A topic that exists keeps its own.
+pub const TOPIC_PARTITIONS: i32 = 32;
+
+/// Connects to `kafka.brokers`, creates every topic of the deployment that is
+/// missing (whichever process starts first creates them all, with the
+/// dead-letter topics), and adds the brokers to `/ready` as `kafka`.
+pub async fn kafka_bus(kafka: &KafkaConfig, readiness: &mut Readiness) -> anyhow::Result<Arc<KafkaBus>> {
+    let bus = Arc::new(KafkaBus::new(kafka).context("kafka.brokers (KAFKA_BROKERS)")?);
+    let topics = &kafka.topics;
+    let offline_dead_letters = dead_letter_topic(&topics.offline_msg);
+    let group_dead_letters = dead_letter_topic(&topics.group_msg);
+    let all =
+        [&topics.group_msg, &topics.offline_msg, &topics.membership_change, &offline_dead_letters, &group_dead_letters];
+    bus.ensure_topics(&all.map(String::as_str), TOPIC_PARTITIONS)
+        .await
+        .context("creating the Kafka topics (kafka.brokers, kafka.topics.*)")?;
+    let probed = bus.clone();
+    readiness.add(
+        "kafka",
+        Box::new(move || {
+            let bus = probed.clone();
+            Box::pin(async move { bus.ping().await.map_err(|e| e.to_string()) })
+        }),
+    );
+    Ok(bus)
+}

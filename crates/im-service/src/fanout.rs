@@ -1,0 +1,466 @@
+//! The group fan-out (DESIGN.md §3 "Group message", docs/groups.md): a group
+//! message is stored once, published on `group_msg` keyed by its group, and
+//! pushed from there to the group's online members; members who are offline
+//! get it by sync.
+//!
+//! - [`GroupQueue`] and [`GroupPublisher`]: the router hands committed group
+//!   messages to the queue without waiting; the publisher publishes them as
+//!   `im.fanout.v1.GroupMessageEvent`, keyed by the group id (one group, one
+//!   partition, one order). The same [`Publisher`] as the offline events: a
+//!   bounded queue (full: dropped and counted, `im_group_messages_dropped_total`),
+//!   concurrent publishes, retries with backoff until shutdown.
+//! - [`FanOutWorker`]: members of the consumer group `kafka.group_id`
+//!   (`KAFKA_GROUP_ID`) on every node. Each takes what is there (up to
+//!   [`FanOutSettings::poll_max`] records, without waiting for more: latency
+//!   comes first), looks up each group's roster once per batch in the
+//!   membership cache and its members' gateways in the registry, and builds
+//!   one [`FanOut`] per (message, gateway) listing the members there who see
+//!   the message (`Member::sees`: joined before it; the sender too, whose
+//!   sending device is skipped). Each gateway gets **one**
+//!   [`Pusher::fan_out`] call per batch, all gateways at once, with the
+//!   router's [`RetryPolicy`]. The last offset is committed once the pushes
+//!   were attempted: pushes are best effort, members sync what they missed.
+//! - Failures: a record that does not decode, or whose group does not exist
+//!   (`NOT_FOUND`), or whose roster the directory keeps refusing, is parked
+//!   as it was on `{group_msg}.dlq` (`im_group_dead_letters_total{reason}`)
+//!   before the offset moves past it — never skipped silently. A roster that
+//!   cannot be had (the directory is down) is retried with backoff, the
+//!   batch and its offset held (`im_group_roster_failures_total`, and the lag).
+//!
+//! The hot path allocates per (message, gateway), never per member: the
+//! message is one `Arc` shared by every fan-out, gateways are looked up once
+//! per member per batch (not per message), and the user lists and per-gateway
+//! batches are reused from one batch to the next.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use im_config::{BusBackend, Config};
+use im_core::ports::{BackendResult, Bus, BusConsumer, BusRecord, Event, FanOut, Pusher, Registry};
+use im_core::{DeviceId, ErrorCode, GatewayId, GroupId, ImError, NewMessage, UserId};
+use im_proto::convert::{decode_group_message_event, encode_group_message_event};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::groups::cache::{GroupView, MembershipCache};
+use crate::metrics::Metrics;
+use crate::offline::{LagReporter, Members, REFUSED_ATTEMPTS, dead_letter_topic};
+use crate::publisher::{Backoff, DeadLetters, PublishCounters, PublishQueue, Publishable, Publisher, Stopped, pause};
+use crate::router::RetryPolicy;
+
+/// Group messages waiting for the publisher. They carry their bodies, so
+/// fewer than the offline queue holds; beyond it (the bus down for long under
+/// load) messages are not published, and members get them by sync.
+pub const GROUP_PUBLISH_QUEUE: usize = 16 * 1024;
+/// Records taken per poll.
+const POLL_MAX: usize = 256;
+/// How long a poll waits when there is nothing: the stop signal is seen
+/// within it.
+const POLL_WAIT: Duration = Duration::from_millis(200);
+/// Members per node on Kafka (the topic's partitions are shared among every
+/// node's members). In process there is one: one topic partition, one order.
+const KAFKA_MEMBERS: usize = 4;
+/// Emptied buffers kept for the next batch, at most.
+const SPARE_BUFFERS: usize = 1024;
+
+// ---------------------------------------------------------------------------
+// Publishing
+
+/// A committed group message, on its way to `group_msg`.
+#[derive(Clone, Debug)]
+pub struct GroupMessage {
+    pub message: Arc<NewMessage>,
+    /// The device that sent it (it has the message already).
+    pub device: DeviceId,
+}
+
+impl Publishable for GroupMessage {
+    const WHAT: &'static str = "group messages";
+
+    /// The group id, in decimal.
+    fn key(&self) -> Bytes {
+        match self.message.conversation.group() {
+            Some(group) => Bytes::from(group.to_string()),
+            // Not a group message: the router hands over only group ones.
+            None => Bytes::from(self.message.conversation.to_string()),
+        }
+    }
+
+    fn payload(&self) -> Bytes {
+        encode_group_message_event(&self.message, &self.device)
+    }
+
+    fn counters(metrics: &Metrics) -> PublishCounters {
+        PublishCounters {
+            published: metrics.group_published.clone(),
+            failures: metrics.group_publish_failures.clone(),
+            dropped: metrics.group_dropped.clone(),
+        }
+    }
+}
+
+/// The router's handle on the group publisher.
+pub type GroupQueue = PublishQueue<GroupMessage>;
+
+/// Publishes group messages on `group_msg`, keyed by group; see [`Publisher`].
+pub type GroupPublisher = Publisher<GroupMessage>;
+
+// ---------------------------------------------------------------------------
+// Fanning out
+
+/// How the fan-out runs.
+#[derive(Clone, Debug)]
+pub struct FanOutSettings {
+    /// `kafka.topics.group_msg`.
+    pub topic: String,
+    /// Where records that cannot be fanned out are parked.
+    pub dead_letter_topic: String,
+    /// `kafka.group_id` (`KAFKA_GROUP_ID`).
+    pub group: String,
+    /// Most records taken per poll.
+    pub poll_max: usize,
+    /// How long a poll waits for a first record.
+    pub poll_wait: Duration,
+    /// Members of the consumer group in this process.
+    pub concurrency: usize,
+    /// Waits between retries of polls, roster lookups and dead letters.
+    pub backoff: Backoff,
+    /// How often the lag is read.
+    pub lag_interval: Duration,
+}
+
+impl FanOutSettings {
+    pub fn from_config(config: &Config) -> Self {
+        let topic = config.kafka.topics.group_msg.clone();
+        let concurrency = match config.bus() {
+            BusBackend::InProcess => 1,
+            BusBackend::Kafka(_) => KAFKA_MEMBERS,
+        };
+        Self {
+            dead_letter_topic: dead_letter_topic(&topic),
+            topic,
+            group: config.kafka.group_id.clone(),
+            poll_max: POLL_MAX,
+            poll_wait: POLL_WAIT,
+            concurrency,
+            backoff: Backoff::default(),
+            lag_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The group fan-out; see the [module docs](self).
+pub struct FanOutWorker {
+    pub members: Arc<dyn Members>,
+    /// Where dead letters are published.
+    pub bus: Arc<dyn Bus>,
+    pub cache: Arc<MembershipCache>,
+    pub registry: Arc<dyn Registry>,
+    pub pusher: Arc<dyn Pusher>,
+    pub metrics: Arc<Metrics>,
+    /// The router's: `MAX_RETRY_ATTEMPTS` × `RETRY_TIMEOUT` per push call.
+    pub retry: RetryPolicy,
+    pub settings: FanOutSettings,
+}
+
+/// A decoded record of a batch.
+struct Decoded {
+    group: GroupId,
+    message: Arc<NewMessage>,
+    device: DeviceId,
+    /// Its index in the polled batch.
+    record: usize,
+    /// Whether some gateway call carried it.
+    pushed: bool,
+}
+
+/// What came of looking up a group's roster, retries included.
+enum Lookup {
+    Found(Arc<GroupView>),
+    /// Parked with this reason: no such group, or the directory kept
+    /// refusing (not merely unavailable).
+    Park(&'static str, ImError),
+}
+
+impl FanOutWorker {
+    /// Joins the group with `concurrency` members and runs them, and the lag
+    /// reporter where the bus tells the lag, on `tracker` until `stop`.
+    /// Fails if a member cannot join.
+    pub async fn start(self, tracker: &TaskTracker, stop: CancellationToken) -> BackendResult<()> {
+        let worker = Arc::new(self);
+        let settings = &worker.settings;
+        let mut lags = Vec::new();
+        for id in 0..settings.concurrency.max(1) {
+            let member = worker.members.join(&settings.topic, &settings.group).await?;
+            lags.extend(member.lag);
+            tracker.spawn(worker.clone().run_member(id, member.consumer, stop.clone()));
+        }
+        if !lags.is_empty() {
+            let reporter = LagReporter {
+                hooks: lags,
+                group: settings.group.clone(),
+                metrics: worker.metrics.clone(),
+                interval: settings.lag_interval,
+            };
+            tracker.spawn(reporter.run(stop));
+        }
+        info!(topic = %settings.topic, group = %settings.group, members = settings.concurrency.max(1), "group fan-out started");
+        Ok(())
+    }
+
+    /// One member: fans out what it polls until `stop`, then what it already
+    /// has without waiting, then leaves.
+    async fn run_member(self: Arc<Self>, id: usize, mut consumer: Box<dyn BusConsumer>, stop: CancellationToken) {
+        let mut scratch = Scratch::default();
+        let poll_max = self.settings.poll_max.max(1);
+        let mut failures = 0;
+        loop {
+            let polled = tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                polled = consumer.poll(poll_max, self.settings.poll_wait) => polled,
+            };
+            match polled {
+                Ok(records) if records.is_empty() => {}
+                Ok(records) => {
+                    failures = 0;
+                    if self.handle(&mut *consumer, &records, &mut scratch, &stop).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    warn!(member = id, topic = %self.settings.topic, error = %e, "group fan-out poll failed");
+                    if pause(self.settings.backoff.delay(failures), &stop).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        // Drain: what this member already has, while everything works
+        // (`handle` gives up at the first wait now that `stop` is set).
+        while let Ok(records) = consumer.poll(poll_max, Duration::ZERO).await {
+            if records.is_empty() || self.handle(&mut *consumer, &records, &mut scratch, &stop).await.is_err() {
+                break;
+            }
+        }
+        info!(member = id, topic = %self.settings.topic, "group fan-out member stopped");
+    }
+
+    /// Fans out a polled batch, parks what cannot be fanned out, and then
+    /// commits the last record. `Stopped` (nothing committed) when `stop`
+    /// came while waiting for a roster or the dead-letter topic.
+    async fn handle(
+        &self,
+        consumer: &mut dyn BusConsumer,
+        records: &[BusRecord],
+        scratch: &mut Scratch,
+        stop: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        let Some(last) = records.last() else { return Ok(()) };
+        let mut decoded = Vec::with_capacity(records.len());
+        for (index, record) in records.iter().enumerate() {
+            match decode_group_message_event(&record.payload) {
+                Ok((message, device)) => {
+                    let group = message.conversation.group().expect("the decoder accepts group messages only");
+                    let message = Arc::new(message);
+                    decoded.push(Decoded { group, message, device, record: index, pushed: false });
+                }
+                Err(e) => self.dead_letters().park(record, "undecodable", &e.message, stop).await?,
+            }
+        }
+        // Each group's messages together, in record order (a stable sort):
+        // one roster lookup and one registry pass per group.
+        decoded.sort_by_key(|d| d.group);
+        let groups: Vec<GroupId> = decoded.chunk_by(|a, b| a.group == b.group).map(|chunk| chunk[0].group).collect();
+        let lookups = futures::future::join_all(groups.iter().map(|&group| self.roster(group, stop))).await;
+        let lookups = lookups.into_iter().collect::<Result<Vec<_>, Stopped>>()?;
+
+        let mut fanned_out = 0u64;
+        for (messages, lookup) in decoded.chunk_by_mut(|a, b| a.group == b.group).zip(&lookups) {
+            let Lookup::Found(view) = lookup else { continue };
+            let newest = messages.iter().map(|d| d.message.seq).max().expect("a chunk has a message");
+            scratch.index_online(&*self.registry, view, newest);
+            for item in messages.iter_mut() {
+                item.pushed = scratch.add_message(view, &item.message, &item.device);
+            }
+            fanned_out += messages.len() as u64;
+        }
+        self.push_all(scratch).await;
+        self.metrics.group_fanned_out.inc_by(fanned_out);
+        let now_ms = unix_ms();
+        for item in decoded.iter().filter(|d| d.pushed) {
+            let latency_ms = (now_ms - item.message.server_time_ms).max(0);
+            self.metrics.group_fanout_latency.observe(latency_ms as f64 / 1000.0);
+        }
+        scratch.recycle();
+
+        for (messages, lookup) in decoded.chunk_by(|a, b| a.group == b.group).zip(&lookups) {
+            let Lookup::Park(reason, e) = lookup else { continue };
+            for item in messages {
+                self.dead_letters().park(&records[item.record], reason, &e.message, stop).await?;
+            }
+        }
+        // Everything up to `last` is pushed (as far as the gateways took it)
+        // or parked. A failed commit is covered by the next one; if none
+        // comes, the records are pushed again (at least once: a client knows a
+        // message by its conversation and seq).
+        if let Err(e) = consumer.commit(last).await {
+            warn!(topic = %self.settings.topic, offset = last.offset, error = %e, "group fan-out commit failed");
+        }
+        Ok(())
+    }
+
+    /// Makes every gateway's call of the batch at once, each with the
+    /// router's retry policy.
+    async fn push_all(&self, scratch: &Scratch) {
+        let calls = scratch.calls.iter().map(|(gateway, fan_outs)| async move {
+            let pairs: usize = fan_outs.iter().map(|f| f.users.len()).sum();
+            let pushed = self.retry.call(gateway, "fan-out", pairs, || self.pusher.fan_out(gateway, fan_outs)).await;
+            match pushed {
+                Some(delivered) => {
+                    self.metrics.group_fanout_deliveries.inc_by(delivered);
+                }
+                None => self.metrics.fail_n(ErrorCode::Unavailable, pairs as u64),
+            }
+        });
+        futures::future::join_all(calls).await;
+    }
+
+    /// The group's roster from the cache. Unavailable is retried with
+    /// backoff for as long as it takes (until `stop`); `NOT_FOUND` is final;
+    /// another refusal is tried [`REFUSED_ATTEMPTS`] times in all.
+    async fn roster(&self, group: GroupId, stop: &CancellationToken) -> Result<Lookup, Stopped> {
+        let (mut failures, mut refusals) = (0, 0);
+        loop {
+            let e = match self.cache.view(group).await {
+                Ok(view) => return Ok(Lookup::Found(view)),
+                Err(e) if e.code == ErrorCode::NotFound => return Ok(Lookup::Park("no_group", e)),
+                Err(e) => e,
+            };
+            self.metrics.group_roster_failures.inc();
+            failures += 1;
+            if e.code == ErrorCode::Unavailable {
+                warn!(%group, attempt = failures, error = %e, "group roster unavailable; fan-out waits");
+            } else {
+                refusals += 1;
+                warn!(%group, attempt = refusals, error = %e, "group roster refused");
+                if refusals >= REFUSED_ATTEMPTS {
+                    return Ok(Lookup::Park("roster_refused", e));
+                }
+            }
+            pause(self.settings.backoff.delay(failures), stop).await?;
+        }
+    }
+
+    fn dead_letters(&self) -> DeadLetters<'_> {
+        DeadLetters {
+            bus: &*self.bus,
+            from: &self.settings.topic,
+            to: &self.settings.dead_letter_topic,
+            backoff: self.settings.backoff,
+            parked: &self.metrics.group_dead_letters,
+            what: "group message",
+        }
+    }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// One member's buffers, reused from batch to batch.
+#[derive(Default)]
+struct Scratch {
+    /// The gateways of this batch, and where each is in `calls`.
+    slots: HashMap<GatewayId, usize>,
+    /// Per gateway of this batch, its fan-outs: each group's in record order.
+    calls: Vec<(GatewayId, Vec<FanOut>)>,
+    /// The online members of one group as (slot, index in the roster),
+    /// sorted: each gateway's members together.
+    online: Vec<(usize, usize)>,
+    /// Emptied user lists and fan-out lists.
+    spare_users: Vec<Vec<UserId>>,
+    spare_calls: Vec<Vec<FanOut>>,
+}
+
+impl Scratch {
+    /// Finds where the members of `view` who see messages up to `newest`
+    /// are connected: one registry lookup per member.
+    fn index_online(&mut self, registry: &dyn Registry, view: &GroupView, newest: im_core::Seq) {
+        self.online.clear();
+        for (index, member) in view.members().iter().enumerate() {
+            if !member.sees(newest) {
+                continue;
+            }
+            for gateway in registry.gateways_of(member.user) {
+                let slot = self.slot(gateway);
+                self.online.push((slot, index));
+            }
+        }
+        self.online.sort_unstable();
+    }
+
+    /// The slot of `gateway` in this batch's calls.
+    fn slot(&mut self, gateway: GatewayId) -> usize {
+        let Self { slots, calls, spare_calls, .. } = self;
+        *slots.entry(gateway).or_insert_with_key(|gateway| {
+            calls.push((gateway.clone(), spare_calls.pop().unwrap_or_default()));
+            calls.len() - 1
+        })
+    }
+
+    /// Adds one fan-out of `message` per gateway of the group's online
+    /// members who see it (as indexed by [`Scratch::index_online`]). Returns
+    /// whether any was added.
+    fn add_message(&mut self, view: &GroupView, message: &Arc<NewMessage>, device: &DeviceId) -> bool {
+        let members = view.members();
+        let mut added = false;
+        let mut start = 0;
+        while start < self.online.len() {
+            let slot = self.online[start].0;
+            let end = start + self.online[start..].iter().take_while(|&&(s, _)| s == slot).count();
+            let mut users = self.spare_users.pop().unwrap_or_default();
+            users.reserve(end - start);
+            users.extend(
+                self.online[start..end]
+                    .iter()
+                    .map(|&(_, index)| &members[index])
+                    .filter(|member| member.sees(message.seq))
+                    .map(|member| member.user),
+            );
+            if users.is_empty() {
+                self.spare_users.push(users);
+            } else {
+                let skip = Some((message.sender, device.clone()));
+                self.calls[slot].1.push(FanOut { event: Event::Message(message.clone()), users, skip });
+                added = true;
+            }
+            start = end;
+        }
+        added
+    }
+
+    /// Empties the batch, keeping its buffers for the next.
+    fn recycle(&mut self) {
+        self.slots.clear();
+        for (_, mut fan_outs) in self.calls.drain(..) {
+            for fan_out in fan_outs.drain(..) {
+                if self.spare_users.len() < SPARE_BUFFERS {
+                    let mut users = fan_out.users;
+                    users.clear();
+                    self.spare_users.push(users);
+                }
+            }
+            if self.spare_calls.len() < SPARE_BUFFERS {
+                self.spare_calls.push(fan_outs);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,445 @@
+//! The fan-out over the in-process bus, the real membership cache over a
+//! scripted directory, a fixed registry and a recording pusher.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use im_backends::MemoryBus;
+use im_core::error::BackendError;
+use im_core::group::{ChangeKind, Group, Member, MembershipChange, MembershipOp, NewGroup, Role, Roster};
+use im_core::ports::{GroupDirectory, PushEvent, PushReport};
+use im_core::{ClientMsgId, ConversationId, MessageId, Seq};
+use tokio::time::Instant;
+
+use super::*;
+
+const TOPIC: &str = "group_msg";
+const GROUP: &str = "fanout";
+/// Long enough for any step of these tests on a loaded machine.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Rosters by group; answers `UNAVAILABLE` while `down`.
+#[derive(Default)]
+struct ScriptedDirectory {
+    rosters: Mutex<HashMap<GroupId, Roster>>,
+    down: AtomicBool,
+}
+
+#[async_trait]
+impl GroupDirectory for ScriptedDirectory {
+    async fn create_group(&self, _: NewGroup) -> Result<Roster, ImError> {
+        unreachable!("not used")
+    }
+    async fn change_membership(
+        &self,
+        _: GroupId,
+        _: UserId,
+        _: MembershipOp,
+        _: Seq,
+    ) -> Result<MembershipChange, ImError> {
+        unreachable!("not used")
+    }
+    async fn roster(&self, group: GroupId) -> Result<Option<Roster>, ImError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(ImError::unavailable("directory down"));
+        }
+        Ok(self.rosters.lock().unwrap().get(&group).cloned())
+    }
+    async fn groups_of(&self, _: UserId) -> Result<Vec<(Group, Member)>, ImError> {
+        unreachable!("not used")
+    }
+}
+
+/// user -> gateways, fixed.
+struct FixedRegistry(HashMap<UserId, Vec<GatewayId>>);
+
+#[async_trait]
+impl Registry for FixedRegistry {
+    async fn register(&self, _: UserId, _: &GatewayId) -> BackendResult<()> {
+        Ok(())
+    }
+    async fn unregister(&self, _: UserId, _: &GatewayId) -> BackendResult<()> {
+        Ok(())
+    }
+    fn gateways_of(&self, user: UserId) -> Vec<GatewayId> {
+        self.0.get(&user).cloned().unwrap_or_default()
+    }
+}
+
+/// Records every fan-out call; fails the first `failures` of them.
+#[derive(Default)]
+struct RecordingPusher {
+    calls: Mutex<Vec<(GatewayId, Vec<FanOut>)>>,
+    failures: Mutex<u32>,
+}
+
+#[async_trait]
+impl Pusher for RecordingPusher {
+    async fn push(&self, _: &GatewayId, _: &[PushEvent]) -> BackendResult<PushReport> {
+        unreachable!("the fan-out calls fan_out")
+    }
+
+    async fn fan_out(&self, gateway: &GatewayId, batch: &[FanOut]) -> BackendResult<u64> {
+        self.calls.lock().unwrap().push((gateway.clone(), batch.to_vec()));
+        let mut failures = self.failures.lock().unwrap();
+        if *failures > 0 {
+            *failures -= 1;
+            return Err(BackendError::unavailable("gateway down"));
+        }
+        Ok(batch.iter().map(|f| f.users.len() as u64).sum())
+    }
+}
+
+/// Implements only `push`: the port's own `fan_out` expands each fan-out
+/// into one event per user.
+#[derive(Default)]
+struct PushOnlyPusher {
+    events: Mutex<Vec<PushEvent>>,
+}
+
+#[async_trait]
+impl Pusher for PushOnlyPusher {
+    async fn push(&self, _: &GatewayId, batch: &[PushEvent]) -> BackendResult<PushReport> {
+        self.events.lock().unwrap().extend_from_slice(batch);
+        Ok(PushReport { delivered: batch.len() as u32, offline: Vec::new() })
+    }
+}
+
+fn gw(name: &str) -> GatewayId {
+    GatewayId(name.into())
+}
+
+fn member(user: u64, joined_after: u64) -> Member {
+    let role = if user == 1 { Role::Owner } else { Role::Member };
+    Member { user: UserId(user), role, joined_after: Seq(joined_after) }
+}
+
+fn roster(group: u64, members: Vec<Member>) -> Roster {
+    let group =
+        Group { id: GroupId(group), name: "g".into(), owner: UserId(1), history_visible: false, created_at_ms: 0 };
+    Roster { group, version: 1, members }
+}
+
+/// A message of `group` from `sender`, sent now.
+fn message(group: u64, sender: u64, seq: u64) -> NewMessage {
+    NewMessage {
+        msg_id: MessageId(group * 1000 + seq),
+        conversation: ConversationId::Group(GroupId(group)),
+        seq: Seq(seq),
+        sender: UserId(sender),
+        client_msg_id: ClientMsgId::parse(&format!("c{group}-{seq}")).unwrap(),
+        body: Bytes::from_static(b"hi all"),
+        content_type: String::new(),
+        server_time_ms: unix_ms(),
+    }
+}
+
+fn phone() -> DeviceId {
+    DeviceId("phone".into())
+}
+
+struct Fixture {
+    bus: Arc<MemoryBus>,
+    directory: Arc<ScriptedDirectory>,
+    cache: Arc<MembershipCache>,
+    registry: Arc<FixedRegistry>,
+    metrics: Arc<Metrics>,
+}
+
+impl Fixture {
+    fn new(rosters: Vec<Roster>, online: Vec<(u64, Vec<GatewayId>)>) -> Self {
+        let directory = Arc::new(ScriptedDirectory::default());
+        directory.rosters.lock().unwrap().extend(rosters.into_iter().map(|r| (r.group.id, r)));
+        let registry = FixedRegistry(online.into_iter().map(|(user, gateways)| (UserId(user), gateways)).collect());
+        Self {
+            bus: Arc::new(MemoryBus::new()),
+            cache: Arc::new(MembershipCache::new(directory.clone())),
+            directory,
+            registry: Arc::new(registry),
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+
+    fn worker(&self, pusher: Arc<dyn Pusher>) -> FanOutWorker {
+        FanOutWorker {
+            members: self.bus.clone(),
+            bus: self.bus.clone(),
+            cache: self.cache.clone(),
+            registry: self.registry.clone(),
+            pusher,
+            metrics: self.metrics.clone(),
+            retry: RetryPolicy { attempts: 2, timeout: Duration::from_secs(1) },
+            settings: FanOutSettings {
+                topic: TOPIC.into(),
+                dead_letter_topic: dead_letter_topic(TOPIC),
+                group: GROUP.into(),
+                poll_max: 256,
+                poll_wait: Duration::from_millis(50),
+                concurrency: 1,
+                backoff: Backoff { first: Duration::from_millis(10), max: Duration::from_millis(50) },
+                lag_interval: Duration::from_millis(50),
+            },
+        }
+    }
+
+    async fn start(&self, pusher: Arc<dyn Pusher>) -> (TaskTracker, CancellationToken) {
+        let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
+        self.worker(pusher).start(&tracker, stop.clone()).await.unwrap();
+        (tracker, stop)
+    }
+
+    async fn publish(&self, messages: &[NewMessage]) {
+        for message in messages {
+            let item = GroupMessage { message: Arc::new(message.clone()), device: phone() };
+            self.bus.publish(TOPIC, item.key(), item.payload()).await.unwrap();
+        }
+    }
+
+    /// Waits until `count` group messages were fanned out.
+    async fn wait_fanned_out(&self, count: u64) {
+        let deadline = Instant::now() + PATIENCE;
+        while self.metrics.group_fanned_out.get() < count {
+            assert!(Instant::now() < deadline, "only {} fanned out", self.metrics.group_fanned_out.get());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Nothing is left for the group: everything was committed.
+    async fn assert_all_committed(&self) {
+        let mut next = self.bus.subscribe(TOPIC, GROUP).await.unwrap();
+        assert_eq!(next.poll(10, Duration::from_millis(50)).await.unwrap(), [], "committed past everything");
+    }
+}
+
+async fn stop(tracker: TaskTracker, stop: CancellationToken) {
+    stop.cancel();
+    tracker.close();
+    tokio::time::timeout(PATIENCE, tracker.wait()).await.expect("the fan-out stops");
+}
+
+/// One fan-out as the tests compare them: (group, seq, users).
+type Sent = (u64, u64, Vec<u64>);
+
+/// The calls, by gateway: each call's fan-outs.
+fn calls_by_gateway(pusher: &RecordingPusher) -> HashMap<String, Vec<Vec<Sent>>> {
+    let mut by_gateway: HashMap<String, Vec<_>> = HashMap::new();
+    for (gateway, batch) in pusher.calls.lock().unwrap().iter() {
+        let fan_outs = batch
+            .iter()
+            .map(|f| {
+                let Event::Message(m) = &f.event else { panic!("a message") };
+                (m.conversation.group().unwrap().0, m.seq.0, f.users.iter().map(|u| u.0).collect())
+            })
+            .collect();
+        by_gateway.entry(gateway.0.clone()).or_default().push(fan_outs);
+    }
+    by_gateway
+}
+
+#[tokio::test]
+async fn one_call_per_gateway_per_batch_carries_the_members_there() {
+    // Group 1: users 1..=5. 1 on a; 2 on a and b; 3 on b; 4 nowhere; 5 on c.
+    // Group 2: users 1 and 6; 6 on b.
+    let f = Fixture::new(
+        vec![roster(1, (1..=5).map(|u| member(u, 0)).collect()), roster(2, vec![member(1, 0), member(6, 0)])],
+        vec![
+            (1, vec![gw("a")]),
+            (2, vec![gw("a"), gw("b")]),
+            (3, vec![gw("b")]),
+            (5, vec![gw("c")]),
+            (6, vec![gw("b")]),
+        ],
+    );
+    // Interleaved groups, published before the worker starts: one batch.
+    f.publish(&[message(1, 1, 1), message(2, 6, 1), message(1, 1, 2), message(1, 3, 3)]).await;
+    let pusher = Arc::new(RecordingPusher::default());
+    let (tracker, token) = f.start(pusher.clone()).await;
+    f.wait_fanned_out(4).await;
+
+    let calls = calls_by_gateway(&pusher);
+    assert_eq!(pusher.calls.lock().unwrap().len(), 3, "one call per gateway: {calls:?}");
+    let group1 = |users: Vec<u64>| (1..=3).map(|seq| (1, seq, users.clone())).collect::<Vec<_>>();
+    let mut a = group1(vec![1, 2]);
+    a.push((2, 1, vec![1]));
+    let mut b = group1(vec![2, 3]);
+    b.push((2, 1, vec![6]));
+    assert_eq!(calls["a"], [a], "each group's messages in order");
+    assert_eq!(calls["b"], [b]);
+    assert_eq!(calls["c"], [group1(vec![5])]);
+
+    for (_, batch) in pusher.calls.lock().unwrap().iter() {
+        for fan_out in batch {
+            let Event::Message(m) = &fan_out.event else { panic!("a message") };
+            assert_eq!(fan_out.skip, Some((m.sender, phone())), "the sending device is skipped");
+        }
+    }
+    assert_eq!(f.metrics.group_fanout_deliveries.get(), 3 * 2 + 1 + 3 * 2 + 1 + 3);
+    assert_eq!(f.metrics.group_fanned_out.get(), 4);
+    assert!(f.metrics.render().contains("im_group_fanout_latency_seconds_count 4"));
+    stop(tracker, token).await;
+    f.assert_all_committed().await;
+}
+
+#[tokio::test]
+async fn members_get_only_what_follows_their_join() {
+    // 3 joined after seq 2; 4 after seq 3.
+    let f = Fixture::new(
+        vec![roster(1, vec![member(1, 0), member(2, 0), member(3, 2), member(4, 3)])],
+        (1..=4).map(|u| (u, vec![gw("a")])).collect(),
+    );
+    f.publish(&[message(1, 1, 1), message(1, 1, 2), message(1, 1, 3)]).await;
+    let pusher = Arc::new(RecordingPusher::default());
+    let (tracker, token) = f.start(pusher.clone()).await;
+    f.wait_fanned_out(3).await;
+    assert_eq!(
+        calls_by_gateway(&pusher)["a"],
+        [vec![(1, 1, vec![1, 2]), (1, 2, vec![1, 2]), (1, 3, vec![1, 2, 3])]],
+        "3 from seq 3 on, 4 nothing yet"
+    );
+    stop(tracker, token).await;
+}
+
+#[tokio::test]
+async fn removed_members_are_not_pushed() {
+    let f = Fixture::new(
+        vec![roster(1, (1..=3).map(|u| member(u, 0)).collect())],
+        (1..=3).map(|u| (u, vec![gw("a")])).collect(),
+    );
+    f.cache.view(GroupId(1)).await.unwrap();
+    // 2 is removed: the change reaches this node's cache.
+    f.cache.apply(&MembershipChange { group: GroupId(1), version: 2, kind: ChangeKind::Left(vec![UserId(2)]) });
+    f.publish(&[message(1, 1, 5)]).await;
+    let pusher = Arc::new(RecordingPusher::default());
+    let (tracker, token) = f.start(pusher.clone()).await;
+    f.wait_fanned_out(1).await;
+    assert_eq!(calls_by_gateway(&pusher)["a"], [vec![(1, 5, vec![1, 3])]]);
+    stop(tracker, token).await;
+}
+
+#[tokio::test]
+async fn the_sending_device_is_skipped_and_the_senders_others_get_it() {
+    let f =
+        Fixture::new(vec![roster(1, vec![member(1, 0), member(2, 0)])], vec![(1, vec![gw("a")]), (2, vec![gw("a")])]);
+    f.publish(&[message(1, 1, 1)]).await;
+    let pusher = Arc::new(PushOnlyPusher::default());
+    let (tracker, token) = f.start(pusher.clone()).await;
+    f.wait_fanned_out(1).await;
+    let events: Vec<_> = pusher.events.lock().unwrap().iter().map(|e| (e.user.0, e.skip_device.clone())).collect();
+    assert_eq!(events, [(1, Some(phone())), (2, None)]);
+    stop(tracker, token).await;
+}
+
+#[tokio::test]
+async fn poison_records_are_parked_and_the_offset_moves_on() {
+    let f = Fixture::new(vec![roster(1, vec![member(1, 0), member(2, 0)])], vec![(2, vec![gw("a")])]);
+    let mut dead_letters = f.bus.subscribe(&dead_letter_topic(TOPIC), "inspector").await.unwrap();
+    let garbage = Bytes::from_static(b"\xff\xff not protobuf");
+    f.bus.publish(TOPIC, Bytes::from_static(b"1"), garbage.clone()).await.unwrap();
+    // A group that does not exist.
+    f.publish(&[message(9, 1, 1)]).await;
+    f.publish(&[message(1, 1, 1)]).await;
+    let pusher = Arc::new(RecordingPusher::default());
+    let (tracker, token) = f.start(pusher.clone()).await;
+    f.wait_fanned_out(1).await;
+
+    let mut parked = Vec::new();
+    while parked.len() < 2 {
+        let records = dead_letters.poll(10, PATIENCE).await.unwrap();
+        assert!(!records.is_empty(), "only {parked:?} parked");
+        parked.extend(records.into_iter().map(|r| (r.key, r.payload)));
+    }
+    let no_group = GroupMessage { message: Arc::new(message(9, 1, 1)), device: phone() };
+    assert_eq!(parked[0], (Bytes::from_static(b"1"), garbage), "as it was");
+    assert_eq!(parked[1].0, Bytes::from_static(b"9"));
+    assert_eq!(decode_group_message_event(&parked[1].1).unwrap().0.conversation, no_group.message.conversation);
+    let text = f.metrics.render();
+    assert!(text.contains("im_group_dead_letters_total{reason=\"undecodable\"} 1"), "{text}");
+    assert!(text.contains("im_group_dead_letters_total{reason=\"no_group\"} 1"), "{text}");
+    assert_eq!(calls_by_gateway(&pusher)["a"], [vec![(1, 1, vec![2])]], "the good record is pushed");
+    stop(tracker, token).await;
+    f.assert_all_committed().await;
+}
+
+#[tokio::test]
+async fn an_unavailable_directory_holds_the_offset_until_it_is_back() {
+    let f = Fixture::new(vec![roster(1, vec![member(1, 0), member(2, 0)])], vec![(2, vec![gw("a")])]);
+    f.directory.down.store(true, Ordering::SeqCst);
+    f.publish(&[message(1, 1, 1)]).await;
+    let pusher = Arc::new(RecordingPusher::default());
+    let (tracker, token) = f.start(pusher.clone()).await;
+    let deadline = Instant::now() + PATIENCE;
+    while f.metrics.group_roster_failures.get() < 3 {
+        assert!(Instant::now() < deadline, "the roster is not retried");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Stopped while waiting: nothing pushed, parked or committed.
+    stop(tracker, token).await;
+    assert!(pusher.calls.lock().unwrap().is_empty());
+    assert!(!f.metrics.render().contains("im_group_dead_letters_total{"));
+
+    // The next member gets the record again, and fans it out once the
+    // directory is back.
+    let (tracker, token) = f.start(pusher.clone()).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    f.directory.down.store(false, Ordering::SeqCst);
+    f.wait_fanned_out(1).await;
+    assert_eq!(calls_by_gateway(&pusher)["a"], [vec![(1, 1, vec![2])]]);
+    stop(tracker, token).await;
+    f.assert_all_committed().await;
+}
+
+#[tokio::test]
+async fn a_failing_gateway_is_retried_with_the_routers_policy() {
+    let f = Fixture::new(vec![roster(1, vec![member(1, 0), member(2, 0)])], vec![(2, vec![gw("a")])]);
+    let pusher = Arc::new(RecordingPusher::default());
+    *pusher.failures.lock().unwrap() = 1;
+    f.publish(&[message(1, 1, 1)]).await;
+    let (tracker, token) = f.start(pusher.clone()).await;
+    f.wait_fanned_out(1).await;
+    assert_eq!(pusher.calls.lock().unwrap().len(), 2, "failed once, then delivered");
+    assert_eq!(f.metrics.group_fanout_deliveries.get(), 1);
+
+    // Down for longer than the policy's 2 attempts: given up, counted, and
+    // the offset moves on (members sync).
+    *pusher.failures.lock().unwrap() = 5;
+    f.publish(&[message(1, 1, 2)]).await;
+    f.wait_fanned_out(2).await;
+    stop(tracker, token).await;
+    assert_eq!(pusher.calls.lock().unwrap().len(), 4);
+    assert!(f.metrics.render().contains("im_messages_failed_total{code=\"UNAVAILABLE\"} 1"));
+    f.assert_all_committed().await;
+}
+
+#[tokio::test]
+async fn a_group_message_travels_from_the_publisher_to_the_members() {
+    let f = Fixture::new(vec![roster(7, vec![member(1, 0), member(2, 0)])], vec![(2, vec![gw("a")])]);
+    let (publisher, queue) = GroupPublisher::new(f.bus.clone(), TOPIC.into(), f.metrics.clone(), 16);
+    let publishing = tokio::spawn(publisher.run(CancellationToken::new()));
+    let pusher = Arc::new(RecordingPusher::default());
+    let (tracker, token) = f.start(pusher.clone()).await;
+    queue.enqueue([GroupMessage { message: Arc::new(message(7, 1, 1)), device: phone() }]);
+    drop(queue);
+    publishing.await.unwrap();
+    f.wait_fanned_out(1).await;
+    assert_eq!(calls_by_gateway(&pusher)["a"], [vec![(7, 1, vec![2])]]);
+    assert_eq!(f.metrics.group_published.get(), 1);
+    stop(tracker, token).await;
+}
+
+#[test]
+fn records_are_keyed_by_group() {
+    let item = GroupMessage { message: Arc::new(message(42, 1, 1)), device: phone() };
+    assert_eq!(item.key(), Bytes::from_static(b"42"));
+    let (decoded, device) = decode_group_message_event(&item.payload()).unwrap();
+    assert_eq!((decoded, device), ((*item.message).clone(), phone()));
+}
+
+#[test]
+fn a_full_group_queue_drops_and_counts() {
+    let metrics = Arc::new(Metrics::new());
+    let (_publisher, queue) = GroupPublisher::new(Arc::new(MemoryBus::new()), TOPIC.into(), metrics.clone(), 1);
+    queue.enqueue((1..=3).map(|seq| GroupMessage { message: Arc::new(message(1, 1, seq)), device: phone() }));
+    assert_eq!(metrics.group_dropped.get(), 2);
+}

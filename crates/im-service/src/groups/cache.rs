@@ -1,0 +1,277 @@
+//! The membership cache every node keeps (docs/groups.md): the send path,
+//! sync and the fan-out ask it who is in a group, without a round trip to the
+//! group directory per message.
+//!
+//! A roster is loaded from the directory on first use, then kept current by
+//! the changes of `membership_change` ([`MembershipCache::apply`]), applied in
+//! version order (`Roster::apply`). A change that does not follow the cached
+//! version means one was missed: the roster is dropped and the next use
+//! reloads it. A roster is also reloaded after [`REFRESH_AFTER`], which bounds
+//! how long a change whose record never reached this node (the directory
+//! could not publish it) can go unnoticed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use im_core::group::{Member, MembershipChange, Roster};
+use im_core::ports::GroupDirectory;
+use im_core::{GroupId, ImError, UserId};
+
+/// A cached roster is reloaded when it is older than this.
+pub const REFRESH_AFTER: Duration = Duration::from_secs(60);
+
+/// A roster with its members indexed by user: a 5,000-member group answers
+/// "is this sender a member" without a scan.
+#[derive(Debug)]
+pub struct GroupView {
+    pub roster: Roster,
+    index: HashMap<UserId, usize>,
+}
+
+impl GroupView {
+    pub fn new(roster: Roster) -> Self {
+        let index = roster.members.iter().enumerate().map(|(i, m)| (m.user, i)).collect();
+        Self { roster, index }
+    }
+
+    pub fn member(&self, user: UserId) -> Option<&Member> {
+        self.index.get(&user).map(|&i| &self.roster.members[i])
+    }
+
+    pub fn members(&self) -> &[Member] {
+        &self.roster.members
+    }
+
+    pub fn version(&self) -> u64 {
+        self.roster.version
+    }
+}
+
+struct Entry {
+    view: Arc<GroupView>,
+    loaded_at: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    rosters: HashMap<GroupId, Entry>,
+    /// The highest version a change record showed for each group, also for
+    /// groups not cached: a roster loaded while a newer change was in flight
+    /// is not kept as if it were current.
+    latest_seen: HashMap<GroupId, u64>,
+}
+
+pub struct MembershipCache {
+    directory: Arc<dyn GroupDirectory>,
+    state: RwLock<State>,
+    refresh_after: Duration,
+}
+
+impl MembershipCache {
+    pub fn new(directory: Arc<dyn GroupDirectory>) -> Self {
+        Self::with_refresh(directory, REFRESH_AFTER)
+    }
+
+    pub fn with_refresh(directory: Arc<dyn GroupDirectory>, refresh_after: Duration) -> Self {
+        Self { directory, state: RwLock::default(), refresh_after }
+    }
+
+    /// The group's current roster as this node knows it; `NOT_FOUND` when
+    /// there is no such group.
+    pub async fn view(&self, group: GroupId) -> Result<Arc<GroupView>, ImError> {
+        if let Some(view) = self.cached(group) {
+            return Ok(view);
+        }
+        // A couple of attempts: a change may land between the load and the
+        // insert; after that the roster is still the newest the directory had.
+        for _ in 0..3 {
+            let roster =
+                self.directory.roster(group).await?.ok_or_else(|| ImError::not_found(format!("no group {group}")))?;
+            if let Some(view) = self.insert(roster) {
+                return Ok(view);
+            }
+        }
+        self.cached(group).ok_or_else(|| ImError::unavailable("group membership is changing; retry"))
+    }
+
+    /// `user`'s membership of `group`: `PERMISSION_DENIED` for a non-member.
+    pub async fn member(&self, group: GroupId, user: UserId) -> Result<(Arc<GroupView>, Member), ImError> {
+        let view = self.view(group).await?;
+        let member =
+            *view.member(user).ok_or_else(|| ImError::denied(format!("you are not a member of group {group}")))?;
+        Ok((view, member))
+    }
+
+    /// Caches a roster the caller got from the directory (a group just
+    /// created). Returns the cached view, or `None` when a newer change is
+    /// known (the roster is stale: load again).
+    pub fn insert(&self, roster: Roster) -> Option<Arc<GroupView>> {
+        let group = roster.group.id;
+        let mut state = self.write();
+        if state.latest_seen.get(&group).is_some_and(|&seen| seen > roster.version) {
+            return None;
+        }
+        if let Some(entry) = state.rosters.get(&group)
+            && entry.view.version() > roster.version
+        {
+            return Some(entry.view.clone());
+        }
+        let view = Arc::new(GroupView::new(roster));
+        state.rosters.insert(group, Entry { view: view.clone(), loaded_at: Instant::now() });
+        Some(view)
+    }
+
+    /// Applies a change from `membership_change` (or made by this node).
+    pub fn apply(&self, change: &MembershipChange) {
+        let mut state = self.write();
+        let seen = state.latest_seen.entry(change.group).or_insert(0);
+        *seen = (*seen).max(change.version);
+        let Some(entry) = state.rosters.get_mut(&change.group) else {
+            return;
+        };
+        if change.version <= entry.view.version() {
+            return; // already applied (this node made it, or a redelivery)
+        }
+        let mut roster = entry.view.roster.clone();
+        if roster.apply(change) {
+            entry.view = Arc::new(GroupView::new(roster));
+        } else {
+            tracing::debug!(group = %change.group, version = change.version, cached = entry.view.version(),
+                "membership change out of order; the roster reloads on next use");
+            state.rosters.remove(&change.group);
+        }
+    }
+
+    /// Groups currently cached (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.state.read().unwrap_or_else(PoisonError::into_inner).rosters.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn cached(&self, group: GroupId) -> Option<Arc<GroupView>> {
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        let entry = state.rosters.get(&group)?;
+        (entry.loaded_at.elapsed() < self.refresh_after).then(|| entry.view.clone())
+    }
+
+    // Nothing panics while the lock is held; a poisoned lock is still sound.
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use im_core::group::{ChangeKind, Group, MembershipOp, NewGroup, Role};
+    use im_core::{ErrorCode, Seq};
+
+    use super::*;
+
+    /// Serves one roster and counts the loads.
+    struct OneGroup {
+        roster: Mutex<Roster>,
+        loads: Mutex<u32>,
+    }
+
+    #[async_trait]
+    impl GroupDirectory for OneGroup {
+        async fn create_group(&self, _: NewGroup) -> Result<Roster, ImError> {
+            unreachable!("not used")
+        }
+        async fn change_membership(
+            &self,
+            _: GroupId,
+            _: UserId,
+            _: MembershipOp,
+            _: Seq,
+        ) -> Result<MembershipChange, ImError> {
+            unreachable!("not used")
+        }
+        async fn roster(&self, group: GroupId) -> Result<Option<Roster>, ImError> {
+            *self.loads.lock().unwrap() += 1;
+            let roster = self.roster.lock().unwrap().clone();
+            Ok((roster.group.id == group).then_some(roster))
+        }
+        async fn groups_of(&self, _: UserId) -> Result<Vec<(Group, Member)>, ImError> {
+            unreachable!("not used")
+        }
+    }
+
+    fn member(user: u64, role: Role) -> Member {
+        Member { user: UserId(user), role, joined_after: Seq::ZERO }
+    }
+
+    fn directory() -> Arc<OneGroup> {
+        let group =
+            Group { id: GroupId(1), name: "g".into(), owner: UserId(1), history_visible: false, created_at_ms: 0 };
+        let roster = Roster { group, version: 1, members: vec![member(1, Role::Owner), member(2, Role::Member)] };
+        Arc::new(OneGroup { roster: Mutex::new(roster), loads: Mutex::new(0) })
+    }
+
+    fn left(version: u64, user: u64) -> MembershipChange {
+        MembershipChange { group: GroupId(1), version, kind: ChangeKind::Left(vec![UserId(user)]) }
+    }
+
+    #[tokio::test]
+    async fn loads_once_then_answers_from_memory() {
+        let directory = directory();
+        let cache = MembershipCache::new(directory.clone());
+        assert!(cache.member(GroupId(1), UserId(2)).await.is_ok());
+        assert!(cache.member(GroupId(1), UserId(1)).await.is_ok());
+        assert_eq!(cache.member(GroupId(1), UserId(3)).await.unwrap_err().code, ErrorCode::PermissionDenied);
+        assert_eq!(cache.view(GroupId(9)).await.unwrap_err().code, ErrorCode::NotFound);
+        assert_eq!(*directory.loads.lock().unwrap(), 2, "group 1 once, group 9 once");
+    }
+
+    #[tokio::test]
+    async fn changes_apply_in_order_and_a_gap_reloads() {
+        let directory = directory();
+        let cache = MembershipCache::new(directory.clone());
+        cache.view(GroupId(1)).await.unwrap();
+        cache.apply(&left(2, 2));
+        assert_eq!(cache.member(GroupId(1), UserId(2)).await.unwrap_err().code, ErrorCode::PermissionDenied);
+        cache.apply(&left(2, 2)); // a redelivery changes nothing
+        assert_eq!(cache.view(GroupId(1)).await.unwrap().version(), 2);
+
+        // Version 3 was missed: 4 cannot apply, the roster is dropped and
+        // reloaded from the directory, which has everything.
+        {
+            let mut roster = directory.roster.lock().unwrap();
+            roster.version = 4;
+            roster.members.retain(|m| m.user == UserId(1));
+        }
+        cache.apply(&left(4, 2));
+        let view = cache.view(GroupId(1)).await.unwrap();
+        assert_eq!(view.version(), 4);
+        assert_eq!(*directory.loads.lock().unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_roster_older_than_a_seen_change_is_not_kept() {
+        let directory = directory();
+        let cache = MembershipCache::new(directory.clone());
+        // The change arrives before the group was ever loaded here.
+        cache.apply(&left(2, 2));
+        let stale = directory.roster.lock().unwrap().clone();
+        assert!(cache.insert(stale).is_none(), "version 1 is older than the change seen");
+        directory.roster.lock().unwrap().version = 2;
+        directory.roster.lock().unwrap().members.retain(|m| m.user == UserId(1));
+        assert_eq!(cache.view(GroupId(1)).await.unwrap().version(), 2);
+    }
+
+    #[tokio::test]
+    async fn old_rosters_are_refreshed() {
+        let directory = directory();
+        let cache = MembershipCache::with_refresh(directory.clone(), Duration::ZERO);
+        cache.view(GroupId(1)).await.unwrap();
+        cache.view(GroupId(1)).await.unwrap();
+        assert_eq!(*directory.loads.lock().unwrap(), 2);
+    }
+}

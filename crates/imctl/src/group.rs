@@ -1,0 +1,153 @@
+//! `imctl group ...`: group management over gRPC (`im.v1.GroupService` of
+//! im-service), acting as the user of `--token`. [`GroupApi`] is also what
+//! the load generator creates its groups with.
+
+use std::io::Write;
+use std::time::Duration;
+
+use im_proto::message::group_service_client::GroupServiceClient;
+use im_proto::message::{
+    AddMembersRequest, CreateGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListMembersRequest, ReadStatus,
+    ReadStatusRequest, RemoveMemberRequest, SetRoleRequest,
+};
+use im_proto::user::{self, GroupMemberships, MembershipChange, Roster};
+use serde::Serialize;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::Channel;
+
+use crate::cli::{GlobalArgs, GroupCommand, GroupRole};
+use crate::error::RemoteError;
+use crate::grpc::{self, answer};
+use crate::output::{self, group::*};
+
+/// im.v1.GroupService as one user: every call carries that user's token.
+#[derive(Debug, Clone)]
+pub struct GroupApi {
+    client: GroupServiceClient<Channel>,
+    authorization: MetadataValue<Ascii>,
+}
+
+impl GroupApi {
+    /// Connects to the im-service at `url` as the user of `token`.
+    pub async fn connect(url: &str, token: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let channel = grpc::channel(url, timeout, "IM service").await?;
+        Self::on(channel, token)
+    }
+
+    /// Calls as the user of `token` over an open channel (shared by many users).
+    pub fn on(channel: Channel, token: &str) -> anyhow::Result<Self> {
+        let authorization = grpc::bearer(token, "the user's token")?;
+        Ok(Self { client: GroupServiceClient::new(channel), authorization })
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        grpc::authorized(message, &self.authorization)
+    }
+
+    pub async fn create_group(&mut self, name: &str, members: Vec<u64>, history: bool) -> Result<Roster, RemoteError> {
+        let request = self.request(CreateGroupRequest { name: name.to_owned(), members, history_visible: history });
+        answer(self.client.create_group(request).await)
+    }
+
+    pub async fn add_members(&mut self, group: u64, users: Vec<u64>) -> Result<MembershipChange, RemoteError> {
+        let request = self.request(AddMembersRequest { group, users });
+        answer(self.client.add_members(request).await)
+    }
+
+    pub async fn remove_member(&mut self, group: u64, user: u64) -> Result<MembershipChange, RemoteError> {
+        let request = self.request(RemoveMemberRequest { group, user });
+        answer(self.client.remove_member(request).await)
+    }
+
+    pub async fn leave(&mut self, group: u64) -> Result<MembershipChange, RemoteError> {
+        let request = self.request(LeaveGroupRequest { group });
+        answer(self.client.leave_group(request).await)
+    }
+
+    pub async fn set_role(&mut self, group: u64, user: u64, role: user::Role) -> Result<MembershipChange, RemoteError> {
+        let request = self.request(SetRoleRequest { group, user, role: role as i32 });
+        answer(self.client.set_role(request).await)
+    }
+
+    pub async fn members(&mut self, group: u64) -> Result<Roster, RemoteError> {
+        let request = self.request(ListMembersRequest { group });
+        answer(self.client.list_members(request).await)
+    }
+
+    pub async fn groups(&mut self) -> Result<GroupMemberships, RemoteError> {
+        let request = self.request(ListGroupsRequest {});
+        answer(self.client.list_groups(request).await)
+    }
+
+    pub async fn read_status(&mut self, group: u64, seq: u64) -> Result<ReadStatus, RemoteError> {
+        let request = self.request(ReadStatusRequest { group, seq });
+        answer(self.client.get_read_status(request).await)
+    }
+}
+
+impl From<GroupRole> for user::Role {
+    fn from(role: GroupRole) -> Self {
+        match role {
+            GroupRole::Admin => user::Role::Admin,
+            GroupRole::Member => user::Role::Member,
+        }
+    }
+}
+
+/// `imctl group ...`: one call, its answer on stdout as text or JSON.
+pub async fn run_group(global: &GlobalArgs, command: GroupCommand) -> anyhow::Result<()> {
+    let common = command.common();
+    let json = common.json;
+    let mut api = GroupApi::connect(&global.im_service_url, &common.auth.token, global.timeout).await?;
+    match command {
+        GroupCommand::Create { name, members, history, .. } => {
+            let roster = api.create_group(&name, members, history).await?;
+            let shown = RosterJson::of(&roster)?;
+            print(json, &format!("created {}", shown.text()), &shown)
+        }
+        GroupCommand::Add { group, users, .. } => print_change(json, &api.add_members(group, users).await?),
+        GroupCommand::Remove { group, user, .. } => print_change(json, &api.remove_member(group, user).await?),
+        GroupCommand::Leave { group, .. } => print_change(json, &api.leave(group).await?),
+        GroupCommand::Role { group, user, role, .. } => {
+            print_change(json, &api.set_role(group, user, role.into()).await?)
+        }
+        GroupCommand::Members { group, .. } => {
+            let roster = api.members(group).await?;
+            let shown = RosterJson::of(&roster)?;
+            print(json, &shown.text(), &shown)
+        }
+        GroupCommand::List { .. } => {
+            let answer = api.groups().await?;
+            let groups = answer.groups.iter().map(MembershipJson::of).collect::<anyhow::Result<Vec<_>>>()?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                groups.iter().try_for_each(|g| output::json_line(&mut out, g))?;
+            } else {
+                out.write_all(memberships_text(&groups).as_bytes())?;
+                out.flush()?;
+            }
+            Ok(())
+        }
+        GroupCommand::ReadStatus { group, seq, .. } => {
+            let shown = ReadStatusJson::of(group, seq, &api.read_status(group, seq).await?);
+            print(json, &shown.text(), &shown)
+        }
+    }
+}
+
+fn print_change(json: bool, change: &MembershipChange) -> anyhow::Result<()> {
+    let shown = ChangeJson::from(change);
+    print(json, &shown.text(), &shown)
+}
+
+/// `value` as one JSON line, or `text` as it is.
+fn print(json: bool, text: &str, value: &impl Serialize) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        output::json_line(&mut out, value)?;
+    } else {
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+    }
+    Ok(())
+}
