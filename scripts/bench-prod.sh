@@ -13,7 +13,9 @@
 # Environment (all optional):
 #   LATENCY_RUNS=3        runs of the 2,000/s latency scenario
 #   SCENARIOS="sat-ring sat-random lat-2000"   which scenarios, in this order
-#                         (also lat-2000-ring: 2,000/s with one peer per user)
+#                         (also lat-2000-ring: 2,000/s with one peer per user;
+#                         group-50: 4 groups of 50, 5 senders each, 4,000 msg/s;
+#                         group-5000: one group of 5,000, 5 senders, 40 msg/s)
 #   USERS=200             users per scenario
 #   PERF_DIR=DIR          also `perf record -g` im-service and the gateway for
 #                         PERF_SECONDS (default 5) from the start of each
@@ -181,11 +183,14 @@ run() {
   watch_pids=("$svc_pid" "$gw_pid" "$user_pid" "$(listener 3306 mariadbd)" "$(listener 6379 redis-server)"
     "$(listener 2379 etcd)" "$(listener 9092 tansu)")
   echo
-  echo "=== $name: imctl bench --users $users $*"
+  # A group workload sizes itself (--group-size); the others take --users.
+  local size=(--users "$users")
+  [[ " $* " == *" --group-size "* ]] && size=()
+  echo "=== $name: imctl bench ${size[*]} $*"
   rm -f "$work/cpu.before" "$work/cpu.after" "$work/progress.log"
   local rc=0
   "$bin/imctl" --grpc-url http://127.0.0.1:9096 --ws-url ws://127.0.0.1:8093/ws --data-dir "$work/user" \
-    bench --json --duration "$duration" --warmup "$warmup" --users "$users" --server-pid "$svc_pid" "$@" \
+    bench --json --duration "$duration" --warmup "$warmup" "${size[@]}" --server-pid "$svc_pid" "$@" \
     2>&1 >"$work/summary.json" | sampler || rc=$?
   curl -fs http://127.0.0.1:8094/metrics >"$work/metrics.txt" 2>/dev/null || : >"$work/metrics.txt"
   stop_system
@@ -210,13 +215,14 @@ for i, n in enumerate(names):
 cpu["imctl (load generator)"] = s.get("client_cpu_seconds")
 delivered = s["delivered_per_s"] * s["measured_s"]
 def ms(us): return f"{us / 1000:.2f} ms"
-e, k = s["e2e_latency"], s["ack_latency"]
+# A group run reports send -> push to the last member as its end-to-end latency.
+e, k = s.get("e2e_latency") or s["fanout_latency"], s["ack_latency"]
 print(f"throughput  acked {s['acked_per_s']:,.0f} msg/s, delivered {s['delivered_per_s']:,.0f} msg/s "
       f"(sent {s['sent']}, acked {s['acked']}, delivered {s['delivered']}, errors {s['errors']} {s['errors_by_code'] or ''}, unacked {s['unacked']})")
 print(f"end-to-end  p50 {ms(e['p50_us'])}  p90 {ms(e['p90_us'])}  p99 {ms(e['p99_us'])}  p99.9 {ms(e['p999_us'])}  max {ms(e['max_us'])}  (n={e['count']})")
 print(f"ack         p50 {ms(k['p50_us'])}  p99 {ms(k['p99_us'])}  max {ms(k['max_us'])}")
 check = s["check"]
-print("check       " + ("ok: every acked message reached its recipient" if check["ok"] else f"FAILED: {check}"))
+print("check       " + ("ok: every acked message reached its recipient(s)" if check["ok"] else f"FAILED: {check}"))
 imctl_svc = (s.get("server_cpu") or {}).get("cpu_seconds")
 print(f"cpu over the measured window ({wall:.2f} s wall by this script; imctl's measured {s['measured_s']:.2f} s):")
 print(f"  {'process':<30}{'cpu s':>8}{'% core':>8}{'µs/delivered':>14}")
@@ -272,19 +278,21 @@ for scenario in $scenarios; do
         run "2,000/s, one peer (run $i of $latency_runs)" lat-2000-ring --rate 2000 --pairing ring
       done
       ;;
-    *) log "unknown scenario $scenario (sat-ring, sat-random, lat-2000, lat-2000-ring)"; exit 2 ;;
+    group-50) run "groups of 50, 4,000 msg/s" group-50 --group-size 50 --groups 4 --senders 5 --rate 4000 ;;
+    group-5000) run "a group of 5,000, 40 msg/s" group-5000 --group-size 5000 --senders 5 --rate 40 ;;
+    *) log "unknown scenario $scenario (sat-ring, sat-random, lat-2000, lat-2000-ring, group-50, group-5000)"; exit 2 ;;
   esac
 done
 
 echo
-echo "=== all runs ($duration s measured each; µs = CPU per delivered message; medians of repeated scenarios last)"
+echo "=== all runs ($duration s measured each; µs = CPU per delivered message — per member delivery in group runs, latency to the last member there; medians of repeated scenarios last)"
 python3 - "$results" <<'EOF'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
-cols = ["batch", "acked/s", "p50 ms", "p99 ms", "p99.9 ms", "svc µs", "gw µs", "svc+gw µs", "user µs", "mariadb µs", "redis µs", "kafka µs", "load µs", "busy cores"]
+cols = ["batch", "acked/s", "deliv/s", "p50 ms", "p99 ms", "p99.9 ms", "svc µs", "gw µs", "svc+gw µs", "user µs", "mariadb µs", "redis µs", "kafka µs", "load µs", "busy cores"]
 def vals(r):
     u = r["us_per_msg"]
-    return [r.get("commit_batch"), r["acked_per_s"], r["p50_ms"], r["p99_ms"], r["p999_ms"], u["im-service"], u["im-gateway"], r["system_us_per_msg"],
+    return [r.get("commit_batch"), r["acked_per_s"], r["delivered_per_s"], r["p50_ms"], r["p99_ms"], r["p999_ms"], u["im-service"], u["im-gateway"], r["system_us_per_msg"],
             u["im-user"], u["mariadbd"], u["redis-server"], u.get("tansu"), u["imctl (load generator)"], r["machine_busy_s"] / r["wall_s"]]
 def fmt(v):
     if v is None: return "n/a"

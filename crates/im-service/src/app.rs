@@ -23,7 +23,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::bootstrap;
 use crate::bus::kafka_bus;
-use crate::fanout::{FanOutSettings, FanOutWorker, GROUP_PUBLISH_QUEUE, GroupPublisher};
+use crate::consumer::{Consume, ConsumerSettings, Members};
+use crate::fanout::{FanOutWorker, GROUP_PUBLISH_QUEUE, GroupPublisher};
 use crate::groups::grpc::GroupGrpc;
 use crate::groups::watcher::consumer_group;
 use crate::groups::{GroupsService, MembershipCache, MembershipWatcher};
@@ -32,7 +33,7 @@ use crate::http::HttpState;
 use crate::messaging::{KnownUsers, MessagingService};
 use crate::metrics::Metrics;
 use crate::msg_id::MessageIdGenerator;
-use crate::offline::{Members, OfflinePublisher, OfflineWorker, PUBLISH_QUEUE, WorkerSettings};
+use crate::offline::{OfflinePublisher, OfflineWorker, PUBLISH_QUEUE};
 use crate::pipeline::Pipeline;
 use crate::readiness::{Probe, Readiness, tcp_probe};
 use crate::remote::groups::RemoteGroups;
@@ -300,13 +301,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let workers_stop = CancellationToken::new();
     if config.offline_worker.enabled {
         let worker = OfflineWorker {
-            members: members.clone(),
             bus: bus.clone(),
             store: stores.offline.clone(),
             metrics: metrics.clone(),
-            settings: WorkerSettings::from_config(&config),
+            settings: ConsumerSettings::offline_worker(&config),
         };
-        worker.start(&workers, workers_stop.clone()).await.context("starting the offline worker")?;
+        worker.start(&*members, &workers, workers_stop.clone()).await.context("starting the offline worker")?;
     }
     let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel(SEND_QUEUE);
     let (routes_tx, routes_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -348,16 +348,15 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         .await
         .context("joining kafka.topics.membership_change")?;
     FanOutWorker {
-        members: members.clone(),
         bus: bus.clone(),
         cache: group_cache.clone(),
         registry: registry.clone(),
         pusher,
         metrics: metrics.clone(),
         retry,
-        settings: FanOutSettings::from_config(&config),
+        settings: ConsumerSettings::group_fan_out(&config),
     }
-    .start(&workers, workers_stop.clone())
+    .start(&*members, &workers, workers_stop.clone())
     .await
     .context("starting the group fan-out (kafka.topics.group_msg, kafka.group_id)")?;
     let groups: Arc<dyn Groups> = Arc::new(GroupsService {

@@ -8,7 +8,7 @@ use anyhow::Context;
 use im_backends::KafkaBus;
 use im_config::KafkaConfig;
 
-use crate::offline::dead_letter_topic;
+use crate::consumer::dead_letter_topic;
 use crate::readiness::Readiness;
 
 /// Partitions of the Kafka topics created at start-up: the most consumers of

@@ -11,7 +11,7 @@
 //!   concurrent publishes, retries with backoff until shutdown.
 //! - [`FanOutWorker`]: members of the consumer group `kafka.group_id`
 //!   (`KAFKA_GROUP_ID`) on every node. Each takes what is there (up to
-//!   [`FanOutSettings::poll_max`] records, without waiting for more: latency
+//!   [`ConsumerSettings::poll_max`] records, without waiting for more: latency
 //!   comes first), looks up each group's roster once per batch in the
 //!   membership cache and its members' gateways in the registry, and builds
 //!   one [`FanOut`] per (message, gateway) listing the members there who see
@@ -38,17 +38,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use im_config::{BusBackend, Config};
-use im_core::ports::{BackendResult, Bus, BusConsumer, BusRecord, Event, FanOut, Pusher, Registry};
+use im_core::ports::{Bus, BusConsumer, BusRecord, Event, FanOut, Pusher, Registry};
 use im_core::{DeviceId, ErrorCode, GatewayId, GroupId, ImError, NewMessage, UserId};
 use im_proto::convert::{decode_group_message_event, encode_group_message_event};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::warn;
 
+use crate::consumer::{Consume, ConsumerSettings, REFUSED_ATTEMPTS};
 use crate::groups::cache::{GroupView, MembershipCache};
 use crate::metrics::Metrics;
-use crate::offline::{LagReporter, Members, REFUSED_ATTEMPTS, dead_letter_topic};
-use crate::publisher::{Backoff, DeadLetters, PublishCounters, PublishQueue, Publishable, Publisher, Stopped, pause};
+use crate::publisher::{DeadLetters, PublishCounters, PublishQueue, Publishable, Publisher, Stopped, pause};
 use crate::router::RetryPolicy;
 
 /// Group messages waiting for the publisher. They carry their bodies, so
@@ -111,50 +110,27 @@ pub type GroupPublisher = Publisher<GroupMessage>;
 // ---------------------------------------------------------------------------
 // Fanning out
 
-/// How the fan-out runs.
-#[derive(Clone, Debug)]
-pub struct FanOutSettings {
-    /// `kafka.topics.group_msg`.
-    pub topic: String,
-    /// Where records that cannot be fanned out are parked.
-    pub dead_letter_topic: String,
-    /// `kafka.group_id` (`KAFKA_GROUP_ID`).
-    pub group: String,
-    /// Most records taken per poll.
-    pub poll_max: usize,
-    /// How long a poll waits for a first record.
-    pub poll_wait: Duration,
-    /// Members of the consumer group in this process.
-    pub concurrency: usize,
-    /// Waits between retries of polls, roster lookups and dead letters.
-    pub backoff: Backoff,
-    /// How often the lag is read.
-    pub lag_interval: Duration,
-}
-
-impl FanOutSettings {
-    pub fn from_config(config: &Config) -> Self {
-        let topic = config.kafka.topics.group_msg.clone();
+impl ConsumerSettings {
+    /// The fan-out's: `kafka.topics.group_msg` in `kafka.group_id`
+    /// (`KAFKA_GROUP_ID`), [`POLL_MAX`] records a poll without waiting for
+    /// more (latency comes first), [`KAFKA_MEMBERS`] members on Kafka.
+    pub fn group_fan_out(config: &Config) -> Self {
         let concurrency = match config.bus() {
             BusBackend::InProcess => 1,
             BusBackend::Kafka(_) => KAFKA_MEMBERS,
         };
-        Self {
-            dead_letter_topic: dead_letter_topic(&topic),
-            topic,
-            group: config.kafka.group_id.clone(),
-            poll_max: POLL_MAX,
-            poll_wait: POLL_WAIT,
+        Self::new(
+            config.kafka.topics.group_msg.clone(),
+            config.kafka.group_id.clone(),
+            POLL_MAX,
+            POLL_WAIT,
             concurrency,
-            backoff: Backoff::default(),
-            lag_interval: Duration::from_secs(5),
-        }
+        )
     }
 }
 
 /// The group fan-out; see the [module docs](self).
 pub struct FanOutWorker {
-    pub members: Arc<dyn Members>,
     /// Where dead letters are published.
     pub bus: Arc<dyn Bus>,
     pub cache: Arc<MembershipCache>,
@@ -163,7 +139,7 @@ pub struct FanOutWorker {
     pub metrics: Arc<Metrics>,
     /// The router's: `MAX_RETRY_ATTEMPTS` × `RETRY_TIMEOUT` per push call.
     pub retry: RetryPolicy,
-    pub settings: FanOutSettings,
+    pub settings: ConsumerSettings,
 }
 
 /// A decoded record of a batch.
@@ -185,69 +161,16 @@ enum Lookup {
     Park(&'static str, ImError),
 }
 
-impl FanOutWorker {
-    /// Joins the group with `concurrency` members and runs them, and the lag
-    /// reporter where the bus tells the lag, on `tracker` until `stop`.
-    /// Fails if a member cannot join.
-    pub async fn start(self, tracker: &TaskTracker, stop: CancellationToken) -> BackendResult<()> {
-        let worker = Arc::new(self);
-        let settings = &worker.settings;
-        let mut lags = Vec::new();
-        for id in 0..settings.concurrency.max(1) {
-            let member = worker.members.join(&settings.topic, &settings.group).await?;
-            lags.extend(member.lag);
-            tracker.spawn(worker.clone().run_member(id, member.consumer, stop.clone()));
-        }
-        if !lags.is_empty() {
-            let reporter = LagReporter {
-                hooks: lags,
-                group: settings.group.clone(),
-                metrics: worker.metrics.clone(),
-                interval: settings.lag_interval,
-            };
-            tracker.spawn(reporter.run(stop));
-        }
-        info!(topic = %settings.topic, group = %settings.group, members = settings.concurrency.max(1), "group fan-out started");
-        Ok(())
+impl Consume for FanOutWorker {
+    const WHAT: &'static str = "group fan-out";
+    type Scratch = Scratch;
+
+    fn settings(&self) -> &ConsumerSettings {
+        &self.settings
     }
 
-    /// One member: fans out what it polls until `stop`, then what it already
-    /// has without waiting, then leaves.
-    async fn run_member(self: Arc<Self>, id: usize, mut consumer: Box<dyn BusConsumer>, stop: CancellationToken) {
-        let mut scratch = Scratch::default();
-        let poll_max = self.settings.poll_max.max(1);
-        let mut failures = 0;
-        loop {
-            let polled = tokio::select! {
-                biased;
-                () = stop.cancelled() => break,
-                polled = consumer.poll(poll_max, self.settings.poll_wait) => polled,
-            };
-            match polled {
-                Ok(records) if records.is_empty() => {}
-                Ok(records) => {
-                    failures = 0;
-                    if self.handle(&mut *consumer, &records, &mut scratch, &stop).await.is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    failures += 1;
-                    warn!(member = id, topic = %self.settings.topic, error = %e, "group fan-out poll failed");
-                    if pause(self.settings.backoff.delay(failures), &stop).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        // Drain: what this member already has, while everything works
-        // (`handle` gives up at the first wait now that `stop` is set).
-        while let Ok(records) = consumer.poll(poll_max, Duration::ZERO).await {
-            if records.is_empty() || self.handle(&mut *consumer, &records, &mut scratch, &stop).await.is_err() {
-                break;
-            }
-        }
-        info!(member = id, topic = %self.settings.topic, "group fan-out member stopped");
+    fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Fans out a polled batch, parks what cannot be fanned out, and then
@@ -256,7 +179,7 @@ impl FanOutWorker {
     async fn handle(
         &self,
         consumer: &mut dyn BusConsumer,
-        records: &[BusRecord],
+        records: Vec<BusRecord>,
         scratch: &mut Scratch,
         stop: &CancellationToken,
     ) -> Result<(), Stopped> {
@@ -313,7 +236,9 @@ impl FanOutWorker {
         }
         Ok(())
     }
+}
 
+impl FanOutWorker {
     /// Makes every gateway's call of the batch at once, each with the
     /// router's retry policy.
     async fn push_all(&self, scratch: &Scratch) {
@@ -357,14 +282,7 @@ impl FanOutWorker {
     }
 
     fn dead_letters(&self) -> DeadLetters<'_> {
-        DeadLetters {
-            bus: &*self.bus,
-            from: &self.settings.topic,
-            to: &self.settings.dead_letter_topic,
-            backoff: self.settings.backoff,
-            parked: &self.metrics.group_dead_letters,
-            what: "group message",
-        }
+        self.settings.dead_letters(&*self.bus, &self.metrics.group_dead_letters, "group message")
     }
 }
 
@@ -374,7 +292,7 @@ fn unix_ms() -> i64 {
 
 /// One member's buffers, reused from batch to batch.
 #[derive(Default)]
-struct Scratch {
+pub(crate) struct Scratch {
     /// The gateways of this batch, and where each is in `calls`.
     slots: HashMap<GatewayId, usize>,
     /// Per gateway of this batch, its fan-outs: each group's in record order.

@@ -11,6 +11,8 @@
 //!   reaches no device of its addressee goes to [`offline`].
 //! - [`offline`]: publishes offline events, and the offline worker that
 //!   records them in the store.
+//! - [`consumer`]: the consumer-group members the offline worker and the
+//!   fan-out run; [`publisher`]: the publishing and dead letters they share.
 //! - [`groups`]: the membership cache, its `membership_change` watcher, and
 //!   the `im.v1.GroupService` front door (boundary stamping).
 //! - [`fanout`]: group messages on `group_msg`, pushed to online members.
@@ -27,6 +29,7 @@ pub mod app;
 pub mod bootstrap;
 pub mod bus;
 pub mod cli;
+pub mod consumer;
 pub mod fanout;
 pub mod gateway_app;
 pub mod groups;
@@ -44,4 +47,6 @@ pub mod remote;
 pub mod router;
 pub mod serve;
 pub mod stores;
+#[cfg(test)]
+mod testkit;
 pub mod user_app;

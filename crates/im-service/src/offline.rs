@@ -20,8 +20,8 @@
 //!   `im_offline_dead_letters_total`, and only then committed past: a batch
 //!   refused [`REFUSED_ATTEMPTS`] times is written again record by record, so
 //!   one bad record does not park good ones. Nothing is skipped silently.
-//! - Lag: where the bus can tell (Kafka), one task reports every member's
-//!   partitions as `im_kafka_consumer_lag{group,topic,partition}`.
+//! - The members, their polls, the drain at shutdown and the lag are the
+//!   fan-out's too ([`crate::consumer`]).
 //!
 //! Delivery is at least once (a crash between the write and the commit
 //! redelivers); recording is idempotent, so a redelivered record adds nothing.
@@ -30,37 +30,24 @@
 //! dropped event, a parked record) a device still gets every message by sync
 //! (G4); these records only say who has something waiting.
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use im_backends::kafka::{LagProbe, PartitionLag};
-use im_backends::{KafkaBus, MemoryBus};
 use im_core::error::BackendError;
-use im_core::ports::{BackendResult, Bus, BusConsumer, BusRecord, OfflineEntry, OfflineStore};
+use im_core::ports::{Bus, BusConsumer, BusRecord, OfflineEntry, OfflineStore};
 use im_proto::convert::{decode_offline_event, encode_offline_event};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use crate::metrics::{Metrics, PartitionLabels};
+use crate::consumer::{Consume, ConsumerSettings, REFUSED_ATTEMPTS};
+use crate::metrics::Metrics;
 pub use crate::publisher::Backoff;
 use crate::publisher::{DeadLetters, PublishCounters, PublishQueue, Publishable, Publisher, Stopped, pause};
 
 /// Offline entries waiting for the publisher. At about 100 bytes each, a few
 /// MiB; beyond it (the bus down for long under load) entries are dropped.
 pub const PUBLISH_QUEUE: usize = 64 * 1024;
-/// Times the store may refuse a batch (not merely be unavailable) before it
-/// is written again record by record, and a record before it is parked.
-pub const REFUSED_ATTEMPTS: u32 = 3;
-
-/// The name of the dead-letter topic of `topic`.
-pub fn dead_letter_topic(topic: &str) -> String {
-    format!("{topic}.dlq")
-}
 
 // ---------------------------------------------------------------------------
 // Publishing
@@ -98,94 +85,28 @@ impl Publishable for OfflineEntry {
 // ---------------------------------------------------------------------------
 // Consuming
 
-/// Reads the lag of one member's partitions (Kafka's [`LagProbe`]); the
-/// optional hook through which a bus that can tell reports lag.
-#[async_trait]
-pub trait LagHook: Send + Sync + 'static {
-    /// The lag of every partition the member holds now.
-    async fn lag(&self) -> BackendResult<Vec<PartitionLag>>;
-}
-
-#[async_trait]
-impl LagHook for LagProbe {
-    async fn lag(&self) -> BackendResult<Vec<PartitionLag>> {
-        LagProbe::lag(self).await
-    }
-}
-
-/// A member of a consumer group, and its lag where the bus can tell.
-pub struct Member {
-    pub consumer: Box<dyn BusConsumer>,
-    pub lag: Option<Box<dyn LagHook>>,
-}
-
-/// Joins consumer groups: [`Bus::subscribe`], plus what the port does not
-/// carry (the lag).
-#[async_trait]
-pub trait Members: Send + Sync + 'static {
-    async fn join(&self, topic: &str, group: &str) -> BackendResult<Member>;
-}
-
-/// The in-process bus: members without lag.
-#[async_trait]
-impl Members for MemoryBus {
-    async fn join(&self, topic: &str, group: &str) -> BackendResult<Member> {
-        Ok(Member { consumer: self.subscribe(topic, group).await?, lag: None })
-    }
-}
-
-/// Kafka: each member with its lag probe.
-#[async_trait]
-impl Members for KafkaBus {
-    async fn join(&self, topic: &str, group: &str) -> BackendResult<Member> {
-        let consumer = self.consumer(topic, group).await?;
-        let lag: Box<dyn LagHook> = Box::new(consumer.lag_probe());
-        Ok(Member { consumer: Box::new(consumer), lag: Some(lag) })
-    }
-}
-
-/// How the worker runs (`OFFLINE_WORKER_*`, the topic and group names).
-#[derive(Clone, Debug)]
-pub struct WorkerSettings {
-    /// `kafka.topics.offline_msg`.
-    pub topic: String,
-    /// Where records that cannot be recorded are parked.
-    pub dead_letter_topic: String,
-    /// `kafka.consumer.group_id`.
-    pub group: String,
-    pub batch_size: usize,
-    /// How long a batch may wait to fill after its first record.
-    pub batch_timeout: Duration,
-    pub concurrency: usize,
-    pub backoff: Backoff,
-    /// How often the lag is read.
-    pub lag_interval: Duration,
-}
-
-impl WorkerSettings {
-    pub fn from_config(config: &im_config::Config) -> Self {
-        let topic = config.kafka.topics.offline_msg.clone();
-        Self {
-            dead_letter_topic: dead_letter_topic(&topic),
-            topic,
-            group: config.kafka.consumer.group_id.clone(),
-            batch_size: config.offline_worker.batch_size,
-            batch_timeout: config.offline_worker.batch_timeout,
-            concurrency: config.offline_worker.concurrency,
-            backoff: Backoff::default(),
-            lag_interval: Duration::from_secs(5),
-        }
+impl ConsumerSettings {
+    /// The offline worker's (`OFFLINE_WORKER_*`, the topic and group names):
+    /// a batch is up to `OFFLINE_WORKER_BATCH_SIZE` records, waiting up to
+    /// `OFFLINE_WORKER_BATCH_TIMEOUT` for its first and as long to fill.
+    pub fn offline_worker(config: &im_config::Config) -> Self {
+        Self::new(
+            config.kafka.topics.offline_msg.clone(),
+            config.kafka.consumer.group_id.clone(),
+            config.offline_worker.batch_size,
+            config.offline_worker.batch_timeout,
+            config.offline_worker.concurrency,
+        )
     }
 }
 
 /// The offline worker; see the [module docs](self).
 pub struct OfflineWorker {
-    pub members: Arc<dyn Members>,
     /// Where dead letters are published.
     pub bus: Arc<dyn Bus>,
     pub store: Arc<dyn OfflineStore>,
     pub metrics: Arc<Metrics>,
-    pub settings: WorkerSettings,
+    pub settings: ConsumerSettings,
 }
 
 /// What came of writing entries, retries included.
@@ -195,77 +116,24 @@ enum Written {
     Refused(BackendError),
 }
 
-impl OfflineWorker {
-    /// Joins the group with `concurrency` members and runs them, and the lag
-    /// reporter, on `tracker` until `stop`. Fails if a member cannot join.
-    pub async fn start(self, tracker: &TaskTracker, stop: CancellationToken) -> BackendResult<()> {
-        let worker = Arc::new(self);
-        let settings = &worker.settings;
-        let mut lags = Vec::new();
-        for id in 0..settings.concurrency.max(1) {
-            let member = worker.members.join(&settings.topic, &settings.group).await?;
-            lags.extend(member.lag);
-            tracker.spawn(worker.clone().run_member(id, member.consumer, stop.clone()));
-        }
-        if !lags.is_empty() {
-            let reporter = LagReporter {
-                hooks: lags,
-                group: settings.group.clone(),
-                metrics: worker.metrics.clone(),
-                interval: settings.lag_interval,
-            };
-            tracker.spawn(reporter.run(stop));
-        }
-        info!(topic = %settings.topic, group = %settings.group, members = settings.concurrency.max(1), "offline worker started");
-        Ok(())
+impl Consume for OfflineWorker {
+    const WHAT: &'static str = "offline worker";
+    type Scratch = ();
+
+    fn settings(&self) -> &ConsumerSettings {
+        &self.settings
     }
 
-    /// One member: batches until `stop`, then what is already there without
-    /// waiting (records and commits what it can), then leaves.
-    async fn run_member(self: Arc<Self>, id: usize, mut consumer: Box<dyn BusConsumer>, stop: CancellationToken) {
-        let mut failures = 0;
-        loop {
-            let polled = tokio::select! {
-                biased;
-                () = stop.cancelled() => break,
-                polled = consumer.poll(self.settings.batch_size.max(1), self.settings.batch_timeout) => polled,
-            };
-            match polled {
-                // Not proof that the bus is back (librdkafka reports some
-                // errors between empty polls): the backoff keeps growing.
-                Ok(records) if records.is_empty() => {}
-                Ok(mut records) => {
-                    failures = 0;
-                    self.fill(&mut *consumer, &mut records, &stop).await;
-                    if self.handle(&mut *consumer, records, &stop).await.is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    failures += 1;
-                    warn!(member = id, topic = %self.settings.topic, error = %e, "offline worker poll failed");
-                    if pause(self.settings.backoff.delay(failures), &stop).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        // Drain: what this member already has, while everything works
-        // (`handle` gives up at the first failure now that `stop` is set).
-        while let Ok(records) = consumer.poll(self.settings.batch_size.max(1), Duration::ZERO).await {
-            if records.is_empty() || self.handle(&mut *consumer, records, &stop).await.is_err() {
-                break;
-            }
-        }
-        info!(member = id, topic = %self.settings.topic, "offline worker member stopped");
+    fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Adds records to a batch that has its first until it holds
-    /// `batch_size`, `batch_timeout` has passed, or `stop` came (the records
-    /// in hand are handled all the same).
+    /// `poll_max`, `poll_wait` has passed, or `stop` came (the records in
+    /// hand are handled all the same).
     async fn fill(&self, consumer: &mut dyn BusConsumer, batch: &mut Vec<BusRecord>, stop: &CancellationToken) {
-        let size = self.settings.batch_size.max(1);
-        let deadline = Instant::now() + self.settings.batch_timeout;
+        let size = self.settings.poll_max.max(1);
+        let deadline = Instant::now() + self.settings.poll_wait;
         while batch.len() < size {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -295,6 +163,7 @@ impl OfflineWorker {
         &self,
         consumer: &mut dyn BusConsumer,
         records: Vec<BusRecord>,
+        (): &mut (),
         stop: &CancellationToken,
     ) -> Result<(), Stopped> {
         let last = records.last().expect("a batch has records").clone();
@@ -306,7 +175,7 @@ impl OfflineWorker {
                     entries.push(entry);
                     decoded.push(record);
                 }
-                Err(e) => self.dead_letter(&record, "undecodable", &e.message, stop).await?,
+                Err(e) => self.dead_letters().park(&record, "undecodable", &e.message, stop).await?,
             }
         }
         if !entries.is_empty()
@@ -315,7 +184,7 @@ impl OfflineWorker {
             warn!(records = entries.len(), error = %e, "the store keeps refusing a batch; writing it record by record");
             for (entry, record) in entries.iter().zip(&decoded) {
                 if let Written::Refused(e) = self.write(std::slice::from_ref(entry), stop).await? {
-                    self.dead_letter(record, "refused", &e.to_string(), stop).await?;
+                    self.dead_letters().park(record, "refused", &e.to_string(), stop).await?;
                 }
             }
         }
@@ -327,7 +196,9 @@ impl OfflineWorker {
         }
         Ok(())
     }
+}
 
+impl OfflineWorker {
     /// Writes `entries` in one call. An unavailable store is retried with
     /// backoff for as long as it takes (until `stop`); a refusal
     /// [`REFUSED_ATTEMPTS`] times in all.
@@ -359,78 +230,10 @@ impl OfflineWorker {
         }
     }
 
-    /// Parks `record` as it is on the dead-letter topic (retrying until that
-    /// worked, until `stop`): a record is committed past only once it is
-    /// recorded or parked.
-    async fn dead_letter(
-        &self,
-        record: &BusRecord,
-        reason: &'static str,
-        cause: &str,
-        stop: &CancellationToken,
-    ) -> Result<(), Stopped> {
-        let dead_letters = DeadLetters {
-            bus: &*self.bus,
-            from: &self.settings.topic,
-            to: &self.settings.dead_letter_topic,
-            backoff: self.settings.backoff,
-            parked: &self.metrics.offline_dead_letters,
-            what: "offline event",
-        };
-        dead_letters.park(record, reason, cause, stop).await
-    }
-}
-
-/// Reports the lag of every member of this process as one set, so a
-/// partition moving between two of them does not blink out, and one that
-/// left this process is no longer reported by it.
-pub(crate) struct LagReporter {
-    pub(crate) hooks: Vec<Box<dyn LagHook>>,
-    pub(crate) group: String,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) interval: Duration,
-}
-
-impl LagReporter {
-    pub(crate) async fn run(self, stop: CancellationToken) {
-        let mut shown: HashSet<PartitionLabels> = HashSet::new();
-        let mut ticks = tokio::time::interval(self.interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => break,
-                _ = ticks.tick() => {}
-            }
-            let mut now = HashSet::new();
-            for hook in &self.hooks {
-                match hook.lag().await {
-                    Ok(partitions) => {
-                        for p in partitions {
-                            let labels =
-                                PartitionLabels { group: self.group.clone(), topic: p.topic, partition: p.partition };
-                            self.metrics
-                                .consumer_lag
-                                .get_or_create(&labels)
-                                .set(i64::try_from(p.lag).unwrap_or(i64::MAX));
-                            now.insert(labels);
-                        }
-                    }
-                    // Keep what this member reported last: it may still hold them.
-                    Err(e) => {
-                        debug!(group = %self.group, error = %e, "could not read the consumer lag");
-                        now.extend(shown.iter().cloned());
-                    }
-                }
-            }
-            for gone in shown.difference(&now) {
-                self.metrics.consumer_lag.remove(gone);
-            }
-            shown = now;
-        }
-        // This process no longer consumes: its partitions are for others to report.
-        for labels in &shown {
-            self.metrics.consumer_lag.remove(labels);
-        }
+    /// Where records that cannot be recorded are parked: a record is
+    /// committed past only once it is recorded or parked.
+    fn dead_letters(&self) -> DeadLetters<'_> {
+        self.settings.dead_letters(&*self.bus, &self.metrics.offline_dead_letters, "offline event")
     }
 }
 

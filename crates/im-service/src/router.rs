@@ -235,7 +235,6 @@ impl Router {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
     use std::time::Instant;
 
     use async_trait::async_trait;
@@ -245,51 +244,21 @@ mod tests {
     use im_core::{ClientMsgId, ConversationId, DeviceId, MessageId, NewMessage, Seq, UserId};
 
     use super::*;
-
-    /// user -> gateways, fixed.
-    struct FixedRegistry(HashMap<UserId, Vec<GatewayId>>);
-
-    #[async_trait]
-    impl Registry for FixedRegistry {
-        async fn register(&self, _: UserId, _: &GatewayId) -> BackendResult<()> {
-            Ok(())
-        }
-        async fn unregister(&self, _: UserId, _: &GatewayId) -> BackendResult<()> {
-            Ok(())
-        }
-        fn gateways_of(&self, user: UserId) -> Vec<GatewayId> {
-            self.0.get(&user).cloned().unwrap_or_default()
-        }
-    }
-
-    /// Records every call; fails the first `failures` of them.
-    #[derive(Default)]
-    struct RecordingPusher {
-        calls: Mutex<Vec<(GatewayId, Vec<PushEvent>)>>,
-        failures: Mutex<u32>,
-    }
-
-    #[async_trait]
-    impl Pusher for RecordingPusher {
-        async fn push(&self, gateway: &GatewayId, batch: &[PushEvent]) -> BackendResult<PushReport> {
-            self.calls.lock().unwrap().push((gateway.clone(), batch.to_vec()));
-            let mut failures = self.failures.lock().unwrap();
-            if *failures > 0 {
-                *failures -= 1;
-                return Err(BackendError::unavailable("gateway down"));
-            }
-            Ok(PushReport { delivered: batch.len() as u32, offline: Vec::new() })
-        }
-    }
-
-    fn gw(name: &str) -> GatewayId {
-        GatewayId(name.into())
-    }
+    use crate::testkit::{FixedRegistry, RecordingPusher, gw};
 
     fn committed(from: u64, to: u64, seq: u64) -> Committed {
+        committed_in(ConversationId::private(UserId(from), UserId(to)).unwrap(), from, seq)
+    }
+
+    fn group_committed(group: u64, from: u64, seq: u64) -> Committed {
+        committed_in(ConversationId::Group(im_core::GroupId(group)), from, seq)
+    }
+
+    /// Message `seq` of `conversation` from `from`, sent from their phone.
+    fn committed_in(conversation: ConversationId, from: u64, seq: u64) -> Committed {
         let message = NewMessage {
             msg_id: MessageId(seq),
-            conversation: ConversationId::private(UserId(from), UserId(to)).unwrap(),
+            conversation,
             seq: Seq(seq),
             sender: UserId(from),
             client_msg_id: ClientMsgId::parse(&format!("c{seq}")).unwrap(),
@@ -319,7 +288,7 @@ mod tests {
         let router = router(registry, pusher.clone(), 3);
         router.route_messages(vec![committed(1, 2, 1), committed(1, 2, 2), committed(1, 3, 1)]).await;
 
-        let mut calls = pusher.calls.lock().unwrap().clone();
+        let mut calls = pusher.pushes.lock().unwrap().clone();
         calls.sort_by(|x, y| x.0.cmp(&y.0));
         assert_eq!(calls.len(), 2, "one push call per gateway for the whole batch");
         let users =
@@ -339,7 +308,7 @@ mod tests {
         *pusher.failures.lock().unwrap() = 2;
         let router_ok = router(registry, pusher.clone(), 3);
         router_ok.route_messages(vec![committed(1, 2, 1)]).await;
-        assert_eq!(pusher.calls.lock().unwrap().len(), 3, "two failures, then success");
+        assert_eq!(pusher.pushes.lock().unwrap().len(), 3, "two failures, then success");
         assert_eq!(router_ok.metrics.pushed.get(), 1);
 
         let registry = FixedRegistry(HashMap::from([(UserId(2), vec![gw("a")])]));
@@ -347,7 +316,7 @@ mod tests {
         *pusher.failures.lock().unwrap() = 5;
         let router_down = router(registry, pusher.clone(), 2);
         router_down.route_messages(vec![committed(1, 2, 1)]).await;
-        assert_eq!(pusher.calls.lock().unwrap().len(), 2, "gives up after the attempts");
+        assert_eq!(pusher.pushes.lock().unwrap().len(), 2, "gives up after the attempts");
         assert_eq!(router_down.metrics.pushed.get(), 0);
         assert!(router_down.metrics.render().contains("im_messages_failed_total{code=\"UNAVAILABLE\"} 1"));
     }
@@ -424,20 +393,6 @@ mod tests {
         assert_eq!(metrics.offline_published.get(), 3);
     }
 
-    fn group_committed(group: u64, from: u64, seq: u64) -> Committed {
-        let message = NewMessage {
-            msg_id: MessageId(1000 + seq),
-            conversation: ConversationId::Group(im_core::GroupId(group)),
-            seq: Seq(seq),
-            sender: UserId(from),
-            client_msg_id: ClientMsgId::parse(&format!("g{seq}")).unwrap(),
-            body: Bytes::from_static(b"hi all"),
-            content_type: String::new(),
-            server_time_ms: 0,
-        };
-        Committed { message: Arc::new(message), device: DeviceId("phone".into()), accepted_at: Instant::now() }
-    }
-
     #[tokio::test]
     async fn group_messages_are_handed_to_the_fan_out_not_routed_as_private() {
         use im_backends::MemoryBus;
@@ -468,7 +423,7 @@ mod tests {
         offline.run(tokio_util::sync::CancellationToken::new()).await;
         groups.run(tokio_util::sync::CancellationToken::new()).await;
 
-        let calls = pusher.calls.lock().unwrap().clone();
+        let calls = pusher.pushes.lock().unwrap().clone();
         assert_eq!(calls.len(), 1);
         let seqs: Vec<(u64, u64)> = calls[0]
             .1
@@ -494,7 +449,7 @@ mod tests {
         let pusher = Arc::new(RecordingPusher::default());
         let router = router(FixedRegistry(HashMap::new()), pusher.clone(), 1);
         router.route_messages(vec![group_committed(7, 1, 1), group_committed(7, 1, 2)]).await;
-        assert!(pusher.calls.lock().unwrap().is_empty());
+        assert!(pusher.pushes.lock().unwrap().is_empty());
         assert_eq!(router.metrics.group_dropped.get(), 2);
     }
 }

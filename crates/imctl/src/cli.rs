@@ -10,7 +10,7 @@ use crate::client::Recipient;
 
 mod group;
 
-pub use group::{GroupCommand, GroupCommon, GroupRole};
+pub use group::{GroupCommand, GroupCommon, GroupRole, GroupTarget};
 
 /// Command-line client for the IM service: admin, chat client and load generator.
 #[derive(Debug, Parser)]

@@ -105,14 +105,14 @@ pub async fn run_group(global: &GlobalArgs, command: GroupCommand) -> anyhow::Re
             let shown = RosterJson::of(&roster)?;
             print(json, &format!("created {}", shown.text()), &shown)
         }
-        GroupCommand::Add { group, users, .. } => print_change(json, &api.add_members(group, users).await?),
-        GroupCommand::Remove { group, user, .. } => print_change(json, &api.remove_member(group, user).await?),
-        GroupCommand::Leave { group, .. } => print_change(json, &api.leave(group).await?),
-        GroupCommand::Role { group, user, role, .. } => {
-            print_change(json, &api.set_role(group, user, role.into()).await?)
+        GroupCommand::Add { target, users } => print_change(json, &api.add_members(target.group, users).await?),
+        GroupCommand::Remove { target, user } => print_change(json, &api.remove_member(target.group, user).await?),
+        GroupCommand::Leave { target } => print_change(json, &api.leave(target.group).await?),
+        GroupCommand::Role { target, user, role } => {
+            print_change(json, &api.set_role(target.group, user, role.into()).await?)
         }
-        GroupCommand::Members { group, .. } => {
-            let roster = api.members(group).await?;
+        GroupCommand::Members { target } => {
+            let roster = api.members(target.group).await?;
             let shown = RosterJson::of(&roster)?;
             print(json, &shown.text(), &shown)
         }
@@ -128,8 +128,8 @@ pub async fn run_group(global: &GlobalArgs, command: GroupCommand) -> anyhow::Re
             }
             Ok(())
         }
-        GroupCommand::ReadStatus { group, seq, .. } => {
-            let shown = ReadStatusJson::of(group, seq, &api.read_status(group, seq).await?);
+        GroupCommand::ReadStatus { target, seq } => {
+            let shown = ReadStatusJson::of(target.group, seq, &api.read_status(target.group, seq).await?);
             print(json, &shown.text(), &shown)
         }
     }

@@ -9,7 +9,7 @@ mod fake_server;
 
 use std::time::Duration;
 
-use common::{TIMEOUT, admin, bench_args, imctl, json_lines, stderr, stdout};
+use common::{TIMEOUT, admin, assert_all_delivered, bench_args, imctl, json_lines, stderr, stdout};
 use fake_server::{ADMIN_TOKEN, FakeServer};
 use im_proto::client::SendRequest;
 use imctl::client::{Client, ConnectOptions, Event, Recipient};
@@ -94,58 +94,32 @@ async fn a_refused_handshake_and_a_missing_response_are_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_bench_delivers_every_acked_message_to_every_device() {
     let server = fake_server::start().await;
-    let args = bench_args(&[
-        "--users",
-        "4",
-        "--connections-per-user",
-        "2",
-        "--rate",
-        "400",
-        "--warmup",
-        "0.2",
-        "--duration",
-        "0.5",
-        "--body-size",
-        "64",
-    ]);
+    let args = bench_args("--users 4 --connections-per-user 2 --rate 400 --warmup 0.2 --duration 0.5 --body-size 64");
     let summary = imctl::bench::execute(&admin(&server).await, &server.ws_url, TIMEOUT, &args).await.unwrap();
     // 400 msg/s for 0.7 s in total.
-    assert!((250..=300).contains(&summary.sent), "sent {}", summary.sent);
-    assert_eq!(summary.acked, summary.sent);
-    assert_eq!(summary.delivered, summary.acked * 2);
-    assert_eq!(summary.expected_deliveries, summary.delivered);
-    assert_eq!((summary.errors, summary.unacked), (0, 0));
+    let counts = &summary.counts;
+    assert!((250..=300).contains(&counts.sent), "sent {}", counts.sent);
+    assert_all_delivered(counts, 2);
     assert!(summary.check.ok, "{:?}", summary.check);
-    assert_eq!(server.state.message_count() as u64, summary.acked);
+    assert_eq!(server.state.message_count() as u64, counts.acked);
     assert!(summary.e2e_latency.count > 100 && summary.ack_latency.count > 50);
-    assert!((250.0..=550.0).contains(&summary.acked_per_s), "{}", summary.acked_per_s);
-    assert!((500.0..=1100.0).contains(&summary.delivered_per_s), "{}", summary.delivered_per_s);
+    assert!((250.0..=550.0).contains(&counts.acked_per_s), "{}", counts.acked_per_s);
+    assert!((500.0..=1100.0).contains(&counts.delivered_per_s), "{}", counts.delivered_per_s);
     assert!(summary.human().contains("check       ok"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_loop_bench_keeps_its_window_and_reports_json() {
     let server = fake_server::start().await;
-    let args = bench_args(&[
-        "--users",
-        "3",
-        "--closed-loop",
-        "--window",
-        "4",
-        "--warmup",
-        "0.1",
-        "--duration",
-        "0.3",
-        "--pairing",
-        "ring",
-        "--server-pid",
-        &std::process::id().to_string(),
-    ]);
+    let pid = std::process::id();
+    let args = bench_args(&format!(
+        "--users 3 --closed-loop --window 4 --warmup 0.1 --duration 0.3 --pairing ring --server-pid {pid}"
+    ));
     let summary = imctl::bench::execute(&admin(&server).await, &server.ws_url, TIMEOUT, &args).await.unwrap();
-    assert!(summary.sent > 50, "sent {}", summary.sent);
-    assert_eq!(summary.delivered, summary.acked);
+    assert!(summary.counts.sent > 50, "sent {}", summary.counts.sent);
+    assert_eq!(summary.counts.delivered, summary.counts.acked);
     assert!(summary.check.ok);
-    let cpu = summary.server_cpu.expect("server CPU measured");
+    let cpu = summary.cpu.server_cpu.expect("server CPU measured");
     assert!(cpu.cpu_seconds >= 0.0 && cpu.us_per_delivered.is_some());
     let json: Value = serde_json::to_value(&summary).unwrap();
     for key in ["sent", "acked", "delivered", "errors_by_code", "acked_per_s", "delivered_per_s", "check"] {
@@ -162,28 +136,16 @@ async fn closed_loop_bench_keeps_its_window_and_reports_json() {
 async fn bench_ends_on_time_when_the_server_stops_reading() {
     let server = fake_server::start().await;
     server.state.stall.store(true, std::sync::atomic::Ordering::Relaxed);
-    let args = bench_args(&[
-        "--users",
-        "2",
-        "--rate",
-        "2000",
-        "--body-size",
-        "1000000",
-        "--warmup",
-        "0",
-        "--duration",
-        "1",
-        "--drain",
-        "0.5",
-    ]);
+    let args = bench_args("--users 2 --rate 2000 --body-size 1000000 --warmup 0 --duration 1 --drain 0.5");
     let started = std::time::Instant::now();
     let admin = admin(&server).await;
     let run = imctl::bench::execute(&admin, &server.ws_url, TIMEOUT, &args);
     let summary = tokio::time::timeout(Duration::from_secs(10), run).await.expect("bench hung").unwrap();
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
-    assert_eq!(summary.acked, 0);
-    assert_eq!(summary.unacked, summary.sent);
-    assert_eq!(summary.errors_by_code.get("SEND_STUCK"), Some(&2), "{:?}", summary.errors_by_code);
+    let counts = &summary.counts;
+    assert_eq!(counts.acked, 0);
+    assert_eq!(counts.unacked, counts.sent);
+    assert_eq!(counts.errors_by_code.get("SEND_STUCK"), Some(&2), "{:?}", counts.errors_by_code);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ mod common;
 #[path = "support/fake_server.rs"]
 mod fake_server;
 
-use common::{TIMEOUT, admin, bench_args, imctl, json_lines, stderr, stdout};
+use common::{TIMEOUT, admin, assert_all_delivered, bench_args, imctl, json_lines, stderr, stdout, words};
 use fake_server::{ADMIN_TOKEN, FakeServer};
 use serde_json::json;
 
@@ -179,63 +179,35 @@ async fn chat_in_a_group_over_pipes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_bench_reaches_every_member_and_times_the_last_one() {
     let server = fake_server::start().await;
-    let args = bench_args(&[
-        "--group-size",
-        "5",
-        "--groups",
-        "2",
-        "--senders",
-        "2",
-        "--rate",
-        "200",
-        "--warmup",
-        "0.2",
-        "--duration",
-        "0.5",
-        "--body-size",
-        "64",
-    ]);
+    let args =
+        bench_args("--group-size 5 --groups 2 --senders 2 --rate 200 --warmup 0.2 --duration 0.5 --body-size 64");
     let admin = admin(&server).await;
     let run = imctl::bench::group::execute(&admin, &server.grpc_url, &server.ws_url, TIMEOUT, &args);
     let summary = run.await.unwrap();
     // 200 msg/s for 0.7 s in total, from 4 senders.
-    assert!((120..=150).contains(&summary.sent), "sent {}", summary.sent);
-    assert_eq!(summary.acked, summary.sent);
-    assert_eq!((summary.errors, summary.unacked), (0, 0));
-    assert_eq!(summary.expected_deliveries, summary.acked * 4);
-    assert_eq!(summary.delivered, summary.expected_deliveries);
+    let counts = &summary.counts;
+    assert!((120..=150).contains(&counts.sent), "sent {}", counts.sent);
+    assert_all_delivered(counts, 4);
     assert!(summary.check.ok, "{:?}", summary.check);
-    assert_eq!(summary.check.complete, summary.acked);
-    assert_eq!(server.state.message_count() as u64, summary.acked);
+    assert_eq!(summary.check.complete, counts.acked);
+    assert_eq!(server.state.message_count() as u64, counts.acked);
     // Messages sent in the measured window: one last-member latency each, four push latencies each.
     let timed = summary.fanout_latency.count;
     assert!((80..=110).contains(&timed), "{timed}");
     assert_eq!(summary.push_latency.count, timed * 4);
     assert!(summary.fanout_latency.p50_us >= summary.push_latency.p50_us);
-    assert!((350.0..=450.0 * 4.0).contains(&summary.delivered_per_s), "{}", summary.delivered_per_s);
+    assert!((350.0..=450.0 * 4.0).contains(&counts.delivered_per_s), "{}", counts.delivered_per_s);
     assert!(summary.human().contains("check       ok: all"), "{}", summary.human());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_bench_from_the_binary_prints_json_and_exits_0() {
     let server = fake_server::start().await;
-    let args = [
-        "--admin-token",
-        ADMIN_TOKEN,
-        "bench",
-        "--group-size",
-        "3",
-        "--rate",
-        "100",
-        "--warmup",
-        "0.1",
-        "--duration",
-        "0.3",
-        "--json",
-        "--server-pid",
-        &std::process::id().to_string(),
-    ];
-    let out = imctl(&server, &args, None).await;
+    let pid = std::process::id();
+    let args = format!(
+        "--admin-token {ADMIN_TOKEN} bench --group-size 3 --rate 100 --warmup 0.1 --duration 0.3 --json --server-pid {pid}"
+    );
+    let out = imctl(&server, &words(&args), None).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let summary = &json_lines(&out)[0];
     assert_eq!(summary["config"]["group_size"], 3);

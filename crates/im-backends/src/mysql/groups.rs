@@ -11,9 +11,9 @@
 //! neighbouring groups.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::LazyLock;
 
 use async_trait::async_trait;
+use im_core::error::BackendError;
 use im_core::group::{Group, Member, MembershipChange, MembershipOp, NewGroup, Role, Roster};
 use im_core::ports::{BackendResult, GroupStore};
 use im_core::{GroupId, ImError, Seq, UserId};
@@ -22,55 +22,36 @@ use sqlx::MySqlConnection;
 use super::MysqlStore;
 use super::columns::{count_from_column, text_from_column};
 use super::error::map_sqlx;
-use crate::sql::groups::{self, GroupRows, role_from_column, users_of_new_group};
-use crate::sql::{MultiRow, chunks};
+use super::messages::MySqlQuery;
+use crate::sql::chunks;
+use crate::sql::groups::{
+    self, Columns, GroupRows, MemberColumns, MembershipRow, RosterRow, STATEMENTS, member_from_columns,
+    memberships_from_rows, roster_from_rows, users_of_new_group,
+};
 
-struct GroupStatements {
-    known_users: MultiRow,
-    members_among: MultiRow,
-    insert_members: MultiRow,
-}
+impl Columns for MysqlStore {
+    type Int = u64;
+    type Text = Vec<u8>;
 
-/// The same texts for every store, so built once per process.
-static STATEMENTS: LazyLock<GroupStatements> = LazyLock::new(|| GroupStatements {
-    known_users: MultiRow::new("SELECT id FROM users WHERE id IN (", "?", ",", ")"),
-    members_among: MultiRow::new(
-        "SELECT user_id, role, joined_after FROM group_members WHERE group_id = ? AND user_id IN (",
-        "?",
-        ",",
-        ")",
-    ),
-    insert_members: MultiRow::new(
-        "INSERT INTO group_members (group_id, user_id, role, joined_after) VALUES",
-        "(?,?,?,?)",
-        ",",
-        "",
-    ),
-});
+    fn int(value: u64, _: &str) -> Result<u64, BackendError> {
+        Ok(value)
+    }
 
-type GroupColumns = (u64, Vec<u8>, u64, bool, i64);
-type MemberColumns = (u64, Vec<u8>, u64);
-
-fn group_from_columns((id, name, owner, history_visible, created_at_ms): GroupColumns) -> BackendResult<Group> {
-    Ok(Group {
-        id: GroupId(id),
-        name: text_from_column(name, "group name")?,
-        owner: UserId(owner),
-        history_visible,
-        created_at_ms,
-    })
-}
-
-fn member_from_columns((user, role, joined_after): MemberColumns) -> BackendResult<Member> {
-    Ok(Member {
-        user: UserId(user),
-        role: role_from_column(&text_from_column(role, "group role")?)?,
-        joined_after: Seq(joined_after),
-    })
+    fn text(value: Vec<u8>, what: &str) -> Result<String, BackendError> {
+        text_from_column(value, what)
+    }
 }
 
 /// The rows of groups inside one open transaction.
 struct Rows<'c>(&'c mut MySqlConnection);
+
+impl Rows<'_> {
+    /// Runs a statement that returns no rows.
+    async fn execute(&mut self, statement: MySqlQuery<'_>) -> BackendResult<()> {
+        statement.execute(&mut *self.0).await.map_err(map_sqlx)?;
+        Ok(())
+    }
+}
 
 impl GroupRows for Rows<'_> {
     async fn known_users(&mut self, users: &[UserId]) -> BackendResult<HashSet<UserId>> {
@@ -125,12 +106,12 @@ impl GroupRows for Rows<'_> {
         for range in chunks(users.len()) {
             let chunk = &users[range];
             let mut select =
-                sqlx::query_as::<_, MemberColumns>(STATEMENTS.members_among.sql(chunk.len())).bind(group.0);
+                sqlx::query_as::<_, MemberColumns<MysqlStore>>(STATEMENTS.members_among.sql(chunk.len())).bind(group.0);
             for user in chunk {
                 select = select.bind(user.0);
             }
             for columns in select.fetch_all(&mut *self.0).await.map_err(map_sqlx)? {
-                let member = member_from_columns(columns)?;
+                let member = member_from_columns::<MysqlStore>(columns)?;
                 members.insert(member.user, member);
             }
         }
@@ -150,34 +131,15 @@ impl GroupRows for Rows<'_> {
     }
 
     async fn delete_member(&mut self, group: GroupId, user: UserId) -> BackendResult<()> {
-        sqlx::query("DELETE FROM group_members WHERE group_id = ? AND user_id = ?")
-            .bind(group.0)
-            .bind(user.0)
-            .execute(&mut *self.0)
-            .await
-            .map_err(map_sqlx)?;
-        Ok(())
+        self.execute(sqlx::query(groups::DELETE_MEMBER).bind(group.0).bind(user.0)).await
     }
 
     async fn set_role(&mut self, group: GroupId, user: UserId, role: Role) -> BackendResult<()> {
-        sqlx::query("UPDATE group_members SET role = ? WHERE group_id = ? AND user_id = ?")
-            .bind(role.as_str())
-            .bind(group.0)
-            .bind(user.0)
-            .execute(&mut *self.0)
-            .await
-            .map_err(map_sqlx)?;
-        Ok(())
+        self.execute(sqlx::query(groups::SET_ROLE).bind(role.as_str()).bind(group.0).bind(user.0)).await
     }
 
     async fn set_version(&mut self, group: GroupId, version: u64) -> BackendResult<()> {
-        sqlx::query("UPDATE `groups` SET version = ? WHERE id = ?")
-            .bind(version)
-            .bind(group.0)
-            .execute(&mut *self.0)
-            .await
-            .map_err(map_sqlx)?;
-        Ok(())
+        self.execute(sqlx::query(groups::SET_VERSION).bind(version).bind(group.0)).await
     }
 }
 
@@ -207,58 +169,22 @@ impl GroupStore for MysqlStore {
     async fn roster(&self, group: GroupId) -> BackendResult<Option<Roster>> {
         // One statement is one consistent read: the members are those of
         // `version`, whatever the isolation level.
-        type Row = (Vec<u8>, u64, bool, i64, u64, Option<u64>, Option<Vec<u8>>, Option<u64>);
-        let rows: Vec<Row> = self
+        let rows: Vec<RosterRow<Self>> = self
             .reading(async {
-                sqlx::query_as(
-                    "SELECT g.name, g.owner, g.history_visible, g.created_at_ms, g.version, \
-                            m.user_id, m.role, m.joined_after \
-                     FROM `groups` g LEFT JOIN group_members m ON m.group_id = g.id \
-                     WHERE g.id = ? ORDER BY m.user_id",
-                )
-                .bind(group.0)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(map_sqlx)
+                sqlx::query_as(groups::SELECT_ROSTER).bind(group.0).fetch_all(&self.pool).await.map_err(map_sqlx)
             })
             .await?;
-        let Some((name, owner, history_visible, created_at_ms, version, ..)) = rows.first().cloned() else {
-            return Ok(None);
-        };
-        let group = group_from_columns((group.0, name, owner, history_visible, created_at_ms))?;
-        let members = rows
-            .into_iter()
-            .filter_map(|(.., user, role, joined_after)| Some((user?, role?, joined_after?)))
-            .map(member_from_columns)
-            .collect::<BackendResult<Vec<_>>>()?;
-        Ok(Some(Roster { group, version, members }))
+        roster_from_rows::<Self>(group.0, rows)
     }
 
     /// The groups `user` is a member of, with their membership, by group id.
     async fn groups_of(&self, user: UserId) -> BackendResult<Vec<(Group, Member)>> {
-        type Row = (u64, Vec<u8>, u64, bool, i64, u64, Vec<u8>, u64);
-        let rows: Vec<Row> = self
+        let rows: Vec<MembershipRow<Self>> = self
             .reading(async {
-                sqlx::query_as(
-                    "SELECT g.id, g.name, g.owner, g.history_visible, g.created_at_ms, \
-                            m.user_id, m.role, m.joined_after \
-                     FROM group_members m JOIN `groups` g ON g.id = m.group_id \
-                     WHERE m.user_id = ? ORDER BY m.group_id",
-                )
-                .bind(user.0)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(map_sqlx)
+                sqlx::query_as(groups::SELECT_GROUPS_OF).bind(user.0).fetch_all(&self.pool).await.map_err(map_sqlx)
             })
             .await?;
-        rows.into_iter()
-            .map(|(id, name, owner, history_visible, created_at_ms, user, role, joined_after)| {
-                Ok((
-                    group_from_columns((id, name, owner, history_visible, created_at_ms))?,
-                    member_from_columns((user, role, joined_after))?,
-                ))
-            })
-            .collect()
+        memberships_from_rows::<Self>(rows)
     }
 
     /// Applies `op` by `actor` in one transaction: the rule is checked

@@ -21,7 +21,7 @@ use crate::batch::BatchPlan;
 use crate::sql::{MultiRow, chunks, chunks_within};
 
 /// A statement with its arguments, as built by `sqlx::query`.
-type MySqlQuery<'q> = sqlx::query::Query<'q, MySql, MySqlArguments>;
+pub(super) type MySqlQuery<'q> = sqlx::query::Query<'q, MySql, MySqlArguments>;
 
 /// The multi-row statements of an append.
 struct AppendStatements {

@@ -1,10 +1,12 @@
 //! What the SQL group stores do alike: which users a create or a change
 //! names, whether a change is allowed (`im_core::group::authorize` against
 //! the rows read under the group's lock), what it writes, and in which order
-//! (`create`, `change`). The stores only read and write rows, through
-//! [`GroupRows`].
+//! (`create`, `change`); the statements both dialects run, and how rows read
+//! back become groups, members and rosters ([`Columns`]). The stores only
+//! bind, read and write rows, through [`GroupRows`].
 
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 use im_core::error::BackendError;
 use im_core::group::{
@@ -13,6 +15,152 @@ use im_core::group::{
 };
 use im_core::ports::BackendResult;
 use im_core::{ErrorCode, GroupId, ImError, Seq, UserId};
+
+use super::MultiRow;
+
+/// The multi-row statements of [`GroupRows`], alike in both dialects.
+pub(crate) struct GroupStatements {
+    pub known_users: MultiRow,
+    pub members_among: MultiRow,
+    pub insert_members: MultiRow,
+}
+
+/// The same texts for every store, so built once per process.
+pub(crate) static STATEMENTS: LazyLock<GroupStatements> = LazyLock::new(|| GroupStatements {
+    known_users: MultiRow::new("SELECT id FROM users WHERE id IN (", "?", ",", ")"),
+    members_among: MultiRow::new(
+        "SELECT user_id, role, joined_after FROM group_members WHERE group_id = ? AND user_id IN (",
+        "?",
+        ",",
+        ")",
+    ),
+    insert_members: MultiRow::new(
+        "INSERT INTO group_members (group_id, user_id, role, joined_after) VALUES",
+        "(?,?,?,?)",
+        ",",
+        "",
+    ),
+});
+
+// The single statements both dialects run. `groups` is quoted: it is a
+// reserved word in MySQL 8, and SQLite takes MySQL's quotes.
+
+/// A group and its members, [`RosterRow`]s: one statement, so one
+/// consistent read (the members are those of the version read).
+pub(crate) const SELECT_ROSTER: &str = "SELECT g.name, g.owner, g.history_visible, g.created_at_ms, g.version, \
+            m.user_id, m.role, m.joined_after \
+     FROM `groups` g LEFT JOIN group_members m ON m.group_id = g.id \
+     WHERE g.id = ? ORDER BY m.user_id";
+
+/// A user's groups with the membership, [`MembershipRow`]s, by group id.
+pub(crate) const SELECT_GROUPS_OF: &str = "SELECT g.id, g.name, g.owner, g.history_visible, g.created_at_ms, \
+            m.user_id, m.role, m.joined_after \
+     FROM group_members m JOIN `groups` g ON g.id = m.group_id \
+     WHERE m.user_id = ? ORDER BY m.group_id";
+
+pub(crate) const DELETE_MEMBER: &str = "DELETE FROM group_members WHERE group_id = ? AND user_id = ?";
+
+pub(crate) const SET_ROLE: &str = "UPDATE group_members SET role = ? WHERE group_id = ? AND user_id = ?";
+
+pub(crate) const SET_VERSION: &str = "UPDATE `groups` SET version = ? WHERE id = ?";
+
+/// How a dialect's columns hold what the group tables store; the rest of
+/// reading rows back is the same for both ([`roster_from_rows`] and the like).
+pub(crate) trait Columns {
+    /// Ids, seqs and versions as read: `BIGINT UNSIGNED` (u64) on MySQL,
+    /// i64 on SQLite.
+    type Int: Clone;
+    /// Names and roles as read: bytes on MySQL (binary collation), `String`
+    /// on SQLite.
+    type Text: Clone;
+
+    /// An id, seq or version read back, `what` naming it in the error.
+    fn int(value: Self::Int, what: &str) -> Result<u64, BackendError>;
+
+    /// A name or role read back, `what` naming it in the error.
+    fn text(value: Self::Text, what: &str) -> Result<String, BackendError>;
+}
+
+/// `groups` columns: id, name, owner, history_visible, created_at_ms.
+type GroupColumns<C> = (<C as Columns>::Int, <C as Columns>::Text, <C as Columns>::Int, bool, i64);
+
+/// `group_members` columns: user_id, role, joined_after.
+pub(crate) type MemberColumns<C> = (<C as Columns>::Int, <C as Columns>::Text, <C as Columns>::Int);
+
+/// A row of [`SELECT_ROSTER`]: the group's name, owner, history_visible,
+/// created_at_ms and version, then a member's columns (none for a group
+/// without members).
+pub(crate) type RosterRow<C> = (
+    <C as Columns>::Text,
+    <C as Columns>::Int,
+    bool,
+    i64,
+    <C as Columns>::Int,
+    Option<<C as Columns>::Int>,
+    Option<<C as Columns>::Text>,
+    Option<<C as Columns>::Int>,
+);
+
+/// A row of [`SELECT_GROUPS_OF`]: the group's columns, then the member's.
+pub(crate) type MembershipRow<C> = (
+    <C as Columns>::Int,
+    <C as Columns>::Text,
+    <C as Columns>::Int,
+    bool,
+    i64,
+    <C as Columns>::Int,
+    <C as Columns>::Text,
+    <C as Columns>::Int,
+);
+
+fn group_from_columns<C: Columns>(
+    (id, name, owner, history_visible, created_at_ms): GroupColumns<C>,
+) -> Result<Group, BackendError> {
+    Ok(Group {
+        id: GroupId(C::int(id, "group id")?),
+        name: C::text(name, "group name")?,
+        owner: UserId(C::int(owner, "owner")?),
+        history_visible,
+        created_at_ms,
+    })
+}
+
+pub(crate) fn member_from_columns<C: Columns>(
+    (user, role, joined_after): MemberColumns<C>,
+) -> Result<Member, BackendError> {
+    Ok(Member {
+        user: UserId(C::int(user, "user id")?),
+        role: role_from_column(&C::text(role, "group role")?)?,
+        joined_after: Seq(C::int(joined_after, "seq")?),
+    })
+}
+
+/// The roster of group `id` (as bound in [`SELECT_ROSTER`]) from the rows
+/// read; `None` without rows: there is no such group.
+pub(crate) fn roster_from_rows<C: Columns>(id: C::Int, rows: Vec<RosterRow<C>>) -> BackendResult<Option<Roster>> {
+    let Some((name, owner, history_visible, created_at_ms, version, ..)) = rows.first().cloned() else {
+        return Ok(None);
+    };
+    let group = group_from_columns::<C>((id, name, owner, history_visible, created_at_ms))?;
+    let members = rows
+        .into_iter()
+        .filter_map(|(.., user, role, joined_after)| Some((user?, role?, joined_after?)))
+        .map(member_from_columns::<C>)
+        .collect::<BackendResult<Vec<_>>>()?;
+    Ok(Some(Roster { group, version: C::int(version, "group version")?, members }))
+}
+
+/// A user's groups and memberships from the rows of [`SELECT_GROUPS_OF`].
+pub(crate) fn memberships_from_rows<C: Columns>(rows: Vec<MembershipRow<C>>) -> BackendResult<Vec<(Group, Member)>> {
+    rows.into_iter()
+        .map(|(id, name, owner, history_visible, created_at_ms, user, role, joined_after)| {
+            Ok((
+                group_from_columns::<C>((id, name, owner, history_visible, created_at_ms))?,
+                member_from_columns::<C>((user, role, joined_after))?,
+            ))
+        })
+        .collect()
+}
 
 /// The row reads and writes of a create or a change, inside one open
 /// transaction of a store.
@@ -223,7 +371,7 @@ fn unknown_group(group: GroupId) -> ImError {
 }
 
 /// A stored role. Anything else means the row was written by something else.
-pub(crate) fn role_from_column(text: &str) -> Result<Role, BackendError> {
+fn role_from_column(text: &str) -> Result<Role, BackendError> {
     Role::parse(text).map_err(|_| BackendError::Other(format!("stored group role {text:?} is unknown")))
 }
 

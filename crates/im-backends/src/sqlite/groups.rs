@@ -5,66 +5,47 @@
 //! other and with every other write) and read what the previous one wrote.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::LazyLock;
 
 use async_trait::async_trait;
+use im_core::error::BackendError;
 use im_core::group::{Group, Member, MembershipChange, MembershipOp, NewGroup, Role, Roster};
 use im_core::ports::{BackendResult, GroupStore};
 use im_core::{GroupId, ImError, Seq, UserId};
 use sqlx::SqliteConnection;
 
 use super::SqliteStore;
-use super::columns::{from_column, seq_from_column, to_bound, to_column};
+use super::columns::{from_column, to_bound, to_column};
 use super::error::map_sqlx;
-use crate::sql::groups::{self, GroupRows, role_from_column, users_of_new_group};
-use crate::sql::{MultiRow, chunks};
+use super::messages::SqliteQuery;
+use crate::sql::chunks;
+use crate::sql::groups::{
+    self, Columns, GroupRows, MemberColumns, MembershipRow, RosterRow, STATEMENTS, member_from_columns,
+    memberships_from_rows, roster_from_rows, users_of_new_group,
+};
 
-struct GroupStatements {
-    known_users: MultiRow,
-    members_among: MultiRow,
-    insert_members: MultiRow,
-}
+impl Columns for SqliteStore {
+    type Int = i64;
+    type Text = String;
 
-/// The same texts for every store, so built once per process.
-static STATEMENTS: LazyLock<GroupStatements> = LazyLock::new(|| GroupStatements {
-    known_users: MultiRow::new("SELECT id FROM users WHERE id IN (", "?", ",", ")"),
-    members_among: MultiRow::new(
-        "SELECT user_id, role, joined_after FROM group_members WHERE group_id = ? AND user_id IN (",
-        "?",
-        ",",
-        ")",
-    ),
-    insert_members: MultiRow::new(
-        "INSERT INTO group_members (group_id, user_id, role, joined_after) VALUES",
-        "(?,?,?,?)",
-        ",",
-        "",
-    ),
-});
+    fn int(value: i64, what: &str) -> Result<u64, BackendError> {
+        from_column(value, what)
+    }
 
-type GroupColumns = (i64, String, i64, bool, i64);
-type MemberColumns = (i64, String, i64);
-
-fn group_from_columns((id, name, owner, history_visible, created_at_ms): GroupColumns) -> BackendResult<Group> {
-    Ok(Group {
-        id: GroupId(from_column(id, "group id")?),
-        name,
-        owner: UserId(from_column(owner, "owner")?),
-        history_visible,
-        created_at_ms,
-    })
-}
-
-fn member_from_columns((user, role, joined_after): MemberColumns) -> BackendResult<Member> {
-    Ok(Member {
-        user: UserId(from_column(user, "user id")?),
-        role: role_from_column(&role)?,
-        joined_after: seq_from_column(joined_after)?,
-    })
+    fn text(value: String, _: &str) -> Result<String, BackendError> {
+        Ok(value)
+    }
 }
 
 /// The rows of groups inside one open transaction of the writer connection.
 struct Rows<'c>(&'c mut SqliteConnection);
+
+impl Rows<'_> {
+    /// Runs a statement that returns no rows.
+    async fn execute(&mut self, statement: SqliteQuery<'_>) -> BackendResult<()> {
+        statement.execute(&mut *self.0).await.map_err(map_sqlx)?;
+        Ok(())
+    }
+}
 
 fn id_column(group: GroupId) -> BackendResult<i64> {
     to_column(group.0, "group id")
@@ -125,13 +106,13 @@ impl GroupRows for Rows<'_> {
         let mut members = HashMap::with_capacity(users.len());
         for range in chunks(users.len()) {
             let chunk = &users[range];
-            let mut select =
-                sqlx::query_as::<_, MemberColumns>(STATEMENTS.members_among.sql(chunk.len())).bind(id_column(group)?);
+            let mut select = sqlx::query_as::<_, MemberColumns<SqliteStore>>(STATEMENTS.members_among.sql(chunk.len()))
+                .bind(id_column(group)?);
             for user in chunk {
                 select = select.bind(to_bound(user.0));
             }
             for columns in select.fetch_all(&mut *self.0).await.map_err(map_sqlx)? {
-                let member = member_from_columns(columns)?;
+                let member = member_from_columns::<SqliteStore>(columns)?;
                 members.insert(member.user, member);
             }
         }
@@ -156,34 +137,19 @@ impl GroupRows for Rows<'_> {
     }
 
     async fn delete_member(&mut self, group: GroupId, user: UserId) -> BackendResult<()> {
-        sqlx::query("DELETE FROM group_members WHERE group_id = ? AND user_id = ?")
-            .bind(id_column(group)?)
-            .bind(user_column(user)?)
-            .execute(&mut *self.0)
-            .await
-            .map_err(map_sqlx)?;
-        Ok(())
+        self.execute(sqlx::query(groups::DELETE_MEMBER).bind(id_column(group)?).bind(user_column(user)?)).await
     }
 
     async fn set_role(&mut self, group: GroupId, user: UserId, role: Role) -> BackendResult<()> {
-        sqlx::query("UPDATE group_members SET role = ? WHERE group_id = ? AND user_id = ?")
-            .bind(role.as_str())
-            .bind(id_column(group)?)
-            .bind(user_column(user)?)
-            .execute(&mut *self.0)
+        self.execute(sqlx::query(groups::SET_ROLE).bind(role.as_str()).bind(id_column(group)?).bind(user_column(user)?))
             .await
-            .map_err(map_sqlx)?;
-        Ok(())
     }
 
     async fn set_version(&mut self, group: GroupId, version: u64) -> BackendResult<()> {
-        sqlx::query("UPDATE groups SET version = ? WHERE id = ?")
-            .bind(to_column(version, "group version")?)
-            .bind(id_column(group)?)
-            .execute(&mut *self.0)
-            .await
-            .map_err(map_sqlx)?;
-        Ok(())
+        self.execute(
+            sqlx::query(groups::SET_VERSION).bind(to_column(version, "group version")?).bind(id_column(group)?),
+        )
+        .await
     }
 }
 
@@ -210,47 +176,22 @@ impl GroupStore for SqliteStore {
     /// The group and its members at one version, in one consistent read.
     async fn roster(&self, group: GroupId) -> BackendResult<Option<Roster>> {
         // One statement is one snapshot: the members are those of `version`.
-        let rows: Vec<(String, i64, bool, i64, i64, Option<i64>, Option<String>, Option<i64>)> = sqlx::query_as(
-            "SELECT g.name, g.owner, g.history_visible, g.created_at_ms, g.version, \
-                    m.user_id, m.role, m.joined_after \
-             FROM groups g LEFT JOIN group_members m ON m.group_id = g.id \
-             WHERE g.id = ? ORDER BY m.user_id",
-        )
-        .bind(to_bound(group.0))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_sqlx)?;
-        let Some((name, owner, history_visible, created_at_ms, version, ..)) = rows.first().cloned() else {
-            return Ok(None);
-        };
-        let group = group_from_columns((to_bound(group.0), name, owner, history_visible, created_at_ms))?;
-        let members = rows
-            .into_iter()
-            .filter_map(|(.., user, role, joined_after)| Some((user?, role?, joined_after?)))
-            .map(member_from_columns)
-            .collect::<BackendResult<Vec<_>>>()?;
-        Ok(Some(Roster { group, version: from_column(version, "group version")?, members }))
+        let rows: Vec<RosterRow<Self>> = sqlx::query_as(groups::SELECT_ROSTER)
+            .bind(to_bound(group.0))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_sqlx)?;
+        roster_from_rows::<Self>(to_bound(group.0), rows)
     }
 
     /// The groups `user` is a member of, with their membership, by group id.
     async fn groups_of(&self, user: UserId) -> BackendResult<Vec<(Group, Member)>> {
-        let rows: Vec<(i64, String, i64, bool, i64, i64, String, i64)> = sqlx::query_as(
-            "SELECT g.id, g.name, g.owner, g.history_visible, g.created_at_ms, m.user_id, m.role, m.joined_after \
-             FROM group_members m JOIN groups g ON g.id = m.group_id \
-             WHERE m.user_id = ? ORDER BY m.group_id",
-        )
-        .bind(to_bound(user.0))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_sqlx)?;
-        rows.into_iter()
-            .map(|(id, name, owner, history_visible, created_at_ms, user, role, joined_after)| {
-                Ok((
-                    group_from_columns((id, name, owner, history_visible, created_at_ms))?,
-                    member_from_columns((user, role, joined_after))?,
-                ))
-            })
-            .collect()
+        let rows: Vec<MembershipRow<Self>> = sqlx::query_as(groups::SELECT_GROUPS_OF)
+            .bind(to_bound(user.0))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_sqlx)?;
+        memberships_from_rows::<Self>(rows)
     }
 
     /// Applies `op` by `actor` in one transaction: the rule is checked

@@ -10,7 +10,7 @@ use im_core::{Ack, ClientMsgId, ConversationId, MessageId, NewMessage, Seq, User
 use sqlx::SqliteExecutor;
 
 /// A statement with its arguments, as built by `sqlx::query`.
-type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+pub(super) type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
 
 use super::SqliteStore;
 use super::columns::{conversation_from_column, from_column, seq_from_column, to_bound, to_column};

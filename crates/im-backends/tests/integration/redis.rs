@@ -20,7 +20,7 @@ use im_backends::{MemoryCeilingStore, RedisConnection, RedisDedupCache, RedisSeq
 use im_config::RedisConfig;
 use im_core::error::BackendError;
 use im_core::ports::{BackendResult, CeilingStore, DedupCache, EpochStore, SeqAllocator};
-use im_core::{Ack, ClientMsgId, ConversationId, MessageId, Seq};
+use im_core::{Ack, ClientMsgId, ConversationId, MessageId, Seq, UserId};
 use tempfile::TempDir;
 use tokio::sync::Notify;
 
@@ -290,6 +290,33 @@ async fn node(addr: &str, store: &Arc<SqliteStore>, interval: u64, prefix: &str)
     Arc::new(RedisSeqAllocator::new(redis, store.clone(), store.clone(), interval, prefix).await.unwrap())
 }
 
+/// What the tests of one conversation start from: a private Redis, a SQLite
+/// store and a key prefix of the test alone, and the conversation of two new
+/// users `a` and `b`.
+struct OneConversation {
+    server: PrivateRedis,
+    store: Arc<SqliteStore>,
+    _dir: TempDir,
+    prefix: String,
+    a: UserId,
+    ab: ConversationId,
+}
+
+impl OneConversation {
+    async fn start() -> Self {
+        let server = PrivateRedis::start().await;
+        let (store, _dir) = sqlite_store().await;
+        let prefix = unique_name("seq");
+        let [a, b] = users();
+        Self { server, store, _dir, prefix, a, ab: private(a, b) }
+    }
+
+    /// A node's allocator on the private Redis, over the store.
+    async fn node(&self, interval: u64) -> Arc<RedisSeqAllocator> {
+        node(&self.server.addr(), &self.store, interval, &self.prefix).await
+    }
+}
+
 /// A deterministic batch: `len` picks from `conversations`, repeats allowed.
 fn batch(conversations: &[ConversationId], rng: &mut u64, len: usize) -> Vec<ConversationId> {
     (0..len)
@@ -495,20 +522,17 @@ async fn a_down_redis_fails_fast_and_recovers_by_itself() {
     const INTERVAL: u64 = 100;
     // dial + read + write timeouts of `config`, and slack for a loaded machine.
     const FAST: Duration = Duration::from_millis(2500);
-    let mut server = PrivateRedis::start().await;
-    let (store, _dir) = sqlite_store().await;
-    let prefix = unique_name("seq");
-    let [a, b] = users();
-    let ab = private(a, b);
-    let allocator = node(&server.addr(), &store, INTERVAL, &prefix).await;
-    let redis = RedisConnection::open(&config(&server.addr())).unwrap();
+    let mut test = OneConversation::start().await;
+    let (a, ab) = (test.a, test.ab);
+    let allocator = test.node(INTERVAL).await;
+    let redis = RedisConnection::open(&config(&test.server.addr())).unwrap();
     let dedup = RedisDedupCache::new(redis.clone(), Duration::from_secs(60), unique_name("dedup"));
     let key = ClientMsgId::parse("k1").unwrap();
     let before = allocator.next_seqs(&[ab, ab, ab]).await.unwrap();
     dedup.put_if_absent(a, &key, ack(3)).await.unwrap();
 
-    server.kill();
-    let late = node(&server.addr(), &store, INTERVAL, &prefix).await;
+    test.server.kill();
+    let late = test.node(INTERVAL).await;
     let mut failed_fast = 0;
     let mut slowest = Duration::ZERO;
     for _ in 0..5 {
@@ -527,7 +551,7 @@ async fn a_down_redis_fails_fast_and_recovers_by_itself() {
         }
     }
 
-    server.run().await;
+    test.server.run().await;
     let (after, failures) = until_served(&allocator, &[ab]).await;
     let (on_late, late_failures) = until_served(&late, &[ab]).await;
     let recovered = Instant::now() + Duration::from_secs(5);
@@ -718,32 +742,30 @@ async fn a_floor_read_before_a_flush_is_never_used_after_it() {
 /// so the boundary is at least every seq handed out, and below the next.
 #[tokio::test]
 async fn current_seq_is_not_fooled_by_a_flush_or_an_old_snapshot() {
-    let mut server = PrivateRedis::start().await;
-    let (store, _dir) = sqlite_store().await;
-    let prefix = unique_name("seq");
-    let [a, b] = users();
-    let ab = private(a, b);
-    let allocator = node(&server.addr(), &store, 10, &prefix).await;
+    let mut test = OneConversation::start().await;
+    let ab = test.ab;
+    let allocator = test.node(10).await;
     for expected in 1..=3 {
         assert_eq!(allocator.next_seq(ab).await.unwrap(), Seq(expected));
     }
     assert_eq!(allocator.current_seq(ab).await.unwrap(), Seq(3));
 
-    let _: () = ::redis::cmd("FLUSHALL").query_async(&mut server.admin().await).await.unwrap();
+    let _: () = ::redis::cmd("FLUSHALL").query_async(&mut test.server.admin().await).await.unwrap();
     let boundary = allocator.current_seq(ab).await.unwrap();
     assert_eq!(boundary, Seq(10), "after a flush: the stored ceiling");
     let next = allocator.next_seq(ab).await.unwrap();
     assert!(next > boundary, "seq {next} handed out after current_seq answered {boundary}");
 
     // A snapshot that has the counter at `next`, then seqs it does not have.
-    let _: () = ::redis::cmd("SAVE").query_async(&mut server.admin().await).await.unwrap();
+    let _: () = ::redis::cmd("SAVE").query_async(&mut test.server.admin().await).await.unwrap();
     let mut last = next;
     for _ in 0..5 {
         last = allocator.next_seq(ab).await.unwrap();
     }
-    server.kill();
-    server.run().await;
-    let stale: String = server.admin().await.hget(allocator.counter_key(allocator.epoch(), ab), "n").await.unwrap();
+    test.server.kill();
+    test.server.run().await;
+    let stale: String =
+        test.server.admin().await.hget(allocator.counter_key(allocator.epoch(), ab), "n").await.unwrap();
     assert_eq!(stale, next.0.to_string(), "the restored counter is behind");
     // The first call after the restart may find the old connection broken.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -766,15 +788,12 @@ async fn current_seq_is_not_fooled_by_a_flush_or_an_old_snapshot() {
 /// nodes still allocate there, and a node behind a bump reads the new one.
 #[tokio::test]
 async fn current_seq_reads_the_epoch_redis_allocates_in() {
-    let server = PrivateRedis::start().await;
-    let (store, _dir) = sqlite_store().await;
-    let prefix = unique_name("seq");
-    let [a, b] = users();
-    let ab = private(a, b);
-    let old = node(&server.addr(), &store, 10, &prefix).await;
+    let test = OneConversation::start().await;
+    let ab = test.ab;
+    let old = test.node(10).await;
     assert_eq!(old.next_seq(ab).await.unwrap(), Seq(1));
-    store.bump_epoch(&prefix, old.epoch()).await.unwrap();
-    let new = node(&server.addr(), &store, 10, &prefix).await;
+    test.store.bump_epoch(&test.prefix, old.epoch()).await.unwrap();
+    let new = test.node(10).await;
     assert!(new.epoch() > old.epoch());
     // No script ran in the bumped epoch: the old node still allocates.
     assert_eq!(new.current_seq(ab).await.unwrap(), Seq(1));
@@ -794,15 +813,12 @@ async fn current_seq_reads_the_epoch_redis_allocates_in() {
 /// older epoch moves up when Redis tells it.
 #[tokio::test]
 async fn nodes_follow_the_newest_epoch() {
-    let server = PrivateRedis::start().await;
-    let (store, _dir) = sqlite_store().await;
-    let prefix = unique_name("seq");
-    let [a, b] = users();
-    let ab = private(a, b);
-    let old = node(&server.addr(), &store, 10, &prefix).await;
+    let test = OneConversation::start().await;
+    let ab = test.ab;
+    let old = test.node(10).await;
     assert_eq!(old.next_seq(ab).await.unwrap(), Seq(1));
-    let bumped = store.bump_epoch(&prefix, old.epoch()).await.unwrap();
-    let new = node(&server.addr(), &store, 10, &prefix).await;
+    let bumped = test.store.bump_epoch(&test.prefix, old.epoch()).await.unwrap();
+    let new = test.node(10).await;
     assert_eq!(new.epoch(), bumped);
     // The new epoch's counter starts from the stored ceiling.
     assert_eq!(new.next_seq(ab).await.unwrap(), Seq(11));

@@ -3,94 +3,24 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 use im_backends::MemoryBus;
-use im_core::error::BackendError;
-use im_core::group::{ChangeKind, Group, Member, MembershipChange, MembershipOp, NewGroup, Role, Roster};
-use im_core::ports::{GroupDirectory, PushEvent, PushReport};
+use im_core::group::{ChangeKind, Member, MembershipChange, Role, Roster};
+use im_core::ports::{BackendResult, PushEvent, PushReport};
 use im_core::{ClientMsgId, ConversationId, MessageId, Seq};
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use super::*;
+use crate::consumer::dead_letter_topic;
+use crate::testkit::{FixedRegistry, RecordingPusher, ScriptedDirectory, consumer_settings, gw, roster};
 
 const TOPIC: &str = "group_msg";
 const GROUP: &str = "fanout";
 /// Long enough for any step of these tests on a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(10);
-
-/// Rosters by group; answers `UNAVAILABLE` while `down`.
-#[derive(Default)]
-struct ScriptedDirectory {
-    rosters: Mutex<HashMap<GroupId, Roster>>,
-    down: AtomicBool,
-}
-
-#[async_trait]
-impl GroupDirectory for ScriptedDirectory {
-    async fn create_group(&self, _: NewGroup) -> Result<Roster, ImError> {
-        unreachable!("not used")
-    }
-    async fn change_membership(
-        &self,
-        _: GroupId,
-        _: UserId,
-        _: MembershipOp,
-        _: Seq,
-    ) -> Result<MembershipChange, ImError> {
-        unreachable!("not used")
-    }
-    async fn roster(&self, group: GroupId) -> Result<Option<Roster>, ImError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(ImError::unavailable("directory down"));
-        }
-        Ok(self.rosters.lock().unwrap().get(&group).cloned())
-    }
-    async fn groups_of(&self, _: UserId) -> Result<Vec<(Group, Member)>, ImError> {
-        unreachable!("not used")
-    }
-}
-
-/// user -> gateways, fixed.
-struct FixedRegistry(HashMap<UserId, Vec<GatewayId>>);
-
-#[async_trait]
-impl Registry for FixedRegistry {
-    async fn register(&self, _: UserId, _: &GatewayId) -> BackendResult<()> {
-        Ok(())
-    }
-    async fn unregister(&self, _: UserId, _: &GatewayId) -> BackendResult<()> {
-        Ok(())
-    }
-    fn gateways_of(&self, user: UserId) -> Vec<GatewayId> {
-        self.0.get(&user).cloned().unwrap_or_default()
-    }
-}
-
-/// Records every fan-out call; fails the first `failures` of them.
-#[derive(Default)]
-struct RecordingPusher {
-    calls: Mutex<Vec<(GatewayId, Vec<FanOut>)>>,
-    failures: Mutex<u32>,
-}
-
-#[async_trait]
-impl Pusher for RecordingPusher {
-    async fn push(&self, _: &GatewayId, _: &[PushEvent]) -> BackendResult<PushReport> {
-        unreachable!("the fan-out calls fan_out")
-    }
-
-    async fn fan_out(&self, gateway: &GatewayId, batch: &[FanOut]) -> BackendResult<u64> {
-        self.calls.lock().unwrap().push((gateway.clone(), batch.to_vec()));
-        let mut failures = self.failures.lock().unwrap();
-        if *failures > 0 {
-            *failures -= 1;
-            return Err(BackendError::unavailable("gateway down"));
-        }
-        Ok(batch.iter().map(|f| f.users.len() as u64).sum())
-    }
-}
 
 /// Implements only `push`: the port's own `fan_out` expands each fan-out
 /// into one event per user.
@@ -107,19 +37,9 @@ impl Pusher for PushOnlyPusher {
     }
 }
 
-fn gw(name: &str) -> GatewayId {
-    GatewayId(name.into())
-}
-
 fn member(user: u64, joined_after: u64) -> Member {
     let role = if user == 1 { Role::Owner } else { Role::Member };
     Member { user: UserId(user), role, joined_after: Seq(joined_after) }
-}
-
-fn roster(group: u64, members: Vec<Member>) -> Roster {
-    let group =
-        Group { id: GroupId(group), name: "g".into(), owner: UserId(1), history_visible: false, created_at_ms: 0 };
-    Roster { group, version: 1, members }
 }
 
 /// A message of `group` from `sender`, sent now.
@@ -150,8 +70,7 @@ struct Fixture {
 
 impl Fixture {
     fn new(rosters: Vec<Roster>, online: Vec<(u64, Vec<GatewayId>)>) -> Self {
-        let directory = Arc::new(ScriptedDirectory::default());
-        directory.rosters.lock().unwrap().extend(rosters.into_iter().map(|r| (r.group.id, r)));
+        let directory = Arc::new(ScriptedDirectory::new(rosters));
         let registry = FixedRegistry(online.into_iter().map(|(user, gateways)| (UserId(user), gateways)).collect());
         Self {
             bus: Arc::new(MemoryBus::new()),
@@ -164,29 +83,19 @@ impl Fixture {
 
     fn worker(&self, pusher: Arc<dyn Pusher>) -> FanOutWorker {
         FanOutWorker {
-            members: self.bus.clone(),
             bus: self.bus.clone(),
             cache: self.cache.clone(),
             registry: self.registry.clone(),
             pusher,
             metrics: self.metrics.clone(),
             retry: RetryPolicy { attempts: 2, timeout: Duration::from_secs(1) },
-            settings: FanOutSettings {
-                topic: TOPIC.into(),
-                dead_letter_topic: dead_letter_topic(TOPIC),
-                group: GROUP.into(),
-                poll_max: 256,
-                poll_wait: Duration::from_millis(50),
-                concurrency: 1,
-                backoff: Backoff { first: Duration::from_millis(10), max: Duration::from_millis(50) },
-                lag_interval: Duration::from_millis(50),
-            },
+            settings: consumer_settings(TOPIC, GROUP, 256, Duration::from_millis(50)),
         }
     }
 
     async fn start(&self, pusher: Arc<dyn Pusher>) -> (TaskTracker, CancellationToken) {
         let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
-        self.worker(pusher).start(&tracker, stop.clone()).await.unwrap();
+        self.worker(pusher).start(&*self.bus, &tracker, stop.clone()).await.unwrap();
         (tracker, stop)
     }
 
@@ -224,8 +133,9 @@ type Sent = (u64, u64, Vec<u64>);
 
 /// The calls, by gateway: each call's fan-outs.
 fn calls_by_gateway(pusher: &RecordingPusher) -> HashMap<String, Vec<Vec<Sent>>> {
+    assert!(pusher.pushes.lock().unwrap().is_empty(), "the fan-out calls fan_out");
     let mut by_gateway: HashMap<String, Vec<_>> = HashMap::new();
-    for (gateway, batch) in pusher.calls.lock().unwrap().iter() {
+    for (gateway, batch) in pusher.fan_outs.lock().unwrap().iter() {
         let fan_outs = batch
             .iter()
             .map(|f| {
@@ -259,7 +169,7 @@ async fn one_call_per_gateway_per_batch_carries_the_members_there() {
     f.wait_fanned_out(4).await;
 
     let calls = calls_by_gateway(&pusher);
-    assert_eq!(pusher.calls.lock().unwrap().len(), 3, "one call per gateway: {calls:?}");
+    assert_eq!(pusher.fan_outs.lock().unwrap().len(), 3, "one call per gateway: {calls:?}");
     let group1 = |users: Vec<u64>| (1..=3).map(|seq| (1, seq, users.clone())).collect::<Vec<_>>();
     let mut a = group1(vec![1, 2]);
     a.push((2, 1, vec![1]));
@@ -269,7 +179,7 @@ async fn one_call_per_gateway_per_batch_carries_the_members_there() {
     assert_eq!(calls["b"], [b]);
     assert_eq!(calls["c"], [group1(vec![5])]);
 
-    for (_, batch) in pusher.calls.lock().unwrap().iter() {
+    for (_, batch) in pusher.fan_outs.lock().unwrap().iter() {
         for fan_out in batch {
             let Event::Message(m) = &fan_out.event else { panic!("a message") };
             assert_eq!(fan_out.skip, Some((m.sender, phone())), "the sending device is skipped");
@@ -376,7 +286,7 @@ async fn an_unavailable_directory_holds_the_offset_until_it_is_back() {
     }
     // Stopped while waiting: nothing pushed, parked or committed.
     stop(tracker, token).await;
-    assert!(pusher.calls.lock().unwrap().is_empty());
+    assert!(pusher.fan_outs.lock().unwrap().is_empty());
     assert!(!f.metrics.render().contains("im_group_dead_letters_total{"));
 
     // The next member gets the record again, and fans it out once the
@@ -398,7 +308,7 @@ async fn a_failing_gateway_is_retried_with_the_routers_policy() {
     f.publish(&[message(1, 1, 1)]).await;
     let (tracker, token) = f.start(pusher.clone()).await;
     f.wait_fanned_out(1).await;
-    assert_eq!(pusher.calls.lock().unwrap().len(), 2, "failed once, then delivered");
+    assert_eq!(pusher.fan_outs.lock().unwrap().len(), 2, "failed once, then delivered");
     assert_eq!(f.metrics.group_fanout_deliveries.get(), 1);
 
     // Down for longer than the policy's 2 attempts: given up, counted, and
@@ -407,7 +317,7 @@ async fn a_failing_gateway_is_retried_with_the_routers_policy() {
     f.publish(&[message(1, 1, 2)]).await;
     f.wait_fanned_out(2).await;
     stop(tracker, token).await;
-    assert_eq!(pusher.calls.lock().unwrap().len(), 4);
+    assert_eq!(pusher.fan_outs.lock().unwrap().len(), 4);
     assert!(f.metrics.render().contains("im_messages_failed_total{code=\"UNAVAILABLE\"} 1"));
     f.assert_all_committed().await;
 }

@@ -166,53 +166,19 @@ impl MembershipCache {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
-    use async_trait::async_trait;
-    use im_core::group::{ChangeKind, Group, MembershipOp, NewGroup, Role};
+    use im_core::group::{ChangeKind, Role};
     use im_core::{ErrorCode, Seq};
 
     use super::*;
-
-    /// Serves one roster and counts the loads.
-    struct OneGroup {
-        roster: Mutex<Roster>,
-        loads: Mutex<u32>,
-    }
-
-    #[async_trait]
-    impl GroupDirectory for OneGroup {
-        async fn create_group(&self, _: NewGroup) -> Result<Roster, ImError> {
-            unreachable!("not used")
-        }
-        async fn change_membership(
-            &self,
-            _: GroupId,
-            _: UserId,
-            _: MembershipOp,
-            _: Seq,
-        ) -> Result<MembershipChange, ImError> {
-            unreachable!("not used")
-        }
-        async fn roster(&self, group: GroupId) -> Result<Option<Roster>, ImError> {
-            *self.loads.lock().unwrap() += 1;
-            let roster = self.roster.lock().unwrap().clone();
-            Ok((roster.group.id == group).then_some(roster))
-        }
-        async fn groups_of(&self, _: UserId) -> Result<Vec<(Group, Member)>, ImError> {
-            unreachable!("not used")
-        }
-    }
+    use crate::testkit::{ScriptedDirectory, roster};
 
     fn member(user: u64, role: Role) -> Member {
         Member { user: UserId(user), role, joined_after: Seq::ZERO }
     }
 
-    fn directory() -> Arc<OneGroup> {
-        let group =
-            Group { id: GroupId(1), name: "g".into(), owner: UserId(1), history_visible: false, created_at_ms: 0 };
-        let roster = Roster { group, version: 1, members: vec![member(1, Role::Owner), member(2, Role::Member)] };
-        Arc::new(OneGroup { roster: Mutex::new(roster), loads: Mutex::new(0) })
+    /// Group 1: owner 1 and member 2.
+    fn directory() -> Arc<ScriptedDirectory> {
+        Arc::new(ScriptedDirectory::new([roster(1, vec![member(1, Role::Owner), member(2, Role::Member)])]))
     }
 
     fn left(version: u64, user: u64) -> MembershipChange {
@@ -227,7 +193,7 @@ mod tests {
         assert!(cache.member(GroupId(1), UserId(1)).await.is_ok());
         assert_eq!(cache.member(GroupId(1), UserId(3)).await.unwrap_err().code, ErrorCode::PermissionDenied);
         assert_eq!(cache.view(GroupId(9)).await.unwrap_err().code, ErrorCode::NotFound);
-        assert_eq!(*directory.loads.lock().unwrap(), 2, "group 1 once, group 9 once");
+        assert_eq!(directory.loads(), 2, "group 1 once, group 9 once");
     }
 
     #[tokio::test]
@@ -242,15 +208,14 @@ mod tests {
 
         // Version 3 was missed: 4 cannot apply, the roster is dropped and
         // reloaded from the directory, which has everything.
-        {
-            let mut roster = directory.roster.lock().unwrap();
+        directory.edit(GroupId(1), |roster| {
             roster.version = 4;
             roster.members.retain(|m| m.user == UserId(1));
-        }
+        });
         cache.apply(&left(4, 2));
         let view = cache.view(GroupId(1)).await.unwrap();
         assert_eq!(view.version(), 4);
-        assert_eq!(*directory.loads.lock().unwrap(), 2);
+        assert_eq!(directory.loads(), 2);
     }
 
     #[tokio::test]
@@ -259,10 +224,12 @@ mod tests {
         let cache = MembershipCache::new(directory.clone());
         // The change arrives before the group was ever loaded here.
         cache.apply(&left(2, 2));
-        let stale = directory.roster.lock().unwrap().clone();
+        let stale = directory.stored(GroupId(1));
         assert!(cache.insert(stale).is_none(), "version 1 is older than the change seen");
-        directory.roster.lock().unwrap().version = 2;
-        directory.roster.lock().unwrap().members.retain(|m| m.user == UserId(1));
+        directory.edit(GroupId(1), |roster| {
+            roster.version = 2;
+            roster.members.retain(|m| m.user == UserId(1));
+        });
         assert_eq!(cache.view(GroupId(1)).await.unwrap().version(), 2);
     }
 
@@ -272,6 +239,6 @@ mod tests {
         let cache = MembershipCache::with_refresh(directory.clone(), Duration::ZERO);
         cache.view(GroupId(1)).await.unwrap();
         cache.view(GroupId(1)).await.unwrap();
-        assert_eq!(*directory.loads.lock().unwrap(), 2);
+        assert_eq!(directory.loads(), 2);
     }
 }

@@ -17,8 +17,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::cache::MembershipCache;
+use crate::consumer::Members;
 use crate::metrics::Metrics;
-use crate::offline::Members;
 
 /// Records taken per poll.
 const POLL_MAX: usize = 256;

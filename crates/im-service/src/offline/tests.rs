@@ -3,14 +3,19 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::time::Duration;
 
-use im_backends::SqliteStore;
-use im_core::ports::PendingOffline;
+use async_trait::async_trait;
+use im_backends::{MemoryBus, SqliteStore};
+use im_core::ports::{BackendResult, PendingOffline};
 use im_core::{ConversationId, MessageId, Seq, UserId};
 use tempfile::TempDir;
+use tokio_util::task::TaskTracker;
 
 use super::*;
+use crate::consumer::{Member, Members, dead_letter_topic};
 use crate::metrics::ReasonLabel;
+use crate::testkit::consumer_settings;
 
 const TOPIC: &str = "offline";
 const GROUP: &str = "workers";
@@ -132,29 +137,21 @@ impl Fixture {
         Self { bus: Arc::new(MemoryBus::new()), store, metrics: Arc::new(Metrics::new()), log, _dir: dir }
     }
 
-    fn worker(&self, batch_size: usize, batch_timeout: Duration, fail_commits: bool) -> OfflineWorker {
+    fn worker(&self, batch_size: usize, batch_timeout: Duration) -> OfflineWorker {
         OfflineWorker {
-            members: Arc::new(LoggedMembers { bus: self.bus.clone(), log: self.log.clone(), fail_commits }),
             bus: self.bus.clone(),
             store: self.store.clone(),
             metrics: self.metrics.clone(),
-            settings: WorkerSettings {
-                topic: TOPIC.into(),
-                dead_letter_topic: dead_letter_topic(TOPIC),
-                group: GROUP.into(),
-                batch_size,
-                batch_timeout,
-                concurrency: 1,
-                backoff: Backoff { first: Duration::from_millis(10), max: Duration::from_millis(50) },
-                lag_interval: Duration::from_millis(50),
-            },
+            settings: consumer_settings(TOPIC, GROUP, batch_size, batch_timeout),
         }
     }
 
-    /// Starts `worker`; stop it with the returned token and tracker.
-    async fn start(&self, worker: OfflineWorker) -> (TaskTracker, CancellationToken) {
+    /// Starts `worker`, its members' commits logged (and failing with
+    /// `fail_commits`); stop it with the returned token and tracker.
+    async fn start(&self, worker: OfflineWorker, fail_commits: bool) -> (TaskTracker, CancellationToken) {
+        let members = LoggedMembers { bus: self.bus.clone(), log: self.log.clone(), fail_commits };
         let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
-        worker.start(&tracker, stop.clone()).await.unwrap();
+        worker.start(&members, &tracker, stop.clone()).await.unwrap();
         (tracker, stop)
     }
 
@@ -220,7 +217,7 @@ async fn full_batches_are_written_at_once_and_the_rest_after_the_timeout() {
     let f = Fixture::new().await;
     f.publish(&entries(1..=25)).await;
     let began = Instant::now();
-    let (tracker, token) = f.start(f.worker(10, Duration::from_millis(300), false)).await;
+    let (tracker, token) = f.start(f.worker(10, Duration::from_millis(300)), false).await;
 
     let events = f.wait_for_events(6).await;
     assert_eq!(events, ["write 10", "commit 9", "write 10", "commit 19", "write 5", "commit 24"]);
@@ -233,7 +230,7 @@ async fn full_batches_are_written_at_once_and_the_rest_after_the_timeout() {
 #[tokio::test]
 async fn a_batch_fills_until_its_timeout() {
     let f = Fixture::new().await;
-    let (tracker, token) = f.start(f.worker(100, Duration::from_millis(500), false)).await;
+    let (tracker, token) = f.start(f.worker(100, Duration::from_millis(500)), false).await;
     // Three records in 100 ms: one batch, written after the timeout.
     for entry in entries(1..=3) {
         f.publish(&[entry]).await;
@@ -250,7 +247,7 @@ async fn the_offset_is_committed_only_after_the_write_returned() {
     let f = Fixture::new().await;
     f.store.failures.lock().unwrap().extend([BackendError::unavailable("down"), BackendError::unavailable("down")]);
     f.publish(&entries(1..=3)).await;
-    let (tracker, token) = f.start(f.worker(3, Duration::from_millis(50), false)).await;
+    let (tracker, token) = f.start(f.worker(3, Duration::from_millis(50)), false).await;
 
     assert_eq!(f.wait_for_events(4).await, ["write failed", "write failed", "write 3", "commit 2"]);
     assert_eq!(f.metrics.offline_write_failures.get(), 2);
@@ -264,7 +261,7 @@ async fn an_unavailable_store_holds_the_batch_uncommitted() {
     let f = Fixture::new().await;
     f.store.down.store(true, std::sync::atomic::Ordering::SeqCst);
     f.publish(&entries(1..=3)).await;
-    let (tracker, token) = f.start(f.worker(10, Duration::from_millis(20), false)).await;
+    let (tracker, token) = f.start(f.worker(10, Duration::from_millis(20)), false).await;
     // Retried again and again (no bound: the store is down, not refusing),
     // never parked, never committed.
     f.wait_for_events(5).await;
@@ -274,7 +271,7 @@ async fn an_unavailable_store_holds_the_batch_uncommitted() {
 
     // The group still holds them: the next worker records them.
     f.store.down.store(false, std::sync::atomic::Ordering::SeqCst);
-    let (tracker, token) = f.start(f.worker(10, Duration::from_millis(20), false)).await;
+    let (tracker, token) = f.start(f.worker(10, Duration::from_millis(20)), false).await;
     let deadline = Instant::now() + PATIENCE;
     while f.pending(UserId(2)).await != pending(3, 1, 3) {
         assert!(Instant::now() < deadline, "the held batch was not recorded");
@@ -295,7 +292,7 @@ async fn poison_records_are_parked_and_the_offset_moves_on() {
     f.bus.publish(TOPIC, Bytes::from_static(b"k"), garbage.clone()).await.unwrap();
     f.publish(std::slice::from_ref(&outsider)).await;
     f.publish(&good[1..]).await;
-    let (tracker, token) = f.start(f.worker(10, Duration::from_millis(50), false)).await;
+    let (tracker, token) = f.start(f.worker(10, Duration::from_millis(50)), false).await;
 
     assert_eq!(f.wait_for_events(2).await, ["write 2", "commit 3"]);
     let parked = dead_letters.poll(10, PATIENCE).await.unwrap();
@@ -319,7 +316,7 @@ async fn a_record_the_store_keeps_refusing_is_parked_alone() {
     let refused = OfflineEntry { seq: Seq(u64::MAX), ..batch[0].clone() };
     batch.insert(1, refused.clone());
     f.publish(&batch).await;
-    let (tracker, token) = f.start(f.worker(10, Duration::from_millis(50), false)).await;
+    let (tracker, token) = f.start(f.worker(10, Duration::from_millis(50)), false).await;
 
     let parked = dead_letters.poll(10, PATIENCE).await.unwrap();
     assert_eq!(parked.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(), [encode_offline_event(&refused)]);
@@ -338,11 +335,11 @@ async fn records_delivered_again_after_a_crash_are_recorded_once() {
     f.publish(&entries(1..=5)).await;
     // The first worker writes but its commits fail, as if it crashed right
     // after the write: the group rewinds when it leaves.
-    let (tracker, token) = f.start(f.worker(10, Duration::from_millis(20), true)).await;
+    let (tracker, token) = f.start(f.worker(10, Duration::from_millis(20)), true).await;
     assert_eq!(f.wait_for_events(2).await, ["write 5", "commit 4 failed"]);
     stop(tracker, token).await;
 
-    let (tracker, token) = f.start(f.worker(10, Duration::from_millis(20), false)).await;
+    let (tracker, token) = f.start(f.worker(10, Duration::from_millis(20)), false).await;
     assert_eq!(f.wait_for_events(4).await[2..], ["write 5", "commit 4"]);
     assert_eq!(f.metrics.offline_recorded.get(), 10, "written twice");
     assert_eq!(f.pending(UserId(2)).await, pending(5, 1, 5), "stored once");
@@ -353,61 +350,11 @@ async fn records_delivered_again_after_a_crash_are_recorded_once() {
 async fn a_stopping_member_drains_what_is_there() {
     let f = Fixture::new().await;
     // A batch timeout far beyond the test: only the drain writes the second batch.
-    let (tracker, token) = f.start(f.worker(3, Duration::from_secs(60), false)).await;
+    let (tracker, token) = f.start(f.worker(3, Duration::from_secs(60)), false).await;
     f.publish(&entries(1..=5)).await;
     assert_eq!(f.wait_for_events(2).await, ["write 3", "commit 2"]);
     stop(tracker, token).await;
     assert_eq!(f.log.events()[2..], ["write 2", "commit 4"]);
-}
-
-/// A lag hook answering from a script, one answer per call, the last one
-/// for good.
-struct ScriptedLag(Mutex<VecDeque<Vec<PartitionLag>>>);
-
-#[async_trait]
-impl LagHook for ScriptedLag {
-    async fn lag(&self) -> BackendResult<Vec<PartitionLag>> {
-        let mut script = self.0.lock().unwrap();
-        if script.len() > 1 { Ok(script.pop_front().unwrap()) } else { Ok(script[0].clone()) }
-    }
-}
-
-/// Waits until the metrics text satisfies `check`.
-async fn wait_for_text(metrics: &Metrics, check: impl Fn(&str) -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let text = metrics.render();
-        if check(&text) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "not seen within {PATIENCE:?}: {text}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-#[tokio::test]
-async fn lag_is_reported_per_partition_until_the_partition_leaves() {
-    let metrics = Arc::new(Metrics::new());
-    let lag = |partition, lag| PartitionLag { topic: "t".into(), partition, lag };
-    let script = VecDeque::from([vec![lag(0, 5), lag(1, 7)], vec![lag(1, 2)]]);
-    let reporter = LagReporter {
-        hooks: vec![Box::new(ScriptedLag(Mutex::new(script)))],
-        group: "g".into(),
-        metrics: metrics.clone(),
-        interval: Duration::from_millis(300),
-    };
-    let token = CancellationToken::new();
-    let task = tokio::spawn(reporter.run(token.clone()));
-    let gauge = |partition| format!("im_kafka_consumer_lag{{group=\"g\",topic=\"t\",partition=\"{partition}\"}}");
-
-    wait_for_text(&metrics, |text| {
-        text.contains(&format!("{} 5", gauge(0))) && text.contains(&format!("{} 7", gauge(1)))
-    })
-    .await;
-    wait_for_text(&metrics, |text| !text.contains(&gauge(0)) && text.contains(&format!("{} 2", gauge(1)))).await;
-    token.cancel();
-    task.await.unwrap();
-    assert!(!metrics.render().contains(&gauge(1)), "a stopped worker reports no partition");
 }
 
 /// The in-process bus, failing the first `failures` publishes.

@@ -5,12 +5,12 @@
 //! (`CLUSTER_NAME`), so tests run in parallel on the shared servers.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use im_proto::client::{self as pb, server_frame};
 
-use crate::harness::{Cluster, ClusterBuilder, User};
-use crate::support::{Client, ack, conversation_id, free_port};
+use crate::harness::{Cluster, ClusterBuilder};
+use crate::support::{ack, conversation_id, free_port};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -18,19 +18,6 @@ const WAIT: Duration = Duration::from_secs(5);
 /// the fault tests' harness.
 async fn cluster() -> Cluster {
     ClusterBuilder::new().start().await
-}
-
-/// A device of `user` on gateway `gateway`, once the gateway registered the
-/// user in etcd and the nodes' watches had a moment to see it.
-async fn connect(cluster: &Cluster, gateway: usize, user: &User, device: &str) -> Client {
-    let client = Client::connect(cluster.ws_url(gateway), &user.token, device).await.expect("websocket connect");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cluster.is_registered(user.id, gateway).await {
-        assert!(Instant::now() < deadline, "user {} not registered on gateway {gateway} within 10 s", user.id);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    client
 }
 
 fn push(body: Option<server_frame::Body>) -> pb::Message {
@@ -48,10 +35,10 @@ async fn messages_cross_gateways_and_nodes_to_every_device() {
     let bob_user = cluster.create_user("bob").await;
     let bob = bob_user.id;
 
-    let mut alice_phone = connect(&cluster, 0, &alice_user, "phone").await;
+    let mut alice_phone = cluster.client(0, &alice_user, "phone").await;
     // Bob has a device on each gateway.
-    let mut bob_phone = connect(&cluster, 1, &bob_user, "phone").await;
-    let mut bob_laptop = connect(&cluster, 0, &bob_user, "laptop").await;
+    let mut bob_phone = cluster.client(1, &bob_user, "phone").await;
+    let mut bob_laptop = cluster.client(0, &bob_user, "laptop").await;
 
     let mut acks = Vec::new();
     for i in 0..20 {
@@ -90,13 +77,13 @@ async fn an_offline_user_syncs_everything_through_another_gateway() {
     let alice = alice_user.id;
     let carol_user = cluster.create_user("carol").await;
     let carol = carol_user.id;
-    let mut alice_phone = connect(&cluster, 0, &alice_user, "phone").await;
+    let mut alice_phone = cluster.client(0, &alice_user, "phone").await;
 
     let mut acks = Vec::new();
     for i in 0..30 {
         acks.push(ack(alice_phone.send_text(carol, &format!("c{i}"), &format!("while away {i}")).await));
     }
-    let mut carol_phone = connect(&cluster, 1, &carol_user, "phone").await;
+    let mut carol_phone = cluster.client(1, &carol_user, "phone").await;
     let synced = carol_phone.sync_all(&conversation_id(alice, carol), 0).await;
     let got: Vec<(u64, u64)> = synced.iter().map(|m| (m.msg_id, m.seq)).collect();
     let want: Vec<(u64, u64)> = acks.iter().map(|a| (a.msg_id, a.seq)).collect();

@@ -6,21 +6,10 @@ use std::time::{Duration, Instant};
 
 use im_proto::client::{self as pb, ErrorCode, server_frame};
 
-use crate::harness::{Cluster, ClusterBuilder, User};
+use crate::harness::ClusterBuilder;
 use crate::support::{Client, GroupApi, ack, error, group_conversation};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-async fn connect(cluster: &Cluster, gateway: usize, user: &User, device: &str) -> Client {
-    let client = Client::connect(cluster.ws_url(gateway), &user.token, device).await.expect("websocket connect");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cluster.is_registered(user.id, gateway).await {
-        assert!(Instant::now() < deadline, "user {} not registered on gateway {gateway} within 10 s", user.id);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    client
-}
 
 /// The pushes `client` gets within `WAIT` until it has `count` of them.
 async fn pushes(client: &mut Client, count: usize) -> Vec<pb::Message> {
@@ -45,14 +34,14 @@ async fn group_messages_reach_members_on_every_gateway_and_a_removal_reaches_eve
     let group = alice_api.create("cluster", &[bob.id, carol.id], false).await;
     let conv = group_conversation(group);
 
-    let mut alice_phone = connect(&cluster, 0, &alice, "phone").await;
-    let mut bob_phone = connect(&cluster, 1, &bob, "phone").await;
-    let mut bob_laptop = connect(&cluster, 0, &bob, "laptop").await;
+    let mut alice_phone = cluster.client(0, &alice, "phone").await;
+    let mut bob_phone = cluster.client(1, &bob, "phone").await;
+    let mut bob_laptop = cluster.client(0, &bob, "laptop").await;
     // Carol sends through both nodes: gateway 0 forwards to node 0 (which
     // makes the change below), gateway 1 to node 1 (which hears of it on
     // membership_change).
-    let mut carol_on_node0 = connect(&cluster, 0, &carol, "phone").await;
-    let mut carol_on_node1 = connect(&cluster, 1, &carol, "laptop").await;
+    let mut carol_on_node0 = cluster.client(0, &carol, "phone").await;
+    let mut carol_on_node1 = cluster.client(1, &carol, "laptop").await;
 
     let mut seqs = Vec::new();
     for i in 0..10 {

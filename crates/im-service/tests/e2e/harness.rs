@@ -42,7 +42,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{conversation_id, free_port, http_get};
+use crate::support::{Client, conversation_id, free_port, http_get};
 
 pub const SHARED_MARIADB: &str = "127.0.0.1:3306";
 pub const SHARED_REDIS: &str = "127.0.0.1:6379";
@@ -681,19 +681,32 @@ impl Cluster {
     }
 
     /// Connects a device of `user` to gateway `gateway`, and waits until the
-    /// gateway registered the user in etcd (the nodes learn it from their
-    /// watch, milliseconds later).
+    /// gateway registered the user ([`Cluster::wait_registered`]).
     pub async fn connect(&self, gateway: usize, user: &User, device: &str, inbox: Inbox) -> Device {
         let device = Device::connect(self.ws_url(gateway), &user.token, device, inbox)
             .await
             .unwrap_or_else(|e| panic!("connecting {device} to gateway {gateway}: {e}"));
+        self.wait_registered(user, gateway).await;
+        device
+    }
+
+    /// A plain [`Client`] of `user` on gateway `gateway`, once the gateway
+    /// registered the user ([`Cluster::wait_registered`]).
+    pub async fn client(&self, gateway: usize, user: &User, device: &str) -> Client {
+        let client = Client::connect(self.ws_url(gateway), &user.token, device).await.expect("websocket connect");
+        self.wait_registered(user, gateway).await;
+        client
+    }
+
+    /// Waits until gateway `gateway` registered `user` in etcd, and then a
+    /// moment for the nodes' watches to see it.
+    pub async fn wait_registered(&self, user: &User, gateway: usize) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.is_registered(user.id, gateway).await {
             assert!(Instant::now() < deadline, "user {} not registered on gateway {gateway} within 10 s", user.id);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        device
     }
 }
 

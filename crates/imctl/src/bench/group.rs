@@ -11,9 +11,9 @@ use tokio::time::Instant;
 
 use super::layout::GroupLayout;
 use super::stats::fanout::FanoutTracker;
-use super::stats::{self, GroupConfig, GroupSummary, LatencySummary};
+use super::stats::{GroupConfig, GroupSummary, LatencySummary};
 use super::workload::{Connection, Load, Plan, Run, Schedule, Traffic};
-use super::{Outcome, START_DELAY, drive, fd_limit, run_prefix, setup};
+use super::{Outcome, START_DELAY, drive, fd_limit, run_prefix, setup, timing};
 use crate::admin::Admin;
 use crate::cli::{BenchArgs, DEFAULT_GROUP_RATE};
 use crate::client::{self, ConnectOptions};
@@ -120,11 +120,8 @@ pub async fn execute(
 
 fn summarize(args: &BenchArgs, layout: GroupLayout, rate: f64, run: &Run, mut outcome: Outcome) -> GroupSummary {
     let Traffic::Groups { tracker, .. } = &run.traffic else { unreachable!("a group run") };
-    let measured_s = run.plan.measured().as_secs_f64();
     let (check, last_member) = tracker.check(outcome.acked(), |sent| run.plan.in_window(sent));
     let (push, ack) = run.latencies.merged();
-    let (server_cpu, client_cpu_seconds) = outcome.cpu();
-    let totals = outcome.totals;
     GroupSummary {
         config: GroupConfig {
             groups: layout.groups,
@@ -132,27 +129,14 @@ fn summarize(args: &BenchArgs, layout: GroupLayout, rate: f64, run: &Run, mut ou
             senders_per_group: layout.senders,
             rate,
             body_size: args.body_size,
-            warmup_s: args.warmup.as_secs_f64(),
-            duration_s: args.duration.as_secs_f64(),
-            drain_max_s: args.drain.as_secs_f64(),
+            timing: timing(args),
         },
-        sent: totals.sent,
-        acked: totals.acked,
-        delivered: totals.delivered,
-        expected_deliveries: totals.acked * u64::from(layout.size - 1),
-        errors: totals.errors,
-        errors_by_code: run.errors.snapshot(),
-        unacked: totals.outstanding(),
-        measured_s,
-        drain_s: outcome.drain_s,
-        acked_per_s: stats::per_second(totals.acked_in_window, measured_s),
-        delivered_per_s: stats::per_second(totals.delivered_in_window, measured_s),
+        counts: outcome.counts(run),
         fanout_latency: LatencySummary::of(&last_member),
         push_latency: LatencySummary::of(&push),
         ack_latency: LatencySummary::of(&ack),
         check,
-        server_cpu,
-        client_cpu_seconds,
+        cpu: outcome.cpu(),
     }
 }
 

@@ -41,7 +41,7 @@ use crate::admin::{self, Admin};
 use crate::cli::{BenchArgs, DEFAULT_RATE, GlobalArgs, Pairing};
 use crate::client::{self, ConnectOptions, WsStream};
 use cpu::Process;
-use stats::{Config, Counters, LatencySummary, ServerCpu, Summary, Totals};
+use stats::{Config, Counters, Counts, Cpu, LatencySummary, ServerCpu, Summary, Timing, Totals};
 use workload::{Connection, ConnectionReport, Load, Plan, Run, Traffic};
 
 /// Time between the last connection opening and the first send.
@@ -56,23 +56,11 @@ pub async fn run(global: &GlobalArgs, admin_env: Option<&str>, args: BenchArgs) 
     let failure = if args.group_size.is_some() {
         let summary = group::execute(&admin, &global.im_service_url, &global.ws_url, global.timeout, &args).await?;
         print(args.json, &summary, &summary.human())?;
-        let k = &summary.check;
-        (!k.ok).then(|| {
-            format!(
-                "{} acked messages did not reach every other member of their group ({} reached none)",
-                k.incomplete, k.reached_none
-            )
-        })
+        summary.failure()
     } else {
         let summary = execute(&admin, &global.ws_url, global.timeout, &args).await?;
         print(args.json, &summary, &summary.human())?;
-        let k = &summary.check;
-        (!k.ok).then(|| {
-            format!(
-                "{} acked messages were never delivered and {} reached only some devices of their recipient",
-                k.acked_not_delivered, k.partially_delivered
-            )
-        })
+        summary.failure()
     };
     match failure {
         Some(why) => {
@@ -154,6 +142,8 @@ struct Outcome {
     before: CpuSample,
     after: CpuSample,
     drain_s: f64,
+    /// The pushes each acked message should make.
+    deliveries_per_ack: u64,
 }
 
 /// Runs the load over `sockets` (connection i is `connections[i]`) from
@@ -196,7 +186,7 @@ async fn drive(
         let _ = progress.await;
     }
     let totals = Totals::sum(counters.iter().map(|c| &**c));
-    Ok(Outcome { totals, reports, before, after, drain_s })
+    Ok(Outcome { totals, reports, before, after, drain_s, deliveries_per_ack })
 }
 
 /// Waits until every send is answered and every acked message has made
@@ -237,9 +227,28 @@ impl CpuSample {
 }
 
 impl Outcome {
+    /// What the run counted, the rates over `run`'s measured window.
+    fn counts(&self, run: &Run) -> Counts {
+        let measured_s = run.plan.measured().as_secs_f64();
+        let totals = self.totals;
+        Counts {
+            sent: totals.sent,
+            acked: totals.acked,
+            delivered: totals.delivered,
+            expected_deliveries: totals.acked * self.deliveries_per_ack,
+            errors: totals.errors,
+            errors_by_code: run.errors.snapshot(),
+            unacked: totals.outstanding(),
+            measured_s,
+            drain_s: self.drain_s,
+            acked_per_s: stats::per_second(totals.acked_in_window, measured_s),
+            delivered_per_s: stats::per_second(totals.delivered_in_window, measured_s),
+        }
+    }
+
     /// The server's CPU over the measured window (per push received in it),
     /// and this process's.
-    fn cpu(&self) -> (Option<ServerCpu>, Option<f64>) {
+    fn cpu(&self) -> Cpu {
         let server_cpu = match (self.before.server, self.after.server) {
             (Some((pid, t0)), Some((_, t1))) => {
                 let cpu_seconds = cpu::seconds_between(t0, t1);
@@ -253,7 +262,7 @@ impl Outcome {
             (Some(t0), Some(t1)) => Some(cpu::seconds_between(t0, t1)),
             _ => None,
         };
-        (server_cpu, client_cpu_seconds)
+        Cpu { server_cpu, client_cpu_seconds }
     }
 
     /// Keys of every acked message, over all connections.
@@ -267,13 +276,10 @@ impl Outcome {
 }
 
 fn summarize(args: &BenchArgs, run: &Run, mut outcome: Outcome) -> Summary {
-    let measured_s = run.plan.measured().as_secs_f64();
     let acked = outcome.acked();
     let received = outcome.reports.iter_mut().map(|r| std::mem::take(&mut r.received)).collect();
     let check = stats::check_delivery(acked, received, args.connections_per_user);
     let (e2e, ack) = run.latencies.merged();
-    let (server_cpu, client_cpu_seconds) = outcome.cpu();
-    let totals = outcome.totals;
     let (mode, rate, window) = match run.load {
         Load::Open { rate } => ("open", Some(rate), None),
         Load::Closed { window } => ("closed", None, Some(window)),
@@ -290,25 +296,21 @@ fn summarize(args: &BenchArgs, run: &Run, mut outcome: Outcome) -> Summary {
                 Pairing::Random => "random",
                 Pairing::Ring => "ring",
             },
-            warmup_s: args.warmup.as_secs_f64(),
-            duration_s: args.duration.as_secs_f64(),
-            drain_max_s: args.drain.as_secs_f64(),
+            timing: timing(args),
         },
-        sent: totals.sent,
-        acked: totals.acked,
-        delivered: totals.delivered,
-        expected_deliveries: totals.acked * u64::from(args.connections_per_user),
-        errors: totals.errors,
-        errors_by_code: run.errors.snapshot(),
-        unacked: totals.outstanding(),
-        measured_s,
-        drain_s: outcome.drain_s,
-        acked_per_s: stats::per_second(totals.acked_in_window, measured_s),
-        delivered_per_s: stats::per_second(totals.delivered_in_window, measured_s),
+        counts: outcome.counts(run),
         e2e_latency: LatencySummary::of(&e2e),
         ack_latency: LatencySummary::of(&ack),
         check,
-        server_cpu,
-        client_cpu_seconds,
+        cpu: outcome.cpu(),
+    }
+}
+
+/// The phases `args` ask for.
+fn timing(args: &BenchArgs) -> Timing {
+    Timing {
+        warmup_s: args.warmup.as_secs_f64(),
+        duration_s: args.duration.as_secs_f64(),
+        drain_max_s: args.drain.as_secs_f64(),
     }
 }

@@ -5,7 +5,7 @@
 pub mod fanout;
 pub mod report;
 
-pub use report::{Config, GroupConfig, GroupSummary, ServerCpu, Summary, human_us};
+pub use report::{Config, Counts, Cpu, GroupConfig, GroupSummary, ServerCpu, Summary, Timing, human_us};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;

@@ -14,6 +14,16 @@ pub struct GroupCommon {
     pub json: bool,
 }
 
+/// What the commands about one group take: [`GroupCommon`], and the group.
+#[derive(Debug, Clone, Args)]
+pub struct GroupTarget {
+    #[command(flatten)]
+    pub common: GroupCommon,
+    /// The group (7 or g:7).
+    #[arg(value_parser = parse_group_id)]
+    pub group: u64,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum GroupCommand {
     /// Create a group owned by you; prints it and its members.
@@ -32,10 +42,7 @@ pub enum GroupCommand {
     /// Add members (owner and admins); prints the change.
     Add {
         #[command(flatten)]
-        common: GroupCommon,
-        /// The group (7 or g:7).
-        #[arg(value_parser = parse_group_id)]
-        group: u64,
+        target: GroupTarget,
         /// The users to add.
         #[arg(required = true, value_name = "USER_ID", value_parser = user_id())]
         users: Vec<u64>,
@@ -43,10 +50,7 @@ pub enum GroupCommand {
     /// Remove a member (owner and admins; only the owner removes an admin); prints the change.
     Remove {
         #[command(flatten)]
-        common: GroupCommon,
-        /// The group (7 or g:7).
-        #[arg(value_parser = parse_group_id)]
-        group: u64,
+        target: GroupTarget,
         /// The member to remove.
         #[arg(value_name = "USER_ID", value_parser = user_id())]
         user: u64,
@@ -54,18 +58,12 @@ pub enum GroupCommand {
     /// Leave a group (the owner cannot); prints the change.
     Leave {
         #[command(flatten)]
-        common: GroupCommon,
-        /// The group (7 or g:7).
-        #[arg(value_parser = parse_group_id)]
-        group: u64,
+        target: GroupTarget,
     },
     /// Make a member an admin, or an admin a member (owner only); prints the change.
     Role {
         #[command(flatten)]
-        common: GroupCommon,
-        /// The group (7 or g:7).
-        #[arg(value_parser = parse_group_id)]
-        group: u64,
+        target: GroupTarget,
         /// The member.
         #[arg(value_name = "USER_ID", value_parser = user_id())]
         user: u64,
@@ -76,10 +74,7 @@ pub enum GroupCommand {
     /// Print a group and its members (members only).
     Members {
         #[command(flatten)]
-        common: GroupCommon,
-        /// The group (7 or g:7).
-        #[arg(value_parser = parse_group_id)]
-        group: u64,
+        target: GroupTarget,
     },
     /// Print your groups with your role in each.
     List {
@@ -89,10 +84,7 @@ pub enum GroupCommand {
     /// Print how many members read a message, and who (groups up to the server's details limit).
     ReadStatus {
         #[command(flatten)]
-        common: GroupCommon,
-        /// The group (7 or g:7).
-        #[arg(value_parser = parse_group_id)]
-        group: u64,
+        target: GroupTarget,
         /// The message's seq in the group (conversation g:GROUP).
         seq: u64,
     },
@@ -101,14 +93,13 @@ pub enum GroupCommand {
 impl GroupCommand {
     pub fn common(&self) -> &GroupCommon {
         match self {
-            Self::Create { common, .. }
-            | Self::Add { common, .. }
-            | Self::Remove { common, .. }
-            | Self::Leave { common, .. }
-            | Self::Role { common, .. }
-            | Self::Members { common, .. }
-            | Self::List { common }
-            | Self::ReadStatus { common, .. } => common,
+            Self::Create { common, .. } | Self::List { common } => common,
+            Self::Add { target, .. }
+            | Self::Remove { target, .. }
+            | Self::Leave { target }
+            | Self::Role { target, .. }
+            | Self::Members { target }
+            | Self::ReadStatus { target, .. } => &target.common,
         }
     }
 }
@@ -141,15 +132,22 @@ mod tests {
 
         let cli = parse(&["group", "add", "--token", "t", "g:7", "5", "6", "--json"]).unwrap();
         assert!(
-            matches!(cli.command, Command::Group(GroupCommand::Add { group: 7, ref users, ref common }) if users == &[5, 6] && common.json)
+            matches!(cli.command, Command::Group(GroupCommand::Add { target: GroupTarget { group: 7, ref common }, ref users }) if users == &[5, 6] && common.json)
         );
         let cli = parse(&["group", "role", "--token", "t", "7", "5", "admin"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::Group(GroupCommand::Role { group: 7, user: 5, role: GroupRole::Admin, .. })
+            Command::Group(GroupCommand::Role {
+                target: GroupTarget { group: 7, .. },
+                user: 5,
+                role: GroupRole::Admin
+            })
         ));
         let cli = parse(&["group", "read-status", "--token", "t", "7", "12"]).unwrap();
-        assert!(matches!(cli.command, Command::Group(GroupCommand::ReadStatus { group: 7, seq: 12, .. })));
+        assert!(matches!(
+            cli.command,
+            Command::Group(GroupCommand::ReadStatus { target: GroupTarget { group: 7, .. }, seq: 12 })
+        ));
         assert!(parse(&["group", "list", "--token", "t"]).is_ok());
     }
 

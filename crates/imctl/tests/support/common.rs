@@ -1,12 +1,13 @@
 //! What the test files share: running the imctl binary against a fake
 //! server (clean environment, stdin from a string) and reading what it
-//! printed; bench arguments; an admin client.
+//! printed; bench arguments and the check of a clean run; an admin client.
 
 use std::process::Output;
 use std::time::Duration;
 
 use clap::Parser;
 use imctl::admin::{Admin, resolve_admin_token};
+use imctl::bench::stats::Counts;
 use imctl::cli::{BenchArgs, Cli, Command};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -15,13 +16,27 @@ use super::fake_server::{ADMIN_TOKEN, FakeServer};
 
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `imctl bench --no-progress` with `extra` arguments, parsed.
-pub fn bench_args(extra: &[&str]) -> Box<BenchArgs> {
-    let args = ["imctl", "bench", "--no-progress"].iter().chain(extra);
+/// The words of `line`: arguments written as one string.
+pub fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// `imctl bench --no-progress` with the arguments in `extra`, parsed.
+pub fn bench_args(extra: &str) -> Box<BenchArgs> {
+    let args = ["imctl", "bench", "--no-progress"].into_iter().chain(words(extra));
     match Cli::parse_from(args).command {
         Command::Bench(args) => args,
         _ => unreachable!(),
     }
+}
+
+/// Every send was acked, without an error, and every acked message made its
+/// `per_ack` deliveries.
+pub fn assert_all_delivered(counts: &Counts, per_ack: u64) {
+    assert_eq!(counts.acked, counts.sent);
+    assert_eq!((counts.errors, counts.unacked), (0, 0));
+    assert_eq!(counts.expected_deliveries, counts.acked * per_ack);
+    assert_eq!(counts.delivered, counts.expected_deliveries);
 }
 
 /// The fake's user service with its admin credential.

@@ -19,6 +19,14 @@ pub struct ServerCpu {
     pub us_per_delivered: Option<f64>,
 }
 
+/// The run's phases, as asked for: what both workloads' settings end with.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Timing {
+    pub warmup_s: f64,
+    pub duration_s: f64,
+    pub drain_max_s: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     pub users: u32,
@@ -31,20 +39,22 @@ pub struct Config {
     pub window: Option<u32>,
     pub body_size: u32,
     pub pairing: &'static str,
-    pub warmup_s: f64,
-    pub duration_s: f64,
-    pub drain_max_s: f64,
+    #[serde(flatten)]
+    pub timing: Timing,
 }
 
-/// The final report of a run.
+/// What both reports count the same way. "Delivered" counts pushes received:
+/// by recipient devices for 1:1 messages; for groups, fan-out deliveries,
+/// pushes of group messages received by members (the sender's own are not
+/// counted).
 #[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    pub config: Config,
+pub struct Counts {
     pub sent: u64,
     pub acked: u64,
-    /// Pushes received by recipient devices.
     pub delivered: u64,
-    /// `acked × connections_per_user`: what `delivered` should reach.
+    /// `acked ×` the deliveries each message should make (the recipient's
+    /// connections, or the group's other members): what `delivered` should
+    /// reach.
     pub expected_deliveries: u64,
     pub errors: u64,
     pub errors_by_code: BTreeMap<String, u64>,
@@ -54,12 +64,27 @@ pub struct Summary {
     pub drain_s: f64,
     pub acked_per_s: f64,
     pub delivered_per_s: f64,
+}
+
+/// CPU used over the measured window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Cpu {
+    pub server_cpu: Option<ServerCpu>,
+    /// CPU used by this load generator.
+    pub client_cpu_seconds: Option<f64>,
+}
+
+/// The final report of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub config: Config,
+    #[serde(flatten)]
+    pub counts: Counts,
     pub e2e_latency: LatencySummary,
     pub ack_latency: LatencySummary,
     pub check: DeliveryCheck,
-    pub server_cpu: Option<ServerCpu>,
-    /// CPU used by this load generator over the measured window.
-    pub client_cpu_seconds: Option<f64>,
+    #[serde(flatten)]
+    pub cpu: Cpu,
 }
 
 /// The group workload's settings.
@@ -71,9 +96,8 @@ pub struct GroupConfig {
     /// Messages per second over all senders (open loop).
     pub rate: f64,
     pub body_size: u32,
-    pub warmup_s: f64,
-    pub duration_s: f64,
-    pub drain_max_s: f64,
+    #[serde(flatten)]
+    pub timing: Timing,
 }
 
 /// The final report of a group run. "Delivered" counts fan-out deliveries:
@@ -81,30 +105,18 @@ pub struct GroupConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct GroupSummary {
     pub config: GroupConfig,
-    pub sent: u64,
-    pub acked: u64,
-    /// Pushes received by members (the sender's own are not counted).
-    pub delivered: u64,
-    /// `acked × (group_size − 1)`: what `delivered` should reach.
-    pub expected_deliveries: u64,
-    pub errors: u64,
-    pub errors_by_code: BTreeMap<String, u64>,
-    /// Sent but neither acked nor rejected when the run ended.
-    pub unacked: u64,
-    pub measured_s: f64,
-    pub drain_s: f64,
-    pub acked_per_s: f64,
-    /// Fan-out deliveries per second.
-    pub delivered_per_s: f64,
+    /// `expected_deliveries` is `acked × (group_size − 1)`; the rates are
+    /// of the measured window.
+    #[serde(flatten)]
+    pub counts: Counts,
     /// Per complete message: send -> push received by the last member to get it.
     pub fanout_latency: LatencySummary,
     /// Per push: send -> push received by that member.
     pub push_latency: LatencySummary,
     pub ack_latency: LatencySummary,
     pub check: FanoutCheck,
-    pub server_cpu: Option<ServerCpu>,
-    /// CPU used by this load generator over the measured window.
-    pub client_cpu_seconds: Option<f64>,
+    #[serde(flatten)]
+    pub cpu: Cpu,
 }
 
 /// A latency for people: µs below 1 ms, ms below 1 s, else s.
@@ -118,37 +130,48 @@ pub fn human_us(us: u64) -> String {
 
 /// What both reports show the same way.
 struct Common<'a> {
-    measured_s: f64,
-    drain_s: f64,
-    warmup_s: f64,
-    drain_max_s: f64,
-    sent: u64,
-    acked: u64,
-    errors: u64,
-    errors_by_code: &'a BTreeMap<String, u64>,
-    unacked: u64,
+    timing: &'a Timing,
+    counts: &'a Counts,
     ack_latency: &'a LatencySummary,
-    server_cpu: Option<&'a ServerCpu>,
-    client_cpu_seconds: Option<f64>,
+    cpu: &'a Cpu,
 }
 
 impl Common<'_> {
+    /// The text of a report: `lines` among the lines both reports have.
+    fn text(&self, lines: Lines) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "{}", lines.header);
+        self.window(&mut s);
+        let _ = writeln!(s, "{}", lines.delivered);
+        self.errors(&mut s);
+        let _ = writeln!(s, "{}", lines.throughput);
+        for line in &lines.latencies {
+            let _ = writeln!(s, "{line}");
+        }
+        self.ack(&mut s);
+        self.cpu(&mut s, lines.cpu_per);
+        let _ = writeln!(s, "{}", lines.check);
+        s
+    }
+
     fn window(&self, s: &mut String) {
+        let (t, c) = (self.timing, self.counts);
         let _ = writeln!(
             s,
             "window:     warmup {:.1} s, measured {:.1} s, drain {:.2} s (max {:.1} s)",
-            self.warmup_s, self.measured_s, self.drain_s, self.drain_max_s
+            t.warmup_s, c.measured_s, c.drain_s, t.drain_max_s
         );
-        let _ = writeln!(s, "sent        {}", self.sent);
-        let _ = writeln!(s, "acked       {}", self.acked);
+        let _ = writeln!(s, "sent        {}", c.sent);
+        let _ = writeln!(s, "acked       {}", c.acked);
     }
 
     fn errors(&self, s: &mut String) {
-        let by_code: Vec<String> = self.errors_by_code.iter().map(|(code, n)| format!("{code} {n}")).collect();
+        let c = self.counts;
+        let by_code: Vec<String> = c.errors_by_code.iter().map(|(code, n)| format!("{code} {n}")).collect();
         let by_code = if by_code.is_empty() { String::new() } else { format!("  ({})", by_code.join(", ")) };
-        let _ = writeln!(s, "errors      {}{by_code}", self.errors);
-        if self.unacked > 0 {
-            let _ = writeln!(s, "unacked     {}  (no ack or error by the end of the drain)", self.unacked);
+        let _ = writeln!(s, "errors      {}{by_code}", c.errors);
+        if c.unacked > 0 {
+            let _ = writeln!(s, "unacked     {}  (no ack or error by the end of the drain)", c.unacked);
         }
     }
 
@@ -166,26 +189,25 @@ impl Common<'_> {
 
     /// `per`: what the server's CPU is divided by ("delivered message", "fan-out delivery").
     fn cpu(&self, s: &mut String, per: &str) {
-        if let Some(cpu) = self.server_cpu {
+        if let Some(cpu) = self.cpu.server_cpu {
             let per_msg = cpu.us_per_delivered.map_or("n/a".into(), |us| format!("{us:.1} µs"));
             let _ = writeln!(
                 s,
                 "server cpu  {:.2} s (pid {}, {:.0}% of one core), {per_msg} per {per}",
                 cpu.cpu_seconds,
                 cpu.pid,
-                100.0 * per_second_f(cpu.cpu_seconds, self.measured_s)
+                100.0 * per_second_f(cpu.cpu_seconds, self.counts.measured_s)
             );
         }
-        if let Some(secs) = self.client_cpu_seconds {
+        if let Some(secs) = self.cpu.client_cpu_seconds {
             let _ = writeln!(s, "client cpu  {secs:.2} s (this load generator)");
         }
     }
 }
 
 /// One full latency line: `label` padded to the column, then the percentiles.
-fn latency_line(s: &mut String, label: &str, l: &LatencySummary, what: &str) {
-    let _ = writeln!(
-        s,
+fn latency_line(label: &str, l: &LatencySummary, what: &str) -> String {
+    format!(
         "{label:<11} p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (n={}, {what})",
         human_us(l.p50_us),
         human_us(l.p90_us),
@@ -193,140 +215,129 @@ fn latency_line(s: &mut String, label: &str, l: &LatencySummary, what: &str) {
         human_us(l.p999_us),
         human_us(l.max_us),
         l.count
-    );
+    )
+}
+
+/// The lines only one of the reports has, each without its newline.
+struct Lines {
+    /// The workload.
+    header: String,
+    /// What was delivered, against what was expected.
+    delivered: String,
+    throughput: String,
+    /// The latencies other than the ack's.
+    latencies: Vec<String>,
+    /// What the server's CPU is divided by ("delivered message").
+    cpu_per: &'static str,
+    /// The delivery check.
+    check: String,
 }
 
 impl Summary {
-    fn common(&self) -> Common<'_> {
-        Common {
-            measured_s: self.measured_s,
-            drain_s: self.drain_s,
-            warmup_s: self.config.warmup_s,
-            drain_max_s: self.config.drain_max_s,
-            sent: self.sent,
-            acked: self.acked,
-            errors: self.errors,
-            errors_by_code: &self.errors_by_code,
-            unacked: self.unacked,
-            ack_latency: &self.ack_latency,
-            server_cpu: self.server_cpu.as_ref(),
-            client_cpu_seconds: self.client_cpu_seconds,
-        }
+    /// Why the delivery check failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        let k = &self.check;
+        (!k.ok).then(|| {
+            format!(
+                "{} acked messages were never delivered and {} reached only some devices of their recipient",
+                k.acked_not_delivered, k.partially_delivered
+            )
+        })
     }
 
     pub fn human(&self) -> String {
-        let c = &self.config;
-        let common = self.common();
-        let mut s = String::new();
+        let (c, n, k) = (&self.config, &self.counts, &self.check);
         let load = match (c.rate, c.window) {
             (Some(rate), _) => format!("open loop {rate} msg/s"),
             (None, Some(window)) => format!("closed loop, window {window}"),
             (None, None) => "?".into(),
         };
-        let _ = writeln!(
-            s,
-            "imctl bench: {} users x {} connection(s), {load}, {} pairing, {}-byte bodies",
-            c.users, c.connections_per_user, c.pairing, c.body_size
-        );
-        common.window(&mut s);
-        let _ = writeln!(
-            s,
-            "delivered   {}  (pushes received by recipients; expected {})",
-            self.delivered, self.expected_deliveries
-        );
-        common.errors(&mut s);
-        let _ = writeln!(
-            s,
-            "throughput  acked {:.1} msg/s, delivered {:.1} msg/s  (measured window)",
-            self.acked_per_s, self.delivered_per_s
-        );
-        latency_line(&mut s, "end-to-end", &self.e2e_latency, "send -> push");
-        common.ack(&mut s);
-        common.cpu(&mut s, "delivered message");
-        let k = &self.check;
-        if k.ok {
-            let _ = write!(s, "check       ok: every acked message reached all recipient devices");
+        let mut check = if k.ok {
+            "check       ok: every acked message reached all recipient devices".to_owned()
         } else {
-            let _ = write!(
-                s,
+            format!(
                 "check       FAILED: {} acked messages never delivered, {} delivered to only some devices",
                 k.acked_not_delivered, k.partially_delivered
-            );
-        }
+            )
+        };
         if k.duplicate_pushes > 0 || k.delivered_not_acked > 0 {
             let _ = write!(
-                s,
+                check,
                 " ({} duplicate pushes, {} delivered without an ack)",
                 k.duplicate_pushes, k.delivered_not_acked
             );
         }
-        s.push('\n');
-        s
+        let common = Common { timing: &c.timing, counts: n, ack_latency: &self.ack_latency, cpu: &self.cpu };
+        common.text(Lines {
+            header: format!(
+                "imctl bench: {} users x {} connection(s), {load}, {} pairing, {}-byte bodies",
+                c.users, c.connections_per_user, c.pairing, c.body_size
+            ),
+            delivered: format!(
+                "delivered   {}  (pushes received by recipients; expected {})",
+                n.delivered, n.expected_deliveries
+            ),
+            throughput: format!(
+                "throughput  acked {:.1} msg/s, delivered {:.1} msg/s  (measured window)",
+                n.acked_per_s, n.delivered_per_s
+            ),
+            latencies: vec![latency_line("end-to-end", &self.e2e_latency, "send -> push")],
+            cpu_per: "delivered message",
+            check,
+        })
     }
 }
 
 impl GroupSummary {
-    fn common(&self) -> Common<'_> {
-        Common {
-            measured_s: self.measured_s,
-            drain_s: self.drain_s,
-            warmup_s: self.config.warmup_s,
-            drain_max_s: self.config.drain_max_s,
-            sent: self.sent,
-            acked: self.acked,
-            errors: self.errors,
-            errors_by_code: &self.errors_by_code,
-            unacked: self.unacked,
-            ack_latency: &self.ack_latency,
-            server_cpu: self.server_cpu.as_ref(),
-            client_cpu_seconds: self.client_cpu_seconds,
-        }
+    /// Why the fan-out check failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        let k = &self.check;
+        (!k.ok).then(|| {
+            format!(
+                "{} acked messages did not reach every other member of their group ({} reached none)",
+                k.incomplete, k.reached_none
+            )
+        })
     }
 
     pub fn human(&self) -> String {
-        let c = &self.config;
-        let common = self.common();
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "imctl bench: {} group(s) x {} members, {} sender(s) per group, open loop {} msg/s, {}-byte bodies",
-            c.groups, c.group_size, c.senders_per_group, c.rate, c.body_size
-        );
-        common.window(&mut s);
-        let _ = writeln!(
-            s,
-            "fan-out     {}  (pushes received by members; expected {})",
-            self.delivered, self.expected_deliveries
-        );
-        common.errors(&mut s);
-        let _ = writeln!(
-            s,
-            "throughput  acked {:.1} msg/s, fan-out {:.1} deliveries/s  (measured window)",
-            self.acked_per_s, self.delivered_per_s
-        );
-        latency_line(&mut s, "last member", &self.fanout_latency, "send -> push to the last member");
-        latency_line(&mut s, "any member", &self.push_latency, "send -> each push");
-        common.ack(&mut s);
-        common.cpu(&mut s, "fan-out delivery");
-        let k = &self.check;
-        if k.ok {
-            let _ = write!(s, "check       ok: all {} acked messages reached every other member", k.complete);
+        let (c, n, k) = (&self.config, &self.counts, &self.check);
+        let mut check = if k.ok {
+            format!("check       ok: all {} acked messages reached every other member", k.complete)
         } else {
-            let _ = write!(
-                s,
+            format!(
                 "check       FAILED: {} acked messages incomplete ({} reached no member), {} complete",
                 k.incomplete, k.reached_none, k.complete
-            );
-        }
+            )
+        };
         if k.duplicate_pushes > 0 || k.delivered_not_acked > 0 || k.stray_pushes > 0 {
             let _ = write!(
-                s,
+                check,
                 " ({} duplicate pushes, {} delivered without an ack, {} pushes to a non-member)",
                 k.duplicate_pushes, k.delivered_not_acked, k.stray_pushes
             );
         }
-        s.push('\n');
-        s
+        let common = Common { timing: &c.timing, counts: n, ack_latency: &self.ack_latency, cpu: &self.cpu };
+        common.text(Lines {
+            header: format!(
+                "imctl bench: {} group(s) x {} members, {} sender(s) per group, open loop {} msg/s, {}-byte bodies",
+                c.groups, c.group_size, c.senders_per_group, c.rate, c.body_size
+            ),
+            delivered: format!(
+                "fan-out     {}  (pushes received by members; expected {})",
+                n.delivered, n.expected_deliveries
+            ),
+            throughput: format!(
+                "throughput  acked {:.1} msg/s, fan-out {:.1} deliveries/s  (measured window)",
+                n.acked_per_s, n.delivered_per_s
+            ),
+            latencies: vec![
+                latency_line("last member", &self.fanout_latency, "send -> push to the last member"),
+                latency_line("any member", &self.push_latency, "send -> each push"),
+            ],
+            cpu_per: "fan-out delivery",
+            check,
+        })
     }
 }
 
@@ -350,27 +361,29 @@ mod tests {
                 senders_per_group: 3,
                 rate: 50.0,
                 body_size: 100,
-                warmup_s: 1.0,
-                duration_s: 2.0,
-                drain_max_s: 2.0,
+                timing: Timing { warmup_s: 1.0, duration_s: 2.0, drain_max_s: 2.0 },
             },
-            sent: 150,
-            acked: 150,
-            delivered: 14_850,
-            expected_deliveries: 14_850,
-            errors: 0,
-            errors_by_code: BTreeMap::new(),
-            unacked: 0,
-            measured_s: 2.0,
-            drain_s: 0.1,
-            acked_per_s: 50.0,
-            delivered_per_s: 4_950.0,
+            counts: Counts {
+                sent: 150,
+                acked: 150,
+                delivered: 14_850,
+                expected_deliveries: 14_850,
+                errors: 0,
+                errors_by_code: BTreeMap::new(),
+                unacked: 0,
+                measured_s: 2.0,
+                drain_s: 0.1,
+                acked_per_s: 50.0,
+                delivered_per_s: 4_950.0,
+            },
             fanout_latency: latency,
             push_latency: latency,
             ack_latency: latency,
             check,
-            server_cpu: Some(ServerCpu { pid: 42, cpu_seconds: 0.5, us_per_delivered: Some(50.5) }),
-            client_cpu_seconds: Some(0.25),
+            cpu: Cpu {
+                server_cpu: Some(ServerCpu { pid: 42, cpu_seconds: 0.5, us_per_delivered: Some(50.5) }),
+                client_cpu_seconds: Some(0.25),
+            },
         }
     }
 
