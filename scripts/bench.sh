@@ -4,6 +4,9 @@
 # --server-pid`. Prints every summary; figures go in BENCHMARKS.md by hand.
 #
 #   scripts/bench.sh [seconds per scenario, default 10]
+#
+# SCENARIOS=groups runs only the group scenarios (groups of 50 at 4,000 msg/s,
+# a group of 5,000 at 40 and at 10 msg/s); SCENARIOS=private only the others.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-10}
@@ -23,8 +26,16 @@ run() {
   kill "$server"; wait "$server" || true
 }
 
-run "max throughput, each user one peer" --users 200 --closed-loop --window 8 --pairing ring
-run "max throughput, random peers" --users 200 --closed-loop --window 8 --pairing random
-run "latency at 5000/s, each user one peer" --users 200 --rate 5000 --pairing ring
-run "latency at 5000/s, random peers" --users 200 --rate 5000 --pairing random
-run "latency at 1000/s, random peers" --users 200 --rate 1000 --pairing random
+scenarios=${SCENARIOS:-private groups}
+if [[ " $scenarios " == *" private "* ]]; then
+  run "max throughput, each user one peer" --users 200 --closed-loop --window 8 --pairing ring
+  run "max throughput, random peers" --users 200 --closed-loop --window 8 --pairing random
+  run "latency at 5000/s, each user one peer" --users 200 --rate 5000 --pairing ring
+  run "latency at 5000/s, random peers" --users 200 --rate 5000 --pairing random
+  run "latency at 1000/s, random peers" --users 200 --rate 1000 --pairing random
+fi
+if [[ " $scenarios " == *" groups "* ]]; then
+  run "fan-out, 4 groups of 50, 4000 msg/s" --group-size 50 --groups 4 --senders 5 --rate 4000
+  run "fan-out, a group of 5000, 40 msg/s" --group-size 5000 --senders 5 --rate 40
+  run "latency, a group of 5000, 10 msg/s" --group-size 5000 --senders 5 --rate 10
+fi

@@ -262,6 +262,11 @@ pub struct BenchArgs {
     /// Group workload: members of each group who send (at most --group-size).
     #[arg(long, default_value_t = 1, requires = "group_size", value_parser = clap::value_parser!(u32).range(1..=10_000), value_name = "S")]
     pub senders: u32,
+    /// Group workload: seconds to wait once every connection is open, before
+    /// sending. In production a gateway registers its fresh connections in etcd
+    /// one by one; a member not registered yet is not pushed (it syncs later).
+    #[arg(long, default_value = "0", value_parser = parse_secs, requires = "group_size", value_name = "SECS")]
+    pub settle: Duration,
     /// Length of the measured window in seconds.
     #[arg(long, default_value = "10", value_parser = parse_secs, value_name = "SECS")]
     pub duration: Duration,

@@ -101,6 +101,10 @@ pub async fn execute(
     let whose = |i: usize| format!("user {prefix}-{}", connections[i].user_index);
     let sockets = setup::connect_all(&options, concurrency, progress, whose).await?;
     drop(options);
+    if !args.settle.is_zero() {
+        eprintln!("waiting {:?} for the connections to settle (--settle)", args.settle);
+        tokio::time::sleep(args.settle).await;
+    }
 
     let run = Arc::new(Run {
         epoch: Instant::now(),
