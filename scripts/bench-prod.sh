@@ -14,7 +14,8 @@
 #   LATENCY_RUNS=3        runs of the 2,000/s latency scenario
 #   SCENARIOS="sat-ring sat-random lat-2000"   which scenarios, in this order
 #                         (also lat-2000-ring: 2,000/s with one peer per user;
-#                         group-50: 4 groups of 50, 5 senders each, 4,000 msg/s;
+#                         group-50: 4 groups of 50, 5 senders each, 4,000 msg/s
+#                         (group-50-5000: at 5,000 msg/s);
 #                         group-5000: one group of 5,000, 5 senders, 40 msg/s;
 #                         group-5000-10: the same at 10 msg/s)
 #   USERS=200             users per scenario
@@ -303,9 +304,10 @@ for scenario in $scenarios; do
       done
       ;;
     group-50) run "groups of 50, 4,000 msg/s" group-50 --group-size 50 --groups 4 --senders 5 --rate 4000 ;;
+    group-50-5000) run "groups of 50, 5,000 msg/s" group-50-5000 --group-size 50 --groups 4 --senders 5 --rate 5000 ;;
     group-5000) run "a group of 5,000, 40 msg/s" group-5000 --group-size 5000 --senders 5 --rate 40 --settle 15 ;;
     group-5000-10) run "a group of 5,000, 10 msg/s" group-5000-10 --group-size 5000 --senders 5 --rate 10 --settle 15 ;;
-    *) log "unknown scenario $scenario (sat-ring, sat-random, lat-2000, lat-2000-ring, group-50, group-5000, group-5000-10)"; exit 2 ;;
+    *) log "unknown scenario $scenario (sat-ring, sat-random, lat-2000, lat-2000-ring, group-50, group-50-5000, group-5000, group-5000-10)"; exit 2 ;;
   esac
 done
 
