@@ -171,13 +171,6 @@ pub(crate) trait Consume: Send + Sync + Sized + 'static {
         stop: &CancellationToken,
     ) -> impl Future<Output = Result<(), Stopped>> + Send;
 
-    /// Commits what `handle` handled but left uncommitted (a consumer that
-    /// commits at intervals), when the member has nothing to do: after an
-    /// empty poll, and once more before it leaves.
-    fn flush(&self, _consumer: &mut dyn BusConsumer, _scratch: &mut Self::Scratch) -> impl Future<Output = ()> + Send {
-        async {}
-    }
-
     /// Joins the group through `members` with `concurrency` members and
     /// runs them, and the lag reporter where the bus tells the lag, on
     /// `tracker` until `stop`. Fails if a member cannot join.
@@ -232,7 +225,7 @@ async fn run_member<C: Consume>(
         match polled {
             // Not proof that the bus is back (librdkafka reports some
             // errors between empty polls): the backoff keeps growing.
-            Ok(records) if records.is_empty() => consumer.flush(&mut *member, &mut scratch).await,
+            Ok(records) if records.is_empty() => {}
             Ok(mut records) => {
                 failures = 0;
                 consumer.fill(&mut *member, &mut records, &stop).await;
@@ -256,7 +249,6 @@ async fn run_member<C: Consume>(
             break;
         }
     }
-    consumer.flush(&mut *member, &mut scratch).await;
     info!(member = id, topic = %settings.topic, "{} member stopped", C::WHAT);
 }
 

@@ -59,8 +59,6 @@ const POLL_MAX: usize = 256;
 /// How long a poll waits when there is nothing: the stop signal is seen
 /// within it.
 const POLL_WAIT: Duration = Duration::from_millis(200);
-/// The most time between two commits of a member (see `handle`).
-const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
 /// Members per node on Kafka (the topic's partitions are shared among every
 /// node's members). In process there is one: one topic partition, one order.
 const KAFKA_MEMBERS: usize = 4;
@@ -233,34 +231,14 @@ impl Consume for FanOutWorker {
         // or parked. A failed commit is covered by the next one; if none
         // comes, the records are pushed again (at least once: a client knows a
         // message by its conversation and seq).
-        //
-        // At most every COMMIT_INTERVAL (and when stopping): a commit is a
-        // synchronous broker round trip, and one per batch held the members
-        // to a few batches a second on tansu (fan-out latency grew to
-        // seconds at 20 msg/s). A crash re-pushes at most that interval.
-        scratch.uncommitted = Some(last.clone());
-        let due = scratch.committed_at.is_none_or(|at| at.elapsed() >= COMMIT_INTERVAL) || stop.is_cancelled();
-        if due {
-            self.commit_handled(consumer, scratch).await;
+        if let Err(e) = consumer.commit(last).await {
+            warn!(topic = %self.settings.topic, offset = last.offset, error = %e, "group fan-out commit failed");
         }
         Ok(())
-    }
-
-    async fn flush(&self, consumer: &mut dyn BusConsumer, scratch: &mut Scratch) {
-        self.commit_handled(consumer, scratch).await;
     }
 }
 
 impl FanOutWorker {
-    /// Commits the last handled record, if it is not yet.
-    async fn commit_handled(&self, consumer: &mut dyn BusConsumer, scratch: &mut Scratch) {
-        let Some(last) = scratch.uncommitted.take() else { return };
-        scratch.committed_at = Some(std::time::Instant::now());
-        if let Err(e) = consumer.commit(&last).await {
-            warn!(topic = %self.settings.topic, offset = last.offset, error = %e, "group fan-out commit failed");
-        }
-    }
-
     /// Makes every gateway's call of the batch at once, each with the
     /// router's retry policy.
     async fn push_all(&self, scratch: &Scratch) {
@@ -325,10 +303,6 @@ pub(crate) struct Scratch {
     /// Emptied user lists and fan-out lists.
     spare_users: Vec<Vec<UserId>>,
     spare_calls: Vec<Vec<FanOut>>,
-    /// When this member last committed (none yet: the first batch commits).
-    committed_at: Option<std::time::Instant>,
-    /// The last record handled and not committed yet.
-    uncommitted: Option<BusRecord>,
 }
 
 impl Scratch {

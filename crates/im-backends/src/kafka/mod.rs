@@ -99,7 +99,11 @@ impl KafkaBus {
             // (tansu) holds it this long, and the fan-out's latency and a
             // membership change's reach to every node include it (500 ms by
             // default).
-            .set("fetch.wait.max.ms", "20");
+            .set("fetch.wait.max.ms", "20")
+            // After a fetch error (a broker restarting, a partition moving)
+            // the next fetch waits this long: 500 ms by default, which a
+            // membership change or a group message would wait too.
+            .set("fetch.error.backoff.ms", "50");
         Ok(Self {
             producer: parking_lot::RwLock::new(producer),
             producer_config,

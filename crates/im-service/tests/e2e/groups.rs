@@ -1,12 +1,17 @@
-//! Groups (DESIGN.md G6) on a standalone node: the real binary, clients over
-//! WebSocket, group management over `im.v1.GroupService`.
+//! Groups (DESIGN.md G6) over the wire: clients over WebSocket, group
+//! management over `im.v1.GroupService`. Each case runs twice: on a
+//! standalone node, and on a production cluster (`im-user`, two nodes, two
+//! gateways over MariaDB, Redis, etcd and Kafka) with the test's users
+//! spread over both gateways and both nodes.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use im_proto::client::{self as pb, ErrorCode, server_frame};
 use im_proto::user::Role;
 
 use crate::broker::{BrokerBehindProxy, kafka_env};
+use crate::harness::{Cluster, ClusterBuilder, User};
 use crate::support::{Client, GroupApi, Node, ack, error, group_conversation};
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -19,10 +24,81 @@ struct Person {
     api: GroupApi,
 }
 
-async fn person(node: &Node, name: &str) -> Person {
-    let (id, token) = node.create_user(name).await;
-    let api = GroupApi::connect(node.grpc_port, &token).await;
-    Person { id, token, api }
+/// Where a case runs.
+enum Deployment {
+    Standalone { node: Node, _dir: tempfile::TempDir },
+    Cluster { cluster: Box<Cluster>, next: AtomicUsize },
+}
+
+impl Deployment {
+    async fn standalone(env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::start_with(dir.path(), env).await;
+        Deployment::Standalone { node, _dir: dir }
+    }
+
+    async fn cluster(env: &[(&str, &str)]) -> Self {
+        let mut builder = ClusterBuilder::new();
+        for (key, value) in env {
+            builder = builder.node_env(key, value);
+        }
+        Deployment::Cluster { cluster: Box::new(builder.start().await), next: AtomicUsize::new(0) }
+    }
+
+    /// Round robin over the cluster's two gateways (and their nodes).
+    fn next(&self) -> usize {
+        match self {
+            Deployment::Standalone { .. } => 0,
+            Deployment::Cluster { next, .. } => next.fetch_add(1, Ordering::Relaxed) % 2,
+        }
+    }
+
+    fn grpc_port(&self, node: usize) -> u16 {
+        match self {
+            Deployment::Standalone { node: n, .. } => n.grpc_port,
+            Deployment::Cluster { cluster, .. } => cluster.node_grpc_port(node),
+        }
+    }
+
+    /// A new user, whose group calls go to the next node.
+    async fn person(&self, name: &str) -> Person {
+        let (id, token) = match self {
+            Deployment::Standalone { node, .. } => node.create_user(name).await,
+            Deployment::Cluster { cluster, .. } => {
+                let user = cluster.create_user(name).await;
+                (user.id, user.token)
+            }
+        };
+        let api = GroupApi::connect(self.grpc_port(self.next()), &token).await;
+        Person { id, token, api }
+    }
+
+    /// A device of `person`, on the next gateway (registered when this returns).
+    async fn connect(&self, person: &Person, device: &str) -> Client {
+        match self {
+            Deployment::Standalone { node, .. } => node.connect(&person.token, device).await,
+            Deployment::Cluster { cluster, .. } => {
+                let user = User { id: person.id, token: person.token.clone() };
+                cluster.client(self.next(), &user, device).await
+            }
+        }
+    }
+
+    /// Waits until every node's membership cache has `group` at `version`
+    /// at least (a change applies on the other nodes when its
+    /// `membership_change` record arrives, milliseconds later). `member`
+    /// must be in the group.
+    async fn changed(&self, member: &Person, group: u64, version: u64) {
+        let Deployment::Cluster { .. } = self else { return };
+        for node in 0..2 {
+            let mut api = GroupApi::connect(self.grpc_port(node), &member.token).await;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while api.members(group).await.expect("a member lists the group").version < version {
+                assert!(Instant::now() < deadline, "node {node} did not see version {version} of group {group}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
 }
 
 fn push(body: Option<server_frame::Body>) -> pb::Message {
@@ -56,23 +132,45 @@ async fn sync_seqs(client: &mut Client, conversation: &str) -> Vec<u64> {
     client.sync_all(conversation, 0).await.iter().map(|m| m.seq).collect()
 }
 
-#[tokio::test]
-async fn members_get_every_group_message_once_and_outsiders_get_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path()).await;
-    let mut alice = person(&node, "alice").await;
-    let bob = person(&node, "bob").await;
-    let carol = person(&node, "carol").await;
-    let dave = person(&node, "dave").await;
+/// Each case on a standalone node and on a production cluster.
+macro_rules! in_both_modes {
+    ($($case:ident($env:expr);)+) => {
+        mod standalone {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(super::Deployment::standalone($env).await).await;
+            })+
+        }
+        mod production {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(super::Deployment::cluster($env).await).await;
+            })+
+        }
+    };
+}
+
+in_both_modes! {
+    members_get_every_group_message_once_and_outsiders_get_nothing(&[]);
+    only_owner_and_admins_manage_and_the_owner_stays(&[]);
+    joiners_see_from_the_join_on_and_leavers_see_nothing_after(&[]);
+    offline_members_catch_up_by_sync_and_reads_are_counted(&[("GROUP_READ_RECEIPT_DETAILS_MAX", "3")]);
+}
+
+async fn members_get_every_group_message_once_and_outsiders_get_nothing(d: Deployment) {
+    let mut alice = d.person("alice").await;
+    let bob = d.person("bob").await;
+    let carol = d.person("carol").await;
+    let dave = d.person("dave").await;
     let group = alice.api.create("friends", &[bob.id, carol.id], false).await;
     let conv = group_conversation(group);
 
-    let mut alice_phone = node.connect(&alice.token, "phone").await;
-    let mut alice_laptop = node.connect(&alice.token, "laptop").await;
-    let mut bob_phone = node.connect(&bob.token, "phone").await;
-    let mut bob_laptop = node.connect(&bob.token, "laptop").await;
-    let mut carol_phone = node.connect(&carol.token, "phone").await;
-    let mut dave_phone = node.connect(&dave.token, "phone").await;
+    let mut alice_phone = d.connect(&alice, "phone").await;
+    let mut alice_laptop = d.connect(&alice, "laptop").await;
+    let mut bob_phone = d.connect(&bob, "phone").await;
+    let mut bob_laptop = d.connect(&bob, "laptop").await;
+    let mut carol_phone = d.connect(&carol, "phone").await;
+    let mut dave_phone = d.connect(&dave, "phone").await;
 
     let first = ack(alice_phone.send_group_text(group, "g1", "hello all").await);
     assert_eq!((first.conversation_id.as_str(), first.seq), (conv.as_str(), 1));
@@ -106,21 +204,18 @@ async fn members_get_every_group_message_once_and_outsiders_get_nothing() {
     assert_eq!(refused.code, ErrorCode::PermissionDenied as i32, "{refused:?}");
     let refused = error(dave_phone.sync(&conv, 0).await);
     assert_eq!(refused.code, ErrorCode::PermissionDenied as i32, "{refused:?}");
-    let mut dave_api = GroupApi::connect(node.grpc_port, &dave.token).await;
+    let mut dave_api = GroupApi::connect(d.grpc_port(1), &dave.token).await;
     assert_eq!(code(dave_api.members(group).await.unwrap_err()), tonic::Code::PermissionDenied);
     assert_eq!(sync_seqs(&mut carol_phone, &conv).await, vec![1, 2]);
     let e = error(alice_phone.send_group_text(987_654, "x", "nobody here").await);
     assert_eq!(e.code, ErrorCode::NotFound as i32, "{e:?}");
 }
 
-#[tokio::test]
-async fn only_owner_and_admins_manage_and_the_owner_stays() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path()).await;
-    let mut alice = person(&node, "alice").await;
-    let mut bob = person(&node, "bob").await;
-    let mut carol = person(&node, "carol").await;
-    let erin = person(&node, "erin").await;
+async fn only_owner_and_admins_manage_and_the_owner_stays(d: Deployment) {
+    let mut alice = d.person("alice").await;
+    let mut bob = d.person("bob").await;
+    let mut carol = d.person("carol").await;
+    let erin = d.person("erin").await;
     let group = alice.api.create("team", &[bob.id, carol.id], false).await;
 
     // A plain member adds and removes nobody.
@@ -137,8 +232,9 @@ async fn only_owner_and_admins_manage_and_the_owner_stays() {
     assert_eq!(code(bob.api.remove(group, alice.id).await.unwrap_err()), tonic::Code::PermissionDenied);
     assert_eq!(code(alice.api.leave(group).await.unwrap_err()), tonic::Code::FailedPrecondition);
     // An admin removes a member, who then cannot send.
-    bob.api.remove(group, carol.id).await.expect("an admin removes a member");
-    let mut carol_phone = node.connect(&carol.token, "phone").await;
+    let removed = bob.api.remove(group, carol.id).await.expect("an admin removes a member");
+    d.changed(&alice, group, removed.version).await;
+    let mut carol_phone = d.connect(&carol, "phone").await;
     let e = error(carol_phone.send_group_text(group, "c1", "still here?").await);
     assert_eq!(e.code, ErrorCode::PermissionDenied as i32, "{e:?}");
     assert_eq!(code(carol.api.leave(group).await.unwrap_err()), tonic::Code::PermissionDenied);
@@ -156,28 +252,27 @@ async fn only_owner_and_admins_manage_and_the_owner_stays() {
     assert_eq!(alice.api.members(group).await.unwrap().version, roster.version);
 }
 
-#[tokio::test]
-async fn joiners_see_from_the_join_on_and_leavers_see_nothing_after() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path()).await;
-    let mut alice = person(&node, "alice").await;
-    let mut bob = person(&node, "bob").await;
-    let erin = person(&node, "erin").await;
-    let frank = person(&node, "frank").await;
+async fn joiners_see_from_the_join_on_and_leavers_see_nothing_after(d: Deployment) {
+    let mut alice = d.person("alice").await;
+    let mut bob = d.person("bob").await;
+    let erin = d.person("erin").await;
+    let frank = d.person("frank").await;
     let group = alice.api.create("boundaries", &[bob.id], false).await;
     let open = alice.api.create("open", &[], true).await;
     let conv = group_conversation(group);
 
-    let mut alice_phone = node.connect(&alice.token, "phone").await;
-    let mut bob_phone = node.connect(&bob.token, "phone").await;
+    let mut alice_phone = d.connect(&alice, "phone").await;
+    let mut bob_phone = d.connect(&bob, "phone").await;
     for i in 1..=3 {
         ack(alice_phone.send_group_text(group, &format!("before{i}"), "before erin").await);
         ack(alice_phone.send_group_text(open, &format!("open{i}"), "history").await);
     }
-    let mut erin_phone = node.connect(&erin.token, "phone").await;
-    let mut frank_phone = node.connect(&frank.token, "phone").await;
-    alice.api.add(group, &[erin.id]).await.unwrap();
-    alice.api.add(open, &[frank.id]).await.unwrap();
+    let mut erin_phone = d.connect(&erin, "phone").await;
+    let mut frank_phone = d.connect(&frank, "phone").await;
+    let joined = alice.api.add(group, &[erin.id]).await.unwrap();
+    d.changed(&alice, group, joined.version).await;
+    let joined = alice.api.add(open, &[frank.id]).await.unwrap();
+    d.changed(&alice, open, joined.version).await;
     let after_join = ack(alice_phone.send_group_text(group, "after", "welcome erin").await);
     assert_eq!(after_join.seq, 4);
 
@@ -195,7 +290,8 @@ async fn joiners_see_from_the_join_on_and_leavers_see_nothing_after() {
     for _ in 2..=4 {
         next_push(&mut bob_phone).await;
     }
-    bob.api.leave(group).await.expect("a member leaves");
+    let left = bob.api.leave(group).await.expect("a member leaves");
+    d.changed(&alice, group, left.version).await;
     ack(alice_phone.send_group_text(group, "gone", "bob left").await);
     no_push(&mut bob_phone).await;
     let e = error(bob_phone.sync(&conv, 0).await);
@@ -204,20 +300,18 @@ async fn joiners_see_from_the_join_on_and_leavers_see_nothing_after() {
     assert_eq!(next_push(&mut erin_phone).await.seq, 5);
 }
 
-#[tokio::test]
-async fn offline_members_catch_up_by_sync_and_reads_are_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    // Details for groups of up to 3 members: the second group is too big.
-    let node = Node::start_with(dir.path(), &[("GROUP_READ_RECEIPT_DETAILS_MAX", "3")]).await;
-    let mut alice = person(&node, "alice").await;
-    let bob = person(&node, "bob").await;
-    let carol = person(&node, "carol").await;
-    let dave = person(&node, "dave").await;
+async fn offline_members_catch_up_by_sync_and_reads_are_counted(d: Deployment) {
+    // Details for groups of up to 3 members (GROUP_READ_RECEIPT_DETAILS_MAX=3):
+    // the second group is too big.
+    let mut alice = d.person("alice").await;
+    let bob = d.person("bob").await;
+    let carol = d.person("carol").await;
+    let dave = d.person("dave").await;
     let group = alice.api.create("readers", &[bob.id, carol.id], false).await;
     let big = alice.api.create("big", &[bob.id, carol.id, dave.id], false).await;
     let conv = group_conversation(group);
 
-    let mut alice_phone = node.connect(&alice.token, "phone").await;
+    let mut alice_phone = d.connect(&alice, "phone").await;
     let mut acks = Vec::new();
     for i in 0..120 {
         acks.push(ack(alice_phone.send_group_text(group, &format!("m{i}"), &format!("text {i}")).await).seq);
@@ -226,7 +320,7 @@ async fn offline_members_catch_up_by_sync_and_reads_are_counted() {
 
     // Carol was offline throughout: the list tells her what waits, sync
     // pages through it in order.
-    let mut carol_phone = node.connect(&carol.token, "phone").await;
+    let mut carol_phone = d.connect(&carol, "phone").await;
     let list = carol_phone.conversations().await;
     let entry = list.iter().find(|c| c.conversation_id == conv).expect("listed");
     assert_eq!((entry.max_seq, entry.read_seq, entry.unread), (120, 0, 120));
@@ -235,7 +329,7 @@ async fn offline_members_catch_up_by_sync_and_reads_are_counted() {
     assert!(messages.iter().all(|m| m.from_user == alice.id));
 
     // Read positions: forward only, counted per message.
-    let mut bob_phone = node.connect(&bob.token, "phone").await;
+    let mut bob_phone = d.connect(&bob, "phone").await;
     match carol_phone.mark_read(&conv, 50).await {
         server_frame::Body::MarkRead(r) => assert_eq!(r.read_seq, 50),
         other => panic!("mark read answered {other:?}"),
@@ -259,7 +353,7 @@ async fn offline_members_catch_up_by_sync_and_reads_are_counted() {
     assert_eq!((entry.read_seq, entry.unread), (50, 70));
 
     // Larger than the details limit: how many, not who.
-    let mut dave_phone = node.connect(&dave.token, "phone").await;
+    let mut dave_phone = d.connect(&dave, "phone").await;
     dave_phone.mark_read(&group_conversation(big), 1).await;
     let status = alice.api.read_status(big, 1).await.unwrap();
     assert_eq!((status.read_count, status.detailed, status.readers.len()), (1, false, 0));
@@ -273,24 +367,23 @@ async fn offline_members_catch_up_by_sync_and_reads_are_counted() {
 #[tokio::test]
 async fn a_broker_outage_mid_group_burst_loses_nothing() {
     let broker = BrokerBehindProxy::start().await;
-    let dir = tempfile::tempdir().unwrap();
     let env = kafka_env(&broker.addr());
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let node = Node::start_with(dir.path(), &env).await;
-    let mut alice = person(&node, "alice").await;
+    let d = Deployment::standalone(&env).await;
+    let mut alice = d.person("alice").await;
     let mut members = Vec::new();
     for name in ["bob", "carol", "dave"] {
-        members.push(person(&node, name).await);
+        members.push(d.person(name).await);
     }
     let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
     let group = alice.api.create("burst", &ids, false).await;
     let conv = group_conversation(group);
     let mut devices = Vec::new();
     for member in &members {
-        devices.push(node.connect(&member.token, "phone").await);
+        devices.push(d.connect(member, "phone").await);
     }
 
-    let mut alice_phone = node.connect(&alice.token, "phone").await;
+    let mut alice_phone = d.connect(&alice, "phone").await;
     let mut acked = Vec::new();
     for i in 0..60 {
         if i == 20 {
