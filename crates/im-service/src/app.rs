@@ -400,7 +400,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         readiness: readiness.clone(),
         before_scrape: Arc::new(move |m: &Metrics| {
             if let Some(gateway) = &stats_gateway {
-                m.connected_clients.set(gateway.stats().connected() as i64);
+                m.observe_gateway(gateway.stats().snapshot());
             }
         }),
     };

@@ -92,7 +92,7 @@ pub async fn run(config: Config, listeners: GatewayListeners, shutdown: Cancella
         metrics,
         readiness: readiness.clone(),
         before_scrape: Arc::new(move |m: &Metrics| {
-            m.connected_clients.set(stats_gateway.stats().connected() as i64);
+            m.observe_gateway(stats_gateway.stats().snapshot());
         }),
     };
 

@@ -8,6 +8,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::Mutex;
+
+use im_gateway::StatsSnapshot;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
@@ -88,6 +91,88 @@ pub struct Metrics {
     pub group_roster_failures: Counter,
     /// `group_msg` records parked on the dead-letter topic, by reason.
     pub group_dead_letters: Family<ReasonLabel, Counter>,
+    /// im-user: membership changes stored but never published on
+    /// `membership_change` since start (the nodes catch up only when they
+    /// reload the roster). Anything but 0 wants a look at the broker.
+    pub membership_unpublished: Gauge,
+    /// The WebSocket gateway's own counters (built-in gateway or
+    /// `im-gateway`), brought up to date at scrape time.
+    gateway: GatewayCounters,
+}
+
+/// The gateway counts in plain atomics (it has no metrics library); at each
+/// scrape these counters advance by what the gateway counted since the last.
+#[derive(Default)]
+struct GatewayCounters {
+    last: Mutex<StatsSnapshot>,
+    connections_opened: Counter,
+    connections_replaced: Counter,
+    connections_dropped_slow: Counter,
+    handshakes_rejected: Counter,
+    frames_in: Counter,
+    frames_out: Counter,
+    bad_frames: Counter,
+    push_events: Counter,
+    pushes_delivered: Counter,
+    registry_errors: Counter,
+}
+
+impl GatewayCounters {
+    fn register(&self, registry: &mut Registry) {
+        let gateway = registry.sub_registry_with_prefix("gateway");
+        gateway.register(
+            "connections_opened",
+            "WebSocket connections accepted (after a successful handshake)",
+            self.connections_opened.clone(),
+        );
+        gateway.register(
+            "connections_replaced",
+            "Connections closed because the same user and device connected again",
+            self.connections_replaced.clone(),
+        );
+        gateway.register(
+            "connections_dropped_slow",
+            "Connections closed because their outbound queue was full (a client too slow to read)",
+            self.connections_dropped_slow.clone(),
+        );
+        gateway.register(
+            "handshakes_rejected",
+            "Upgrade requests refused (missing or bad token, bad device id)",
+            self.handshakes_rejected.clone(),
+        );
+        gateway.register("frames_in", "WebSocket data frames received", self.frames_in.clone());
+        gateway.register("frames_out", "WebSocket frames written (replies and pushes)", self.frames_out.clone());
+        gateway.register("bad_frames", "Received frames that were text or did not decode", self.bad_frames.clone());
+        gateway.register("push_events", "Push events handled (one per event of a batch)", self.push_events.clone());
+        gateway.register(
+            "pushes_delivered",
+            "Push frames queued to a device (one per event and device)",
+            self.pushes_delivered.clone(),
+        );
+        gateway.register(
+            "registry_errors",
+            "Registry register/unregister calls that failed",
+            self.registry_errors.clone(),
+        );
+    }
+
+    fn advance(&self, now: StatsSnapshot) {
+        let mut last = self.last.lock().expect("gateway counters lock poisoned");
+        let step = |counter: &Counter, now: u64, before: u64| {
+            counter.inc_by(now.saturating_sub(before));
+        };
+        step(&self.connections_opened, now.connections_opened, last.connections_opened);
+        step(&self.connections_replaced, now.connections_replaced, last.connections_replaced);
+        step(&self.connections_dropped_slow, now.connections_dropped_slow, last.connections_dropped_slow);
+        step(&self.handshakes_rejected, now.handshakes_rejected, last.handshakes_rejected);
+        step(&self.frames_in, now.frames_in, last.frames_in);
+        step(&self.frames_out, now.frames_out, last.frames_out);
+        step(&self.bad_frames, now.bad_frames, last.bad_frames);
+        step(&self.push_events, now.push_events, last.push_events);
+        step(&self.pushes_delivered, now.pushes_delivered, last.pushes_delivered);
+        step(&self.registry_errors, now.registry_errors, last.registry_errors);
+        *last = now;
+    }
 }
 
 impl Default for Metrics {
@@ -128,6 +213,8 @@ impl Metrics {
         let group_fanout_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let group_roster_failures = Counter::default();
         let group_dead_letters = Family::<ReasonLabel, Counter>::default();
+        let membership_unpublished = Gauge::default();
+        let gateway = GatewayCounters::default();
 
         registry.register("messages_accepted", "Messages durably stored and acknowledged", accepted.clone());
         registry.register("messages_duplicate", "Resends answered with the first ack", duplicates.clone());
@@ -228,6 +315,12 @@ impl Metrics {
             "group_msg records parked on the dead-letter topic, by reason",
             group_dead_letters.clone(),
         );
+        registry.register(
+            "membership_unpublished",
+            "Membership changes stored but not published on membership_change since start (im-user)",
+            membership_unpublished.clone(),
+        );
+        gateway.register(&mut registry);
         Self {
             registry,
             accepted,
@@ -257,7 +350,16 @@ impl Metrics {
             group_fanout_latency,
             group_roster_failures,
             group_dead_letters,
+            membership_unpublished,
+            gateway,
         }
+    }
+
+    /// Brings the gateway's gauge and counters up to `stats` (called at
+    /// scrape time by the processes that run a gateway).
+    pub fn observe_gateway(&self, stats: StatsSnapshot) {
+        self.connected_clients.set(stats.connected as i64);
+        self.gateway.advance(stats);
     }
 
     pub fn fail(&self, code: im_core::ErrorCode) {
@@ -273,5 +375,24 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_counters_advance_by_what_the_gateway_counted_since_the_last_scrape() {
+        let metrics = Metrics::new();
+        let first = StatsSnapshot { connected: 3, frames_in: 10, connections_dropped_slow: 1, ..Default::default() };
+        metrics.observe_gateway(first);
+        metrics.observe_gateway(StatsSnapshot { connected: 2, frames_in: 25, ..first });
+
+        let text = metrics.render();
+        assert!(text.contains("im_connected_clients 2\n"), "{text}");
+        assert!(text.contains("im_gateway_frames_in_total 25\n"), "{text}");
+        assert!(text.contains("im_gateway_connections_dropped_slow_total 1\n"), "{text}");
+        assert!(text.contains("im_gateway_pushes_delivered_total 0\n"), "{text}");
     }
 }

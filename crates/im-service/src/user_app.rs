@@ -59,6 +59,13 @@ impl UserListeners {
     }
 }
 
+/// What a scrape of im-user's `/metrics` reads from the group service.
+fn scrape_groups(groups: Arc<GroupService>) -> Arc<dyn Fn(&Metrics) + Send + Sync> {
+    Arc::new(move |metrics: &Metrics| {
+        metrics.membership_unpublished.set(i64::try_from(groups.unpublished_changes()).unwrap_or(i64::MAX));
+    })
+}
+
 /// Runs the user service until `shutdown`.
 pub async fn run(config: Config, listeners: UserListeners, shutdown: CancellationToken) -> anyhow::Result<()> {
     let kafka = kafka(&config)?;
@@ -72,11 +79,18 @@ pub async fn run(config: Config, listeners: UserListeners, shutdown: Cancellatio
     let mut readiness = Readiness::default();
     readiness.add(stores.name, stores.probe());
     let bus = kafka_bus(kafka, &mut readiness).await?;
-    let groups =
-        GroupService::new(stores.groups.clone(), bus, kafka.topics.membership_change.clone(), config.group.max_members);
+    let groups = Arc::new(GroupService::new(
+        stores.groups.clone(),
+        bus,
+        kafka.topics.membership_change.clone(),
+        config.group.max_members,
+    ));
     let readiness = Arc::new(readiness);
-    let http_state =
-        HttpState { metrics: Arc::new(Metrics::new()), readiness: readiness.clone(), before_scrape: Arc::new(|_| {}) };
+    let http_state = HttpState {
+        metrics: Arc::new(Metrics::new()),
+        readiness: readiness.clone(),
+        before_scrape: scrape_groups(groups.clone()),
+    };
     let grpc_addr = listeners.grpc.local_addr()?;
     let http = serve::http(
         listeners.http,
@@ -87,7 +101,7 @@ pub async fn run(config: Config, listeners: UserListeners, shutdown: Cancellatio
     );
     let grpc = tonic::transport::Server::builder()
         .add_service(UserGrpc::new(directory).into_server())
-        .add_service(GroupDirectoryGrpc::new(Arc::new(groups), tokens.clone()).into_server())
+        .add_service(GroupDirectoryGrpc::new(groups, tokens.clone()).into_server())
         .serve_with_incoming_shutdown(serve::grpc_incoming(listeners.grpc), shutdown.clone().cancelled_owned());
 
     readiness.set_serving(true);
@@ -105,4 +119,57 @@ pub async fn run(config: Config, listeners: UserListeners, shutdown: Cancellatio
     stores.close().await;
     tracing::info!("im-user stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use im_backends::sqlite::SqliteStore;
+    use im_core::error::BackendError;
+    use im_core::group::NewGroup;
+    use im_core::ports::{BackendResult, Bus, BusConsumer, CreateUser, GroupDirectory, UserStore};
+
+    use super::*;
+
+    /// A broker that is down for good.
+    struct DownBus;
+
+    #[async_trait]
+    impl Bus for DownBus {
+        async fn publish(&self, _: &str, _: Bytes, _: Bytes) -> BackendResult<()> {
+            Err(BackendError::unavailable("broker down"))
+        }
+        async fn subscribe(&self, _: &str, _: &str) -> BackendResult<Box<dyn BusConsumer>> {
+            Err(BackendError::unavailable("broker down"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_that_was_never_published_shows_on_the_metrics() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("im.db")).await.unwrap());
+        let mut users = Vec::new();
+        for name in ["owner", "member"] {
+            let CreateUser::Created(user) = store.create_user(name).await.unwrap() else { panic!("{name} taken") };
+            users.push(user.id);
+        }
+        let groups = Arc::new(GroupService::new(store, Arc::new(DownBus), "membership_change".into(), 10));
+        let metrics = Metrics::new();
+        let scrape = scrape_groups(groups.clone());
+
+        scrape(&metrics);
+        assert!(metrics.render().contains("im_membership_unpublished 0"), "{}", metrics.render());
+
+        let group = NewGroup {
+            name: "ops".into(),
+            owner: users[0],
+            members: vec![users[1]],
+            history_visible: false,
+            created_at_ms: 1,
+        };
+        groups.create_group(group).await.expect("stored although the broker is down");
+        scrape(&metrics);
+        assert!(metrics.render().contains("im_membership_unpublished 1"), "{}", metrics.render());
+    }
 }
