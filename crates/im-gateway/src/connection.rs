@@ -1,17 +1,21 @@
 //! One connection: read frames, run their requests, write replies and pushes.
 //!
 //! The loop is generic over a `Sink`/`Stream` of WebSocket messages so tests
-//! drive it with channels. It runs in the connection's own task as three
-//! parts raced by one `select!` (no task per message):
+//! drive it with channels. A connection is two tasks (never one per
+//! message):
 //!
-//! - the reader decodes frames and runs up to `max_in_flight_per_connection`
-//!   requests concurrently in a `FuturesUnordered`; when that many are
-//!   pending it stops reading, so a client cannot queue unbounded work;
-//! - the writer drains the outbound queue (pre-encoded frames: replies and
-//!   pushes), `feed`ing each and flushing once the queue is momentarily
-//!   empty, so frames that arrive together leave in one write;
-//! - the shutdown signal, set by the hub when the connection is replaced or
-//!   too slow, or when the gateway shuts down.
+//! - the connection's task races the reader, the registration and the
+//!   shutdown signal (set by the hub when the connection is replaced or too
+//!   slow, or when the gateway shuts down) in one `select!`. The reader
+//!   decodes frames and runs up to `max_in_flight_per_connection` requests
+//!   concurrently in a `FuturesUnordered`; when that many are pending it
+//!   stops reading, so a client cannot queue unbounded work;
+//! - the writer task drains the outbound queue (pre-encoded frames: replies
+//!   and pushes), `feed`ing each and flushing once the queue is momentarily
+//!   empty, so frames that arrive together leave in one write. It is a task
+//!   of its own so that a push wakes only the writer: polling the read side
+//!   costs a syscall and a zero-fill of the read buffer, and in a large
+//!   group every member's connection is woken for every message.
 
 use std::fmt;
 use std::sync::{Arc, LazyLock, OnceLock};
@@ -25,7 +29,7 @@ use im_core::limits::sync_page_size;
 use im_core::{ConversationId, DeviceId, ImError, Seq, UserId};
 use im_proto::client::{self, ClientFrame, ServerFrame, client_frame, server_frame};
 use prost::Message as _;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::Gateway;
 use crate::hub::Hub;
@@ -159,18 +163,20 @@ impl Gateway {
     /// Serves one authenticated connection until it ends. `user` must come
     /// from a verified token ([`crate::auth::handshake`]); every request of
     /// the connection acts as that user.
-    pub async fn serve<S, R, E>(&self, user: UserId, device: DeviceId, mut sink: S, stream: R)
+    pub async fn serve<S, R, E>(&self, user: UserId, device: DeviceId, sink: S, stream: R)
     where
-        S: Sink<Message> + Unpin,
-        S::Error: fmt::Display,
+        S: Sink<Message> + Send + Unpin + 'static,
+        S::Error: fmt::Display + Send,
         R: Stream<Item = Result<Message, E>> + Unpin,
         E: fmt::Display,
     {
-        let (outbound, mut queue) = mpsc::channel(self.limits.outbound_queue);
+        let (outbound, queue) = mpsc::channel(self.limits.outbound_queue);
         let shutdown = Arc::new(Shutdown::default());
         let attached = self.hub.attach(user, device.clone(), outbound.clone(), shutdown.clone());
         let attachment = Attachment { hub: &self.hub, user, id: attached.id, armed: true };
         tracing::debug!(user = %user, device = %device, "connected");
+        let (stop_writer, stop) = oneshot::channel();
+        let mut writer = tokio::spawn(write_task(sink, queue, stop, self.hub.clone()));
         // Registering runs alongside serving: a slow or down registry must
         // not stop the user from sending (pushes to this connection may be
         // missed meanwhile; the client catches up by sync).
@@ -178,8 +184,7 @@ impl Gateway {
         let (end, registered) = {
             let closing = shutdown.wait();
             let reader = self.read_loop(user, &device, stream, &outbound);
-            let writer = write_loop(&mut sink, &mut queue, self.stats());
-            tokio::pin!(registering, closing, reader, writer);
+            tokio::pin!(registering, closing, reader);
             let mut registered = !attached.first;
             let end = loop {
                 tokio::select! {
@@ -187,23 +192,25 @@ impl Gateway {
                     reason = &mut closing => break End::Closed(reason),
                     () = &mut registering, if !registered => registered = true,
                     () = &mut reader => break End::ClientGone,
-                    result = &mut writer => {
-                        break End::WriteFailed(result.err().map_or_else(|| "queue closed".to_owned(), |e| e.to_string()));
-                    }
+                    result = &mut writer => break End::WriteFailed(why_writer_ended(result)),
                 }
             };
             (end, registered)
         };
         let last = attachment.detach();
 
-        let close = async {
-            if let End::Closed(reason) = end {
-                let _ = sink.send(Message::Close(Some(reason.frame()))).await;
+        if !matches!(end, End::WriteFailed(_)) {
+            let reason = match end {
+                End::Closed(reason) => Some(reason),
+                _ => None,
+            };
+            // The writer sends the close frame and closes the socket; a
+            // client that stopped reading must not hold it.
+            let _ = stop_writer.send(reason);
+            if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
+                writer.abort();
             }
-            let _ = sink.close().await;
-        };
-        // A client that stopped reading must not hold the task.
-        let _ = tokio::time::timeout(CLOSE_GRACE, close).await;
+        }
         // Also when this connection's registration was cut short: a device
         // that attached meanwhile did not register, counting on this one.
         if last || !registered {
@@ -324,6 +331,44 @@ impl Gateway {
             }
             Req::Ping(ping) => Ok(Resp::Pong(client::Pong { nonce: ping.nonce })),
         }
+    }
+}
+
+/// The writer task: writes queued frames until told to stop (then sends the
+/// close frame, if the gateway closes the connection, and closes the sink).
+/// Returns an error when the sink fails, or when the queue closed first.
+async fn write_task<S>(
+    mut sink: S,
+    mut queue: mpsc::Receiver<Bytes>,
+    stop: oneshot::Receiver<Option<CloseReason>>,
+    hub: Arc<Hub>,
+) -> Result<(), String>
+where
+    S: Sink<Message> + Unpin,
+    S::Error: fmt::Display,
+{
+    tokio::select! {
+        biased;
+        stop = stop => {
+            if let Ok(Some(reason)) = stop {
+                let _ = sink.send(Message::Close(Some(reason.frame()))).await;
+            }
+            let _ = sink.close().await;
+            Ok(())
+        }
+        result = write_loop(&mut sink, &mut queue, hub.stats()) => match result {
+            Ok(()) => Err("queue closed".to_owned()),
+            Err(e) => Err(e.to_string()),
+        },
+    }
+}
+
+/// What the connection's task logs when the writer ended on its own.
+fn why_writer_ended(result: Result<Result<(), String>, tokio::task::JoinError>) -> String {
+    match result {
+        Ok(Ok(())) => "writer stopped".to_owned(),
+        Ok(Err(error)) => error,
+        Err(error) => format!("writer task failed: {error}"),
     }
 }
 
