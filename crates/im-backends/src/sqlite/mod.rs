@@ -2,6 +2,7 @@
 //! read positions, seq ceilings, users and groups.
 //!
 //! - `error`: sqlx errors to [`BackendError`].
+//! - `checkpointer`: WAL checkpoints off the commit path.
 //! - `columns`: domain values to and from SQLite columns.
 //! - `members`: conversation membership rows, and which are already stored.
 //! - `messages`, `receipts`, `ceilings`, `epochs`, `users`, `offline`, `groups`:
@@ -14,6 +15,7 @@
 //! is fsynced (`synchronous=FULL`): an ack means the message is on disk (G1).
 
 mod ceilings;
+mod checkpointer;
 mod columns;
 mod epochs;
 mod error;
@@ -31,6 +33,7 @@ use std::time::Duration;
 use im_core::error::BackendError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+use self::checkpointer::{Checkpointer, WRITER_AUTOCHECKPOINT_PAGES};
 use self::error::map_sqlx;
 use self::messages::AppendStatements;
 use crate::sql::KnownConversations;
@@ -54,6 +57,8 @@ pub struct SqliteStore {
     reader: SqlitePool,
     append: Arc<AppendStatements>,
     known_conversations: Arc<KnownConversations>,
+    /// Held, not read: background checkpoints run while a clone lives.
+    _checkpointer: Checkpointer,
 }
 
 impl SqliteStore {
@@ -85,17 +90,13 @@ impl SqliteStore {
             // over many conversations touches a leaf page per conversation.
             // Not larger: the scan described above grows with it.
             .pragma("cache_size", "-32768")
-            // Checkpoint every 1000 pages (SQLite's default). The checkpoint
-            // runs on the commit path and is part of the latency tail: with 1
-            // KiB pages, at 5000 msgs/s to random peers, p99 was 7.0-7.4 ms
-            // with no checkpoint at all, 9.4-13.7 ms at 1000 pages, 11.5 ms at
-            // 3000, 14-15 ms at 10000; saturation throughput goes the other way
-            // (20-22k, 28k, 32-34k msgs/s). A PASSIVE checkpoint from a
-            // separate connection every 200 ms was worse on both (p99 20 ms):
-            // its fsync of the database file stalls the commits' WAL fsyncs.
-            // Running it on the writer after the triggering commit's acks
-            // changed nothing measurable (p99 8.7-24 ms vs 10.5-11.4 ms).
-            .pragma("wal_autocheckpoint", "1000");
+            // Checkpoints run beside the commits, on a connection of their
+            // own (`checkpointer`); the writer's automatic checkpoint only
+            // bounds the WAL. History: with the checkpoint on the commit path
+            // at SQLite's default 1000 pages, p99 at 5000 msgs/s to random
+            // peers was 9.4-13.7 ms (1 KiB pages, 2026-11-27) and 8.3-11.1 ms
+            // (4 KiB pages, 2026-12-04); 3000 and 10000 pages were worse.
+            .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES.to_string());
 
         let writer = SqlitePoolOptions::new()
             // The guard of the one-round-trip append (messages.rs): a row
@@ -134,13 +135,16 @@ impl SqliteStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .test_before_acquire(false)
             // A read connection that tries to write is a bug in this module.
-            .connect_with(options.pragma("query_only", "ON").pragma("cache_size", "-16384"))
+            .connect_with(options.clone().pragma("query_only", "ON").pragma("cache_size", "-16384"))
             .await
             .map_err(map_sqlx)?;
+
+        let checkpointer = Checkpointer::start(&options).await?;
 
         Ok(Self {
             writer,
             reader,
+            _checkpointer: checkpointer,
             append: Arc::new(AppendStatements::new()),
             known_conversations: Arc::new(KnownConversations::default()),
         })
@@ -175,6 +179,29 @@ mod tests {
         assert_eq!(pragma(&store.writer, "foreign_keys").await, "1");
         assert_eq!(pragma(&store.writer, "busy_timeout").await, BUSY_TIMEOUT.as_millis().to_string());
         assert_eq!(pragma(&store.reader, "query_only").await, "1");
+        assert_eq!(pragma(&store.writer, "wal_autocheckpoint").await, WRITER_AUTOCHECKPOINT_PAGES.to_string());
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_wal_is_copied_into_the_database_file_in_the_background() {
+        use im_core::ports::UserStore;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("im.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let file_size = || std::fs::metadata(&path).unwrap().len();
+        let before = file_size();
+        // Far below the writer's own threshold: only the background
+        // checkpoint moves these pages out of the WAL.
+        for i in 0..200 {
+            store.create_user(&format!("user-{i}")).await.unwrap();
+        }
+        assert_eq!(file_size(), before, "the writer checkpointed by itself");
+        let deadline = tokio::time::Instant::now() + checkpointer::INTERVAL * 20;
+        while file_size() == before {
+            assert!(tokio::time::Instant::now() < deadline, "no checkpoint within {:?}", checkpointer::INTERVAL * 20);
+            tokio::time::sleep(checkpointer::INTERVAL / 4).await;
+        }
         store.close().await;
     }
 }

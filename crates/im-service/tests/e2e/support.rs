@@ -28,8 +28,22 @@ pub struct Node {
     extra_env: Vec<(String, String)>,
 }
 
+/// A port nothing listens on, for a child process to bind. Picked at random
+/// below the kernel's ephemeral range (32768-60999 by default), not with
+/// `bind(0)`: that returns an ephemeral port, and the outgoing connections of
+/// the tests running in parallel take ephemeral ports too — one took such a
+/// port between this probe and the child's bind ("Address already in use").
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::hash::{BuildHasher, RandomState};
+    const FIRST: u16 = 20_000;
+    const COUNT: u64 = 12_000;
+    loop {
+        // A fresh RandomState per call: random keys, so a random port.
+        let candidate = FIRST + (RandomState::new().hash_one(std::process::id()) % COUNT) as u16;
+        if StdListener::bind(("127.0.0.1", candidate)).is_ok() {
+            return candidate;
+        }
+    }
 }
 
 impl Node {
