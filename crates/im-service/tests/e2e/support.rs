@@ -28,18 +28,24 @@ pub struct Node {
     extra_env: Vec<(String, String)>,
 }
 
-/// A port nothing listens on, for a child process to bind. Picked at random
-/// below the kernel's ephemeral range (32768-60999 by default), not with
-/// `bind(0)`: that returns an ephemeral port, and the outgoing connections of
-/// the tests running in parallel take ephemeral ports too — one took such a
-/// port between this probe and the child's bind ("Address already in use").
+/// A port nothing listens on, for a child process to bind. Taken below the
+/// kernel's ephemeral range (32768-60999 by default), not with `bind(0)`:
+/// that returns an ephemeral port, and the outgoing connections of the tests
+/// running in parallel take ephemeral ports too — one took such a port
+/// between this probe and the child's bind ("Address already in use").
+/// Ports go in sequence from a random start, so one test process never gets
+/// the same port twice, and test processes running side by side rarely
+/// share a stretch (the probe skips ports already bound).
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, RandomState};
+    use std::sync::LazyLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
     const FIRST: u16 = 20_000;
     const COUNT: u64 = 12_000;
+    static NEXT: LazyLock<AtomicU64> =
+        LazyLock::new(|| AtomicU64::new(RandomState::new().hash_one(std::process::id()) % COUNT));
     loop {
-        // A fresh RandomState per call: random keys, so a random port.
-        let candidate = FIRST + (RandomState::new().hash_one(std::process::id()) % COUNT) as u16;
+        let candidate = FIRST + (NEXT.fetch_add(1, Ordering::Relaxed) % COUNT) as u16;
         if StdListener::bind(("127.0.0.1", candidate)).is_ok() {
             return candidate;
         }
