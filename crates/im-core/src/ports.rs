@@ -205,6 +205,16 @@ pub trait BusConsumer: Send {
     /// Marks everything up to and including `record` as done for the group. A
     /// consumer that restarts resumes after the last commit.
     async fn commit(&mut self, record: &BusRecord) -> BackendResult<()>;
+
+    /// Leaves the group and returns once the bus knows: what this member
+    /// received and did not commit goes to the members that remain, and a
+    /// member that joins afterwards does not overlap with this one. Dropping
+    /// a consumer leaves too, but may return before the bus knows (Kafka's
+    /// leave is a broker round trip, done on another thread).
+    async fn close(self: Box<Self>) -> BackendResult<()> {
+        drop(self);
+        Ok(())
+    }
 }
 
 /// The message bus: `group_msg`, `offline_msg`, `membership_change`.

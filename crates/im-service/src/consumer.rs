@@ -249,6 +249,11 @@ async fn run_member<C: Consume>(
             break;
         }
     }
+    // Leaves the group and waits for the bus to know, within the shutdown's
+    // grace: the partitions move to the other nodes' members at once.
+    if let Err(e) = member.close().await {
+        warn!(member = id, topic = %settings.topic, error = %e, "{} member could not leave its group", C::WHAT);
+    }
     info!(member = id, topic = %settings.topic, "{} member stopped", C::WHAT);
 }
 

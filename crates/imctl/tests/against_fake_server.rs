@@ -235,11 +235,12 @@ async fn binary_chat_works_over_pipes() {
     let (a, _a_events) = Client::connect(&options(&server, &alice)).await.unwrap();
     a.send(text(bob_id, "earlier")).await.unwrap();
 
-    // Bob chats from a pipe and stays for a while after his input ends.
-    let bob_args = ["chat", "--token", &bob, "--to", "1", "--linger", "1.5"];
+    // Bob chats from a pipe and stays for a while after his input ends;
+    // alice answers once both of his lines are acked.
+    let bob_args = ["chat", "--token", &bob, "--to", "1", "--linger", "2"];
     let bob_chat = imctl(&server, &bob_args, Some("hello alice\n\nsecond line\n"));
     let alice_side = async {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        server.state.wait_for_acks(3).await;
         a.send(text(bob_id, "hi from alice")).await.unwrap()
     };
     let (out, _) = tokio::join!(bob_chat, alice_side);

@@ -156,10 +156,11 @@ async fn chat_in_a_group_over_pipes() {
     imctl(&server, &["group", "create", "--token", &alice, "team", "--member", "2,3"], None).await;
     imctl(&server, &["send", "--token", &alice, "--group", "1", "earlier"], None).await;
 
-    let bob_args = ["chat", "--token", &bob, "--group", "g:1", "--linger", "1.5"];
+    // Carol answers once bob's line is acked.
+    let bob_args = ["chat", "--token", &bob, "--group", "g:1", "--linger", "2"];
     let bob_chat = imctl(&server, &bob_args, Some("hi all\n"));
     let carol_side = async {
-        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        server.state.wait_for_acks(2).await;
         imctl(&server, &["send", "--token", "tok-3", "--group", "1", "hi from carol"], None).await
     };
     let (out, sent) = tokio::join!(bob_chat, carol_side);

@@ -31,7 +31,12 @@ type Member = StreamConsumer<MemberContext>;
 /// given.
 ///
 /// Dropping it leaves the group on a blocking thread (librdkafka's close
-/// waits for the broker); [`KafkaConsumer::close`] leaves and waits.
+/// waits for the broker) and returns at once; [`KafkaConsumer::close`]
+/// leaves and waits. Close before another member of the same group joins
+/// from this process: a join that reaches the broker before this member's
+/// leave starts a rebalance this member is still part of (tansu 0.6 then
+/// names the departed member leader of the next generation, and the group
+/// never settles).
 pub struct KafkaConsumer {
     topic: String,
     group: String,
@@ -190,6 +195,12 @@ impl BusConsumer for KafkaConsumer {
         self.member().commit(&offsets, CommitMode::Async).map_err(map_kafka)?;
         self.delivered.lock().forget_committed(&next);
         Ok(())
+    }
+
+    /// Leaves the group and waits for the broker's answer (see
+    /// [`KafkaConsumer::close`]).
+    async fn close(self: Box<Self>) -> BackendResult<()> {
+        KafkaConsumer::close(*self).await
     }
 }
 

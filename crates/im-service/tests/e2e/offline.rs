@@ -98,6 +98,38 @@ async fn metric(node: &Node, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Waits until the metric `name` reaches at least `value`.
+async fn wait_for_metric(node: &Node, name: &str, value: f64) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let now = metric(node, name).await;
+        if now >= value {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} is {now}, not {value}, after {PATIENCE:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How many offline entries of `user` in `conversation` up to `seq` are in
+/// the node's SQLite file, read or not (`pending_offline` hides the read
+/// ones). Read-only, beside the running node.
+async fn offline_rows_up_to(node: &Node, user: u64, conversation: ConversationId, seq: u64) -> i64 {
+    use sqlx::{ConnectOptions, Connection};
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(node.data_dir.join("im.db")).read_only(true);
+    let mut connection = options.connect().await.expect("open the node's store read-only");
+    let count =
+        sqlx::query_scalar("SELECT COUNT(*) FROM offline_entries WHERE user_id = ? AND conversation = ? AND seq <= ?")
+            .bind(i64::try_from(user).unwrap())
+            .bind(conversation.to_string())
+            .bind(i64::try_from(seq).unwrap())
+            .fetch_one(&mut connection)
+            .await
+            .expect("count the offline entries");
+    connection.close().await.ok();
+    count
+}
+
 /// Alice, online, sends `count` messages to bob from `first`; returns the acks.
 async fn send(alice: &mut crate::support::Client, bob: u64, first: usize, count: usize) -> Vec<pb::SendAck> {
     let mut acks = Vec::new();
@@ -138,8 +170,16 @@ async fn offline_messages_are_recorded(node: &Node) {
         Some(server_frame::Body::Push(m)) => assert_eq!(m.seq, pushed[0].seq),
         other => panic!("expected a push, got {other:?}"),
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(metric(node, "im_offline_events_published_total").await, 3.0);
+    // A message to carol, offline, after it: the router hands offline
+    // entries to one publisher in order, which counts each batch once it is
+    // published, so once carol's entry is recorded and counted, an entry for
+    // bob's pushed message would have been counted too.
+    let (carol, _) = node.create_user(&unique_name("carol")).await;
+    // (client_msg_id m100: ids are per sender, and m0 went to bob.)
+    send(&mut alice_phone, carol, 100, 1).await;
+    wait_for_pending(node, carol, alice, 1).await;
+    wait_for_metric(node, "im_offline_events_published_total", 4.0).await;
+    assert_eq!(metric(node, "im_offline_events_published_total").await, 4.0, "bob's pushed message was published");
     assert_eq!(wait_for_pending(node, bob, alice, 3).await.count, 3);
 
     // What bob has read is no longer pending.
@@ -151,13 +191,14 @@ async fn offline_messages_are_recorded(node: &Node) {
     }
     let left = pending(node, bob).await;
     assert_eq!((left.len(), left[0].count, left[0].first_seq), (1, 1, Seq(3)));
-    // The read entries are deleted, not only hidden: once the node's
-    // clean-up (off the request path) ran, nothing up to seq 2 is left.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let store = SqliteStore::open(&node.data_dir.join("im.db")).await.expect("open the node's store");
-    let left_to_clear = store.clear_offline(UserId(bob), conversation, Seq(2)).await.unwrap();
-    store.close().await;
-    assert_eq!(left_to_clear, 0, "entries up to the read position are deleted by the node");
+    // The read entries are deleted, not only hidden: the node's clean-up
+    // (off the request path) leaves nothing up to seq 2.
+    let deadline = Instant::now() + PATIENCE;
+    while offline_rows_up_to(node, bob, conversation, 2).await > 0 {
+        assert!(Instant::now() < deadline, "entries up to the read position not deleted within {PATIENCE:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(offline_rows_up_to(node, bob, conversation, 3).await, 1, "the unread entry is kept");
     assert_eq!(metric(node, "im_offline_dead_letters_total").await, 0.0);
     assert_eq!(metric(node, "im_offline_publish_failures_total").await, 0.0);
 }
@@ -180,7 +221,9 @@ async fn a_disabled_in_process_worker_publishes_nothing() {
     let (bob, _) = node.create_user("bob").await;
     let mut alice_phone = node.connect(&alice_token, "phone").await;
     send(&mut alice_phone, bob, 0, 2).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both routed (an offline entry is handed to the publisher, if there is
+    // one, before the routing latency is observed).
+    wait_for_metric(&node, "im_routing_latency_seconds_count", 2.0).await;
     // Nothing would consume them: an in-process bus is this process's alone.
     assert_eq!(metric(&node, "im_offline_events_published_total").await, 0.0);
     assert_eq!(pending(&node, bob).await, []);

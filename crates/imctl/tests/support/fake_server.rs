@@ -44,6 +44,8 @@ pub struct State {
     pub swallow_sends: std::sync::atomic::AtomicBool,
     /// When set, connections stop reading from their clients (to test back-pressure).
     pub stall: std::sync::atomic::AtomicBool,
+    /// Acks of sends queued to their connection so far.
+    acks_sent: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -116,6 +118,18 @@ impl State {
 
     pub fn message_count(&self) -> usize {
         self.inner.lock().unwrap().conversations.values().map(|c| c.messages.len()).sum()
+    }
+
+    /// Waits until `count` acks were sent in all: a test's way to know that
+    /// a client process got this far, however slowly it started. A push
+    /// queued after this reaches the client after those acks.
+    pub async fn wait_for_acks(&self, count: usize) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        while self.acks_sent.load(Ordering::SeqCst) < count {
+            let sent = self.acks_sent.load(Ordering::SeqCst);
+            assert!(tokio::time::Instant::now() < deadline, "{sent} of {count} acks sent");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -194,7 +208,11 @@ async fn serve_connection(tcp: tokio::net::TcpStream, state: Arc<State>) {
             None => error(client::ErrorCode::InvalidArgument, "empty frame"),
         };
         if let Some(body) = body {
+            let is_ack = matches!(body, server_frame::Body::Ack(_));
             let _ = tx.send(ServerFrame { req_id: frame.req_id, body: Some(body) });
+            if is_ack {
+                state.acks_sent.fetch_add(1, Ordering::SeqCst);
+            }
         }
     }
     state.inner.lock().unwrap().devices.get_mut(&me).unwrap().retain(|(c, _)| *c != conn);
