@@ -158,7 +158,7 @@ keys! {
     "LOG_LEVEL"                        => observability.log_level, Guide, "Lowest level logged.";
     "LOG_FORMAT"                       => observability.log_format, Guide, "json for collectors, text for people.";
 
-    "JWT_SECRET"                       => auth.jwt_secret, Project, "HS256 key of client tokens, at least 32 bytes. Empty: generated once in server.data_dir.";
+    "JWT_SECRET"                       => auth.jwt_secret, Project, "HS256 key of client tokens, at least 32 bytes, the same in every process. Empty: generated once in server.data_dir (one process only: required when a service address is set).";
     "TOKEN_TTL"                        => auth.token_ttl, Project, "Lifetime of an issued token.";
 }
 

@@ -219,6 +219,17 @@ fn features(checks: &mut Checks, config: &Config) {
         );
     }
     checks.nonzero_duration("auth.token_ttl", auth.token_ttl);
+    // A generated key is this process's own: the services would reject each
+    // other's calls and the tokens the others issued.
+    let services = &config.services;
+    let remote = [&services.gateway.addr, &services.user.addr, &services.im.addr];
+    if secret_len == 0 && remote.iter().any(|addr| !addr.is_empty()) {
+        checks.fail(
+            "auth.jwt_secret",
+            "must be set (JWT_SECRET), the same in every process, when another service is reached over the network \
+             (services.gateway.addr, services.user.addr or services.im.addr)",
+        );
+    }
 }
 
 fn is_host(host: &str) -> bool {
@@ -279,6 +290,7 @@ mod tests {
         config.server.ws_port = config.server.grpc_port;
         assert_eq!(problems(&config), ["server.ws_port"]);
         config.services.gateway.addr = "gateway:9093".to_owned();
+        config.auth.jwt_secret = Secret::new("k".repeat(MIN_JWT_SECRET_LEN));
         assert_eq!(problems(&config), Vec::<&str>::new());
 
         let mut config = Config::default();
@@ -286,6 +298,21 @@ mod tests {
         assert_eq!(problems(&config), ["observability.metrics_port"]);
         config.observability.metrics_enabled = false;
         assert_eq!(problems(&config), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn a_remote_service_needs_the_shared_jwt_secret() {
+        for set_addr in [
+            |c: &mut Config| c.services.gateway.addr = "gateway:9093".to_owned(),
+            |c: &mut Config| c.services.user.addr = "user:9096".to_owned(),
+            |c: &mut Config| c.services.im.addr = "im:9094".to_owned(),
+        ] {
+            let mut config = Config::default();
+            set_addr(&mut config);
+            assert_eq!(problems(&config), ["auth.jwt_secret"]);
+            config.auth.jwt_secret = Secret::new("k".repeat(MIN_JWT_SECRET_LEN));
+            assert_eq!(problems(&config), Vec::<&str>::new());
+        }
     }
 
     #[test]

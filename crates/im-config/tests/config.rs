@@ -18,8 +18,15 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
+/// The secrets a deployment of the guide's file passes in the environment,
+/// the token key every process shares among them.
 fn guide_secrets() -> HashMap<String, String> {
-    env(&[("DB_PASSWORD", "db-pass"), ("REDIS_PASSWORD", "redis-pass"), ("KMS_KEY_ID", "key-42")])
+    env(&[
+        ("DB_PASSWORD", "db-pass"),
+        ("REDIS_PASSWORD", "redis-pass"),
+        ("KMS_KEY_ID", "key-42"),
+        ("JWT_SECRET", "a-shared-key-of-at-least-32-bytes!"),
+    ])
 }
 
 /// The problems as (key, env) pairs, for comparing without the wording.
@@ -92,13 +99,20 @@ fn the_guides_config_yaml_without_its_secrets_names_each_variable() {
     let error = load(Some(&fixture("guide-config.yaml")), &HashMap::new()).unwrap_err();
     assert_eq!(
         located(error.problems()),
-        [("database.password", None), ("redis.password", None), ("encryption.kms_key_id", None)]
+        [
+            ("database.password", None),
+            ("redis.password", None),
+            ("encryption.kms_key_id", None),
+            // Its services are remote: they need the one key they share.
+            ("auth.jwt_secret", None)
+        ]
     );
     let text = error.to_string();
-    assert_eq!(text.lines().count(), 3, "{text}");
+    assert_eq!(text.lines().count(), 4, "{text}");
     for var in ["DB_PASSWORD", "REDIS_PASSWORD", "KMS_KEY_ID"] {
         assert!(text.contains(&format!("environment variable {var} is not set")), "{text}");
     }
+    assert!(text.contains("JWT_SECRET"), "{text}");
 }
 
 #[test]

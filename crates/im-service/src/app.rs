@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use axum::serve::ListenerExt;
 use im_backends::etcd::{EtcdRegistry, EtcdRegistryOptions, NodeClaim};
 use im_backends::memory::{MemoryBus, MemoryDedupCache, MemoryRegistry, MemorySeqAllocator};
@@ -87,8 +87,9 @@ impl Listeners {
 }
 
 /// Refuses configurations this version cannot serve yet, naming the key, so
-/// nobody believes they run with a feature that is silently off.
-fn check_supported(config: &Config) -> anyhow::Result<()> {
+/// nobody believes they run with a feature that is silently off. Called
+/// before anything binds (`cli::main`: exit 2).
+pub fn refuse_unsupported(config: &Config) -> Result<(), String> {
     let mut unsupported = Vec::new();
     if config.filter.enabled {
         unsupported.push("filter.enabled (FILTER_ENABLED): the sensitive-word filter");
@@ -97,14 +98,16 @@ fn check_supported(config: &Config) -> anyhow::Result<()> {
         unsupported.push("encryption.enabled (ENCRYPTION_ENABLED): body encryption");
     }
     if !unsupported.is_empty() {
-        bail!("not available in this version:\n  - {}\nunset these to start", unsupported.join("\n  - "));
+        return Err(format!(
+            "not available in this version:\n  - {}\nunset these to start",
+            unsupported.join("\n  - ")
+        ));
     }
     if matches!(config.gateway(), ServiceLink::Remote(_)) && !matches!(config.registry(), RegistryBackend::Etcd { .. })
     {
-        bail!(
-            "services.gateway.addr (GATEWAY_SERVICE_ADDR) needs etcd.endpoints (ETCD_ENDPOINTS): gateways register \
-             their users there"
-        );
+        return Err("services.gateway.addr (GATEWAY_SERVICE_ADDR) needs etcd.endpoints (ETCD_ENDPOINTS): gateways \
+                    register their users there"
+            .to_owned());
     }
     Ok(())
 }
@@ -253,7 +256,6 @@ fn group_directory(
 /// Runs a node until `shutdown` is cancelled, then stops in order: not ready,
 /// stop accepting, close client connections, drain the pipeline, stop.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
-    check_supported(&config)?;
     let data_dir = &config.server.data_dir;
     bootstrap::data_dir(data_dir)?;
     let tokens = bootstrap::token_secret(config.jwt_key_source(), &config.server.jwt_secret_path())?;

@@ -1,8 +1,8 @@
 //! What the three service binaries (`im-service`, `im-gateway`, `im-user`)
 //! share before and after their own wiring: `--config PATH` (or
 //! `IM_CONFIG`), configuration loaded and validated before anything binds
-//! (exit 2 naming every bad key), logging, and SIGINT/SIGTERM to a graceful
-//! stop.
+//! (exit 2 naming every bad key, or what this binary cannot serve), logging,
+//! and SIGINT/SIGTERM to a graceful stop.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -30,9 +30,11 @@ fn config_path(name: &str, help: &str) -> Result<Option<PathBuf>, String> {
     Ok(path)
 }
 
-/// Runs binary `name`: parses the arguments, loads the configuration, then
-/// `run(config, shutdown)` on a multi-threaded runtime until it returns.
-pub fn main<F, Fut>(name: &str, help: &str, run: F) -> ExitCode
+/// Runs binary `name`: parses the arguments, loads the configuration, asks
+/// `refuse` whether this binary can serve it (an `Err` names the keys: exit
+/// 2, nothing bound), then `run(config, shutdown)` on a multi-threaded
+/// runtime until it returns.
+pub fn main<F, Fut>(name: &str, help: &str, refuse: fn(&Config) -> Result<(), String>, run: F) -> ExitCode
 where
     F: FnOnce(Config, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
@@ -52,6 +54,10 @@ where
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = refuse(&config) {
+        eprintln!("{name}: {e}");
+        return ExitCode::from(2);
+    }
     crate::logging::init(config.observability.log_level.as_str(), config.observability.log_format.is_json());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -11,6 +11,7 @@ fn main() -> ExitCode {
         "The Gateway Service: clients connect over WebSocket (server.ws_port); the IM Service pushes\n\
          through its gRPC push API (the port of services.gateway.addr). Needs IM_SERVICE_ADDR,\n\
          GATEWAY_SERVICE_ADDR (its own push address) and ETCD_ENDPOINTS.",
+        |_| Ok(()),
         |config, shutdown| async move {
             let listeners = GatewayListeners::bind(&config).await?;
             gateway_app::run(config, listeners, shutdown).await

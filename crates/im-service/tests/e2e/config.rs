@@ -31,17 +31,48 @@ fn unknown_keys_in_the_file_are_rejected() {
     assert!(stderr.contains("server.grcp_port"), "{stderr}");
 }
 
+/// Runs im-service with `extra` while this test holds its gRPC port: a
+/// process that bound before refusing would fail on the port instead.
+fn refused_before_binding(extra: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let grpc_port = held.local_addr().unwrap().port();
+    let extra: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let output =
+        Node::command(&data, (free_port(), grpc_port, free_port()), &extra).stderr(Stdio::piped()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("ddress already in use"), "it bound before refusing: {stderr}");
+    assert!(!data.exists(), "nothing is created before the configuration is accepted");
+    stderr
+}
+
 #[test]
-fn log_format_json_gives_one_json_object_per_line_and_no_secrets() {
+fn features_not_available_are_refused_before_binding() {
+    let wordlist = tempfile::NamedTempFile::new().unwrap();
+    let path = wordlist.path().display().to_string();
+    let stderr = refused_before_binding(&[("FILTER_ENABLED", "true"), ("FILTER_WORDLIST_PATH", &path)]);
+    assert!(stderr.contains("FILTER_ENABLED"), "{stderr}");
+    let stderr = refused_before_binding(&[("ENCRYPTION_ENABLED", "true")]);
+    assert!(stderr.contains("ENCRYPTION_ENABLED"), "{stderr}");
+}
+
+/// A generated key is one process's own: with another service over the
+/// network, the shared key must be configured.
+#[test]
+fn a_remote_service_without_jwt_secret_is_refused_before_binding() {
+    let stderr = refused_before_binding(&[("USER_SERVICE_ADDR", "127.0.0.1:9")]);
+    assert!(stderr.contains("auth.jwt_secret"), "{stderr}");
+}
+
+/// Starts a node with `extra`, its stderr a pipe, and returns its log lines
+/// up to and including "im-service ready".
+fn log_lines_until_ready(extra: &[(String, String)]) -> Vec<String> {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let ports = (free_port(), free_port(), free_port());
-    let extra = vec![
-        ("LOG_FORMAT".to_string(), "json".to_string()),
-        ("LOG_LEVEL".to_string(), "info".to_string()),
-        ("JWT_SECRET".to_string(), "s3cret-s3cret-s3cret-s3cret-s3cret".to_string()),
-    ];
-    let mut child = Node::command(&dir.path().join("data"), ports, &extra).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Node::command(&dir.path().join("data"), ports, extra).stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = Vec::new();
     for line in BufReader::new(child.stderr.take().unwrap()).lines() {
         let line = line.unwrap();
@@ -54,11 +85,31 @@ fn log_format_json_gives_one_json_object_per_line_and_no_secrets() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(lines.iter().any(|l| l.contains("im-service ready")), "{lines:?}");
-    for line in &lines {
+    lines
+}
+
+#[test]
+fn log_format_json_gives_one_json_object_per_line_and_no_secrets() {
+    let extra = vec![
+        ("LOG_FORMAT".to_string(), "json".to_string()),
+        ("LOG_LEVEL".to_string(), "info".to_string()),
+        ("JWT_SECRET".to_string(), "s3cret-s3cret-s3cret-s3cret-s3cret".to_string()),
+    ];
+    for line in &log_lines_until_ready(&extra) {
         let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
         assert!(value.get("level").is_some() && value.get("message").is_some(), "{line}");
         assert!(!line.contains("s3cret"), "a secret reached the logs: {line}");
     }
+}
+
+/// A log file or journal gets plain text: colours only on a terminal.
+#[test]
+fn text_logs_to_a_pipe_have_no_colour_codes() {
+    let lines = log_lines_until_ready(&[("LOG_LEVEL".to_string(), "info".to_string())]);
+    for line in &lines {
+        assert!(!line.contains('\u{1b}'), "an escape sequence in a piped log: {line:?}");
+    }
+    assert!(lines.iter().any(|l| l.contains(" INFO ")), "text lines with their level: {lines:?}");
 }
 
 /// `/metrics` is served on the HTTP port and alone on `METRICS_PORT`; with
