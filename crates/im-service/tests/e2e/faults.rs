@@ -87,15 +87,7 @@ async fn kill_9_of_a_node_under_load_loses_no_acked_message() {
     }
     // The surviving node acks while the other is down.
     traffic.wait_for_acks(acked_at_kill + 1, WITHIN).await;
-    loop {
-        let (status, body) = cluster.gateways[0].ready().await.expect("the gateway answers /ready");
-        let report: serde_json::Value = serde_json::from_str(&body).expect("/ready is JSON");
-        if status == 503 && report["dependencies"]["im-service"]["status"] == "down" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "gateway 0's /ready with its node dead: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    cluster.gateways[0].wait_until_reports_down("im-service", WITHIN).await;
     cluster.nodes[0].restart().await;
     traffic.wait_for_progress(PROGRESS, WITHIN).await;
     let settled = Instant::now();
@@ -201,16 +193,7 @@ async fn mariadb_killed_mid_run_fails_fast_and_recovers_by_itself() {
     mariadb.kill9();
     let killed = Instant::now();
     for node in &cluster.nodes {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let (status, body) = node.ready().await.expect("/ready answers while MySQL is down");
-            let report: serde_json::Value = serde_json::from_str(&body).expect("/ready is JSON");
-            if status == 503 && report["dependencies"]["mysql"]["status"] == "down" {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{}: /ready still says {status} {body} with MySQL down", node.name);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        node.wait_until_reports_down("mysql", Duration::from_secs(10)).await;
     }
     // Every talker is told, by an error frame, while MySQL is down; the
     // nodes stay up.

@@ -213,6 +213,25 @@ impl Process {
         http_get(self.http_port, "/ready").await
     }
 
+    /// Waits until `/ready` answers 503 with `dependency` down; panics after
+    /// `within` with what it said last.
+    pub async fn wait_until_reports_down(&self, dependency: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, body) = self.ready().await.expect("/ready answers while a dependency is down");
+            let report: serde_json::Value = serde_json::from_str(&body).expect("/ready is JSON");
+            if status == 503 && report["dependencies"][dependency]["status"] == "down" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: /ready still says {status} {body} with {dependency} down",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The value of one of the environment variables it was started with.
     pub fn env(&self, key: &str) -> &str {
         self.env.iter().find(|(k, _)| k == key).map_or("", |(_, v)| v.as_str())
