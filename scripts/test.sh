@@ -12,13 +12,12 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*" >&2; }
 
 need_apt=()
-command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
-[ -f /usr/include/google/protobuf/timestamp.proto ] || need_apt+=(libprotobuf-dev)
+# The build needs a Rust toolchain and a C compiler (with make and perl, which
+# build-essential brings): librdkafka and OpenSSL are built from source by
+# their crates, and the .proto files are compiled by protox, in Rust.
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
-command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
-# rdkafka builds its vendored librdkafka with cmake and needs curl's header.
-command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
-[ -f /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -f /usr/include/curl/curl.h ] || need_apt+=(libcurl4-openssl-dev)
+command -v make >/dev/null 2>&1 || need_apt+=(make)
+command -v perl >/dev/null 2>&1 || need_apt+=(perl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing build packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -37,8 +36,26 @@ scripts/servers.sh
 log "checking formatting"
 cargo fmt --all -- --check
 
-log "building"
-cargo build --workspace --all-targets --locked
+# The deployment files, with the tools each kind has (each script installs
+# its own: promtool, kubernetes-validate and checkov, systemd-analyze,
+# hadolint, docker-compose).
+log "checking the alert rules and the dashboard"
+scripts/check-alerts.sh
+log "checking the Kubernetes manifests"
+scripts/check-k8s.sh
+log "checking the systemd units, the Dockerfile and the compose file"
+scripts/check-systemd-docker.sh
+
+log "building (with protoc and cmake hidden: the README's run command must not need them)"
+# Shadow both tools with commands that fail, so a dependency that starts
+# needing one breaks this build instead of a newcomer's.
+hidden_tools=$(mktemp -d)
+trap 'rm -rf "$hidden_tools"' EXIT
+for tool in protoc cmake; do
+  printf '#!/bin/sh\necho "%s is hidden from this build: it must not need it" >&2\nexit 127\n' "$tool" >"$hidden_tools/$tool"
+  chmod +x "$hidden_tools/$tool"
+done
+PATH="$hidden_tools:$PATH" env -u PROTOC cargo build --workspace --all-targets --locked
 
 log "running the tests"
 # The end-to-end tests start the real binaries; build them first (above) so

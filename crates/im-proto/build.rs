@@ -1,3 +1,8 @@
+//! Compiles the wire contract in `proto/` with protox, a protobuf compiler
+//! written in Rust, so building needs no `protoc` on the machine (issue 11).
+
+use prost::Message;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = "../../proto";
     let files = [
@@ -11,7 +16,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "im/fanout/v1/fanout.proto",
     ];
     let paths: Vec<String> = files.iter().map(|f| format!("{root}/{f}")).collect();
-    tonic_prost_build::configure().bytes(".im.client.v1").compile_protos(&paths, &[root.to_string()])?;
+    let descriptors = protox::compile(&paths, [root])?;
+    let descriptor_path = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("im.bin");
+    std::fs::write(&descriptor_path, descriptors.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .bytes(".im.client.v1")
+        .file_descriptor_set_path(&descriptor_path)
+        .skip_protoc_run()
+        .compile_protos(&paths, &[root.to_string()])?;
     println!("cargo:rerun-if-changed={root}");
     Ok(())
 }

@@ -32,6 +32,7 @@ pub mod mysql;
 pub mod redis;
 mod sql;
 pub mod sqlite;
+pub mod telemetry;
 
 pub use self::redis::{RedisConnection, RedisDedupCache, RedisSeqAllocator};
 pub use etcd::{EtcdRegistry, EtcdRegistryOptions};

@@ -12,6 +12,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 
@@ -41,8 +43,23 @@ async fn health() -> &'static str {
 
 async fn ready(State(state): State<HttpState>) -> impl IntoResponse {
     let report = state.readiness.check().await;
+    state.metrics.record_dependencies(&report);
     let code = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, [(header::CONTENT_TYPE, "application/json")], report.to_json())
+}
+
+/// Probes every dependency each `every` until `shutdown`, for
+/// `im_dependency_up`: a scraper sees a dependency down even when nothing
+/// calls `/ready` (systemd, compose).
+pub async fn probe_dependencies(state: HttpState, every: std::time::Duration, shutdown: CancellationToken) {
+    loop {
+        let report = state.readiness.check().await;
+        state.metrics.record_dependencies(&report);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {

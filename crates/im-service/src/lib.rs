@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod msg_id;
 pub mod offline;
 pub mod pipeline;
+mod process_metrics;
 pub mod publisher;
 pub mod readiness;
 pub mod remote;

@@ -10,7 +10,12 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::Mutex;
 
+use im_backends::telemetry::dependency_metrics;
+use im_core::ErrorCode;
 use im_gateway::StatsSnapshot;
+
+use crate::process_metrics::ProcessCollector;
+use crate::readiness::ReadyReport;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
@@ -21,6 +26,27 @@ pub struct CodeLabel {
 pub struct ReasonLabel {
     pub reason: &'static str,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DependencyLabel {
+    pub dependency: &'static str,
+}
+
+/// Every error code a send or push can fail with: each has its series from the start.
+const ERROR_CODES: [ErrorCode; 8] = [
+    ErrorCode::InvalidArgument,
+    ErrorCode::PermissionDenied,
+    ErrorCode::NotFound,
+    ErrorCode::ResourceExhausted,
+    ErrorCode::FailedPrecondition,
+    ErrorCode::Unavailable,
+    ErrorCode::Unauthenticated,
+    ErrorCode::Internal,
+];
+/// Why the offline worker parks a record on its dead-letter topic.
+pub const OFFLINE_DEAD_LETTER_REASONS: [&str; 2] = ["undecodable", "refused"];
+/// Why the fan-out parks a record on its dead-letter topic.
+pub const GROUP_DEAD_LETTER_REASONS: [&str; 3] = ["undecodable", "no_group", "roster_refused"];
 
 /// One partition of a topic, as one consumer group sees it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,6 +78,8 @@ pub struct Metrics {
     pub commit_batch_size: Histogram,
     /// WebSocket clients connected to the built-in gateway.
     pub connected_clients: Gauge,
+    /// 1 while a dependency's last probe succeeded, 0 after one failed.
+    pub dependency_up: Family<DependencyLabel, Gauge>,
     /// Offline events published on `offline_msg`.
     pub offline_published: Counter,
     /// Failed attempts to publish offline events (each is retried).
@@ -183,7 +211,10 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("im");
+        // The process_* metrics keep their standard names; the rest are im_*.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector));
+        let registry = root.sub_registry_with_prefix("im");
         let accepted = Counter::default();
         let duplicates = Counter::default();
         let pushed = Counter::default();
@@ -214,7 +245,17 @@ impl Metrics {
         let group_roster_failures = Counter::default();
         let group_dead_letters = Family::<ReasonLabel, Counter>::default();
         let membership_unpublished = Gauge::default();
+        let dependency_up = Family::<DependencyLabel, Gauge>::default();
         let gateway = GatewayCounters::default();
+        for code in ERROR_CODES {
+            drop(failed.get_or_create(&CodeLabel { code: code.as_str() }));
+        }
+        for reason in OFFLINE_DEAD_LETTER_REASONS {
+            drop(offline_dead_letters.get_or_create(&ReasonLabel { reason }));
+        }
+        for reason in GROUP_DEAD_LETTER_REASONS {
+            drop(group_dead_letters.get_or_create(&ReasonLabel { reason }));
+        }
 
         registry.register("messages_accepted", "Messages durably stored and acknowledged", accepted.clone());
         registry.register("messages_duplicate", "Resends answered with the first ack", duplicates.clone());
@@ -320,9 +361,16 @@ impl Metrics {
             "Membership changes stored but not published on membership_change since start (im-user)",
             membership_unpublished.clone(),
         );
-        gateway.register(&mut registry);
+        registry.register(
+            "dependency_up",
+            "1 while the last probe of a dependency succeeded, 0 after one failed (probed in the background)",
+            dependency_up.clone(),
+        );
+        register_dependency_metrics(registry);
+        gateway.register(registry);
         Self {
-            registry,
+            registry: root,
+            dependency_up,
             accepted,
             duplicates,
             pushed,
@@ -362,6 +410,13 @@ impl Metrics {
         self.gateway.advance(stats);
     }
 
+    /// `im_dependency_up` from one round of probes.
+    pub fn record_dependencies(&self, report: &ReadyReport) {
+        for (dependency, result) in &report.checks {
+            self.dependency_up.get_or_create(&DependencyLabel { dependency }).set(i64::from(result.is_ok()));
+        }
+    }
+
     pub fn fail(&self, code: im_core::ErrorCode) {
         self.fail_n(code, 1);
     }
@@ -376,6 +431,42 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
+}
+
+/// The calls to the database, Redis and Kafka, as the backends time them.
+fn register_dependency_metrics(registry: &mut Registry) {
+    let deps = dependency_metrics();
+    registry.register(
+        "db_operation_duration_seconds",
+        "Database calls by operation, the wait for a connection included",
+        deps.db_operation_duration.clone(),
+    );
+    registry.register(
+        "redis_operation_duration_seconds",
+        "Redis round trips by operation",
+        deps.redis_operation_duration.clone(),
+    );
+    registry.register(
+        "kafka_produce_duration_seconds",
+        "From producing a record to the broker's acknowledgement, by topic",
+        deps.kafka_produce_duration.clone(),
+    );
+    registry.register(
+        "db_pool_connections",
+        "Database connections of the pool by state (in_use, idle)",
+        deps.db_pool_connections.clone(),
+    );
+    registry.register(
+        "db_pool_max_connections",
+        "The pool's maximum (database.max_open_conns)",
+        deps.db_pool_max_connections.clone(),
+    );
+    registry.register("db_pool_waiting", "Calls waiting for a database connection", deps.db_pool_waiting.clone());
+    registry.register(
+        "db_pool_acquire_duration_seconds",
+        "How long calls waited for a database connection",
+        deps.db_pool_acquire_duration.clone(),
+    );
 }
 
 #[cfg(test)]
@@ -394,5 +485,44 @@ mod tests {
         assert!(text.contains("im_gateway_frames_in_total 25\n"), "{text}");
         assert!(text.contains("im_gateway_connections_dropped_slow_total 1\n"), "{text}");
         assert!(text.contains("im_gateway_pushes_delivered_total 0\n"), "{text}");
+    }
+
+    #[test]
+    fn every_known_labelled_series_is_exported_at_zero_from_the_start() {
+        let text = Metrics::new().render();
+        for series in [
+            "im_messages_failed_total{code=\"UNAVAILABLE\"} 0\n",
+            "im_messages_failed_total{code=\"INTERNAL\"} 0\n",
+            "im_offline_dead_letters_total{reason=\"refused\"} 0\n",
+            "im_group_dead_letters_total{reason=\"roster_refused\"} 0\n",
+            "im_db_operation_duration_seconds_count{operation=\"append\"} ",
+            "im_redis_operation_duration_seconds_count{operation=\"seq_allocate\"} ",
+            "im_db_pool_connections{state=\"in_use\"} ",
+            "im_db_pool_waiting ",
+        ] {
+            assert!(text.contains(series), "{series:?} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_process_metrics_keep_their_standard_names() {
+        let text = Metrics::new().render();
+        for name in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_max_fds ",
+            "process_start_time_seconds ",
+            "im_process_cpu_limit_cores ",
+            "im_process_memory_limit_bytes ",
+        ] {
+            assert!(text.lines().any(|line| line.starts_with(name)), "{name:?} missing from:\n{text}");
+        }
+        let resident: f64 = text
+            .lines()
+            .find_map(|line| line.strip_prefix("process_resident_memory_bytes "))
+            .and_then(|value| value.parse().ok())
+            .expect("a resident size");
+        assert!(resident > 1e6, "a running test process holds more than 1 MB: {resident}");
     }
 }

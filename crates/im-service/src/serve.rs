@@ -9,6 +9,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http::{self, HttpState};
 
+/// How often `im_dependency_up` is refreshed: a probe is one cheap round
+/// trip per dependency.
+const DEPENDENCY_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Binds `server.listen_host:port`; `key` names the setting in the error.
 pub async fn bind(config: &Config, port: u16, key: &str) -> anyhow::Result<TcpListener> {
     let addr = config.server.bind_addr(port);
@@ -64,9 +68,10 @@ pub async fn http(
             }
         }
     };
+    let prober = http::probe_dependencies(state.clone(), DEPENDENCY_PROBE_INTERVAL, shutdown.clone());
     let http_server =
         axum::serve(http, http::router(state, metrics_enabled)).with_graceful_shutdown(shutdown.cancelled_owned());
-    let (http_result, metrics_result) = tokio::join!(http_server, metrics_server);
+    let (http_result, metrics_result, ()) = tokio::join!(http_server, metrics_server, prober);
     http_result.map_err(|e| anyhow::anyhow!("HTTP server: {e}"))?;
     metrics_result.map_err(|e| anyhow::anyhow!("metrics server: {e}"))
 }

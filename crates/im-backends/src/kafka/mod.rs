@@ -26,13 +26,15 @@ mod consumer;
 mod error;
 mod logs;
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use im_config::KafkaConfig;
 use im_core::error::BackendError;
 use im_core::ports::{BackendResult, Bus, BusConsumer};
+use prometheus_client::metrics::histogram::Histogram;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -41,6 +43,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 pub use self::consumer::{KafkaConsumer, LagProbe, PartitionLag};
 use self::error::{join_failed, map_kafka, timed_out};
 use self::logs::Logs;
+use crate::telemetry::dependency_metrics;
 
 /// A Kafka bus: one producer, and a consumer per [`Bus::subscribe`]; see the
 /// [module docs](self).
@@ -56,6 +59,9 @@ pub struct KafkaBus {
     /// `kafka.producer.timeout`: bounds a publish, and every other broker
     /// request this bus makes (topic creation, commits, lag).
     timeout: Duration,
+    /// Each topic's produce-latency histogram, looked up without building a
+    /// label on every publish.
+    produce_latency: parking_lot::RwLock<HashMap<String, Histogram>>,
 }
 
 impl KafkaBus {
@@ -111,6 +117,7 @@ impl KafkaBus {
             admin,
             consumer_config,
             timeout,
+            produce_latency: parking_lot::RwLock::default(),
         })
     }
 
@@ -118,6 +125,10 @@ impl KafkaBus {
     /// and the broker's default replication factor. A topic that exists is
     /// left as it is (its partition count included).
     pub async fn ensure_topics(&self, topics: &[&str], partitions: i32) -> BackendResult<()> {
+        // The topics this process produces to: their latency series exist from now on.
+        for topic in topics {
+            self.produce_latency(topic);
+        }
         let new: Vec<NewTopic<'_>> =
             topics.iter().map(|&topic| NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))).collect();
         let options = AdminOptions::new().request_timeout(Some(self.timeout)).operation_timeout(Some(self.timeout));
@@ -145,6 +156,15 @@ impl KafkaBus {
     /// for the lag and a graceful close.
     pub async fn consumer(&self, topic: &str, group: &str) -> BackendResult<KafkaConsumer> {
         KafkaConsumer::join(&self.consumer_config, topic, group, self.producer.read().clone(), self.timeout)
+    }
+
+    fn produce_latency(&self, topic: &str) -> Histogram {
+        if let Some(histogram) = self.produce_latency.read().get(topic) {
+            return histogram.clone();
+        }
+        let histogram = dependency_metrics().kafka_produce(topic);
+        self.produce_latency.write().insert(topic.to_owned(), histogram.clone());
+        histogram
     }
 
     /// A metadata round trip to the brokers, for `/ready`.
@@ -205,11 +225,13 @@ impl Bus for KafkaBus {
         // librdkafka gives up at `message.timeout.ms` (the same bound); this
         // also bounds the wait for room in a full local queue.
         let producer = self.producer.read().clone();
+        let started = Instant::now();
         let result = match tokio::time::timeout(self.timeout, producer.send(record, self.timeout)).await {
             Ok(Ok(_delivered)) => Ok(()),
             Ok(Err((e, _record))) => Err(map_kafka(e)),
             Err(_) => Err(timed_out("publish")),
         };
+        self.produce_latency(topic).observe(started.elapsed().as_secs_f64());
         match &result {
             Ok(()) => self.failures_in_a_row.store(0, std::sync::atomic::Ordering::Relaxed),
             Err(_) => self.renew_producer(&producer),

@@ -12,6 +12,8 @@ use super::MysqlStore;
 use super::columns::conversation_from_column;
 use super::error::map_sqlx;
 use crate::sql::{MultiRow, chunks};
+use crate::telemetry::DbOperation;
+use sqlx::Connection;
 
 struct CeilingStatements {
     select: MultiRow,
@@ -35,7 +37,7 @@ impl CeilingStore for MysqlStore {
     async fn load_ceilings(&self, conversations: &[ConversationId]) -> BackendResult<Vec<Seq>> {
         let keys: Vec<String> = conversations.iter().map(ToString::to_string).collect();
         let stored = self
-            .reading(async {
+            .reading(DbOperation::LoadCeilings, async |conn| {
                 let mut stored: HashMap<ConversationId, Seq> = HashMap::with_capacity(keys.len());
                 for range in chunks(keys.len()) {
                     let chunk = &keys[range];
@@ -43,7 +45,7 @@ impl CeilingStore for MysqlStore {
                     for key in chunk {
                         select = select.bind(key);
                     }
-                    for (conversation, ceiling) in select.fetch_all(&self.pool).await.map_err(map_sqlx)? {
+                    for (conversation, ceiling) in select.fetch_all(&mut *conn).await.map_err(map_sqlx)? {
                         stored.insert(conversation_from_column(conversation)?, Seq(ceiling));
                     }
                 }
@@ -66,9 +68,9 @@ impl CeilingStore for MysqlStore {
         let mut rows: Vec<(String, u64)> =
             raises.iter().map(|(conversation, ceiling)| (conversation.to_string(), ceiling.0)).collect();
         rows.sort_unstable();
-        self.writing(async {
+        self.writing(DbOperation::RaiseCeilings, async |conn| {
             // One transaction, committed before this returns.
-            let mut tx = self.pool.begin().await.map_err(map_sqlx)?;
+            let mut tx = conn.begin().await.map_err(map_sqlx)?;
             for range in chunks(rows.len()) {
                 let chunk = &rows[range];
                 let mut insert = sqlx::query(STATEMENTS.raise.sql(chunk.len()));

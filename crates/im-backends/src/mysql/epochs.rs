@@ -5,16 +5,18 @@ use im_core::ports::{BackendResult, EpochStore};
 
 use super::MysqlStore;
 use super::error::map_sqlx;
+use crate::telemetry::DbOperation;
+use sqlx::Connection;
 
 #[async_trait]
 impl EpochStore for MysqlStore {
     /// The stored epoch of `scope`, 0 when never bumped.
     async fn current_epoch(&self, scope: &str) -> BackendResult<u64> {
         let row: Option<(u64,)> = self
-            .reading(async {
+            .reading(DbOperation::CurrentEpoch, async |conn| {
                 sqlx::query_as("SELECT epoch FROM allocator_epochs WHERE scope = ?")
                     .bind(scope.as_bytes())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *conn)
                     .await
                     .map_err(map_sqlx)
             })
@@ -27,8 +29,8 @@ impl EpochStore for MysqlStore {
     /// the upsert, then the row read back under the lock the upsert holds.
     async fn bump_epoch(&self, scope: &str, seen: u64) -> BackendResult<u64> {
         let next = seen.saturating_add(1);
-        self.writing(async {
-            let mut tx = self.pool.begin().await.map_err(map_sqlx)?;
+        self.writing(DbOperation::BumpEpoch, async |conn| {
+            let mut tx = conn.begin().await.map_err(map_sqlx)?;
             sqlx::query(
                 "INSERT INTO allocator_epochs (scope, epoch) VALUES (?, ?) \
                  ON DUPLICATE KEY UPDATE epoch = GREATEST(epoch, VALUES(epoch))",

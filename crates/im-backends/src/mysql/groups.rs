@@ -28,6 +28,8 @@ use crate::sql::groups::{
     self, Columns, GroupRows, MemberColumns, MembershipRow, RosterRow, STATEMENTS, member_from_columns,
     memberships_from_rows, roster_from_rows, users_of_new_group,
 };
+use crate::telemetry::DbOperation;
+use sqlx::Connection;
 
 impl Columns for MysqlStore {
     type Int = u64;
@@ -153,9 +155,9 @@ impl GroupStore for MysqlStore {
             Ok(users) => users,
             Err(refusal) => return Ok(Err(refusal)),
         };
-        self.writing(async {
+        self.writing(DbOperation::CreateGroup, async |conn| {
             // Every early return drops `tx`, which rolls back.
-            let mut tx = self.pool.begin().await.map_err(map_sqlx)?;
+            let mut tx = conn.begin().await.map_err(map_sqlx)?;
             let created = groups::create(&mut Rows(&mut tx), group, &users).await?;
             if created.is_ok() {
                 tx.commit().await.map_err(map_sqlx)?;
@@ -170,8 +172,8 @@ impl GroupStore for MysqlStore {
         // One statement is one consistent read: the members are those of
         // `version`, whatever the isolation level.
         let rows: Vec<RosterRow<Self>> = self
-            .reading(async {
-                sqlx::query_as(groups::SELECT_ROSTER).bind(group.0).fetch_all(&self.pool).await.map_err(map_sqlx)
+            .reading(DbOperation::Roster, async |conn| {
+                sqlx::query_as(groups::SELECT_ROSTER).bind(group.0).fetch_all(&mut *conn).await.map_err(map_sqlx)
             })
             .await?;
         roster_from_rows::<Self>(group.0, rows)
@@ -180,8 +182,8 @@ impl GroupStore for MysqlStore {
     /// The groups `user` is a member of, with their membership, by group id.
     async fn groups_of(&self, user: UserId) -> BackendResult<Vec<(Group, Member)>> {
         let rows: Vec<MembershipRow<Self>> = self
-            .reading(async {
-                sqlx::query_as(groups::SELECT_GROUPS_OF).bind(user.0).fetch_all(&self.pool).await.map_err(map_sqlx)
+            .reading(DbOperation::GroupsOf, async |conn| {
+                sqlx::query_as(groups::SELECT_GROUPS_OF).bind(user.0).fetch_all(&mut *conn).await.map_err(map_sqlx)
             })
             .await?;
         memberships_from_rows::<Self>(rows)
@@ -201,8 +203,8 @@ impl GroupStore for MysqlStore {
         boundary: Seq,
         max_members: usize,
     ) -> BackendResult<Result<MembershipChange, ImError>> {
-        self.writing(async {
-            let mut tx = self.pool.begin().await.map_err(map_sqlx)?;
+        self.writing(DbOperation::ChangeMembership, async |conn| {
+            let mut tx = conn.begin().await.map_err(map_sqlx)?;
             let changed = groups::change(&mut Rows(&mut tx), group, actor, op, boundary, max_members).await?;
             if changed.is_ok() {
                 tx.commit().await.map_err(map_sqlx)?;

@@ -19,6 +19,8 @@ use super::error::map_sqlx;
 use super::members::member_rows;
 use crate::batch::BatchPlan;
 use crate::sql::{MultiRow, chunks, chunks_within};
+use crate::telemetry::DbOperation;
+use sqlx::Connection;
 
 /// A statement with its arguments, as built by `sqlx::query`.
 pub(super) type MySqlQuery<'q> = sqlx::query::Query<'q, MySql, MySqlArguments>;
@@ -191,12 +193,13 @@ impl MysqlStore {
     /// [`Resends::Unexpected`] mode.
     async fn write_batch(
         &self,
+        conn: &mut MySqlConnection,
         rows: &[MessageRow<'_>],
         members: &[(u64, String)],
         resends: Resends,
     ) -> BackendResult<Option<Vec<AppendOutcome>>> {
         // Every early return drops `tx`, which rolls back.
-        let mut tx = self.pool.begin().await.map_err(map_sqlx)?;
+        let mut tx = conn.begin().await.map_err(map_sqlx)?;
         let (outcomes, new_rows): (Vec<AppendOutcome>, Vec<&MessageRow<'_>>) = match resends {
             Resends::Unexpected => (vec![AppendOutcome::Stored; rows.len()], rows.iter().collect()),
             Resends::LookedUp => {
@@ -274,11 +277,11 @@ impl MessageStore for MysqlStore {
         // a resend from a first send when both are the very same message,
         // and a resend from a seq clash.
         let first_outcomes = self
-            .writing(async {
-                match self.write_batch(&rows, &members, Resends::Unexpected).await? {
+            .writing(DbOperation::Append, async |conn| {
+                match self.write_batch(conn, &rows, &members, Resends::Unexpected).await? {
                     Some(outcomes) => Ok(outcomes),
                     None => self
-                        .write_batch(&rows, &members, Resends::LookedUp)
+                        .write_batch(conn, &rows, &members, Resends::LookedUp)
                         .await?
                         .ok_or_else(|| BackendError::other("a looked-up append gave up on a unique key")),
                 }
@@ -292,7 +295,7 @@ impl MessageStore for MysqlStore {
     /// `limit`; `has_more` tells whether more follow.
     async fn fetch(&self, conversation: ConversationId, after: Seq, limit: u32) -> BackendResult<Page> {
         let rows: Vec<MessageColumns> = self
-            .reading(async {
+            .reading(DbOperation::Fetch, async |conn| {
                 sqlx::query_as(
                     "SELECT seq, msg_id, sender, client_msg_id, body, content_type, server_time_ms \
                      FROM messages WHERE conversation = ? AND seq > ? ORDER BY seq LIMIT ?",
@@ -301,7 +304,7 @@ impl MessageStore for MysqlStore {
                 .bind(after.0)
                 // One more than asked tells whether more follow.
                 .bind(u64::from(limit) + 1)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *conn)
                 .await
                 .map_err(map_sqlx)
             })
@@ -317,7 +320,10 @@ impl MessageStore for MysqlStore {
 
     /// The ack of a stored message, by its idempotency key.
     async fn find_by_client_msg_id(&self, sender: UserId, client_msg_id: &ClientMsgId) -> BackendResult<Option<Ack>> {
-        self.reading(ack_by_key(&self.pool, sender.0, client_msg_id.as_str().as_bytes())).await
+        self.reading(DbOperation::FindByClientMsgId, async |conn| {
+            ack_by_key(&mut *conn, sender.0, client_msg_id.as_str().as_bytes()).await
+        })
+        .await
     }
 
     /// The conversations `user` is a member of, with max seq, read position
@@ -328,7 +334,7 @@ impl MessageStore for MysqlStore {
         // COALESCE of an unsigned column and a literal has no single type
         // across the two servers.
         let rows: Vec<(Vec<u8>, Option<u64>, Option<u64>, i64)> = self
-            .reading(async {
+            .reading(DbOperation::ConversationsOf, async |conn| {
                 sqlx::query_as(
                     "SELECT c.conversation, \
                             (SELECT MAX(m.seq) FROM messages m WHERE m.conversation = c.conversation), \
@@ -344,7 +350,7 @@ impl MessageStore for MysqlStore {
                               c.conversation",
                 )
                 .bind(user.0)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *conn)
                 .await
                 .map_err(map_sqlx)
             })
@@ -364,10 +370,10 @@ impl MessageStore for MysqlStore {
     /// Highest stored seq of a conversation (`Seq::ZERO` when empty).
     async fn max_seq(&self, conversation: ConversationId) -> BackendResult<Seq> {
         let (max,): (Option<u64>,) = self
-            .reading(async {
+            .reading(DbOperation::MaxSeq, async |conn| {
                 sqlx::query_as("SELECT MAX(seq) FROM messages WHERE conversation = ?")
                     .bind(conversation.to_string())
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *conn)
                     .await
                     .map_err(map_sqlx)
             })
@@ -381,12 +387,12 @@ impl MessageStore for MysqlStore {
         // A range scan of the (conversation, seq) index, as in
         // `conversations_of`.
         let (unread,): (i64,) = self
-            .reading(async {
+            .reading(DbOperation::CountUnread, async |conn| {
                 sqlx::query_as("SELECT COUNT(*) FROM messages WHERE conversation = ? AND seq > ? AND sender <> ?")
                     .bind(conversation.to_string())
                     .bind(after.0)
                     .bind(reader.0)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *conn)
                     .await
                     .map_err(map_sqlx)
             })
@@ -396,8 +402,8 @@ impl MessageStore for MysqlStore {
 
     /// A cheap round trip to the store, for `/ready`.
     async fn ping(&self) -> BackendResult<()> {
-        self.reading(async {
-            sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_sqlx)?;
+        self.reading(DbOperation::Ping, async |conn| {
+            sqlx::query("SELECT 1").execute(&mut *conn).await.map_err(map_sqlx)?;
             Ok(())
         })
         .await

@@ -59,9 +59,8 @@ mod options;
 mod receipts;
 mod users;
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use im_config::DatabaseConfig;
 use im_core::error::BackendError;
@@ -71,6 +70,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool};
 
 use self::error::{in_context, map_migrate, map_sqlx};
 use crate::sql::KnownConversations;
+use crate::telemetry::{DbOperation, WaitingForConnection, dependency_metrics};
 
 /// How long `connect` waits while another node migrates the schema.
 const MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
@@ -125,24 +125,52 @@ impl MysqlStore {
         self.pool.close().await;
     }
 
-    /// Runs a read under `read_timeout`.
-    async fn reading<T>(&self, work: impl Future<Output = BackendResult<T>>) -> BackendResult<T> {
-        within(self.timeouts.read, "read", work).await
+    /// Runs a read under `read_timeout`, on a connection of the pool.
+    async fn reading<T>(
+        &self,
+        op: DbOperation,
+        work: impl AsyncFnOnce(&mut MySqlConnection) -> BackendResult<T>,
+    ) -> BackendResult<T> {
+        self.call(op, self.timeouts.read, "read", work).await
     }
 
-    /// Runs a write under `write_timeout`.
-    async fn writing<T>(&self, work: impl Future<Output = BackendResult<T>>) -> BackendResult<T> {
-        within(self.timeouts.write, "write", work).await
+    /// Runs a write under `write_timeout`, on a connection of the pool.
+    async fn writing<T>(
+        &self,
+        op: DbOperation,
+        work: impl AsyncFnOnce(&mut MySqlConnection) -> BackendResult<T>,
+    ) -> BackendResult<T> {
+        self.call(op, self.timeouts.write, "write", work).await
     }
-}
 
-/// `work`, or `Unavailable` once `limit` has passed. Dropping a sqlx future
-/// half way is safe: an open transaction is rolled back, and the connection
-/// is checked (pinged) before the pool hands it out again.
-async fn within<T>(limit: Duration, what: &str, work: impl Future<Output = BackendResult<T>>) -> BackendResult<T> {
-    tokio::time::timeout(limit, work)
+    /// `work` on a connection, or `Unavailable` once `limit` has passed (the
+    /// wait for a connection included). Dropping a sqlx future half way is
+    /// safe: an open transaction is rolled back, and the connection is
+    /// checked (pinged) before the pool hands it out again. Timed per
+    /// operation, with the pool's state published after each call.
+    async fn call<T>(
+        &self,
+        op: DbOperation,
+        limit: Duration,
+        what: &str,
+        work: impl AsyncFnOnce(&mut MySqlConnection) -> BackendResult<T>,
+    ) -> BackendResult<T> {
+        let started = Instant::now();
+        let done = tokio::time::timeout(limit, async {
+            let mut conn = {
+                let _waiting = WaitingForConnection::start();
+                self.pool.acquire().await.map_err(map_sqlx)?
+            };
+            work(&mut conn).await
+        })
         .await
-        .unwrap_or_else(|_| Err(BackendError::Unavailable(format!("a mysql {what} took longer than {limit:?}"))))
+        .unwrap_or_else(|_| Err(BackendError::Unavailable(format!("a mysql {what} took longer than {limit:?}"))));
+        let metrics = dependency_metrics();
+        metrics.db_operation(op, started);
+        let (size, idle) = (self.pool.size(), self.pool.num_idle());
+        metrics.db_pool_state(size.saturating_sub(idle as u32), idle, self.pool.options().get_max_connections());
+        done
+    }
 }
 
 /// Readies the database over one short-lived connection that names none:

@@ -11,6 +11,8 @@ use super::MysqlStore;
 use super::columns::{conversation_from_column, count_from_column};
 use super::error::map_sqlx;
 use crate::sql::{MultiRow, chunks};
+use crate::telemetry::DbOperation;
+use sqlx::Connection;
 
 /// The same text for every store, so built once per process.
 static RECORD: LazyLock<MultiRow> = LazyLock::new(|| {
@@ -44,9 +46,9 @@ impl OfflineStore for MysqlStore {
             .map(|e| (e.user.0, e.conversation.to_string(), e.seq.0, e.msg_id.0, e.server_time_ms))
             .collect();
         rows.sort_unstable();
-        self.writing(async {
+        self.writing(DbOperation::RecordOffline, async |conn| {
             // One transaction, committed before this returns.
-            let mut tx = self.pool.begin().await.map_err(map_sqlx)?;
+            let mut tx = conn.begin().await.map_err(map_sqlx)?;
             for range in chunks(rows.len()) {
                 let chunk = &rows[range];
                 let mut insert = sqlx::query(RECORD.sql(chunk.len()));
@@ -64,7 +66,7 @@ impl OfflineStore for MysqlStore {
     /// position; latest entry first, at most `limit` conversations.
     async fn pending_offline(&self, user: UserId, limit: u32) -> BackendResult<Vec<PendingOffline>> {
         let rows: Vec<(Vec<u8>, i64, u64, u64, i64)> = self
-            .reading(async {
+            .reading(DbOperation::PendingOffline, async |conn| {
                 // A range scan of the user's entries (the primary key's prefix).
                 sqlx::query_as(
                     "SELECT o.conversation, COUNT(*), MIN(o.seq), MAX(o.seq), MAX(o.server_time_ms) AS last_time \
@@ -77,7 +79,7 @@ impl OfflineStore for MysqlStore {
                 )
                 .bind(user.0)
                 .bind(limit)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *conn)
                 .await
                 .map_err(map_sqlx)
             })
@@ -99,12 +101,12 @@ impl OfflineStore for MysqlStore {
     /// `up_to` (delivered or read); returns how many were removed.
     async fn clear_offline(&self, user: UserId, conversation: ConversationId, up_to: Seq) -> BackendResult<u64> {
         let conversation = conversation.to_string();
-        self.writing(async {
+        self.writing(DbOperation::ClearOffline, async |conn| {
             let done = sqlx::query("DELETE FROM offline_entries WHERE user_id = ? AND conversation = ? AND seq <= ?")
                 .bind(user.0)
                 .bind(&conversation)
                 .bind(up_to.0)
-                .execute(&self.pool)
+                .execute(&mut *conn)
                 .await
                 .map_err(map_sqlx)?;
             Ok(done.rows_affected())

@@ -6,6 +6,8 @@ use im_core::{ConversationId, Seq, UserId};
 
 use super::MysqlStore;
 use super::error::map_sqlx;
+use crate::telemetry::DbOperation;
+use sqlx::Connection;
 
 #[async_trait]
 impl ReceiptStore for MysqlStore {
@@ -13,12 +15,12 @@ impl ReceiptStore for MysqlStore {
     /// returns the position after the call.
     async fn mark_read(&self, user: UserId, conversation: ConversationId, seq: Seq) -> BackendResult<Seq> {
         let conversation = conversation.to_string();
-        self.writing(async {
+        self.writing(DbOperation::MarkRead, async |conn| {
             // `im_core::seq::advance_read_position`, done by the server inside
             // the upsert so two concurrent calls cannot move the position
             // back. No RETURNING on MySQL: the row is read back in the same
             // transaction, which holds its lock, so it is the upsert's result.
-            let mut tx = self.pool.begin().await.map_err(map_sqlx)?;
+            let mut tx = conn.begin().await.map_err(map_sqlx)?;
             sqlx::query(
                 "INSERT INTO receipts (user_id, conversation, read_seq) VALUES (?, ?, ?) \
                  ON DUPLICATE KEY UPDATE read_seq = GREATEST(read_seq, VALUES(read_seq))",
@@ -45,11 +47,11 @@ impl ReceiptStore for MysqlStore {
     /// The read position (`Seq::ZERO` if never read).
     async fn read_position(&self, user: UserId, conversation: ConversationId) -> BackendResult<Seq> {
         let row: Option<(u64,)> = self
-            .reading(async {
+            .reading(DbOperation::ReadPosition, async |conn| {
                 sqlx::query_as("SELECT read_seq FROM receipts WHERE user_id = ? AND conversation = ?")
                     .bind(user.0)
                     .bind(conversation.to_string())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *conn)
                     .await
                     .map_err(map_sqlx)
             })
@@ -64,7 +66,7 @@ impl ReceiptStore for MysqlStore {
         // readers without visiting every receipt of the conversation's
         // members; they are sorted by id afterwards.
         let rows: Vec<(u64,)> = self
-            .reading(async {
+            .reading(DbOperation::Readers, async |conn| {
                 sqlx::query_as(
                     "SELECT user_id FROM receipts WHERE conversation = ? AND read_seq >= ? \
                      ORDER BY user_id LIMIT ?",
@@ -72,7 +74,7 @@ impl ReceiptStore for MysqlStore {
                 .bind(conversation.to_string())
                 .bind(seq.0)
                 .bind(limit)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *conn)
                 .await
                 .map_err(map_sqlx)
             })

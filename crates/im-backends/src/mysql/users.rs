@@ -10,6 +10,7 @@ use im_core::ports::{BackendResult, CreateUser, User, UserStore};
 use super::MysqlStore;
 use super::columns::text_from_column;
 use super::error::map_sqlx;
+use crate::telemetry::DbOperation;
 
 fn user_from_columns((id, name, created_at_ms): (u64, Vec<u8>, i64)) -> BackendResult<User> {
     Ok(User { id: UserId(id), name: text_from_column(name, "user name")?, created_at_ms })
@@ -26,11 +27,11 @@ impl UserStore for MysqlStore {
     async fn create_user(&self, name: &str) -> BackendResult<CreateUser> {
         let created_at_ms = now_ms()?;
         let created = self
-            .writing(async {
+            .writing(DbOperation::CreateUser, async |conn| {
                 let result = sqlx::query("INSERT INTO users (name, created_at_ms) VALUES (?, ?)")
                     .bind(name.as_bytes())
                     .bind(created_at_ms)
-                    .execute(&self.pool)
+                    .execute(&mut *conn)
                     .await;
                 match result {
                     // No RETURNING on MySQL: the new id is the statement's
@@ -51,10 +52,10 @@ impl UserStore for MysqlStore {
 
     async fn user_by_id(&self, id: UserId) -> BackendResult<Option<User>> {
         let row: Option<(u64, Vec<u8>, i64)> = self
-            .reading(async {
+            .reading(DbOperation::UserById, async |conn| {
                 sqlx::query_as("SELECT id, name, created_at_ms FROM users WHERE id = ?")
                     .bind(id.0)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *conn)
                     .await
                     .map_err(map_sqlx)
             })
@@ -64,10 +65,10 @@ impl UserStore for MysqlStore {
 
     async fn user_by_name(&self, name: &str) -> BackendResult<Option<User>> {
         let row: Option<(u64, Vec<u8>, i64)> = self
-            .reading(async {
+            .reading(DbOperation::UserByName, async |conn| {
                 sqlx::query_as("SELECT id, name, created_at_ms FROM users WHERE name = ?")
                     .bind(name.as_bytes())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *conn)
                     .await
                     .map_err(map_sqlx)
             })

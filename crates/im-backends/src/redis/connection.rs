@@ -4,7 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{
@@ -14,6 +14,8 @@ use ::redis::{
 use im_config::RedisConfig;
 use im_core::error::BackendError;
 use im_core::ports::BackendResult;
+
+use crate::telemetry::{RedisOperation, dependency_metrics};
 
 /// A connection to one Redis server, shared by the seq allocator and the
 /// dedup cache. Cheap to clone: clones share one multiplexed connection, on
@@ -73,18 +75,24 @@ impl RedisConnection {
 
     /// A cheap round trip (`PING`), for `/ready`.
     pub async fn ping(&self) -> BackendResult<()> {
-        self.call("PING", |mut con| async move { ::redis::cmd("PING").query_async::<()>(&mut con).await }).await
+        self.call(RedisOperation::Ping, "PING", |mut con| async move {
+            ::redis::cmd("PING").query_async::<()>(&mut con).await
+        })
+        .await
     }
 
     /// Runs one call (a command, a pipeline, a script) on the shared
     /// connection, bounded in time, with its error classified; `what` names
-    /// it in the error.
-    pub(crate) async fn call<T, F, Fut>(&self, what: &str, call: F) -> BackendResult<T>
+    /// it in the error. Timed as `op`.
+    pub(crate) async fn call<T, F, Fut>(&self, op: RedisOperation, what: &str, call: F) -> BackendResult<T>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        match tokio::time::timeout(self.call_timeout, call(self.manager.clone())).await {
+        let started = Instant::now();
+        let done = tokio::time::timeout(self.call_timeout, call(self.manager.clone())).await;
+        dependency_metrics().redis_operation(op, started);
+        match done {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(classify(e, what, &self.addr)),
             Err(_) => Err(BackendError::unavailable(format!(

@@ -9,6 +9,7 @@ use im_core::ports::{BackendResult, DedupCache};
 use im_core::{Ack, ClientMsgId, ConversationId, MessageId, Seq, UserId};
 
 use super::connection::RedisConnection;
+use crate::telemetry::RedisOperation;
 
 /// Remembers the first ack of each `(sender, client_msg_id)` for `ttl`, under
 /// the key `{prefix}:{sender}:{client_msg_id}`. One atomic `SET NX GET PX` per
@@ -53,7 +54,7 @@ impl DedupCache for RedisDedupCache {
         let key = self.key(sender, client_msg_id);
         let stored: Option<Vec<u8>> = self
             .redis
-            .call("GET", |mut con| {
+            .call(RedisOperation::DedupGet, "GET", |mut con| {
                 let key = key.clone();
                 async move { ::redis::cmd("GET").arg(key).query_async(&mut con).await }
             })
@@ -69,7 +70,7 @@ impl DedupCache for RedisDedupCache {
         // this call stored `ack`.
         let first: Option<Vec<u8>> = self
             .redis
-            .call("SET NX", |mut con| {
+            .call(RedisOperation::DedupSet, "SET NX", |mut con| {
                 let key = key.clone();
                 async move {
                     ::redis::cmd("SET")
@@ -98,7 +99,7 @@ impl DedupCache for RedisDedupCache {
         let keys: Vec<String> = keys.iter().map(|&(sender, id)| self.key(sender, id)).collect();
         let stored: Vec<Option<Vec<u8>>> = self
             .redis
-            .call("MGET", |mut con| {
+            .call(RedisOperation::DedupGetMany, "MGET", |mut con| {
                 let keys = keys.clone();
                 async move { ::redis::cmd("MGET").arg(keys).query_async(&mut con).await }
             })
@@ -123,7 +124,7 @@ impl DedupCache for RedisDedupCache {
                 .ignore();
         }
         self.redis
-            .call("SET NX pipeline", |mut con| {
+            .call(RedisOperation::DedupSetMany, "SET NX pipeline", |mut con| {
                 let pipe = pipe.clone();
                 async move { pipe.query_async::<()>(&mut con).await }
             })

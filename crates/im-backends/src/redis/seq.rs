@@ -18,6 +18,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use tracing::{info, warn};
 
 use super::connection::RedisConnection;
+use crate::telemetry::RedisOperation;
 
 /// Rounds of "script, then load and raise ceilings" one batch may take before
 /// it gives up. One round is the common case; two when a ceiling must be
@@ -164,7 +165,9 @@ impl RedisSeqAllocator {
         }
         let value: Value = self
             .redis
-            .call("seq allocation script", |mut con| async move { invocation.invoke_async(&mut con).await })
+            .call(RedisOperation::SeqAllocate, "seq allocation script", |mut con| async move {
+                invocation.invoke_async(&mut con).await
+            })
             .await?;
         parse_reply(value, wants.len()).map_err(|e| {
             BackendError::other(format!("redis seq allocation script at {}: unexpected reply: {e}", self.redis.addr()))
@@ -367,7 +370,9 @@ impl RedisSeqAllocator {
             .arg(epoch);
         let value: Value = self
             .redis
-            .call("seq look-up script", |mut con| async move { invocation.invoke_async(&mut con).await })
+            .call(RedisOperation::SeqLookup, "seq look-up script", |mut con| async move {
+                invocation.invoke_async(&mut con).await
+            })
             .await?;
         parse_current(value).map_err(|e| {
             BackendError::other(format!("redis seq look-up script at {}: unexpected reply: {e}", self.redis.addr()))
