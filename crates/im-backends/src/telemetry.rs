@@ -45,6 +45,7 @@ operations! {
         MaxSeq => "max_seq",
         CountUnread => "count_unread",
         Ping => "ping",
+        ExpireMessages => "expire_messages",
         MarkRead => "mark_read",
         ReadPosition => "read_position",
         Readers => "readers",

@@ -73,6 +73,22 @@ pub struct ReadStatus {
     pub detailed: bool,
 }
 
+/// What one step of the retention walk (`MessageStore::expire_messages`)
+/// did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExpiryStep {
+    /// Messages deleted by this step.
+    pub deleted: u64,
+    /// Where the next step starts: the storage position of the last message
+    /// this step examined (the `after` it was given when it examined none).
+    pub next: u64,
+    /// The walk is over: this step met a message not older than the cutoff,
+    /// or the end of the store. Messages after it are younger (storage order
+    /// is commit order, give or take the clock skew between nodes), and the
+    /// next walk starts from the beginning again.
+    pub done: bool,
+}
+
 /// A page of a conversation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Page {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::error::BackendError;
 use crate::group::{Group, Member, MembershipChange, MembershipOp, NewGroup, Roster};
-use crate::message::{AppendOutcome, ConversationSummary, Page, ReadStatus};
+use crate::message::{AppendOutcome, ConversationSummary, ExpiryStep, Page, ReadStatus};
 use crate::{
     Ack, ClientMsgId, ConversationId, DeviceId, GatewayId, GroupId, ImError, MessageId, NewMessage, Seq, UserId,
 };
@@ -48,6 +48,16 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// A cheap round trip to the store, for `/ready`.
     async fn ping(&self) -> BackendResult<()>;
+
+    /// One step of the retention walk (`MESSAGE_RETENTION_DAYS`): examines
+    /// at most `limit` messages in storage order (commit order) after
+    /// position `after` (0: from the start), and deletes those with
+    /// `server_time_ms < before_ms`, except the newest message of each
+    /// conversation, which stays whatever its age: `max_seq`, the
+    /// conversation list and read positions keep their meaning. Short: one
+    /// small transaction, committed before this returns; safe to run on
+    /// several nodes at once (a message already deleted is skipped).
+    async fn expire_messages(&self, before_ms: i64, after: u64, limit: u32) -> BackendResult<ExpiryStep>;
 }
 
 /// Read positions (G5).

@@ -21,7 +21,8 @@
 //! Cases use fresh ids and names ([`fixtures`]), so a backend on a shared
 //! server may keep its data between cases.
 //!
-//! Suites: [`message_store`], [`receipt_store`] (needs a `MessageStore` too:
+//! Suites: [`message_store`], [`message_retention`] (needs a store no other
+//! case writes to, and a `ReceiptStore`: expiry is store-wide), [`receipt_store`] (needs a `MessageStore` too:
 //! unread counts follow read positions), [`ceiling_store`], [`epoch_store`], [`user_store`],
 //! [`seq_allocator`] (over a [`SeqAllocatorHarness`]), [`dedup_cache`], [`bus`],
 //! [`registry`], [`offline_store`] (needs a `ReceiptStore` too: what is read is
@@ -34,6 +35,7 @@ pub mod dedup_cache;
 pub mod epoch_store;
 pub mod fixtures;
 pub mod group_store;
+pub mod message_retention;
 pub mod message_store;
 pub mod offline_store;
 pub mod receipt_store;

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use async_trait::async_trait;
 use bytes::Bytes;
 use im_core::error::BackendError;
-use im_core::message::{AppendOutcome, ConversationSummary, Page};
+use im_core::message::{AppendOutcome, ConversationSummary, ExpiryStep, Page};
 use im_core::ports::{BackendResult, MessageStore};
 use im_core::{Ack, ClientMsgId, ConversationId, MessageId, NewMessage, Seq, UserId};
 use sqlx::mysql::{MySql, MySqlArguments};
@@ -18,6 +18,7 @@ use super::columns::{client_msg_id_from_column, conversation_from_column, count_
 use super::error::map_sqlx;
 use super::members::member_rows;
 use crate::batch::BatchPlan;
+use crate::sql::expiry::{self, Window, WindowRow};
 use crate::sql::{MultiRow, chunks, chunks_within};
 use crate::telemetry::DbOperation;
 use sqlx::Connection;
@@ -405,6 +406,55 @@ impl MessageStore for MysqlStore {
         self.reading(DbOperation::Ping, async |conn| {
             sqlx::query("SELECT 1").execute(&mut *conn).await.map_err(map_sqlx)?;
             Ok(())
+        })
+        .await
+    }
+
+    /// One step of the retention walk: examines at most `limit` messages in
+    /// storage order after position `after`, deletes the expired ones that
+    /// are not their conversation's newest (see `sql::expiry`).
+    async fn expire_messages(&self, before_ms: i64, after: u64, limit: u32) -> BackendResult<ExpiryStep> {
+        // Plain (non-locking) reads, then one autocommit DELETE by primary
+        // key per chunk: row locks on the rows deleted only, held for that
+        // statement, away from the right edge where appends insert.
+        self.writing(DbOperation::ExpireMessages, async |conn| {
+            let rows: Vec<(u64, Vec<u8>, u64, i64)> =
+                sqlx::query_as(expiry::WINDOW).bind(after).bind(limit).fetch_all(&mut *conn).await.map_err(map_sqlx)?;
+            let rows = rows
+                .into_iter()
+                .map(|(id, conversation, seq, server_time_ms)| {
+                    Ok(WindowRow {
+                        id,
+                        conversation: text_from_column(conversation, "conversation")?,
+                        seq,
+                        server_time_ms,
+                    })
+                })
+                .collect::<BackendResult<Vec<_>>>()?;
+            let window = Window::new(after, limit, before_ms, rows);
+            let conversations = window.expired_conversations();
+            let mut newest = HashMap::with_capacity(conversations.len());
+            for range in chunks(conversations.len()) {
+                let chunk = &conversations[range];
+                let mut select = sqlx::query_as::<_, (Vec<u8>, u64)>(expiry::NEWEST_SEQS.sql(chunk.len()));
+                for conversation in chunk {
+                    select = select.bind(*conversation);
+                }
+                for (conversation, seq) in select.fetch_all(&mut *conn).await.map_err(map_sqlx)? {
+                    newest.insert(text_from_column(conversation, "conversation")?, seq);
+                }
+            }
+            let mut deleted = 0;
+            let doomed = window.doomed(&newest);
+            for range in chunks(doomed.len()) {
+                let chunk = &doomed[range];
+                let mut delete = sqlx::query(expiry::DELETE_EXPIRED.sql(chunk.len())).bind(before_ms);
+                for &id in chunk {
+                    delete = delete.bind(id);
+                }
+                deleted += delete.execute(&mut *conn).await.map_err(map_sqlx)?.rows_affected();
+            }
+            Ok(window.step(deleted))
         })
         .await
     }

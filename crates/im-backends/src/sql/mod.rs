@@ -1,7 +1,9 @@
 //! What the SQL stores (`sqlite`, `mysql`) share: multi-row statements cut in
 //! power-of-two chunks, the set of conversations known to have their member
-//! rows, and what a group change may do (`groups`).
+//! rows, what a group change may do (`groups`), and the retention walk
+//! (`expiry`).
 
+pub(crate) mod expiry;
 pub(crate) mod groups;
 mod known_conversations;
 mod multi_row;

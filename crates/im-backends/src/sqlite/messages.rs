@@ -1,10 +1,12 @@
 //! `MessageStore` over the `messages` and `conversation_members` tables.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use im_core::error::BackendError;
-use im_core::message::{AppendOutcome, ConversationSummary, Page};
+use im_core::message::{AppendOutcome, ConversationSummary, ExpiryStep, Page};
 use im_core::ports::{BackendResult, MessageStore};
 use im_core::{Ack, ClientMsgId, ConversationId, MessageId, NewMessage, Seq, UserId};
 use sqlx::SqliteExecutor;
@@ -17,6 +19,7 @@ use super::columns::{conversation_from_column, from_column, seq_from_column, to_
 use super::error::map_sqlx;
 use super::members::member_rows;
 use crate::batch::BatchPlan;
+use crate::sql::expiry::{self, Window, WindowRow};
 use crate::sql::{MultiRow, chunks};
 
 /// The multi-row statements of an append, built once per store.
@@ -389,5 +392,59 @@ impl MessageStore for SqliteStore {
     async fn ping(&self) -> BackendResult<()> {
         sqlx::query("SELECT 1").execute(&self.reader).await.map_err(map_sqlx)?;
         Ok(())
+    }
+
+    /// One step of the retention walk: examines at most `limit` messages in
+    /// storage order after position `after`, deletes the expired ones that
+    /// are not their conversation's newest (see `sql::expiry`).
+    async fn expire_messages(&self, before_ms: i64, after: u64, limit: u32) -> BackendResult<ExpiryStep> {
+        // The reads run beside the writer (WAL); only the DELETE takes the
+        // one write connection, for one short transaction.
+        let rows: Vec<(i64, String, i64, i64)> = sqlx::query_as(expiry::WINDOW)
+            .bind(to_bound(after))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_sqlx)?;
+        let rows = rows
+            .into_iter()
+            .map(|(id, conversation, seq, server_time_ms)| {
+                Ok(WindowRow {
+                    id: from_column(id, "id")?,
+                    conversation,
+                    seq: from_column(seq, "seq")?,
+                    server_time_ms,
+                })
+            })
+            .collect::<BackendResult<Vec<_>>>()?;
+        let window = Window::new(after, limit, before_ms, rows);
+        let conversations = window.expired_conversations();
+        let mut newest = HashMap::with_capacity(conversations.len());
+        for range in chunks(conversations.len()) {
+            let chunk = &conversations[range];
+            let mut select = sqlx::query_as::<_, (String, i64)>(expiry::NEWEST_SEQS.sql(chunk.len()));
+            for conversation in chunk {
+                select = select.bind(*conversation);
+            }
+            for (conversation, seq) in select.fetch_all(&self.reader).await.map_err(map_sqlx)? {
+                newest.insert(conversation, from_column(seq, "seq")?);
+            }
+        }
+        let doomed = window.doomed(&newest);
+        if doomed.is_empty() {
+            return Ok(window.step(0));
+        }
+        let mut deleted = 0;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_sqlx)?;
+        for range in chunks(doomed.len()) {
+            let chunk = &doomed[range];
+            let mut delete = sqlx::query(expiry::DELETE_EXPIRED.sql(chunk.len())).bind(before_ms);
+            for &id in chunk {
+                delete = delete.bind(to_bound(id));
+            }
+            deleted += delete.execute(&mut *tx).await.map_err(map_sqlx)?.rows_affected();
+        }
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(window.step(deleted))
     }
 }

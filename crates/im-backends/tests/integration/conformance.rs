@@ -6,6 +6,10 @@ mod sqlite_message_store {
     im_backends::message_store_suite!(super::sqlite);
 }
 
+mod sqlite_message_retention {
+    im_backends::message_retention_suite!(super::sqlite);
+}
+
 mod sqlite_receipt_store {
     im_backends::receipt_store_suite!(super::sqlite);
 }

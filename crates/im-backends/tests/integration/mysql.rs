@@ -74,6 +74,41 @@ pub async fn mysql() -> (Arc<MysqlStore>, ()) {
     (Arc::new(connect_or_panic(&test_config()).await), ())
 }
 
+/// A database of its own, dropped when the guard is: retention deletes
+/// store-wide, so its cases cannot share `im_test` with the other cases.
+pub async fn mysql_own_database() -> (Arc<MysqlStore>, OwnDatabase) {
+    let config = DatabaseConfig { name: format!("im_test_retention_{}", unique()), ..test_config() };
+    let store = connect_or_panic(&config).await;
+    (Arc::new(store), OwnDatabase(config))
+}
+
+/// Drops its database on drop (on a thread of its own: the test's runtime
+/// may be shutting down).
+pub struct OwnDatabase(DatabaseConfig);
+
+impl Drop for OwnDatabase {
+    fn drop(&mut self) {
+        let config = self.0.clone();
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(async {
+                let mut conn = admin_connection(&config, None).await;
+                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS `{}`", config.name))
+                    .execute(&mut conn)
+                    .await
+                    .expect("drop the test database");
+            })
+        })
+        .join();
+        if dropped.is_err() && !std::thread::panicking() {
+            panic!("could not drop test database {}", self.0.name);
+        }
+    }
+}
+
+mod mysql_message_retention {
+    im_backends::message_retention_suite!(super::mysql_own_database);
+}
+
 /// A small interval, so the suite crosses many ceilings.
 const TEST_INTERVAL: u64 = 7;
 
