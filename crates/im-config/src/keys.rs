@@ -101,6 +101,7 @@ keys! {
     "DB_CONN_TIMEOUT"                  => database.conn_timeout, GuideEnv, "Timeout to open a connection.";
     "DB_READ_TIMEOUT"                  => database.read_timeout, GuideEnv, "Timeout of a read.";
     "DB_WRITE_TIMEOUT"                 => database.write_timeout, GuideEnv, "Timeout of a write.";
+    "MESSAGE_RETENTION_DAYS"           => database.message_retention_days, Project, "Messages older than this many days are deleted by a background job, except each conversation's newest (docs/operations.md). 0: kept forever. At most 36500.";
 
     "REDIS_ADDR"                       => redis.addr, Guide, "Redis host:port. Empty: in-process seq allocator and dedup cache.";
     "REDIS_PASSWORD"                   => redis.password, Guide, "Redis password.";

@@ -50,7 +50,7 @@ pub use schema::{
     ServicesConfig,
 };
 pub use secret::Secret;
-pub use validate::{MAX_MESSAGE_SIZE_LIMIT, MIN_JWT_SECRET_LEN};
+pub use validate::{MAX_MESSAGE_RETENTION_DAYS, MAX_MESSAGE_SIZE_LIMIT, MIN_JWT_SECRET_LEN};
 
 /// Loads the configuration: defaults, then the file at `path` if given, then `env`.
 ///

@@ -91,6 +91,9 @@ pub struct DatabaseConfig {
     pub conn_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
+    /// Project addition: messages older than this many days are deleted in
+    /// the background (each conversation's newest is kept); 0 keeps them.
+    pub message_retention_days: u32,
 }
 
 impl Default for DatabaseConfig {
@@ -106,6 +109,7 @@ impl Default for DatabaseConfig {
             conn_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
+            message_retention_days: 0,
         }
     }
 }

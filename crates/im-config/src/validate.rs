@@ -13,6 +13,10 @@ pub const MAX_MESSAGE_SIZE_LIMIT: usize = 1024 * 1024;
 /// Message ids carry the node id in 10 bits (see im-service's `msg_id`).
 pub const MAX_NODE_ID: u16 = 1023;
 
+/// The longest `database.message_retention_days`: 100 years. Longer is a
+/// typo; forever is 0.
+pub const MAX_MESSAGE_RETENTION_DAYS: u32 = 36_500;
+
 /// HS256 wants a key at least as long as its 256-bit output.
 pub const MIN_JWT_SECRET_LEN: usize = 32;
 
@@ -136,6 +140,12 @@ fn dependencies(checks: &mut Checks, config: &Config) {
     checks.nonzero_duration("database.conn_timeout", database.conn_timeout);
     checks.nonzero_duration("database.read_timeout", database.read_timeout);
     checks.nonzero_duration("database.write_timeout", database.write_timeout);
+    if database.message_retention_days > MAX_MESSAGE_RETENTION_DAYS {
+        checks.fail(
+            "database.message_retention_days",
+            format!("must be at most {MAX_MESSAGE_RETENTION_DAYS} (100 years); 0 keeps messages forever"),
+        );
+    }
 
     let redis = &config.redis;
     checks.positive("redis.pool_size", redis.pool_size.into());
@@ -344,6 +354,16 @@ mod tests {
                 "offline_worker.concurrency",
             ]
         );
+    }
+
+    #[test]
+    fn message_retention_is_off_by_default_and_bounded() {
+        let mut config = Config::default();
+        assert_eq!(config.database.message_retention_days, 0);
+        config.database.message_retention_days = MAX_MESSAGE_RETENTION_DAYS;
+        assert_eq!(problems(&config), Vec::<&str>::new());
+        config.database.message_retention_days = MAX_MESSAGE_RETENTION_DAYS + 1;
+        assert_eq!(problems(&config), ["database.message_retention_days"]);
     }
 
     #[test]

@@ -52,11 +52,13 @@ pub trait MessageStore: Send + Sync + 'static {
     /// One step of the retention walk (`MESSAGE_RETENTION_DAYS`): examines
     /// at most `limit` messages in storage order (commit order) after
     /// position `after` (0: from the start), and deletes those with
-    /// `server_time_ms < before_ms`, except the newest message of each
-    /// conversation, which stays whatever its age: `max_seq`, the
-    /// conversation list and read positions keep their meaning. Short: one
-    /// small transaction, committed before this returns; safe to run on
-    /// several nodes at once (a message already deleted is skipped).
+    /// `server_time_ms < before_ms` whose successor (the next stored message
+    /// of their conversation) is older than `before_ms` too. So each
+    /// conversation keeps its newest message whatever its age (`max_seq`,
+    /// the conversation list and read positions keep their meaning), and a
+    /// gap retention leaves always lies below an expired message (sync
+    /// steps over it at once). Short: one small transaction, committed
+    /// before this returns; safe to run on several nodes at once.
     async fn expire_messages(&self, before_ms: i64, after: u64, limit: u32) -> BackendResult<ExpiryStep>;
 }
 

@@ -38,6 +38,7 @@ use crate::pipeline::Pipeline;
 use crate::readiness::{Probe, Readiness, tcp_probe};
 use crate::remote::groups::RemoteGroups;
 use crate::remote::{GrpcPusher, RemoteUsers, ServiceCredential};
+use crate::retention::RetentionJob;
 use crate::router::{RetryPolicy, Router};
 use crate::serve;
 use crate::stores::Stores;
@@ -335,6 +336,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         groups: Some(group_queue),
     };
     tracker.spawn(router.run(routes_rx));
+    // MESSAGE_RETENTION_DAYS: every node that owns the message store walks
+    // it; concurrent walks are safe (see retention.rs).
+    if let Some(retention) =
+        RetentionJob::from_days(config.database.message_retention_days, stores.messages.clone(), metrics.clone())
+    {
+        tracker.spawn(retention.run(shutdown.clone()));
+    }
 
     let directory = group_directory(&config, &stores, &bus, &credential)?;
     let group_cache = Arc::new(MembershipCache::new(directory.clone()));

@@ -16,6 +16,7 @@
 //! - [`groups`]: the membership cache, its `membership_change` watcher, and
 //!   the `im.v1.GroupService` front door (boundary stamping).
 //! - [`fanout`]: group messages on `group_msg`, pushed to online members.
+//! - [`retention`]: deletes messages older than `MESSAGE_RETENTION_DAYS`.
 //! - [`grpc`]: the `im.v1.MessageService` server.
 //! - [`remote`]: gRPC clients of the gateway, user and IM services when they
 //!   run as their own processes.
@@ -45,6 +46,7 @@ mod process_metrics;
 pub mod publisher;
 pub mod readiness;
 pub mod remote;
+pub mod retention;
 pub mod router;
 pub mod serve;
 pub mod stores;

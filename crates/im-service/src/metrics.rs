@@ -72,6 +72,10 @@ pub struct Metrics {
     pub synced: Counter,
     /// Read receipts stored.
     pub receipts: Counter,
+    /// Messages deleted by the retention job (`MESSAGE_RETENTION_DAYS`).
+    pub messages_expired: Counter,
+    /// How long one step of the retention job took (one short transaction).
+    pub retention_step_seconds: Histogram,
     /// Accept to push hand-off, seconds.
     pub routing_latency: Histogram,
     /// Messages per group commit.
@@ -222,6 +226,9 @@ impl Metrics {
         let failed = Family::<CodeLabel, Counter>::default();
         let synced = Counter::default();
         let receipts = Counter::default();
+        let messages_expired = Counter::default();
+        // 1 ms .. ~16 s
+        let retention_step_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 15));
         // 50 µs .. ~1.6 s
         let routing_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         let commit_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
@@ -264,6 +271,16 @@ impl Metrics {
         registry.register("messages_failed", "Sends and pushes that failed, by error code", failed.clone());
         registry.register("messages_synced", "Messages returned by sync", synced.clone());
         registry.register("read_receipts", "Read positions stored", receipts.clone());
+        registry.register(
+            "messages_expired",
+            "Messages deleted by the retention job (MESSAGE_RETENTION_DAYS)",
+            messages_expired.clone(),
+        );
+        registry.register(
+            "retention_step_seconds",
+            "Duration of one step (one transaction) of the retention job",
+            retention_step_seconds.clone(),
+        );
         registry.register(
             "routing_latency_seconds",
             "From accepting a send to handing its push to the gateway",
@@ -378,6 +395,8 @@ impl Metrics {
             failed,
             synced,
             receipts,
+            messages_expired,
+            retention_step_seconds,
             routing_latency,
             commit_batch_size,
             connected_clients,

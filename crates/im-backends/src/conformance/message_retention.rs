@@ -76,17 +76,22 @@ where
 
     // Small steps, so the walk crosses several windows.
     let (deleted, steps) = walk(&*store, cutoff, 3).await;
-    // ab 1-5, the group's 1-4, ac's 1.
-    assert_eq!(deleted, 10);
+    // ab 1-4 (5 stays: the last expired one before the young 6), the
+    // group's 1-4 (5 is its newest), ac's 1.
+    assert_eq!(deleted, 9);
     // 13 old messages, then the young ones: the fifth window meets seq 6.
     assert_eq!(steps, 5);
-    assert_eq!(seqs_of(&*store, ab).await, [6, 7]);
+    assert_eq!(seqs_of(&*store, ab).await, [5, 6, 7]);
     assert_eq!(seqs_of(&*store, group).await, [5], "the group's newest stays");
     assert_eq!(seqs_of(&*store, ac).await, [2]);
     assert_eq!(seqs_of(&*store, ad).await, [1], "a conversation's only message stays");
     // Sync of a range whose messages are gone returns what remains.
     let page = store.fetch(ab, Seq(2), 1).await.unwrap();
-    assert_eq!((page.messages[0].seq, page.has_more), (Seq(6), true));
+    assert_eq!((page.messages[0].seq, page.has_more), (Seq(5), true));
+    // The gap lies below an expired message (5, older than the grace at the
+    // cutoff): sync shows it and what follows at once, however young.
+    let page = store.fetch(ab, Seq::ZERO, 10).await.unwrap();
+    assert_eq!(im_core::message::visible_prefix(&page.messages, Seq::ZERO, cutoff, 5_000), 3);
 
     // Nothing derived from the newest seq moves: max seqs, the read
     // position, the list and its order; unread counts count what is left.
@@ -99,20 +104,20 @@ where
         |list: &[im_core::message::ConversationSummary]| list.iter().map(|s| s.conversation).collect::<Vec<_>>();
     assert_eq!(order(&listed_after), order(&listed_before));
     let entry = |conversation| *listed_after.iter().find(|s| s.conversation == conversation).unwrap();
-    assert_eq!((entry(ab).max_seq, entry(ab).read_seq, entry(ab).unread), (Seq(7), Seq(3), 2));
+    assert_eq!((entry(ab).max_seq, entry(ab).read_seq, entry(ab).unread), (Seq(7), Seq(3), 3));
     assert_eq!((entry(ac).max_seq, entry(ac).unread), (Seq(2), 0));
     assert_eq!(store.count_unread(group, a, Seq::ZERO).await.unwrap(), 1);
     // A deleted message's idempotency key is forgotten with it.
     assert_eq!(store.find_by_client_msg_id(b, &ClientMsgId::parse(&key(1)).unwrap()).await.unwrap(), None);
-    assert!(store.find_by_client_msg_id(b, &ClientMsgId::parse(&key(6)).unwrap()).await.unwrap().is_some());
+    assert!(store.find_by_client_msg_id(b, &ClientMsgId::parse(&key(5)).unwrap()).await.unwrap().is_some());
 
     // Done: a second walk finds nothing more; the timeline goes on.
     assert_eq!(walk(&*store, cutoff, 3).await.0, 0);
     store.append(&[message(ab, a, 8, &key(8), cutoff + 2)]).await.unwrap();
-    assert_eq!(seqs_of(&*store, ab).await, [6, 7, 8]);
-    // A later cutoff takes what became old (ab's 6 and 7), still keeping
-    // every conversation's newest.
-    assert_eq!(walk(&*store, cutoff + 100, 3).await.0, 2);
+    assert_eq!(seqs_of(&*store, ab).await, [5, 6, 7, 8]);
+    // A later cutoff takes what became old (ab's 5, 6 and 7), still
+    // keeping every conversation's newest.
+    assert_eq!(walk(&*store, cutoff + 100, 3).await.0, 3);
     assert_eq!(seqs_of(&*store, ab).await, [8]);
     assert_eq!(seqs_of(&*store, group).await, [5]);
 }
@@ -139,16 +144,18 @@ where
     // A window of two old messages goes on...
     let first = store.expire_messages(10_000, 0, 2).await.unwrap();
     assert_eq!((first.deleted, first.done), (2, false));
-    // ...one that meets the young message ends the walk, having deleted
-    // the old one before it.
+    // ...one that meets the young message ends the walk; the old message
+    // right before the young one stays.
     let second = store.expire_messages(10_000, first.next, 2).await.unwrap();
-    assert_eq!((second.deleted, second.done), (1, true));
+    assert_eq!((second.deleted, second.done), (0, true));
     assert!(second.next > first.next);
-    assert_eq!(seqs_of(&*store, ab).await, [4, 5, 6, 7]);
-    // The next walk ends at seq 4 again: it deletes the old one in the
-    // same window (5), and those past the window (6) wait for a later walk.
-    assert_eq!(walk(&*store, 10_000, 2).await, (1, 1));
-    assert_eq!(seqs_of(&*store, ab).await, [4, 6, 7]);
+    assert_eq!(seqs_of(&*store, ab).await, [3, 4, 5, 6, 7]);
+    // The next walk ends there again; the old ones past it (5, 6) wait...
+    assert_eq!(walk(&*store, 10_000, 2).await, (0, 1));
+    // ...unless they are in the same window: 5 goes (its successor 6 is
+    // expired), 6 stays (its successor 7 is not).
+    assert_eq!(walk(&*store, 10_000, 100).await, (1, 1));
+    assert_eq!(seqs_of(&*store, ab).await, [3, 4, 6, 7]);
     // Past the end of the store: nothing examined, done, position kept.
     let end = store.expire_messages(10_000, u64::MAX >> 12, 2).await.unwrap();
     assert_eq!(end, ExpiryStep { deleted: 0, next: u64::MAX >> 12, done: true });
@@ -169,7 +176,7 @@ where
             batch.push(message(conversation, sender, seq, &key(i as u64 * 100 + seq), 1_000 + seq as i64));
         }
     }
-    // a:b goes on after the cutoff: all 40 of its old messages may go.
+    // a:b goes on after the cutoff.
     batch.push(message(conversations[0], b, 41, &key(41), 200_000));
     store.append(&batch).await.unwrap();
     // Two walks at once, as two nodes run them, with appends beside them.
@@ -183,10 +190,10 @@ where
     for handle in walks {
         deleted += handle.await.unwrap();
     }
-    // Each old message below its conversation's newest, once, whoever
-    // deleted it; a:c and b:c keep their newest (40).
-    assert_eq!(deleted, 40 + 39 + 39);
-    assert_eq!(seqs_of(&*store, conversations[0]).await, [41]);
+    // Each old message but the last, once, whoever deleted it: a:b keeps
+    // the last before its young 41, a:c and b:c their newest.
+    assert_eq!(deleted, 3 * 39);
+    assert_eq!(seqs_of(&*store, conversations[0]).await, [40, 41]);
     assert_eq!(seqs_of(&*store, conversations[1]).await, [40]);
     assert_eq!(seqs_of(&*store, conversations[2]).await, [40]);
     assert_eq!(seqs_of(&*store, ad).await, (1..=10).collect::<Vec<_>>());

@@ -411,41 +411,22 @@ impl MessageStore for MysqlStore {
     }
 
     /// One step of the retention walk: examines at most `limit` messages in
-    /// storage order after position `after`, deletes the expired ones that
-    /// are not their conversation's newest (see `sql::expiry`).
+    /// storage order after position `after`, deletes the expired ones whose
+    /// successor in their conversation is expired too (see `sql::expiry`).
     async fn expire_messages(&self, before_ms: i64, after: u64, limit: u32) -> BackendResult<ExpiryStep> {
-        // Plain (non-locking) reads, then one autocommit DELETE by primary
+        // A plain (non-locking) read, then one autocommit DELETE by primary
         // key per chunk: row locks on the rows deleted only, held for that
         // statement, away from the right edge where appends insert.
         self.writing(DbOperation::ExpireMessages, async |conn| {
-            let rows: Vec<(u64, Vec<u8>, u64, i64)> =
+            let rows: Vec<(u64, i64, Option<i64>)> =
                 sqlx::query_as(expiry::WINDOW).bind(after).bind(limit).fetch_all(&mut *conn).await.map_err(map_sqlx)?;
             let rows = rows
                 .into_iter()
-                .map(|(id, conversation, seq, server_time_ms)| {
-                    Ok(WindowRow {
-                        id,
-                        conversation: text_from_column(conversation, "conversation")?,
-                        seq,
-                        server_time_ms,
-                    })
-                })
-                .collect::<BackendResult<Vec<_>>>()?;
+                .map(|(id, server_time_ms, successor_time_ms)| WindowRow { id, server_time_ms, successor_time_ms })
+                .collect();
             let window = Window::new(after, limit, before_ms, rows);
-            let conversations = window.expired_conversations();
-            let mut newest = HashMap::with_capacity(conversations.len());
-            for range in chunks(conversations.len()) {
-                let chunk = &conversations[range];
-                let mut select = sqlx::query_as::<_, (Vec<u8>, u64)>(expiry::NEWEST_SEQS.sql(chunk.len()));
-                for conversation in chunk {
-                    select = select.bind(*conversation);
-                }
-                for (conversation, seq) in select.fetch_all(&mut *conn).await.map_err(map_sqlx)? {
-                    newest.insert(text_from_column(conversation, "conversation")?, seq);
-                }
-            }
             let mut deleted = 0;
-            let doomed = window.doomed(&newest);
+            let doomed = window.doomed();
             for range in chunks(doomed.len()) {
                 let chunk = &doomed[range];
                 let mut delete = sqlx::query(expiry::DELETE_EXPIRED.sql(chunk.len())).bind(before_ms);

@@ -1,7 +1,5 @@
 //! `MessageStore` over the `messages` and `conversation_members` tables.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -395,12 +393,12 @@ impl MessageStore for SqliteStore {
     }
 
     /// One step of the retention walk: examines at most `limit` messages in
-    /// storage order after position `after`, deletes the expired ones that
-    /// are not their conversation's newest (see `sql::expiry`).
+    /// storage order after position `after`, deletes the expired ones whose
+    /// successor in their conversation is expired too (see `sql::expiry`).
     async fn expire_messages(&self, before_ms: i64, after: u64, limit: u32) -> BackendResult<ExpiryStep> {
-        // The reads run beside the writer (WAL); only the DELETE takes the
+        // The read runs beside the writer (WAL); only the DELETE takes the
         // one write connection, for one short transaction.
-        let rows: Vec<(i64, String, i64, i64)> = sqlx::query_as(expiry::WINDOW)
+        let rows: Vec<(i64, i64, Option<i64>)> = sqlx::query_as(expiry::WINDOW)
             .bind(to_bound(after))
             .bind(i64::from(limit))
             .fetch_all(&self.reader)
@@ -408,29 +406,12 @@ impl MessageStore for SqliteStore {
             .map_err(map_sqlx)?;
         let rows = rows
             .into_iter()
-            .map(|(id, conversation, seq, server_time_ms)| {
-                Ok(WindowRow {
-                    id: from_column(id, "id")?,
-                    conversation,
-                    seq: from_column(seq, "seq")?,
-                    server_time_ms,
-                })
+            .map(|(id, server_time_ms, successor_time_ms)| {
+                Ok(WindowRow { id: from_column(id, "id")?, server_time_ms, successor_time_ms })
             })
             .collect::<BackendResult<Vec<_>>>()?;
         let window = Window::new(after, limit, before_ms, rows);
-        let conversations = window.expired_conversations();
-        let mut newest = HashMap::with_capacity(conversations.len());
-        for range in chunks(conversations.len()) {
-            let chunk = &conversations[range];
-            let mut select = sqlx::query_as::<_, (String, i64)>(expiry::NEWEST_SEQS.sql(chunk.len()));
-            for conversation in chunk {
-                select = select.bind(*conversation);
-            }
-            for (conversation, seq) in select.fetch_all(&self.reader).await.map_err(map_sqlx)? {
-                newest.insert(conversation, from_column(seq, "seq")?);
-            }
-        }
-        let doomed = window.doomed(&newest);
+        let doomed = window.doomed();
         if doomed.is_empty() {
             return Ok(window.step(0));
         }

@@ -12,4 +12,5 @@ mod harness;
 mod observability;
 mod offline;
 mod private;
+mod retention;
 mod support;
