@@ -2,7 +2,8 @@
 //! share before and after their own wiring: `--config PATH` (or
 //! `IM_CONFIG`), configuration loaded and validated before anything binds
 //! (exit 2 naming every bad key, or what this binary cannot serve), logging,
-//! and SIGINT/SIGTERM to a graceful stop.
+//! and SIGINT/SIGTERM to a graceful stop; one-shot commands such as
+//! `im-service migrate` ([`Command`]).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -11,23 +12,53 @@ use std::process::ExitCode;
 use im_config::Config;
 use tokio_util::sync::CancellationToken;
 
-fn config_path(name: &str, help: &str) -> Result<Option<PathBuf>, String> {
-    let mut args = std::env::args().skip(1);
+/// A one-shot command of a binary, run instead of the server
+/// (`im-service migrate`): the same configuration, loaded and validated the
+/// same way; exit 0 when `run` returns `Ok`, 1 with the error on stderr
+/// otherwise.
+pub struct Command {
+    pub name: &'static str,
+    /// One line for `--help`.
+    pub help: &'static str,
+    pub run: fn(Config) -> futures::future::LocalBoxFuture<'static, anyhow::Result<()>>,
+}
+
+/// `[COMMAND] [--config PATH]`: the command asked for (one of `commands`),
+/// if any, and the configuration file.
+fn parse_args<'c>(
+    name: &str,
+    help: &str,
+    commands: &'c [Command],
+) -> Result<(Option<&'c Command>, Option<PathBuf>), String> {
+    let mut args = std::env::args().skip(1).peekable();
+    let command = match args.peek() {
+        Some(first) if !first.starts_with('-') => {
+            let found = commands.iter().find(|command| command.name == first.as_str());
+            Some(found.ok_or_else(|| format!("unknown command {first:?} (try --help)"))?)
+        }
+        _ => None,
+    };
+    if command.is_some() {
+        args.next();
+    }
     let mut path = std::env::var_os("IM_CONFIG").map(PathBuf::from);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" | "-c" => path = Some(args.next().ok_or("--config needs a path")?.into()),
             "--help" | "-h" => {
+                let usage = if commands.is_empty() { String::new() } else { " [COMMAND]".to_owned() };
+                let listed: String = commands.iter().map(|c| format!("\n  {:<10}{}", c.name, c.help)).collect();
+                let listed = if listed.is_empty() { listed } else { format!("\n\nCommands:{listed}") };
                 println!(
-                    "{name} [--config PATH]\n\n{help}\n\nConfiguration: config.yaml (--config or IM_CONFIG) and the \
-                     environment variables\nlisted in the README; the environment overrides the file."
+                    "{name}{usage} [--config PATH]\n\n{help}{listed}\n\nConfiguration: config.yaml (--config or \
+                     IM_CONFIG) and the environment variables\nlisted in the README; the environment overrides the file."
                 );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
     }
-    Ok(path)
+    Ok((command, path))
 }
 
 /// Runs binary `name`: parses the arguments, loads the configuration, asks
@@ -39,8 +70,24 @@ where
     F: FnOnce(Config, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let path = match config_path(name, help) {
-        Ok(path) => path,
+    main_with_commands(name, help, &[], refuse, run)
+}
+
+/// [`main`], with one-shot `commands` a first argument may name instead of
+/// serving (a bad configuration is exit 2 for them too).
+pub fn main_with_commands<F, Fut>(
+    name: &str,
+    help: &str,
+    commands: &[Command],
+    refuse: fn(&Config) -> Result<(), String>,
+    run: F,
+) -> ExitCode
+where
+    F: FnOnce(Config, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let (command, path) = match parse_args(name, help, commands) {
+        Ok(parsed) => parsed,
         Err(e) => {
             eprintln!("{name}: {e}");
             return ExitCode::from(2);
@@ -54,7 +101,9 @@ where
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = refuse(&config) {
+    if command.is_none()
+        && let Err(e) = refuse(&config)
+    {
         eprintln!("{name}: {e}");
         return ExitCode::from(2);
     }
@@ -66,6 +115,15 @@ where
             return ExitCode::FAILURE;
         }
     };
+    if let Some(command) = command {
+        return match runtime.block_on((command.run)(config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{name} {}: {e:#}", command.name);
+                ExitCode::FAILURE
+            }
+        };
+    }
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));

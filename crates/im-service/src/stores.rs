@@ -48,6 +48,34 @@ where
     }
 }
 
+/// Brings the configured store's schema up to date and returns
+/// (`im-service migrate`): MySQL with `database.*`, or the SQLite file in
+/// `server.data_dir` (created if missing). Binds nothing and starts nothing
+/// else; a node started afterwards finds nothing to migrate, so it needs no
+/// DDL rights (docs/operations.md).
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    match config.store() {
+        StoreBackend::Sqlite => {
+            crate::bootstrap::data_dir(&config.server.data_dir)?;
+            let path = config.server.sqlite_path();
+            let store =
+                SqliteStore::open(&path).await.map_err(|e| anyhow::anyhow!("migrating {}: {e}", path.display()))?;
+            store.close().await;
+            tracing::info!(path = %path.display(), "sqlite schema up to date");
+        }
+        StoreBackend::MySql(database) => {
+            MysqlStore::migrate(database).await.with_context(|| {
+                format!(
+                    "migrating MySQL database {} at {} as {} (DB_HOST)",
+                    database.name, database.host, database.user
+                )
+            })?;
+            tracing::info!(host = %database.host, database = %database.name, "mysql schema up to date");
+        }
+    }
+    Ok(())
+}
+
 impl Stores {
     /// Opens (and migrates) the configured store.
     pub async fn open(config: &Config) -> anyhow::Result<Self> {

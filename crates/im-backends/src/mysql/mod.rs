@@ -14,7 +14,11 @@
 //! migrations in `migrations/mysql` (one SQL text for both servers: no
 //! `RETURNING`, no `->>`, no `INSERT ... AS`, no functional indexes, no
 //! MySQL-only collation) under a named lock of its own, so nodes starting
-//! together on an empty database migrate one at a time.
+//! together on an empty database migrate one at a time. When every embedded
+//! migration is already applied (read from `_sqlx_migrations`), `connect`
+//! takes no lock and sends no DDL: a user with only SELECT, INSERT, UPDATE
+//! and DELETE runs a database migrated beforehand ([`MysqlStore::migrate`],
+//! `im-service migrate`; docs/operations.md).
 //!
 //! **Durability (G1).** Every write is one transaction, committed before the
 //! call returns; an append is one transaction for the whole batch, written
@@ -117,6 +121,15 @@ impl MysqlStore {
             timeouts: CallTimeouts { read: config.read_timeout, write: config.write_timeout },
             known_conversations: Arc::new(KnownConversations::default()),
         })
+    }
+
+    /// Brings the schema up to date (creating the database if it is missing)
+    /// and returns, opening no pool: what `im-service migrate` runs, with a
+    /// user allowed DDL, before nodes connect with one that is not.
+    pub async fn migrate(config: &DatabaseConfig) -> Result<(), BackendError> {
+        let server = options::server_options(config)?;
+        options::check_database_name(&config.name)?;
+        prepare_database(&server, &config.name, config.conn_timeout).await
     }
 
     /// Closes the pool, waiting for statements in flight. Dropping the store
@@ -226,6 +239,10 @@ async fn create_database_if_missing(conn: &mut MySqlConnection, name: &str) -> R
 /// answers NULL at once): two nodes would both migrate, and one would fail on
 /// the other's half-applied migration.
 async fn migrate(conn: &mut MySqlConnection) -> Result<(), BackendError> {
+    let mut migrator = sqlx::migrate!("./migrations/mysql");
+    if all_applied(conn, &migrator).await? {
+        return Ok(());
+    }
     let (locked,): (Option<i64>,) = sqlx::query_as("SELECT GET_LOCK(CONCAT('im_migrate:', SHA1(DATABASE())), ?)")
         .bind(MIGRATION_LOCK_TIMEOUT.as_secs())
         .fetch_one(&mut *conn)
@@ -240,9 +257,37 @@ async fn migrate(conn: &mut MySqlConnection) -> Result<(), BackendError> {
         }
         None => return Err(BackendError::other("the server did not grant the migration lock")),
     }
-    let mut migrator = sqlx::migrate!("./migrations/mysql");
     migrator.set_locking(false);
     migrator.run_direct(conn).await.map_err(map_migrate)
+}
+
+/// Whether `_sqlx_migrations` holds exactly the embedded migrations, each
+/// applied successfully with the same checksum. Anything else (no table, a
+/// migration missing, failed or changed, one this binary does not know) is
+/// left to the migrator, which applies or reports it. Plain reads: no DDL
+/// right needed.
+async fn all_applied(conn: &mut MySqlConnection, migrator: &sqlx::migrate::Migrator) -> Result<bool, BackendError> {
+    let (tables,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM information_schema.tables \
+         WHERE table_schema = DATABASE() AND table_name = '_sqlx_migrations'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+    if tables == 0 {
+        return Ok(false);
+    }
+    let applied: Vec<(i64, bool, Vec<u8>)> =
+        sqlx::query_as("SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+    let embedded: Vec<(i64, bool, Vec<u8>)> = migrator
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .map(|m| (m.version, true, m.checksum.to_vec()))
+        .collect();
+    Ok(applied == embedded)
 }
 
 /// G1 rests on server settings this store cannot set: say so when they are

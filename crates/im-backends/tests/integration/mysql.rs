@@ -86,6 +86,12 @@ pub async fn mysql_own_database() -> (Arc<MysqlStore>, OwnDatabase) {
 /// may be shutting down).
 pub struct OwnDatabase(DatabaseConfig);
 
+impl OwnDatabase {
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+}
+
 impl Drop for OwnDatabase {
     fn drop(&mut self) {
         let config = self.0.clone();
@@ -233,6 +239,86 @@ async fn a_missing_database_is_created() {
     let mut conn = admin_connection(&config, None).await;
     sqlx::query(&format!("DROP DATABASE `{name}`")).execute(&mut conn).await.unwrap();
     conn.close().await.unwrap();
+}
+
+/// A user that may only read and write rows ('…'@'%'), created and dropped
+/// by the test.
+struct DmlUser {
+    admin: DatabaseConfig,
+    name: String,
+}
+
+impl DmlUser {
+    const PASSWORD: &str = "dml-only-test";
+
+    /// A user with SELECT, INSERT, UPDATE and DELETE on `databases` only.
+    async fn create(admin: &DatabaseConfig, databases: &[&str]) -> DmlUser {
+        let name = format!("im_dml_{}", unique());
+        let mut conn = admin_connection(admin, None).await;
+        sqlx::raw_sql(&format!("CREATE USER '{name}'@'%' IDENTIFIED BY '{}'", Self::PASSWORD))
+            .execute(&mut conn)
+            .await
+            .expect("the test server's user may create users");
+        for database in databases {
+            sqlx::raw_sql(&format!("GRANT SELECT, INSERT, UPDATE, DELETE ON `{database}`.* TO '{name}'@'%'"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        conn.close().await.unwrap();
+        DmlUser { admin: admin.clone(), name }
+    }
+
+    fn config(&self, database: &str) -> DatabaseConfig {
+        DatabaseConfig {
+            user: self.name.clone(),
+            password: Self::PASSWORD.into(),
+            name: database.to_owned(),
+            ..self.admin.clone()
+        }
+    }
+
+    async fn drop_user(self) {
+        let mut conn = admin_connection(&self.admin, None).await;
+        sqlx::raw_sql(&format!("DROP USER '{}'@'%'", self.name)).execute(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+    }
+}
+
+/// Migrated beforehand (`MysqlStore::migrate`, as `im-service migrate` does
+/// with a user allowed DDL), a database serves every port to a user with
+/// SELECT, INSERT, UPDATE and DELETE only: `connect` sees every migration
+/// applied and sends no DDL. An unmigrated one refuses that user, saying so.
+#[tokio::test]
+async fn a_migrated_database_runs_with_a_user_without_ddl_rights() {
+    let (migrated, _drop_migrated) = mysql_own_database().await;
+    migrated.close().await;
+    let migrated_name = _drop_migrated.name().to_owned();
+    // Migrating again is a no-op, also through `migrate`.
+    MysqlStore::migrate(&DatabaseConfig { name: migrated_name.clone(), ..test_config() }).await.unwrap();
+    let empty_name = format!("im_test_empty_{}", unique());
+    let mut conn = admin_connection(&test_config(), None).await;
+    sqlx::raw_sql(&format!("CREATE DATABASE `{empty_name}`")).execute(&mut conn).await.unwrap();
+    let _drop_empty = OwnDatabase(DatabaseConfig { name: empty_name.clone(), ..test_config() });
+    let user = DmlUser::create(&test_config(), &[&migrated_name, &empty_name]).await;
+
+    let store = connect_or_panic(&user.config(&migrated_name)).await;
+    let [a, b] = users();
+    let ab = private(a, b);
+    let batch = [message(ab, a, 1, &unique_name("k"), 1_000), message(ab, b, 2, &unique_name("k"), 2_000)];
+    assert_eq!(store.append(&batch).await.unwrap(), vec![AppendOutcome::Stored; 2]);
+    store.mark_read(b, ab, Seq(1)).await.unwrap();
+    store.raise_ceiling(ab, Seq(10)).await.unwrap();
+    assert!(matches!(store.create_user(&unique_name("u")).await.unwrap(), CreateUser::Created(_)));
+    // Retention deletes with the same rights.
+    assert_eq!(store.expire_messages(5_000, 0, 10).await.unwrap().deleted, 1);
+    assert_eq!(store.fetch(ab, Seq::ZERO, 10).await.unwrap().messages, batch[1..]);
+    store.close().await;
+
+    let refused = MysqlStore::connect(&user.config(&empty_name)).await.expect_err("no right to create tables");
+    assert!(refused.to_string().contains("denied"), "{refused}");
+    assert!(matches!(MysqlStore::migrate(&user.config(&empty_name)).await, Err(e) if e.to_string().contains("denied")));
+    user.drop_user().await;
 }
 
 /// Keys compare byte by byte, as in SQLite: client_msg_ids or names that

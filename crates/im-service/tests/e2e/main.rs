@@ -9,6 +9,7 @@ mod faults;
 mod groups;
 mod groups_cluster;
 mod harness;
+mod migrate;
 mod observability;
 mod offline;
 mod private;
