@@ -4,14 +4,14 @@
 //! `retention.rs`, docs/operations.md).
 //!
 //! Fills a fresh store with 100,000 expired messages over 1,000
-//! conversations and 10,000 young ones, measures appends of 64 young
+//! conversations (or CONVERSATIONS: 10 makes them 10,000 seqs deep) and 10,000 young ones, measures appends of 64 young
 //! messages alone, then the same appends while one walk deletes the expired
 //! messages with the job's pacing (a pause at least as long as each step,
 //! 20 ms at least).
 //!
-//! `cargo bench -p im-backends --bench retention_step -- sqlite [STEP]`
+//! `cargo bench -p im-backends --bench retention_step -- sqlite [STEP [CONVERSATIONS]]`
 //! (STEP: messages per step, 500 by default)
-//! `cargo bench -p im-backends --bench retention_step -- mysql [STEP]` (MariaDB or
+//! `cargo bench -p im-backends --bench retention_step -- mysql [STEP [CONVERSATIONS]]` (MariaDB or
 //! MySQL at 127.0.0.1:3306 as root, or `IM_TEST_MYSQL_HOST`, `_USER`,
 //! `_PASSWORD`; a database of its own, dropped at the end)
 
@@ -24,7 +24,6 @@ use im_backends::{MysqlStore, SqliteStore};
 use im_core::ports::MessageStore;
 use im_core::{ClientMsgId, ConversationId, MessageId, NewMessage, Seq, UserId};
 
-const CONVERSATIONS: u64 = 1000;
 const EXPIRED: u64 = 100_000;
 const YOUNG: u64 = 10_000;
 const APPEND_BATCH: u64 = 64;
@@ -35,6 +34,7 @@ const CUTOFF_MS: i64 = 1_000_000_000;
 struct Messages {
     next: u64,
     seqs: Vec<u64>,
+    conversations: u64,
 }
 
 impl Messages {
@@ -42,7 +42,7 @@ impl Messages {
         (0..size)
             .map(|_| {
                 self.next += 1;
-                let pair = self.next % CONVERSATIONS;
+                let pair = self.next % self.conversations;
                 let (sender, recipient) = (UserId(2 * pair + 1), UserId(2 * pair + 2));
                 self.seqs[pair as usize] += 1;
                 NewMessage {
@@ -83,8 +83,8 @@ async fn appends(store: &dyn MessageStore, messages: &mut Messages, count: usize
     took
 }
 
-async fn measure(store: Arc<dyn MessageStore>, step_size: u32) {
-    let mut messages = Messages { next: 0, seqs: vec![0; CONVERSATIONS as usize] };
+async fn measure(store: Arc<dyn MessageStore>, step_size: u32, conversations: u64) {
+    let mut messages = Messages { next: 0, seqs: vec![0; conversations as usize], conversations };
     for _ in 0..EXPIRED / 500 {
         store.append(&messages.batch(500, 1_000)).await.unwrap();
     }
@@ -132,13 +132,16 @@ fn env_or(name: &str, default: &str) -> String {
 #[tokio::main]
 async fn main() {
     let which = std::env::args().skip(1).find(|a| a == "sqlite" || a == "mysql").unwrap_or_else(|| "sqlite".into());
-    let step_size = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(500);
+    let numbers: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let step_size = numbers.first().map_or(500, |&n| n as u32);
+    let conversations = numbers.get(1).copied().unwrap_or(1000);
+    println!("steps of {step_size}, {conversations} conversations");
     match which.as_str() {
         "sqlite" => {
             let dir = tempfile::tempdir().unwrap();
             let store = SqliteStore::open(&dir.path().join("im.db")).await.unwrap();
             println!("SQLite in {}", dir.path().display());
-            measure(Arc::new(store), step_size).await;
+            measure(Arc::new(store), step_size, conversations).await;
         }
         _ => {
             let config = im_config::DatabaseConfig {
@@ -150,7 +153,7 @@ async fn main() {
             };
             let store = MysqlStore::connect(&config).await.expect("a MySQL/MariaDB server (scripts/servers.sh)");
             println!("MySQL/MariaDB at {}, database {}", config.host, config.name);
-            measure(Arc::new(store.clone()), step_size).await;
+            measure(Arc::new(store.clone()), step_size, conversations).await;
             store.close().await;
             let mut conn = {
                 use sqlx::Connection;

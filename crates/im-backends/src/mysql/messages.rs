@@ -418,11 +418,35 @@ impl MessageStore for MysqlStore {
         // key per chunk: row locks on the rows deleted only, held for that
         // statement, away from the right edge where appends insert.
         self.writing(DbOperation::ExpireMessages, async |conn| {
-            let rows: Vec<(u64, i64, Option<i64>)> =
+            let rows: Vec<(u64, Vec<u8>, u64, i64)> =
                 sqlx::query_as(expiry::WINDOW).bind(after).bind(limit).fetch_all(&mut *conn).await.map_err(map_sqlx)?;
+            // The successors of the expired ones (a young message stays
+            // whatever follows it), one seek each. The conversation is bound
+            // as text, as the column is: a binary operand would compare
+            // byte-wise, outside the index.
+            let expired = rows
+                .iter()
+                .filter(|(_, _, _, server_time_ms)| *server_time_ms < before_ms)
+                .map(|(id, conversation, seq, _)| {
+                    Ok((*id, text_from_column(conversation.clone(), "conversation")?, *seq))
+                })
+                .collect::<BackendResult<Vec<_>>>()?;
+            let mut successors = HashMap::with_capacity(expired.len());
+            for range in chunks(expired.len()) {
+                let chunk = &expired[range];
+                let mut select = sqlx::query_as::<_, (u64, i64)>(expiry::SUCCESSORS.sql(chunk.len()));
+                for (id, conversation, seq) in chunk {
+                    select = select.bind(*id).bind(conversation).bind(*seq);
+                }
+                successors.extend(select.fetch_all(&mut *conn).await.map_err(map_sqlx)?);
+            }
             let rows = rows
                 .into_iter()
-                .map(|(id, server_time_ms, successor_time_ms)| WindowRow { id, server_time_ms, successor_time_ms })
+                .map(|(id, _, _, server_time_ms)| WindowRow {
+                    id,
+                    server_time_ms,
+                    successor_time_ms: successors.get(&id).copied(),
+                })
                 .collect();
             let window = Window::new(after, limit, before_ms, rows);
             let mut deleted = 0;

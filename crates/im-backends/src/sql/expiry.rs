@@ -33,11 +33,35 @@ pub(crate) static DELETE_EXPIRED: LazyLock<MultiRow> =
     LazyLock::new(|| MultiRow::new("DELETE FROM messages WHERE server_time_ms < ? AND id IN (", "?", ",", ")"));
 
 /// The window read first, by primary key, with the server time of each
-/// message's successor (NULL for a conversation's newest).
-pub(crate) const WINDOW: &str = "SELECT m.id, m.server_time_ms, \
+/// message's successor (NULL for a conversation's newest), for SQLite: its
+/// planner runs the correlated subquery as a seek on `(conversation, seq)`
+/// (`SEARCH n USING INDEX messages_by_conversation (conversation=? AND
+/// seq>?)`).
+pub(crate) const WINDOW_WITH_SUCCESSORS: &str = "SELECT m.id, m.server_time_ms, \
          (SELECT n.server_time_ms FROM messages n WHERE n.conversation = m.conversation AND n.seq > m.seq \
            ORDER BY n.seq LIMIT 1) \
      FROM messages m WHERE m.id > ? ORDER BY m.id LIMIT ?";
+
+/// The window alone, for MySQL: there the same correlated subquery is a
+/// `ref` scan of the conversation's index entries from its first seq on, so
+/// its cost grows with the conversation (measured on MariaDB 10.11: 1.1 s for
+/// 500 rows 20,000 seqs deep, against 13 ms at the start).
+pub(crate) const WINDOW: &str =
+    "SELECT id, conversation, seq, server_time_ms FROM messages WHERE id > ? ORDER BY id LIMIT ?";
+
+/// The successors of listed messages, for MySQL: one part per message
+/// (`id`, `conversation`, `seq`), each a range seek on `(conversation, seq)`
+/// with constants (16 ms for 500 on the same table), answering its `id` and
+/// the successor's server time; none for a conversation's newest.
+pub(crate) static SUCCESSORS: LazyLock<MultiRow> = LazyLock::new(|| {
+    MultiRow::new(
+        "",
+        "(SELECT CAST(? AS UNSIGNED), server_time_ms FROM messages WHERE conversation = ? AND seq > ? \
+          ORDER BY seq LIMIT 1)",
+        " UNION ALL ",
+        "",
+    )
+});
 
 /// One message of a window.
 pub(crate) struct WindowRow {

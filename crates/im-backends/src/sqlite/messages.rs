@@ -398,7 +398,7 @@ impl MessageStore for SqliteStore {
     async fn expire_messages(&self, before_ms: i64, after: u64, limit: u32) -> BackendResult<ExpiryStep> {
         // The read runs beside the writer (WAL); only the DELETE takes the
         // one write connection, for one short transaction.
-        let rows: Vec<(i64, i64, Option<i64>)> = sqlx::query_as(expiry::WINDOW)
+        let rows: Vec<(i64, i64, Option<i64>)> = sqlx::query_as(expiry::WINDOW_WITH_SUCCESSORS)
             .bind(to_bound(after))
             .bind(i64::from(limit))
             .fetch_all(&self.reader)
