@@ -1,15 +1,24 @@
 //! What the three service binaries (`im-service`, `im-gateway`, `im-user`)
 //! share before and after their own wiring: `--config PATH` (or
 //! `IM_CONFIG`), configuration loaded and validated before anything binds
-//! (exit 2 naming every bad key, or what this binary cannot serve), logging,
-//! and SIGINT/SIGTERM to a graceful stop.
+//! (exit 2 naming every bad key, or what this binary cannot serve), logging
+//! and trace export, and SIGINT/SIGTERM to a graceful stop.
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use im_config::Config;
 use tokio_util::sync::CancellationToken;
+
+use crate::telemetry::Telemetry;
+
+/// How long the spans still queued at exit may take to reach the collector.
+/// On top of the servers' own shutdown grace: what could not be exported by
+/// then is dropped, so a collector that is down delays an exit by this much
+/// at most.
+const TRACE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn config_path(name: &str, help: &str) -> Result<Option<PathBuf>, String> {
     let mut args = std::env::args().skip(1);
@@ -58,7 +67,6 @@ where
         eprintln!("{name}: {e}");
         return ExitCode::from(2);
     }
-    crate::logging::init(config.observability.log_level.as_str(), config.observability.log_format.is_json());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -66,16 +74,28 @@ where
             return ExitCode::FAILURE;
         }
     };
+    // The trace exporter's channel lives on the runtime.
+    let telemetry = match runtime.block_on(async { Telemetry::start(&config.observability, name) }) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("{name}: invalid configuration:\n{e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let observability = &config.observability;
+    crate::logging::init(observability.log_level.as_str(), observability.log_format.is_json(), telemetry.tracer());
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));
-        match run(config, shutdown).await {
+        let code = match run(config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e:#}");
                 ExitCode::FAILURE
             }
-        }
+        };
+        telemetry.shutdown(TRACE_FLUSH_TIMEOUT).await;
+        code
     })
 }
 

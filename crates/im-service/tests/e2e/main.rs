@@ -10,5 +10,7 @@ mod groups;
 mod groups_cluster;
 mod harness;
 mod offline;
+mod otlp;
 mod private;
 mod support;
+mod traces;
