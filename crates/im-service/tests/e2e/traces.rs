@@ -4,13 +4,13 @@
 //! gateway.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use im_proto::client::server_frame;
 
 use crate::harness::ClusterBuilder;
 use crate::otlp::{Collector, ReceivedSpan};
-use crate::support::{Client, GroupApi, ack};
+use crate::support::{Client, GroupApi, Node, ack, http_get};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// Spans reach the collector a batch interval (1 s) after they end.
@@ -122,4 +122,62 @@ async fn one_message_is_one_trace_across_gateways_node_user_service_and_kafka() 
             }
         }
     }
+}
+
+/// The dropped-span count of `reason` on a node's `/metrics`.
+async fn spans_dropped(node: &Node, reason: &str) -> u64 {
+    let (_, text) = http_get(node.http_port, "/metrics").await.unwrap();
+    let prefix = format!("im_trace_spans_dropped_total{{reason=\"{reason}\"}} ");
+    text.lines().find_map(|line| line.strip_prefix(&prefix)).map_or(0, |n| n.parse().unwrap())
+}
+
+/// A collector that takes the connection and never answers (the worst
+/// case: a refused connection fails at once). Sends are acknowledged as
+/// fast as ever, the spans are counted as dropped, and SIGTERM still ends
+/// the process promptly.
+#[tokio::test]
+async fn a_collector_that_never_answers_costs_counted_spans_not_sends() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            connections.push(tcp);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_TRACES_SAMPLER", "always_on")];
+    let mut node = Node::start_with(dir.path(), &env).await;
+    let (_, alice_token) = node.create_user("alice").await;
+    let (bob, _) = node.create_user("bob").await;
+    let mut alice = node.connect(&alice_token, "phone").await;
+
+    // An export call waits up to its 5 s timeout: a send that waited for
+    // one would take that long.
+    let started = Instant::now();
+    for i in 0..200 {
+        ack(alice.send_text(bob, &format!("m{i}"), "hello").await);
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "200 sends took {took:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while spans_dropped(&node, "export_failed").await == 0 {
+        assert!(Instant::now() < deadline, "no export failure counted within 20 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    let pid = node.child.id().to_string();
+    let stopping = Instant::now();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = loop {
+        if let Some(status) = node.child.try_wait().unwrap() {
+            break status;
+        }
+        // The servers' stop, then at most 2 s for the spans still queued.
+        assert!(stopping.elapsed() < Duration::from_secs(8), "no exit within 8 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    held.abort();
 }
