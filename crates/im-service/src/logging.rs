@@ -9,8 +9,8 @@
 
 use std::io::IsTerminal;
 
-use tracing::Subscriber;
-use tracing_subscriber::filter::{EnvFilter, filter_fn};
+use tracing::{Level, Subscriber};
+use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -35,6 +35,13 @@ pub fn init(level: &str, json: bool, tracer: Option<opentelemetry_sdk::trace::Tr
 /// The OpenTelemetry layer, for trace spans only (not log events: a span's
 /// attributes say what it needs). Location, thread and timing extras are
 /// off: each would cost every span an allocation.
+///
+/// The filter is a `Targets`, not a closure: it tells `tracing` at each
+/// callsite, once, that only `im_trace` at INFO matters, and its level caps
+/// the process's maximum level. A closure filter is asked at every event:
+/// with it, every `trace!` in h2, hyper and tungstenite ran the filter
+/// machinery per frame, which cost the gateway 12 µs per message at
+/// saturation (BENCHMARKS.md, traces).
 fn spans_layer<S>(tracer: opentelemetry_sdk::trace::Tracer) -> impl Layer<S>
 where
     S: Subscriber + for<'span> LookupSpan<'span>,
@@ -44,7 +51,12 @@ where
         .with_location(false)
         .with_threads(false)
         .with_tracked_inactivity(false)
+        // Our spans find their parents through `tracing` (and `set_parent`),
+        // never through OpenTelemetry's current context: making each span's
+        // context current on every poll cost the gateway's per-message root
+        // span most of its overhead (BENCHMARKS.md, traces).
+        .with_context_activation(false)
         .with_level(false)
         .with_target(false)
-        .with_filter(filter_fn(|metadata| metadata.target() == crate::telemetry::TARGET))
+        .with_filter(Targets::new().with_target(crate::telemetry::TARGET, Level::INFO))
 }

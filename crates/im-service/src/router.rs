@@ -96,18 +96,10 @@ impl GatewayBatch {
     /// Remembers `trace` if it is sampled and not already here (a message
     /// adds its recipient's and its sender's copies to one gateway).
     fn add_trace(&mut self, trace: &MessageTrace) {
-        if let Some(cx) = trace.context() {
-            let known = self.traces.iter().any(|t| t.context().is_some_and(|k| same_span(k, cx)));
-            if !known {
-                self.traces.push(trace.clone());
-            }
+        if trace.context().is_some() && !self.traces.iter().any(|known| known.is_same_span(trace)) {
+            self.traces.push(trace.clone());
         }
     }
-}
-
-fn same_span(a: &opentelemetry::Context, b: &opentelemetry::Context) -> bool {
-    use opentelemetry::trace::TraceContextExt;
-    a.span().span_context().span_id() == b.span().span_context().span_id()
 }
 
 impl Router {

@@ -43,6 +43,14 @@ impl MessageTrace {
         self.0.as_ref()
     }
 
+    /// Whether both are sampled and name the same span (one message's).
+    pub fn is_same_span(&self, other: &MessageTrace) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => a.span().span_context().span_id() == b.span().span_context().span_id(),
+            _ => false,
+        }
+    }
+
     /// The trace a consumed record carries, if sampled.
     pub fn from_headers(headers: &RecordHeaders) -> Self {
         if headers.get(TRACEPARENT).is_none() {
@@ -140,6 +148,9 @@ pub fn server_span(request: &http::Request<()>, starts_trace: fn(&str) -> bool) 
     }
     let path = request.uri().path();
     let parent = match request.headers().get(TRACEPARENT) {
+        // Most calls carry an unsampled trace: read its flags before
+        // parsing (and allocating) anything.
+        Some(value) if !sampled_flag(value.as_bytes()) => return Span::none(),
         Some(_) => {
             let cx = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
             if !cx.span().span_context().is_sampled() {
@@ -161,6 +172,16 @@ pub fn server_span(request: &http::Request<()>, starts_trace: fn(&str) -> bool) 
         adopt(&span, &cx);
     }
     span
+}
+
+/// Whether a `traceparent` value (`version-trace-parent-flags`) has the
+/// sampled flag; false for anything that is not hex where the flags go.
+fn sampled_flag(traceparent: &[u8]) -> bool {
+    let Some(flags) = traceparent.len().checked_sub(2).and_then(|at| std::str::from_utf8(&traceparent[at..]).ok())
+    else {
+        return false;
+    };
+    u8::from_str_radix(flags, 16).is_ok_and(|flags| flags & 1 == 1)
 }
 
 /// `user.GetUser` for `/im.user.v1.UserService/GetUser`: the service's part
@@ -265,6 +286,15 @@ mod tests {
             headers.insert(TRACEPARENT, value.to_owned());
             assert!(MessageTrace::from_headers(&headers).context().is_none(), "{value}");
         }
+    }
+
+    #[test]
+    fn the_sampled_flag_is_read_from_the_last_two_hex_digits() {
+        assert!(sampled_flag(b"00-00000000000000000000000000000abc-0000000000000def-01"));
+        assert!(sampled_flag(b"00-00000000000000000000000000000abc-0000000000000def-03"));
+        assert!(!sampled_flag(b"00-00000000000000000000000000000abc-0000000000000def-00"));
+        assert!(!sampled_flag(b"0"));
+        assert!(!sampled_flag(b"zz"));
     }
 
     #[test]
