@@ -155,7 +155,10 @@ keys! {
 
     "METRICS_ENABLED"                  => observability.metrics_enabled, Guide, "Serve Prometheus metrics.";
     "METRICS_PORT"                     => observability.metrics_port, Guide, "Port of the dedicated metrics listener (/metrics is also on the HTTP port).";
-    "OTEL_EXPORTER_OTLP_ENDPOINT"      => observability.otel_endpoint, Guide, "OTLP endpoint (http:// or https://) for traces. Empty: no export.";
+    "OTEL_EXPORTER_OTLP_ENDPOINT"      => observability.otel_endpoint, Guide, "OTLP gRPC endpoint (http:// or https://) for traces. Empty: no spans are made or exported.";
+    "OTEL_TRACES_SAMPLER"              => observability.otel_traces_sampler, Project, "Which traces are kept (OpenTelemetry's names). parentbased_*: a process follows the decision of the trace it joins; the gateway decides for each message.";
+    "OTEL_TRACES_SAMPLER_ARG"          => observability.otel_traces_sampler_arg, Project, "Share of traces kept by traceidratio samplers, 0 to 1 (0.01: one message in a hundred).";
+    "OTEL_SERVICE_NAME"                => observability.otel_service_name, Project, "service.name of this process's spans. Empty: the binary's name (im-service, im-gateway, im-user).";
     "LOG_LEVEL"                        => observability.log_level, Guide, "Lowest level logged.";
     "LOG_FORMAT"                       => observability.log_format, Guide, "json for collectors, text for people.";
 

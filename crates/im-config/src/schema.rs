@@ -328,8 +328,14 @@ pub struct ObservabilityConfig {
     pub metrics_enabled: bool,
     /// Port of the dedicated metrics listener; `/metrics` is also served on `server.http_port`.
     pub metrics_port: u16,
-    /// OTLP gRPC endpoint; empty disables trace export.
+    /// OTLP gRPC endpoint; empty disables tracing (no spans are made).
     pub otel_endpoint: String,
+    /// `OTEL_TRACES_SAMPLER`: which traces are recorded and exported.
+    pub otel_traces_sampler: TraceSampler,
+    /// `OTEL_TRACES_SAMPLER_ARG`: the ratio of the `traceidratio` samplers, 0 to 1.
+    pub otel_traces_sampler_arg: Ratio,
+    /// `OTEL_SERVICE_NAME`; empty: the binary's name.
+    pub otel_service_name: String,
     pub log_level: LogLevel,
     pub log_format: LogFormat,
 }
@@ -340,6 +346,11 @@ impl Default for ObservabilityConfig {
             metrics_enabled: true,
             metrics_port: 9090,
             otel_endpoint: String::new(),
+            // OpenTelemetry's defaults would be parentbased_always_on; a ratio makes the rate one
+            // setting away, and 1.0 is what the specification assumes when the argument is unset.
+            otel_traces_sampler: TraceSampler::ParentBasedTraceIdRatio,
+            otel_traces_sampler_arg: Ratio::ONE,
+            otel_service_name: String::new(),
             log_level: LogLevel::Info,
             // Text for a person at a terminal; deployments set json as the guide does.
             log_format: LogFormat::Text,
@@ -437,6 +448,38 @@ config_enum! {
     LogFormat {
         Json = "json",
         Text = "text",
+    }
+}
+
+/// A share from 0 to 1 (`OTEL_TRACES_SAMPLER_ARG`). Never NaN: parsing refuses anything outside
+/// 0..=1, which is what makes `Eq` sound for a float.
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+pub struct Ratio(f64);
+
+impl Eq for Ratio {}
+
+impl Ratio {
+    pub const ONE: Self = Self(1.0);
+
+    /// `value` if it is within 0..=1.
+    pub fn new(value: f64) -> Option<Self> {
+        (0.0..=1.0).contains(&value).then_some(Self(value))
+    }
+
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+config_enum! {
+    /// `OTEL_TRACES_SAMPLER`, spelled as the OpenTelemetry specification spells it.
+    TraceSampler {
+        AlwaysOn = "always_on",
+        AlwaysOff = "always_off",
+        TraceIdRatio = "traceidratio",
+        ParentBasedAlwaysOn = "parentbased_always_on",
+        ParentBasedAlwaysOff = "parentbased_always_off",
+        ParentBasedTraceIdRatio = "parentbased_traceidratio",
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_yaml::Value;
 
 use crate::duration;
-use crate::schema::{AutoOffsetReset, FilterAction, LogFormat, LogLevel};
+use crate::schema::{AutoOffsetReset, FilterAction, LogFormat, LogLevel, Ratio, TraceSampler};
 use crate::secret::Secret;
 
 pub(crate) trait ConfigValue: Sized {
@@ -212,11 +212,40 @@ macro_rules! enum_value {
     )+};
 }
 
-enum_value!(AutoOffsetReset, FilterAction, LogLevel, LogFormat);
+enum_value!(AutoOffsetReset, FilterAction, LogLevel, LogFormat, TraceSampler);
+
+impl ConfigValue for Ratio {
+    fn kind() -> String {
+        "number from 0 to 1".to_owned()
+    }
+
+    fn parse_str(text: &str) -> Result<Self, String> {
+        text.trim()
+            .parse()
+            .ok()
+            .and_then(Ratio::new)
+            .ok_or_else(|| format!("invalid value {text:?}: expected a number from 0 to 1"))
+    }
+
+    fn to_yaml(&self) -> String {
+        // `{:?}` keeps the decimal point (1.0, not 1): YAML reads it back as a float.
+        format!("{:?}", self.get())
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ratios_are_numbers_from_zero_to_one() {
+        assert_eq!(Ratio::parse_str(" 0.01 ").map(Ratio::get), Ok(0.01));
+        assert_eq!(Ratio::from_yaml(&Value::Number(1.into())).map(Ratio::get), Ok(1.0));
+        for bad in ["1.5", "-0.1", "NaN", "inf", "", "one"] {
+            assert!(Ratio::parse_str(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Ratio::ONE.to_yaml(), "1.0");
+    }
 
     #[test]
     fn booleans_accept_words_and_digits() {

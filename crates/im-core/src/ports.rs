@@ -203,8 +203,42 @@ pub struct BusRecord {
     /// Records with the same key keep their order.
     pub key: Bytes,
     pub payload: Bytes,
+    /// What travels beside the payload (Kafka record headers).
+    pub headers: RecordHeaders,
     /// Position in the topic (partition-local in Kafka).
     pub offset: u64,
+}
+
+/// Named values that travel with a bus record beside its payload, as Kafka
+/// record headers do: metadata about the record (the W3C `traceparent` of
+/// the message it carries), never part of the payload's contract. Most
+/// records carry none, and an empty set does not allocate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordHeaders(Vec<(String, Bytes)>);
+
+impl RecordHeaders {
+    /// Sets `name` to `value`, replacing an earlier value of `name`.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<Bytes>) {
+        let (name, value) = (name.into(), value.into());
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some(entry) => entry.1 = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    /// The value of `name`, if set.
+    pub fn get(&self, name: &str) -> Option<&Bytes> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, value)| value)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Every header, in the order first set.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Bytes)> {
+        self.0.iter().map(|(name, value)| (name.as_str(), value))
+    }
 }
 
 /// A consumer of one topic within a consumer group.
@@ -233,7 +267,19 @@ pub trait BusConsumer: Send {
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Publishes durably (acknowledged by the bus) before returning.
-    async fn publish(&self, topic: &str, key: Bytes, payload: Bytes) -> BackendResult<()>;
+    async fn publish(&self, topic: &str, key: Bytes, payload: Bytes) -> BackendResult<()> {
+        self.publish_with_headers(topic, key, payload, RecordHeaders::default()).await
+    }
+
+    /// [`Bus::publish`] with headers, which consumers get back on the
+    /// record.
+    async fn publish_with_headers(
+        &self,
+        topic: &str,
+        key: Bytes,
+        payload: Bytes,
+        headers: RecordHeaders,
+    ) -> BackendResult<()>;
 
     /// Joins `group` on `topic`. Members of one group share the records; each
     /// group sees every record.

@@ -30,6 +30,7 @@ use im_core::{ConversationId, DeviceId, ImError, Seq, UserId};
 use im_proto::client::{self, ClientFrame, ServerFrame, client_frame, server_frame};
 use prost::Message as _;
 use tokio::sync::{Notify, mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::Gateway;
 use crate::hub::Hub;
@@ -304,7 +305,11 @@ impl Gateway {
             Req::Send(send) => {
                 // No sender field exists: the sender is the connection's user.
                 let command = im_proto::convert::send_command(send)?;
-                let ack = self.messaging.send(user, device, command).await?;
+                // The root of the message's trace (target `im_trace`: made
+                // only when trace export is on, sampled as configured); the
+                // service's spans join it through the call's metadata.
+                let span = tracing::info_span!(target: "im_trace", "gateway.frame", otel.kind = "server");
+                let ack = self.messaging.send(user, device, command).instrument(span).await?;
                 Ok(Resp::Ack(ack.into()))
             }
             Req::Sync(sync) => {

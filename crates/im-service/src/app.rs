@@ -437,7 +437,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             axum::serve(listener, gateway.router()).with_graceful_shutdown(stop.cancelled_owned()).await
         }
     };
-    let grpc_server = tonic::transport::Server::builder()
+    // A client calling im.v1 directly (not through a gateway) starts its
+    // message's trace here.
+    let grpc_server = serve::grpc_server(|path| path.starts_with("/im.v1."))
         .add_service(MessageGrpc::server(messaging, tokens.clone()))
         .add_service(GroupGrpc::server(groups, tokens.clone()))
         .add_optional_service(user_grpc)

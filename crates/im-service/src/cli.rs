@@ -1,16 +1,25 @@
 //! What the three service binaries (`im-service`, `im-gateway`, `im-user`)
 //! share before and after their own wiring: `--config PATH` (or
 //! `IM_CONFIG`), configuration loaded and validated before anything binds
-//! (exit 2 naming every bad key, or what this binary cannot serve), logging,
-//! and SIGINT/SIGTERM to a graceful stop; one-shot commands such as
-//! `im-service migrate` ([`Command`]).
+//! (exit 2 naming every bad key, or what this binary cannot serve), logging
+//! and trace export, and SIGINT/SIGTERM to a graceful stop; one-shot commands
+//! such as `im-service migrate` ([`Command`]).
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use im_config::Config;
 use tokio_util::sync::CancellationToken;
+
+use crate::telemetry::Telemetry;
+
+/// How long the spans still queued at exit may take to reach the collector.
+/// On top of the servers' own shutdown grace: what could not be exported by
+/// then is dropped, so a collector that is down delays an exit by this much
+/// at most.
+const TRACE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A one-shot command of a binary, run instead of the server
 /// (`im-service migrate`): the same configuration, loaded and validated the
@@ -107,7 +116,6 @@ where
         eprintln!("{name}: {e}");
         return ExitCode::from(2);
     }
-    crate::logging::init(config.observability.log_level.as_str(), config.observability.log_format.is_json());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -115,8 +123,20 @@ where
             return ExitCode::FAILURE;
         }
     };
+    // The trace exporter's channel lives on the runtime.
+    let telemetry = match runtime.block_on(async { Telemetry::start(&config.observability, name) }) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("{name}: invalid configuration:\n{e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let observability = &config.observability;
+    crate::logging::init(observability.log_level.as_str(), observability.log_format.is_json(), telemetry.tracer());
     if let Some(command) = command {
-        return match runtime.block_on((command.run)(config)) {
+        let done = runtime.block_on((command.run)(config));
+        runtime.block_on(telemetry.shutdown(TRACE_FLUSH_TIMEOUT));
+        return match done {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{name} {}: {e:#}", command.name);
@@ -127,13 +147,15 @@ where
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));
-        match run(config, shutdown).await {
+        let code = match run(config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e:#}");
                 ExitCode::FAILURE
             }
-        }
+        };
+        telemetry.shutdown(TRACE_FLUSH_TIMEOUT).await;
+        code
     })
 }
 

@@ -42,13 +42,15 @@ use im_core::ports::{Bus, BusConsumer, BusRecord, Event, FanOut, Pusher, Registr
 use im_core::{DeviceId, ErrorCode, GatewayId, GroupId, ImError, NewMessage, UserId};
 use im_proto::convert::{decode_group_message_event, encode_group_message_event};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{Instrument, Span, warn};
 
 use crate::consumer::{Consume, ConsumerSettings, REFUSED_ATTEMPTS};
 use crate::groups::cache::{GroupView, MembershipCache};
 use crate::metrics::Metrics;
-use crate::publisher::{DeadLetters, PublishCounters, PublishQueue, Publishable, Publisher, Stopped, pause};
+use crate::publisher::{DeadLetters, PublishCounters, PublishQueue, Publishable, Publisher, Stopped, Traced, pause};
 use crate::router::RetryPolicy;
+use crate::telemetry::MessageTrace;
+use crate::telemetry::propagation::message_span;
 
 /// Group messages waiting for the publisher. They carry their bodies, so
 /// fewer than the offline queue holds; beyond it (the bus down for long under
@@ -102,10 +104,10 @@ impl Publishable for GroupMessage {
 }
 
 /// The router's handle on the group publisher.
-pub type GroupQueue = PublishQueue<GroupMessage>;
+pub type GroupQueue = PublishQueue<Traced<GroupMessage>>;
 
 /// Publishes group messages on `group_msg`, keyed by group; see [`Publisher`].
-pub type GroupPublisher = Publisher<GroupMessage>;
+pub type GroupPublisher = Publisher<Traced<GroupMessage>>;
 
 // ---------------------------------------------------------------------------
 // Fanning out
@@ -151,6 +153,8 @@ struct Decoded {
     record: usize,
     /// Whether some gateway call carried it.
     pushed: bool,
+    /// The trace the record carries, if sampled.
+    trace: MessageTrace,
 }
 
 /// What came of looking up a group's roster, retries included.
@@ -190,11 +194,23 @@ impl Consume for FanOutWorker {
                 Ok((message, device)) => {
                     let group = message.conversation.group().expect("the decoder accepts group messages only");
                     let message = Arc::new(message);
-                    decoded.push(Decoded { group, message, device, record: index, pushed: false });
+                    let trace = MessageTrace::from_headers(&record.headers);
+                    decoded.push(Decoded { group, message, device, record: index, pushed: false, trace });
                 }
                 Err(e) => self.dead_letters().park(record, "undecodable", &e.message, stop).await?,
             }
         }
+        // A `fanout.deliver` span in the trace of each sampled message, from
+        // its roster to its pushes; the calls carry the first one's trace.
+        let spans: Vec<Span> = decoded
+            .iter()
+            .filter(|d| d.trace.context().is_some())
+            .map(|d| {
+                let (msg_id, conversation) = (d.message.msg_id.0, &d.message.conversation);
+                message_span!(&d.trace, "fanout.deliver", msg_id, conversation = %conversation)
+            })
+            .collect();
+        let call_span = spans.first().cloned().unwrap_or_else(Span::none);
         // Each group's messages together, in record order (a stable sort):
         // one roster lookup and one registry pass per group.
         decoded.sort_by_key(|d| d.group);
@@ -212,7 +228,8 @@ impl Consume for FanOutWorker {
             }
             fanned_out += messages.len() as u64;
         }
-        self.push_all(scratch).await;
+        self.push_all(scratch).instrument(call_span).await;
+        drop(spans);
         self.metrics.group_fanned_out.inc_by(fanned_out);
         let now_ms = unix_ms();
         for item in decoded.iter().filter(|d| d.pushed) {

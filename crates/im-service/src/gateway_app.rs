@@ -111,7 +111,7 @@ pub async fn run(config: Config, listeners: GatewayListeners, shutdown: Cancella
         }
     });
     let ws = axum::serve(ws_listener, gateway.router()).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let push = tonic::transport::Server::builder()
+    let push = serve::grpc_server(serve::internal_only)
         .add_service(PushApi::new(hub, tokens).into_service())
         .serve_with_incoming_shutdown(serve::grpc_incoming(listeners.push), shutdown.clone().cancelled_owned());
 

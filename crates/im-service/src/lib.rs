@@ -24,7 +24,8 @@
 //! - [`bootstrap`]: standalone data directory, token secret, admin credential.
 //! - [`bus`]: the Kafka bus as every process opens it (topics, `/ready`).
 //! - [`msg_id`]: message id generation.
-//! - [`logging`]: `LOG_LEVEL` / `LOG_FORMAT`.
+//! - [`logging`]: `LOG_LEVEL` / `LOG_FORMAT`; [`telemetry`]: traces over OTLP
+//!   (`OTEL_*`), their propagation over gRPC and the bus.
 
 pub mod app;
 pub mod bootstrap;
@@ -50,6 +51,7 @@ pub mod retention;
 pub mod router;
 pub mod serve;
 pub mod stores;
+pub mod telemetry;
 #[cfg(test)]
 mod testkit;
 pub mod user_app;

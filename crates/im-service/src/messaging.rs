@@ -15,11 +15,15 @@ use im_core::ports::{
 };
 use im_core::{Ack, ClientMsgId, ConversationId, DeviceId, ImError, Seq, UserId, limits};
 use tokio::sync::{mpsc, oneshot};
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use crate::groups::MembershipCache;
 use crate::metrics::Metrics;
 use crate::pipeline::SendJob;
 use crate::router::RouteWork;
+use crate::telemetry::MessageTrace;
+use crate::telemetry::propagation::child_span;
 
 pub struct MessagingService {
     pub jobs: mpsc::Sender<SendJob>,
@@ -66,6 +70,33 @@ impl KnownUsers {
 }
 
 impl MessagingService {
+    async fn send_in(&self, user: UserId, device: &DeviceId, cmd: SendCommand, span: &Span) -> Result<Ack, ImError> {
+        let accepted_at = Instant::now();
+        let (conversation, client_msg_id) = self.validate_send(user, &cmd).await.map_err(|e| self.failed(e))?;
+        let trace = MessageTrace::of(span);
+        if trace.context().is_some() {
+            span.record("conversation", tracing::field::display(conversation));
+        }
+        let (reply, ack) = oneshot::channel();
+        let job = SendJob {
+            sender: user,
+            device: device.clone(),
+            conversation,
+            client_msg_id,
+            body: cmd.body,
+            content_type: cmd.content_type,
+            accepted_at,
+            trace,
+            reply,
+        };
+        self.jobs.send(job).await.map_err(|_| self.failed(ImError::unavailable("the service is shutting down")))?;
+        let ack = ack.await.map_err(|_| ImError::unavailable("the service is shutting down"))??;
+        if !span.is_none() {
+            span.record("msg_id", ack.msg_id.0).record("seq", ack.seq.0);
+        }
+        Ok(ack)
+    }
+
     fn failed(&self, e: ImError) -> ImError {
         self.metrics.fail(e.code);
         e
@@ -120,21 +151,9 @@ impl MessagingService {
 #[async_trait]
 impl Messaging for MessagingService {
     async fn send(&self, user: UserId, device: &DeviceId, cmd: SendCommand) -> Result<Ack, ImError> {
-        let accepted_at = Instant::now();
-        let (conversation, client_msg_id) = self.validate_send(user, &cmd).await.map_err(|e| self.failed(e))?;
-        let (reply, ack) = oneshot::channel();
-        let job = SendJob {
-            sender: user,
-            device: device.clone(),
-            conversation,
-            client_msg_id,
-            body: cmd.body,
-            content_type: cmd.content_type,
-            accepted_at,
-            reply,
-        };
-        self.jobs.send(job).await.map_err(|_| self.failed(ImError::unavailable("the service is shutting down")))?;
-        ack.await.map_err(|_| ImError::unavailable("the service is shutting down"))?
+        // Within the call's trace, if it has one; never the body.
+        let span = child_span!("im.send", conversation = Empty, msg_id = Empty, seq = Empty);
+        self.send_in(user, device, cmd, &span).instrument(span.clone()).await
     }
 
     async fn sync(&self, user: UserId, conversation: ConversationId, after: Seq, limit: u32) -> Result<Page, ImError> {

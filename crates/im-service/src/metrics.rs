@@ -373,6 +373,13 @@ impl Metrics {
             "group_msg records parked on the dead-letter topic, by reason",
             group_dead_letters.clone(),
         );
+        // Process-wide, like the tracer (see telemetry::export): every
+        // registry of the process serves the same counters.
+        registry.register(
+            "trace_spans_dropped",
+            "Trace spans never exported, by reason: queue_full (the export queue was full), export_failed (the collector did not take them)",
+            crate::telemetry::spans_dropped().clone(),
+        );
         registry.register(
             "membership_unpublished",
             "Membership changes stored but not published on membership_change since start (im-user)",

@@ -38,12 +38,14 @@ use im_core::ports::{Bus, BusConsumer, BusRecord, OfflineEntry, OfflineStore};
 use im_proto::convert::{decode_offline_event, encode_offline_event};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{Span, debug, warn};
 
 use crate::consumer::{Consume, ConsumerSettings, REFUSED_ATTEMPTS};
 use crate::metrics::Metrics;
 pub use crate::publisher::Backoff;
-use crate::publisher::{DeadLetters, PublishCounters, PublishQueue, Publishable, Publisher, Stopped, pause};
+use crate::publisher::{DeadLetters, PublishCounters, PublishQueue, Publishable, Publisher, Stopped, Traced, pause};
+use crate::telemetry::MessageTrace;
+use crate::telemetry::propagation::message_span;
 
 /// Offline entries waiting for the publisher. At about 100 bytes each, a few
 /// MiB; beyond it (the bus down for long under load) entries are dropped.
@@ -55,12 +57,12 @@ pub const PUBLISH_QUEUE: usize = 64 * 1024;
 /// The router's handle on the offline publisher: hands entries over without
 /// waiting; what does not fit is dropped and counted
 /// (`im_offline_events_dropped_total`).
-pub type OfflineQueue = PublishQueue<OfflineEntry>;
+pub type OfflineQueue = PublishQueue<Traced<OfflineEntry>>;
 
 /// Publishes offline entries on the `offline_msg` topic, keyed by
 /// conversation (one conversation, one partition, one order); see
 /// [`Publisher`].
-pub type OfflinePublisher = Publisher<OfflineEntry>;
+pub type OfflinePublisher = Publisher<Traced<OfflineEntry>>;
 
 impl Publishable for OfflineEntry {
     const WHAT: &'static str = "offline events";
@@ -178,6 +180,18 @@ impl Consume for OfflineWorker {
                 Err(e) => self.dead_letters().park(&record, "undecodable", &e.message, stop).await?,
             }
         }
+        // An `offline.record` span in the trace of each sampled message,
+        // around the write that records it.
+        let spans: Vec<Span> = decoded
+            .iter()
+            .zip(&entries)
+            .filter(|(record, _)| !record.headers.is_empty())
+            .map(|(record, entry)| {
+                let trace = MessageTrace::from_headers(&record.headers);
+                let (msg_id, conversation) = (entry.msg_id.0, &entry.conversation);
+                message_span!(&trace, "offline.record", msg_id, conversation = %conversation)
+            })
+            .collect();
         if !entries.is_empty()
             && let Written::Refused(e) = self.write(&entries, stop).await?
         {
@@ -188,6 +202,7 @@ impl Consume for OfflineWorker {
                 }
             }
         }
+        drop(spans);
         // Everything up to `last` is recorded or parked. A failed commit is
         // covered by the next one; if none comes (a crash), the records come
         // again and recording them again adds nothing.

@@ -20,6 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::metrics::Metrics;
 use crate::msg_id::MessageIdGenerator;
 use crate::router::RouteWork;
+use crate::telemetry::MessageTrace;
+use crate::telemetry::propagation::stage_spans;
 
 /// Most messages in one commit. Bounds the transaction size and the latency
 /// of the first message of a batch.
@@ -35,6 +37,9 @@ pub struct SendJob {
     pub body: Bytes,
     pub content_type: String,
     pub accepted_at: Instant,
+    /// The message's trace, when sampled: the stages below make their spans
+    /// for it.
+    pub trace: MessageTrace,
     pub reply: oneshot::Sender<Result<Ack, ImError>>,
 }
 
@@ -43,6 +48,7 @@ pub struct Committed {
     pub message: Arc<NewMessage>,
     pub device: DeviceId,
     pub accepted_at: Instant,
+    pub trace: MessageTrace,
 }
 
 pub struct Pipeline {
@@ -71,6 +77,7 @@ impl Pipeline {
     async fn commit(&self, batch: &mut Vec<SendJob>) -> Vec<Committed> {
         // G3: dedup before a seq is allocated, the whole batch in one call.
         let keys: Vec<_> = batch.iter().map(|job| (job.sender, &job.client_msg_id)).collect();
+        let spans = stage_spans!(batch.iter().map(|job| &job.trace), "im.dedup", batch = batch.len());
         let firsts = match self.dedup.get_many(&keys).await {
             Ok(firsts) => firsts,
             // The store's unique key still catches a duplicate.
@@ -79,6 +86,7 @@ impl Pipeline {
                 vec![None; batch.len()]
             }
         };
+        drop(spans);
         let mut fresh = Vec::with_capacity(batch.len());
         for (job, first) in batch.drain(..).zip(firsts) {
             match first {
@@ -95,6 +103,7 @@ impl Pipeline {
         // One allocation for the batch: new conversations' ceilings are
         // loaded and raised in one round trip each, not one fsync apiece.
         let conversations: Vec<ConversationId> = fresh.iter().map(|job| job.conversation).collect();
+        let spans = stage_spans!(fresh.iter().map(|job| &job.trace), "im.seq", batch = fresh.len());
         let seqs = match self.seqs.next_seqs(&conversations).await {
             Ok(seqs) => seqs,
             Err(e) => {
@@ -106,6 +115,7 @@ impl Pipeline {
                 return Vec::new();
             }
         };
+        drop(spans);
         let mut waiting = Vec::with_capacity(fresh.len());
         let mut messages = Vec::with_capacity(fresh.len());
         for (job, seq) in fresh.into_iter().zip(seqs) {
@@ -120,29 +130,32 @@ impl Pipeline {
                 content_type: job.content_type,
                 server_time_ms,
             });
-            waiting.push((job.reply, job.device, job.accepted_at));
+            waiting.push((job.reply, job.device, job.accepted_at, job.trace));
         }
         if messages.is_empty() {
             return Vec::new();
         }
         self.metrics.commit_batch_size.observe(messages.len() as f64);
 
+        let spans = stage_spans!(waiting.iter().map(|(_, _, _, trace)| trace), "im.commit", batch = messages.len());
         let outcomes = match self.store.append(&messages).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 // Nothing of the batch is stored; its seqs become a gap (G2).
                 tracing::error!(error = %e, batch = messages.len(), "commit failed");
                 let err: ImError = e.into();
-                for (reply, _, _) in waiting {
+                for (reply, _, _, _) in waiting {
                     self.reject(reply, err.clone());
                 }
                 return Vec::new();
             }
         };
+        drop(spans);
         debug_assert_eq!(outcomes.len(), messages.len());
 
         let mut committed = Vec::with_capacity(messages.len());
-        for ((message, (reply, device, accepted_at)), outcome) in messages.into_iter().zip(waiting).zip(outcomes) {
+        for ((message, (reply, device, accepted_at, trace)), outcome) in messages.into_iter().zip(waiting).zip(outcomes)
+        {
             if let AppendOutcome::Duplicate(first) = outcome {
                 self.metrics.duplicates.inc();
                 let _ = reply.send(Ok(first));
@@ -150,7 +163,7 @@ impl Pipeline {
             }
             self.metrics.accepted.inc();
             let _ = reply.send(Ok(message.ack()));
-            committed.push(Committed { message: Arc::new(message), device, accepted_at });
+            committed.push(Committed { message: Arc::new(message), device, accepted_at, trace });
         }
         // After the acks: a resend that overtakes this record misses the
         // cache and is caught by the store's unique key (same first ack).

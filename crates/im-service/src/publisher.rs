@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use im_core::error::BackendError;
-use im_core::ports::{Bus, BusRecord};
+use im_core::ports::{Bus, BusRecord, RecordHeaders};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tokio::sync::mpsc;
@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::metrics::{Metrics, ReasonLabel};
+use crate::telemetry::MessageTrace;
 
 /// Items published at once (concurrently: the Kafka producer batches them).
 const PUBLISH_BATCH: usize = 512;
@@ -94,8 +95,47 @@ pub trait Publishable: Send + 'static {
     /// The record's payload.
     fn payload(&self) -> Bytes;
 
+    /// The record's headers: none unless said otherwise ([`Traced`]).
+    fn headers(&self) -> RecordHeaders {
+        RecordHeaders::default()
+    }
+
     /// Where publishing these items is counted.
     fn counters(metrics: &Metrics) -> PublishCounters;
+}
+
+/// An item with the trace of its message, which its record carries in its
+/// headers (`traceparent`), so the consumer's spans join that trace.
+pub struct Traced<T> {
+    pub item: T,
+    pub trace: MessageTrace,
+}
+
+impl<T> From<T> for Traced<T> {
+    /// An item outside any trace.
+    fn from(item: T) -> Self {
+        Self { item, trace: MessageTrace::default() }
+    }
+}
+
+impl<T: Publishable> Publishable for Traced<T> {
+    const WHAT: &'static str = T::WHAT;
+
+    fn key(&self) -> Bytes {
+        self.item.key()
+    }
+
+    fn payload(&self) -> Bytes {
+        self.item.payload()
+    }
+
+    fn headers(&self) -> RecordHeaders {
+        self.trace.headers()
+    }
+
+    fn counters(metrics: &Metrics) -> PublishCounters {
+        T::counters(metrics)
+    }
 }
 
 /// The router's handle on a [`Publisher`]: hands items over without waiting.
@@ -113,10 +153,10 @@ impl<T> Clone for PublishQueue<T> {
 impl<T: Publishable> PublishQueue<T> {
     /// Queues `items` for publishing. What does not fit is dropped and
     /// counted: the router must not wait for a bus that is down.
-    pub fn enqueue(&self, items: impl IntoIterator<Item = T>) {
+    pub fn enqueue<I: Into<T>>(&self, items: impl IntoIterator<Item = I>) {
         let mut dropped = 0u64;
         for item in items {
-            if self.items.try_send(item).is_err() {
+            if self.items.try_send(item.into()).is_err() {
                 dropped += 1;
             }
         }
@@ -194,7 +234,9 @@ impl<T: Publishable> Publisher<T> {
     /// the first error if anything did.
     async fn publish(&self, batch: &mut Vec<T>) -> Option<BackendError> {
         let attempted = batch.len() as u64;
-        let sends = batch.iter().map(|item| self.bus.publish(&self.topic, item.key(), item.payload()));
+        let sends = batch
+            .iter()
+            .map(|item| self.bus.publish_with_headers(&self.topic, item.key(), item.payload(), item.headers()));
         let mut results = futures::future::join_all(sends).await.into_iter();
         let mut first_error = None;
         batch.retain(|_| match results.next().expect("one result per item") {
@@ -242,7 +284,8 @@ impl DeadLetters<'_> {
     ) -> Result<(), Stopped> {
         let mut failures = 0;
         loop {
-            match self.bus.publish(self.to, record.key.clone(), record.payload.clone()).await {
+            let (key, payload, headers) = (record.key.clone(), record.payload.clone(), record.headers.clone());
+            match self.bus.publish_with_headers(self.to, key, payload, headers).await {
                 Ok(()) => break,
                 Err(e) => {
                     failures += 1;

@@ -20,11 +20,15 @@ use std::time::Duration;
 use im_core::ports::{BackendResult, Event, OfflineEntry, PushEvent, PushReport, Pusher, Registry};
 use im_core::{ErrorCode, GatewayId};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::fanout::{GroupMessage, GroupQueue};
 use crate::metrics::Metrics;
 use crate::offline::OfflineQueue;
 use crate::pipeline::Committed;
+use crate::publisher::Traced;
+use crate::telemetry::MessageTrace;
+use crate::telemetry::propagation::stage_spans;
 
 /// What the router is asked to deliver.
 pub enum RouteWork {
@@ -84,6 +88,18 @@ pub struct Router {
 struct GatewayBatch {
     events: Vec<PushEvent>,
     addressed: Vec<Option<usize>>,
+    /// The sampled traces of the messages in it (usually none).
+    traces: Vec<MessageTrace>,
+}
+
+impl GatewayBatch {
+    /// Remembers `trace` if it is sampled and not already here (a message
+    /// adds its recipient's and its sender's copies to one gateway).
+    fn add_trace(&mut self, trace: &MessageTrace) {
+        if trace.context().is_some() && !self.traces.iter().any(|known| known.is_same_span(trace)) {
+            self.traces.push(trace.clone());
+        }
+    }
 }
 
 impl Router {
@@ -94,7 +110,7 @@ impl Router {
                 RouteWork::Events(events) => {
                     let mut per_gateway = HashMap::new();
                     for event in events {
-                        self.add(&mut per_gateway, event, None);
+                        self.add(&mut per_gateway, event, None, &MessageTrace::default());
                     }
                     self.push_all(per_gateway, 0).await;
                 }
@@ -122,7 +138,7 @@ impl Router {
                 continue;
             };
             let to_recipient = PushEvent { user: recipient, skip_device: None, event: Event::Message(message.clone()) };
-            if !self.add(&mut per_gateway, to_recipient, Some(index)) {
+            if !self.add(&mut per_gateway, to_recipient, Some(index), &committed.trace) {
                 self.metrics.push_offline.inc();
             }
             let to_sender_devices = PushEvent {
@@ -130,20 +146,21 @@ impl Router {
                 skip_device: Some(committed.device.clone()),
                 event: Event::Message(message.clone()),
             };
-            self.add(&mut per_gateway, to_sender_devices, None);
+            self.add(&mut per_gateway, to_sender_devices, None, &committed.trace);
         }
         let reached = self.push_all(per_gateway, batch.len()).await;
         if let Some(offline) = &self.offline {
             offline.enqueue(batch.iter().zip(&reached).filter(|(_, reached)| !**reached).filter_map(
                 |(committed, _)| {
                     let message = &committed.message;
-                    Some(OfflineEntry {
+                    let entry = OfflineEntry {
                         user: message.recipient()?,
                         conversation: message.conversation,
                         seq: message.seq,
                         msg_id: message.msg_id,
                         server_time_ms: message.server_time_ms,
-                    })
+                    };
+                    Some(Traced { item: entry, trace: committed.trace.clone() })
                 },
             ));
         }
@@ -155,7 +172,9 @@ impl Router {
     /// Hands group messages to the group queue (never waiting), from which
     /// they are published for the fan-out.
     fn hand_over_group_messages(&self, committed: Vec<Committed>) {
-        let messages = committed.into_iter().map(|c| GroupMessage { message: c.message, device: c.device });
+        let messages = committed
+            .into_iter()
+            .map(|c| Traced { item: GroupMessage { message: c.message, device: c.device }, trace: c.trace });
         match &self.groups {
             Some(queue) => queue.enqueue(messages),
             None => {
@@ -172,6 +191,7 @@ impl Router {
         per_gateway: &mut HashMap<GatewayId, GatewayBatch>,
         event: PushEvent,
         addressed: Option<usize>,
+        trace: &MessageTrace,
     ) -> bool {
         let gateways = self.registry.gateways_of(event.user);
         let Some((last, others)) = gateways.split_last() else {
@@ -181,10 +201,12 @@ impl Router {
             let batch = per_gateway.entry(gateway.clone()).or_default();
             batch.events.push(event.clone());
             batch.addressed.push(addressed);
+            batch.add_trace(trace);
         }
         let batch = per_gateway.entry(last.clone()).or_default();
         batch.events.push(event);
         batch.addressed.push(addressed);
+        batch.add_trace(trace);
         true
     }
 
@@ -194,7 +216,14 @@ impl Router {
         let calls = per_gateway.into_iter().map(|(gateway, batch)| async move {
             let addressed = batch.addressed;
             let count = addressed.iter().flatten().count() as u64;
-            match self.push_with_retry(&gateway, batch.events).await {
+            // An `im.push` in the trace of each sampled message; the call
+            // carries the first one's trace (a call has one parent), so the
+            // gateway's side shows in that trace only.
+            let spans = stage_spans!(batch.traces.iter(), "im.push", gateway = %gateway, events = batch.events.len());
+            let call_span = spans.first().cloned().unwrap_or_else(tracing::Span::none);
+            let pushed = self.push_with_retry(&gateway, batch.events).instrument(call_span).await;
+            drop(spans);
+            match pushed {
                 Ok(report) => {
                     // A remote gateway's report is input: an index out of
                     // range, or given twice, counts once or not at all.
@@ -266,7 +295,12 @@ mod tests {
             content_type: String::new(),
             server_time_ms: 0,
         };
-        Committed { message: Arc::new(message), device: DeviceId("phone".into()), accepted_at: Instant::now() }
+        Committed {
+            message: Arc::new(message),
+            device: DeviceId("phone".into()),
+            accepted_at: Instant::now(),
+            trace: MessageTrace::default(),
+        }
     }
 
     fn router(registry: FixedRegistry, pusher: Arc<RecordingPusher>, attempts: u32) -> Router {

@@ -1,6 +1,7 @@
 //! Listening and serving, shared by the three service binaries: binding a
 //! configured port (the error names the key), the HTTP probes and metrics,
-//! and gRPC connections with TCP_NODELAY.
+//! gRPC servers that join their callers' traces, and gRPC connections with
+//! TCP_NODELAY.
 
 use futures::{Stream, TryStreamExt};
 use im_config::Config;
@@ -8,6 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{self, HttpState};
+use crate::telemetry;
 
 /// How often `im_dependency_up` is refreshed: a probe is one cheap round
 /// trip per dependency.
@@ -47,6 +49,20 @@ pub fn grpc_incoming(listener: TcpListener) -> impl Stream<Item = std::io::Resul
         }
         tcp
     })
+}
+
+/// A gRPC server whose calls run in the caller's trace
+/// ([`telemetry::propagation::server_span`]); `starts_trace` names the
+/// client-facing paths where a call without one may start a trace.
+pub fn grpc_server(starts_trace: fn(&str) -> bool) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .trace_fn(move |request| telemetry::propagation::server_span(request, starts_trace))
+}
+
+/// Services that only other services call: a call outside a trace stays
+/// untraced.
+pub fn internal_only(_path: &str) -> bool {
+    false
 }
 
 /// `/health`, `/ready` and `/metrics` on `http`, and `/metrics` alone on

@@ -99,7 +99,7 @@ pub async fn run(config: Config, listeners: UserListeners, shutdown: Cancellatio
         config.observability.metrics_enabled,
         shutdown.clone(),
     );
-    let grpc = tonic::transport::Server::builder()
+    let grpc = serve::grpc_server(serve::internal_only)
         .add_service(UserGrpc::new(directory).into_server())
         .add_service(GroupDirectoryGrpc::new(groups, tokens.clone()).into_server())
         .serve_with_incoming_shutdown(serve::grpc_incoming(listeners.grpc), shutdown.clone().cancelled_owned());
@@ -128,7 +128,7 @@ mod tests {
     use im_backends::sqlite::SqliteStore;
     use im_core::error::BackendError;
     use im_core::group::NewGroup;
-    use im_core::ports::{BackendResult, Bus, BusConsumer, CreateUser, GroupDirectory, UserStore};
+    use im_core::ports::{BackendResult, Bus, BusConsumer, CreateUser, GroupDirectory, RecordHeaders, UserStore};
 
     use super::*;
 
@@ -137,7 +137,7 @@ mod tests {
 
     #[async_trait]
     impl Bus for DownBus {
-        async fn publish(&self, _: &str, _: Bytes, _: Bytes) -> BackendResult<()> {
+        async fn publish_with_headers(&self, _: &str, _: Bytes, _: Bytes, _: RecordHeaders) -> BackendResult<()> {
             Err(BackendError::unavailable("broker down"))
         }
         async fn subscribe(&self, _: &str, _: &str) -> BackendResult<Box<dyn BusConsumer>> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use im_core::ports::{Bus, BusConsumer, BusRecord};
+use im_core::ports::{Bus, BusConsumer, BusRecord, RecordHeaders};
 use tokio::time::Instant;
 
 use super::fixtures::unique_name;
@@ -29,6 +29,7 @@ macro_rules! bus_suite {
                 a_rejoining_group_resumes_after_its_last_commit,
                 poll_returns_at_most_max,
                 poll_waits_for_a_publish,
+                headers_travel_with_their_record,
             ]
         );
     };
@@ -148,4 +149,20 @@ pub async fn poll_waits_for_a_publish<B: Bus + ?Sized>(bus: Arc<B>) {
     let records = receive(&mut *consumer, 1).await;
     assert_eq!(numbers(&records), vec![7]);
     publisher.await.unwrap();
+}
+
+pub async fn headers_travel_with_their_record<B: Bus + ?Sized>(bus: Arc<B>) {
+    let topic = unique_name("topic");
+    let mut headers = RecordHeaders::default();
+    headers.insert("traceparent", Bytes::from_static(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+    headers.insert("tracestate", Bytes::from_static(b"vendor=1"));
+    bus.publish_with_headers(&topic, Bytes::from_static(b"k"), Bytes::from_static(b"1"), headers.clone())
+        .await
+        .unwrap();
+    bus.publish(&topic, Bytes::from_static(b"k"), Bytes::from_static(b"2")).await.unwrap();
+    let mut consumer = bus.subscribe(&topic, &unique_name("group")).await.unwrap();
+    let records = receive(&mut *consumer, 2).await;
+    assert_eq!(numbers(&records), vec![1, 2]);
+    assert_eq!(records[0].headers, headers, "the headers of the first record, in order");
+    assert!(records[1].headers.is_empty(), "a record published without headers has none");
 }

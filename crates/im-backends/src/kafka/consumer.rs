@@ -9,13 +9,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::FutureExt;
-use im_core::ports::{BackendResult, BusConsumer, BusRecord};
+use im_core::ports::{BackendResult, BusConsumer, BusRecord, RecordHeaders};
 use parking_lot::Mutex;
 use rdkafka::client::Client;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
@@ -135,10 +135,25 @@ impl KafkaConsumer {
     fn hand_out(&self, message: &BorrowedMessage<'_>) -> BusRecord {
         let key = message.key().map(Bytes::copy_from_slice).unwrap_or_default();
         let payload = message.payload().map(Bytes::copy_from_slice).unwrap_or_default();
+        let headers = record_headers(message);
         let (partition, offset) = (message.partition(), message.offset());
         self.delivered.lock().records.push_back(DeliveredRecord { partition, offset, key: key.clone() });
-        BusRecord { key, payload, offset: offset as u64 }
+        BusRecord { key, payload, headers, offset: offset as u64 }
     }
+}
+
+/// The record headers of `message`; a header without a value is skipped
+/// (nothing this service publishes has one).
+fn record_headers(message: &BorrowedMessage<'_>) -> RecordHeaders {
+    let mut headers = RecordHeaders::default();
+    if let Some(kafka_headers) = message.headers() {
+        for header in kafka_headers.iter() {
+            if let Some(value) = header.value {
+                headers.insert(header.key, Bytes::copy_from_slice(value));
+            }
+        }
+    }
+    headers
 }
 
 #[async_trait]
@@ -325,7 +340,7 @@ mod tests {
     }
 
     fn record(offset: u64, key: &'static str) -> BusRecord {
-        BusRecord { key: Bytes::from(key), payload: Bytes::new(), offset }
+        BusRecord { key: Bytes::from(key), payload: Bytes::new(), headers: Default::default(), offset }
     }
 
     #[test]

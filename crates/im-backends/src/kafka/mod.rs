@@ -33,11 +33,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use im_config::KafkaConfig;
 use im_core::error::BackendError;
-use im_core::ports::{BackendResult, Bus, BusConsumer};
+use im_core::ports::{BackendResult, Bus, BusConsumer, RecordHeaders};
 use prometheus_client::metrics::histogram::Histogram;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 pub use self::consumer::{KafkaConsumer, LagProbe, PartitionLag};
@@ -219,9 +220,22 @@ fn millis(duration: Duration) -> String {
 
 #[async_trait]
 impl Bus for KafkaBus {
-    /// Publishes durably (acknowledged by the bus) before returning.
-    async fn publish(&self, topic: &str, key: Bytes, payload: Bytes) -> BackendResult<()> {
-        let record = FutureRecord::to(topic).key(&key[..]).payload(&payload[..]);
+    /// [`Bus::publish`] with headers, which consumers get back on the
+    /// record.
+    async fn publish_with_headers(
+        &self,
+        topic: &str,
+        key: Bytes,
+        payload: Bytes,
+        headers: RecordHeaders,
+    ) -> BackendResult<()> {
+        let mut record = FutureRecord::to(topic).key(&key[..]).payload(&payload[..]);
+        if !headers.is_empty() {
+            let kafka_headers = headers.iter().fold(OwnedHeaders::new(), |all, (name, value)| {
+                all.insert(Header { key: name, value: Some(&value[..]) })
+            });
+            record = record.headers(kafka_headers);
+        }
         // librdkafka gives up at `message.timeout.ms` (the same bound); this
         // also bounds the wait for room in a full local queue.
         let producer = self.producer.read().clone();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use im_core::ports::{BackendResult, Bus, BusConsumer, BusRecord};
+use im_core::ports::{BackendResult, Bus, BusConsumer, BusRecord, RecordHeaders};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -87,13 +87,20 @@ impl MemoryBus {
 
 #[async_trait]
 impl Bus for MemoryBus {
-    /// Publishes durably (acknowledged by the bus) before returning.
-    async fn publish(&self, topic: &str, key: Bytes, payload: Bytes) -> BackendResult<()> {
+    /// [`Bus::publish`] with headers, which consumers get back on the
+    /// record.
+    async fn publish_with_headers(
+        &self,
+        topic: &str,
+        key: Bytes,
+        payload: Bytes,
+        headers: RecordHeaders,
+    ) -> BackendResult<()> {
         let topic = self.topic(topic);
         {
             let mut log = topic.log.lock();
             let offset = log.end();
-            log.records.push_back(BusRecord { key, payload, offset });
+            log.records.push_back(BusRecord { key, payload, headers, offset });
         }
         topic.published.notify_waiters();
         Ok(())

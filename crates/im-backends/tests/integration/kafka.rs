@@ -17,7 +17,7 @@ use im_backends::conformance::fixtures::unique_name;
 use im_backends::kafka::{KafkaBus, KafkaConsumer};
 use im_config::{AutoOffsetReset, KafkaConfig};
 use im_core::error::BackendError;
-use im_core::ports::{BackendResult, Bus, BusConsumer, BusRecord};
+use im_core::ports::{BackendResult, Bus, BusConsumer, BusRecord, RecordHeaders};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
@@ -71,9 +71,15 @@ impl TopicsOnFirstUse {
 
 #[async_trait]
 impl Bus for TopicsOnFirstUse {
-    async fn publish(&self, topic: &str, key: Bytes, payload: Bytes) -> BackendResult<()> {
+    async fn publish_with_headers(
+        &self,
+        topic: &str,
+        key: Bytes,
+        payload: Bytes,
+        headers: RecordHeaders,
+    ) -> BackendResult<()> {
         self.ensure(topic).await?;
-        self.bus.publish(topic, key, payload).await
+        self.bus.publish_with_headers(topic, key, payload, headers).await
     }
 
     async fn subscribe(&self, topic: &str, group: &str) -> BackendResult<Box<dyn BusConsumer>> {

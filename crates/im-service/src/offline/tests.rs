@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use im_backends::{MemoryBus, SqliteStore};
-use im_core::ports::{BackendResult, PendingOffline};
+use im_core::ports::{BackendResult, PendingOffline, RecordHeaders};
 use im_core::{ConversationId, MessageId, Seq, UserId};
 use tempfile::TempDir;
 use tokio_util::task::TaskTracker;
@@ -365,7 +365,13 @@ struct FlakyBus {
 
 #[async_trait]
 impl Bus for FlakyBus {
-    async fn publish(&self, topic: &str, key: Bytes, payload: Bytes) -> BackendResult<()> {
+    async fn publish_with_headers(
+        &self,
+        topic: &str,
+        key: Bytes,
+        payload: Bytes,
+        headers: RecordHeaders,
+    ) -> BackendResult<()> {
         {
             let mut failures = self.failures.lock().unwrap();
             if *failures > 0 {
@@ -373,7 +379,7 @@ impl Bus for FlakyBus {
                 return Err(BackendError::unavailable("broker down"));
             }
         }
-        self.inner.publish(topic, key, payload).await
+        self.inner.publish_with_headers(topic, key, payload, headers).await
     }
 
     async fn subscribe(&self, topic: &str, group: &str) -> BackendResult<Box<dyn BusConsumer>> {

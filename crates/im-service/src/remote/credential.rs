@@ -35,10 +35,12 @@ impl ServiceCredential {
         current.1.clone()
     }
 
-    /// `request` with this credential attached.
+    /// `request` with this credential attached, and the trace context of
+    /// the current span (every call between services is made here).
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.metadata_mut().insert("authorization", self.header());
+        crate::telemetry::propagation::inject_grpc(request.metadata_mut());
         request
     }
 }

@@ -68,6 +68,8 @@ impl RemoteMessaging {
         if let Some(device) = device.and_then(|d| d.0.parse::<MetadataValue<Ascii>>().ok()) {
             request.metadata_mut().insert(DEVICE_METADATA, device);
         }
+        // The gateway's `gateway.frame` span: the node's spans join it.
+        crate::telemetry::propagation::inject_grpc(request.metadata_mut());
         request
     }
 }

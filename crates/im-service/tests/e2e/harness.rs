@@ -482,6 +482,8 @@ pub struct ClusterBuilder {
     nodes: usize,
     gateways: usize,
     node_env: Vec<(String, String)>,
+    /// Extra environment of every process (`im-user`, nodes, gateways).
+    all_env: Vec<(String, String)>,
     /// Kafka settings of `im-user` and the nodes: topic and group names of
     /// this cluster alone.
     kafka: Vec<(String, String)>,
@@ -503,6 +505,7 @@ impl ClusterBuilder {
             nodes: 2,
             gateways: 2,
             node_env: Vec::new(),
+            all_env: Vec::new(),
             kafka: crate::broker::kafka_env(SHARED_KAFKA),
         }
     }
@@ -522,6 +525,12 @@ impl ClusterBuilder {
     /// An extra environment variable for every `im-service` node.
     pub fn node_env(mut self, key: &str, value: impl ToString) -> Self {
         self.node_env.push((key.to_owned(), value.to_string()));
+        self
+    }
+
+    /// An extra environment variable for every process.
+    pub fn env_all(mut self, key: &str, value: impl ToString) -> Self {
+        self.all_env.push((key.to_owned(), value.to_string()));
         self
     }
 
@@ -548,6 +557,7 @@ impl ClusterBuilder {
             ("DB_WRITE_TIMEOUT".to_owned(), "3s".to_owned()),
             ("SYNC_GAP_GRACE".to_owned(), format!("{}s", SYNC_GAP_GRACE.as_secs())),
         ];
+        let common = [common, self.all_env.clone()].concat();
         let with = |extra: Vec<(&str, String)>, more: &[(String, String)]| {
             let mut env = common.clone();
             env.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));

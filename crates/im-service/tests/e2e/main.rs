@@ -12,6 +12,8 @@ mod harness;
 mod migrate;
 mod observability;
 mod offline;
+mod otlp;
 mod private;
 mod retention;
 mod support;
+mod traces;

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use im_core::error::BackendError;
 use im_core::group::{self, ChangeKind, Group, Member, MembershipChange, MembershipOp, NewGroup, Role, Roster};
-use im_core::ports::{BackendResult, Bus, BusConsumer, GroupStore};
+use im_core::ports::{BackendResult, Bus, BusConsumer, GroupStore, RecordHeaders};
 use im_core::{ErrorCode, GroupId, ImError, Seq, UserId};
 
 /// Groups in memory; refusals follow `im_core::group::authorize`.
@@ -139,7 +139,13 @@ impl FlakyBus {
 
 #[async_trait]
 impl Bus for FlakyBus {
-    async fn publish(&self, topic: &str, key: Bytes, payload: Bytes) -> BackendResult<()> {
+    async fn publish_with_headers(
+        &self,
+        topic: &str,
+        key: Bytes,
+        payload: Bytes,
+        _: RecordHeaders,
+    ) -> BackendResult<()> {
         self.attempts.fetch_add(1, Relaxed);
         if self.hang.load(Relaxed) {
             return std::future::pending().await;
