@@ -306,10 +306,16 @@ impl Gateway {
                 // No sender field exists: the sender is the connection's user.
                 let command = im_proto::convert::send_command(send)?;
                 // The root of the message's trace (target `im_trace`: made
-                // only when trace export is on, sampled as configured); the
-                // service's spans join it through the call's metadata.
-                let span = tracing::info_span!(target: "im_trace", "gateway.frame", otel.kind = "server");
-                let ack = self.messaging.send(user, device, command).instrument(span).await?;
+                // only when trace export is on, and only for the sends the
+                // ratio picks); the service's spans join it through the
+                // call's metadata. An unsampled send makes no span at all.
+                let sending = self.messaging.send(user, device, command);
+                let ack = if crate::trace_sampling::start_trace() {
+                    let span = tracing::info_span!(target: "im_trace", "gateway.frame", otel.kind = "server");
+                    sending.instrument(span).await?
+                } else {
+                    sending.await?
+                };
                 Ok(Resp::Ack(ack.into()))
             }
             Req::Sync(sync) => {

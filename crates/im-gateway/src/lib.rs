@@ -20,6 +20,7 @@ pub mod hub;
 pub mod push_api;
 pub mod server;
 pub mod stats;
+pub mod trace_sampling;
 
 #[cfg(test)]
 mod testkit;

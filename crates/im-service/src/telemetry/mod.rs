@@ -17,12 +17,16 @@
 //! configured no such span is even created: a disabled callsite costs one
 //! load of its cached interest.
 //!
-//! Spans are made only where a trace is sampled, except the roots: a
-//! `gateway.frame` per client send, and an `im.v1` call that arrives without
-//! a trace context. Every other span is made as the child of a sampled
-//! context (an incoming `traceparent` with the sampled flag, or a sampled
-//! [`MessageTrace`]), so an unsampled message costs the root span in the
-//! gateway and an `Option` check per stage elsewhere.
+//! Spans are made only where a trace is sampled. The gateway decides per
+//! client send before making its `gateway.frame` root
+//! (`im_gateway::trace_sampling`, set from the sampler's ratio; the sampler
+//! then keeps every `gateway.frame`), and an unsampled send carries a "not
+//! sampled" `traceparent`. An `im.v1` call that arrives without any trace
+//! context (a client calling a node directly) is sampled by the sampler.
+//! Every other span is made as the child of a sampled context (an incoming
+//! `traceparent` with the sampled flag, or a sampled [`MessageTrace`]), so
+//! an unsampled message costs a random number in the gateway and an
+//! `Option` check per stage elsewhere.
 
 pub mod export;
 pub mod propagation;
@@ -68,6 +72,10 @@ impl Telemetry {
         };
         let processor = export::processor(&config.otel_endpoint)
             .context("observability.otel_endpoint (OTEL_EXPORTER_OTLP_ENDPOINT)")?;
+        im_gateway::trace_sampling::set_root_ratio(sampler::gateway_root_ratio(
+            config.otel_traces_sampler,
+            config.otel_traces_sampler_arg,
+        ));
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             .with_sampler(sampler::sampler(config.otel_traces_sampler, config.otel_traces_sampler_arg))

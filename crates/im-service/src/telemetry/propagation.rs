@@ -15,6 +15,10 @@ use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 const TRACEPARENT: &str = "traceparent";
+/// A W3C trace context whose flags say "not sampled": receivers follow it and
+/// record nothing. The ids are fixed (valid, never recorded): a random pair
+/// per call would cost what skipping the span saved.
+const NOT_SAMPLED: &str = "00-00000000000000000000000000000001-0000000000000001-00";
 
 /// The trace of one message while it passes the batched stages (pipeline,
 /// router, publishers, consumers): the context of its `im.send` span when
@@ -124,10 +128,16 @@ pub(crate) use child_span;
 
 /// Adds the current span's trace context to an outgoing call, so the
 /// callee's spans join the caller's trace (or follow its decision not to
-/// sample). Nothing when no span is current.
+/// sample). Outside any span, while trace export is on, an explicit "not
+/// sampled" context: a callee that starts traces for calls without one (an
+/// `im.v1` server) must not start its own for a message the gateway chose
+/// not to trace.
 pub fn inject_grpc(metadata: &mut MetadataMap) {
     let current = Span::current();
     if current.is_none() {
+        if tracing::enabled!(target: "im_trace", tracing::Level::INFO) {
+            metadata.insert(TRACEPARENT, MetadataValue::from_static(NOT_SAMPLED));
+        }
         return;
     }
     let cx = current.context();
