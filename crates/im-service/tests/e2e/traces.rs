@@ -181,3 +181,52 @@ async fn a_collector_that_never_answers_costs_counted_spans_not_sends() {
     assert!(status.success(), "exit status {status}");
     held.abort();
 }
+
+/// The spans the collector holds once no more arrive (exports come in
+/// batches a second apart).
+async fn settled_spans(collector: &Collector) -> Vec<ReceivedSpan> {
+    let deadline = Instant::now() + EXPORTED;
+    let mut seen = collector.spans().len();
+    let mut stable_since = Instant::now();
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = collector.spans().len();
+        if now != seen {
+            (seen, stable_since) = (now, Instant::now());
+        } else if stable_since.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    collector.spans()
+}
+
+#[tokio::test]
+async fn the_gateway_samples_each_message_once_and_the_node_starts_no_trace_of_its_own() {
+    const SENDS: usize = 300;
+    let collector = Collector::start().await;
+    let cluster = ClusterBuilder::new()
+        .env_all("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
+        .env_all("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+        .env_all("OTEL_TRACES_SAMPLER_ARG", "0.5")
+        .start()
+        .await;
+    let alice = cluster.create_user("alice").await;
+    let bob = cluster.create_user("bob").await;
+    let mut alice_phone = cluster.client(0, &alice, "phone").await;
+    for n in 0..SENDS {
+        ack(alice_phone.send_text(bob.id, &format!("m{n}"), "sampled or not").await);
+    }
+    let spans = settled_spans(&collector).await;
+
+    // Unsampled sends carry a not-sampled context: no process starts a
+    // trace of its own for them, so every root is a gateway's.
+    let roots: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.parent_span_id.is_empty()).collect();
+    for root in &roots {
+        assert_eq!((root.name.as_str(), root.service.as_str()), ("gateway.frame", "im-gateway"), "a root");
+    }
+    // Half the sends are traced: the ratio is applied once (twice would
+    // trace a quarter). 300 sends at 0.5: 150 ± 4.6 standard deviations.
+    let traced = spans.iter().filter(|s| s.name == "im.send").count();
+    assert_eq!(traced, roots.len(), "each traced send has its gateway root");
+    assert!((110..=190).contains(&traced), "{traced} of {SENDS} sends traced at a ratio of 0.5");
+}
