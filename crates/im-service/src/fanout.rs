@@ -34,7 +34,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use im_config::{BusBackend, Config};
@@ -44,6 +44,7 @@ use im_proto::convert::{decode_group_message_event, encode_group_message_event};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, warn};
 
+use crate::clock::unix_ms;
 use crate::consumer::{Consume, ConsumerSettings, REFUSED_ATTEMPTS};
 use crate::groups::cache::{GroupView, MembershipCache};
 use crate::metrics::Metrics;
@@ -301,10 +302,6 @@ impl FanOutWorker {
     fn dead_letters(&self) -> DeadLetters<'_> {
         self.settings.dead_letters(&*self.bus, &self.metrics.group_dead_letters, "group message")
     }
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// One member's buffers, reused from batch to batch.

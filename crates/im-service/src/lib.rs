@@ -23,7 +23,7 @@
 //! - [`http`], [`readiness`], [`metrics`]: `/health`, `/ready`, `/metrics`.
 //! - [`bootstrap`]: standalone data directory, token secret, admin credential.
 //! - [`bus`]: the Kafka bus as every process opens it (topics, `/ready`).
-//! - [`msg_id`]: message id generation.
+//! - [`msg_id`]: message id generation; [`clock`]: wall-clock Unix milliseconds.
 //! - [`logging`]: `LOG_LEVEL` / `LOG_FORMAT`; [`telemetry`]: traces over OTLP
 //!   (`OTEL_*`), their propagation over gRPC and the bus.
 
@@ -31,6 +31,7 @@ pub mod app;
 pub mod bootstrap;
 pub mod bus;
 pub mod cli;
+pub mod clock;
 pub mod consumer;
 pub mod fanout;
 pub mod gateway_app;

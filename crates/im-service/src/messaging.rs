@@ -164,9 +164,7 @@ impl Messaging for MessagingService {
             None => after,
         };
         let mut page = self.store.fetch(conversation, after, limits::sync_page_size(limit)).await?;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let now_ms = crate::clock::unix_ms();
         let grace_ms = i64::try_from(self.sync_gap_grace.as_millis()).unwrap_or(i64::MAX);
         let visible = im_core::message::visible_prefix(&page.messages, after, now_ms, grace_ms);
         if visible < page.messages.len() {

@@ -23,12 +23,6 @@ pub struct GroupsService {
     pub read_receipt_details_max: usize,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 #[async_trait]
 impl Groups for GroupsService {
     async fn create_group(
@@ -40,7 +34,7 @@ impl Groups for GroupsService {
     ) -> Result<Roster, ImError> {
         group::check_name(&name)?;
         group::check_user_count(members.len())?;
-        let new = NewGroup { name, owner: user, members, history_visible, created_at_ms: now_ms() };
+        let new = NewGroup { name, owner: user, members, history_visible, created_at_ms: crate::clock::unix_ms() };
         let roster = self.directory.create_group(new).await?;
         self.cache.insert(roster.clone());
         Ok(roster)
