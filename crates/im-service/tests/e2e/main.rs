@@ -6,6 +6,7 @@ mod cluster;
 mod config;
 mod crash;
 mod faults;
+mod filter;
 mod groups;
 mod groups_cluster;
 mod harness;
