@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "im/user/v1/group.proto",
         "im/v1/group.proto",
         "im/fanout/v1/fanout.proto",
+        "im/audit/v1/audit.proto",
     ];
     let paths: Vec<String> = files.iter().map(|f| format!("{root}/{f}")).collect();
     let descriptors = protox::compile(&paths, [root])?;

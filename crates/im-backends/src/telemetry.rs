@@ -41,6 +41,7 @@ operations! {
         Append => "append",
         Fetch => "fetch",
         FindByClientMsgId => "find_by_client_msg_id",
+        AuditRecords => "audit_records",
         ConversationsOf => "conversations_of",
         MaxSeq => "max_seq",
         CountUnread => "count_unread",

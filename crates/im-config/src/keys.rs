@@ -125,6 +125,7 @@ keys! {
     "KAFKA_TOPIC_GROUP_MSG"            => kafka.topics.group_msg, Guide, "Topic of group messages.";
     "KAFKA_TOPIC_OFFLINE_MSG"          => kafka.topics.offline_msg, Guide, "Topic of offline-message events.";
     "KAFKA_TOPIC_MEMBERSHIP_CHANGE"    => kafka.topics.membership_change, Guide, "Topic of group membership changes.";
+    "KAFKA_TOPIC_CONTENT_AUDIT"        => kafka.topics.content_audit, Project, "Topic of the sensitive-word filter's audit records (FILTER_ACTION=audit), keyed by conversation.";
 
     "ETCD_ENDPOINTS"                   => etcd.endpoints, GuideEnv, "etcd endpoints (comma-separated in env). Empty: in-process registry.";
 
@@ -136,9 +137,9 @@ keys! {
     "GROUP_MAX_MEMBERS"                => group.max_members, Project, "Most members a group may have.";
     "GROUP_READ_RECEIPT_DETAILS_MAX"   => group.read_receipt_details_max, Project, "Groups up to this size tell who read a message; larger ones only how many.";
 
-    "FILTER_ENABLED"                   => filter.enabled, Guide, "Check messages against the sensitive-word list.";
-    "FILTER_ACTION"                    => filter.action, Guide, "block rejects, replace masks, audit delivers and records.";
-    "FILTER_WORDLIST_PATH"             => filter.wordlist_path, Guide, "Word list, one per line; required when the filter is enabled.";
+    "FILTER_ENABLED"                   => filter.enabled, Guide, "Check text messages (content_type empty or text/*) against the sensitive-word list.";
+    "FILTER_ACTION"                    => filter.action, Guide, "block refuses (FAILED_PRECONDITION, reason content_blocked), replace masks the matched characters with *, audit delivers unchanged and records the match (content_audit table and topic).";
+    "FILTER_WORDLIST_PATH"             => filter.wordlist_path, Guide, "Word list: one entry per line, UTF-8, # comments; at most 1,000,000 entries and 64 MiB; reloaded on SIGHUP and when the file changes. Required when the filter is enabled.";
 
     "ENCRYPTION_ENABLED"               => encryption.enabled, Guide, "Encrypt message bodies at rest.";
     "KMS_ENDPOINT"                     => encryption.kms_endpoint, Guide, "KMS host:port. Empty: local master key in server.data_dir.";

@@ -214,6 +214,8 @@ pub struct KafkaTopicsConfig {
     pub group_msg: String,
     pub offline_msg: String,
     pub membership_change: String,
+    /// The sensitive-word filter's audit records (a project addition).
+    pub content_audit: String,
 }
 
 impl Default for KafkaTopicsConfig {
@@ -222,6 +224,7 @@ impl Default for KafkaTopicsConfig {
             group_msg: "group_msg".to_owned(),
             offline_msg: "offline_msg".to_owned(),
             membership_change: "membership_change".to_owned(),
+            content_audit: "content_audit".to_owned(),
         }
     }
 }

@@ -178,6 +178,7 @@ fn dependencies(checks: &mut Checks, config: &Config) {
         ("kafka.topics.group_msg", &kafka.topics.group_msg),
         ("kafka.topics.offline_msg", &kafka.topics.offline_msg),
         ("kafka.topics.membership_change", &kafka.topics.membership_change),
+        ("kafka.topics.content_audit", &kafka.topics.content_audit),
     ];
     for (index, &(path, topic)) in topics.iter().enumerate() {
         if let Err(message) = check_topic(topic) {

@@ -88,6 +88,8 @@ struct Container {
     secret_refs: Vec<(String, String, String)>,
     /// Named container ports.
     ports: BTreeMap<String, u16>,
+    /// The pod's `volumes`.
+    pod_volumes: Value,
 }
 
 impl Container {
@@ -188,6 +190,7 @@ fn containers(docs: &[Doc]) -> Vec<Container> {
                 env,
                 secret_refs,
                 ports,
+                pod_volumes: pod["spec"]["volumes"].clone(),
             });
         }
     }
@@ -235,8 +238,8 @@ fn every_process_gets_what_it_requires() {
         // Reachable from other pods, and one token key shared by all (a generated one is per process).
         assert_eq!(config.server.listen_host, "0.0.0.0", "{what}: listens on loopback only");
         assert!(matches!(config.jwt_key_source(), JwtKeySource::Configured(_)), "{what}: needs JWT_SECRET");
-        // Features this version refuses to start with (im-service's refuse_unsupported).
-        assert!(!config.filter.enabled && !config.encryption.enabled, "{what}: enables an unbuilt feature");
+        // A feature this version refuses to start with (im-service's refuse_unsupported).
+        assert!(!config.encryption.enabled, "{what}: enables an unbuilt feature");
         match container.program.as_str() {
             // Several nodes share everything: no embedded store, allocator, bus or registry, and the
             // gateways and the user directory are processes of their own.
@@ -264,6 +267,39 @@ fn every_process_gets_what_it_requires() {
             other => panic!("{what}: unknown program {other}"),
         }
     }
+}
+
+/// The guide turns the sensitive-word filter on: the node's list must be a file of a mounted ConfigMap
+/// (a directory mount, so the kubelet updates it and the node reloads it), and it must load, or the
+/// node exits 2 at start.
+#[test]
+fn the_word_list_is_a_mounted_configmap_that_loads() {
+    let docs = docs();
+    let containers = containers(&docs);
+    let node = by_program(&containers, "im-service");
+    let config = node.config();
+    assert!(config.filter.enabled, "the guide enables the filter");
+    let path = config.filter.wordlist_path.clone().expect("FILTER_WORDLIST_PATH");
+    let mount = node.spec["volumeMounts"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .find(|mount| mount["mountPath"].as_str().is_some_and(|dir| path.parent() == Some(Path::new(dir))))
+        .unwrap_or_else(|| panic!("no volume is mounted at the directory of {}", path.display()));
+    assert!(mount["subPath"].is_null(), "a subPath mount is never updated when the ConfigMap changes");
+    let volume = node
+        .pod_volumes
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .find(|volume| volume["name"] == mount["name"])
+        .expect("the mounted volume is declared");
+    let map = volume["configMap"]["name"].as_str().expect("the word list comes from a ConfigMap");
+    let data =
+        &docs.iter().find(|d| d.kind() == "ConfigMap" && d.name() == map).expect("the ConfigMap exists").value["data"];
+    let file = path.file_name().unwrap().to_str().unwrap();
+    let list = data[file].as_str().unwrap_or_else(|| panic!("ConfigMap {map} has no {file}"));
+    im_filter::WordList::parse(list.as_bytes()).unwrap_or_else(|e| panic!("ConfigMap {map}: {e}"));
 }
 
 #[test]

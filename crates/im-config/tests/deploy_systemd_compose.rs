@@ -86,6 +86,12 @@ impl Binary {
                 if !services.gateway.addr.is_empty() {
                     assert!(!config.etcd.endpoints.is_empty(), "{origin}: GATEWAY_SERVICE_ADDR without ETCD_ENDPOINTS");
                 }
+                // The list the deployment installs (systemd) or mounts (compose) is
+                // deploy/filter/wordlist.txt: the_shipped_word_list_loads.
+                if config.filter.enabled {
+                    let path = config.filter.wordlist_path.as_ref().expect("validated: a path when enabled");
+                    assert_eq!(path.file_name(), Some("wordlist.txt".as_ref()), "{origin}: not the shipped list");
+                }
             }
             Binary::Gateway => {
                 assert!(!services.gateway.addr.is_empty(), "{origin}: im-gateway needs GATEWAY_SERVICE_ADDR");
@@ -119,6 +125,16 @@ impl Binary {
         }
         ports
     }
+}
+
+/// The sensitive-word list the systemd install copies to /etc/im-service and compose mounts: a node
+/// whose list does not load exits 2 at start.
+#[test]
+fn the_shipped_word_list_loads() {
+    let list = std::fs::read(repo().join("deploy/filter/wordlist.txt")).unwrap();
+    im_filter::WordList::parse(&list).unwrap_or_else(|e| panic!("deploy/filter/wordlist.txt: {e}"));
+    let compose = read("deploy/compose.yaml");
+    assert!(compose.contains("./filter:/etc/im-service/filter:ro"), "compose mounts deploy/filter");
 }
 
 // ---------------------------------------------------------------- systemd

@@ -39,6 +39,38 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// Why a request was refused, where a client program can act on more than
+/// the code: a word a client matches on, carried beside the code in the
+/// client protocol (`Error.reason`) and in gRPC (`google.rpc.ErrorInfo`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorReason {
+    /// The body contains an entry of the sensitive-word list and the filter
+    /// blocks such messages: change the text and send again (the same
+    /// client_msg_id may be reused; nothing was stored).
+    ContentBlocked,
+}
+
+impl ErrorReason {
+    pub const ALL: [ErrorReason; 1] = [ErrorReason::ContentBlocked];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ContentBlocked => "content_blocked",
+        }
+    }
+
+    /// The reason a peer named; `None` for one this version does not know.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|reason| reason.as_str() == text)
+    }
+}
+
+impl fmt::Display for ErrorReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An error a caller can act on: a code and a message written for a person.
 /// Internal causes are logged where they happen, never put in `message`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -46,11 +78,26 @@ impl fmt::Display for ErrorCode {
 pub struct ImError {
     pub code: ErrorCode,
     pub message: String,
+    /// What a program matches on, when the code alone is not enough.
+    pub reason: Option<ErrorReason>,
 }
 
 impl ImError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self { code, message: message.into(), reason: None }
+    }
+    pub fn with_reason(mut self, reason: ErrorReason) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+    /// The send was refused by the sensitive-word filter. The message never
+    /// names the entry: the list is not for clients to read.
+    pub fn content_blocked() -> Self {
+        Self::new(
+            ErrorCode::FailedPrecondition,
+            "the message contains text that is not allowed here; change it and send again",
+        )
+        .with_reason(ErrorReason::ContentBlocked)
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidArgument, message)

@@ -19,6 +19,6 @@ pub mod message;
 pub mod ports;
 pub mod seq;
 
-pub use error::{ErrorCode, ImError};
+pub use error::{ErrorCode, ErrorReason, ImError};
 pub use ids::{ClientMsgId, ConversationId, DeviceId, GatewayId, GroupId, MessageId, Seq, UserId};
-pub use message::{Ack, NewMessage, StoredMessage};
+pub use message::{Ack, AuditRecord, NewMessage, StoredMessage};

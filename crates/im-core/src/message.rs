@@ -12,6 +12,10 @@ pub struct Ack {
     pub conversation: ConversationId,
     pub seq: Seq,
     pub server_time_ms: i64,
+    /// The sensitive-word filter masked part of the body before it was
+    /// stored: what was delivered differs from what was sent. Decided by
+    /// each send (a resend is filtered again), so never stored with the ack.
+    pub body_masked: bool,
 }
 
 /// A message with its seq and id assigned, about to be stored.
@@ -35,8 +39,29 @@ impl NewMessage {
     }
 
     pub fn ack(&self) -> Ack {
-        Ack { msg_id: self.msg_id, conversation: self.conversation, seq: self.seq, server_time_ms: self.server_time_ms }
+        Ack {
+            msg_id: self.msg_id,
+            conversation: self.conversation,
+            seq: self.seq,
+            server_time_ms: self.server_time_ms,
+            body_masked: false,
+        }
     }
+}
+
+/// What the sensitive-word filter found in a message it let through
+/// unchanged (`FILTER_ACTION=audit`): stored in the same transaction as the
+/// message, so a stored message that matched always has its record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub msg_id: MessageId,
+    pub conversation: ConversationId,
+    pub seq: Seq,
+    pub sender: UserId,
+    /// The list entries that matched, as written in the list, each once.
+    pub entries: Vec<String>,
+    /// When the message was accepted, as its `server_time_ms`.
+    pub server_time_ms: i64,
 }
 
 /// A message read back from the store. Same fields as [`NewMessage`].

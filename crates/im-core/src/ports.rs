@@ -12,7 +12,8 @@ use crate::error::BackendError;
 use crate::group::{Group, Member, MembershipChange, MembershipOp, NewGroup, Roster};
 use crate::message::{AppendOutcome, ConversationSummary, ExpiryStep, Page, ReadStatus};
 use crate::{
-    Ack, ClientMsgId, ConversationId, DeviceId, GatewayId, GroupId, ImError, MessageId, NewMessage, Seq, UserId,
+    Ack, AuditRecord, ClientMsgId, ConversationId, DeviceId, GatewayId, GroupId, ImError, MessageId, NewMessage, Seq,
+    UserId,
 };
 
 pub type BackendResult<T> = Result<T, BackendError>;
@@ -25,7 +26,18 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Outcomes are in batch order. A message whose `(sender, client_msg_id)`
     /// is already stored is not stored again; its outcome carries the first
     /// ack. On error nothing of the batch is stored.
-    async fn append(&self, batch: &[NewMessage]) -> BackendResult<Vec<AppendOutcome>>;
+    async fn append(&self, batch: &[NewMessage]) -> BackendResult<Vec<AppendOutcome>> {
+        self.append_audited(batch, &[]).await
+    }
+
+    /// [`MessageStore::append`], storing in the same transaction the audit
+    /// record of each message of `audits` (matched by `msg_id`) that is
+    /// stored now. A duplicate's record is dropped: the message stored first
+    /// was filtered, and recorded, when it was sent.
+    async fn append_audited(&self, batch: &[NewMessage], audits: &[AuditRecord]) -> BackendResult<Vec<AppendOutcome>>;
+
+    /// Audit records, newest (highest msg_id) first, at most `query.limit`.
+    async fn audit_records(&self, query: &AuditQuery) -> BackendResult<Vec<AuditRecord>>;
 
     /// Messages of `conversation` with seq > `after`, ascending, at most
     /// `limit`; `has_more` tells whether more follow.
@@ -60,6 +72,17 @@ pub trait MessageStore: Send + Sync + 'static {
     /// steps over it at once). Short: one small transaction, committed
     /// before this returns; safe to run on several nodes at once.
     async fn expire_messages(&self, before_ms: i64, after: u64, limit: u32) -> BackendResult<ExpiryStep>;
+}
+
+/// Which audit records to list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only records of messages with a lower id (the last id of the previous
+    /// page); none: from the newest.
+    pub before: Option<MessageId>,
+    /// Only this conversation's records.
+    pub conversation: Option<ConversationId>,
+    pub limit: u32,
 }
 
 /// Read positions (G5).

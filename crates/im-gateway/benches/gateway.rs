@@ -34,6 +34,7 @@ impl Messaging for Instant0 {
             },
             seq: Seq(1),
             server_time_ms: 1,
+            body_masked: false,
         })
     }
     async fn sync(&self, _: UserId, _: ConversationId, _: Seq, _: u32) -> Result<Page, ImError> {

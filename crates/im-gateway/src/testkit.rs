@@ -66,7 +66,7 @@ impl Messaging for FakeMessaging {
             let _ = hold.await;
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        Ok(Ack { msg_id: MessageId(n), conversation, seq: Seq(n), server_time_ms: 1 })
+        Ok(Ack { msg_id: MessageId(n), conversation, seq: Seq(n), server_time_ms: 1, body_masked: false })
     }
 
     async fn sync(&self, user: UserId, conversation: ConversationId, after: Seq, limit: u32) -> Result<Page, ImError> {

@@ -7,10 +7,13 @@
 //! - [`group`]: groups, rosters, the directory's requests, and the
 //!   `membership_change` record;
 //! - [`fanout`]: the `group_msg` record and the gateway's `FanOut` events.
+//! - [`audit`]: the `content_audit` record.
 
+mod audit;
 mod fanout;
 mod group;
 
+pub use audit::{decode_audit_record, encode_audit_record};
 pub use fanout::{decode_group_message_event, encode_group_message_event};
 pub use group::{
     ChangeRequest, decode_membership_change, encode_membership_change, from_group_memberships, group_memberships,
@@ -19,8 +22,13 @@ pub use group::{
 
 use im_core::message::ConversationSummary;
 use im_core::ports::{Addressee, Event, OfflineEntry, PushEvent, SendCommand};
-use im_core::{Ack, ConversationId, DeviceId, ErrorCode, GroupId, ImError, MessageId, NewMessage, Seq, UserId};
+use std::collections::HashMap;
+
+use im_core::{
+    Ack, ConversationId, DeviceId, ErrorCode, ErrorReason, GroupId, ImError, MessageId, NewMessage, Seq, UserId,
+};
 use prost::Message as _;
+use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{client, gateway, offline};
 
@@ -64,6 +72,7 @@ impl From<Ack> for client::SendAck {
             conversation_id: a.conversation.to_string(),
             seq: a.seq.0,
             server_time_ms: a.server_time_ms,
+            body_masked: a.body_masked,
         }
     }
 }
@@ -77,6 +86,7 @@ impl TryFrom<client::SendAck> for Ack {
             conversation: a.conversation_id.parse()?,
             seq: Seq(a.seq),
             server_time_ms: a.server_time_ms,
+            body_masked: a.body_masked,
         })
     }
 }
@@ -148,7 +158,11 @@ impl From<ErrorCode> for client::ErrorCode {
 
 impl From<&ImError> for client::Error {
     fn from(e: &ImError) -> Self {
-        client::Error { code: client::ErrorCode::from(e.code) as i32, message: e.message.clone() }
+        client::Error {
+            code: client::ErrorCode::from(e.code) as i32,
+            message: e.message.clone(),
+            reason: e.reason.map(|reason| reason.as_str().to_owned()).unwrap_or_default(),
+        }
     }
 }
 
@@ -166,9 +180,20 @@ pub fn grpc_code(code: ErrorCode) -> tonic::Code {
     }
 }
 
-/// The gRPC status for a domain error.
+/// The `ErrorInfo.domain` of this service's error reasons.
+pub const ERROR_DOMAIN: &str = "im";
+
+/// The gRPC status for a domain error. A reason travels as the standard
+/// `google.rpc.ErrorInfo` detail, so any gRPC client library can read it.
 pub fn status(e: ImError) -> tonic::Status {
-    tonic::Status::new(grpc_code(e.code), e.message)
+    match e.reason {
+        None => tonic::Status::new(grpc_code(e.code), e.message),
+        Some(reason) => tonic::Status::with_error_details(
+            grpc_code(e.code),
+            e.message,
+            ErrorDetails::with_error_info(reason.as_str(), ERROR_DOMAIN, HashMap::new()),
+        ),
+    }
 }
 
 /// The domain error for a gRPC status (a client of a peer service).
@@ -187,7 +212,15 @@ pub fn from_status(s: &tonic::Status) -> ImError {
         }
         _ => ErrorCode::Internal,
     };
-    ImError::new(code, s.message())
+    let error = ImError::new(code, s.message());
+    let reason = s
+        .get_details_error_info()
+        .filter(|info| info.domain == ERROR_DOMAIN)
+        .and_then(|info| ErrorReason::parse(&info.reason));
+    match reason {
+        Some(reason) => error.with_reason(reason),
+        None => error,
+    }
 }
 
 /// The two kinds of event, as the push messages carry them: each push

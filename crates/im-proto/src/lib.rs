@@ -7,6 +7,8 @@
 //! - [`im::user::v1`]: the User Service gRPC API.
 //! - [`im::offline::v1`]: the records of the `offline_msg` topic.
 //! - [`im::fanout::v1`]: the records of the `group_msg` topic.
+//! - [`im::audit::v1`]: the `content_audit` records and the admin API that
+//!   lists them.
 #![allow(clippy::all, missing_docs)]
 
 pub mod im {
@@ -38,7 +40,14 @@ pub mod im {
             tonic::include_proto!("im.fanout.v1");
         }
     }
+    pub mod audit {
+        pub mod v1 {
+            tonic::include_proto!("im.audit.v1");
+        }
+    }
 }
+
+pub use im::audit::v1 as audit;
 
 pub use im::client::v1 as client;
 pub use im::fanout::v1 as fanout;

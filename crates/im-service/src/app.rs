@@ -25,6 +25,8 @@ use crate::bootstrap;
 use crate::bus::kafka_bus;
 use crate::consumer::{Consume, ConsumerSettings, Members};
 use crate::fanout::{FanOutWorker, GROUP_PUBLISH_QUEUE, GroupPublisher};
+use crate::filter::ContentFilter;
+use crate::filter::audit::{AUDIT_PUBLISH_QUEUE, AuditGrpc, AuditPublisher};
 use crate::groups::grpc::GroupGrpc;
 use crate::groups::watcher::consumer_group;
 use crate::groups::{GroupsService, MembershipCache, MembershipWatcher};
@@ -92,9 +94,6 @@ impl Listeners {
 /// before anything binds (`cli::main`: exit 2).
 pub fn refuse_unsupported(config: &Config) -> Result<(), String> {
     let mut unsupported = Vec::new();
-    if config.filter.enabled {
-        unsupported.push("filter.enabled (FILTER_ENABLED): the sensitive-word filter");
-    }
     if !matches!(config.key_source(), KeySource::Disabled) {
         unsupported.push("encryption.enabled (ENCRYPTION_ENABLED): body encryption");
     }
@@ -104,6 +103,9 @@ pub fn refuse_unsupported(config: &Config) -> Result<(), String> {
             unsupported.join("\n  - ")
         ));
     }
+    // A word list that does not load is bad configuration: refused here,
+    // before anything binds, like the rest.
+    crate::filter::check_config(&config.filter)?;
     if matches!(config.gateway(), ServiceLink::Remote(_)) && !matches!(config.registry(), RegistryBackend::Etcd { .. })
     {
         return Err("services.gateway.addr (GATEWAY_SERVICE_ADDR) needs etcd.endpoints (ETCD_ENDPOINTS): gateways \
@@ -111,6 +113,31 @@ pub fn refuse_unsupported(config: &Config) -> Result<(), String> {
             .to_owned());
     }
     Ok(())
+}
+
+/// The sensitive-word filter, when enabled, with its list loaded (on a
+/// blocking thread: a long list takes a while to compile) and watched for
+/// changes.
+async fn load_filter(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<Arc<ContentFilter>>> {
+    let (filter_config, loading_metrics) = (config.filter.clone(), metrics.clone());
+    let loaded = tokio::task::spawn_blocking(move || ContentFilter::load(&filter_config, loading_metrics))
+        .await
+        .context("loading the sensitive-word list")?
+        .context("filter.wordlist_path (FILTER_WORDLIST_PATH)")?;
+    let Some(filter) = loaded.map(Arc::new) else { return Ok(None) };
+    crate::filter::reload::spawn(filter.clone(), tracker, shutdown.clone())?;
+    tracing::info!(
+        action = %filter.action(),
+        entries = metrics.filter_wordlist_entries.get(),
+        path = %filter.path().display(),
+        "sensitive-word filter on"
+    );
+    Ok(Some(filter))
 }
 
 /// A probe from a closure over `dependency`.
@@ -313,12 +340,22 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     }
     let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel(SEND_QUEUE);
     let (routes_tx, routes_rx) = tokio::sync::mpsc::unbounded_channel();
+    let filter = load_filter(&config, &metrics, &tracker, &shutdown).await?;
+    // Audit records go to content_audit on Kafka, for a compliance tool; in
+    // process nothing would consume them (the table keeps them either way).
+    let audit_queue = (filter.is_some() && matches!(config.bus(), BusBackend::Kafka(_))).then(|| {
+        let topic = config.kafka.topics.content_audit.clone();
+        let (publisher, queue) = AuditPublisher::new(bus.clone(), topic, metrics.clone(), AUDIT_PUBLISH_QUEUE);
+        tracker.spawn(publisher.run(shutdown.clone()));
+        queue
+    });
     let pipeline = Pipeline {
         store: stores.messages.clone(),
         seqs: seqs.clone(),
         dedup,
         ids: Arc::new(MessageIdGenerator::new(config.server.node_id)),
         metrics: metrics.clone(),
+        audits: audit_queue,
     };
     tracker.spawn(pipeline.run(jobs_rx, routes_tx.clone()));
     // Group messages go to group_msg, which every node's fan-out consumes
@@ -390,6 +427,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         metrics: metrics.clone(),
         max_message_size: config.server.max_message_size,
         sync_gap_grace: config.server.sync_gap_grace,
+        filter,
     });
     // The built-in gateway serves only when no gateway process is configured.
     let gateway = listeners.ws.is_some().then(|| {
@@ -442,6 +480,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let grpc_server = serve::grpc_server(|path| path.starts_with("/im.v1."))
         .add_service(MessageGrpc::server(messaging, tokens.clone()))
         .add_service(GroupGrpc::server(groups, tokens.clone()))
+        .add_service(AuditGrpc::server(stores.messages.clone(), tokens.clone()))
         .add_optional_service(user_grpc)
         .serve_with_incoming_shutdown(serve::grpc_incoming(listeners.grpc), shutdown.clone().cancelled_owned());
 
@@ -492,4 +531,51 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     }
     tracing::info!("im-service stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// The deployment guide's own config.yaml (the im-config fixture), with
+    /// the secrets it reads from the environment.
+    fn guide_config(wordlist: &std::path::Path) -> Config {
+        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../im-config/tests/fixtures/guide-config.yaml");
+        let env: HashMap<String, String> = [
+            ("DB_PASSWORD", "db-pass"),
+            ("REDIS_PASSWORD", "redis-pass"),
+            ("KMS_KEY_ID", "key-42"),
+            ("JWT_SECRET", "a-shared-key-of-at-least-32-bytes!"),
+            ("ETCD_ENDPOINTS", "etcd-1:2379,etcd-2:2379,etcd-3:2379"),
+            ("FILTER_WORDLIST_PATH", wordlist.to_str().unwrap()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        im_config::load(Some(std::path::Path::new(fixture)), &env).expect("the guide's config loads")
+    }
+
+    /// The guide turns the filter on: with its word list in place, only the
+    /// encryption section (not built yet) is refused.
+    #[test]
+    fn the_guide_config_passes_the_filter_part_of_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let wordlist = dir.path().join("wordlist.txt");
+        std::fs::write(&wordlist, "# the guide's list\nbad\n").unwrap();
+        let config = guide_config(&wordlist);
+        assert!(config.filter.enabled);
+        let refusal = refuse_unsupported(&config).unwrap_err();
+        assert!(refusal.contains("ENCRYPTION_ENABLED") && !refusal.contains("FILTER"), "{refusal}");
+        let mut unencrypted = config.clone();
+        unencrypted.encryption.enabled = false;
+        assert_eq!(refuse_unsupported(&unencrypted), Ok(()));
+
+        let config = guide_config(&dir.path().join("missing.txt"));
+        let mut unencrypted = config.clone();
+        unencrypted.encryption.enabled = false;
+        let refusal = refuse_unsupported(&unencrypted).unwrap_err();
+        assert!(refusal.starts_with("filter.wordlist_path (FILTER_WORDLIST_PATH)"), "{refusal}");
+    }
 }

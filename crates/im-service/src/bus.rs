@@ -24,8 +24,14 @@ pub async fn kafka_bus(kafka: &KafkaConfig, readiness: &mut Readiness) -> anyhow
     let topics = &kafka.topics;
     let offline_dead_letters = dead_letter_topic(&topics.offline_msg);
     let group_dead_letters = dead_letter_topic(&topics.group_msg);
-    let all =
-        [&topics.group_msg, &topics.offline_msg, &topics.membership_change, &offline_dead_letters, &group_dead_letters];
+    let all = [
+        &topics.group_msg,
+        &topics.offline_msg,
+        &topics.membership_change,
+        &topics.content_audit,
+        &offline_dead_letters,
+        &group_dead_letters,
+    ];
     bus.ensure_topics(&all.map(String::as_str), TOPIC_PARTITIONS)
         .await
         .context("creating the Kafka topics (kafka.brokers, kafka.topics.*)")?;

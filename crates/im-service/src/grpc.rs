@@ -50,16 +50,30 @@ impl MessageGrpc {
 /// The user a request acts as: the subject of the token in its
 /// `authorization` metadata. An admin credential is not a user.
 pub fn acting_user<T>(tokens: &Tokens, request: &Request<T>) -> Result<UserId, Status> {
+    let identity = caller(tokens, request)?;
+    if identity.admin {
+        return Err(status(ImError::denied("an admin credential cannot act as a user")));
+    }
+    Ok(identity.user)
+}
+
+/// Who calls: the verified token of the `authorization` metadata.
+fn caller<T>(tokens: &Tokens, request: &Request<T>) -> Result<im_auth::Identity, Status> {
     let header = request
         .metadata()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>` metadata"))?;
-    let identity = tokens.verify_bearer(header).map_err(status)?;
-    if identity.admin {
-        return Err(status(ImError::denied("an admin credential cannot act as a user")));
+    tokens.verify_bearer(header).map_err(status)
+}
+
+/// Refuses every caller but an admin credential.
+pub fn require_admin<T>(tokens: &Tokens, request: &Request<T>) -> Result<(), Status> {
+    if caller(tokens, request)?.admin {
+        Ok(())
+    } else {
+        Err(status(ImError::denied("this call needs the admin credential")))
     }
-    Ok(identity.user)
 }
 
 fn conversation(raw: &str) -> Result<ConversationId, Status> {

@@ -16,6 +16,8 @@
 //! - [`groups`]: the membership cache, its `membership_change` watcher, and
 //!   the `im.v1.GroupService` front door (boundary stamping).
 //! - [`fanout`]: group messages on `group_msg`, pushed to online members.
+//! - [`filter`]: the sensitive-word filter on the send path, its hot reload,
+//!   and where its audit records go (`content_audit`, the admin API).
 //! - [`retention`]: deletes messages older than `MESSAGE_RETENTION_DAYS`.
 //! - [`grpc`]: the `im.v1.MessageService` server.
 //! - [`remote`]: gRPC clients of the gateway, user and IM services when they
@@ -34,6 +36,7 @@ pub mod cli;
 pub mod clock;
 pub mod consumer;
 pub mod fanout;
+pub mod filter;
 pub mod gateway_app;
 pub mod groups;
 pub mod grpc;

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
+use crate::filter::{Checked, ContentFilter};
 use crate::groups::MembershipCache;
 use crate::metrics::Metrics;
 use crate::pipeline::SendJob;
@@ -42,6 +43,8 @@ pub struct MessagingService {
     /// How long sync waits for a missing seq before it shows what follows
     /// (`im_core::message::visible_prefix`).
     pub sync_gap_grace: std::time::Duration,
+    /// The sensitive-word filter, when `filter.enabled`.
+    pub filter: Option<Arc<ContentFilter>>,
 }
 
 /// Which user ids exist. Users are never deleted, so a positive answer is
@@ -73,6 +76,18 @@ impl MessagingService {
     async fn send_in(&self, user: UserId, device: &DeviceId, cmd: SendCommand, span: &Span) -> Result<Ack, ImError> {
         let accepted_at = Instant::now();
         let (conversation, client_msg_id) = self.validate_send(user, &cmd).await.map_err(|e| self.failed(e))?;
+        // After validation, before a seq: a blocked send uses none, stores
+        // nothing, and leaves no dedup entry (its corrected resend may reuse
+        // the client_msg_id).
+        let checked = match &self.filter {
+            Some(filter) => filter.check(&cmd.content_type, &cmd.body).map_err(|e| self.failed(e))?,
+            None => Checked::Unchanged,
+        };
+        let (body, body_masked, audit) = match checked {
+            Checked::Unchanged => (cmd.body, false, None),
+            Checked::Masked(masked) => (masked, true, None),
+            Checked::Audited(entries) => (cmd.body, false, Some(entries)),
+        };
         let trace = MessageTrace::of(span);
         if trace.context().is_some() {
             span.record("conversation", tracing::field::display(conversation));
@@ -83,14 +98,16 @@ impl MessagingService {
             device: device.clone(),
             conversation,
             client_msg_id,
-            body: cmd.body,
+            body,
             content_type: cmd.content_type,
             accepted_at,
             trace,
+            audit,
             reply,
         };
         self.jobs.send(job).await.map_err(|_| self.failed(ImError::unavailable("the service is shutting down")))?;
-        let ack = ack.await.map_err(|_| ImError::unavailable("the service is shutting down"))??;
+        let mut ack = ack.await.map_err(|_| ImError::unavailable("the service is shutting down"))??;
+        ack.body_masked = body_masked;
         if !span.is_none() {
             span.record("msg_id", ack.msg_id.0).record("seq", ack.seq.0);
         }

@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 use std::sync::Mutex;
 
 use im_backends::telemetry::dependency_metrics;
+use im_config::FilterAction;
 use im_core::ErrorCode;
 use im_gateway::StatsSnapshot;
 
@@ -25,6 +26,11 @@ pub struct CodeLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabel {
+    pub action: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -127,6 +133,21 @@ pub struct Metrics {
     /// `membership_change` since start (the nodes catch up only when they
     /// reload the roster). Anything but 0 wants a look at the broker.
     pub membership_unpublished: Gauge,
+    /// Sends the sensitive-word filter matched, by `FILTER_ACTION`.
+    pub filter_matches: Family<ActionLabel, Counter>,
+    /// Entries of the word list in use (0 with the filter off).
+    pub filter_wordlist_entries: Gauge,
+    /// Reloads of the word list that failed (the previous list stayed).
+    pub filter_reload_failures: Counter,
+    /// Time the filter took per text body, seconds.
+    pub filter_seconds: Histogram,
+    /// Audit records published on `content_audit`.
+    pub audit_published: Counter,
+    /// Failed attempts to publish audit records (each is retried).
+    pub audit_publish_failures: Counter,
+    /// Audit records never published (queue full, or the node stopped
+    /// first); the `content_audit` table still has them.
+    pub audit_dropped: Counter,
     /// The WebSocket gateway's own counters (built-in gateway or
     /// `im-gateway`), brought up to date at scrape time.
     gateway: GatewayCounters,
@@ -253,7 +274,18 @@ impl Metrics {
         let group_dead_letters = Family::<ReasonLabel, Counter>::default();
         let membership_unpublished = Gauge::default();
         let dependency_up = Family::<DependencyLabel, Gauge>::default();
+        let filter_matches = Family::<ActionLabel, Counter>::default();
+        let filter_wordlist_entries = Gauge::default();
+        let filter_reload_failures = Counter::default();
+        // 250 ns .. ~4 ms
+        let filter_seconds = Histogram::new(exponential_buckets(0.000_000_25, 2.0, 15));
+        let audit_published = Counter::default();
+        let audit_publish_failures = Counter::default();
+        let audit_dropped = Counter::default();
         let gateway = GatewayCounters::default();
+        for action in FilterAction::ALL {
+            drop(filter_matches.get_or_create(&ActionLabel { action: action.as_str() }));
+        }
         for code in ERROR_CODES {
             drop(failed.get_or_create(&CodeLabel { code: code.as_str() }));
         }
@@ -390,6 +422,41 @@ impl Metrics {
             "1 while the last probe of a dependency succeeded, 0 after one failed (probed in the background)",
             dependency_up.clone(),
         );
+        registry.register(
+            "filter_matches",
+            "Sends the sensitive-word filter matched, by FILTER_ACTION",
+            filter_matches.clone(),
+        );
+        registry.register(
+            "filter_wordlist_entries",
+            "Entries of the sensitive-word list in use (0 with the filter off)",
+            filter_wordlist_entries.clone(),
+        );
+        registry.register(
+            "filter_reload_failures",
+            "Reloads of the sensitive-word list that failed (the previous list stayed in use)",
+            filter_reload_failures.clone(),
+        );
+        registry.register(
+            "filter_seconds",
+            "Time the sensitive-word filter took per text body",
+            filter_seconds.clone(),
+        );
+        registry.register(
+            "audit_records_published",
+            "Audit records of the sensitive-word filter published on content_audit",
+            audit_published.clone(),
+        );
+        registry.register(
+            "audit_publish_failures",
+            "Failed attempts to publish audit records (each is retried)",
+            audit_publish_failures.clone(),
+        );
+        registry.register(
+            "audit_records_dropped",
+            "Audit records never published on content_audit (queue full, or stopped first); the content_audit table has them",
+            audit_dropped.clone(),
+        );
         register_dependency_metrics(registry);
         gateway.register(registry);
         Self {
@@ -425,6 +492,13 @@ impl Metrics {
             group_roster_failures,
             group_dead_letters,
             membership_unpublished,
+            filter_matches,
+            filter_wordlist_entries,
+            filter_reload_failures,
+            filter_seconds,
+            audit_published,
+            audit_publish_failures,
+            audit_dropped,
             gateway,
         }
     }
@@ -441,6 +515,11 @@ impl Metrics {
         for (dependency, result) in &report.checks {
             self.dependency_up.get_or_create(&DependencyLabel { dependency }).set(i64::from(result.is_ok()));
         }
+    }
+
+    /// One send the sensitive-word filter matched.
+    pub fn filter_match(&self, action: FilterAction) {
+        self.filter_matches.get_or_create(&ActionLabel { action: action.as_str() }).inc();
     }
 
     pub fn fail(&self, code: im_core::ErrorCode) {

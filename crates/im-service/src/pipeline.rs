@@ -14,9 +14,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use im_core::message::AppendOutcome;
 use im_core::ports::{DedupCache, MessageStore, SeqAllocator};
-use im_core::{Ack, ClientMsgId, ConversationId, DeviceId, ImError, NewMessage, UserId};
+use im_core::{Ack, AuditRecord, ClientMsgId, ConversationId, DeviceId, ImError, NewMessage, UserId};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::filter::audit::AuditQueue;
 use crate::metrics::Metrics;
 use crate::msg_id::MessageIdGenerator;
 use crate::router::RouteWork;
@@ -40,6 +41,9 @@ pub struct SendJob {
     /// The message's trace, when sampled: the stages below make their spans
     /// for it.
     pub trace: MessageTrace,
+    /// The word-list entries the filter found, when it audits rather than
+    /// blocks or masks: stored with the message as its audit record.
+    pub audit: Option<Vec<String>>,
     pub reply: oneshot::Sender<Result<Ack, ImError>>,
 }
 
@@ -57,6 +61,9 @@ pub struct Pipeline {
     pub dedup: Arc<dyn DedupCache>,
     pub ids: Arc<MessageIdGenerator>,
     pub metrics: Arc<Metrics>,
+    /// Where stored audit records are published (`content_audit`, on Kafka
+    /// only); none elsewhere: the table alone keeps them.
+    pub audits: Option<AuditQueue>,
 }
 
 impl Pipeline {
@@ -118,8 +125,19 @@ impl Pipeline {
         drop(spans);
         let mut waiting = Vec::with_capacity(fresh.len());
         let mut messages = Vec::with_capacity(fresh.len());
+        let mut audits = Vec::new();
         for (job, seq) in fresh.into_iter().zip(seqs) {
             let (msg_id, server_time_ms) = self.ids.next();
+            if let Some(entries) = job.audit {
+                audits.push(AuditRecord {
+                    msg_id,
+                    conversation: job.conversation,
+                    seq,
+                    sender: job.sender,
+                    entries,
+                    server_time_ms,
+                });
+            }
             messages.push(NewMessage {
                 msg_id,
                 conversation: job.conversation,
@@ -138,7 +156,7 @@ impl Pipeline {
         self.metrics.commit_batch_size.observe(messages.len() as f64);
 
         let spans = stage_spans!(waiting.iter().map(|(_, _, _, trace)| trace), "im.commit", batch = messages.len());
-        let outcomes = match self.store.append(&messages).await {
+        let outcomes = match self.store.append_audited(&messages, &audits).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 // Nothing of the batch is stored; its seqs become a gap (G2).
@@ -171,6 +189,11 @@ impl Pipeline {
             committed.iter().map(|c| (c.message.sender, &c.message.client_msg_id, c.message.ack())).collect();
         if let Err(e) = self.dedup.put_many_if_absent(&acks).await {
             tracing::warn!(error = %e, "could not record the acks in the dedup cache");
+        }
+        if let Some(queue) = self.audits.as_ref().filter(|_| !audits.is_empty()) {
+            // Only the records the store kept: those of messages stored now.
+            let stored: std::collections::HashSet<_> = committed.iter().map(|c| c.message.msg_id).collect();
+            queue.enqueue(audits.into_iter().filter(|audit| stored.contains(&audit.msg_id)));
         }
         committed
     }

@@ -62,6 +62,11 @@ impl AdminToken {
     pub fn expose(&self) -> &str {
         &self.token
     }
+
+    /// The credential as sensitive `authorization` metadata.
+    pub fn authorization(&self) -> anyhow::Result<MetadataValue<Ascii>> {
+        grpc::bearer(&self.token, &format!("the admin token from {}", self.source))
+    }
 }
 
 /// The path im-service writes its admin credential to.
@@ -110,7 +115,7 @@ pub struct Admin {
 
 impl Admin {
     pub async fn connect(grpc_url: &str, token: AdminToken, timeout: Duration) -> anyhow::Result<Self> {
-        let authorization = grpc::bearer(&token.token, &format!("the admin token from {}", token.source))?;
+        let authorization = token.authorization()?;
         let channel = grpc::channel(grpc_url, timeout, "user service").await?;
         Ok(Self { client: UserServiceClient::new(channel), authorization, source: token.source })
     }

@@ -80,6 +80,10 @@ pub enum Command {
     /// Create and manage groups as the user of --token (gRPC to im-service, see --im-service-url).
     #[command(subcommand)]
     Group(GroupCommand),
+    /// The sensitive-word filter's audit records (FILTER_ACTION=audit), newest first (gRPC to im-service, needs
+    /// the admin credential).
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Load generator: users send 1:1 (or group) messages over WebSocket; prints throughput and latency.
     Bench(Box<BenchArgs>),
 }
@@ -109,6 +113,23 @@ pub enum UserCommand {
     Get {
         /// A numeric id, or a name.
         user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print recent audit records as JSON lines {"msg_id","conversation_id","seq","sender","entries",
+    /// "server_time_ms"}; when more are stored, stderr says how to get the next page.
+    List {
+        /// Records to print (at most 1000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Only records older than this msg_id (the next page).
+        #[arg(long, value_name = "MSG_ID")]
+        before: Option<u64>,
+        /// Only this conversation's records (e.g. p:3:7 or g:5).
+        #[arg(long, value_name = "ID")]
+        conversation: Option<String>,
     },
 }
 
@@ -450,6 +471,22 @@ mod tests {
         let cli = parse(&["--admin-token", "adm", "user", "token", "7", "--ttl", "60"]).unwrap();
         assert_eq!(cli.global.admin_token.as_deref(), Some("adm"));
         assert!(matches!(cli.command, Command::User(UserCommand::Token { id: 7, ttl: Some(60), json: false })));
+    }
+
+    #[test]
+    fn audit_list_takes_a_page_and_a_conversation() {
+        let cli = parse(&["audit", "list"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Audit(AuditCommand::List { limit: 50, before: None, conversation: None })
+        ));
+        let cli = parse(&["audit", "list", "--limit", "5", "--before", "99", "--conversation", "p:3:7"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Audit(AuditCommand::List { limit: 5, before: Some(99), conversation: Some(ref c) }) if c == "p:3:7"
+        ));
+        assert!(parse(&["audit", "list", "--limit", "0"]).is_err());
+        assert!(parse(&["audit", "list", "--limit", "1001"]).is_err());
     }
 
     #[test]

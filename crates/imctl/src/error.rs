@@ -12,23 +12,31 @@ pub struct RemoteError {
     /// Upper-case code name, e.g. `INVALID_ARGUMENT` or `ALREADY_EXISTS`.
     pub code: &'static str,
     pub message: String,
+    /// The machine-readable reason, when the server gave one (e.g.
+    /// `content_blocked`); empty otherwise.
+    pub reason: String,
 }
 
 impl RemoteError {
     /// From a client-protocol error frame.
     pub fn from_frame(e: &client::Error) -> Self {
-        Self { code: frame_code_name(e.code), message: e.message.clone() }
+        Self { code: frame_code_name(e.code), message: e.message.clone(), reason: e.reason.clone() }
     }
 
     /// From a gRPC status.
     pub fn from_status(s: &tonic::Status) -> Self {
-        Self { code: grpc_code_name(s.code()), message: s.message().to_owned() }
+        let reason = im_proto::convert::from_status(s).reason.map(|r| r.as_str().to_owned()).unwrap_or_default();
+        Self { code: grpc_code_name(s.code()), message: s.message().to_owned(), reason }
     }
 }
 
 impl fmt::Display for RemoteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)
+        write!(f, "{}: {}", self.code, self.message)?;
+        if !self.reason.is_empty() {
+            write!(f, " (reason: {})", self.reason)?;
+        }
+        Ok(())
     }
 }
 
@@ -72,10 +80,20 @@ mod tests {
 
     #[test]
     fn frame_errors_print_code_then_message() {
-        let e = client::Error { code: client::ErrorCode::NotFound as i32, message: "no user 9".into() };
+        let e =
+            client::Error { code: client::ErrorCode::NotFound as i32, message: "no user 9".into(), reason: "".into() };
         assert_eq!(RemoteError::from_frame(&e).to_string(), "NOT_FOUND: no user 9");
-        let odd = client::Error { code: 99, message: "?".into() };
+        let odd = client::Error { code: 99, message: "?".into(), reason: "".into() };
         assert_eq!(RemoteError::from_frame(&odd).code, "UNKNOWN");
+        let blocked = client::Error {
+            code: client::ErrorCode::FailedPrecondition as i32,
+            message: "not allowed".into(),
+            reason: "content_blocked".into(),
+        };
+        assert_eq!(
+            RemoteError::from_frame(&blocked).to_string(),
+            "FAILED_PRECONDITION: not allowed (reason: content_blocked)"
+        );
     }
 
     #[test]

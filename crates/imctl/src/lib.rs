@@ -4,6 +4,7 @@
 //! - [`cli`]: commands, options and help texts (clap).
 //! - [`admin`]: admin credential discovery and the `user` commands (gRPC).
 //! - [`group`]: the `group` commands (gRPC `im.v1.GroupService`, as a user).
+//! - [`audit`]: `audit list`, the filter's audit records (gRPC, admin).
 //! - [`grpc`]: channels and credentials of the gRPC clients.
 //! - [`client`]: a reusable WebSocket client for the client protocol.
 //! - [`commands`]: `send`, `sync`, `conversations`, `read`.
@@ -14,6 +15,7 @@
 //! - [`error`]: errors the server answered with.
 
 pub mod admin;
+pub mod audit;
 pub mod bench;
 pub mod chat;
 pub mod cli;
@@ -62,6 +64,7 @@ pub async fn run(cli: Cli, env: ProcessEnv) -> anyhow::Result<ExitCode> {
         Command::Read(args) => commands::read(global, args).await?,
         Command::Chat(args) => chat::chat(global, args).await?,
         Command::Group(command) => group::run_group(global, command).await?,
+        Command::Audit(command) => audit::run_audit(global, admin_env, command).await?,
         Command::Bench(args) => return bench::run(global, admin_env, *args).await,
     }
     Ok(ExitCode::SUCCESS)
@@ -90,7 +93,8 @@ mod tests {
 
     #[test]
     fn server_errors_print_as_code_and_message() {
-        let err = anyhow::Error::from(RemoteError { code: "NOT_FOUND", message: "no user 9".into() });
+        let err =
+            anyhow::Error::from(RemoteError { code: "NOT_FOUND", message: "no user 9".into(), reason: String::new() });
         assert_eq!(error_message(&err).unwrap(), "error: NOT_FOUND: no user 9");
         let wrapped = Err::<(), _>(err).context("sending").unwrap_err();
         assert_eq!(error_message(&wrapped).unwrap(), "error: NOT_FOUND: no user 9");

@@ -16,11 +16,19 @@ pub struct AckJson<'a> {
     pub conversation_id: &'a str,
     pub seq: u64,
     pub server_time_ms: i64,
+    /// The server's sensitive-word filter masked part of the body.
+    pub body_masked: bool,
 }
 
 impl<'a> From<&'a client::SendAck> for AckJson<'a> {
     fn from(a: &'a client::SendAck) -> Self {
-        Self { msg_id: a.msg_id, conversation_id: &a.conversation_id, seq: a.seq, server_time_ms: a.server_time_ms }
+        Self {
+            msg_id: a.msg_id,
+            conversation_id: &a.conversation_id,
+            seq: a.seq,
+            server_time_ms: a.server_time_ms,
+            body_masked: a.body_masked,
+        }
     }
 }
 
@@ -109,6 +117,30 @@ pub struct UserJson<'a> {
     pub created_at_ms: i64,
 }
 
+/// `imctl audit list`: one record of the sensitive-word filter.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct AuditJson<'a> {
+    pub msg_id: u64,
+    pub conversation_id: &'a str,
+    pub seq: u64,
+    pub sender: u64,
+    pub entries: &'a [String],
+    pub server_time_ms: i64,
+}
+
+impl<'a> From<&'a im_proto::audit::AuditRecord> for AuditJson<'a> {
+    fn from(r: &'a im_proto::audit::AuditRecord) -> Self {
+        Self {
+            msg_id: r.msg_id,
+            conversation_id: &r.conversation_id,
+            seq: r.seq,
+            sender: r.sender,
+            entries: &r.entries,
+            server_time_ms: r.server_time_ms,
+        }
+    }
+}
+
 /// Writes `value` as one JSON line.
 pub fn json_line(out: &mut impl Write, value: &impl Serialize) -> std::io::Result<()> {
     serde_json::to_writer(&mut *out, value)?;
@@ -152,10 +184,16 @@ mod tests {
 
     #[test]
     fn ack_shape() {
-        let ack = client::SendAck { msg_id: 42, conversation_id: "p:3:7".into(), seq: 5, server_time_ms: 99 };
+        let ack = client::SendAck {
+            msg_id: 42,
+            conversation_id: "p:3:7".into(),
+            seq: 5,
+            server_time_ms: 99,
+            body_masked: false,
+        };
         assert_eq!(
             to_value(&AckJson::from(&ack)),
-            json!({"msg_id": 42, "conversation_id": "p:3:7", "seq": 5, "server_time_ms": 99})
+            json!({"msg_id": 42, "conversation_id": "p:3:7", "seq": 5, "server_time_ms": 99, "body_masked": false})
         );
     }
 

@@ -29,7 +29,13 @@ macro_rules! dedup_cache_suite {
 
 fn ack(seq: u64) -> Ack {
     let [a, b] = users();
-    Ack { msg_id: MessageId(unique()), conversation: private(a, b), seq: Seq(seq), server_time_ms: 1000 + seq as i64 }
+    Ack {
+        msg_id: MessageId(unique()),
+        conversation: private(a, b),
+        seq: Seq(seq),
+        server_time_ms: 1000 + seq as i64,
+        body_masked: false,
+    }
 }
 
 fn key() -> ClientMsgId {

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use im_core::message::{AppendOutcome, ConversationSummary};
-use im_core::ports::MessageStore;
-use im_core::{ClientMsgId, Seq};
+use im_core::ports::{AuditQuery, MessageStore};
+use im_core::{AuditRecord, ClientMsgId, NewMessage, Seq};
 
 use super::fixtures::{group_conversation, message, private, unique_name, users};
 
@@ -27,6 +27,8 @@ macro_rules! message_store_suite {
                 empty_batch_is_a_no_op,
                 unread_counts_skip_the_readers_own_messages,
                 group_messages_are_stored_once_and_listed_by_no_member,
+                audit_records_are_stored_with_their_messages_only,
+                audit_records_are_listed_newest_first_by_page_and_conversation,
             ]
         );
     };
@@ -237,4 +239,69 @@ pub async fn group_messages_are_stored_once_and_listed_by_no_member<S: MessageSt
     // Groups are listed from their membership, not from the messages.
     assert!(store.conversations_of(a).await.unwrap().is_empty());
     assert!(store.conversations_of(b).await.unwrap().is_empty());
+}
+
+/// The audit record of `message`, naming `entries`.
+fn audit_of(message: &NewMessage, entries: &[&str]) -> AuditRecord {
+    AuditRecord {
+        msg_id: message.msg_id,
+        conversation: message.conversation,
+        seq: message.seq,
+        sender: message.sender,
+        entries: entries.iter().map(|&entry| entry.to_owned()).collect(),
+        server_time_ms: message.server_time_ms,
+    }
+}
+
+fn in_conversation(conversation: im_core::ConversationId) -> AuditQuery {
+    AuditQuery { before: None, conversation: Some(conversation), limit: 100 }
+}
+
+pub async fn audit_records_are_stored_with_their_messages_only<S: MessageStore + ?Sized>(store: Arc<S>) {
+    let [a, b] = users();
+    let ab = private(a, b);
+    let (k1, k2) = (unique_name("k1"), unique_name("k2"));
+    let flagged = message(ab, a, 1, &k1, 1000);
+    let clean = message(ab, b, 2, &k2, 1001);
+    let record = audit_of(&flagged, &["bad", "敏感"]);
+    let outcomes = store.append_audited(&[flagged.clone(), clean], std::slice::from_ref(&record)).await.unwrap();
+    assert_eq!(outcomes, vec![AppendOutcome::Stored; 2]);
+    assert_eq!(store.audit_records(&in_conversation(ab)).await.unwrap(), vec![record.clone()]);
+
+    // A resend of the flagged message (new seq and msg_id: the dedup cache
+    // forgot it) is a duplicate: its record is not stored, the first stays.
+    let resend = message(ab, a, 3, &k1, 2000);
+    let outcomes = store.append_audited(std::slice::from_ref(&resend), &[audit_of(&resend, &["bad"])]).await.unwrap();
+    assert_eq!(outcomes, vec![AppendOutcome::Duplicate(flagged.ack())]);
+    assert_eq!(store.audit_records(&in_conversation(ab)).await.unwrap(), vec![record]);
+
+    // A batch that fails stores no record either.
+    let (k3, k4) = (unique_name("k3"), unique_name("k4"));
+    let valid = message(ab, b, 4, &k3, 3000);
+    let clash = message(ab, a, 4, &k4, 3001);
+    assert!(store.append_audited(&[valid.clone(), clash], &[audit_of(&valid, &["bad"])]).await.is_err());
+    assert_eq!(store.audit_records(&in_conversation(ab)).await.unwrap().len(), 1);
+}
+
+pub async fn audit_records_are_listed_newest_first_by_page_and_conversation<S: MessageStore + ?Sized>(store: Arc<S>) {
+    let [a, b, c] = users();
+    let (ab, ac) = (private(a, b), private(a, c));
+    // Made in this order, so their msg_ids ascend.
+    let mut batch: Vec<NewMessage> = (1..=3).map(|n| message(ab, a, n, &unique_name("k"), 1000 + n as i64)).collect();
+    batch.push(message(ac, a, 1, &unique_name("k"), 1004));
+    let records: Vec<AuditRecord> = batch.iter().map(|m| audit_of(m, &["w"])).collect();
+    store.append_audited(&batch, &records).await.unwrap();
+
+    let first_page = store.audit_records(&AuditQuery { limit: 2, ..in_conversation(ab) }).await.unwrap();
+    assert_eq!(first_page, vec![records[2].clone(), records[1].clone()]);
+    let before = first_page.last().map(|record| record.msg_id);
+    let second_page = store.audit_records(&AuditQuery { before, limit: 2, ..in_conversation(ab) }).await.unwrap();
+    assert_eq!(second_page, vec![records[0].clone()]);
+    assert_eq!(store.audit_records(&in_conversation(ac)).await.unwrap(), vec![records[3].clone()]);
+    // Without a conversation: every conversation's, newest first (other
+    // cases' records may come first on a shared store).
+    let everything =
+        store.audit_records(&AuditQuery { before: None, conversation: None, limit: 10_000 }).await.unwrap();
+    let ours: Vec<&AuditRecord> = everything.iter().filter(|r| records.contains(r)).collect();
+    assert_eq!(ours, vec![&records[3], &records[2], &records[1], &records[0]]);
 }

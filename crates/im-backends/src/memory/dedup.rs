@@ -90,6 +90,7 @@ mod tests {
             conversation: ConversationId::private(UserId(1), UserId(2)).unwrap(),
             seq: Seq(n),
             server_time_ms: 0,
+            body_masked: false,
         }
     }
 

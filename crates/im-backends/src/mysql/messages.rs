@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use im_core::error::BackendError;
 use im_core::message::{AppendOutcome, ConversationSummary, ExpiryStep, Page};
-use im_core::ports::{BackendResult, MessageStore};
-use im_core::{Ack, ClientMsgId, ConversationId, MessageId, NewMessage, Seq, UserId};
+use im_core::ports::{AuditQuery, BackendResult, MessageStore};
+use im_core::{Ack, AuditRecord, ClientMsgId, ConversationId, MessageId, NewMessage, Seq, UserId};
 use sqlx::mysql::{MySql, MySqlArguments};
 use sqlx::{MySqlConnection, MySqlExecutor};
 
@@ -18,6 +18,7 @@ use super::columns::{client_msg_id_from_column, conversation_from_column, count_
 use super::error::map_sqlx;
 use super::members::member_rows;
 use crate::batch::BatchPlan;
+use crate::sql::audit;
 use crate::sql::expiry::{self, Window, WindowRow};
 use crate::sql::{MultiRow, chunks, chunks_within};
 use crate::telemetry::DbOperation;
@@ -37,6 +38,7 @@ struct AppendStatements {
     /// The primary key is the table's only unique key, so the no-op update
     /// skips exactly the rows already there.
     insert_members: MultiRow,
+    insert_audits: MultiRow,
 }
 
 /// The same texts for every store, so built once per process.
@@ -60,6 +62,7 @@ static STATEMENTS: LazyLock<AppendStatements> = LazyLock::new(|| AppendStatement
         ",",
         "ON DUPLICATE KEY UPDATE user_id = user_id",
     ),
+    insert_audits: audit::insert_statement(),
 });
 
 /// Bytes a row takes in a statement besides its text columns: eight numbers
@@ -125,6 +128,7 @@ fn ack_from_columns((msg_id, conversation, seq, server_time_ms): AckColumns) -> 
         conversation: conversation_from_column(conversation)?,
         seq: Seq(seq),
         server_time_ms,
+        body_masked: false,
     })
 }
 
@@ -197,6 +201,7 @@ impl MysqlStore {
         conn: &mut MySqlConnection,
         rows: &[MessageRow<'_>],
         members: &[(u64, String)],
+        audits: &[AuditRecord],
         resends: Resends,
     ) -> BackendResult<Option<Vec<AppendOutcome>>> {
         // Every early return drops `tx`, which rolls back.
@@ -251,6 +256,21 @@ impl MysqlStore {
             }
             insert.execute(&mut *tx).await.map_err(map_sqlx)?;
         }
+        let audits = audit::of_stored(audits, new_rows.iter().map(|row| row.message.msg_id));
+        for range in chunks(audits.len()) {
+            let chunk = &audits[range];
+            let mut insert = sqlx::query(STATEMENTS.insert_audits.sql(chunk.len()));
+            for record in chunk {
+                insert = insert
+                    .bind(record.msg_id.0)
+                    .bind(record.conversation.to_string())
+                    .bind(record.seq.0)
+                    .bind(record.sender.0)
+                    .bind(audit::entries_column(&record.entries))
+                    .bind(record.server_time_ms);
+            }
+            insert.execute(&mut *tx).await.map_err(map_sqlx)?;
+        }
         tx.commit().await.map_err(map_sqlx)?;
         Ok(Some(outcomes))
     }
@@ -258,12 +278,11 @@ impl MysqlStore {
 
 #[async_trait]
 impl MessageStore for MysqlStore {
-    /// Appends a batch in one transaction that is committed durably (fsync)
-    /// before this returns: one commit for the whole batch (group commit).
-    /// Outcomes are in batch order. A message whose `(sender, client_msg_id)`
-    /// is already stored is not stored again; its outcome carries the first
-    /// ack. On error nothing of the batch is stored.
-    async fn append(&self, batch: &[NewMessage]) -> BackendResult<Vec<AppendOutcome>> {
+    /// [`MessageStore::append`], storing in the same transaction the audit
+    /// record of each message of `audits` (matched by `msg_id`) that is
+    /// stored now. A duplicate's record is dropped: the message stored first
+    /// was filtered, and recorded, when it was sent.
+    async fn append_audited(&self, batch: &[NewMessage], audits: &[AuditRecord]) -> BackendResult<Vec<AppendOutcome>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -279,10 +298,10 @@ impl MessageStore for MysqlStore {
         // and a resend from a seq clash.
         let first_outcomes = self
             .writing(DbOperation::Append, async |conn| {
-                match self.write_batch(conn, &rows, &members, Resends::Unexpected).await? {
+                match self.write_batch(conn, &rows, &members, audits, Resends::Unexpected).await? {
                     Some(outcomes) => Ok(outcomes),
                     None => self
-                        .write_batch(conn, &rows, &members, Resends::LookedUp)
+                        .write_batch(conn, &rows, &members, audits, Resends::LookedUp)
                         .await?
                         .ok_or_else(|| BackendError::other("a looked-up append gave up on a unique key")),
                 }
@@ -290,6 +309,43 @@ impl MessageStore for MysqlStore {
             .await?;
         self.known_conversations.committed(&new_conversations);
         Ok(plan.outcomes(batch, first_outcomes))
+    }
+
+    /// Audit records, newest (highest msg_id) first, at most `query.limit`.
+    async fn audit_records(&self, query: &AuditQuery) -> BackendResult<Vec<AuditRecord>> {
+        let rows: Vec<(u64, Vec<u8>, u64, u64, Vec<u8>, i64)> = self
+            .reading(DbOperation::AuditRecords, async |conn| {
+                // NULL parameters switch a condition off: one statement for
+                // the four combinations.
+                let before = query.before.map(|id| id.0);
+                let conversation = query.conversation.map(|c| c.to_string());
+                sqlx::query_as(
+                    "SELECT msg_id, conversation, seq, sender, entries, server_time_ms FROM content_audit \
+                     WHERE (? IS NULL OR msg_id < ?) AND (? IS NULL OR conversation = ?) \
+                     ORDER BY msg_id DESC LIMIT ?",
+                )
+                .bind(before)
+                .bind(before)
+                .bind(conversation.clone())
+                .bind(conversation)
+                .bind(query.limit)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(map_sqlx)
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(msg_id, conversation, seq, sender, entries, server_time_ms)| {
+                Ok(AuditRecord {
+                    msg_id: MessageId(msg_id),
+                    conversation: conversation_from_column(conversation)?,
+                    seq: Seq(seq),
+                    sender: UserId(sender),
+                    entries: audit::entries_from_column(&text_from_column(entries, "entries")?),
+                    server_time_ms,
+                })
+            })
+            .collect()
     }
 
     /// Messages of `conversation` with seq > `after`, ascending, at most

@@ -147,7 +147,7 @@ fn decode_ack(stored: &[u8]) -> Option<Ack> {
     let seq = fields.next()?.parse().ok()?;
     let server_time_ms = fields.next()?.parse().ok()?;
     let conversation: ConversationId = fields.next()?.parse().ok()?;
-    Some(Ack { msg_id: MessageId(msg_id), conversation, seq: Seq(seq), server_time_ms })
+    Some(Ack { msg_id: MessageId(msg_id), conversation, seq: Seq(seq), server_time_ms, body_masked: false })
 }
 
 #[cfg(test)]
@@ -161,6 +161,7 @@ mod tests {
             conversation: ConversationId::private(UserId(9), UserId(4)).unwrap(),
             seq: Seq(1 << 40),
             server_time_ms: -5,
+            body_masked: false,
         };
         let encoded = encode_ack(&ack);
         assert_eq!(encoded, format!("1:{}:{}:-5:p:4:9", u64::MAX, 1u64 << 40));

@@ -1,8 +1,9 @@
 //! What the SQL stores (`sqlite`, `mysql`) share: multi-row statements cut in
 //! power-of-two chunks, the set of conversations known to have their member
-//! rows, what a group change may do (`groups`), and the retention walk
-//! (`expiry`).
+//! rows, what a group change may do (`groups`), the retention walk
+//! (`expiry`), and the filter's audit records (`audit`).
 
+pub(crate) mod audit;
 pub(crate) mod expiry;
 pub(crate) mod groups;
 mod known_conversations;

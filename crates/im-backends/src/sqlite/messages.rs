@@ -5,8 +5,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use im_core::error::BackendError;
 use im_core::message::{AppendOutcome, ConversationSummary, ExpiryStep, Page};
+use im_core::ports::AuditQuery;
 use im_core::ports::{BackendResult, MessageStore};
-use im_core::{Ack, ClientMsgId, ConversationId, MessageId, NewMessage, Seq, UserId};
+use im_core::{Ack, AuditRecord, ClientMsgId, ConversationId, MessageId, NewMessage, Seq, UserId};
 use sqlx::SqliteExecutor;
 
 /// A statement with its arguments, as built by `sqlx::query`.
@@ -17,6 +18,7 @@ use super::columns::{conversation_from_column, from_column, seq_from_column, to_
 use super::error::map_sqlx;
 use super::members::member_rows;
 use crate::batch::BatchPlan;
+use crate::sql::audit;
 use crate::sql::expiry::{self, Window, WindowRow};
 use crate::sql::{MultiRow, chunks};
 
@@ -30,6 +32,7 @@ pub(super) struct AppendStatements {
     /// touches); the whole transaction is rolled back instead.
     insert_messages: MultiRow,
     insert_members: MultiRow,
+    insert_audits: MultiRow,
 }
 
 impl AppendStatements {
@@ -48,8 +51,47 @@ impl AppendStatements {
                 ",",
                 "ON CONFLICT DO NOTHING",
             ),
+            insert_audits: audit::insert_statement(),
         }
     }
+}
+
+/// An audit record in column form, converted before the transaction begins.
+struct AuditRow {
+    msg_id: i64,
+    conversation: String,
+    seq: i64,
+    sender: i64,
+    entries: String,
+    server_time_ms: i64,
+}
+
+impl AuditRow {
+    fn new(record: &AuditRecord) -> BackendResult<Self> {
+        Ok(Self {
+            msg_id: to_column(record.msg_id.0, "msg_id")?,
+            conversation: record.conversation.to_string(),
+            seq: to_column(record.seq.0, "seq")?,
+            sender: to_column(record.sender.0, "sender")?,
+            entries: audit::entries_column(&record.entries),
+            server_time_ms: record.server_time_ms,
+        })
+    }
+
+    fn bind<'q>(&'q self, query: SqliteQuery<'q>) -> SqliteQuery<'q> {
+        query
+            .bind(self.msg_id)
+            .bind(&self.conversation)
+            .bind(self.seq)
+            .bind(self.sender)
+            .bind(&self.entries)
+            .bind(self.server_time_ms)
+    }
+}
+
+/// The audit rows of the messages of `rows` (those about to be stored).
+fn audit_rows(audits: &[AuditRecord], rows: &[&MessageRow<'_>]) -> BackendResult<Vec<AuditRow>> {
+    audit::of_stored(audits, rows.iter().map(|row| row.message.msg_id)).into_iter().map(AuditRow::new).collect()
 }
 
 /// How an append treats keys that earlier batches stored.
@@ -122,6 +164,7 @@ async fn ack_by_key<'c>(
             conversation: conversation_from_column(&conversation)?,
             seq: seq_from_column(seq)?,
             server_time_ms,
+            body_masked: false,
         })
     })
     .transpose()
@@ -154,11 +197,16 @@ impl SqliteStore {
         &self,
         rows: &[MessageRow<'_>],
         members: &[(i64, String)],
+        audits: &[AuditRecord],
         resends: Resends,
     ) -> BackendResult<Option<Vec<AppendOutcome>>> {
         if resends == Resends::Unexpected {
-            return self.write_batch_in_one_round_trip(rows, members).await;
+            let audits = audit_rows(audits, &rows.iter().collect::<Vec<_>>())?;
+            return self.write_batch_in_one_round_trip(rows, members, &audits).await;
         }
+        // Converted before the write lock is taken, as the message rows are;
+        // the records of the messages found stored are left out below.
+        let all_audits = audit_rows(audits, &rows.iter().collect::<Vec<_>>())?;
         // IMMEDIATE takes the write lock up front: a deferred transaction that
         // upgrades later fails at once, without waiting, if another process
         // writes meanwhile. Every early return drops `tx`, which rolls back.
@@ -197,6 +245,16 @@ impl SqliteStore {
             }
             insert.execute(&mut *tx).await.map_err(map_sqlx)?;
         }
+        let stored_ids: std::collections::HashSet<i64> = new_rows.iter().map(|row| row.msg_id).collect();
+        let audits: Vec<&AuditRow> = all_audits.iter().filter(|audit| stored_ids.contains(&audit.msg_id)).collect();
+        for range in chunks(audits.len()) {
+            let chunk = &audits[range];
+            let mut insert = sqlx::query(self.append.insert_audits.sql(chunk.len()));
+            for audit in chunk {
+                insert = audit.bind(insert);
+            }
+            insert.execute(&mut *tx).await.map_err(map_sqlx)?;
+        }
         tx.commit().await.map_err(map_sqlx)?;
         Ok(Some(outcomes))
     }
@@ -215,6 +273,7 @@ impl SqliteStore {
         &self,
         rows: &[MessageRow<'_>],
         members: &[(i64, String)],
+        audits: &[AuditRow],
     ) -> BackendResult<Option<Vec<AppendOutcome>>> {
         let mut sql = String::from("BEGIN IMMEDIATE;");
         for range in chunks(rows.len()) {
@@ -223,6 +282,10 @@ impl SqliteStore {
         }
         for range in chunks(members.len()) {
             sql.push_str(self.append.insert_members.sql(range.len()));
+            sql.push(';');
+        }
+        for range in chunks(audits.len()) {
+            sql.push_str(self.append.insert_audits.sql(range.len()));
             sql.push(';');
         }
         sql.push_str("DELETE FROM temp.append_guard;COMMIT;");
@@ -237,6 +300,9 @@ impl SqliteStore {
         }
         for (user, conversation) in members {
             query = query.bind(*user).bind(conversation);
+        }
+        for audit in audits {
+            query = audit.bind(query);
         }
 
         let mut conn = self.writer.acquire().await.map_err(map_sqlx)?;
@@ -269,12 +335,11 @@ impl SqliteStore {
 
 #[async_trait]
 impl MessageStore for SqliteStore {
-    /// Appends a batch in one transaction that is committed durably (fsync)
-    /// before this returns: one commit for the whole batch (group commit).
-    /// Outcomes are in batch order. A message whose `(sender, client_msg_id)`
-    /// is already stored is not stored again; its outcome carries the first
-    /// ack. On error nothing of the batch is stored.
-    async fn append(&self, batch: &[NewMessage]) -> BackendResult<Vec<AppendOutcome>> {
+    /// [`MessageStore::append`], storing in the same transaction the audit
+    /// record of each message of `audits` (matched by `msg_id`) that is
+    /// stored now. A duplicate's record is dropped: the message stored first
+    /// was filtered, and recorded, when it was sent.
+    async fn append_audited(&self, batch: &[NewMessage], audits: &[AuditRecord]) -> BackendResult<Vec<AppendOutcome>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -287,15 +352,44 @@ impl MessageStore for SqliteStore {
         // Should an insert skip a row, its transaction is rolled back and the
         // batch written again with a look-up per key: that is what tells a
         // resend from a first send when both are the very same message.
-        let first_outcomes = match self.write_batch(&rows, &members, Resends::Unexpected).await? {
+        let first_outcomes = match self.write_batch(&rows, &members, audits, Resends::Unexpected).await? {
             Some(outcomes) => outcomes,
             None => self
-                .write_batch(&rows, &members, Resends::LookedUp)
+                .write_batch(&rows, &members, audits, Resends::LookedUp)
                 .await?
                 .ok_or_else(|| BackendError::other("an insert skipped a message whose key was not stored"))?,
         };
         self.known_conversations.committed(&new_conversations);
         Ok(plan.outcomes(batch, first_outcomes))
+    }
+
+    /// Audit records, newest (highest msg_id) first, at most `query.limit`.
+    async fn audit_records(&self, query: &AuditQuery) -> BackendResult<Vec<AuditRecord>> {
+        // NULL parameters switch a condition off: one statement for the four
+        // combinations.
+        let rows: Vec<(i64, String, i64, i64, String, i64)> = sqlx::query_as(
+            "SELECT msg_id, conversation, seq, sender, entries, server_time_ms FROM content_audit \
+             WHERE (?1 IS NULL OR msg_id < ?1) AND (?2 IS NULL OR conversation = ?2) \
+             ORDER BY msg_id DESC LIMIT ?3",
+        )
+        .bind(query.before.map(|id| to_bound(id.0)))
+        .bind(query.conversation.map(|c| c.to_string()))
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_sqlx)?;
+        rows.into_iter()
+            .map(|(msg_id, conversation, seq, sender, entries, server_time_ms)| {
+                Ok(AuditRecord {
+                    msg_id: MessageId(from_column(msg_id, "msg_id")?),
+                    conversation: conversation_from_column(&conversation)?,
+                    seq: seq_from_column(seq)?,
+                    sender: UserId(from_column(sender, "sender")?),
+                    entries: audit::entries_from_column(&entries),
+                    server_time_ms,
+                })
+            })
+            .collect()
     }
 
     /// Messages of `conversation` with seq > `after`, ascending, at most

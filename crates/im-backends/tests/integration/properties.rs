@@ -168,7 +168,7 @@ proptest! {
                 match op {
                     DedupOp::Put { sender, key } => {
                         let (msg_id, seq) = (MessageId(n as u64), Seq(n as u64));
-                        let ack = Ack { msg_id, conversation, seq, server_time_ms: 0 };
+                        let ack = Ack { msg_id, conversation, seq, server_time_ms: 0, body_masked: false };
                         let recorded = cache.put_if_absent(UserId(sender), &client_msg_id(key), ack).await.unwrap();
                         prop_assert_eq!(recorded, model.put((UserId(sender), key), ack));
                     }

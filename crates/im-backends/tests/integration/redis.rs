@@ -176,7 +176,13 @@ mod redis_dedup_cache {
 
 fn ack(seq: u64) -> Ack {
     let [a, b] = users();
-    Ack { msg_id: MessageId(seq * 10), conversation: private(a, b), seq: Seq(seq), server_time_ms: 1000 + seq as i64 }
+    Ack {
+        msg_id: MessageId(seq * 10),
+        conversation: private(a, b),
+        seq: Seq(seq),
+        server_time_ms: 1000 + seq as i64,
+        body_masked: false,
+    }
 }
 
 /// What only the Redis dedup cache promises: entries expire after the TTL

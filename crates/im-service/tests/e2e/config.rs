@@ -50,10 +50,6 @@ fn refused_before_binding(extra: &[(&str, &str)]) -> String {
 
 #[test]
 fn features_not_available_are_refused_before_binding() {
-    let wordlist = tempfile::NamedTempFile::new().unwrap();
-    let path = wordlist.path().display().to_string();
-    let stderr = refused_before_binding(&[("FILTER_ENABLED", "true"), ("FILTER_WORDLIST_PATH", &path)]);
-    assert!(stderr.contains("FILTER_ENABLED"), "{stderr}");
     let stderr = refused_before_binding(&[("ENCRYPTION_ENABLED", "true")]);
     assert!(stderr.contains("ENCRYPTION_ENABLED"), "{stderr}");
 }

@@ -1700,7 +1700,7 @@ fn the_count_reports_every_kind_of_violation_it_checks() {
         first_sent: at(sent),
         acked_at: at(acked),
         attempts: 1,
-        ack: pb::SendAck { msg_id, conversation_id: conversation.into(), seq, server_time_ms: 0 },
+        ack: pb::SendAck { msg_id, conversation_id: conversation.into(), seq, server_time_ms: 0, body_masked: false },
     };
     let stored = vec![message(1, 11, "a"), message(2, 12, "b"), message(5, 15, "d")];
     let mut ledger = Ledger::default();

@@ -220,7 +220,11 @@ async fn serve_connection(tcp: tokio::net::TcpStream, state: Arc<State>) {
 }
 
 fn error(code: client::ErrorCode, message: &str) -> Option<server_frame::Body> {
-    Some(server_frame::Body::Error(client::Error { code: code as i32, message: message.to_owned() }))
+    Some(server_frame::Body::Error(client::Error {
+        code: code as i32,
+        message: message.to_owned(),
+        reason: String::new(),
+    }))
 }
 
 fn push(inner: &Inner, users: &[u64], skip_conn: u64, body: server_frame::Body) {
@@ -289,7 +293,13 @@ fn handle(state: &State, me: u64, conn: u64, body: client_frame::Body) -> Option
                 server_time_ms: 1_700_000_000_000 + seq as i64 * 1000,
             };
             c.messages.push(message.clone());
-            let ack = client::SendAck { msg_id, conversation_id: id, seq, server_time_ms: message.server_time_ms };
+            let ack = client::SendAck {
+                msg_id,
+                conversation_id: id,
+                seq,
+                server_time_ms: message.server_time_ms,
+                body_masked: false,
+            };
             inner.dedup.insert((me, send.client_msg_id), ack.clone());
             push(&inner, &inner.audience(&ack.conversation_id), conn, server_frame::Body::Push(message));
             Some(server_frame::Body::Ack(ack))
