@@ -21,6 +21,8 @@ pub async fn run_audit(
     let authorization = token.authorization()?;
     let channel = grpc::channel(&global.im_service_url, global.timeout, "IM service").await?;
     let mut client = AuditServiceClient::new(channel);
+    // The next page's command keeps the filter.
+    let filter = conversation.as_deref().map(|c| format!(" --conversation {c}")).unwrap_or_default();
     let request = ListAuditRecordsRequest {
         limit,
         before_msg_id: before.unwrap_or(0),
@@ -37,7 +39,7 @@ pub async fn run_audit(
         json_line(&mut out, &AuditJson::from(record))?;
     }
     if page.next_before != 0 {
-        eprintln!("more records: imctl audit list --before {}", page.next_before);
+        eprintln!("more records: imctl audit list --before {}{filter}", page.next_before);
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! A stand-in for im-service, in memory, just faithful enough to the client
-//! protocol (client.proto), the user service (user.proto) and the group
-//! service (im/v1/group.proto, in `fake_groups.rs`) to test imctl without the
+//! protocol (client.proto), the user service (user.proto), the group
+//! service (im/v1/group.proto, in `fake_groups.rs`) and the audit service
+//! (im/audit/v1/audit.proto, in `fake_audit.rs`) to test imctl without the
 //! real server: tokens are `tok-<user id>` (admin: `admin-secret`), seqs are
 //! per conversation, pushes go to every other device of both users (of every
 //! member, in a group `g:{id}`).
@@ -14,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::{SinkExt, StreamExt};
+use im_proto::audit::audit_service_server::AuditServiceServer;
 use im_proto::client::{self, ClientFrame, ServerFrame, client_frame, server_frame};
 use im_proto::message::group_service_server::GroupServiceServer;
 use im_proto::user::user_service_server::{UserService, UserServiceServer};
@@ -25,6 +27,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 
+#[path = "fake_audit.rs"]
+mod audit;
 #[path = "fake_groups.rs"]
 mod groups;
 
@@ -58,6 +62,8 @@ struct Inner {
     /// user → (connection id, outbound frames)
     devices: HashMap<u64, Vec<(u64, mpsc::UnboundedSender<ServerFrame>)>>,
     groups: BTreeMap<u64, Group>,
+    /// The filter's audit records by msg_id.
+    audit: BTreeMap<u64, im_proto::audit::AuditRecord>,
 }
 
 #[derive(Default)]
@@ -145,6 +151,7 @@ pub async fn start() -> FakeServer {
         tonic::transport::Server::builder()
             .add_service(service)
             .add_service(GroupServiceServer::new(groups::Groups(state.clone())))
+            .add_service(AuditServiceServer::new(audit::Audit(state.clone())))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc)),
     );
     FakeServer { ws_url: format!("ws://{ws_addr}/ws"), grpc_url: format!("http://{grpc_addr}"), state }
