@@ -6,7 +6,10 @@
 #   scripts/bench.sh [seconds per scenario, default 10]
 #
 # SCENARIOS=groups runs only the group scenarios (groups of 50 at 4,000 msg/s,
-# a group of 5,000 at 40 and at 10 msg/s); SCENARIOS=private only the others.
+# a group of 5,000 at 40 and at 10 msg/s); SCENARIOS=private only the others;
+# SCENARIOS=sat-ring only the first (max throughput, each user one peer).
+# The server inherits the environment: e.g. FILTER_ENABLED=true
+# FILTER_WORDLIST_PATH=list.txt benchmarks with the sensitive-word filter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-10}
@@ -27,6 +30,9 @@ run() {
 }
 
 scenarios=${SCENARIOS:-private groups}
+if [[ " $scenarios " == *" sat-ring "* ]]; then
+  run "max throughput, each user one peer" --users 200 --closed-loop --window 8 --pairing ring
+fi
 if [[ " $scenarios " == *" private "* ]]; then
   run "max throughput, each user one peer" --users 200 --closed-loop --window 8 --pairing ring
   run "max throughput, random peers" --users 200 --closed-loop --window 8 --pairing random

@@ -44,11 +44,11 @@ pub struct GlobalArgs {
     pub grpc_url: String,
 
     /// gRPC endpoint of an im-service node (im.v1.GroupService: the `group` commands, and groups of
-    /// `bench --group-size`). Standalone and production alike, im-service listens on SERVER_GRPC_PORT (9094).
+    /// `bench --group-size`; im.audit.v1.AuditService: `audit list`). Standalone and production alike, im-service listens on SERVER_GRPC_PORT (9094).
     #[arg(long, global = true, env = "IM_SERVICE_URL", default_value = "http://127.0.0.1:9094", value_name = "URL")]
     pub im_service_url: String,
 
-    /// Admin credential for `user` and `bench` [env: IM_ADMIN_TOKEN]. When neither is set, it is read from
+    /// Admin credential for `user`, `audit` and `bench` [env: IM_ADMIN_TOKEN]. When neither is set, it is read from
     /// <DATA_DIR>/admin.token, which im-service writes on first start.
     #[arg(long, global = true, value_name = "JWT")]
     pub admin_token: Option<String>,
@@ -309,6 +309,10 @@ pub struct BenchArgs {
     /// Message body size in bytes (at least 20: the body carries the send time and a sequence).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(20..=16_777_216), value_name = "BYTES")]
     pub body_size: u32,
+    /// Send text/plain bodies (the header in hex, then ordinary words; at least 36 bytes) instead of binary ones:
+    /// what the server's sensitive-word filter reads.
+    #[arg(long)]
+    pub text: bool,
     /// Who each message goes to.
     #[arg(long, value_enum, default_value_t = Pairing::Random)]
     pub pairing: Pairing,

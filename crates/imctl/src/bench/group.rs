@@ -112,6 +112,7 @@ pub async fn execute(
         load: Load::Open { rate },
         traffic: Traffic::Groups { layout, ids, tracker },
         body_size: args.body_size as usize,
+        text_bodies: args.text,
         users: users.iter().map(|(id, _)| *id).collect(),
         senders: layout.sending_connections(),
         latencies: Default::default(),

@@ -124,6 +124,7 @@ pub async fn execute(admin: &Admin, ws_url: &str, timeout: Duration, args: &Benc
         load,
         traffic: Traffic::Private { pairing: args.pairing },
         body_size: args.body_size as usize,
+        text_bodies: args.text,
         users: users.iter().map(|(id, _)| *id).collect(),
         senders: connections,
         latencies: Default::default(),

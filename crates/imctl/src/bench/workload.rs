@@ -32,6 +32,13 @@ pub const BODY_MAGIC: [u8; 4] = *b"imb1";
 /// Magic, scheduled send time (u64 LE, ns since the run's epoch), message key (u64 LE).
 pub const BODY_HEADER_LEN: usize = 20;
 pub const CONTENT_TYPE: &str = "application/x-imctl-bench";
+/// First bytes of a text body (`--text`): what a server-side text filter reads.
+pub const TEXT_MAGIC: [u8; 4] = *b"imt1";
+/// Magic, then the send time and the key as 16 lowercase hex digits each.
+pub const TEXT_HEADER_LEN: usize = 36;
+pub const TEXT_CONTENT_TYPE: &str = "text/plain";
+/// What fills a text body after its header: ordinary words, cycled.
+const TEXT_FILLER: &[u8] = b" hello there, how are you today? fine thanks, and you?";
 
 /// Identifies a message across the run: the sending connection and the
 /// message's number on it (which is also its req_id).
@@ -51,8 +58,35 @@ pub fn write_body(arena: &mut BytesMut, sent_ns: u64, key: u64, size: usize) -> 
     arena.split().freeze()
 }
 
-/// (scheduled send time, message key) of a bench body.
+/// Writes a text body of `size` bytes (at least [`TEXT_HEADER_LEN`]): the
+/// header in ASCII hex, then words. A filter that masks some of the words
+/// leaves the header readable.
+pub fn write_text_body(arena: &mut BytesMut, sent_ns: u64, key: u64, size: usize) -> Bytes {
+    let size = size.max(TEXT_HEADER_LEN);
+    arena.reserve(size);
+    arena.put_slice(&TEXT_MAGIC);
+    for value in [sent_ns, key] {
+        for shift in (0..16).rev() {
+            arena.put_u8(b"0123456789abcdef"[((value >> (shift * 4)) & 0xf) as usize]);
+        }
+    }
+    let mut left = size - TEXT_HEADER_LEN;
+    while left > 0 {
+        let part = &TEXT_FILLER[..left.min(TEXT_FILLER.len())];
+        arena.put_slice(part);
+        left -= part.len();
+    }
+    arena.split().freeze()
+}
+
+/// (scheduled send time, message key) of a bench body, binary or text.
 pub fn read_body(body: &[u8]) -> Option<(u64, u64)> {
+    if body.starts_with(&TEXT_MAGIC) {
+        let hex = |range: std::ops::Range<usize>| {
+            std::str::from_utf8(body.get(range)?).ok().and_then(|digits| u64::from_str_radix(digits, 16).ok())
+        };
+        return Some((hex(4..20)?, hex(20..36)?));
+    }
     let header = body.get(..BODY_HEADER_LEN)?;
     if header[..4] != BODY_MAGIC {
         return None;
@@ -157,6 +191,8 @@ pub struct Run {
     pub load: Load,
     pub traffic: Traffic,
     pub body_size: usize,
+    /// `text/plain` bodies ([`write_text_body`]) instead of binary ones.
+    pub text_bodies: bool,
     /// User ids by user index.
     pub users: Vec<u64>,
     /// Connections `0..senders` send; the others only receive.
@@ -268,19 +304,21 @@ struct Outgoing {
     frame: ClientFrame,
     frame_buf: BytesMut,
     body_arena: BytesMut,
+    text_bodies: bool,
 }
 
 impl Outgoing {
-    fn new() -> Self {
+    fn new(text_bodies: bool) -> Self {
         let send = SendRequest {
             client_msg_id: String::with_capacity(20),
-            content_type: CONTENT_TYPE.to_owned(),
+            content_type: if text_bodies { TEXT_CONTENT_TYPE } else { CONTENT_TYPE }.to_owned(),
             ..SendRequest::default()
         };
         Self {
             frame: ClientFrame { req_id: 0, body: Some(client_frame::Body::Send(send)) },
             frame_buf: BytesMut::with_capacity(64 * 1024),
             body_arena: BytesMut::with_capacity(64 * 1024),
+            text_bodies,
         }
     }
 
@@ -293,7 +331,12 @@ impl Outgoing {
         push_hex(&mut send.client_msg_id, u64::from(conn));
         send.client_msg_id.push('-');
         push_hex(&mut send.client_msg_id, u64::from(number));
-        send.body = write_body(&mut self.body_arena, sent_ns, message_key(conn, number), body_size);
+        let key = message_key(conn, number);
+        send.body = if self.text_bodies {
+            write_text_body(&mut self.body_arena, sent_ns, key, body_size)
+        } else {
+            write_body(&mut self.body_arena, sent_ns, key, body_size)
+        };
         client::encode(&self.frame, &mut self.frame_buf)
     }
 }
@@ -318,7 +361,7 @@ async fn write_loop(
     if conn.index >= run.senders {
         return sink;
     }
-    let mut out = Outgoing::new();
+    let mut out = Outgoing::new(run.text_bodies);
     let mut rng = SmallRng::seed_from_u64(rand::random::<u64>() ^ u64::from(conn.index));
     let mut number: u32 = 0;
     let mut send_one = |sent_ns: u64| {
@@ -571,7 +614,7 @@ mod tests {
     #[test]
     fn outgoing_frames_reuse_buffers_and_carry_distinct_ids() {
         use prost::Message as _;
-        let mut out = Outgoing::new();
+        let mut out = Outgoing::new(false);
         let decode = |m: Message| {
             let Message::Binary(data) = m else { panic!("not binary") };
             let frame = ClientFrame::decode(data).unwrap();
@@ -587,5 +630,26 @@ mod tests {
         assert_eq!((a.client_msg_id.as_str(), b.client_msg_id.as_str()), ("3-1", "3-2"));
         assert_eq!(read_body(&b.body), Some((2_000, message_key(3, 2))));
         assert_eq!(a.content_type, CONTENT_TYPE);
+
+        let mut text = Outgoing::new(true);
+        let (_, t) = decode(text.message(4, 9, Recipient::User(70), 5_000, 64));
+        assert_eq!(t.content_type, TEXT_CONTENT_TYPE);
+        assert_eq!(read_body(&t.body), Some((5_000, message_key(4, 9))));
+    }
+
+    #[test]
+    fn text_bodies_are_ascii_of_the_requested_size_and_survive_masked_words() {
+        let mut arena = BytesMut::new();
+        let body = write_text_body(&mut arena, 0xdead_beef, message_key(1, 2), 100);
+        assert_eq!(body.len(), 100);
+        let text = std::str::from_utf8(&body).unwrap();
+        assert!(text.starts_with("imt100000000deadbeef0000000100000002 hello there"), "{text}");
+        assert_eq!(read_body(&body), Some((0xdead_beef, message_key(1, 2))));
+        // A filter masking a word of the filler leaves the header readable.
+        let masked = text.replace("today", "*****");
+        assert_eq!(read_body(masked.as_bytes()), Some((0xdead_beef, message_key(1, 2))));
+        // Never shorter than its header.
+        assert_eq!(write_text_body(&mut arena, 1, 2, 20).len(), TEXT_HEADER_LEN);
+        assert_eq!(read_body(b"imt1zz"), None);
     }
 }
