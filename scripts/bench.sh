@@ -10,6 +10,8 @@
 # SCENARIOS=sat-ring only the first (max throughput, each user one peer).
 # The server inherits the environment: e.g. FILTER_ENABLED=true
 # FILTER_WORDLIST_PATH=list.txt benchmarks with the sensitive-word filter.
+# BENCH_ARGS are added to every `imctl bench` (e.g. BENCH_ARGS=--text: text
+# bodies, which the filter reads; binary ones pass it untouched).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-10}
@@ -25,7 +27,7 @@ run() {
   for _ in $(seq 100); do curl -fs http://127.0.0.1:8094/ready >/dev/null 2>&1 && break; sleep 0.1; done
   echo "=== $name: imctl bench $*"
   target/release/imctl --data-dir "$work/data" bench --no-progress --duration "$duration" --warmup 2 \
-    --server-pid "$server" "$@"
+    --server-pid "$server" ${BENCH_ARGS:-} "$@"
   kill "$server"; wait "$server" || true
 }
 
