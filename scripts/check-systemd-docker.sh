@@ -94,7 +94,7 @@ check_sysusers() {
 # file shipped), each unit is checked as shipped inside a scratch root
 # (--root): the host's own units (verify follows dependencies such as
 # network-online.target and sysinit.target), ours in /etc/systemd/system, and
-# an empty executable at each ExecStart path. What is checked is the unit
+# an empty executable at each Exec*= path (ExecStart, ExecReload, ...). What is checked is the unit
 # files, not whether a build is installed on this machine.
 check_units() {
   local deploy=$1 root="$SCRATCH/root.$RANDOM" unit name exe out failed=0
@@ -104,7 +104,7 @@ check_units() {
     cp "$unit" "$root/etc/systemd/system/"
     while read -r exe; do
       install -D -m 0755 /dev/null "$root$exe"
-    done < <(sed -n 's/^ExecStart=[-@:+!]*\([^ ]*\).*/\1/p' "$unit")
+    done < <(sed -n 's/^Exec[A-Za-z]*=[-@:+!]*\([^ ]*\).*/\1/p' "$unit")
   done
   # All units in one call: verify also loads the units a unit is ordered
   # after (im-service after im-user), so a per-unit call would report one
