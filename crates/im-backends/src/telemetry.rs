@@ -64,6 +64,11 @@ operations! {
         Roster => "roster",
         GroupsOf => "groups_of",
         ChangeMembership => "change_membership",
+        ActiveDataKey => "active_data_key",
+        ActivateDataKey => "activate_data_key",
+        DataKey => "data_key",
+        DataKeys => "data_keys",
+        RewrapDataKey => "rewrap_data_key",
     }
 }
 

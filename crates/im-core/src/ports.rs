@@ -142,6 +142,75 @@ pub trait EpochStore: Send + Sync + 'static {
     async fn bump_epoch(&self, scope: &str, seen: u64) -> BackendResult<u64>;
 }
 
+/// The longest `master_key_id` a [`DataKeyStore`] keeps, in bytes: the
+/// longest AWS KMS key ARN. A longer one is refused (`BackendError::Other`).
+pub const MAX_MASTER_KEY_ID_BYTES: usize = 2048;
+
+/// The longest wrapped data key a [`DataKeyStore`] keeps, in bytes (a KMS
+/// ciphertext blob of an AES-256 key is about 200). A longer one is refused
+/// (`BackendError::Other`).
+pub const MAX_WRAPPED_DATA_KEY_BYTES: usize = 65_535;
+
+/// A data key as stored: only its wrapped form (encrypted by the master key)
+/// ever reaches the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredDataKey {
+    /// Given by the store, increasing with each activation and never reused:
+    /// sealed bodies name their key by it.
+    pub id: u64,
+    /// The data key encrypted under the master key (a KMS ciphertext blob).
+    pub wrapped: Vec<u8>,
+    /// The master key that wrapped it (a KMS key id or ARN).
+    pub master_key_id: String,
+    pub created_ms: i64,
+    /// When another key became active; the key stays readable.
+    pub retired_ms: Option<i64>,
+}
+
+/// Durable data keys of envelope encryption (SQLite, MySQL): every key ever
+/// activated, in wrapped form, and which one is active. One active key per
+/// store, shared by every node on it.
+#[async_trait]
+pub trait DataKeyStore: Send + Sync + 'static {
+    /// The key new bodies are sealed with, if any.
+    async fn active_data_key(&self) -> BackendResult<Option<StoredDataKey>>;
+
+    /// Compare-and-swap activation: stores the new wrapped key and makes it
+    /// active only if the active key's id is still `expected` (None: no key
+    /// active yet); the key it replaces gets `retired_ms = created_ms`.
+    /// Returns the active key after the call: the new one, or, when another
+    /// node won the race (or `expected` was stale), the winner's, and then
+    /// nothing is stored: the losing wrapped key is dropped, never kept nor
+    /// made active. Two nodes activating at once with the same `expected` end
+    /// with ONE active key, both told the same one. `expected` naming a key
+    /// while none is active is an error (`BackendError::Other`): there is no
+    /// winner to return.
+    async fn activate_data_key(
+        &self,
+        expected: Option<u64>,
+        wrapped: &[u8],
+        master_key_id: &str,
+        created_ms: i64,
+    ) -> BackendResult<StoredDataKey>;
+
+    /// A key by id, active or retired (sealed bodies name their key's id).
+    async fn data_key(&self, id: u64) -> BackendResult<Option<StoredDataKey>>;
+
+    /// Every key, oldest first.
+    async fn data_keys(&self) -> BackendResult<Vec<StoredDataKey>>;
+
+    /// Replaces key `id`'s wrapped form (re-wrapped under a new master key,
+    /// `master_key_id`) if it is still `old_wrapped` (CAS); false if it
+    /// changed meanwhile or there is no such key.
+    async fn rewrap_data_key(
+        &self,
+        id: u64,
+        old_wrapped: &[u8],
+        new_wrapped: &[u8],
+        master_key_id: &str,
+    ) -> BackendResult<bool>;
+}
+
 /// A user as the directory keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {

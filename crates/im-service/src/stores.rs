@@ -7,7 +7,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use im_backends::{MysqlStore, SqliteStore};
 use im_config::{Config, StoreBackend};
-use im_core::ports::{CeilingStore, EpochStore, GroupStore, MessageStore, OfflineStore, ReceiptStore, UserStore};
+use im_core::ports::{
+    CeilingStore, DataKeyStore, EpochStore, GroupStore, MessageStore, OfflineStore, ReceiptStore, UserStore,
+};
 
 use crate::readiness::Probe;
 
@@ -23,6 +25,8 @@ pub struct Stores {
     /// Groups and their membership (the user directory's).
     pub groups: Arc<dyn GroupStore>,
     pub offline: Arc<dyn OfflineStore>,
+    /// The wrapped data keys of envelope encryption, and the active one.
+    pub data_keys: Arc<dyn DataKeyStore>,
     backend: Backend,
 }
 
@@ -33,7 +37,7 @@ enum Backend {
 
 fn ports<S>(name: &'static str, store: Arc<S>, backend: Backend) -> Stores
 where
-    S: MessageStore + ReceiptStore + CeilingStore + EpochStore + UserStore + GroupStore + OfflineStore,
+    S: MessageStore + ReceiptStore + CeilingStore + EpochStore + UserStore + GroupStore + OfflineStore + DataKeyStore,
 {
     Stores {
         name,
@@ -43,7 +47,8 @@ where
         epochs: store.clone(),
         users: store.clone(),
         groups: store.clone(),
-        offline: store,
+        offline: store.clone(),
+        data_keys: store,
         backend,
     }
 }

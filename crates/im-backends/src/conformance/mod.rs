@@ -27,10 +27,12 @@
 //! [`seq_allocator`] (over a [`SeqAllocatorHarness`]), [`dedup_cache`], [`bus`],
 //! [`registry`], [`offline_store`] (needs a `ReceiptStore` too: what is read is
 //! not pending), [`group_store`] (needs a `UserStore` too: groups name known
-//! users).
+//! users), [`data_key_store`] (needs a store no other case writes to: the
+//! active data key is store-wide).
 
 pub mod bus;
 pub mod ceiling_store;
+pub mod data_key_store;
 pub mod dedup_cache;
 pub mod epoch_store;
 pub mod fixtures;

@@ -1,5 +1,6 @@
 //! The production durable store: the message timeline, read positions, seq
-//! ceilings, allocator epochs, users and groups in MySQL 8 or MariaDB 10.11 (InnoDB),
+//! ceilings, allocator epochs, users, groups and the wrapped data keys of
+//! envelope encryption in MySQL 8 or MariaDB 10.11 (InnoDB),
 //! behind the same ports as the embedded `SqliteStore`, with the same tables,
 //! keys and append semantics.
 //!
@@ -7,8 +8,8 @@
 //! - `error`: sqlx errors to [`BackendError`].
 //! - `columns`: domain values to and from MySQL columns.
 //! - `members`: conversation membership rows, and which are already stored.
-//! - `messages`, `receipts`, `ceilings`, `epochs`, `users`, `offline`, `groups`:
-//!   one port each.
+//! - `messages`, `receipts`, `ceilings`, `epochs`, `users`, `offline`, `groups`,
+//!   `data_keys`: one port each.
 //!
 //! **Schema.** `connect` creates the database if it is missing and runs the
 //! migrations in `migrations/mysql` (one SQL text for both servers: no
@@ -53,6 +54,7 @@
 
 mod ceilings;
 mod columns;
+mod data_keys;
 mod epochs;
 mod error;
 mod groups;
@@ -84,9 +86,10 @@ const MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_STATEMENT_BYTES: usize = 4 << 20;
 
 /// Messages, receipts, seq ceilings, allocator epochs, users, offline
-/// entries and groups in one MySQL or MariaDB database. Implements
+/// entries, groups and data keys in one MySQL or MariaDB database. Implements
 /// `MessageStore`, `ReceiptStore`, `CeilingStore`, `EpochStore`, `UserStore`,
-/// `OfflineStore` and `GroupStore`. Cheap to clone: clones share the pool.
+/// `OfflineStore`, `GroupStore` and `DataKeyStore`. Cheap to clone: clones
+/// share the pool.
 #[derive(Clone, Debug)]
 pub struct MysqlStore {
     pool: MySqlPool,

@@ -1,12 +1,13 @@
 //! The embedded durable store: one SQLite file holds the message timeline,
-//! read positions, seq ceilings, users and groups.
+//! read positions, seq ceilings, users, groups and the wrapped data keys of
+//! envelope encryption.
 //!
 //! - `error`: sqlx errors to [`BackendError`].
 //! - `checkpointer`: WAL checkpoints off the commit path.
 //! - `columns`: domain values to and from SQLite columns.
 //! - `members`: conversation membership rows, and which are already stored.
-//! - `messages`, `receipts`, `ceilings`, `epochs`, `users`, `offline`, `groups`:
-//!   one port each.
+//! - `messages`, `receipts`, `ceilings`, `epochs`, `users`, `offline`, `groups`,
+//!   `data_keys`: one port each.
 //!
 //! Writes go through a pool of exactly one connection, so they never contend
 //! for SQLite's single write lock inside this process and a batch needs no
@@ -17,6 +18,7 @@
 mod ceilings;
 mod checkpointer;
 mod columns;
+mod data_keys;
 mod epochs;
 mod error;
 mod groups;
@@ -47,10 +49,10 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// this machine class has few.
 const READ_CONNECTIONS: u32 = 4;
 
-/// Messages, receipts, seq ceilings, users, offline entries and groups in one
-/// SQLite file. Implements `MessageStore`, `ReceiptStore`, `CeilingStore`,
-/// `EpochStore`, `UserStore`, `OfflineStore` and `GroupStore`. Cheap to
-/// clone: clones share the pools.
+/// Messages, receipts, seq ceilings, users, offline entries, groups and data
+/// keys in one SQLite file. Implements `MessageStore`, `ReceiptStore`,
+/// `CeilingStore`, `EpochStore`, `UserStore`, `OfflineStore`, `GroupStore`
+/// and `DataKeyStore`. Cheap to clone: clones share the pools.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     writer: SqlitePool,

@@ -34,6 +34,10 @@ mod sqlite_group_store {
     im_backends::group_store_suite!(super::sqlite);
 }
 
+mod sqlite_data_key_store {
+    im_backends::data_key_store_suite!(super::sqlite);
+}
+
 mod memory_ceiling_store {
     im_backends::ceiling_store_suite!(super::memory_ceilings);
 }

@@ -17,7 +17,7 @@ use im_backends::conformance::fixtures::{message, private, unique, unique_name, 
 use im_config::DatabaseConfig;
 use im_core::error::BackendError;
 use im_core::message::AppendOutcome;
-use im_core::ports::{CeilingStore, CreateUser, EpochStore, MessageStore, ReceiptStore, UserStore};
+use im_core::ports::{CeilingStore, CreateUser, DataKeyStore, EpochStore, MessageStore, ReceiptStore, UserStore};
 use im_core::{ClientMsgId, Seq};
 use sqlx::Connection;
 
@@ -77,7 +77,17 @@ pub async fn mysql() -> (Arc<MysqlStore>, ()) {
 /// A database of its own, dropped when the guard is: retention deletes
 /// store-wide, so its cases cannot share `im_test` with the other cases.
 pub async fn mysql_own_database() -> (Arc<MysqlStore>, OwnDatabase) {
-    let config = DatabaseConfig { name: format!("im_test_retention_{}", unique()), ..test_config() };
+    own_database("retention").await
+}
+
+/// A database of its own for a data key case: the active key is store-wide.
+pub async fn mysql_data_keys() -> (Arc<MysqlStore>, OwnDatabase) {
+    own_database("data_keys").await
+}
+
+/// A fresh database `im_test_{purpose}_{unique}`, dropped with the guard.
+async fn own_database(purpose: &str) -> (Arc<MysqlStore>, OwnDatabase) {
+    let config = DatabaseConfig { name: format!("im_test_{purpose}_{}", unique()), ..test_config() };
     let store = connect_or_panic(&config).await;
     (Arc::new(store), OwnDatabase(config))
 }
@@ -149,6 +159,10 @@ mod mysql_offline_store {
 
 mod mysql_group_store {
     im_backends::group_store_suite!(super::mysql);
+}
+
+mod mysql_data_key_store {
+    im_backends::data_key_store_suite!(super::mysql_data_keys);
 }
 
 mod memory_seq_allocator_over_mysql {
@@ -313,6 +327,9 @@ async fn a_migrated_database_runs_with_a_user_without_ddl_rights() {
     // Retention deletes with the same rights.
     assert_eq!(store.expire_messages(5_000, 0, 10).await.unwrap().deleted, 1);
     assert_eq!(store.fetch(ab, Seq::ZERO, 10).await.unwrap().messages, batch[1..]);
+    // Data keys: the activation's locking read and its swap, and a rewrap.
+    let key = store.activate_data_key(None, b"wrapped", "arn:old", 1_000).await.unwrap();
+    assert!(store.rewrap_data_key(key.id, b"wrapped", b"rewrapped", "arn:new").await.unwrap());
     store.close().await;
 
     let refused = MysqlStore::connect(&user.config(&empty_name)).await.expect_err("no right to create tables");
