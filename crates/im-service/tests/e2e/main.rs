@@ -5,6 +5,7 @@ mod broker;
 mod cluster;
 mod config;
 mod crash;
+mod encryption;
 mod faults;
 mod filter;
 mod groups;
