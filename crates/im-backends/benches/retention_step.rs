@@ -54,6 +54,7 @@ impl Messages {
                     body: Bytes::from_static(&BODY),
                     content_type: "text/plain".to_owned(),
                     server_time_ms,
+                    sealed_with: None,
                 }
             })
             .collect()

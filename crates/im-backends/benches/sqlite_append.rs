@@ -53,6 +53,7 @@ impl Messages {
                     body: Bytes::from_static(&BODY),
                     content_type: "text/plain".to_owned(),
                     server_time_ms: self.next as i64,
+                    sealed_with: None,
                 }
             })
             .collect()

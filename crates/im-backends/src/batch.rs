@@ -80,6 +80,7 @@ mod tests {
             body: Bytes::from_static(b"x"),
             content_type: String::new(),
             server_time_ms: 0,
+            sealed_with: None,
         }
     }
 

@@ -1,8 +1,10 @@
 //! Implementations of the `im-core` ports, and the conformance suites that every
 //! implementation of a port passes.
 //!
-//! - [`sqlite`]: [`SqliteStore`], the embedded durable store: messages, receipts,
-//!   seq ceilings, users and groups in one SQLite file (WAL, `synchronous=FULL`).
+//! - [`sqlite`]: [`SqliteStore`], the embedded durable store: messages (with
+//!   the filter's audit records), receipts, seq ceilings, users, groups and the
+//!   wrapped data keys of encryption at rest in one SQLite file (WAL,
+//!   `synchronous=FULL`).
 //! - [`mysql`]: [`MysqlStore`], the production durable store: the same ports,
 //!   tables and keys in MySQL 8 or MariaDB 10.11 (InnoDB, one transaction per batch).
 //! - [`memory`]: in-process backends: [`MemorySeqAllocator`], [`MemoryCeilingStore`],

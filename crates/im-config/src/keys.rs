@@ -141,11 +141,11 @@ keys! {
     "FILTER_ACTION"                    => filter.action, Guide, "block refuses (FAILED_PRECONDITION, reason content_blocked), replace masks the matched characters with *, audit delivers unchanged and records the match (content_audit table and topic).";
     "FILTER_WORDLIST_PATH"             => filter.wordlist_path, Guide, "Word list: one entry per line, UTF-8, # comments; at most 1,000,000 entries and 64 MiB; reloaded on SIGHUP and when the file changes. Required when the filter is enabled.";
 
-    "ENCRYPTION_ENABLED"               => encryption.enabled, Guide, "Encrypt message bodies at rest.";
-    "KMS_ENDPOINT"                     => encryption.kms_endpoint, Guide, "KMS host:port. Empty: local master key in server.data_dir.";
+    "ENCRYPTION_ENABLED"               => encryption.enabled, Guide, "Encrypt message bodies at rest (store and Kafka) with envelope encryption: docs/encryption.md.";
+    "KMS_ENDPOINT"                     => encryption.kms_endpoint, Guide, "KMS speaking the AWS KMS API: a URL, or host:port for plain HTTP. Empty: a local master key in server.data_dir. Credentials: the standard AWS_* variables.";
     "KMS_KEY_ID"                       => encryption.kms_key_id, Guide, "KMS key id; required with kms_endpoint.";
-    "DEK_CACHE_TTL"                    => encryption.dek_cache_ttl, Guide, "How long a data key is cached.";
-    "KEY_ROTATION_DAYS"                => encryption.key_rotation_days, Guide, "Days between data key rotations.";
+    "DEK_CACHE_TTL"                    => encryption.dek_cache_ttl, Guide, "How long an unwrapped data key stays in memory: with the KMS down, sends and reads go on this long.";
+    "KEY_ROTATION_DAYS"                => encryption.key_rotation_days, Guide, "Age in days at which a new data key becomes active (0: never by age); old keys stay readable.";
 
     "GATEWAY_SERVICE_ADDR"             => services.gateway.addr, Guide, "Gateway Service gRPC host:port. Empty: built-in gateway.";
     "GATEWAY_SERVICE_TIMEOUT"          => services.gateway.timeout, GuideYaml, "Deadline of a call to the Gateway Service.";

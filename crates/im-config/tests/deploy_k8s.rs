@@ -11,7 +11,12 @@ use im_config::{Config, JwtKeySource, MIN_JWT_SECRET_LEN, load};
 use serde_yaml::Value;
 
 /// Variables a manifest may set that are not configuration keys, each with why it is set.
-const NOT_CONFIG: &[(&str, &str)] = &[("POD_IP", "the gateway pod's IP, expanded into GATEWAY_SERVICE_ADDR")];
+const NOT_CONFIG: &[(&str, &str)] = &[
+    ("POD_IP", "the gateway pod's IP, expanded into GATEWAY_SERVICE_ADDR"),
+    ("AWS_ACCESS_KEY_ID", "the KMS credentials, read by the AWS SDK (docs/encryption.md)"),
+    ("AWS_SECRET_ACCESS_KEY", "the KMS credentials, read by the AWS SDK"),
+    ("AWS_REGION", "the KMS region, read by the AWS SDK"),
+];
 
 /// Files of deploy/k8s that `kubectl apply -k` does not apply, each with why.
 const NOT_IN_KUSTOMIZATION: &[(&str, &str)] = &[
@@ -238,8 +243,6 @@ fn every_process_gets_what_it_requires() {
         // Reachable from other pods, and one token key shared by all (a generated one is per process).
         assert_eq!(config.server.listen_host, "0.0.0.0", "{what}: listens on loopback only");
         assert!(matches!(config.jwt_key_source(), JwtKeySource::Configured(_)), "{what}: needs JWT_SECRET");
-        // A feature this version refuses to start with (im-service's refuse_unsupported).
-        assert!(!config.encryption.enabled, "{what}: enables an unbuilt feature");
         match container.program.as_str() {
             // Several nodes share everything: no embedded store, allocator, bus or registry, and the
             // gateways and the user directory are processes of their own.
@@ -248,6 +251,14 @@ fn every_process_gets_what_it_requires() {
                 assert!(config.uses_kafka() && config.uses_etcd(), "{what}: needs KAFKA_BROKERS and ETCD_ENDPOINTS");
                 assert!(!config.builtin_gateway(), "{what}: needs GATEWAY_SERVICE_ADDR");
                 assert!(!config.builtin_user_service(), "{what}: needs USER_SERVICE_ADDR");
+                // The guide's encryption at rest, with its KMS and credentials.
+                assert!(config.encryption.enabled && !config.encryption.kms_endpoint.is_empty(), "{what}: no KMS");
+                assert!(
+                    ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+                        .iter()
+                        .all(|var| container.secret_refs.iter().any(|(name, _, _)| name == var)),
+                    "{what}: the KMS credentials come from a Secret"
+                );
                 // Each replica its own NODE_ID: a StatefulSet gives each pod its ordinal.
                 assert_eq!(container.kind, "StatefulSet", "{what}: NODE_ID comes from a StatefulSet ordinal");
             }

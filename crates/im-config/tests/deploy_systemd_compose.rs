@@ -24,6 +24,10 @@ use serde_yaml::Value;
 const NOT_CONFIG_KEYS: &[(&str, &str)] = &[
     // Read by the binaries' argument parsing (im-service's cli.rs), not by im-config.
     ("IM_CONFIG", "the path of config.yaml, as --config"),
+    // The KMS credentials of encryption at rest, read by the AWS SDK (docs/encryption.md).
+    ("AWS_ACCESS_KEY_ID", "the KMS access key, read by the AWS SDK"),
+    ("AWS_SECRET_ACCESS_KEY", "the KMS secret key, read by the AWS SDK"),
+    ("AWS_REGION", "the KMS region, read by the AWS SDK"),
 ];
 
 /// The shared key the tests put where an operator puts theirs.

@@ -16,6 +16,9 @@ pub enum ErrorCode {
     Unavailable,
     Unauthenticated,
     Internal,
+    /// Stored data that cannot be read back as written (an encrypted body
+    /// whose ciphertext or data key was altered).
+    DataLoss,
 }
 
 impl ErrorCode {
@@ -29,6 +32,7 @@ impl ErrorCode {
             Self::Unavailable => "UNAVAILABLE",
             Self::Unauthenticated => "UNAUTHENTICATED",
             Self::Internal => "INTERNAL",
+            Self::DataLoss => "DATA_LOSS",
         }
     }
 }
@@ -119,6 +123,9 @@ impl ImError {
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Internal, message)
+    }
+    pub fn data_loss(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::DataLoss, message)
     }
 }
 

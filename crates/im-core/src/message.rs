@@ -29,6 +29,10 @@ pub struct NewMessage {
     pub body: Bytes,
     pub content_type: String,
     pub server_time_ms: i64,
+    /// The data key `body` is sealed with (encryption at rest, as stored
+    /// and as read back from the store); `None`: `body` is the clear text,
+    /// as every message that reaches a client is.
+    pub sealed_with: Option<u64>,
 }
 
 impl NewMessage {
@@ -159,6 +163,7 @@ mod visible_prefix_tests {
             body: bytes::Bytes::new(),
             content_type: String::new(),
             server_time_ms,
+            sealed_with: None,
         }
     }
 

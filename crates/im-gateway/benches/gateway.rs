@@ -148,6 +148,7 @@ fn push_path(users: u64, rounds: u64) -> f64 {
             body: Bytes::from_static(&[b'x'; 200]),
             content_type: "text/plain".into(),
             server_time_ms: 1,
+            sealed_with: None,
         }))
     };
     let batch: Vec<PushEvent> =

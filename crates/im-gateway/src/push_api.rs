@@ -286,6 +286,7 @@ mod tests {
             body: Bytes::from(vec![b'x'; body]),
             content_type: "text/plain".into(),
             server_time_ms: 1,
+            sealed_with: None,
         };
         FanOut {
             event: Event::Message(Arc::new(message)),

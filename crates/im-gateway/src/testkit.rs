@@ -157,6 +157,7 @@ pub fn message(from: u64, to: u64, seq: u64) -> NewMessage {
         body: Bytes::from_static(b"hi"),
         content_type: "text/plain".into(),
         server_time_ms: 1,
+        sealed_with: None,
     }
 }
 

@@ -61,6 +61,7 @@ impl TryFrom<client::Message> for NewMessage {
             body: m.body,
             content_type: m.content_type,
             server_time_ms: m.server_time_ms,
+            sealed_with: None,
         })
     }
 }
@@ -152,6 +153,7 @@ impl From<ErrorCode> for client::ErrorCode {
             ErrorCode::Unavailable => client::ErrorCode::Unavailable,
             ErrorCode::Unauthenticated => client::ErrorCode::Unauthenticated,
             ErrorCode::Internal => client::ErrorCode::Internal,
+            ErrorCode::DataLoss => client::ErrorCode::DataLoss,
         }
     }
 }
@@ -177,6 +179,7 @@ pub fn grpc_code(code: ErrorCode) -> tonic::Code {
         ErrorCode::Unavailable => tonic::Code::Unavailable,
         ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
         ErrorCode::Internal => tonic::Code::Internal,
+        ErrorCode::DataLoss => tonic::Code::DataLoss,
     }
 }
 
@@ -205,6 +208,7 @@ pub fn from_status(s: &tonic::Status) -> ImError {
         tonic::Code::ResourceExhausted => ErrorCode::ResourceExhausted,
         tonic::Code::FailedPrecondition => ErrorCode::FailedPrecondition,
         tonic::Code::Unauthenticated => ErrorCode::Unauthenticated,
+        tonic::Code::DataLoss => ErrorCode::DataLoss,
         // Unknown is what a transport failure mid-call (the peer died) looks
         // like; services never answer with it themselves.
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled | tonic::Code::Unknown => {
@@ -361,6 +365,7 @@ mod tests {
             body: bytes::Bytes::from_static(b"hi"),
             content_type: "text/plain".into(),
             server_time_ms: 1234,
+            sealed_with: None,
         }
     }
 

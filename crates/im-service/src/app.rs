@@ -11,7 +11,7 @@ use axum::serve::ListenerExt;
 use im_backends::etcd::{EtcdRegistry, EtcdRegistryOptions, NodeClaim};
 use im_backends::memory::{MemoryBus, MemoryDedupCache, MemoryRegistry, MemorySeqAllocator};
 use im_backends::{RedisConnection, RedisDedupCache, RedisSeqAllocator};
-use im_config::{BusBackend, Config, KeySource, RegistryBackend, SeqBackend, ServiceLink};
+use im_config::{BusBackend, Config, RegistryBackend, SeqBackend, ServiceLink};
 use im_core::GatewayId;
 use im_core::ports::{Bus, DedupCache, GroupDirectory, Groups, Messaging, Pusher, Registry, SeqAllocator, UserStore};
 use im_gateway::{Gateway, GatewayLimits, Hub};
@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::bootstrap;
 use crate::bus::kafka_bus;
 use crate::consumer::{Consume, ConsumerSettings, Members};
+use crate::encryption::BodyCipher;
 use crate::fanout::{FanOutWorker, GROUP_PUBLISH_QUEUE, GroupPublisher};
 use crate::filter::ContentFilter;
 use crate::filter::audit::{AUDIT_PUBLISH_QUEUE, AuditGrpc, AuditPublisher};
@@ -89,20 +90,10 @@ impl Listeners {
     }
 }
 
-/// Refuses configurations this version cannot serve yet, naming the key, so
-/// nobody believes they run with a feature that is silently off. Called
-/// before anything binds (`cli::main`: exit 2).
+/// Refuses configurations a node cannot serve, naming the key: a word list
+/// that does not load, a gateway process without the registry it needs.
+/// Called before anything binds (`cli::main`: exit 2).
 pub fn refuse_unsupported(config: &Config) -> Result<(), String> {
-    let mut unsupported = Vec::new();
-    if !matches!(config.key_source(), KeySource::Disabled) {
-        unsupported.push("encryption.enabled (ENCRYPTION_ENABLED): body encryption");
-    }
-    if !unsupported.is_empty() {
-        return Err(format!(
-            "not available in this version:\n  - {}\nunset these to start",
-            unsupported.join("\n  - ")
-        ));
-    }
     // A word list that does not load is bad configuration: refused here,
     // before anything binds, like the rest.
     crate::filter::check_config(&config.filter)?;
@@ -138,6 +129,38 @@ async fn load_filter(
         "sensitive-word filter on"
     );
     Ok(Some(filter))
+}
+
+/// The body cipher of encryption at rest, when enabled: the master key
+/// opened, a data key active, its rotation watched. The master key shows on
+/// `/ready` as `kms`, degrading only: with it down, sends and reads go on
+/// with the keys in memory.
+async fn body_cipher(
+    config: &Config,
+    stores: &Stores,
+    metrics: &Arc<Metrics>,
+    readiness: &mut Readiness,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<Arc<BodyCipher>>> {
+    let Some(master) = crate::encryption::master_key(config, metrics).await? else { return Ok(None) };
+    if master.1 == crate::encryption::Mode::OpenOnly {
+        tracing::warn!("encryption at rest is off; its master key is still configured, so sealed bodies stay readable");
+    }
+    let encryption = &config.encryption;
+    let cipher = BodyCipher::start(
+        master,
+        stores.data_keys.clone(),
+        encryption.dek_cache_ttl,
+        encryption.key_rotation_days,
+        metrics.clone(),
+    )
+    .await
+    .context("encryption at rest (ENCRYPTION_ENABLED): activating a data key")?;
+    readiness
+        .add_degrading("kms", probe(cipher.clone(), |cipher| Box::pin(async move { cipher.check_master_key().await })));
+    tracker.spawn(cipher.clone().run_rotation(shutdown.clone()));
+    Ok(Some(cipher))
 }
 
 /// A probe from a closure over `dependency`.
@@ -315,6 +338,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let metrics = Arc::new(Metrics::new());
 
     let tracker = TaskTracker::new();
+    let cipher = body_cipher(&config, &stores, &metrics, &mut readiness, &tracker, &shutdown).await?;
     // Offline events are published whenever something consumes them: on
     // Kafka always (OFFLINE_WORKER_ENABLED=false keeps the worker out of this
     // process only; other nodes consume), in process only to this process's
@@ -356,6 +380,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         ids: Arc::new(MessageIdGenerator::new(config.server.node_id)),
         metrics: metrics.clone(),
         audits: audit_queue,
+        cipher: cipher.clone().filter(|cipher| cipher.seals()),
     };
     tracker.spawn(pipeline.run(jobs_rx, routes_tx.clone()));
     // Group messages go to group_msg, which every node's fan-out consumes
@@ -402,6 +427,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         metrics: metrics.clone(),
         retry,
         settings: ConsumerSettings::group_fan_out(&config),
+        cipher: cipher.clone(),
     }
     .start(&*members, &workers, workers_stop.clone())
     .await
@@ -428,6 +454,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         max_message_size: config.server.max_message_size,
         sync_gap_grace: config.server.sync_gap_grace,
         filter,
+        cipher,
     });
     // The built-in gateway serves only when no gateway process is configured.
     let gateway = listeners.ws.is_some().then(|| {
@@ -557,25 +584,18 @@ mod tests {
         im_config::load(Some(std::path::Path::new(fixture)), &env).expect("the guide's config loads")
     }
 
-    /// The guide turns the filter on: with its word list in place, only the
-    /// encryption section (not built yet) is refused.
+    /// The guide turns the filter and encryption on: with its word list in
+    /// place, nothing is refused before binding.
     #[test]
-    fn the_guide_config_passes_the_filter_part_of_start_up() {
+    fn the_guide_config_passes_the_checks_before_binding() {
         let dir = tempfile::tempdir().unwrap();
         let wordlist = dir.path().join("wordlist.txt");
         std::fs::write(&wordlist, "# the guide's list\nbad\n").unwrap();
         let config = guide_config(&wordlist);
-        assert!(config.filter.enabled);
-        let refusal = refuse_unsupported(&config).unwrap_err();
-        assert!(refusal.contains("ENCRYPTION_ENABLED") && !refusal.contains("FILTER"), "{refusal}");
-        let mut unencrypted = config.clone();
-        unencrypted.encryption.enabled = false;
-        assert_eq!(refuse_unsupported(&unencrypted), Ok(()));
+        assert!(config.filter.enabled && config.encryption.enabled);
+        assert_eq!(refuse_unsupported(&config), Ok(()));
 
-        let config = guide_config(&dir.path().join("missing.txt"));
-        let mut unencrypted = config.clone();
-        unencrypted.encryption.enabled = false;
-        let refusal = refuse_unsupported(&unencrypted).unwrap_err();
+        let refusal = refuse_unsupported(&guide_config(&dir.path().join("missing.txt"))).unwrap_err();
         assert!(refusal.starts_with("filter.wordlist_path (FILTER_WORDLIST_PATH)"), "{refusal}");
     }
 }

@@ -46,7 +46,9 @@ use tracing::{Instrument, Span, warn};
 
 use crate::clock::unix_ms;
 use crate::consumer::{Consume, ConsumerSettings, REFUSED_ATTEMPTS};
+use crate::encryption::BodyCipher;
 use crate::groups::cache::{GroupView, MembershipCache};
+use crate::messaging::open_sealed;
 use crate::metrics::Metrics;
 use crate::publisher::{DeadLetters, PublishCounters, PublishQueue, Publishable, Publisher, Stopped, Traced, pause};
 use crate::router::RetryPolicy;
@@ -143,6 +145,9 @@ pub struct FanOutWorker {
     /// The router's: `MAX_RETRY_ATTEMPTS` × `RETRY_TIMEOUT` per push call.
     pub retry: RetryPolicy,
     pub settings: ConsumerSettings,
+    /// Opens sealed bodies (encryption at rest): `group_msg` carries them as
+    /// stored.
+    pub cipher: Option<Arc<BodyCipher>>,
 }
 
 /// A decoded record of a batch.
@@ -191,7 +196,14 @@ impl Consume for FanOutWorker {
         let Some(last) = records.last() else { return Ok(()) };
         let mut decoded = Vec::with_capacity(records.len());
         for (index, record) in records.iter().enumerate() {
-            match decode_group_message_event(&record.payload) {
+            let decoded_event = match decode_group_message_event(&record.payload) {
+                Ok((mut message, device)) => match self.open(&mut message, stop).await? {
+                    Ok(()) => Ok((message, device)),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            match decoded_event {
                 Ok((message, device)) => {
                     let group = message.conversation.group().expect("the decoder accepts group messages only");
                     let message = Arc::new(message);
@@ -296,6 +308,23 @@ impl FanOutWorker {
                 }
             }
             pause(self.settings.backoff.delay(failures), stop).await?;
+        }
+    }
+
+    /// Opens a sealed body, waiting (with backoff) while its key cannot be
+    /// had (the KMS down and the key not in cache). A body that cannot be
+    /// opened at all (altered) is the caller's to park.
+    async fn open(&self, message: &mut NewMessage, stop: &CancellationToken) -> Result<Result<(), ImError>, Stopped> {
+        let mut failures = 0;
+        loop {
+            match open_sealed(self.cipher.as_deref(), std::slice::from_mut(message)).await {
+                Err(e) if e.code == ErrorCode::Unavailable => {
+                    failures += 1;
+                    warn!(msg_id = message.msg_id.0, attempt = failures, error = %e, "a group message's key is unavailable; fan-out waits");
+                    pause(self.settings.backoff.delay(failures), stop).await?;
+                }
+                opened => return Ok(opened),
+            }
         }
     }
 

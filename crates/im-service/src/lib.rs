@@ -16,6 +16,8 @@
 //! - [`groups`]: the membership cache, its `membership_change` watcher, and
 //!   the `im.v1.GroupService` front door (boundary stamping).
 //! - [`fanout`]: group messages on `group_msg`, pushed to online members.
+//! - [`encryption`]: encryption at rest of message bodies (the data keys,
+//!   sealing before the commit, opening for sync and the fan-out).
 //! - [`filter`]: the sensitive-word filter on the send path, its hot reload,
 //!   and where its audit records go (`content_audit`, the admin API).
 //! - [`retention`]: deletes messages older than `MESSAGE_RETENTION_DAYS`.
@@ -35,6 +37,7 @@ pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod consumer;
+pub mod encryption;
 pub mod fanout;
 pub mod filter;
 pub mod gateway_app;

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
+use crate::encryption::BodyCipher;
 use crate::filter::{Checked, ContentFilter};
 use crate::groups::MembershipCache;
 use crate::metrics::Metrics;
@@ -45,6 +46,9 @@ pub struct MessagingService {
     pub sync_gap_grace: std::time::Duration,
     /// The sensitive-word filter, when `filter.enabled`.
     pub filter: Option<Arc<ContentFilter>>,
+    /// Opens sealed bodies (encryption at rest); none when no master key
+    /// is configured.
+    pub cipher: Option<Arc<BodyCipher>>,
 }
 
 /// Which user ids exist. Users are never deleted, so a positive answer is
@@ -165,6 +169,19 @@ impl MessagingService {
     }
 }
 
+/// Opens the sealed bodies of `messages` in place. A sealed body with no
+/// cipher (encryption turned off and no master key configured) cannot be
+/// read: `UNAVAILABLE` until the master key is configured again.
+pub async fn open_sealed(cipher: Option<&BodyCipher>, messages: &mut [im_core::NewMessage]) -> Result<(), ImError> {
+    match cipher {
+        Some(cipher) => cipher.open(messages).await,
+        None if messages.iter().any(|m| m.sealed_with.is_some()) => {
+            Err(ImError::unavailable("this conversation holds encrypted messages and no master key is configured"))
+        }
+        None => Ok(()),
+    }
+}
+
 #[async_trait]
 impl Messaging for MessagingService {
     async fn send(&self, user: UserId, device: &DeviceId, cmd: SendCommand) -> Result<Ack, ImError> {
@@ -190,6 +207,7 @@ impl Messaging for MessagingService {
             page.messages.truncate(visible);
             page.has_more = false;
         }
+        open_sealed(self.cipher.as_deref(), &mut page.messages).await?;
         self.metrics.synced.inc_by(page.messages.len() as u64);
         Ok(page)
     }

@@ -34,12 +34,23 @@ pub struct ActionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KmsLabels {
+    pub op: &'static str,
+    pub result: &'static str,
+}
+
+/// The KMS calls and their outcomes (im_crypto's names): each pair has its
+/// series from the start.
+const KMS_OPS: [&str; 4] = ["generate_data_key", "decrypt", "re_encrypt", "describe_key"];
+const KMS_RESULTS: [&str; 3] = ["ok", "unavailable", "rejected"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DependencyLabel {
     pub dependency: &'static str,
 }
 
 /// Every error code a send or push can fail with: each has its series from the start.
-const ERROR_CODES: [ErrorCode; 8] = [
+const ERROR_CODES: [ErrorCode; 9] = [
     ErrorCode::InvalidArgument,
     ErrorCode::PermissionDenied,
     ErrorCode::NotFound,
@@ -48,6 +59,7 @@ const ERROR_CODES: [ErrorCode; 8] = [
     ErrorCode::Unavailable,
     ErrorCode::Unauthenticated,
     ErrorCode::Internal,
+    ErrorCode::DataLoss,
 ];
 /// Why the offline worker parks a record on its dead-letter topic.
 pub const OFFLINE_DEAD_LETTER_REASONS: [&str; 2] = ["undecodable", "refused"];
@@ -148,6 +160,17 @@ pub struct Metrics {
     /// Audit records never published (queue full, or the node stopped
     /// first); the `content_audit` table still has them.
     pub audit_dropped: Counter,
+    /// Calls to the KMS, by operation and result.
+    pub kms_requests: Family<KmsLabels, Counter>,
+    /// Duration of the KMS calls, seconds.
+    pub kms_request_seconds: Histogram,
+    /// Data keys found unwrapped in memory.
+    pub dek_cache_hits: Counter,
+    /// Data keys that had to be unwrapped by the master key.
+    pub dek_cache_misses: Counter,
+    /// Age of the data key new bodies are sealed with (0 with encryption
+    /// off); updated every minute.
+    pub encryption_active_dek_age_seconds: Gauge,
     /// The WebSocket gateway's own counters (built-in gateway or
     /// `im-gateway`), brought up to date at scrape time.
     gateway: GatewayCounters,
@@ -282,6 +305,17 @@ impl Metrics {
         let audit_published = Counter::default();
         let audit_publish_failures = Counter::default();
         let audit_dropped = Counter::default();
+        let kms_requests = Family::<KmsLabels, Counter>::default();
+        // 1 ms .. ~16 s
+        let kms_request_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        let dek_cache_hits = Counter::default();
+        let dek_cache_misses = Counter::default();
+        let encryption_active_dek_age_seconds = Gauge::default();
+        for op in KMS_OPS {
+            for result in KMS_RESULTS {
+                drop(kms_requests.get_or_create(&KmsLabels { op, result }));
+            }
+        }
         let gateway = GatewayCounters::default();
         for action in FilterAction::ALL {
             drop(filter_matches.get_or_create(&ActionLabel { action: action.as_str() }));
@@ -457,6 +491,19 @@ impl Metrics {
             "Audit records never published on content_audit (queue full, or stopped first); the content_audit table has them",
             audit_dropped.clone(),
         );
+        registry.register("kms_requests", "Calls to the KMS, by operation and result", kms_requests.clone());
+        registry.register("kms_request_seconds", "Duration of the KMS calls", kms_request_seconds.clone());
+        registry.register("dek_cache_hits", "Data keys found unwrapped in memory", dek_cache_hits.clone());
+        registry.register(
+            "dek_cache_misses",
+            "Data keys that had to be unwrapped by the master key (KMS Decrypt)",
+            dek_cache_misses.clone(),
+        );
+        registry.register(
+            "encryption_active_dek_age_seconds",
+            "Age of the data key new message bodies are sealed with (0 with encryption off)",
+            encryption_active_dek_age_seconds.clone(),
+        );
         register_dependency_metrics(registry);
         gateway.register(registry);
         Self {
@@ -499,6 +546,11 @@ impl Metrics {
             audit_published,
             audit_publish_failures,
             audit_dropped,
+            kms_requests,
+            kms_request_seconds,
+            dek_cache_hits,
+            dek_cache_misses,
+            encryption_active_dek_age_seconds,
             gateway,
         }
     }

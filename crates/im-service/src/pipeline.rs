@@ -17,6 +17,7 @@ use im_core::ports::{DedupCache, MessageStore, SeqAllocator};
 use im_core::{Ack, AuditRecord, ClientMsgId, ConversationId, DeviceId, ImError, NewMessage, UserId};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::encryption::BodyCipher;
 use crate::filter::audit::AuditQueue;
 use crate::metrics::Metrics;
 use crate::msg_id::MessageIdGenerator;
@@ -64,6 +65,8 @@ pub struct Pipeline {
     /// Where stored audit records are published (`content_audit`, on Kafka
     /// only); none elsewhere: the table alone keeps them.
     pub audits: Option<AuditQueue>,
+    /// Seals bodies before they are stored, with encryption at rest.
+    pub cipher: Option<Arc<BodyCipher>>,
 }
 
 impl Pipeline {
@@ -107,6 +110,21 @@ impl Pipeline {
         if fresh.is_empty() {
             return Vec::new();
         }
+        // The sealing key before any seq: a batch that cannot be sealed (the
+        // KMS down, the key no longer in memory) is refused without a gap.
+        let sealing_key = match &self.cipher {
+            None => None,
+            Some(cipher) => match cipher.sealing_key().await {
+                Ok(key) => Some(key),
+                Err(err) => {
+                    tracing::warn!(error = %err, batch = fresh.len(), "no key to seal the batch with");
+                    for job in fresh {
+                        self.reject(job.reply, err.clone());
+                    }
+                    return Vec::new();
+                }
+            },
+        };
         // One allocation for the batch: new conversations' ceilings are
         // loaded and raised in one round trip each, not one fsync apiece.
         let conversations: Vec<ConversationId> = fresh.iter().map(|job| job.conversation).collect();
@@ -147,6 +165,7 @@ impl Pipeline {
                 body: job.body,
                 content_type: job.content_type,
                 server_time_ms,
+                sealed_with: None,
             });
             waiting.push((job.reply, job.device, job.accepted_at, job.trace));
         }
@@ -155,8 +174,12 @@ impl Pipeline {
         }
         self.metrics.commit_batch_size.observe(messages.len() as f64);
 
+        // With encryption at rest, what is stored is sealed; the router still
+        // pushes the clear text of private messages.
+        let sealed = sealing_key.map(|key| BodyCipher::seal(&key, &messages));
+        let stored = sealed.as_deref().unwrap_or(&messages);
         let spans = stage_spans!(waiting.iter().map(|(_, _, _, trace)| trace), "im.commit", batch = messages.len());
-        let outcomes = match self.store.append_audited(&messages, &audits).await {
+        let outcomes = match self.store.append_audited(stored, &audits).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 // Nothing of the batch is stored; its seqs become a gap (G2).
@@ -172,8 +195,10 @@ impl Pipeline {
         debug_assert_eq!(outcomes.len(), messages.len());
 
         let mut committed = Vec::with_capacity(messages.len());
+        let mut sealed = sealed.map(Vec::into_iter);
         for ((message, (reply, device, accepted_at, trace)), outcome) in messages.into_iter().zip(waiting).zip(outcomes)
         {
+            let sealed = sealed.as_mut().and_then(Iterator::next);
             if let AppendOutcome::Duplicate(first) = outcome {
                 self.metrics.duplicates.inc();
                 let _ = reply.send(Ok(first));
@@ -181,6 +206,12 @@ impl Pipeline {
             }
             self.metrics.accepted.inc();
             let _ = reply.send(Ok(message.ack()));
+            // A group message is not pushed from here but published on
+            // group_msg: it travels as stored, sealed.
+            let message = match sealed {
+                Some(sealed) if message.conversation.group().is_some() => sealed,
+                _ => message,
+            };
             committed.push(Committed { message: Arc::new(message), device, accepted_at, trace });
         }
         // After the acks: a resend that overtakes this record misses the

@@ -146,6 +146,7 @@ mod tests {
             body: Bytes::from_static(b"x"),
             content_type: "text/plain".into(),
             server_time_ms,
+            sealed_with: None,
         }
     }
 

@@ -294,6 +294,7 @@ mod tests {
             body: Bytes::from_static(b"hi"),
             content_type: String::new(),
             server_time_ms: 0,
+            sealed_with: None,
         };
         Committed {
             message: Arc::new(message),

@@ -60,5 +60,6 @@ pub fn message(
         body: Bytes::from(format!("{conversation}#{seq} from {sender}")),
         content_type: "text/plain".to_owned(),
         server_time_ms,
+        sealed_with: None,
     }
 }

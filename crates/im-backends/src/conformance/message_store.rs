@@ -27,6 +27,7 @@ macro_rules! message_store_suite {
                 empty_batch_is_a_no_op,
                 unread_counts_skip_the_readers_own_messages,
                 group_messages_are_stored_once_and_listed_by_no_member,
+                the_key_a_body_is_sealed_with_round_trips,
                 audit_records_are_stored_with_their_messages_only,
                 audit_records_are_listed_newest_first_by_page_and_conversation,
             ]
@@ -304,4 +305,18 @@ pub async fn audit_records_are_listed_newest_first_by_page_and_conversation<S: M
         store.audit_records(&AuditQuery { before: None, conversation: None, limit: 10_000 }).await.unwrap();
     let ours: Vec<&AuditRecord> = everything.iter().filter(|r| records.contains(r)).collect();
     assert_eq!(ours, vec![&records[3], &records[2], &records[1], &records[0]]);
+}
+
+pub async fn the_key_a_body_is_sealed_with_round_trips<S: MessageStore + ?Sized>(store: Arc<S>) {
+    let [a, b] = users();
+    let ab = private(a, b);
+    let clear = message(ab, a, 1, &unique_name("k"), 1000);
+    let sealed = NewMessage {
+        body: bytes::Bytes::from_static(b"\x01\x00\x00\x00\x00\x00\x00\x00\x07ciphertext"),
+        sealed_with: Some(7),
+        ..message(ab, b, 2, &unique_name("k"), 1001)
+    };
+    let large_id = NewMessage { sealed_with: Some(i64::MAX as u64), ..message(ab, a, 3, &unique_name("k"), 1002) };
+    store.append(&[clear.clone(), sealed.clone(), large_id.clone()]).await.unwrap();
+    assert_eq!(store.fetch(ab, Seq::ZERO, 10).await.unwrap().messages, vec![clear, sealed, large_id]);
 }

@@ -45,8 +45,8 @@ struct AppendStatements {
 static STATEMENTS: LazyLock<AppendStatements> = LazyLock::new(|| AppendStatements {
     insert_messages: MultiRow::new(
         "INSERT INTO messages (conversation, seq, msg_id, sender, recipient, \
-         client_msg_id, body, content_type, server_time_ms) VALUES",
-        "(?,?,?,?,?,?,?,?,?)",
+         client_msg_id, body, content_type, server_time_ms, sealed_with) VALUES",
+        "(?,?,?,?,?,?,?,?,?,?)",
         ",",
         "",
     ),
@@ -65,7 +65,7 @@ static STATEMENTS: LazyLock<AppendStatements> = LazyLock::new(|| AppendStatement
     insert_audits: audit::insert_statement(),
 });
 
-/// Bytes a row takes in a statement besides its text columns: eight numbers
+/// Bytes a row takes in a statement besides its text columns: nine numbers
 /// and the length prefixes.
 const ROW_OVERHEAD: usize = 128;
 
@@ -113,6 +113,7 @@ impl<'a> MessageRow<'a> {
             .bind(&m.body[..])
             .bind(&m.content_type)
             .bind(m.server_time_ms)
+            .bind(m.sealed_with)
     }
 
     fn key(&self) -> (u64, &[u8]) {
@@ -175,10 +176,10 @@ async fn stored_acks(
 
 /// The columns `fetch` reads; `recipient` is not among them, as the message
 /// derives it from its conversation and sender.
-type MessageColumns = (u64, u64, u64, Vec<u8>, Vec<u8>, Vec<u8>, i64);
+type MessageColumns = (u64, u64, u64, Vec<u8>, Vec<u8>, Vec<u8>, i64, Option<u64>);
 
 fn message_from_columns(conversation: ConversationId, columns: MessageColumns) -> BackendResult<NewMessage> {
-    let (seq, msg_id, sender, client_msg_id, body, content_type, server_time_ms) = columns;
+    let (seq, msg_id, sender, client_msg_id, body, content_type, server_time_ms, sealed_with) = columns;
     Ok(NewMessage {
         msg_id: MessageId(msg_id),
         conversation,
@@ -188,6 +189,7 @@ fn message_from_columns(conversation: ConversationId, columns: MessageColumns) -
         body: Bytes::from(body),
         content_type: text_from_column(content_type, "content_type")?,
         server_time_ms,
+        sealed_with,
     })
 }
 
@@ -354,7 +356,7 @@ impl MessageStore for MysqlStore {
         let rows: Vec<MessageColumns> = self
             .reading(DbOperation::Fetch, async |conn| {
                 sqlx::query_as(
-                    "SELECT seq, msg_id, sender, client_msg_id, body, content_type, server_time_ms \
+                    "SELECT seq, msg_id, sender, client_msg_id, body, content_type, server_time_ms, sealed_with \
                      FROM messages WHERE conversation = ? AND seq > ? ORDER BY seq LIMIT ?",
                 )
                 .bind(conversation.to_string())

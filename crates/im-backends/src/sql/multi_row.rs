@@ -10,8 +10,8 @@
 use std::ops::Range;
 
 /// Rows per statement. SQLite allows 32766 bound parameters and a MySQL
-/// prepared statement 65535; 512 rows of the widest statement (9 columns)
-/// bind 4608.
+/// prepared statement 65535; 512 rows of the widest statement (10 columns)
+/// bind 5120.
 pub(crate) const MAX_ROWS: usize = 512;
 
 /// One statement text per power-of-two row count up to [`MAX_ROWS`].

@@ -40,8 +40,8 @@ impl AppendStatements {
         Self {
             insert_messages: MultiRow::new(
                 "INSERT OR FAIL INTO messages (conversation, seq, msg_id, sender, recipient, \
-                 client_msg_id, body, content_type, server_time_ms) VALUES",
-                "(?,?,?,?,?,?,?,?,?)",
+                 client_msg_id, body, content_type, server_time_ms, sealed_with) VALUES",
+                "(?,?,?,?,?,?,?,?,?,?)",
                 ",",
                 "ON CONFLICT (sender, client_msg_id) DO NOTHING",
             ),
@@ -112,6 +112,7 @@ struct MessageRow<'a> {
     msg_id: i64,
     sender: i64,
     recipient: i64,
+    sealed_with: Option<i64>,
 }
 
 impl<'a> MessageRow<'a> {
@@ -128,6 +129,7 @@ impl<'a> MessageRow<'a> {
             .bind(&m.body[..])
             .bind(&m.content_type)
             .bind(m.server_time_ms)
+            .bind(self.sealed_with)
     }
 
     fn new(message: &'a NewMessage) -> BackendResult<Self> {
@@ -140,6 +142,7 @@ impl<'a> MessageRow<'a> {
             // The column predates groups: a group message has no single
             // addressee and stores 0 (no user has id 0).
             recipient: to_column(message.recipient().map_or(0, |user| user.0), "recipient")?,
+            sealed_with: message.sealed_with.map(|id| to_column(id, "sealed_with")).transpose()?,
         })
     }
 }
@@ -172,10 +175,10 @@ async fn ack_by_key<'c>(
 
 /// The columns `fetch` reads; `recipient` is not among them, as the message
 /// derives it from its conversation and sender.
-type MessageColumns = (i64, i64, i64, String, Vec<u8>, String, i64);
+type MessageColumns = (i64, i64, i64, String, Vec<u8>, String, i64, Option<i64>);
 
 fn message_from_columns(conversation: ConversationId, columns: MessageColumns) -> BackendResult<NewMessage> {
-    let (seq, msg_id, sender, client_msg_id, body, content_type, server_time_ms) = columns;
+    let (seq, msg_id, sender, client_msg_id, body, content_type, server_time_ms, sealed_with) = columns;
     Ok(NewMessage {
         msg_id: MessageId(from_column(msg_id, "msg_id")?),
         conversation,
@@ -186,6 +189,7 @@ fn message_from_columns(conversation: ConversationId, columns: MessageColumns) -
         body: Bytes::from(body),
         content_type,
         server_time_ms,
+        sealed_with: sealed_with.map(|id| from_column(id, "sealed_with")).transpose()?,
     })
 }
 
@@ -396,7 +400,7 @@ impl MessageStore for SqliteStore {
     /// `limit`; `has_more` tells whether more follow.
     async fn fetch(&self, conversation: ConversationId, after: Seq, limit: u32) -> BackendResult<Page> {
         let rows: Vec<MessageColumns> = sqlx::query_as(
-            "SELECT seq, msg_id, sender, client_msg_id, body, content_type, server_time_ms \
+            "SELECT seq, msg_id, sender, client_msg_id, body, content_type, server_time_ms, sealed_with \
              FROM messages WHERE conversation = ? AND seq > ? ORDER BY seq LIMIT ?",
         )
         .bind(conversation.to_string())

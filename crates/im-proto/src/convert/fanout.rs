@@ -12,9 +12,13 @@ use crate::{fanout, gateway};
 /// The payload of a `group_msg` record: a committed group message and the
 /// device that sent it (which has it already).
 pub fn encode_group_message_event(message: &NewMessage, sender_device: &DeviceId) -> Bytes {
-    fanout::GroupMessageEvent { message: Some(message.into()), sender_device: sender_device.0.clone() }
-        .encode_to_vec()
-        .into()
+    fanout::GroupMessageEvent {
+        message: Some(message.into()),
+        sender_device: sender_device.0.clone(),
+        sealed_with: message.sealed_with.unwrap_or(0),
+    }
+    .encode_to_vec()
+    .into()
 }
 
 /// A `group_msg` payload back in domain terms. Refused as `INVALID_ARGUMENT`:
@@ -25,8 +29,9 @@ pub fn encode_group_message_event(message: &NewMessage, sender_device: &DeviceId
 pub fn decode_group_message_event(payload: &[u8]) -> Result<(NewMessage, DeviceId), ImError> {
     let event = fanout::GroupMessageEvent::decode(payload)
         .map_err(|e| ImError::invalid(format!("not an im.fanout.v1.GroupMessageEvent: {e}")))?;
-    let message: NewMessage =
+    let mut message: NewMessage =
         event.message.ok_or_else(|| ImError::invalid("a group message event without its message"))?.try_into()?;
+    message.sealed_with = (event.sealed_with != 0).then_some(event.sealed_with);
     if message.conversation.group().is_none() {
         return Err(ImError::invalid(format!("{} is not a group conversation", message.conversation)));
     }
@@ -87,6 +92,7 @@ mod tests {
             body: Bytes::from_static(b"hi all"),
             content_type: "text/plain".into(),
             server_time_ms: 1234,
+            sealed_with: None,
         }
     }
 
@@ -98,7 +104,10 @@ mod tests {
     fn group_message_events_round_trip() {
         let device = DeviceId("phone".into());
         let payload = encode_group_message_event(&group_message(), &device);
-        assert_eq!(decode_group_message_event(&payload).unwrap(), (group_message(), device));
+        assert_eq!(decode_group_message_event(&payload).unwrap(), (group_message(), device.clone()));
+        let sealed = NewMessage { sealed_with: Some(12), body: Bytes::from_static(b"\x01sealed"), ..group_message() };
+        let payload = encode_group_message_event(&sealed, &device);
+        assert_eq!(decode_group_message_event(&payload).unwrap(), (sealed, device));
     }
 
     #[test]
@@ -110,7 +119,9 @@ mod tests {
             encode_group_message_event(&private, &device),
             encode_group_message_event(&NewMessage { seq: Seq::ZERO, ..group_message() }, &device),
             encode_group_message_event(&group_message(), &DeviceId(String::new())),
-            fanout::GroupMessageEvent { message: None, sender_device: "phone".into() }.encode_to_vec().into(),
+            fanout::GroupMessageEvent { message: None, sender_device: "phone".into(), sealed_with: 0 }
+                .encode_to_vec()
+                .into(),
             Bytes::from_static(b"\xff\xff not protobuf"),
         ];
         for payload in refused {

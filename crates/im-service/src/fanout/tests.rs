@@ -54,6 +54,7 @@ fn message(group: u64, sender: u64, seq: u64) -> NewMessage {
         body: Bytes::from_static(b"hi all"),
         content_type: String::new(),
         server_time_ms: unix_ms(),
+        sealed_with: None,
     }
 }
 
@@ -91,6 +92,7 @@ impl Fixture {
             metrics: self.metrics.clone(),
             retry: RetryPolicy { attempts: 2, timeout: Duration::from_secs(1) },
             settings: consumer_settings(TOPIC, GROUP, 256, Duration::from_millis(50)),
+            cipher: None,
         }
     }
 

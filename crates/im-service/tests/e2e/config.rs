@@ -49,9 +49,12 @@ fn refused_before_binding(extra: &[(&str, &str)]) -> String {
 }
 
 #[test]
-fn features_not_available_are_refused_before_binding() {
-    let stderr = refused_before_binding(&[("ENCRYPTION_ENABLED", "true")]);
-    assert!(stderr.contains("ENCRYPTION_ENABLED"), "{stderr}");
+fn a_gateway_process_without_etcd_is_refused_before_binding() {
+    let stderr = refused_before_binding(&[
+        ("GATEWAY_SERVICE_ADDR", "127.0.0.1:9"),
+        ("JWT_SECRET", "a-shared-key-of-at-least-32-bytes!"),
+    ]);
+    assert!(stderr.contains("ETCD_ENDPOINTS"), "{stderr}");
 }
 
 /// A generated key is one process's own: with another service over the
