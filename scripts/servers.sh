@@ -111,6 +111,8 @@ if ! moto_ok; then
   if ! "$MOTO_VENV/bin/python" -c 'import moto.server' 2>/dev/null; then
     log "installing moto[server]==$MOTO_VERSION into $MOTO_VENV"
     rm -rf "$MOTO_VENV"
+    # Debian's python3 has no venv module without python3-venv.
+    python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || apt_install python3-venv
     python3 -m venv "$MOTO_VENV"
     "$MOTO_VENV/bin/python" -m pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
   fi
