@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "im/v1/group.proto",
         "im/fanout/v1/fanout.proto",
         "im/audit/v1/audit.proto",
+        "im/keys/v1/keys.proto",
     ];
     let paths: Vec<String> = files.iter().map(|f| format!("{root}/{f}")).collect();
     let descriptors = protox::compile(&paths, [root])?;

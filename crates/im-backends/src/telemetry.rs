@@ -45,6 +45,7 @@ operations! {
         ConversationsOf => "conversations_of",
         MaxSeq => "max_seq",
         CountUnread => "count_unread",
+        RowsByKey => "rows_by_key",
         Ping => "ping",
         ExpireMessages => "expire_messages",
         MarkRead => "mark_read",

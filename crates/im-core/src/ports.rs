@@ -58,6 +58,11 @@ pub trait MessageStore: Send + Sync + 'static {
     /// someone other than `reader`: a group member's unread count.
     async fn count_unread(&self, conversation: ConversationId, reader: UserId, after: Seq) -> BackendResult<u64>;
 
+    /// How many stored messages each data key seals (`sealed_with`), with
+    /// `None` for the messages stored in clear; keys sealing no message are
+    /// not listed. For `imctl keys status`: a scan of the whole table.
+    async fn rows_by_key(&self) -> BackendResult<Vec<(Option<u64>, u64)>>;
+
     /// A cheap round trip to the store, for `/ready`.
     async fn ping(&self) -> BackendResult<()>;
 

@@ -9,6 +9,7 @@
 //! - [`im::fanout::v1`]: the records of the `group_msg` topic.
 //! - [`im::audit::v1`]: the `content_audit` records and the admin API that
 //!   lists them.
+//! - [`im::keys::v1`]: the admin API of encryption at rest's data keys.
 #![allow(clippy::all, missing_docs)]
 
 pub mod im {
@@ -45,9 +46,15 @@ pub mod im {
             tonic::include_proto!("im.audit.v1");
         }
     }
+    pub mod keys {
+        pub mod v1 {
+            tonic::include_proto!("im.keys.v1");
+        }
+    }
 }
 
 pub use im::audit::v1 as audit;
+pub use im::keys::v1 as keys;
 
 pub use im::client::v1 as client;
 pub use im::fanout::v1 as fanout;

@@ -25,6 +25,7 @@ use crate::bootstrap;
 use crate::bus::kafka_bus;
 use crate::consumer::{Consume, ConsumerSettings, Members};
 use crate::encryption::BodyCipher;
+use crate::encryption::keys_grpc::KeyGrpc;
 use crate::fanout::{FanOutWorker, GROUP_PUBLISH_QUEUE, GroupPublisher};
 use crate::filter::ContentFilter;
 use crate::filter::audit::{AUDIT_PUBLISH_QUEUE, AuditGrpc, AuditPublisher};
@@ -454,7 +455,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         max_message_size: config.server.max_message_size,
         sync_gap_grace: config.server.sync_gap_grace,
         filter,
-        cipher,
+        cipher: cipher.clone(),
     });
     // The built-in gateway serves only when no gateway process is configured.
     let gateway = listeners.ws.is_some().then(|| {
@@ -508,6 +509,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         .add_service(MessageGrpc::server(messaging, tokens.clone()))
         .add_service(GroupGrpc::server(groups, tokens.clone()))
         .add_service(AuditGrpc::server(stores.messages.clone(), tokens.clone()))
+        .add_service(KeyGrpc::server(cipher, stores.messages.clone(), tokens.clone()))
         .add_optional_service(user_grpc)
         .serve_with_incoming_shutdown(serve::grpc_incoming(listeners.grpc), shutdown.clone().cancelled_owned());
 

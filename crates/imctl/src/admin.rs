@@ -152,6 +152,40 @@ pub async fn connect_admin(global: &GlobalArgs, env_admin_token: Option<&str>) -
     Admin::connect(&global.grpc_url, token, global.timeout).await
 }
 
+/// An admin's link to an im-service node (`--im-service-url`): the admin
+/// APIs there (`audit`, `keys`) share the channel, the credential sent with
+/// every call, and the hint printed when the credential is refused.
+#[derive(Debug, Clone)]
+pub struct ServiceAdmin {
+    pub channel: Channel,
+    authorization: MetadataValue<Ascii>,
+    pub source: TokenSource,
+}
+
+impl ServiceAdmin {
+    /// Resolves the admin credential from the global options and connects to `--im-service-url`.
+    pub async fn connect(global: &GlobalArgs, env_admin_token: Option<&str>) -> anyhow::Result<Self> {
+        let token = resolve_admin_token(global.admin_token.as_deref(), env_admin_token, &global.data_dir)?;
+        let authorization = token.authorization()?;
+        let channel = grpc::channel(&global.im_service_url, global.timeout, "IM service").await?;
+        Ok(Self { channel, authorization, source: token.source })
+    }
+
+    /// `message` with the admin credential.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        grpc::authorized(message, &self.authorization)
+    }
+
+    /// The answer of a call; when the credential was refused, says on stderr where it came from.
+    pub fn answer<T>(&self, result: Result<tonic::Response<T>, tonic::Status>) -> Result<T, RemoteError> {
+        answer(result).inspect_err(|e| {
+            if matches!(e.code, "UNAUTHENTICATED" | "PERMISSION_DENIED") {
+                eprintln!("hint: the admin token came from {}", self.source);
+            }
+        })
+    }
+}
+
 /// `imctl user ...`.
 pub async fn run_user(global: &GlobalArgs, env_admin_token: Option<&str>, command: UserCommand) -> anyhow::Result<()> {
     let mut admin = connect_admin(global, env_admin_token).await?;

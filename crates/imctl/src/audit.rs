@@ -5,9 +5,8 @@
 use im_proto::audit::ListAuditRecordsRequest;
 use im_proto::audit::audit_service_client::AuditServiceClient;
 
-use crate::admin::resolve_admin_token;
+use crate::admin::ServiceAdmin;
 use crate::cli::{AuditCommand, GlobalArgs};
-use crate::grpc;
 use crate::output::{AuditJson, json_line};
 
 /// `imctl audit ...`.
@@ -17,10 +16,8 @@ pub async fn run_audit(
     command: AuditCommand,
 ) -> anyhow::Result<()> {
     let AuditCommand::List { limit, before, conversation } = command;
-    let token = resolve_admin_token(global.admin_token.as_deref(), env_admin_token, &global.data_dir)?;
-    let authorization = token.authorization()?;
-    let channel = grpc::channel(&global.im_service_url, global.timeout, "IM service").await?;
-    let mut client = AuditServiceClient::new(channel);
+    let admin = ServiceAdmin::connect(global, env_admin_token).await?;
+    let mut client = AuditServiceClient::new(admin.channel.clone());
     // The next page's command keeps the filter.
     let filter = conversation.as_deref().map(|c| format!(" --conversation {c}")).unwrap_or_default();
     let request = ListAuditRecordsRequest {
@@ -28,12 +25,7 @@ pub async fn run_audit(
         before_msg_id: before.unwrap_or(0),
         conversation_id: conversation.unwrap_or_default(),
     };
-    let page =
-        grpc::answer(client.list_audit_records(grpc::authorized(request, &authorization)).await).inspect_err(|e| {
-            if matches!(e.code, "UNAUTHENTICATED" | "PERMISSION_DENIED") {
-                eprintln!("hint: the admin token came from {}", token.source);
-            }
-        })?;
+    let page = admin.answer(client.list_audit_records(admin.request(request)).await)?;
     let mut out = std::io::stdout().lock();
     for record in &page.records {
         json_line(&mut out, &AuditJson::from(record))?;

@@ -5,6 +5,8 @@
 //! - [`admin`]: admin credential discovery and the `user` commands (gRPC).
 //! - [`group`]: the `group` commands (gRPC `im.v1.GroupService`, as a user).
 //! - [`audit`]: `audit list`, the filter's audit records (gRPC, admin).
+//! - [`keys`]: `keys status|rotate|rewrap`, the data keys of encryption at
+//!   rest (gRPC, admin).
 //! - [`grpc`]: channels and credentials of the gRPC clients.
 //! - [`client`]: a reusable WebSocket client for the client protocol.
 //! - [`commands`]: `send`, `sync`, `conversations`, `read`.
@@ -24,6 +26,7 @@ pub mod commands;
 pub mod error;
 pub mod group;
 pub mod grpc;
+pub mod keys;
 pub mod output;
 pub mod timeline;
 
@@ -65,6 +68,7 @@ pub async fn run(cli: Cli, env: ProcessEnv) -> anyhow::Result<ExitCode> {
         Command::Chat(args) => chat::chat(global, args).await?,
         Command::Group(command) => group::run_group(global, command).await?,
         Command::Audit(command) => audit::run_audit(global, admin_env, command).await?,
+        Command::Keys(command) => keys::run_keys(global, admin_env, command).await?,
         Command::Bench(args) => return bench::run(global, admin_env, *args).await,
     }
     Ok(ExitCode::SUCCESS)

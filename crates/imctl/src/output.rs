@@ -4,6 +4,7 @@
 
 pub mod group;
 
+use std::fmt::Write as _;
 use std::io::Write;
 
 use im_proto::client;
@@ -141,6 +142,151 @@ impl<'a> From<&'a im_proto::audit::AuditRecord> for AuditJson<'a> {
     }
 }
 
+/// `imctl keys status --json`: one data key.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct DataKeyJson<'a> {
+    pub id: u64,
+    pub active: bool,
+    pub created_ms: i64,
+    /// Null while the key is active.
+    pub retired_ms: Option<i64>,
+    pub age_secs: i64,
+    pub master_key_id: &'a str,
+    /// Message rows sealed with this key.
+    pub rows: u64,
+}
+
+impl<'a> DataKeyJson<'a> {
+    pub fn of(key: &'a im_proto::keys::DataKey, now_ms: i64) -> Self {
+        Self {
+            id: key.id,
+            active: key.active,
+            created_ms: key.created_ms,
+            retired_ms: (key.retired_ms != 0).then_some(key.retired_ms),
+            age_secs: (now_ms - key.created_ms).max(0) / 1000,
+            master_key_id: &key.master_key_id,
+            rows: key.rows,
+        }
+    }
+}
+
+/// `imctl keys status --json`: the last line, after the keys.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct KeyRowsJson<'a> {
+    /// Message rows stored in clear.
+    pub clear_rows: u64,
+    /// Message rows sealed with a key the key store does not have.
+    pub orphan_rows: u64,
+    /// The master key the node wraps new data keys with.
+    pub master_key_id: &'a str,
+}
+
+/// `imctl keys status`: a table of the keys, then the rows in clear.
+pub fn keys_status_text(status: &im_proto::keys::StatusResponse) -> String {
+    let rows = status.keys.iter().map(|key| {
+        vec![
+            key.id.to_string(),
+            if key.active { "yes" } else { "no" }.to_owned(),
+            age(status.now_ms - key.created_ms),
+            key.master_key_id.clone(),
+            key.rows.to_string(),
+        ]
+    });
+    let mut s = table(&["ID", "ACTIVE", "AGE", "MASTER KEY", "ROWS"], rows);
+    let _ = writeln!(s, "{} row(s) in clear", status.clear_rows);
+    if status.orphan_rows > 0 {
+        let _ = writeln!(s, "{} row(s) sealed with a data key that is not in the key store", status.orphan_rows);
+    }
+    if status.keys.iter().any(|key| key.master_key_id != status.master_key_id) {
+        let _ = writeln!(
+            s,
+            "some keys are wrapped by another master key than this node's ({}): imctl keys rewrap",
+            status.master_key_id
+        );
+    }
+    s
+}
+
+/// `imctl keys rotate --json`.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct RotatedJson<'a> {
+    pub id: u64,
+    pub previous_id: Option<u64>,
+    pub master_key_id: &'a str,
+    pub created_ms: i64,
+}
+
+/// `imctl keys rotate`.
+pub fn rotated_text(rotated: &RotatedJson<'_>) -> String {
+    let previous = match rotated.previous_id {
+        Some(previous) => format!("; data key {previous} retired (still readable)"),
+        None => String::new(),
+    };
+    format!("data key {} is active now (master key {}){previous}\n", rotated.id, rotated.master_key_id)
+}
+
+/// `imctl keys rewrap --json`.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct RewrapJson<'a> {
+    pub rewrapped: u64,
+    pub already_current: u64,
+    pub failed: u64,
+    pub failures: &'a [String],
+    pub master_key_id: &'a str,
+}
+
+impl<'a> From<&'a im_proto::keys::RewrapResponse> for RewrapJson<'a> {
+    fn from(r: &'a im_proto::keys::RewrapResponse) -> Self {
+        Self {
+            rewrapped: r.rewrapped,
+            already_current: r.already_current,
+            failed: r.failed,
+            failures: &r.failures,
+            master_key_id: &r.master_key_id,
+        }
+    }
+}
+
+/// `imctl keys rewrap`: the counts (the failures go to stderr).
+pub fn rewrap_text(r: &RewrapJson<'_>) -> String {
+    format!(
+        "under master key {}: {} data key(s) re-wrapped, {} already current, {} failed\n",
+        r.master_key_id, r.rewrapped, r.already_current, r.failed
+    )
+}
+
+/// An age as its largest unit: `12s`, `5m`, `3h`, `91d`.
+pub fn age(ms: i64) -> String {
+    let secs = ms.max(0) / 1000;
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// Columns separated by two spaces, padded to the widest cell; the last column is not padded.
+pub(crate) fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let mut all: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
+    all.extend(rows);
+    let widths: Vec<usize> =
+        (0..header.len()).map(|i| all.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let mut s = String::new();
+    for row in &all {
+        let last = row.len() - 1;
+        for (i, cell) in row.iter().enumerate() {
+            if i == last {
+                s.push_str(cell);
+            } else {
+                let _ = write!(s, "{cell:<width$}  ", width = widths[i]);
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
+
 /// Writes `value` as one JSON line.
 pub fn json_line(out: &mut impl Write, value: &impl Serialize) -> std::io::Result<()> {
     serde_json::to_writer(&mut *out, value)?;
@@ -233,6 +379,79 @@ mod tests {
             json!({"id": 3, "name": "alice", "token": "t"})
         );
         assert_eq!(to_value(&TokenJson { id: 3, token: "t" }), json!({"id": 3, "token": "t"}));
+    }
+
+    #[test]
+    fn keys_shapes_and_text() {
+        use im_proto::keys::{DataKey, RewrapResponse, StatusResponse};
+        const DAY: i64 = 86_400_000;
+        let now = 100 * DAY;
+        let old = DataKey {
+            id: 1,
+            master_key_id: "local:aa".into(),
+            created_ms: 9 * DAY,
+            retired_ms: 99 * DAY,
+            active: false,
+            rows: 7,
+        };
+        let new = DataKey {
+            id: 2,
+            master_key_id: "local:bb".into(),
+            created_ms: now - 5000,
+            retired_ms: 0,
+            active: true,
+            rows: 3,
+        };
+        assert_eq!(
+            to_value(&DataKeyJson::of(&new, now)),
+            json!({"id": 2, "active": true, "created_ms": now - 5000, "retired_ms": null, "age_secs": 5,
+                   "master_key_id": "local:bb", "rows": 3})
+        );
+        assert_eq!(to_value(&DataKeyJson::of(&old, now))["retired_ms"], 99 * DAY);
+        let status = StatusResponse {
+            keys: vec![old, new],
+            clear_rows: 4,
+            master_key_id: "local:bb".into(),
+            now_ms: now,
+            orphan_rows: 0,
+        };
+        assert_eq!(
+            keys_status_text(&status),
+            "ID  ACTIVE  AGE  MASTER KEY  ROWS\n\
+             1   no      91d  local:aa    7\n\
+             2   yes     5s   local:bb    3\n\
+             4 row(s) in clear\n\
+             some keys are wrapped by another master key than this node's (local:bb): imctl keys rewrap\n"
+        );
+        let rotated = RotatedJson { id: 3, previous_id: Some(2), master_key_id: "local:bb", created_ms: now };
+        assert_eq!(
+            rotated_text(&rotated),
+            "data key 3 is active now (master key local:bb); data key 2 retired (still readable)\n"
+        );
+        assert_eq!(
+            to_value(&rotated),
+            json!({"id": 3, "previous_id": 2, "master_key_id": "local:bb", "created_ms": now})
+        );
+        let rewrap = RewrapResponse {
+            rewrapped: 2,
+            already_current: 1,
+            failed: 1,
+            failures: vec!["data key 4: KMS unavailable".into()],
+            master_key_id: "arn:k".into(),
+        };
+        assert_eq!(
+            rewrap_text(&RewrapJson::from(&rewrap)),
+            "under master key arn:k: 2 data key(s) re-wrapped, 1 already current, 1 failed\n"
+        );
+        assert_eq!(
+            to_value(&RewrapJson::from(&rewrap)),
+            json!({"rewrapped": 2, "already_current": 1, "failed": 1, "failures": ["data key 4: KMS unavailable"],
+                   "master_key_id": "arn:k"})
+        );
+        assert_eq!(
+            (age(59_999), age(60_000), age(3_600_000), age(DAY), age(-5)),
+            ("59s".into(), "1m".into(), "1h".into(), "1d".into(), "0s".into())
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use im_core::message::{AppendOutcome, ConversationSummary};
 use im_core::ports::{AuditQuery, MessageStore};
 use im_core::{AuditRecord, ClientMsgId, NewMessage, Seq};
 
-use super::fixtures::{group_conversation, message, private, unique_name, users};
+use super::fixtures::{group_conversation, message, private, unique, unique_name, users};
 
 /// Stamps out the `MessageStore` suite; see the [module docs](crate::conformance).
 #[macro_export]
@@ -28,6 +28,7 @@ macro_rules! message_store_suite {
                 unread_counts_skip_the_readers_own_messages,
                 group_messages_are_stored_once_and_listed_by_no_member,
                 the_key_a_body_is_sealed_with_round_trips,
+                rows_by_key_counts_the_rows_each_data_key_seals,
                 audit_records_are_stored_with_their_messages_only,
                 audit_records_are_listed_newest_first_by_page_and_conversation,
             ]
@@ -319,4 +320,43 @@ pub async fn the_key_a_body_is_sealed_with_round_trips<S: MessageStore + ?Sized>
     let large_id = NewMessage { sealed_with: Some(i64::MAX as u64), ..message(ab, a, 3, &unique_name("k"), 1002) };
     store.append(&[clear.clone(), sealed.clone(), large_id.clone()]).await.unwrap();
     assert_eq!(store.fetch(ab, Seq::ZERO, 10).await.unwrap().messages, vec![clear, sealed, large_id]);
+}
+
+pub async fn rows_by_key_counts_the_rows_each_data_key_seals<S: MessageStore + ?Sized>(store: Arc<S>) {
+    // Key ids no other case uses (cases may share the store and run at the
+    // same time): their counts are exact, the clear rows only grow.
+    let (k1, k2, unused) = (unique(), unique(), unique());
+    let count =
+        |rows: &[(Option<u64>, u64)], key: Option<u64>| rows.iter().find(|(k, _)| *k == key).map_or(0, |(_, n)| *n);
+    let before = store.rows_by_key().await.unwrap();
+    assert_eq!((count(&before, Some(k1)), count(&before, Some(k2))), (0, 0));
+
+    let [a, b] = users();
+    let (ab, group) = (private(a, b), group_conversation());
+    let sealed = |conversation, seq, key| NewMessage {
+        sealed_with: Some(key),
+        ..message(conversation, a, seq, &unique_name("k"), 1000 + seq as i64)
+    };
+    let batch = vec![
+        message(ab, a, 1, &unique_name("k"), 1000),
+        sealed(ab, 2, k1),
+        sealed(ab, 3, k1),
+        sealed(group, 1, k1),
+        sealed(ab, 4, k2),
+        message(group, b, 2, &unique_name("k"), 1005),
+    ];
+    store.append(&batch).await.unwrap();
+    // A resend stores nothing, so counts nothing.
+    store.append(&batch[1..2]).await.unwrap();
+
+    let after = store.rows_by_key().await.unwrap();
+    assert_eq!(count(&after, Some(k1)), 3, "{after:?}");
+    assert_eq!(count(&after, Some(k2)), 1, "{after:?}");
+    assert!(!after.iter().any(|(k, _)| *k == Some(unused)), "a key sealing nothing is not listed: {after:?}");
+    assert!(count(&after, None) >= count(&before, None) + 2, "clear rows: {before:?} then {after:?}");
+    // One entry per key.
+    let mut keys: Vec<Option<u64>> = after.iter().map(|(k, _)| *k).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), after.len(), "{after:?}");
 }

@@ -459,6 +459,21 @@ impl MessageStore for MysqlStore {
         count_from_column(unread, "unread count")
     }
 
+    /// How many stored messages each data key seals (`sealed_with`), with
+    /// `None` for the messages stored in clear; keys sealing no message are
+    /// not listed. For `imctl keys status`: a scan of the whole table.
+    async fn rows_by_key(&self) -> BackendResult<Vec<(Option<u64>, u64)>> {
+        let rows: Vec<(Option<u64>, i64)> = self
+            .reading(DbOperation::RowsByKey, async |conn| {
+                sqlx::query_as("SELECT sealed_with, COUNT(*) FROM messages GROUP BY sealed_with ORDER BY sealed_with")
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)
+            })
+            .await?;
+        rows.into_iter().map(|(key, count)| Ok((key, count_from_column(count, "row count")?))).collect()
+    }
+
     /// A cheap round trip to the store, for `/ready`.
     async fn ping(&self) -> BackendResult<()> {
         self.reading(DbOperation::Ping, async |conn| {

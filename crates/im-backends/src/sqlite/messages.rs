@@ -484,6 +484,22 @@ impl MessageStore for SqliteStore {
         from_column(unread, "unread count")
     }
 
+    /// How many stored messages each data key seals (`sealed_with`), with
+    /// `None` for the messages stored in clear; keys sealing no message are
+    /// not listed. For `imctl keys status`: a scan of the whole table.
+    async fn rows_by_key(&self) -> BackendResult<Vec<(Option<u64>, u64)>> {
+        let rows: Vec<(Option<i64>, i64)> =
+            sqlx::query_as("SELECT sealed_with, COUNT(*) FROM messages GROUP BY sealed_with ORDER BY sealed_with")
+                .fetch_all(&self.reader)
+                .await
+                .map_err(map_sqlx)?;
+        rows.into_iter()
+            .map(|(key, count)| {
+                Ok((key.map(|id| from_column(id, "sealed_with")).transpose()?, from_column(count, "row count")?))
+            })
+            .collect()
+    }
+
     /// A cheap round trip to the store, for `/ready`.
     async fn ping(&self) -> BackendResult<()> {
         sqlx::query("SELECT 1").execute(&self.reader).await.map_err(map_sqlx)?;

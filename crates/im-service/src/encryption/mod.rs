@@ -18,10 +18,15 @@
 //!   naming the message; never garbage, never a crash.
 //! - Rotation: a new key becomes active when the active one is older than
 //!   `KEY_ROTATION_DAYS` (checked at start and [`ROTATION_CHECK`]ally); old
-//!   keys stay readable.
+//!   keys stay readable. On demand too: [`BodyCipher::rotate`].
+//! - [`BodyCipher::rewrap_all`]: stored keys wrapped again under the
+//!   configured master key (KMS `ReEncrypt`) after the master key changed.
+//! - [`keys_grpc`]: `im.keys.v1.KeyService`, the admin API behind `imctl
+//!   keys status|rotate|rewrap`.
 //!
 //! Key material never reaches a log line, a metric or an error text.
 
+pub mod keys_grpc;
 pub mod observer;
 
 use std::sync::Arc;
@@ -52,6 +57,30 @@ pub struct BodyCipher {
     rotate_after: Option<Duration>,
     mode: Mode,
     metrics: Arc<Metrics>,
+}
+
+/// What [`BodyCipher::rotate`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    /// The key that was active before, if any.
+    pub previous: Option<u64>,
+    /// The key active now.
+    pub active: StoredDataKey,
+}
+
+/// What [`BodyCipher::rewrap_all`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RewrapReport {
+    pub rewrapped: u64,
+    /// Keys the configured master key already wrapped (left as they are).
+    pub already_current: u64,
+    /// The keys that could not be re-wrapped, and why (never key material).
+    pub failed: Vec<(u64, String)>,
+}
+
+enum Rewrapped {
+    Now,
+    Already,
 }
 
 /// What a node does with bodies.
@@ -136,14 +165,14 @@ impl BodyCipher {
         Ok(active)
     }
 
-    /// A new key made active in place of `expected` (`imctl keys rotate`, or
-    /// due by age); when another node rotated first, its key is the one.
-    pub async fn rotate(&self) -> Result<StoredDataKey, ImError> {
-        let current = self.keys.active_data_key().await?.map(|key| key.id);
+    /// A new key made active now (`imctl keys rotate`); when another node
+    /// rotated at the same moment, its key is the one.
+    pub async fn rotate(&self) -> Result<Rotation, ImError> {
+        let previous = self.keys.active_data_key().await?.map(|key| key.id);
         let now_ms = crate::clock::unix_ms();
-        let active = self.activate_new(current, now_ms).await?;
+        let active = self.activate_new(previous, now_ms).await?;
         self.adopt(&active, now_ms);
-        Ok(active)
+        Ok(Rotation { previous, active })
     }
 
     async fn activate_new(&self, expected: Option<u64>, now_ms: i64) -> Result<StoredDataKey, ImError> {
@@ -254,6 +283,74 @@ impl BodyCipher {
         Ok(())
     }
 
+    /// The id of the master key new data keys are wrapped by.
+    pub fn master_key_id(&self) -> &str {
+        self.master.key_id()
+    }
+
+    /// Every stored data key, oldest first (`imctl keys status`).
+    pub async fn data_keys(&self) -> Result<Vec<StoredDataKey>, ImError> {
+        Ok(self.keys.data_keys().await?)
+    }
+
+    /// Re-wraps the stored data keys under this node's master key (`imctl
+    /// keys rewrap`, after the master key changed): those another master key
+    /// wrapped, or every one with `force`. The plaintext keys do not change,
+    /// so neither do the bodies nor the keys in cache. One key failing does
+    /// not stop the others; each failure is reported.
+    pub async fn rewrap_all(&self, force: bool) -> Result<RewrapReport, ImError> {
+        let mut report = RewrapReport::default();
+        for key in self.keys.data_keys().await? {
+            let id = key.id;
+            match self.rewrap(key, force).await {
+                Ok(Rewrapped::Now) => report.rewrapped += 1,
+                Ok(Rewrapped::Already) => report.already_current += 1,
+                Err(why) => {
+                    tracing::warn!(key = id, %why, "re-wrapping a data key failed");
+                    report.failed.push((id, why));
+                }
+            }
+        }
+        tracing::info!(
+            rewrapped = report.rewrapped,
+            already_current = report.already_current,
+            failed = report.failed.len(),
+            master_key = self.master.key_id(),
+            "data keys re-wrapped"
+        );
+        Ok(report)
+    }
+
+    /// Re-wraps one key; the store's compare-and-swap guards against a
+    /// concurrent rewrap (another admin, another node): on a lost swap the
+    /// key is read again and, if still due, re-wrapped once more.
+    async fn rewrap(&self, mut key: StoredDataKey, force: bool) -> Result<Rewrapped, String> {
+        let master_key_id = self.master.key_id();
+        for _attempt in 0..2 {
+            if !force && key.master_key_id == master_key_id {
+                return Ok(Rewrapped::Already);
+            }
+            let rewrapped = self.master.rewrap_data_key(&key.wrapped).await.map_err(|e| e.to_string())?;
+            let swapped = self
+                .keys
+                .rewrap_data_key(key.id, &key.wrapped, &rewrapped, master_key_id)
+                .await
+                .map_err(|e| format!("the key store: {e}"))?;
+            if swapped {
+                return Ok(Rewrapped::Now);
+            }
+            key = match self.keys.data_key(key.id).await.map_err(|e| format!("the key store: {e}"))? {
+                Some(key) => key,
+                None => return Err("it is no longer in the key store".into()),
+            };
+            if force && key.master_key_id == master_key_id {
+                // Someone else re-wrapped it meanwhile, under this master key.
+                return Ok(Rewrapped::Now);
+            }
+        }
+        Err("its stored form changed twice while it was re-wrapped; run the rewrap again".into())
+    }
+
     /// The master key answers (`/ready` lists it as `kms`).
     pub async fn check_master_key(&self) -> Result<(), String> {
         self.master.check().await.map_err(|e| e.to_string())
@@ -324,11 +421,36 @@ mod tests {
         cipher.open(&mut stored).await.unwrap();
         assert_eq!(stored, [message(1, "before"), message(2, "after")]);
         // On demand too; old keys keep opening.
-        let third = cipher.rotate().await.unwrap();
+        let third = cipher.rotate().await.unwrap().active;
         assert!(third.id != rotated.id && third.id != first_key);
         let mut again = [first[0].clone()];
         cipher.open(&mut again).await.unwrap();
         assert_eq!(again[0].body, message(1, "before").body);
+    }
+
+    #[tokio::test]
+    async fn rewrap_rewraps_keys_of_other_master_keys_or_all_with_force_and_bodies_still_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let cipher = cipher(dir.path(), 0).await;
+        let sealed = BodyCipher::seal(&cipher.sealing_key().await.unwrap(), &[message(1, "one")]);
+        let second = cipher.rotate().await.unwrap();
+        assert_eq!(second.previous, sealed[0].sealed_with);
+        let report = cipher.rewrap_all(false).await.unwrap();
+        assert_eq!(report, RewrapReport { rewrapped: 0, already_current: 2, failed: vec![] });
+
+        let before = cipher.data_keys().await.unwrap();
+        let report = cipher.rewrap_all(true).await.unwrap();
+        assert_eq!(report, RewrapReport { rewrapped: 2, already_current: 0, failed: vec![] });
+        let after = cipher.data_keys().await.unwrap();
+        for (old, new) in before.iter().zip(&after) {
+            assert_eq!((old.id, old.created_ms, old.retired_ms), (new.id, new.created_ms, new.retired_ms));
+            assert_ne!(old.wrapped, new.wrapped, "key {} not re-wrapped", old.id);
+        }
+        // A fresh cipher (no key in cache) unwraps the new forms.
+        let fresh = super::tests::cipher(dir.path(), 0).await;
+        let mut stored = [sealed[0].clone()];
+        fresh.open(&mut stored).await.unwrap();
+        assert_eq!(stored[0].body, message(1, "one").body);
     }
 
     #[tokio::test]

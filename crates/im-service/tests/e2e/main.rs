@@ -11,6 +11,7 @@ mod filter;
 mod groups;
 mod groups_cluster;
 mod harness;
+mod keys;
 mod migrate;
 mod observability;
 mod offline;

@@ -2,12 +2,12 @@
 //! the text people read. The text is made from the JSON shape, so both
 //! always say the same.
 
-use std::fmt::Write as _;
-
 use anyhow::Context;
 use im_proto::message::ReadStatus;
 use im_proto::user::{self, membership_change::Kind};
 use serde::Serialize;
+
+use super::table;
 
 /// The name of a role on the wire (`ROLE_ADMIN` → `admin`).
 pub fn role_name(role: i32) -> &'static str {
@@ -220,27 +220,6 @@ impl ReadStatusJson {
 
 fn list(ids: &[u64]) -> String {
     ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
-}
-
-/// Columns separated by two spaces, padded to the widest cell; the last column is not padded.
-fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
-    let mut all: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
-    all.extend(rows);
-    let widths: Vec<usize> =
-        (0..header.len()).map(|i| all.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
-    let mut s = String::new();
-    for row in &all {
-        let last = row.len() - 1;
-        for (i, cell) in row.iter().enumerate() {
-            if i == last {
-                s.push_str(cell);
-            } else {
-                let _ = write!(s, "{cell:<width$}  ", width = widths[i]);
-            }
-        }
-        s.push('\n');
-    }
-    s
 }
 
 #[cfg(test)]
