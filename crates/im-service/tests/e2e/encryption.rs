@@ -41,7 +41,7 @@ use crate::harness::{ClusterBuilder, SHARED_KAFKA, SHARED_MARIADB};
 use crate::support::{Client, GroupApi, Node, ack, conversation_id, error, free_port, group_conversation, http_get};
 
 /// moto, from `scripts/servers.sh`.
-const KMS: &str = "127.0.0.1:8080";
+pub(crate) const KMS: &str = "127.0.0.1:8080";
 /// The credentials and region moto takes (it checks no signature).
 const AWS_ENV: [(&str, &str); 3] =
     [("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_REGION", "us-east-1")];
@@ -72,7 +72,7 @@ async fn require_kms() {
 /// One call of the AWS KMS API (JSON 1.1) to moto at `addr`: (status,
 /// body). moto checks no signature; the credential scope of the
 /// `Authorization` header tells it the service and region.
-async fn kms_call(addr: &str, action: &str, body: &str) -> (u16, String) {
+pub(crate) async fn kms_call(addr: &str, action: &str, body: &str) -> (u16, String) {
     let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
         .await
         .unwrap_or_else(|_| panic!("connecting to the KMS at {addr} timed out"))
@@ -97,7 +97,7 @@ async fn kms_call(addr: &str, action: &str, body: &str) -> (u16, String) {
 }
 
 /// A new symmetric key of the test's own on moto; returns its id.
-async fn create_kms_key() -> String {
+pub(crate) async fn create_kms_key() -> String {
     require_kms().await;
     let (status, body) = kms_call(KMS, "CreateKey", r#"{"Description":"im e2e encryption"}"#).await;
     assert_eq!(status, 200, "CreateKey answered {status}: {body}");
@@ -106,7 +106,7 @@ async fn create_kms_key() -> String {
 }
 
 /// What a node needs to use the KMS at `endpoint` with key `key_id`.
-fn kms_env(endpoint: &str, key_id: &str) -> Vec<(String, String)> {
+pub(crate) fn kms_env(endpoint: &str, key_id: &str) -> Vec<(String, String)> {
     let mut env = vec![
         ("ENCRYPTION_ENABLED".to_owned(), "true".to_owned()),
         ("KMS_ENDPOINT".to_owned(), endpoint.to_owned()),
