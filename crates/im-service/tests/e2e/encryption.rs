@@ -29,7 +29,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use im_backends::conformance::fixtures::unique_name;
 use im_proto::client::{self as pb, ErrorCode, server_frame};
 use prost::Message as _;
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
@@ -37,7 +36,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::harness::{ClusterBuilder, SHARED_KAFKA, SHARED_MARIADB};
+use crate::harness::{ClusterBuilder, SHARED_MARIADB, read_topic};
 use crate::support::{Client, GroupApi, Node, ack, conversation_id, error, free_port, group_conversation, http_get};
 
 /// moto, from `scripts/servers.sh`.
@@ -720,47 +719,13 @@ fn unhex(hex: &str) -> Vec<u8> {
     (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect()
 }
 
-/// Every record on `topic` (all partitions, from the start, no consumer
-/// group join), read until `want` records arrived and then `settle` more,
-/// or `within`: the payloads.
-fn read_topic(topic: &str, want: usize, settle: Duration, within: Duration) -> Vec<Vec<u8>> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", SHARED_KAFKA)
-        .set("group.id", unique_name("e2e-encryption-reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("a Kafka consumer");
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("topic metadata");
-    let partitions = metadata.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
-    assert!(partitions > 0, "topic {topic} does not exist");
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..partitions {
-        assignment.add_partition_offset(topic, partition as i32, Offset::Beginning).unwrap();
-    }
-    consumer.assign(&assignment).expect("assign");
-    let deadline = Instant::now() + within;
-    let mut records = Vec::new();
-    let mut settled: Option<Instant> = None;
-    while Instant::now() < deadline && settled.is_none_or(|at| Instant::now() < at) {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(message)) => records.push(message.payload().unwrap_or_default().to_vec()),
-            Some(Err(e)) => eprintln!("reading {topic}: {e}"),
-            None => {}
-        }
-        if records.len() >= want && settled.is_none() {
-            settled = Some(Instant::now() + settle);
-        }
-    }
-    records
-}
-
 async fn topic_records(topic: &str, want: usize) -> Vec<Vec<u8>> {
     let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || read_topic(&topic, want, Duration::from_secs(1), Duration::from_secs(30)))
-        .await
-        .unwrap()
+    let records =
+        tokio::task::spawn_blocking(move || read_topic(&topic, want, Duration::from_secs(1), Duration::from_secs(30)))
+            .await
+            .unwrap();
+    records.into_iter().map(|(_key, payload)| payload).collect()
 }
 
 #[tokio::test]

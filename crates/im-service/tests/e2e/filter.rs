@@ -25,7 +25,7 @@ use im_proto::audit::{self as audit_pb, ListAuditRecordsRequest};
 use im_proto::client::{self as pb, ErrorCode, client_frame, server_frame};
 use im_proto::user::user_service_client::UserServiceClient;
 
-use crate::harness::{Cluster, ClusterBuilder, SHARED_KAFKA};
+use crate::harness::{Cluster, ClusterBuilder, read_topic};
 use crate::support::{Client, GroupApi, Node, ack, conversation_id, error, free_port, group_conversation, http_get};
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -374,43 +374,6 @@ async fn production_block_carries_its_reason_through_the_gateway() {
     let bodies: Vec<String> =
         bob_phone.sync_all(&conversation_id(alice.id, bob.id), 0).await.iter().map(|m| text(&m.body)).collect();
     assert_eq!(bodies, ["a kind word"]);
-}
-
-/// Every record on `topic` (all partitions, from the start, no consumer
-/// group join), read until `want` records arrived and then `settle` more,
-/// or `within`: (key, payload).
-fn read_topic(topic: &str, want: usize, settle: Duration, within: Duration) -> Vec<(Vec<u8>, Vec<u8>)> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", SHARED_KAFKA)
-        .set("group.id", im_backends::conformance::fixtures::unique_name("e2e-audit-reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("a Kafka consumer");
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("topic metadata");
-    let partitions = metadata.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
-    assert!(partitions > 0, "topic {topic} does not exist");
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..partitions {
-        assignment.add_partition_offset(topic, partition as i32, Offset::Beginning).unwrap();
-    }
-    consumer.assign(&assignment).expect("assign");
-    let deadline = Instant::now() + within;
-    let mut records = Vec::new();
-    let mut settled: Option<Instant> = None;
-    while Instant::now() < deadline && settled.is_none_or(|at| Instant::now() < at) {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(message)) => records
-                .push((message.key().unwrap_or_default().to_vec(), message.payload().unwrap_or_default().to_vec())),
-            Some(Err(e)) => eprintln!("reading {topic}: {e}"),
-            None => {}
-        }
-        if records.len() >= want && settled.is_none() {
-            settled = Some(Instant::now() + settle);
-        }
-    }
-    records
 }
 
 #[tokio::test]
