@@ -87,7 +87,10 @@ pub async fn mysql_data_keys() -> (Arc<MysqlStore>, OwnDatabase) {
 
 /// A fresh database `im_test_{purpose}_{unique}`, dropped with the guard.
 async fn own_database(purpose: &str) -> (Arc<MysqlStore>, OwnDatabase) {
-    let config = DatabaseConfig { name: format!("im_test_{purpose}_{}", unique()), ..test_config() };
+    // The process id too: nextest runs each case in a process of its own,
+    // and two started in the same microsecond draw the same `unique()`.
+    let name = format!("im_test_{purpose}_{}_{}", std::process::id(), unique());
+    let config = DatabaseConfig { name, ..test_config() };
     let store = connect_or_panic(&config).await;
     (Arc::new(store), OwnDatabase(config))
 }
@@ -241,7 +244,7 @@ async fn a_server_that_never_answers_is_unavailable_after_conn_timeout() {
 /// `connect` creates the database it is given when it does not exist.
 #[tokio::test]
 async fn a_missing_database_is_created() {
-    let name = format!("im_test_new_{}", unique());
+    let name = format!("im_test_new_{}_{}", std::process::id(), unique());
     let config = DatabaseConfig { name: name.clone(), ..test_config() };
     let store = connect_or_panic(&config).await;
     let [a, b] = users();
@@ -310,7 +313,7 @@ async fn a_migrated_database_runs_with_a_user_without_ddl_rights() {
     let migrated_name = _drop_migrated.name().to_owned();
     // Migrating again is a no-op, also through `migrate`.
     MysqlStore::migrate(&DatabaseConfig { name: migrated_name.clone(), ..test_config() }).await.unwrap();
-    let empty_name = format!("im_test_empty_{}", unique());
+    let empty_name = format!("im_test_empty_{}_{}", std::process::id(), unique());
     let mut conn = admin_connection(&test_config(), None).await;
     sqlx::raw_sql(&format!("CREATE DATABASE `{empty_name}`")).execute(&mut conn).await.unwrap();
     let _drop_empty = OwnDatabase(DatabaseConfig { name: empty_name.clone(), ..test_config() });
