@@ -46,6 +46,8 @@ operations! {
         MaxSeq => "max_seq",
         CountUnread => "count_unread",
         RowsByKey => "rows_by_key",
+        BodiesToReseal => "bodies_to_reseal",
+        Reseal => "reseal",
         Ping => "ping",
         ExpireMessages => "expire_messages",
         MarkRead => "mark_read",

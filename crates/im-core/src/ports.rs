@@ -216,6 +216,47 @@ pub trait DataKeyStore: Send + Sync + 'static {
     ) -> BackendResult<bool>;
 }
 
+/// A stored message whose body is not sealed with the active data key, as
+/// [`ResealStore::bodies_to_reseal`] finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBody {
+    /// Its storage position (commit order, never reused): the cursor of the
+    /// walk.
+    pub position: u64,
+    /// As stored: `sealed_with` names the key `body` is sealed with, `None`
+    /// for a body stored in clear.
+    pub message: NewMessage,
+}
+
+/// A new sealing of a stored body, for [`ResealStore::reseal`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reseal {
+    pub position: u64,
+    /// The key the row must still be sealed with (`None`: in clear) for the
+    /// new body to replace it.
+    pub expected: Option<u64>,
+    pub body: Bytes,
+    pub sealed_with: u64,
+}
+
+/// Re-encryption of stored bodies under the active data key (`imctl keys
+/// reencrypt`), a walk in storage order that any number of walkers (and
+/// live traffic) can share: every write is a compare-and-set on the row's
+/// key, so a row changed since it was read is left as it is.
+#[async_trait]
+pub trait ResealStore: Send + Sync + 'static {
+    /// At most `limit` messages whose body is not sealed with `key` (sealed
+    /// with another key, or in clear), in storage order after position
+    /// `after` (0: from the start). Fewer than `limit`: the walk is over.
+    async fn bodies_to_reseal(&self, key: u64, after: u64, limit: u32) -> BackendResult<Vec<StoredBody>>;
+
+    /// Replaces the body and key of each row given whose key is still
+    /// `expected`, in one transaction committed before this returns; rows
+    /// changed or deleted meanwhile are skipped. Returns how many rows were
+    /// replaced.
+    async fn reseal(&self, rows: &[Reseal]) -> BackendResult<u64>;
+}
+
 /// A user as the directory keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {

@@ -509,7 +509,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         .add_service(MessageGrpc::server(messaging, tokens.clone()))
         .add_service(GroupGrpc::server(groups, tokens.clone()))
         .add_service(AuditGrpc::server(stores.messages.clone(), tokens.clone()))
-        .add_service(KeyGrpc::server(cipher, stores.messages.clone(), tokens.clone()))
+        .add_service(KeyGrpc::server(cipher, stores.messages.clone(), stores.reseal.clone(), tokens.clone()))
         .add_optional_service(user_grpc)
         .serve_with_incoming_shutdown(serve::grpc_incoming(listeners.grpc), shutdown.clone().cancelled_owned());
 

@@ -171,6 +171,9 @@ pub struct Metrics {
     /// Age of the data key new bodies are sealed with (0 with encryption
     /// off); updated every minute.
     pub encryption_active_dek_age_seconds: Gauge,
+    /// Stored bodies sealed again under the active key (`imctl keys
+    /// reencrypt`).
+    pub reencrypted_rows: Counter,
     /// The WebSocket gateway's own counters (built-in gateway or
     /// `im-gateway`), brought up to date at scrape time.
     gateway: GatewayCounters,
@@ -311,6 +314,7 @@ impl Metrics {
         let dek_cache_hits = Counter::default();
         let dek_cache_misses = Counter::default();
         let encryption_active_dek_age_seconds = Gauge::default();
+        let reencrypted_rows = Counter::default();
         for op in KMS_OPS {
             for result in KMS_RESULTS {
                 drop(kms_requests.get_or_create(&KmsLabels { op, result }));
@@ -504,6 +508,11 @@ impl Metrics {
             "Age of the data key new message bodies are sealed with (0 with encryption off)",
             encryption_active_dek_age_seconds.clone(),
         );
+        registry.register(
+            "reencrypted_rows",
+            "Stored message bodies sealed again under the active data key (imctl keys reencrypt)",
+            reencrypted_rows.clone(),
+        );
         register_dependency_metrics(registry);
         gateway.register(registry);
         Self {
@@ -551,6 +560,7 @@ impl Metrics {
             dek_cache_hits,
             dek_cache_misses,
             encryption_active_dek_age_seconds,
+            reencrypted_rows,
             gateway,
         }
     }

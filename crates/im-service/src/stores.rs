@@ -8,7 +8,8 @@ use anyhow::Context;
 use im_backends::{MysqlStore, SqliteStore};
 use im_config::{Config, StoreBackend};
 use im_core::ports::{
-    CeilingStore, DataKeyStore, EpochStore, GroupStore, MessageStore, OfflineStore, ReceiptStore, UserStore,
+    CeilingStore, DataKeyStore, EpochStore, GroupStore, MessageStore, OfflineStore, ReceiptStore, ResealStore,
+    UserStore,
 };
 
 use crate::readiness::Probe;
@@ -27,6 +28,8 @@ pub struct Stores {
     pub offline: Arc<dyn OfflineStore>,
     /// The wrapped data keys of envelope encryption, and the active one.
     pub data_keys: Arc<dyn DataKeyStore>,
+    /// Stored bodies sealed again under the active key (`imctl keys reencrypt`).
+    pub reseal: Arc<dyn ResealStore>,
     backend: Backend,
 }
 
@@ -37,7 +40,15 @@ enum Backend {
 
 fn ports<S>(name: &'static str, store: Arc<S>, backend: Backend) -> Stores
 where
-    S: MessageStore + ReceiptStore + CeilingStore + EpochStore + UserStore + GroupStore + OfflineStore + DataKeyStore,
+    S: MessageStore
+        + ReceiptStore
+        + CeilingStore
+        + EpochStore
+        + UserStore
+        + GroupStore
+        + OfflineStore
+        + DataKeyStore
+        + ResealStore,
 {
     Stores {
         name,
@@ -48,7 +59,8 @@ where
         users: store.clone(),
         groups: store.clone(),
         offline: store.clone(),
-        data_keys: store,
+        data_keys: store.clone(),
+        reseal: store,
         backend,
     }
 }

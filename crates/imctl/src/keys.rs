@@ -1,4 +1,4 @@
-//! `imctl keys status|rotate|rewrap`: the data keys of encryption at rest,
+//! `imctl keys status|rotate|rewrap|reencrypt`: the data keys of encryption at rest,
 //! through `im.keys.v1.KeyService` on an im-service node
 //! (`--im-service-url`), with the admin credential.
 
@@ -13,6 +13,7 @@ use crate::cli::{GlobalArgs, KeysCommand};
 use crate::output::{
     DataKeyJson, KeyRowsJson, RewrapJson, RotatedJson, json_line, keys_status_text, rewrap_text, rotated_text,
 };
+use crate::reencrypt::{Pace, reencrypt};
 
 /// `imctl keys ...`.
 pub async fn run_keys(global: &GlobalArgs, env_admin_token: Option<&str>, command: KeysCommand) -> anyhow::Result<()> {
@@ -65,6 +66,18 @@ pub async fn run_keys(global: &GlobalArgs, env_admin_token: Option<&str>, comman
             }
             if report.failed > 0 {
                 bail!("{} data key(s) could not be re-wrapped; run `imctl keys rewrap` again", report.failed);
+            }
+        }
+        KeysCommand::Reencrypt { rate, batch, after, json } => {
+            let totals = reencrypt(&admin, Pace { rate, batch, after }).await?;
+            if json {
+                json_line(&mut out, &totals)?;
+            } else {
+                out.write_all(totals.text().as_bytes())?;
+            }
+            if totals.failed > 0 {
+                out.flush()?;
+                bail!("{} row(s) could not be decrypted and were left as they are (named above)", totals.failed);
             }
         }
     }

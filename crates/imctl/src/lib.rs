@@ -28,6 +28,7 @@ pub mod group;
 pub mod grpc;
 pub mod keys;
 pub mod output;
+pub mod reencrypt;
 pub mod timeline;
 
 use std::process::ExitCode;

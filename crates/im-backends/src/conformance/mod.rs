@@ -28,7 +28,8 @@
 //! [`registry`], [`offline_store`] (needs a `ReceiptStore` too: what is read is
 //! not pending), [`group_store`] (needs a `UserStore` too: groups name known
 //! users), [`data_key_store`] (needs a store no other case writes to: the
-//! active data key is store-wide).
+//! active data key is store-wide), [`reseal_store`] (needs a `MessageStore`
+//! too: it walks the stored messages).
 
 pub mod bus;
 pub mod ceiling_store;
@@ -42,6 +43,7 @@ pub mod message_store;
 pub mod offline_store;
 pub mod receipt_store;
 pub mod registry;
+pub mod reseal_store;
 pub mod seq_allocator;
 pub mod user_store;
 

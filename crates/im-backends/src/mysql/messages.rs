@@ -176,9 +176,9 @@ async fn stored_acks(
 
 /// The columns `fetch` reads; `recipient` is not among them, as the message
 /// derives it from its conversation and sender.
-type MessageColumns = (u64, u64, u64, Vec<u8>, Vec<u8>, Vec<u8>, i64, Option<u64>);
+pub(super) type MessageColumns = (u64, u64, u64, Vec<u8>, Vec<u8>, Vec<u8>, i64, Option<u64>);
 
-fn message_from_columns(conversation: ConversationId, columns: MessageColumns) -> BackendResult<NewMessage> {
+pub(super) fn message_from_columns(conversation: ConversationId, columns: MessageColumns) -> BackendResult<NewMessage> {
     let (seq, msg_id, sender, client_msg_id, body, content_type, server_time_ms, sealed_with) = columns;
     Ok(NewMessage {
         msg_id: MessageId(msg_id),

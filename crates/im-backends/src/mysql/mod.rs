@@ -63,6 +63,7 @@ mod messages;
 mod offline;
 mod options;
 mod receipts;
+mod reseal;
 mod users;
 
 use std::sync::Arc;
@@ -88,8 +89,8 @@ const MAX_STATEMENT_BYTES: usize = 4 << 20;
 /// Messages, receipts, seq ceilings, allocator epochs, users, offline
 /// entries, groups and data keys in one MySQL or MariaDB database. Implements
 /// `MessageStore`, `ReceiptStore`, `CeilingStore`, `EpochStore`, `UserStore`,
-/// `OfflineStore`, `GroupStore` and `DataKeyStore`. Cheap to clone: clones
-/// share the pool.
+/// `OfflineStore`, `GroupStore`, `DataKeyStore` and `ResealStore`. Cheap to
+/// clone: clones share the pool.
 #[derive(Clone, Debug)]
 pub struct MysqlStore {
     pool: MySqlPool,

@@ -175,9 +175,9 @@ async fn ack_by_key<'c>(
 
 /// The columns `fetch` reads; `recipient` is not among them, as the message
 /// derives it from its conversation and sender.
-type MessageColumns = (i64, i64, i64, String, Vec<u8>, String, i64, Option<i64>);
+pub(super) type MessageColumns = (i64, i64, i64, String, Vec<u8>, String, i64, Option<i64>);
 
-fn message_from_columns(conversation: ConversationId, columns: MessageColumns) -> BackendResult<NewMessage> {
+pub(super) fn message_from_columns(conversation: ConversationId, columns: MessageColumns) -> BackendResult<NewMessage> {
     let (seq, msg_id, sender, client_msg_id, body, content_type, server_time_ms, sealed_with) = columns;
     Ok(NewMessage {
         msg_id: MessageId(from_column(msg_id, "msg_id")?),

@@ -26,6 +26,7 @@ mod members;
 mod messages;
 mod offline;
 mod receipts;
+mod reseal;
 mod users;
 
 use std::path::Path;
@@ -51,8 +52,8 @@ const READ_CONNECTIONS: u32 = 4;
 
 /// Messages, receipts, seq ceilings, users, offline entries, groups and data
 /// keys in one SQLite file. Implements `MessageStore`, `ReceiptStore`,
-/// `CeilingStore`, `EpochStore`, `UserStore`, `OfflineStore`, `GroupStore`
-/// and `DataKeyStore`. Cheap to clone: clones share the pools.
+/// `CeilingStore`, `EpochStore`, `UserStore`, `OfflineStore`, `GroupStore`,
+/// `DataKeyStore` and `ResealStore`. Cheap to clone: clones share the pools.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     writer: SqlitePool,

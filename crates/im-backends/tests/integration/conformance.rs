@@ -38,6 +38,10 @@ mod sqlite_data_key_store {
     im_backends::data_key_store_suite!(super::sqlite);
 }
 
+mod sqlite_reseal_store {
+    im_backends::reseal_store_suite!(super::sqlite);
+}
+
 mod memory_ceiling_store {
     im_backends::ceiling_store_suite!(super::memory_ceilings);
 }

@@ -168,6 +168,10 @@ mod mysql_data_key_store {
     im_backends::data_key_store_suite!(super::mysql_data_keys);
 }
 
+mod mysql_reseal_store {
+    im_backends::reseal_store_suite!(super::mysql);
+}
+
 mod memory_seq_allocator_over_mysql {
     im_backends::seq_allocator_suite!(super::allocators_over_mysql);
 }

@@ -1,5 +1,6 @@
 //! `im.keys.v1.KeyService`: the admin API of the data keys (`imctl keys
-//! status|rotate|rewrap`), on the gRPC port, for the admin credential only.
+//! status|rotate|rewrap|reencrypt`), on the gRPC port, for the admin
+//! credential only.
 //!
 //! Always served: a node without encryption at rest answers every call with
 //! `FAILED_PRECONDITION`, so `imctl` says why instead of "unimplemented".
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use im_auth::Tokens;
 use im_core::ImError;
-use im_core::ports::{MessageStore, StoredDataKey};
+use im_core::ports::{MessageStore, ResealStore, StoredDataKey};
 use im_proto::convert::status;
 use im_proto::keys as pb;
 use im_proto::keys::key_service_server::{KeyService, KeyServiceServer};
@@ -26,6 +27,7 @@ pub struct KeyGrpc {
     /// None: encryption at rest is off and no master key is configured.
     cipher: Option<Arc<BodyCipher>>,
     messages: Arc<dyn MessageStore>,
+    reseal: Arc<dyn ResealStore>,
     tokens: Tokens,
 }
 
@@ -33,9 +35,10 @@ impl KeyGrpc {
     pub fn server(
         cipher: Option<Arc<BodyCipher>>,
         messages: Arc<dyn MessageStore>,
+        reseal: Arc<dyn ResealStore>,
         tokens: Tokens,
     ) -> KeyServiceServer<Self> {
-        KeyServiceServer::new(Self { cipher, messages, tokens })
+        KeyServiceServer::new(Self { cipher, messages, reseal, tokens })
     }
 
     /// The cipher, once the caller is known to be an admin.
@@ -104,6 +107,34 @@ impl KeyService for KeyGrpc {
             failed: report.failed.len() as u64,
             failures: report.failed.iter().map(|(id, why)| format!("data key {id}: {why}")).collect(),
             master_key_id: cipher.master_key_id().to_owned(),
+        }))
+    }
+
+    async fn reencrypt(
+        &self,
+        request: Request<pb::ReencryptRequest>,
+    ) -> Result<Response<pb::ReencryptResponse>, Status> {
+        let cipher = self.cipher(&request)?;
+        let pb::ReencryptRequest { after, limit } = *request.get_ref();
+        let step = cipher.reencrypt_window(&*self.reseal, after, limit).await.map_err(status)?;
+        if step.resealed > 0 || !step.failures.is_empty() {
+            tracing::info!(
+                key = step.key,
+                after,
+                next = step.next,
+                resealed = step.resealed,
+                failed = step.failures.len(),
+                "stored bodies re-encrypted"
+            );
+        }
+        Ok(Response::new(pb::ReencryptResponse {
+            active_key_id: step.key,
+            examined: step.examined,
+            resealed: step.resealed,
+            changed_meanwhile: step.changed_meanwhile,
+            failures: step.failures,
+            next: step.next,
+            done: step.done,
         }))
     }
 }

@@ -21,13 +21,17 @@
 //!   keys stay readable. On demand too: [`BodyCipher::rotate`].
 //! - [`BodyCipher::rewrap_all`]: stored keys wrapped again under the
 //!   configured master key (KMS `ReEncrypt`) after the master key changed.
+//! - [`BodyCipher::reencrypt_window`] ([`reencrypt`]): stored bodies sealed
+//!   again under the active key, one window of the store per call, so old
+//!   keys (and clear rows) can be retired from the data.
 //! - [`keys_grpc`]: `im.keys.v1.KeyService`, the admin API behind `imctl
-//!   keys status|rotate|rewrap`.
+//!   keys status|rotate|rewrap|reencrypt`.
 //!
 //! Key material never reaches a log line, a metric or an error text.
 
 pub mod keys_grpc;
 pub mod observer;
+pub mod reencrypt;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -17,6 +17,7 @@ mod observability;
 mod offline;
 mod otlp;
 mod private;
+mod reencrypt;
 mod retention;
 mod support;
 mod traces;
