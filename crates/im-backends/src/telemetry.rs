@@ -12,6 +12,7 @@ use std::sync::LazyLock;
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -115,6 +116,11 @@ pub struct DependencyMetrics {
     pub redis_operation_duration: Histograms<OperationLabel>,
     /// Seconds from producing a record to the broker's acknowledgement.
     pub kafka_produce_duration: Histograms<TopicLabel>,
+    /// Topics found missing (the broker lost them) and created again.
+    pub kafka_topics_recreated: Family<TopicLabel, Counter>,
+    /// Errors a consumer reported (librdkafka recovers from all but fatal
+    /// ones), by topic.
+    pub kafka_consumer_errors: Family<TopicLabel, Counter>,
     /// Database connections by `state`: `in_use` or `idle`.
     pub db_pool_connections: Family<PoolStateLabel, Gauge>,
     /// The pool's `max_open_conns`.
@@ -136,6 +142,8 @@ pub fn dependency_metrics() -> &'static DependencyMetrics {
             db_operation_duration: Family::new_with_constructor(call_buckets),
             redis_operation_duration: Family::new_with_constructor(call_buckets),
             kafka_produce_duration: Family::new_with_constructor(call_buckets),
+            kafka_topics_recreated: Family::default(),
+            kafka_consumer_errors: Family::default(),
             db_pool_connections: Family::default(),
             db_pool_max_connections: Gauge::default(),
             db_pool_waiting: Gauge::default(),
@@ -172,6 +180,14 @@ impl DependencyMetrics {
     /// the handle: the look-up builds a label.
     pub fn kafka_produce(&self, topic: &str) -> Histogram {
         self.kafka_produce_duration.get_or_create(&TopicLabel { topic: topic.to_owned() }).clone()
+    }
+
+    pub(crate) fn kafka_topic_recreated(&self, topic: &str) {
+        self.kafka_topics_recreated.get_or_create(&TopicLabel { topic: topic.to_owned() }).inc();
+    }
+
+    pub(crate) fn kafka_consumer_error(&self, topic: &str) {
+        self.kafka_consumer_errors.get_or_create(&TopicLabel { topic: topic.to_owned() }).inc();
     }
 
     pub(crate) fn db_pool_state(&self, in_use: u32, idle: usize, max: u32) {

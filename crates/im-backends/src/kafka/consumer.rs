@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::error::{join_failed, map_kafka};
 use super::logs::{self, Logs};
+use crate::telemetry::dependency_metrics;
 
 type Member = StreamConsumer<MemberContext>;
 
@@ -132,6 +133,18 @@ impl KafkaConsumer {
         tokio::task::spawn_blocking(move || drop(member)).await.map_err(join_failed)
     }
 
+    /// A consumer error: logged and counted; `Err` only when it is fatal
+    /// (the member cannot go on, see [`BusConsumer::poll`]).
+    fn pass_over(&self, error: KafkaError) -> BackendResult<()> {
+        dependency_metrics().kafka_consumer_error(&self.topic);
+        if matches!(error, KafkaError::MessageConsumptionFatal(_)) {
+            warn!(topic = %self.topic, group = %self.group, %error, "kafka consumer failed");
+            return Err(map_kafka(error));
+        }
+        debug!(topic = %self.topic, group = %self.group, %error, "kafka consumer error (librdkafka recovers)");
+        Ok(())
+    }
+
     fn hand_out(&self, message: &BorrowedMessage<'_>) -> BusRecord {
         let key = message.key().map(Bytes::copy_from_slice).unwrap_or_default();
         let payload = message.payload().map(Bytes::copy_from_slice).unwrap_or_default();
@@ -160,25 +173,37 @@ fn record_headers(message: &BorrowedMessage<'_>) -> RecordHeaders {
 impl BusConsumer for KafkaConsumer {
     /// Waits up to `timeout` for up to `max` records after the group's
     /// committed position (or what this consumer already received).
+    ///
+    /// librdkafka's consumer errors are news, not failures: it reconnects,
+    /// rejoins and resubscribes by itself, and a topic that vanished with a
+    /// broker that restarted empty yields one error per partition, queued.
+    /// They are logged, counted (`im_kafka_consumer_errors_total`) and
+    /// passed over within the same wait; only a fatal one fails the poll.
+    /// Returning each as a failure made the caller back off between polls
+    /// (up to seconds per stale error), and a member that does not poll
+    /// does not answer its rebalances either: its group stalled.
     async fn poll(&mut self, max: usize, timeout: Duration) -> BackendResult<Vec<BusRecord>> {
         if max == 0 {
             return Ok(Vec::new());
         }
         let member = self.member().clone();
-        let first = match tokio::time::timeout(timeout, member.recv()).await {
-            Err(_) => return Ok(Vec::new()),
-            Ok(Err(e)) => return Err(map_kafka(e)),
-            Ok(Ok(message)) => self.hand_out(&message),
+        let deadline = tokio::time::Instant::now() + timeout;
+        let first = loop {
+            match tokio::time::timeout_at(deadline, member.recv()).await {
+                Err(_) => return Ok(Vec::new()),
+                Ok(Err(error)) => self.pass_over(error)?,
+                Ok(Ok(message)) => break self.hand_out(&message),
+            }
         };
         let mut records = vec![first];
         // Then whatever librdkafka has already fetched, without waiting.
         while records.len() < max {
             match member.recv().now_or_never() {
                 Some(Ok(message)) => records.push(self.hand_out(&message)),
-                // Records already handed out must reach the caller; the
-                // error is informational (librdkafka recovers by itself).
+                // Records already handed out must reach the caller.
                 Some(Err(error)) => {
-                    warn!(topic = %self.topic, group = %self.group, %error, "kafka consumer error");
+                    // A fatal error fails the next poll too: not lost.
+                    let _ = self.pass_over(error);
                     break;
                 }
                 None => break,

@@ -16,15 +16,19 @@
 //!   the work is durable); a member that restarts, or the member that takes
 //!   a partition over, resumes after the last commit, so no record is skipped.
 //!   [`LagProbe`] reads the lag of a member's partitions for the metrics.
-//! - Topics are not created by publishing (tansu does not auto-create, and
-//!   production clusters should not): [`KafkaBus::ensure_topics`] at start-up.
+//! - Topics are not created by publishing (production clusters should not,
+//!   and the broker's default partition count is not ours):
+//!   [`KafkaBus::ensure_topics`] at start-up, and again whenever they vanish
+//!   (a broker that restarted empty), checked every second.
 //!
-//! Files: `consumer` (the member, its commits and lag), `error` (librdkafka
-//! errors as [`BackendError`]), `logs` (librdkafka's logs to `tracing`).
+//! Files: `consumer` (the member, its commits and lag), `topics` (creating
+//! and keeping the topics), `error` (librdkafka errors as [`BackendError`]),
+//! `logs` (librdkafka's logs to `tracing`).
 
 mod consumer;
 mod error;
 mod logs;
+mod topics;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -36,14 +40,14 @@ use im_core::error::BackendError;
 use im_core::ports::{BackendResult, Bus, BusConsumer, RecordHeaders};
 use prometheus_client::metrics::histogram::Histogram;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 pub use self::consumer::{KafkaConsumer, LagProbe, PartitionLag};
 use self::error::{join_failed, map_kafka, timed_out};
 use self::logs::Logs;
+pub use self::topics::KEEP_INTERVAL;
+use self::topics::Topics;
 use crate::telemetry::dependency_metrics;
 
 /// A Kafka bus: one producer, and a consumer per [`Bus::subscribe`]; see the
@@ -54,7 +58,8 @@ pub struct KafkaBus {
     producer_config: ClientConfig,
     /// Publishes that failed in a row, since the last success or renewal.
     failures_in_a_row: std::sync::atomic::AtomicU32,
-    admin: AdminClient<Logs>,
+    /// The topics created, and kept (see [`KafkaBus::ensure_topics`]).
+    topics: Topics,
     /// Brokers and consumer settings; each consumer adds its `group.id`.
     consumer_config: ClientConfig,
     /// `kafka.producer.timeout`: bounds a publish, and every other broker
@@ -88,10 +93,13 @@ impl KafkaBus {
             .set("request.timeout.ms", millis(timeout.min(Duration::from_secs(30))))
             // Java's partitioner: the same key lands in the same partition
             // whichever client published it (an empty key included).
-            .set("partitioner", "murmur2");
+            .set("partitioner", "murmur2")
+            // A publish to a topic the broker lost must not create it with
+            // the broker's default partitions: `Topics` creates it again.
+            .set("allow.auto.create.topics", "false");
         let producer_config = producer;
         let producer = producer_config.create_with_context(Logs).map_err(map_kafka)?;
-        let admin = base.create_with_context(Logs).map_err(map_kafka)?;
+        let topics = Topics::new(&base, timeout)?;
 
         let session = config.consumer.session_timeout;
         let mut consumer_config = base;
@@ -115,7 +123,7 @@ impl KafkaBus {
             producer: parking_lot::RwLock::new(producer),
             producer_config,
             failures_in_a_row: std::sync::atomic::AtomicU32::new(0),
-            admin,
+            topics,
             consumer_config,
             timeout,
             produce_latency: parking_lot::RwLock::default(),
@@ -123,33 +131,19 @@ impl KafkaBus {
     }
 
     /// Creates the topics that do not exist yet, with `partitions` partitions
-    /// and the broker's default replication factor. A topic that exists is
-    /// left as it is (its partition count included).
+    /// and the broker's default replication factor, and keeps them: from
+    /// then on, a topic of these that vanishes (a broker that restarted
+    /// without its state) is created again within about a second, logged
+    /// and counted (`im_kafka_topics_recreated_total`), for as long as this
+    /// bus lives. A topic that exists is left as it is (its partition count
+    /// included).
     pub async fn ensure_topics(&self, topics: &[&str], partitions: i32) -> BackendResult<()> {
         // The topics this process produces to: their latency series exist from now on.
         for topic in topics {
             self.produce_latency(topic);
         }
-        let new: Vec<NewTopic<'_>> =
-            topics.iter().map(|&topic| NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))).collect();
-        let options = AdminOptions::new().request_timeout(Some(self.timeout)).operation_timeout(Some(self.timeout));
-        let results = match tokio::time::timeout(self.timeout, self.admin.create_topics(&new, &options)).await {
-            Ok(results) => results.map_err(map_kafka)?,
-            Err(_) => return Err(timed_out("topic creation")),
-        };
-        for result in results {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => {
-                    return Err(match map_kafka(KafkaError::AdminOp(code)) {
-                        BackendError::Unavailable(e) => {
-                            BackendError::unavailable(format!("creating topic {topic}: {e}"))
-                        }
-                        BackendError::Other(e) => BackendError::other(format!("creating topic {topic}: {e}")),
-                    });
-                }
-            }
-        }
+        self.topics.ensure(topics, partitions).await?;
+        self.topics.keep(topics, partitions);
         Ok(())
     }
 
