@@ -227,7 +227,9 @@ async fn registry_and_pusher(
             let etcd = Arc::new(
                 EtcdRegistry::connect(&config.etcd, options).await.context("connecting to etcd (ETCD_ENDPOINTS)")?,
             );
-            readiness.add(
+            // Degrading only: pushes wait for the watch to come back (the
+            // messages are stored and reach devices by sync meanwhile).
+            readiness.add_degrading(
                 "etcd",
                 probe(etcd.clone(), |etcd| {
                     Box::pin(async move {
@@ -274,7 +276,9 @@ fn user_store(
     match config.user_service() {
         ServiceLink::Builtin => Ok(stores.users.clone()),
         ServiceLink::Remote(user) => {
-            readiness.add("user-service", tcp_probe(user.addr.clone()));
+            // Degrading only: recipients already known, and groups whose
+            // roster is cached, are served without it.
+            readiness.add_degrading("user-service", tcp_probe(user.addr.clone()));
             Ok(Arc::new(
                 RemoteUsers::new(&user.addr, user.timeout, credential.clone())
                     .context("services.user.addr (USER_SERVICE_ADDR)")?,

@@ -1,6 +1,6 @@
 //! The Kafka bus as every process that uses it opens it (an IM service node,
 //! and `im-user`, which publishes `membership_change`): the same topics
-//! ensured at start-up, the same `/ready` probe.
+//! ensured at start-up, the same `/ready` probe (degrading only).
 
 use std::sync::Arc;
 
@@ -36,7 +36,9 @@ pub async fn kafka_bus(kafka: &KafkaConfig, readiness: &mut Readiness) -> anyhow
         .await
         .context("creating the Kafka topics (kafka.brokers, kafka.topics.*)")?;
     let probed = bus.clone();
-    readiness.add(
+    // Degrading only: sends are stored and acked without the bus; what is
+    // published waits in bounded queues, retried, until it is back.
+    readiness.add_degrading(
         "kafka",
         Box::new(move || {
             let bus = probed.clone();

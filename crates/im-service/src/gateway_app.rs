@@ -74,10 +74,12 @@ pub async fn run(config: Config, listeners: GatewayListeners, shutdown: Cancella
     let gateway = Gateway::with_hub(hub.clone(), messaging, registry, tokens.clone(), limits);
 
     let mut readiness = Readiness::default();
+    // A gateway's core job is to reach a node; the registry only degrades
+    // pushes to users who connect while it is away.
     readiness.add("im-service", tcp_probe(im.addr.clone()));
     {
         let etcd = etcd.clone();
-        readiness.add(
+        readiness.add_degrading(
             "etcd",
             Box::new(move || {
                 let watching = etcd.is_watching();

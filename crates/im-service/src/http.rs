@@ -1,6 +1,7 @@
-//! HTTP on `server.http_port`: `/health` (the process is alive), `/ready`
-//! (every dependency reachable; JSON with one entry per dependency) and
-//! `/metrics` (Prometheus text). With `observability.metrics_enabled`,
+//! HTTP on `server.http_port`: `/health` and `/live` (the process is not
+//! wedged: answered without touching any dependency), `/ready` (this process
+//! can do its core job, from the background probes' kept state; JSON with one
+//! entry per dependency) and `/metrics` (Prometheus text). With `observability.metrics_enabled`,
 //! `/metrics` is also served alone on `observability.metrics_port` (the
 //! guide's 9090, for a scraper that should not reach the probes).
 
@@ -15,7 +16,7 @@ use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::readiness::Readiness;
+use crate::readiness::{Observer, Readiness};
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -25,9 +26,9 @@ pub struct HttpState {
     pub before_scrape: Arc<dyn Fn(&Metrics) + Send + Sync>,
 }
 
-/// `/health`, `/ready`, and `/metrics` unless metrics are disabled.
+/// `/health`, `/live`, `/ready`, and `/metrics` unless metrics are disabled.
 pub fn router(state: HttpState, metrics_enabled: bool) -> Router {
-    let router = Router::new().route("/health", get(health)).route("/ready", get(ready));
+    let router = Router::new().route("/health", get(health)).route("/live", get(health)).route("/ready", get(ready));
     let router = if metrics_enabled { router.route("/metrics", get(metrics)) } else { router };
     router.with_state(state)
 }
@@ -41,25 +42,20 @@ async fn health() -> &'static str {
     "ok\n"
 }
 
+/// From kept state only: answers at once whatever is down or hanging.
 async fn ready(State(state): State<HttpState>) -> impl IntoResponse {
-    let report = state.readiness.check().await;
-    state.metrics.record_dependencies(&report);
+    let report = state.readiness.report();
     let code = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, [(header::CONTENT_TYPE, "application/json")], report.to_json())
 }
 
-/// Probes every dependency each `every` until `shutdown`, for
-/// `im_dependency_up`: a scraper sees a dependency down even when nothing
+/// Runs the background probes until `shutdown`; each result also sets
+/// `im_dependency_up`, so a scraper sees a dependency down even when nothing
 /// calls `/ready` (systemd, compose).
-pub async fn probe_dependencies(state: HttpState, every: std::time::Duration, shutdown: CancellationToken) {
-    loop {
-        let report = state.readiness.check().await;
-        state.metrics.record_dependencies(&report);
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
-        }
-    }
+pub async fn probe_dependencies(state: HttpState, shutdown: CancellationToken) {
+    let metrics = state.metrics.clone();
+    let observer: Observer = Arc::new(move |dependency, result| metrics.observe_dependency(dependency, result.is_ok()));
+    state.readiness.clone().probe_until(observer, shutdown).await;
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {

@@ -16,7 +16,6 @@ use im_core::ErrorCode;
 use im_gateway::StatsSnapshot;
 
 use crate::process_metrics::ProcessCollector;
-use crate::readiness::ReadyReport;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
@@ -572,11 +571,9 @@ impl Metrics {
         self.gateway.advance(stats);
     }
 
-    /// `im_dependency_up` from one round of probes.
-    pub fn record_dependencies(&self, report: &ReadyReport) {
-        for (dependency, result) in &report.checks {
-            self.dependency_up.get_or_create(&DependencyLabel { dependency }).set(i64::from(result.is_ok()));
-        }
+    /// `im_dependency_up` from one probe of a dependency.
+    pub fn observe_dependency(&self, dependency: &'static str, up: bool) {
+        self.dependency_up.get_or_create(&DependencyLabel { dependency }).set(i64::from(up));
     }
 
     /// One send the sensitive-word filter matched.

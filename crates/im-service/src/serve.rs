@@ -11,10 +11,6 @@ use tokio_util::sync::CancellationToken;
 use crate::http::{self, HttpState};
 use crate::telemetry;
 
-/// How often `im_dependency_up` is refreshed: a probe is one cheap round
-/// trip per dependency.
-const DEPENDENCY_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Binds `server.listen_host:port`; `key` names the setting in the error.
 pub async fn bind(config: &Config, port: u16, key: &str) -> anyhow::Result<TcpListener> {
     let addr = config.server.bind_addr(port);
@@ -65,8 +61,8 @@ pub fn internal_only(_path: &str) -> bool {
     false
 }
 
-/// `/health`, `/ready` and `/metrics` on `http`, and `/metrics` alone on
-/// `metrics`, until `shutdown`.
+/// `/health`, `/live`, `/ready` and `/metrics` on `http`, and `/metrics`
+/// alone on `metrics`, until `shutdown`; the readiness probes run meanwhile.
 pub async fn http(
     http: TcpListener,
     metrics: Option<TcpListener>,
@@ -84,7 +80,7 @@ pub async fn http(
             }
         }
     };
-    let prober = http::probe_dependencies(state.clone(), DEPENDENCY_PROBE_INTERVAL, shutdown.clone());
+    let prober = http::probe_dependencies(state.clone(), shutdown.clone());
     let http_server =
         axum::serve(http, http::router(state, metrics_enabled)).with_graceful_shutdown(shutdown.cancelled_owned());
     let (http_result, metrics_result, ()) = tokio::join!(http_server, metrics_server, prober);
