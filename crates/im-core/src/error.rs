@@ -2,6 +2,7 @@
 //! them to `tonic::Code`, the gateway to the client protocol's `ErrorCode`.
 
 use std::fmt;
+use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
@@ -84,14 +85,22 @@ pub struct ImError {
     pub message: String,
     /// What a program matches on, when the code alone is not enough.
     pub reason: Option<ErrorReason>,
+    /// With `UNAVAILABLE` from a circuit breaker: how long to wait before
+    /// retrying (client protocol `Error.retry_after_ms`, gRPC
+    /// `google.rpc.RetryInfo`).
+    pub retry_after: Option<Duration>,
 }
 
 impl ImError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), reason: None }
+        Self { code, message: message.into(), reason: None, retry_after: None }
     }
     pub fn with_reason(mut self, reason: ErrorReason) -> Self {
         self.reason = Some(reason);
+        self
+    }
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
         self
     }
     /// The send was refused by the sensitive-word filter. The message never

@@ -164,6 +164,7 @@ impl From<&ImError> for client::Error {
             code: client::ErrorCode::from(e.code) as i32,
             message: e.message.clone(),
             reason: e.reason.map(|reason| reason.as_str().to_owned()).unwrap_or_default(),
+            retry_after_ms: e.retry_after.map_or(0, |after| u32::try_from(after.as_millis()).unwrap_or(u32::MAX)),
         }
     }
 }
@@ -187,16 +188,20 @@ pub fn grpc_code(code: ErrorCode) -> tonic::Code {
 pub const ERROR_DOMAIN: &str = "im";
 
 /// The gRPC status for a domain error. A reason travels as the standard
-/// `google.rpc.ErrorInfo` detail, so any gRPC client library can read it.
+/// `google.rpc.ErrorInfo` detail and a retry hint as `google.rpc.RetryInfo`,
+/// so any gRPC client library can read them.
 pub fn status(e: ImError) -> tonic::Status {
-    match e.reason {
-        None => tonic::Status::new(grpc_code(e.code), e.message),
-        Some(reason) => tonic::Status::with_error_details(
-            grpc_code(e.code),
-            e.message,
-            ErrorDetails::with_error_info(reason.as_str(), ERROR_DOMAIN, HashMap::new()),
-        ),
+    if e.reason.is_none() && e.retry_after.is_none() {
+        return tonic::Status::new(grpc_code(e.code), e.message);
     }
+    let mut details = ErrorDetails::new();
+    if let Some(reason) = e.reason {
+        details.set_error_info(reason.as_str(), ERROR_DOMAIN, HashMap::new());
+    }
+    if let Some(after) = e.retry_after {
+        details.set_retry_info(Some(after));
+    }
+    tonic::Status::with_error_details(grpc_code(e.code), e.message, details)
 }
 
 /// The domain error for a gRPC status (a client of a peer service).
@@ -216,7 +221,8 @@ pub fn from_status(s: &tonic::Status) -> ImError {
         }
         _ => ErrorCode::Internal,
     };
-    let error = ImError::new(code, s.message());
+    let mut error = ImError::new(code, s.message());
+    error.retry_after = s.get_details_retry_info().and_then(|info| info.retry_delay);
     let reason = s
         .get_details_error_info()
         .filter(|info| info.domain == ERROR_DOMAIN)
@@ -452,5 +458,21 @@ mod tests {
             let s = status(ImError::new(code, "x"));
             assert_eq!(from_status(&s).code, code);
         }
+    }
+
+    /// A circuit breaker's retry hint crosses gRPC as `google.rpc.RetryInfo`
+    /// (beside a reason, if any) and reaches the client protocol in ms.
+    #[test]
+    fn a_retry_hint_crosses_grpc_and_reaches_the_client() {
+        let hint = std::time::Duration::from_millis(500);
+        let refused = ImError::unavailable("mysql is unavailable").with_retry_after(hint);
+        let s = status(refused.clone());
+        assert_eq!(s.get_details_retry_info().and_then(|info| info.retry_delay), Some(hint));
+        assert_eq!(from_status(&s), refused);
+        assert_eq!(client::Error::from(&refused).retry_after_ms, 500);
+
+        let both = ImError::content_blocked().with_retry_after(hint);
+        assert_eq!(from_status(&status(both.clone())), both);
+        assert_eq!(client::Error::from(&ImError::unavailable("x")).retry_after_ms, 0, "no hint: 0");
     }
 }

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bootstrap;
+use crate::breaker::{Breaker, BreakerSettings};
 use crate::bus::kafka_bus;
 use crate::consumer::{Consume, ConsumerSettings, Members};
 use crate::encryption::BodyCipher;
@@ -341,6 +342,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let user_store = user_store(&config, &stores, &credential, &mut readiness)?;
     let (bus, members) = bus(&config, &mut readiness).await?;
     let metrics = Arc::new(Metrics::new());
+    // Sends fail fast while the store is down; its readiness probe opens
+    // and closes the breaker (the half-open trial costs no client anything).
+    let store_breaker = Arc::new(Breaker::new(stores.name, BreakerSettings::default(), metrics.breakers.clone()));
+    readiness.observe(stores.name, {
+        let breaker = store_breaker.clone();
+        move |result| breaker.probed(result)
+    });
 
     let tracker = TaskTracker::new();
     let cipher = body_cipher(&config, &stores, &metrics, &mut readiness, &tracker, &shutdown).await?;
@@ -386,6 +394,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         metrics: metrics.clone(),
         audits: audit_queue,
         cipher: cipher.clone().filter(|cipher| cipher.seals()),
+        breaker: store_breaker.clone(),
     };
     tracker.spawn(pipeline.run(jobs_rx, routes_tx.clone()));
     // Group messages go to group_msg, which every node's fan-out consumes
@@ -460,6 +469,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         sync_gap_grace: config.server.sync_gap_grace,
         filter,
         cipher: cipher.clone(),
+        breaker: store_breaker,
     });
     // The built-in gateway serves only when no gateway process is configured.
     let gateway = listeners.ws.is_some().then(|| {

@@ -24,7 +24,9 @@
 //! - [`grpc`]: the `im.v1.MessageService` server.
 //! - [`remote`]: gRPC clients of the gateway, user and IM services when they
 //!   run as their own processes.
-//! - [`http`], [`readiness`], [`metrics`]: `/health`, `/ready`, `/metrics`.
+//! - [`http`], [`readiness`], [`metrics`]: `/health` (`/live`), `/ready`
+//!   (from background probes), `/metrics`; [`breaker`]: the circuit breaker
+//!   that makes sends fail fast while the message store is down.
 //! - [`bootstrap`]: standalone data directory, token secret, admin credential.
 //! - [`bus`]: the Kafka bus as every process opens it (topics, `/ready`).
 //! - [`msg_id`]: message id generation; [`clock`]: wall-clock Unix milliseconds.
@@ -33,6 +35,7 @@
 
 pub mod app;
 pub mod bootstrap;
+pub mod breaker;
 pub mod bus;
 pub mod cli;
 pub mod clock;

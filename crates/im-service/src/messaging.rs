@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
+use crate::breaker::Breaker;
 use crate::encryption::BodyCipher;
 use crate::filter::{Checked, ContentFilter};
 use crate::groups::MembershipCache;
@@ -49,6 +50,9 @@ pub struct MessagingService {
     /// Opens sealed bodies (encryption at rest); none when no master key
     /// is configured.
     pub cipher: Option<Arc<BodyCipher>>,
+    /// The message store's circuit breaker: a send is refused at once while
+    /// it is open, and released when it opens while the send waits.
+    pub breaker: Arc<Breaker>,
 }
 
 /// Which user ids exist. Users are never deleted, so a positive answer is
@@ -109,8 +113,20 @@ impl MessagingService {
             audit,
             reply,
         };
-        self.jobs.send(job).await.map_err(|_| self.failed(ImError::unavailable("the service is shutting down")))?;
-        let mut ack = ack.await.map_err(|_| ImError::unavailable("the service is shutting down"))??;
+        // G9: not queued behind a store that is down, and not held by one
+        // that went down meanwhile (the commit may still land: a resend gets
+        // the first ack).
+        self.breaker.check().map_err(|e| self.failed(e))?;
+        let released = self.breaker.opened();
+        let committed = async {
+            self.jobs.send(job).await.map_err(|_| self.failed(ImError::unavailable("the service is shutting down")))?;
+            ack.await.map_err(|_| ImError::unavailable("the service is shutting down"))?
+        };
+        let mut ack = tokio::select! {
+            biased;
+            answer = committed => answer?,
+            () = released => return Err(self.failed(self.breaker.refusal())),
+        };
         ack.body_masked = body_masked;
         if !span.is_none() {
             span.record("msg_id", ack.msg_id.0).record("seq", ack.seq.0);

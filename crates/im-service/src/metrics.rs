@@ -173,6 +173,8 @@ pub struct Metrics {
     /// Stored bodies sealed again under the active key (`imctl keys
     /// reencrypt`).
     pub reencrypted_rows: Counter,
+    /// The circuit breakers' state, refusals and openings.
+    pub breakers: crate::breaker::BreakerMetrics,
     /// The WebSocket gateway's own counters (built-in gateway or
     /// `im-gateway`), brought up to date at scrape time.
     gateway: GatewayCounters,
@@ -514,8 +516,11 @@ impl Metrics {
         );
         register_dependency_metrics(registry);
         gateway.register(registry);
+        let breakers = crate::breaker::BreakerMetrics::default();
+        breakers.register(registry);
         Self {
             registry: root,
+            breakers,
             dependency_up,
             accepted,
             duplicates,

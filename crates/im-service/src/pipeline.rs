@@ -17,6 +17,7 @@ use im_core::ports::{DedupCache, MessageStore, SeqAllocator};
 use im_core::{Ack, AuditRecord, ClientMsgId, ConversationId, DeviceId, ImError, NewMessage, UserId};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::breaker::Breaker;
 use crate::encryption::BodyCipher;
 use crate::filter::audit::AuditQueue;
 use crate::metrics::Metrics;
@@ -67,6 +68,9 @@ pub struct Pipeline {
     pub audits: Option<AuditQueue>,
     /// Seals bodies before they are stored, with encryption at rest.
     pub cipher: Option<Arc<BodyCipher>>,
+    /// Over the commit: while the store is down a batch is refused before
+    /// its dedup and seqs, at once.
+    pub breaker: Arc<Breaker>,
 }
 
 impl Pipeline {
@@ -85,6 +89,14 @@ impl Pipeline {
     /// Dedups, allocates seqs, stores the batch in one commit and answers
     /// every job. Returns the newly stored messages.
     async fn commit(&self, batch: &mut Vec<SendJob>) -> Vec<Committed> {
+        // G9: sends queued before the breaker opened fail now, not after the
+        // store's timeouts; no seq is used.
+        if let Err(refused) = self.breaker.check() {
+            for job in batch.drain(..) {
+                self.reject(job.reply, refused.clone());
+            }
+            return Vec::new();
+        }
         // G3: dedup before a seq is allocated, the whole batch in one call.
         let keys: Vec<_> = batch.iter().map(|job| (job.sender, &job.client_msg_id)).collect();
         let spans = stage_spans!(batch.iter().map(|job| &job.trace), "im.dedup", batch = batch.len());
@@ -179,7 +191,7 @@ impl Pipeline {
         let sealed = sealing_key.map(|key| BodyCipher::seal(&key, &messages));
         let stored = sealed.as_deref().unwrap_or(&messages);
         let spans = stage_spans!(waiting.iter().map(|(_, _, _, trace)| trace), "im.commit", batch = messages.len());
-        let outcomes = match self.store.append_audited(stored, &audits).await {
+        let outcomes = match self.breaker.call(self.store.append_audited(stored, &audits)).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 // Nothing of the batch is stored; its seqs become a gap (G2).

@@ -80,15 +80,20 @@ mod tests {
 
     #[test]
     fn frame_errors_print_code_then_message() {
-        let e =
-            client::Error { code: client::ErrorCode::NotFound as i32, message: "no user 9".into(), reason: "".into() };
+        let e = client::Error {
+            code: client::ErrorCode::NotFound as i32,
+            message: "no user 9".into(),
+            reason: "".into(),
+            retry_after_ms: 0,
+        };
         assert_eq!(RemoteError::from_frame(&e).to_string(), "NOT_FOUND: no user 9");
-        let odd = client::Error { code: 99, message: "?".into(), reason: "".into() };
+        let odd = client::Error { code: 99, message: "?".into(), reason: "".into(), retry_after_ms: 0 };
         assert_eq!(RemoteError::from_frame(&odd).code, "UNKNOWN");
         let blocked = client::Error {
             code: client::ErrorCode::FailedPrecondition as i32,
             message: "not allowed".into(),
             reason: "content_blocked".into(),
+            retry_after_ms: 0,
         };
         assert_eq!(
             RemoteError::from_frame(&blocked).to_string(),

@@ -137,11 +137,14 @@ impl Process {
         env.extend([
             ("IM_DATA_DIR".to_owned(), dir.join(name).display().to_string()),
             ("SERVER_HTTP_PORT".to_owned(), http_port.to_string()),
-            ("METRICS_ENABLED".to_owned(), "false".to_owned()),
             ("LOG_LEVEL".to_owned(), "warn".to_owned()),
             // The log is a file: no colour codes in it.
             ("NO_COLOR".to_owned(), "1".to_owned()),
         ]);
+        // Off unless the test turns metrics on (with a port of its own).
+        if !env.iter().any(|(key, _)| key == "METRICS_ENABLED") {
+            env.push(("METRICS_ENABLED".to_owned(), "false".to_owned()));
+        }
         let mut process = Process {
             name: name.to_owned(),
             bin: PathBuf::from(bin),
@@ -479,6 +482,7 @@ impl Drop for PrivateMariadb {
 pub struct ClusterBuilder {
     db_host: String,
     redis: String,
+    etcd: String,
     nodes: usize,
     gateways: usize,
     node_env: Vec<(String, String)>,
@@ -502,6 +506,7 @@ impl ClusterBuilder {
         ClusterBuilder {
             db_host: SHARED_MARIADB.to_owned(),
             redis: SHARED_REDIS.to_owned(),
+            etcd: SHARED_ETCD.to_owned(),
             nodes: 2,
             gateways: 2,
             node_env: Vec::new(),
@@ -522,6 +527,19 @@ impl ClusterBuilder {
         self
     }
 
+    /// The etcd of the nodes and gateways (`ETCD_ENDPOINTS`); the cluster's
+    /// own look-ups ([`Cluster::registrations`]) stay on the shared one.
+    pub fn etcd(mut self, addr: String) -> Self {
+        self.etcd = addr;
+        self
+    }
+
+    /// How many nodes and gateways (gateway i talks to node i mod `nodes`).
+    pub fn size(mut self, nodes: usize, gateways: usize) -> Self {
+        (self.nodes, self.gateways) = (nodes, gateways);
+        self
+    }
+
     /// An extra environment variable for every `im-service` node.
     pub fn node_env(mut self, key: &str, value: impl ToString) -> Self {
         self.node_env.push((key.to_owned(), value.to_string()));
@@ -539,7 +557,7 @@ impl ClusterBuilder {
     pub async fn start(self) -> Cluster {
         require_server("MariaDB", &self.db_host).await;
         require_server("Redis", &self.redis).await;
-        require_server("etcd", SHARED_ETCD).await;
+        require_server("etcd", &self.etcd).await;
         require_server("the Kafka-protocol broker (tansu)", SHARED_KAFKA).await;
         let dir = tempfile::tempdir().unwrap();
         let name = unique("fault").replace('_', "-");
@@ -582,7 +600,7 @@ impl ClusterBuilder {
                     ("NODE_ID", (i + 1).to_string()),
                     ("SERVER_GRPC_PORT", addr.rsplit_once(':').unwrap().1.to_owned()),
                     ("REDIS_ADDR", self.redis.clone()),
-                    ("ETCD_ENDPOINTS", SHARED_ETCD.to_owned()),
+                    ("ETCD_ENDPOINTS", self.etcd.clone()),
                     ("USER_SERVICE_ADDR", user_addr.clone()),
                     // Any gateway address selects remote gateways; pushes go
                     // to the ones the registry names.
@@ -602,7 +620,7 @@ impl ClusterBuilder {
             let env = with(
                 vec![
                     ("SERVER_WS_PORT", ws_port.to_string()),
-                    ("ETCD_ENDPOINTS", SHARED_ETCD.to_owned()),
+                    ("ETCD_ENDPOINTS", self.etcd.clone()),
                     ("IM_SERVICE_ADDR", node_addrs[i % self.nodes].clone()),
                     ("GATEWAY_SERVICE_ADDR", push.clone()),
                 ],

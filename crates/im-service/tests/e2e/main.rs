@@ -2,9 +2,11 @@
 //! and gRPC. One test binary for all of them keeps link time down.
 
 mod broker;
+mod broker_restart;
 mod cluster;
 mod config;
 mod crash;
+mod degrade;
 mod encryption;
 mod faults;
 mod filter;
@@ -20,4 +22,6 @@ mod private;
 mod reencrypt;
 mod retention;
 mod support;
+mod tcp_proxy;
 mod traces;
+mod user_outage;

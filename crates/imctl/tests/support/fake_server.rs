@@ -231,6 +231,7 @@ fn error(code: client::ErrorCode, message: &str) -> Option<server_frame::Body> {
         code: code as i32,
         message: message.to_owned(),
         reason: String::new(),
+        retry_after_ms: 0,
     }))
 }
 
@@ -386,7 +387,7 @@ fn handle(state: &State, me: u64, conn: u64, body: client_frame::Body) -> Option
                 });
             }
             conversations.sort_by(|a, b| a.conversation_id.cmp(&b.conversation_id));
-            Some(server_frame::Body::Conversations(client::ConversationList { conversations }))
+            Some(server_frame::Body::Conversations(client::ConversationList { conversations, groups_unchecked: false }))
         }
         client_frame::Body::Ping(ping) => Some(server_frame::Body::Pong(client::Pong { nonce: ping.nonce })),
     }
