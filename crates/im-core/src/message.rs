@@ -90,6 +90,16 @@ pub struct ConversationSummary {
     pub unread: u64,
 }
 
+/// A user's conversation list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConversationList {
+    pub summaries: Vec<ConversationSummary>,
+    /// The group directory could not be asked: the groups listed are those
+    /// this node had cached (some may be missing, or no longer the user's);
+    /// the private conversations are complete.
+    pub groups_unchecked: bool,
+}
+
 /// Who read a message of a group (G5 for groups).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReadStatus {

@@ -530,7 +530,7 @@ pub trait Messaging: Send + Sync + 'static {
     ) -> Result<Page, crate::ImError>;
 
     /// `user`'s conversations.
-    async fn conversations(&self, user: UserId) -> Result<Vec<ConversationSummary>, crate::ImError>;
+    async fn conversations(&self, user: UserId) -> Result<crate::message::ConversationList, crate::ImError>;
 
     /// Moves the read position forward and tells the other side.
     async fn mark_read(

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use axum::extract::ws::Message;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use im_core::message::{ConversationSummary, Page};
+use im_core::message::{ConversationList, Page};
 use im_core::ports::{Addressee, BackendResult, Event, Messaging, PushEvent, Registry, SendCommand};
 use im_core::{Ack, ClientMsgId, ConversationId, DeviceId, GatewayId, ImError, MessageId, NewMessage, Seq, UserId};
 use im_gateway::{Gateway, GatewayLimits};
@@ -40,8 +40,8 @@ impl Messaging for Instant0 {
     async fn sync(&self, _: UserId, _: ConversationId, _: Seq, _: u32) -> Result<Page, ImError> {
         Ok(Page { messages: vec![], has_more: false })
     }
-    async fn conversations(&self, _: UserId) -> Result<Vec<ConversationSummary>, ImError> {
-        Ok(vec![])
+    async fn conversations(&self, _: UserId) -> Result<ConversationList, ImError> {
+        Ok(ConversationList::default())
     }
     async fn mark_read(&self, _: UserId, _: &DeviceId, _: ConversationId, seq: Seq) -> Result<Seq, ImError> {
         Ok(seq)

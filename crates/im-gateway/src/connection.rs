@@ -337,8 +337,8 @@ impl Gateway {
                 }))
             }
             Req::ListConversations(_) => {
-                let summaries = self.messaging.conversations(user).await?;
-                Ok(Resp::Conversations(im_proto::convert::conversation_list(&summaries, user)))
+                let list = self.messaging.conversations(user).await?;
+                Ok(Resp::Conversations(im_proto::convert::conversation_list(&list, user)))
             }
             Req::Ping(ping) => Ok(Resp::Pong(client::Pong { nonce: ping.nonce })),
         }

@@ -11,7 +11,7 @@ use axum::extract::ws::{CloseFrame, Message};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use im_core::limits::{DEFAULT_MAX_MESSAGE_SIZE, check_body};
-use im_core::message::{ConversationSummary, Page};
+use im_core::message::{ConversationList, ConversationSummary, Page};
 use im_core::ports::{Addressee, BackendResult, Event, Messaging, PushEvent, Registry, SendCommand};
 use im_core::{Ack, ClientMsgId, ConversationId, DeviceId, GatewayId, ImError, MessageId, NewMessage, Seq, UserId};
 use im_proto::client::{self, ClientFrame, ServerFrame, client_frame, server_frame};
@@ -78,13 +78,14 @@ impl Messaging for FakeMessaging {
         Ok(Page { messages: vec![message(peer.0, user.0, after.0 + 1)], has_more: false })
     }
 
-    async fn conversations(&self, user: UserId) -> Result<Vec<ConversationSummary>, ImError> {
-        Ok(vec![ConversationSummary {
+    async fn conversations(&self, user: UserId) -> Result<ConversationList, ImError> {
+        let summaries = vec![ConversationSummary {
             conversation: ConversationId::private(user, UserId(user.0 + 1))?,
             max_seq: Seq(3),
             read_seq: Seq(1),
             unread: 2,
-        }])
+        }];
+        Ok(ConversationList { summaries, groups_unchecked: false })
     }
 
     async fn mark_read(

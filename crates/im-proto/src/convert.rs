@@ -20,7 +20,7 @@ pub use group::{
     new_group, role_from_pb, role_to_pb,
 };
 
-use im_core::message::ConversationSummary;
+use im_core::message::{ConversationList, ConversationSummary};
 use im_core::ports::{Addressee, Event, OfflineEntry, PushEvent, SendCommand};
 use std::collections::HashMap;
 
@@ -106,14 +106,18 @@ pub fn conversation_summary(s: &ConversationSummary, viewer: UserId) -> client::
 }
 
 /// The conversation list of `viewer`.
-pub fn conversation_list(list: &[ConversationSummary], viewer: UserId) -> client::ConversationList {
-    client::ConversationList { conversations: list.iter().map(|s| conversation_summary(s, viewer)).collect() }
+pub fn conversation_list(list: &ConversationList, viewer: UserId) -> client::ConversationList {
+    client::ConversationList {
+        conversations: list.summaries.iter().map(|s| conversation_summary(s, viewer)).collect(),
+        groups_unchecked: list.groups_unchecked,
+    }
 }
 
 /// A conversation list back in domain terms (a gateway relaying the IM
 /// service's answer; the peer is implied by the conversation id).
-pub fn conversation_summaries(list: client::ConversationList) -> Result<Vec<ConversationSummary>, ImError> {
-    list.conversations
+pub fn conversation_summaries(list: client::ConversationList) -> Result<ConversationList, ImError> {
+    let summaries = list
+        .conversations
         .into_iter()
         .map(|s| {
             Ok(ConversationSummary {
@@ -123,7 +127,8 @@ pub fn conversation_summaries(list: client::ConversationList) -> Result<Vec<Conv
                 unread: s.unread,
             })
         })
-        .collect()
+        .collect::<Result<_, ImError>>()?;
+    Ok(ConversationList { summaries, groups_unchecked: list.groups_unchecked })
 }
 
 /// A read receipt as the client protocol carries it.

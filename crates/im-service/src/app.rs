@@ -35,7 +35,8 @@ use crate::groups::watcher::consumer_group;
 use crate::groups::{GroupsService, MembershipCache, MembershipWatcher};
 use crate::grpc::MessageGrpc;
 use crate::http::HttpState;
-use crate::messaging::{KnownUsers, MessagingService};
+use crate::known_users::KnownUsers;
+use crate::messaging::MessagingService;
 use crate::metrics::Metrics;
 use crate::msg_id::MessageIdGenerator;
 use crate::offline::{OfflinePublisher, OfflineWorker, PUBLISH_QUEUE};
@@ -461,7 +462,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         store: stores.messages.clone(),
         receipts: stores.receipts.clone(),
         offline: stores.offline.clone(),
-        users: KnownUsers::new(user_store.clone()),
+        users: KnownUsers::new(user_store.clone(), stores.messages.clone()),
         groups: group_cache,
         directory,
         metrics: metrics.clone(),

@@ -47,6 +47,7 @@ pub mod gateway_app;
 pub mod groups;
 pub mod grpc;
 pub mod http;
+pub mod known_users;
 pub mod logging;
 pub mod messaging;
 pub mod metrics;

@@ -3,15 +3,14 @@
 //! gateway and the gRPC server call this; `user` is always the authenticated
 //! identity.
 
-use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use im_core::group::Member;
-use im_core::message::{ConversationSummary, Page};
+use im_core::message::{ConversationList, ConversationSummary, Page};
 use im_core::ports::{
-    Addressee, Event, GroupDirectory, MessageStore, Messaging, PushEvent, ReceiptStore, SendCommand, UserStore,
+    Addressee, Event, GroupDirectory, MessageStore, Messaging, PushEvent, ReceiptStore, SendCommand,
 };
 use im_core::{Ack, ClientMsgId, ConversationId, DeviceId, ImError, Seq, UserId, limits};
 use tokio::sync::{mpsc, oneshot};
@@ -22,6 +21,7 @@ use crate::breaker::Breaker;
 use crate::encryption::BodyCipher;
 use crate::filter::{Checked, ContentFilter};
 use crate::groups::MembershipCache;
+use crate::known_users::KnownUsers;
 use crate::metrics::Metrics;
 use crate::pipeline::SendJob;
 use crate::router::RouteWork;
@@ -53,31 +53,6 @@ pub struct MessagingService {
     /// The message store's circuit breaker: a send is refused at once while
     /// it is open, and released when it opens while the send waits.
     pub breaker: Arc<Breaker>,
-}
-
-/// Which user ids exist. Users are never deleted, so a positive answer is
-/// cached for the life of the process: the send path checks the recipient
-/// without a store round trip.
-pub struct KnownUsers {
-    store: Arc<dyn UserStore>,
-    known: RwLock<HashSet<UserId>>,
-}
-
-impl KnownUsers {
-    pub fn new(store: Arc<dyn UserStore>) -> Self {
-        Self { store, known: RwLock::new(HashSet::new()) }
-    }
-
-    pub async fn exists(&self, user: UserId) -> Result<bool, ImError> {
-        if self.known.read().expect("lock poisoned").contains(&user) {
-            return Ok(true);
-        }
-        let found = self.store.user_by_id(user).await?.is_some();
-        if found {
-            self.known.write().expect("lock poisoned").insert(user);
-        }
-        Ok(found)
-    }
 }
 
 impl MessagingService {
@@ -172,16 +147,25 @@ impl MessagingService {
 
     /// The list entries of `user`'s groups: max seq, read position, and the
     /// unread messages of others they can see.
-    async fn group_summaries(&self, user: UserId) -> Result<Vec<ConversationSummary>, ImError> {
-        let mut summaries = Vec::new();
-        for (group, member) in self.directory.groups_of(user).await? {
-            let conversation = ConversationId::Group(group.id);
+    /// The summaries of `user`'s groups, and whether the list is unchecked:
+    /// with the group directory away, the groups this node has cached.
+    async fn group_summaries(&self, user: UserId) -> Result<(Vec<ConversationSummary>, bool), ImError> {
+        let (groups, unchecked) = match self.directory.groups_of(user).await {
+            Ok(groups) => (groups.into_iter().map(|(group, member)| (group.id, member)).collect(), false),
+            Err(error) => {
+                tracing::debug!(%error, user = user.0, "group directory unavailable: listing the cached groups");
+                (self.groups.cached_groups_of(user), true)
+            }
+        };
+        let mut summaries = Vec::with_capacity(groups.len());
+        for (group, member) in groups {
+            let conversation = ConversationId::Group(group);
             let max_seq = self.store.max_seq(conversation).await?;
             let read_seq = self.receipts.read_position(user, conversation).await?;
             let unread = self.store.count_unread(conversation, user, read_seq.max(member.joined_after)).await?;
             summaries.push(ConversationSummary { conversation, max_seq, read_seq, unread });
         }
-        Ok(summaries)
+        Ok((summaries, unchecked))
     }
 }
 
@@ -228,10 +212,11 @@ impl Messaging for MessagingService {
         Ok(page)
     }
 
-    async fn conversations(&self, user: UserId) -> Result<Vec<ConversationSummary>, ImError> {
-        let mut list = self.store.conversations_of(user).await?;
-        list.extend(self.group_summaries(user).await?);
-        Ok(list)
+    async fn conversations(&self, user: UserId) -> Result<ConversationList, ImError> {
+        let mut summaries = self.store.conversations_of(user).await?;
+        let (groups, groups_unchecked) = self.group_summaries(user).await?;
+        summaries.extend(groups);
+        Ok(ConversationList { summaries, groups_unchecked })
     }
 
     async fn mark_read(

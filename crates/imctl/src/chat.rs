@@ -93,7 +93,7 @@ pub async fn chat(global: &GlobalArgs, args: ChatArgs) -> anyhow::Result<()> {
     let mut timeline = Timeline::new(0);
 
     let list = client.list_conversations().await?;
-    if let Some(summary) = list.iter().find(|c| session.is_listed_as(c)) {
+    if let Some(summary) = list.conversations.iter().find(|c| session.is_listed_as(c)) {
         let id = summary.conversation_id.clone();
         let after = summary.max_seq.saturating_sub(args.history);
         session.read_seq = summary.read_seq;

@@ -355,10 +355,11 @@ impl Client {
         }
     }
 
-    /// The user's conversations with their max seq, read seq and unread count.
-    pub async fn list_conversations(&self) -> anyhow::Result<Vec<client::ConversationSummary>> {
+    /// The user's conversations with their max seq, read seq and unread count
+    /// (`groups_unchecked`: the server could not ask its group directory).
+    pub async fn list_conversations(&self) -> anyhow::Result<client::ConversationList> {
         match self.request(client_frame::Body::ListConversations(client::ListConversationsRequest {})).await? {
-            server_frame::Body::Conversations(list) => Ok(list.conversations),
+            server_frame::Body::Conversations(list) => Ok(list),
             other => Err(unexpected("list_conversations", &other)),
         }
     }

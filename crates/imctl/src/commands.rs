@@ -37,10 +37,13 @@ pub async fn conversations(global: &GlobalArgs, args: ConversationsArgs) -> anyh
     let (client, _events) = Client::connect(&connect_options(global, &args.connect)).await?;
     let list = client.list_conversations().await?;
     let mut out = std::io::stdout().lock();
-    for c in &list {
+    for c in &list.conversations {
         output::json_line(&mut out, &ConversationJson::from(c))?;
     }
     drop(out);
+    if list.groups_unchecked {
+        eprintln!("warning: the server could not reach its group directory: some groups may be missing; try again later");
+    }
     client.close().await;
     Ok(())
 }
@@ -60,7 +63,7 @@ pub async fn sync(global: &GlobalArgs, args: SyncArgs) -> anyhow::Result<()> {
     let (client, mut events) = Client::connect(&connect_options(global, &args.connect)).await?;
     let conversations = match &args.conversation {
         Some(id) => vec![id.clone()],
-        None => client.list_conversations().await?.into_iter().map(|c| c.conversation_id).collect(),
+        None => client.list_conversations().await?.conversations.into_iter().map(|c| c.conversation_id).collect(),
     };
     let mut timeline = Timeline::new(args.after);
     let print = |m: &client::Message| output::json_line(&mut std::io::stdout().lock(), &MessageJson::from(m));

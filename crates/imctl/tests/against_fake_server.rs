@@ -62,7 +62,7 @@ async fn client_sends_receives_syncs_and_reads() {
     assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
     assert_eq!(last, 6);
 
-    let list = b.list_conversations().await.unwrap();
+    let list = b.list_conversations().await.unwrap().conversations;
     assert_eq!(list.len(), 1);
     assert_eq!((list[0].peer, list[0].max_seq, list[0].read_seq, list[0].unread), (alice, 6, 1, 5));
     assert_eq!(a.ping(9).await.unwrap(), 9);
@@ -253,8 +253,8 @@ async fn binary_chat_works_over_pipes() {
     assert!(lines[3].ends_with(&format!("] {alice_id}: hi from alice")), "{shown}");
     assert_eq!(lines.len(), 4, "{shown}");
     // Bob marked alice's messages read.
-    let list = a.list_conversations().await.unwrap();
+    let list = a.list_conversations().await.unwrap().conversations;
     assert_eq!(list[0].max_seq, 4);
     let (b, _) = Client::connect(&options(&server, &bob)).await.unwrap();
-    assert_eq!(b.list_conversations().await.unwrap()[0].read_seq, 4);
+    assert_eq!(b.list_conversations().await.unwrap().conversations[0].read_seq, 4);
 }

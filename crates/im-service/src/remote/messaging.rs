@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use im_auth::Tokens;
-use im_core::message::{ConversationSummary, Page};
+use im_core::message::{ConversationList, Page};
 use im_core::ports::{Messaging, SendCommand};
 use im_core::{Ack, ConversationId, DeviceId, ImError, NewMessage, Seq, UserId};
 use im_proto::client as pb;
@@ -98,7 +98,7 @@ impl Messaging for RemoteMessaging {
     }
 
     /// `user`'s conversations.
-    async fn conversations(&self, user: UserId) -> Result<Vec<ConversationSummary>, ImError> {
+    async fn conversations(&self, user: UserId) -> Result<ConversationList, ImError> {
         let list = self
             .client
             .clone()
