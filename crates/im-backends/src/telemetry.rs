@@ -121,6 +121,9 @@ pub struct DependencyMetrics {
     /// Errors a consumer reported (librdkafka recovers from all but fatal
     /// ones), by topic.
     pub kafka_consumer_errors: Family<TopicLabel, Counter>,
+    /// Consumers replaced because they kept fetching a topic the broker
+    /// had lost, by topic.
+    pub kafka_consumers_renewed: Family<TopicLabel, Counter>,
     /// Database connections by `state`: `in_use` or `idle`.
     pub db_pool_connections: Family<PoolStateLabel, Gauge>,
     /// The pool's `max_open_conns`.
@@ -144,6 +147,7 @@ pub fn dependency_metrics() -> &'static DependencyMetrics {
             kafka_produce_duration: Family::new_with_constructor(call_buckets),
             kafka_topics_recreated: Family::default(),
             kafka_consumer_errors: Family::default(),
+            kafka_consumers_renewed: Family::default(),
             db_pool_connections: Family::default(),
             db_pool_max_connections: Gauge::default(),
             db_pool_waiting: Gauge::default(),
@@ -188,6 +192,10 @@ impl DependencyMetrics {
 
     pub(crate) fn kafka_consumer_error(&self, topic: &str) {
         self.kafka_consumer_errors.get_or_create(&TopicLabel { topic: topic.to_owned() }).inc();
+    }
+
+    pub(crate) fn kafka_consumer_renewed(&self, topic: &str) {
+        self.kafka_consumers_renewed.get_or_create(&TopicLabel { topic: topic.to_owned() }).inc();
     }
 
     pub(crate) fn db_pool_state(&self, in_use: u32, idle: usize, max: u32) {

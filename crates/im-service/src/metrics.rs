@@ -621,6 +621,21 @@ fn register_dependency_metrics(registry: &mut Registry) {
         deps.kafka_produce_duration.clone(),
     );
     registry.register(
+        "kafka_topics_recreated",
+        "Kafka topics found missing (a broker that restarted without its state) and created again, by topic",
+        deps.kafka_topics_recreated.clone(),
+    );
+    registry.register(
+        "kafka_consumer_errors",
+        "Errors Kafka consumers reported, by topic (librdkafka recovers from all but fatal ones)",
+        deps.kafka_consumer_errors.clone(),
+    );
+    registry.register(
+        "kafka_consumers_renewed",
+        "Kafka consumers replaced because they kept fetching a topic the broker had lost, by topic",
+        deps.kafka_consumers_renewed.clone(),
+    );
+    registry.register(
         "db_pool_connections",
         "Database connections of the pool by state (in_use, idle)",
         deps.db_pool_connections.clone(),

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -43,7 +43,14 @@ pub struct KafkaConsumer {
     group: String,
     /// `None` only once dropped or closed.
     member: Option<Arc<Member>>,
+    /// The settings it was made with (`group.id` included), to make it again.
+    config: ClientConfig,
     delivered: Arc<Mutex<Delivered>>,
+    /// Fetches of a topic the broker no longer has, seen by the member's
+    /// librdkafka (see [`StaleFetches`]).
+    stale: Arc<Mutex<StaleFetches>>,
+    /// The member the lag probes read, replaced with it.
+    probed: Arc<parking_lot::RwLock<Weak<Member>>>,
     /// Asks the brokers for watermarks (see [`LagProbe`]).
     watermarks: FutureProducer<Logs>,
     timeout: Duration,
@@ -97,18 +104,48 @@ impl KafkaConsumer {
         watermarks: FutureProducer<Logs>,
         timeout: Duration,
     ) -> BackendResult<Self> {
+        let mut config = config.clone();
+        config.set("group.id", group);
         let delivered = Arc::new(Mutex::new(Delivered::default()));
-        let context = MemberContext { topic: topic.to_owned(), group: group.to_owned(), delivered: delivered.clone() };
-        let member: Member = config.clone().set("group.id", group).create_with_context(context).map_err(map_kafka)?;
-        member.subscribe(&[topic]).map_err(map_kafka)?;
+        let stale = Arc::new(Mutex::new(StaleFetches::default()));
+        let member = Arc::new(make_member(&config, topic, group, &delivered, &stale)?);
         Ok(Self {
             topic: topic.to_owned(),
             group: group.to_owned(),
-            member: Some(Arc::new(member)),
+            probed: Arc::new(parking_lot::RwLock::new(Arc::downgrade(&member))),
+            member: Some(member),
+            config,
             delivered,
+            stale,
             watermarks,
             timeout,
         })
+    }
+
+    /// Replaces the member with a new one, when librdkafka has kept
+    /// fetching a topic the broker no longer has for [`RENEW_STALE_AFTER`]:
+    /// after a broker restarted empty, a member can hold on to the old
+    /// incarnation of a recreated topic (its id unknown), and its fetches
+    /// are answered with leader hints it cannot apply, forever — its
+    /// partitions' records were never handed out. The new member subscribes
+    /// afresh and resumes from the group's commits; what the old one handed
+    /// out and did not commit comes again (handling is idempotent).
+    fn renew_if_stale(&mut self) -> BackendResult<()> {
+        let stuck_for = self.stale.lock().stuck_for(Instant::now());
+        if stuck_for < RENEW_STALE_AFTER {
+            return Ok(());
+        }
+        warn!(topic = %self.topic, group = %self.group, ?stuck_for, "kafka consumer stuck on a topic the broker lost; renewing it");
+        dependency_metrics().kafka_consumer_renewed(&self.topic);
+        self.delivered.lock().records.clear();
+        self.stale = Arc::new(Mutex::new(StaleFetches::default()));
+        let fresh = Arc::new(make_member(&self.config, &self.topic, &self.group, &self.delivered, &self.stale)?);
+        *self.probed.write() = Arc::downgrade(&fresh);
+        if let Some(old) = self.member.replace(fresh) {
+            // Its close waits for the broker: not on the reactor.
+            drop(tokio::task::spawn_blocking(move || drop(old)));
+        }
+        Ok(())
     }
 
     fn member(&self) -> &Arc<Member> {
@@ -118,7 +155,7 @@ impl KafkaConsumer {
     /// A handle that reads this member's lag while the consumer itself is
     /// busy polling (for a metrics task).
     pub fn lag_probe(&self) -> LagProbe {
-        LagProbe { member: Arc::downgrade(self.member()), watermarks: self.watermarks.clone(), timeout: self.timeout }
+        LagProbe { member: self.probed.clone(), watermarks: self.watermarks.clone(), timeout: self.timeout }
     }
 
     /// The lag of every partition assigned to this member; see [`LagProbe::lag`].
@@ -186,6 +223,7 @@ impl BusConsumer for KafkaConsumer {
         if max == 0 {
             return Ok(Vec::new());
         }
+        self.renew_if_stale()?;
         let member = self.member().clone();
         let deadline = tokio::time::Instant::now() + timeout;
         let first = loop {
@@ -267,7 +305,7 @@ pub struct PartitionLag {
 /// answers nothing once the consumer is gone.
 #[derive(Clone)]
 pub struct LagProbe {
-    member: Weak<Member>,
+    member: Arc<parking_lot::RwLock<Weak<Member>>>,
     /// Another client's connection for the watermarks: on the member's own,
     /// the request waits behind its fetch long-poll (`fetch.wait.max.ms`).
     watermarks: FutureProducer<Logs>,
@@ -282,7 +320,7 @@ impl LagProbe {
     /// records not yet handled. One broker round trip for the commits, one
     /// per partition for its watermarks.
     pub async fn lag(&self) -> BackendResult<Vec<PartitionLag>> {
-        let Some(member) = self.member.upgrade() else { return Ok(Vec::new()) };
+        let Some(member) = self.member.read().upgrade() else { return Ok(Vec::new()) };
         let (watermarks, timeout) = (self.watermarks.clone(), self.timeout);
         let lag = tokio::task::spawn_blocking(move || lag_of(&member, watermarks.client(), timeout));
         lag.await.map_err(join_failed)?.map_err(map_kafka)
@@ -314,15 +352,82 @@ fn lag_of<C: ClientContext>(
         .collect()
 }
 
-/// The member's callbacks, run by librdkafka inside `recv` (and at close).
+/// How long a member may keep fetching a topic the broker no longer has
+/// before it is replaced (see [`KafkaConsumer::renew_if_stale`]).
+const RENEW_STALE_AFTER: Duration = Duration::from_secs(5);
+
+/// What the patched librdkafka logs (facility `METADATAUPDATE`) when a fetch
+/// answer hints at leaders of a topic it names by neither id nor name
+/// (`vendor/rdkafka-sys/PATCHED.md`): the member fetches a topic instance
+/// the broker no longer has. It comes with every fetch (every
+/// `fetch.wait.max.ms`) for as long as that lasts.
+const STALE_TOPIC_LOG: &str = "Leader update for a topic without id or name ignored";
+
+/// The current run of [`STALE_TOPIC_LOG`] lines: when it began and when the
+/// last came. A pause of a second ends a run.
+#[derive(Debug, Default)]
+struct StaleFetches {
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl StaleFetches {
+    const GAP: Duration = Duration::from_secs(1);
+
+    fn seen(&mut self, now: Instant) {
+        if self.last.is_none_or(|last| now.saturating_duration_since(last) > Self::GAP) {
+            self.first = Some(now);
+        }
+        self.last = Some(now);
+    }
+
+    /// How long the current run has lasted (zero when there is none).
+    fn stuck_for(&self, now: Instant) -> Duration {
+        match (self.first, self.last) {
+            (Some(first), Some(last)) if now.saturating_duration_since(last) <= Self::GAP => {
+                now.saturating_duration_since(first)
+            }
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// A member of `config`'s group on `topic`, subscribed.
+fn make_member(
+    config: &ClientConfig,
+    topic: &str,
+    group: &str,
+    delivered: &Arc<Mutex<Delivered>>,
+    stale: &Arc<Mutex<StaleFetches>>,
+) -> BackendResult<Member> {
+    let context = MemberContext {
+        topic: topic.to_owned(),
+        group: group.to_owned(),
+        delivered: delivered.clone(),
+        stale: stale.clone(),
+    };
+    let member: Member = config.create_with_context(context).map_err(map_kafka)?;
+    member.subscribe(&[topic]).map_err(map_kafka)?;
+    Ok(member)
+}
+
+/// The member's callbacks, run by librdkafka inside `recv` (and at close;
+/// `log` on its own threads).
 struct MemberContext {
     topic: String,
     group: String,
     delivered: Arc<Mutex<Delivered>>,
+    stale: Arc<Mutex<StaleFetches>>,
 }
 
 impl ClientContext for MemberContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        if facility == "METADATAUPDATE" && message.contains(STALE_TOPIC_LOG) {
+            self.stale.lock().seen(Instant::now());
+            // One a fetch: counted and shown at debug, not one warning each.
+            dependency_metrics().kafka_consumer_error(&self.topic);
+            return logs::log(RDKafkaLogLevel::Debug, facility, message);
+        }
         logs::log(level, facility, message);
     }
 
@@ -377,6 +482,23 @@ mod tests {
         held.forget_committed(&next);
         let left: Vec<_> = held.records.iter().map(|r| (r.partition, r.offset)).collect();
         assert_eq!(left, vec![(1, 6), (0, 7)]);
+    }
+
+    #[test]
+    fn stale_fetches_count_only_an_unbroken_run() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut stale = StaleFetches::default();
+        assert_eq!(stale.stuck_for(at(0)), Duration::ZERO);
+        for ms in (0..=6000).step_by(20) {
+            stale.seen(at(ms));
+        }
+        assert_eq!(stale.stuck_for(at(6000)), Duration::from_secs(6));
+        // A pause longer than a second ends the run...
+        assert_eq!(stale.stuck_for(at(7100)), Duration::ZERO);
+        // ...and the next line starts a new one.
+        stale.seen(at(7200));
+        assert_eq!(stale.stuck_for(at(7300)), Duration::from_millis(100));
     }
 
     #[test]
