@@ -1,6 +1,6 @@
 //! A Kafka-protocol broker for the e2e tests: names no other test uses on the
-//! shared tansu (127.0.0.1:9092), and a private broker behind a proxy that
-//! can cut it off.
+//! shared tansu (127.0.0.1:9092), a private broker behind a proxy that can
+//! cut it off, and a private broker that can be killed and restarted empty.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -42,11 +42,8 @@ pub fn kafka_env(brokers: &str) -> Vec<(String, String)> {
 /// until it is back with its state — a broker restart as Kafka does one
 /// (topics, offsets and producer ids are kept on disk).
 ///
-/// Not a restart of tansu itself: its memory storage comes back empty, and
-/// then (tansu 0.6 with librdkafka 2.12) the idempotent producer is refused
-/// for good (`UNKNOWN_PRODUCER_ID` at every epoch it bumps to), and a
-/// consumer may crash the process on metadata naming a recreated topic with
-/// a null name.
+/// Not a restart of tansu itself: its memory storage comes back empty
+/// ([`PrivateBroker`] does that, `broker_restart.rs`).
 pub struct BrokerBehindProxy {
     proxy_port: u16,
     up: tokio::sync::watch::Sender<bool>,
@@ -103,6 +100,66 @@ impl Drop for BrokerBehindProxy {
     fn drop(&mut self) {
         let _ = self.tansu.kill();
         let _ = self.tansu.wait();
+    }
+}
+
+/// A tansu broker of this test alone on memory storage, which the test can
+/// `kill -9` and start again on the same port: it comes back empty (no
+/// topics, offsets, groups or producer ids), as a broker that lost its disk.
+pub struct PrivateBroker {
+    port: u16,
+    tansu: Option<Child>,
+}
+
+impl PrivateBroker {
+    pub async fn start() -> Self {
+        let mut broker = PrivateBroker { port: free_port(), tansu: None };
+        broker.spawn().await;
+        broker
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: whatever it held is gone.
+    pub fn kill9(&mut self) {
+        let mut tansu = self.tansu.take().expect("the broker is running");
+        let _ = tansu.kill();
+        let _ = tansu.wait();
+    }
+
+    /// Starts it again, empty, on the same port; returns once it listens.
+    pub async fn restart(&mut self) {
+        self.spawn().await;
+    }
+
+    async fn spawn(&mut self) {
+        assert!(self.tansu.is_none(), "the broker is already running");
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let tansu = Command::new(tansu())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting tansu");
+        self.tansu = Some(tansu);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {}", self.port);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        if let Some(mut tansu) = self.tansu.take() {
+            let _ = tansu.kill();
+            let _ = tansu.wait();
+        }
     }
 }
 
