@@ -9,9 +9,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use im_core::group::Member;
 use im_core::message::{ConversationList, ConversationSummary, Page};
-use im_core::ports::{
-    Addressee, Event, GroupDirectory, MessageStore, Messaging, PushEvent, ReceiptStore, SendCommand,
-};
+use im_core::ports::{Addressee, Event, GroupDirectory, MessageStore, Messaging, PushEvent, ReceiptStore, SendCommand};
 use im_core::{Ack, ClientMsgId, ConversationId, DeviceId, ImError, Seq, UserId, limits};
 use tokio::sync::{mpsc, oneshot};
 use tracing::field::Empty;

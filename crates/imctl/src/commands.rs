@@ -42,7 +42,9 @@ pub async fn conversations(global: &GlobalArgs, args: ConversationsArgs) -> anyh
     }
     drop(out);
     if list.groups_unchecked {
-        eprintln!("warning: the server could not reach its group directory: some groups may be missing; try again later");
+        eprintln!(
+            "warning: the server could not reach its group directory: some groups may be missing; try again later"
+        );
     }
     client.close().await;
     Ok(())
