@@ -6,8 +6,13 @@
 //! longer than the TTL, or an operator revoked it). The task then grants a new
 //! lease and puts every key the process still owns again under it, so a
 //! network blip does not leave connected users unregistered.
+//!
+//! A put or delete that failed for want of etcd (down, timed out, no lease)
+//! is remembered as pending and done again by the task after each answered
+//! keep-alive and after each new lease: what the process wants registered
+//! ends up registered once etcd is back, however long it was away.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +48,9 @@ pub(super) struct Registrar {
     lost: Notify,
     /// The keys this process registered and has not unregistered.
     owned: parking_lot::Mutex<HashSet<String>>,
+    /// Writes that failed for want of etcd, to do again: key → whether it
+    /// must be present (put) or absent (delete).
+    pending: parking_lot::Mutex<HashMap<String, bool>>,
     /// The lease task, started by the first registration.
     task: parking_lot::Mutex<Option<JoinHandle<()>>>,
 }
@@ -58,25 +66,42 @@ impl Registrar {
             granted: Notify::new(),
             lost: Notify::new(),
             owned: parking_lot::Mutex::new(HashSet::new()),
+            pending: parking_lot::Mutex::new(HashMap::new()),
             task: parking_lot::Mutex::new(None),
         }
     }
 
     /// Puts `key` with the process's lease, granting the lease on first use.
-    /// On error the key is not owned (a new lease will not restore it), though
-    /// a put that timed out may still have reached etcd.
+    /// On an `Unavailable` error (etcd away) the key stays owned and pending:
+    /// the lease task puts it once etcd answers. On any other error it is
+    /// not owned.
     pub async fn put(self: &Arc<Self>, key: String) -> BackendResult<()> {
         self.start();
+        // Owned before the put: a lease replaced from now on restores it.
+        self.owned.lock().insert(key.clone());
+        self.pending.lock().remove(&key);
+        let result = self.put_now(&key).await;
+        match &result {
+            Ok(()) => {}
+            Err(BackendError::Unavailable(_)) => {
+                self.pending.lock().insert(key, true);
+            }
+            Err(_) => {
+                self.owned.lock().remove(&key);
+            }
+        }
+        result
+    }
+
+    async fn put_now(&self, key: &str) -> BackendResult<()> {
         let deadline = Instant::now() + self.timeout;
         let mut stale = None;
         loop {
             let (_guard, lease) = self.current_lease(stale, deadline).await?;
-            // Owned before the put: a lease replaced from now on restores it.
-            self.owned.lock().insert(key.clone());
             let mut client = self.client.clone();
-            let put = client.put(key.as_str(), "", Some(PutOptions::new().with_lease(lease)));
-            let error = match timeout_at(deadline, put).await {
-                Ok(Ok(_)) => return Ok(()),
+            let put = client.put(key, "", Some(PutOptions::new().with_lease(lease)));
+            return match timeout_at(deadline, put).await {
+                Ok(Ok(_)) => Ok(()),
                 // The keep-alive task has not noticed yet: hurry it, and wait
                 // for the next lease (which restores `key` on its own).
                 Ok(Err(e)) if is_lease_gone(&e) => {
@@ -84,25 +109,72 @@ impl Registrar {
                     stale = Some(lease);
                     continue;
                 }
-                Ok(Err(e)) => map_etcd(e),
-                Err(_) => timed_out("put"),
+                Ok(Err(e)) => Err(map_etcd(e)),
+                Err(_) => Err(timed_out("put")),
             };
-            self.owned.lock().remove(&key);
-            return Err(error);
         }
     }
 
     /// Deletes `key` and stops owning it. Deleting a missing key succeeds.
+    /// On an `Unavailable` error the delete is pending: the lease task does
+    /// it once etcd answers (until then the key lives as long as the lease).
     pub async fn delete(&self, key: &str) -> BackendResult<()> {
+        let result = self.delete_now(key).await;
+        if let Err(BackendError::Unavailable(_)) = &result {
+            self.pending.lock().insert(key.to_owned(), false);
+        }
+        result
+    }
+
+    async fn delete_now(&self, key: &str) -> BackendResult<()> {
         let deadline = Instant::now() + self.timeout;
         // Not for the lease: to keep a replacement from putting `key` again
-        // after the delete.
-        let _gate = timeout_at(deadline, self.lease.read()).await.map_err(|_| timed_out("delete"))?;
+        // after the delete (one in progress past the deadline may still: the
+        // delete is then pending and done again after it).
+        let gate = timeout_at(deadline, self.lease.read()).await;
         self.owned.lock().remove(key);
+        self.pending.lock().remove(key);
+        let _gate = gate.map_err(|_| timed_out("delete"))?;
         match timeout_at(deadline, self.client.clone().delete(key, None)).await {
             Ok(result) => result.map(drop).map_err(map_etcd),
             Err(_) => Err(timed_out("delete")),
         }
+    }
+
+    /// Does the pending writes again (etcd answers: a keep-alive did). A put
+    /// is done only while the key is still owned; one that fails for want of
+    /// etcd stays pending, unless a newer write of the key came meanwhile.
+    async fn resync(&self) {
+        let pending: Vec<(String, bool)> = self.pending.lock().drain().collect();
+        if pending.is_empty() {
+            return;
+        }
+        let count = pending.len();
+        futures::stream::iter(pending)
+            .for_each_concurrent(RESTORE_CONCURRENCY, |(key, present)| async move {
+                let result = if present {
+                    if !self.owned.lock().contains(&key) {
+                        return;
+                    }
+                    let result = self.put_now(&key).await;
+                    // Removed while the put was in flight: take it back out.
+                    if result.is_ok() && !self.owned.lock().contains(&key) {
+                        self.delete_now(&key).await
+                    } else {
+                        result
+                    }
+                } else {
+                    self.delete_now(&key).await
+                };
+                if let Err(error) = result {
+                    warn!(%key, %error, "registry write still failing; retrying after the next keep-alive");
+                    if matches!(error, BackendError::Unavailable(_)) {
+                        self.pending.lock().entry(key).or_insert(present);
+                    }
+                }
+            })
+            .await;
+        info!(count, "pending registry writes done again");
     }
 
     /// Stops keeping the lease alive and revokes it: etcd deletes every key of
@@ -230,6 +302,8 @@ impl Registrar {
             .await?;
         *slot = Some(lease);
         drop(slot);
+        // Every owned key was just put: only pending deletes are left.
+        self.pending.lock().retain(|_, present| !*present);
         self.granted.notify_waiters();
         Ok(count)
     }
@@ -264,7 +338,7 @@ impl Registrar {
                     break;
                 }
                 match timeout(self.timeout, responses.message()).await {
-                    Ok(Ok(Some(response))) if response.ttl() > 0 => {}
+                    Ok(Ok(Some(response))) if response.ttl() > 0 => self.resync().await,
                     Ok(Ok(Some(_))) => return,
                     Ok(Ok(None)) => {
                         warn!(lease, "etcd keep-alive stream ended");

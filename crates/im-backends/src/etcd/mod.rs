@@ -9,12 +9,18 @@
 //!   revision, watch from the next; when the watch fails, list and watch again.
 //!   The cache is eventually consistent; this process's own writes are applied
 //!   to it at once, other nodes' within the watch latency (milliseconds).
+//!   While the watch is down, a user the view does not have is looked for on
+//!   every gateway the view names (a user who connected during an etcd
+//!   outage still gets pushes).
 //! - Writing (`register`, `unregister`) puts and deletes keys under **one
 //!   lease per process** (`lease`), granted on the first registration and kept
 //!   alive by a task. A process that dies stops the keep-alives, and etcd
 //!   deletes all its keys when the TTL runs out. A lease lost while the
 //!   process lives (etcd away for longer than the TTL) is replaced and every
-//!   key this process holds is put again. A process that only reads
+//!   key this process holds is put again. A registration or removal that
+//!   failed for want of etcd is retried by the lease task once etcd answers
+//!   again, so users who connect during an outage are registered when it
+//!   ends. A process that only reads
 //!   (`im-service`) never registers, so it never holds a lease.
 //!
 //! Files: `cache` (the local view), `keys` (the layout), `lease` (the
@@ -160,6 +166,13 @@ impl Registry for EtcdRegistry {
     /// The gateways `user` is connected to, from a local view (no round trip
     /// per message in production: a watched cache).
     fn gateways_of(&self, user: UserId) -> Vec<GatewayId> {
-        self.cache.gateways_of(user)
+        let gateways = self.cache.gateways_of(user);
+        if gateways.is_empty() && !self.is_watching() {
+            // The view cannot be kept current (etcd away): the user may have
+            // connected since. Every gateway the last view named is asked;
+            // those the user is not on answer "offline", as for anyone.
+            return self.cache.gateways();
+        }
+        gateways
     }
 }

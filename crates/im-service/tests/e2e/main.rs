@@ -20,6 +20,7 @@ mod offline;
 mod otlp;
 mod private;
 mod reencrypt;
+mod registry_outage;
 mod retention;
 mod support;
 mod tcp_proxy;
