@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use im_backends::conformance::fixtures::unique_name;
 
 use crate::support::free_port;
+use crate::tcp_proxy::{Mode, TcpProxy};
 
 /// Small batches, short waits: the records show up quickly.
 pub const WORKER_ENV: [(&str, &str); 2] =
@@ -45,8 +46,7 @@ pub fn kafka_env(brokers: &str) -> Vec<(String, String)> {
 /// Not a restart of tansu itself: its memory storage comes back empty
 /// ([`PrivateBroker`] does that, `broker_restart.rs`).
 pub struct BrokerBehindProxy {
-    proxy_port: u16,
-    up: tokio::sync::watch::Sender<bool>,
+    proxy: TcpProxy,
     tansu: Child,
 }
 
@@ -78,21 +78,21 @@ impl BrokerBehindProxy {
             assert!(Instant::now() < deadline, "tansu did not listen on {broker_port}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let (up, up_rx) = tokio::sync::watch::channel(true);
-        tokio::spawn(proxy(proxy_port, format!("127.0.0.1:{broker_port}"), up_rx));
-        BrokerBehindProxy { proxy_port, up, tansu }
+        let proxy = TcpProxy::start_on(proxy_port, &format!("127.0.0.1:{broker_port}")).await;
+        BrokerBehindProxy { proxy, tansu }
     }
 
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.proxy_port)
+        self.proxy.addr()
     }
 
+    /// Every client connection dropped, new ones refused.
     pub fn cut_off(&self) {
-        self.up.send_replace(false);
+        self.proxy.set(Mode::Refuse);
     }
 
     pub fn restore(&self) {
-        self.up.send_replace(true);
+        self.proxy.set(Mode::Relay);
     }
 }
 
@@ -160,38 +160,5 @@ impl Drop for PrivateBroker {
             let _ = tansu.kill();
             let _ = tansu.wait();
         }
-    }
-}
-
-/// Relays `port` to `target` while `up`; when it goes down, closes the
-/// listener (connects are refused) and every relayed connection.
-async fn proxy(port: u16, target: String, mut up: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        while !*up.borrow_and_update() {
-            if up.changed().await.is_err() {
-                return;
-            }
-        }
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("the proxy port is free");
-        let mut relays = tokio::task::JoinSet::new();
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((mut client, _)) = accepted else { continue };
-                    let target = target.clone();
-                    relays.spawn(async move {
-                        if let Ok(mut broker) = tokio::net::TcpStream::connect(&target).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
-                        }
-                    });
-                }
-                changed = up.changed() => {
-                    if changed.is_err() || !*up.borrow_and_update() {
-                        break;
-                    }
-                }
-            }
-        }
-        // Dropping the set aborts the relays: their sockets close.
     }
 }

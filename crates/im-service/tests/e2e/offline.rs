@@ -235,7 +235,13 @@ async fn messages_to_an_offline_user_are_recorded_over_kafka() {
     let env = kafka_env(BROKER);
     let group = env.iter().find(|(k, _)| k == "KAFKA_CONSUMER_GROUP_ID").unwrap().1.clone();
     let node = start(dir.path(), &env).await;
-    assert_eq!(kafka_status(&node).await, "up");
+    // Kafka only degrades a feature: the node may be ready before its probe
+    // of the broker first reported.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while kafka_status(&node).await != "up" {
+        assert!(Instant::now() < deadline, "/ready: {:?}", http_get(node.http_port, "/ready").await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     offline_messages_are_recorded(&node).await;
 

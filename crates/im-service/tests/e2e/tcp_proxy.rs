@@ -28,7 +28,12 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Relays a free port to `target`, listening when this returns.
     pub async fn start(target: &str) -> TcpProxy {
-        let port = free_port();
+        Self::start_on(free_port(), target).await
+    }
+
+    /// Relays `port` to `target` (a port the server must advertise, known
+    /// before the proxy starts), listening when this returns.
+    pub async fn start_on(port: u16, target: &str) -> TcpProxy {
         let (mode, modes) = watch::channel(Mode::Relay);
         tokio::spawn(serve(port, target.to_owned(), modes));
         let deadline = Instant::now() + Duration::from_secs(5);
