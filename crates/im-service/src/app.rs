@@ -377,7 +377,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         worker.start(&*members, &workers, workers_stop.clone()).await.context("starting the offline worker")?;
     }
     let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel(SEND_QUEUE);
-    let (routes_tx, routes_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (routes_tx, routes_rx) = tokio::sync::mpsc::channel(crate::router::ROUTE_QUEUE);
     let filter = load_filter(&config, &metrics, &tracker, &shutdown).await?;
     // Audit records go to content_audit on Kafka, for a compliance tool; in
     // process nothing would consume them (the table keeps them either way).

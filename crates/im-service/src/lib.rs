@@ -48,6 +48,7 @@ pub mod groups;
 pub mod grpc;
 pub mod http;
 pub mod known_users;
+pub mod lanes;
 pub mod logging;
 pub mod messaging;
 pub mod metrics;

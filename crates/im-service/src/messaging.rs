@@ -28,7 +28,7 @@ use crate::telemetry::propagation::child_span;
 
 pub struct MessagingService {
     pub jobs: mpsc::Sender<SendJob>,
-    pub routes: mpsc::UnboundedSender<RouteWork>,
+    pub routes: mpsc::Sender<RouteWork>,
     pub store: Arc<dyn MessageStore>,
     pub receipts: Arc<dyn ReceiptStore>,
     /// Offline entries a read makes moot are forgotten here.
@@ -246,7 +246,10 @@ impl Messaging for MessagingService {
                 .collect();
             events.push(PushEvent { user, skip_device: Some(device.clone()), event });
             // Best effort, like every push: the position is stored either way.
-            let _ = self.routes.send(RouteWork::Events(events));
+            // Never waiting: a router too far behind drops the receipt push
+            // (the position is stored; other devices see it on their next
+            // list or sync).
+            let _ = self.routes.try_send(RouteWork::Events(events));
             // What the user has read is no longer waiting for them. Off the
             // request path: the pending view filters by read position anyway,
             // so a failure here only leaves rows for a later read to remove.

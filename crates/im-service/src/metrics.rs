@@ -83,6 +83,9 @@ pub struct Metrics {
     pub pushed: Counter,
     /// Push events whose user had no device online (they sync later).
     pub push_offline: Counter,
+    /// Push events dropped because their gateway's delivery lane was full
+    /// (the gateway hangs or lags); their messages go the offline way.
+    pub push_lane_full: Counter,
     /// Sends and pushes that failed, by error code.
     pub failed: Family<CodeLabel, Counter>,
     /// Messages returned by sync.
@@ -271,6 +274,7 @@ impl Metrics {
         let duplicates = Counter::default();
         let pushed = Counter::default();
         let push_offline = Counter::default();
+        let push_lane_full = Counter::default();
         let failed = Family::<CodeLabel, Counter>::default();
         let synced = Counter::default();
         let receipts = Counter::default();
@@ -339,6 +343,11 @@ impl Metrics {
         registry.register("messages_duplicate", "Resends answered with the first ack", duplicates.clone());
         registry.register("messages_pushed", "Push events delivered to at least one device", pushed.clone());
         registry.register("messages_push_offline", "Push events whose user had no device online", push_offline.clone());
+        registry.register(
+            "push_lane_full",
+            "Push events dropped because their gateway's delivery lane was full (a hung or lagging gateway)",
+            push_lane_full.clone(),
+        );
         registry.register("messages_failed", "Sends and pushes that failed, by error code", failed.clone());
         registry.register("messages_synced", "Messages returned by sync", synced.clone());
         registry.register("read_receipts", "Read positions stored", receipts.clone());
@@ -526,6 +535,7 @@ impl Metrics {
             duplicates,
             pushed,
             push_offline,
+            push_lane_full,
             failed,
             synced,
             receipts,

@@ -75,11 +75,13 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Runs until every sender handle is dropped.
-    pub async fn run(self, mut jobs: mpsc::Receiver<SendJob>, routed: mpsc::UnboundedSender<RouteWork>) {
+    pub async fn run(self, mut jobs: mpsc::Receiver<SendJob>, routed: mpsc::Sender<RouteWork>) {
         let mut batch: Vec<SendJob> = Vec::with_capacity(MAX_BATCH);
         while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
             let committed = self.commit(&mut batch).await;
-            if !committed.is_empty() && routed.send(RouteWork::Messages(committed)).is_err() {
+            // Waits only when the router is behind (out of CPU): the lanes,
+            // not the router, wait for gateways.
+            if !committed.is_empty() && routed.send(RouteWork::Messages(committed)).await.is_err() {
                 tracing::warn!("router stopped; committed messages will reach devices by sync only");
             }
         }

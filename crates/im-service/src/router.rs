@@ -1,9 +1,13 @@
 //! Routing: after a commit, tell every online device of both sides — the
 //! recipient's devices, and the sender's other devices — through the gateway
-//! each is connected to, one push call per gateway per batch. A message that
-//! reached no device of its recipient (none registered, every gateway said
-//! offline, or the push failed `MAX_RETRY_ATTEMPTS` times) is handed to the
-//! offline queue ([`crate::offline`]).
+//! each is connected to, one push call per gateway per batch. The router
+//! only splits: each gateway's share goes to that gateway's delivery lane
+//! ([`crate::lanes`]), which pushes it (with [`RetryPolicy`]) without
+//! holding up any other gateway. A message that reached no device of its
+//! recipient (none registered, every gateway said offline, the push failed
+//! `MAX_RETRY_ATTEMPTS` times, or its gateway's lane was full) is handed to
+//! the offline queue ([`crate::offline`]) once every lane it went to has
+//! reported.
 //!
 //! Group messages are not routed here: they are handed to the group queue,
 //! published on `group_msg` and pushed to the members by the fan-out
@@ -15,12 +19,16 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures::FutureExt;
 use im_core::ports::{BackendResult, Event, OfflineEntry, PushEvent, PushReport, Pusher, Registry};
 use im_core::{ErrorCode, GatewayId};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
+
+use crate::lanes::Lanes;
 
 use crate::fanout::{GroupMessage, GroupQueue};
 use crate::metrics::Metrics;
@@ -29,6 +37,15 @@ use crate::pipeline::Committed;
 use crate::publisher::Traced;
 use crate::telemetry::MessageTrace;
 use crate::telemetry::propagation::stage_spans;
+
+/// Batches waiting for the router (each a committed batch or a few
+/// receipts). The router only splits them, so this fills only when the
+/// process is out of CPU; the pipeline then waits (back-pressure).
+pub const ROUTE_QUEUE: usize = 1024;
+
+/// How long the lanes may go on pushing what they hold once the router
+/// stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// What the router is asked to deliver.
 pub enum RouteWork {
@@ -102,32 +119,149 @@ impl GatewayBatch {
     }
 }
 
-impl Router {
-    pub async fn run(self, mut work: mpsc::UnboundedReceiver<RouteWork>) {
-        while let Some(item) = work.recv().await {
-            match item {
-                RouteWork::Messages(batch) => self.route_messages(batch).await,
-                RouteWork::Events(events) => {
-                    let mut per_gateway = HashMap::new();
-                    for event in events {
-                        self.add(&mut per_gateway, event, None, &MessageTrace::default());
-                    }
-                    self.push_all(per_gateway, 0).await;
-                }
+/// One gateway's share of a routed batch, for its lane.
+pub struct Share {
+    batch: GatewayBatch,
+    outcome: Arc<Outcome>,
+}
+
+/// What became of one routed batch: which of its messages reached their
+/// recipient, and how many lanes have still to report. The last to report
+/// hands the rest to the offline queue.
+struct Outcome {
+    /// The private messages routed (none for receipts).
+    messages: Vec<Committed>,
+    reached: Vec<AtomicBool>,
+    lanes_left: AtomicUsize,
+    /// Fires once the batch is settled (tests wait on it).
+    settled: parking_lot::Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl Outcome {
+    fn new(messages: Vec<Committed>, lanes: usize) -> (Arc<Self>, oneshot::Receiver<()>) {
+        let (settled, on_settled) = oneshot::channel();
+        let reached = messages.iter().map(|_| AtomicBool::new(false)).collect();
+        let outcome = Self {
+            messages,
+            reached,
+            lanes_left: AtomicUsize::new(lanes),
+            settled: parking_lot::Mutex::new(Some(settled)),
+        };
+        (Arc::new(outcome), on_settled)
+    }
+
+    /// A lane is done with its share: `reached` are the messages (indexes)
+    /// it delivered to their recipient.
+    fn report(&self, router: &Router, reached: &[usize]) {
+        for &message in reached {
+            if let Some(flag) = self.reached.get(message) {
+                flag.store(true, Ordering::Relaxed);
             }
         }
+        // AcqRel: the last reporter sees every other lane's flags.
+        if self.lanes_left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.settle(router);
+        }
+    }
+
+    fn settle(&self, router: &Router) {
+        if let Some(offline) = &router.offline {
+            let unreached =
+                self.messages.iter().zip(&self.reached).filter(|(_, reached)| !reached.load(Ordering::Relaxed));
+            offline.enqueue(unreached.filter_map(|(committed, _)| {
+                let message = &committed.message;
+                let entry = OfflineEntry {
+                    user: message.recipient()?,
+                    conversation: message.conversation,
+                    seq: message.seq,
+                    msg_id: message.msg_id,
+                    server_time_ms: message.server_time_ms,
+                };
+                Some(Traced { item: entry, trace: committed.trace.clone() })
+            }));
+        }
+        for committed in &self.messages {
+            router.metrics.routing_latency.observe(committed.accepted_at.elapsed().as_secs_f64());
+        }
+        if let Some(settled) = self.settled.lock().take() {
+            let _ = settled.send(());
+        }
+    }
+}
+
+impl Router {
+    pub async fn run(self, mut work: mpsc::Receiver<RouteWork>) {
+        let router = Arc::new(self);
+        let mut lanes = router.lanes();
+        while let Some(item) = work.recv().await {
+            // Split and queued: the lanes deliver, the router moves on.
+            let _settled = match item {
+                RouteWork::Messages(batch) => router.route_messages(&mut lanes, batch),
+                RouteWork::Events(events) => router.route_events(&mut lanes, events),
+            };
+        }
+        lanes.close(SHUTDOWN_GRACE).await;
         tracing::info!("router stopped");
     }
 
-    async fn route_messages(&self, mut batch: Vec<Committed>) {
+    /// A lane per gateway, each pushing its shares with the retry policy.
+    pub fn lanes(self: &Arc<Self>) -> Lanes<Share> {
+        let router = self.clone();
+        Lanes::new(Arc::new(move |gateway: GatewayId, share: Share| {
+            let router = router.clone();
+            async move {
+                let reached = router.push_share(&gateway, share.batch).await;
+                share.outcome.report(&router, &reached);
+            }
+            .boxed()
+        }))
+    }
+
+    /// Ready-made events (receipts) to their users' gateways.
+    fn route_events(self: &Arc<Self>, lanes: &mut Lanes<Share>, events: Vec<PushEvent>) -> oneshot::Receiver<()> {
+        let mut per_gateway = HashMap::new();
+        for event in events {
+            self.add(&mut per_gateway, event, None, &MessageTrace::default());
+        }
+        self.hand_to_lanes(lanes, per_gateway, Vec::new())
+    }
+
+    /// Each gateway's share to its lane; a full lane's share counts as not
+    /// delivered. Returns what fires once every lane reported.
+    fn hand_to_lanes(
+        &self,
+        lanes: &mut Lanes<Share>,
+        per_gateway: HashMap<GatewayId, GatewayBatch>,
+        messages: Vec<Committed>,
+    ) -> oneshot::Receiver<()> {
+        let (outcome, settled) = Outcome::new(messages, per_gateway.len());
+        if per_gateway.is_empty() {
+            outcome.settle(self);
+            return settled;
+        }
+        for (gateway, batch) in per_gateway {
+            if let Err(refused) = lanes.send(&gateway, Share { batch, outcome: outcome.clone() }) {
+                let events = refused.batch.events.len() as u64;
+                self.metrics.push_lane_full.inc_by(events);
+                tracing::warn!(%gateway, events, "the gateway's delivery lane is full; its users catch up by sync");
+                refused.outcome.report(self, &[]);
+            }
+        }
+        settled
+    }
+
+    /// Splits newly stored messages over the lanes (group messages to the
+    /// group queue). Returns what fires once the batch is settled.
+    pub fn route_messages(
+        self: &Arc<Self>,
+        lanes: &mut Lanes<Share>,
+        mut batch: Vec<Committed>,
+    ) -> oneshot::Receiver<()> {
         if batch.iter().any(|c| c.message.conversation.group().is_some()) {
             let (groups, private): (Vec<_>, Vec<_>) =
                 batch.into_iter().partition(|c| c.message.conversation.group().is_some());
             self.hand_over_group_messages(groups);
             batch = private;
-            if batch.is_empty() {
-                return;
-            }
         }
         let mut per_gateway: HashMap<GatewayId, GatewayBatch> = HashMap::new();
         for (index, committed) in batch.iter().enumerate() {
@@ -148,25 +282,7 @@ impl Router {
             };
             self.add(&mut per_gateway, to_sender_devices, None, &committed.trace);
         }
-        let reached = self.push_all(per_gateway, batch.len()).await;
-        if let Some(offline) = &self.offline {
-            offline.enqueue(batch.iter().zip(&reached).filter(|(_, reached)| !**reached).filter_map(
-                |(committed, _)| {
-                    let message = &committed.message;
-                    let entry = OfflineEntry {
-                        user: message.recipient()?,
-                        conversation: message.conversation,
-                        seq: message.seq,
-                        msg_id: message.msg_id,
-                        server_time_ms: message.server_time_ms,
-                    };
-                    Some(Traced { item: entry, trace: committed.trace.clone() })
-                },
-            ));
-        }
-        for committed in &batch {
-            self.metrics.routing_latency.observe(committed.accepted_at.elapsed().as_secs_f64());
-        }
+        self.hand_to_lanes(lanes, per_gateway, batch)
     }
 
     /// Hands group messages to the group queue (never waiting), from which
@@ -210,51 +326,42 @@ impl Router {
         true
     }
 
-    /// Pushes every gateway's share at once. Returns, for each of the
-    /// `messages` routed, whether some gateway delivered it to its recipient.
-    async fn push_all(&self, per_gateway: HashMap<GatewayId, GatewayBatch>, messages: usize) -> Vec<bool> {
-        let calls = per_gateway.into_iter().map(|(gateway, batch)| async move {
-            let addressed = batch.addressed;
-            let count = addressed.iter().flatten().count() as u64;
-            // An `im.push` in the trace of each sampled message; the call
-            // carries the first one's trace (a call has one parent), so the
-            // gateway's side shows in that trace only.
-            let spans = stage_spans!(batch.traces.iter(), "im.push", gateway = %gateway, events = batch.events.len());
-            let call_span = spans.first().cloned().unwrap_or_else(tracing::Span::none);
-            let pushed = self.push_with_retry(&gateway, batch.events).instrument(call_span).await;
-            drop(spans);
-            match pushed {
-                Ok(report) => {
-                    // A remote gateway's report is input: an index out of
-                    // range, or given twice, counts once or not at all.
-                    let offline: HashSet<usize> = report
-                        .offline
-                        .iter()
-                        .map(|&i| i as usize)
-                        .filter(|&i| addressed.get(i).is_some_and(Option::is_some))
-                        .collect();
-                    self.metrics.pushed.inc_by(count.saturating_sub(offline.len() as u64));
-                    self.metrics.push_offline.inc_by(offline.len() as u64);
-                    addressed
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| !offline.contains(i))
-                        .filter_map(|(_, message)| *message)
-                        .collect()
-                }
-                Err(()) => {
-                    self.metrics.fail_n(ErrorCode::Unavailable, count);
-                    Vec::new()
-                }
+    /// Pushes one gateway's share (a lane's work). Returns the messages
+    /// (indexes in the routed batch) it delivered to their recipient.
+    async fn push_share(&self, gateway: &GatewayId, batch: GatewayBatch) -> Vec<usize> {
+        let addressed = batch.addressed;
+        let count = addressed.iter().flatten().count() as u64;
+        // An `im.push` in the trace of each sampled message; the call
+        // carries the first one's trace (a call has one parent), so the
+        // gateway's side shows in that trace only.
+        let spans = stage_spans!(batch.traces.iter(), "im.push", gateway = %gateway, events = batch.events.len());
+        let call_span = spans.first().cloned().unwrap_or_else(tracing::Span::none);
+        let pushed = self.push_with_retry(gateway, batch.events).instrument(call_span).await;
+        drop(spans);
+        match pushed {
+            Ok(report) => {
+                // A remote gateway's report is input: an index out of range,
+                // or given twice, counts once or not at all.
+                let offline: HashSet<usize> = report
+                    .offline
+                    .iter()
+                    .map(|&i| i as usize)
+                    .filter(|&i| addressed.get(i).is_some_and(Option::is_some))
+                    .collect();
+                self.metrics.pushed.inc_by(count.saturating_sub(offline.len() as u64));
+                self.metrics.push_offline.inc_by(offline.len() as u64);
+                addressed
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !offline.contains(i))
+                    .filter_map(|(_, message)| *message)
+                    .collect()
             }
-        });
-        let mut reached = vec![false; messages];
-        for delivered in futures::future::join_all(calls).await {
-            for message in delivered {
-                reached[message] = true;
+            Err(()) => {
+                self.metrics.fail_n(ErrorCode::Unavailable, count);
+                Vec::new()
             }
         }
-        reached
     }
 
     async fn push_with_retry(&self, gateway: &GatewayId, events: Vec<PushEvent>) -> Result<PushReport, ()> {
@@ -304,15 +411,23 @@ mod tests {
         }
     }
 
-    fn router(registry: FixedRegistry, pusher: Arc<RecordingPusher>, attempts: u32) -> Router {
-        Router {
+    /// Routes `batch` through lanes of its own and waits until every lane
+    /// is done with it (and gone).
+    async fn route(router: &Arc<Router>, batch: Vec<Committed>) {
+        let mut lanes = router.lanes();
+        router.route_messages(&mut lanes, batch).await.expect("the batch settles");
+        lanes.close(Duration::from_secs(5)).await;
+    }
+
+    fn router(registry: FixedRegistry, pusher: Arc<RecordingPusher>, attempts: u32) -> Arc<Router> {
+        Arc::new(Router {
             registry: Arc::new(registry),
             pusher,
             metrics: Arc::new(Metrics::new()),
             retry: RetryPolicy { attempts, timeout: Duration::from_secs(1) },
             offline: None,
             groups: None,
-        }
+        })
     }
 
     #[tokio::test]
@@ -321,7 +436,7 @@ mod tests {
         let registry = FixedRegistry(HashMap::from([(UserId(1), vec![gw("a")]), (UserId(2), vec![gw("a"), gw("b")])]));
         let pusher = Arc::new(RecordingPusher::default());
         let router = router(registry, pusher.clone(), 3);
-        router.route_messages(vec![committed(1, 2, 1), committed(1, 2, 2), committed(1, 3, 1)]).await;
+        route(&router, vec![committed(1, 2, 1), committed(1, 2, 2), committed(1, 3, 1)]).await;
 
         let mut calls = pusher.pushes.lock().unwrap().clone();
         calls.sort_by(|x, y| x.0.cmp(&y.0));
@@ -342,7 +457,7 @@ mod tests {
         let pusher = Arc::new(RecordingPusher::default());
         *pusher.failures.lock().unwrap() = 2;
         let router_ok = router(registry, pusher.clone(), 3);
-        router_ok.route_messages(vec![committed(1, 2, 1)]).await;
+        route(&router_ok, vec![committed(1, 2, 1)]).await;
         assert_eq!(pusher.pushes.lock().unwrap().len(), 3, "two failures, then success");
         assert_eq!(router_ok.metrics.pushed.get(), 1);
 
@@ -350,7 +465,7 @@ mod tests {
         let pusher = Arc::new(RecordingPusher::default());
         *pusher.failures.lock().unwrap() = 5;
         let router_down = router(registry, pusher.clone(), 2);
-        router_down.route_messages(vec![committed(1, 2, 1)]).await;
+        route(&router_down, vec![committed(1, 2, 1)]).await;
         assert_eq!(pusher.pushes.lock().unwrap().len(), 2, "gives up after the attempts");
         assert_eq!(router_down.metrics.pushed.get(), 0);
         assert!(router_down.metrics.render().contains("im_messages_failed_total{code=\"UNAVAILABLE\"} 1"));
@@ -401,16 +516,16 @@ mod tests {
         let mut topic = bus.subscribe("offline", "test").await.unwrap();
         let metrics = Arc::new(Metrics::new());
         let (publisher, queue) = OfflinePublisher::new(bus.clone(), "offline".into(), metrics.clone(), 100);
-        let router = Router {
+        let router = Arc::new(Router {
             registry: Arc::new(registry),
             pusher: Arc::new(pusher),
             metrics: metrics.clone(),
             retry: RetryPolicy { attempts: 2, timeout: Duration::from_secs(1) },
             offline: Some(queue),
             groups: None,
-        };
+        });
         let batch: Vec<_> = (2..=5).map(|to| committed(1, to, 7)).collect();
-        router.route_messages(batch).await;
+        route(&router, batch).await;
         drop(router);
         publisher.run(tokio_util::sync::CancellationToken::new()).await;
 
@@ -444,16 +559,16 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let (offline, offline_queue) = OfflinePublisher::new(bus.clone(), "offline".into(), metrics.clone(), 100);
         let (groups, group_queue) = GroupPublisher::new(bus.clone(), "group_msg".into(), metrics.clone(), 100);
-        let router = Router {
+        let router = Arc::new(Router {
             registry: Arc::new(registry),
             pusher: pusher.clone(),
             metrics: metrics.clone(),
             retry: RetryPolicy { attempts: 1, timeout: Duration::from_secs(1) },
             offline: Some(offline_queue),
             groups: Some(group_queue),
-        };
+        });
         // Group 7 (whose members 1 and 2 are online) between two private messages.
-        router.route_messages(vec![committed(1, 2, 1), group_committed(7, 1, 3), committed(2, 1, 2)]).await;
+        route(&router, vec![committed(1, 2, 1), group_committed(7, 1, 3), committed(2, 1, 2)]).await;
         drop(router);
         offline.run(tokio_util::sync::CancellationToken::new()).await;
         groups.run(tokio_util::sync::CancellationToken::new()).await;
@@ -483,8 +598,82 @@ mod tests {
     async fn without_a_group_queue_group_messages_are_counted_as_dropped() {
         let pusher = Arc::new(RecordingPusher::default());
         let router = router(FixedRegistry(HashMap::new()), pusher.clone(), 1);
-        router.route_messages(vec![group_committed(7, 1, 1), group_committed(7, 1, 2)]).await;
+        route(&router, vec![group_committed(7, 1, 1), group_committed(7, 1, 2)]).await;
         assert!(pusher.pushes.lock().unwrap().is_empty());
         assert_eq!(router.metrics.group_dropped.get(), 2);
+    }
+
+    /// Hangs every push to gateway "hung"; records the others.
+    #[derive(Default)]
+    struct HangingPusher {
+        pushed: std::sync::Mutex<Vec<(GatewayId, Vec<u64>)>>,
+    }
+
+    #[async_trait]
+    impl Pusher for HangingPusher {
+        async fn push(&self, gateway: &GatewayId, batch: &[PushEvent]) -> BackendResult<PushReport> {
+            if gateway.0 == "hung" {
+                futures::future::pending::<()>().await;
+            }
+            let users = batch.iter().map(|e| e.user.0).collect();
+            self.pushed.lock().unwrap().push((gateway.clone(), users));
+            Ok(PushReport { delivered: batch.len() as u32, offline: Vec::new() })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hung_gateway_holds_only_its_own_lane_and_its_users_go_offline_once_it_is_full() {
+        use im_backends::MemoryBus;
+        use im_core::ports::Bus;
+
+        use crate::lanes::LANE_QUEUE;
+        use crate::offline::OfflinePublisher;
+
+        // Bob (2) is on the hung gateway, Carol (3) on a.
+        let registry = FixedRegistry(HashMap::from([(UserId(2), vec![gw("hung")]), (UserId(3), vec![gw("a")])]));
+        let pusher = Arc::new(HangingPusher::default());
+        let bus = Arc::new(MemoryBus::new());
+        let mut topic = bus.subscribe("offline", "test").await.unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let (publisher, queue) = OfflinePublisher::new(bus.clone(), "offline".into(), metrics.clone(), 10_000);
+        tokio::spawn(publisher.run(tokio_util::sync::CancellationToken::new()));
+        let router = Arc::new(Router {
+            registry: Arc::new(registry),
+            pusher: pusher.clone(),
+            metrics: metrics.clone(),
+            // A push that hangs is not even timed out within the test.
+            retry: RetryPolicy { attempts: 1, timeout: Duration::from_secs(600) },
+            offline: Some(queue),
+            groups: None,
+        });
+        let mut lanes = router.lanes();
+        // Batch n: one message to bob, one to carol. The hung lane takes the
+        // first batch and holds LANE_QUEUE more; the rest are refused.
+        let batches = LANE_QUEUE as u64 + 11;
+        let started = std::time::Instant::now();
+        for n in 1..=batches {
+            drop(router.route_messages(&mut lanes, vec![committed(1, 2, n), committed(1, 3, n)]));
+            tokio::task::yield_now().await;
+        }
+        // Carol's gateway got every batch, at once.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while pusher.pushed.lock().unwrap().len() < batches as usize {
+            assert!(std::time::Instant::now() < deadline, "lane a stalled behind the hung gateway");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(pusher.pushed.lock().unwrap().iter().all(|(g, users)| g.0 == "a" && users == &[3]));
+        eprintln!("{batches} batches to the healthy gateway in {:?}", started.elapsed());
+        // Bob's messages beyond what the hung lane holds went offline.
+        let refused = batches - 1 - LANE_QUEUE as u64;
+        assert_eq!(metrics.push_lane_full.get(), refused, "one event per refused share");
+        let mut offline = Vec::new();
+        while (offline.len() as u64) < refused {
+            let records = topic.poll(1000, Duration::from_secs(5)).await.unwrap();
+            assert!(!records.is_empty(), "offline entries missing: {} of {refused}", offline.len());
+            offline.extend(records.iter().map(|r| im_proto::convert::decode_offline_event(&r.payload).unwrap()));
+        }
+        assert!(offline.iter().all(|e| e.user == UserId(2)), "only bob's, on the hung gateway");
+        let seqs: Vec<u64> = offline.iter().map(|e| e.seq.0).collect();
+        assert_eq!(seqs, (LANE_QUEUE as u64 + 2..=batches).collect::<Vec<_>>());
     }
 }

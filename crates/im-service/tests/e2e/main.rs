@@ -13,6 +13,7 @@ mod filter;
 mod groups;
 mod groups_cluster;
 mod harness;
+mod hung_gateway;
 mod keys;
 mod migrate;
 mod observability;
