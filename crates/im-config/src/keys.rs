@@ -121,7 +121,8 @@ keys! {
     "KAFKA_PRODUCER_BATCH_SIZE"        => kafka.producer.batch_size, Guide, "Bytes batched per partition.";
     "KAFKA_CONSUMER_GROUP_ID"          => kafka.consumer.group_id, Guide, "Consumer group of the offline worker.";
     "KAFKA_CONSUMER_AUTO_OFFSET_RESET" => kafka.consumer.auto_offset_reset, Guide, "Where a group without a committed offset starts.";
-    "KAFKA_CONSUMER_SESSION_TIMEOUT"   => kafka.consumer.session_timeout, Guide, "Consumer session timeout.";
+    "KAFKA_CONSUMER_SESSION_TIMEOUT"   => kafka.consumer.session_timeout, Guide, "Consumer session timeout: how long a killed node's partitions wait before they move (the fan-out's longest stall). Stock Kafka brokers refuse less than 6s (group.min.session.timeout.ms).";
+    "KAFKA_CONSUMER_ASSIGNMENT_STRATEGY" => kafka.consumer.assignment_strategy, Project, "Partition assignment of every consumer group (librdkafka partition.assignment.strategy): cooperative-sticky moves only the partitions that change owner; range or roundrobin (comma-separated, eager) stop every member at each rebalance. All nodes of a group must share one kind.";
     "KAFKA_TOPIC_GROUP_MSG"            => kafka.topics.group_msg, Guide, "Topic of group messages.";
     "KAFKA_TOPIC_OFFLINE_MSG"          => kafka.topics.offline_msg, Guide, "Topic of offline-message events.";
     "KAFKA_TOPIC_MEMBERSHIP_CHANGE"    => kafka.topics.membership_change, Guide, "Topic of group membership changes.";

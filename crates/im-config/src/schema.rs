@@ -191,12 +191,26 @@ impl Default for KafkaProducerConfig {
     }
 }
 
+/// The cooperative assignor of librdkafka (`partition.assignment.strategy`).
+pub const COOPERATIVE_STICKY: &str = "cooperative-sticky";
+
+/// The assignors librdkafka knows; `cooperative-sticky` is cooperative, the
+/// others eager, and one consumer cannot mix the two kinds.
+pub const ASSIGNMENT_STRATEGIES: [&str; 3] = ["range", "roundrobin", COOPERATIVE_STICKY];
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KafkaConsumerConfig {
     /// Consumer group of the offline worker.
     pub group_id: String,
     pub auto_offset_reset: AutoOffsetReset,
+    /// How long the broker waits for a silent member (a killed node) before
+    /// its partitions move to the others: the longest stall of the fan-out
+    /// after a node dies (docs/resilience.md, recovery times).
     pub session_timeout: Duration,
+    /// librdkafka's `partition.assignment.strategy` of every consumer group.
+    /// `cooperative-sticky`: a rebalance moves only the partitions that
+    /// change owner, the others keep being consumed.
+    pub assignment_strategy: String,
 }
 
 impl Default for KafkaConsumerConfig {
@@ -204,7 +218,9 @@ impl Default for KafkaConsumerConfig {
         Self {
             group_id: "im-service-offline-worker".to_owned(),
             auto_offset_reset: AutoOffsetReset::Latest,
-            session_timeout: Duration::from_secs(30),
+            // The least a stock Kafka broker accepts (group.min.session.timeout.ms).
+            session_timeout: Duration::from_secs(6),
+            assignment_strategy: COOPERATIVE_STICKY.to_owned(),
         }
     }
 }

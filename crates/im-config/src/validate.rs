@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::keys;
-use crate::schema::Config;
+use crate::schema::{ASSIGNMENT_STRATEGIES, COOPERATIVE_STICKY, Config};
 
 /// The largest `server.max_message_size`: bigger bodies belong in object storage, not in a message.
 pub const MAX_MESSAGE_SIZE_LIMIT: usize = 1024 * 1024;
@@ -174,6 +174,9 @@ fn dependencies(checks: &mut Checks, config: &Config) {
     checks.nonzero_duration("kafka.producer.timeout", kafka.producer.timeout);
     checks.positive("kafka.producer.batch_size", kafka.producer.batch_size as u64);
     checks.nonzero_duration("kafka.consumer.session_timeout", kafka.consumer.session_timeout);
+    if let Err(message) = check_assignment_strategy(&kafka.consumer.assignment_strategy) {
+        checks.fail("kafka.consumer.assignment_strategy", message);
+    }
     let topics = [
         ("kafka.topics.group_msg", &kafka.topics.group_msg),
         ("kafka.topics.offline_msg", &kafka.topics.offline_msg),
@@ -253,6 +256,20 @@ fn is_host(host: &str) -> bool {
 }
 
 /// Kafka's own rule for topic names.
+/// A list librdkafka takes as `partition.assignment.strategy`: known
+/// assignors, comma-separated, not mixing the cooperative one with eager ones
+/// (librdkafka refuses that when the consumer is made, long after start-up).
+fn check_assignment_strategy(list: &str) -> Result<(), String> {
+    let names: Vec<&str> = list.split(',').map(str::trim).collect();
+    if let Some(unknown) = names.iter().find(|name| !ASSIGNMENT_STRATEGIES.contains(name)) {
+        return Err(format!("{unknown:?} is not one of {}", ASSIGNMENT_STRATEGIES.join(", ")));
+    }
+    if names.len() > 1 && names.contains(&COOPERATIVE_STICKY) {
+        return Err(format!("{COOPERATIVE_STICKY} cannot be mixed with eager assignors"));
+    }
+    Ok(())
+}
+
 fn check_topic(topic: &str) -> Result<(), String> {
     if topic.is_empty() || topic.len() > 249 {
         return Err(format!("a topic name has 1 to 249 characters, found {}", topic.len()));
@@ -419,5 +436,18 @@ mod tests {
         for host in ["", "[::1]", "a b", "host:80", "a..b"] {
             assert!(!is_host(host), "{host}");
         }
+    }
+
+    #[test]
+    fn assignment_strategies() {
+        for good in ["cooperative-sticky", "range", "range,roundrobin", "roundrobin, range"] {
+            assert_eq!(check_assignment_strategy(good), Ok(()), "{good}");
+        }
+        for bad in ["", "sticky", "range,", "cooperative-sticky,range"] {
+            assert!(check_assignment_strategy(bad).is_err(), "{bad:?}");
+        }
+        let mut config = Config::default();
+        config.kafka.consumer.assignment_strategy = "uniform".to_owned();
+        assert_eq!(problems(&config), ["kafka.consumer.assignment_strategy"]);
     }
 }

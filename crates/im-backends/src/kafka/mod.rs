@@ -106,7 +106,13 @@ impl KafkaBus {
         consumer_config
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", config.consumer.auto_offset_reset.as_str())
+            // How long a killed node's partitions wait before they move.
             .set("session.timeout.ms", millis(session))
+            // cooperative-sticky: a rebalance (a node killed, or back) stops
+            // only the partitions that change owner; an eager assignor
+            // revokes every member's partitions until the group has settled
+            // again (measured on tansu in docs/resilience.md).
+            .set("partition.assignment.strategy", &config.consumer.assignment_strategy)
             // Kafka wants heartbeats well inside the session.
             .set("heartbeat.interval.ms", millis((session / 3).max(Duration::from_millis(100))))
             // The longest a fetch waits at the broker for records. Kafka
