@@ -494,6 +494,8 @@ pub struct ClusterBuilder {
     nodes: usize,
     gateways: usize,
     node_env: Vec<(String, String)>,
+    /// Extra environment of one node: (node index, key, value).
+    node_env_at: Vec<(usize, String, String)>,
     /// Extra environment of every process (`im-user`, nodes, gateways).
     all_env: Vec<(String, String)>,
     /// Kafka settings of `im-user` and the nodes: topic and group names of
@@ -518,6 +520,7 @@ impl ClusterBuilder {
             nodes: 2,
             gateways: 2,
             node_env: Vec::new(),
+            node_env_at: Vec::new(),
             all_env: Vec::new(),
             kafka: crate::broker::kafka_env(SHARED_KAFKA),
         }
@@ -551,6 +554,12 @@ impl ClusterBuilder {
     /// An extra environment variable for every `im-service` node.
     pub fn node_env(mut self, key: &str, value: impl ToString) -> Self {
         self.node_env.push((key.to_owned(), value.to_string()));
+        self
+    }
+
+    /// An extra environment variable for node `node` alone (a port of its own).
+    pub fn node_env_at(mut self, node: usize, key: &str, value: impl ToString) -> Self {
+        self.node_env_at.push((node, key.to_owned(), value.to_string()));
         self
     }
 
@@ -616,6 +625,8 @@ impl ClusterBuilder {
                 ],
                 &[self.kafka.clone(), self.node_env.clone()].concat(),
             );
+            let own = self.node_env_at.iter().filter(|(node, ..)| *node == i);
+            let env = [env, own.map(|(_, key, value)| (key.clone(), value.clone())).collect()].concat();
             nodes.push(
                 Process::start(&format!("im-service-{}", i + 1), env!("CARGO_BIN_EXE_im-service"), dir.path(), env)
                     .await,

@@ -8,6 +8,7 @@ mod config;
 mod crash;
 mod degrade;
 mod encryption;
+mod fanout_recovery;
 mod faults;
 mod filter;
 mod groups;
