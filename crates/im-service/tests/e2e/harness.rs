@@ -201,8 +201,11 @@ impl Process {
     /// Sends `signal` (e.g. `STOP`, `CONT`) to the process with kill(1).
     pub fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().unwrap_or_else(|| panic!("{} is not running", self.name)).id();
-        let status =
-            std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().expect("kill(1)");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill(1)");
         assert!(status.success(), "kill -{signal} {pid} failed");
     }
 
