@@ -64,6 +64,8 @@ operations! {
         RecordOffline => "record_offline",
         PendingOffline => "pending_offline",
         ClearOffline => "clear_offline",
+        SettleOutbox => "settle_outbox",
+        AbandonedOutbox => "abandoned_outbox",
         CreateGroup => "create_group",
         Roster => "roster",
         GroupsOf => "groups_of",

@@ -34,7 +34,16 @@ pub trait MessageStore: Send + Sync + 'static {
     /// record of each message of `audits` (matched by `msg_id`) that is
     /// stored now. A duplicate's record is dropped: the message stored first
     /// was filtered, and recorded, when it was sent.
-    async fn append_audited(&self, batch: &[NewMessage], audits: &[AuditRecord]) -> BackendResult<Vec<AppendOutcome>>;
+    async fn append_audited(&self, batch: &[NewMessage], audits: &[AuditRecord]) -> BackendResult<Vec<AppendOutcome>> {
+        self.append_with(batch, &CommitExtras { audits, outbox: None }).await
+    }
+
+    /// [`MessageStore::append`], with what `extras` adds to the same
+    /// transaction: the audit records and the outbox entries of the messages
+    /// stored now (matched by `msg_id`; a duplicate's are dropped, as its
+    /// first send had them). An outbox row none of whose entries remain is
+    /// not written.
+    async fn append_with(&self, batch: &[NewMessage], extras: &CommitExtras<'_>) -> BackendResult<Vec<AppendOutcome>>;
 
     /// Audit records, newest (highest msg_id) first, at most `query.limit`.
     async fn audit_records(&self, query: &AuditQuery) -> BackendResult<Vec<AuditRecord>>;
@@ -556,6 +565,30 @@ pub struct OfflineEntry {
     pub server_time_ms: i64,
 }
 
+/// What a commit writes beside its messages, in the same transaction.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CommitExtras<'a> {
+    /// What the sensitive-word filter found in messages it let through.
+    pub audits: &'a [AuditRecord],
+    /// The route outbox row of the batch: the offline entry each of its
+    /// private messages would need should it reach no device.
+    pub outbox: Option<&'a OutboxRow>,
+}
+
+/// One committed batch whose routing has not been settled yet (the route
+/// outbox): written in the batch's own transaction, deleted once the router
+/// knows which of its messages reached a device and has recorded the
+/// others' entries. A row that outlives its node (kill -9) is found by age
+/// and all its entries recorded: an entry too many, never one too few.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// Unique per batch: the `msg_id` of its first message.
+    pub id: u64,
+    pub created_ms: i64,
+    /// One per private message of the batch, for its addressee.
+    pub entries: Vec<OfflineEntry>,
+}
+
 /// What waits for `user` in one conversation: the recorded entries above
 /// their read position.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -590,6 +623,15 @@ pub trait OfflineStore: Send + Sync + 'static {
     /// Forgets the entries of `user` in `conversation` up to and including
     /// `up_to` (delivered or read); returns how many were removed.
     async fn clear_offline(&self, user: UserId, conversation: ConversationId, up_to: Seq) -> BackendResult<u64>;
+
+    /// Settles route outbox rows: records `entries` (idempotently, as
+    /// [`OfflineStore::record_offline`]) and deletes the rows `settled`, in
+    /// one durable transaction. A row already gone is no error.
+    async fn settle_outbox(&self, entries: &[OfflineEntry], settled: &[u64]) -> BackendResult<()>;
+
+    /// Outbox rows created before `before_ms`, oldest first, at most `limit`:
+    /// batches whose node stopped before settling them.
+    async fn abandoned_outbox(&self, before_ms: i64, limit: u32) -> BackendResult<Vec<OutboxRow>>;
 }
 
 /// Durable groups and their membership (the user service's store: SQLite

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use im_core::ports::{OfflineEntry, OfflineStore, PendingOffline, ReceiptStore};
-use im_core::{ConversationId, MessageId, Seq, UserId};
+use im_core::ports::{CommitExtras, MessageStore, OfflineEntry, OfflineStore, OutboxRow, PendingOffline, ReceiptStore};
+use im_core::{ConversationId, MessageId, NewMessage, Seq, UserId};
 
-use super::fixtures::{private, unique, users};
+use super::fixtures::{message, private, unique, users};
 
 /// Stamps out the `OfflineStore` suite; see the [module docs](crate::conformance).
 #[macro_export]
@@ -24,6 +24,9 @@ macro_rules! offline_store_suite {
                 limit_keeps_the_latest_conversations,
                 a_large_batch_is_recorded_whole,
                 concurrent_redeliveries_store_once,
+                a_commit_keeps_the_outbox_entries_of_the_messages_it_stores,
+                settling_records_the_entries_and_deletes_the_rows,
+                abandoned_rows_are_those_older_than_the_cutoff,
             ]
         );
     };
@@ -164,4 +167,107 @@ pub async fn concurrent_redeliveries_store_once<S: OfflineStore + ?Sized>(store:
         writer.await.unwrap();
     }
     assert_eq!(store.pending_offline(a, 10).await.unwrap(), vec![pending(ab, 200, 1, 200, 200)]);
+}
+
+// ---------------------------------------------------------------------------
+// The route outbox. Rows of every case share one table: each case finds its
+// own by id, among rows of a creation time far in the past no live row has.
+
+/// The outbox entry of a private message: for its addressee.
+fn outbox_entry(message: &NewMessage) -> OfflineEntry {
+    OfflineEntry {
+        user: message.recipient().expect("a private message"),
+        conversation: message.conversation,
+        seq: message.seq,
+        msg_id: message.msg_id,
+        server_time_ms: message.server_time_ms,
+    }
+}
+
+/// The outbox row of `batch`, created at `created_ms`.
+fn outbox_row(batch: &[NewMessage], created_ms: i64) -> OutboxRow {
+    OutboxRow { id: unique(), created_ms, entries: batch.iter().map(outbox_entry).collect() }
+}
+
+/// The abandoned row `id`, if it is there (created before `before_ms`).
+async fn abandoned<S: OfflineStore + ?Sized>(store: &S, before_ms: i64, id: u64) -> Option<OutboxRow> {
+    store.abandoned_outbox(before_ms, 10_000).await.unwrap().into_iter().find(|row| row.id == id)
+}
+
+pub async fn a_commit_keeps_the_outbox_entries_of_the_messages_it_stores<S>(store: Arc<S>)
+where
+    S: OfflineStore + MessageStore + ?Sized,
+{
+    let [a, b] = users();
+    let ab = private(a, b);
+    let created_ms = 1_000 + (unique() % 1_000) as i64;
+    let first = [message(ab, a, 1, "c1", 5), message(ab, b, 2, "c2", 6)];
+    let row = outbox_row(&first, created_ms);
+    store.append_with(&first, &CommitExtras { audits: &[], outbox: Some(&row) }).await.unwrap();
+    assert_eq!(abandoned(&*store, created_ms + 1, row.id).await, Some(row.clone()), "both entries, as given");
+    assert_eq!(abandoned(&*store, created_ms, row.id).await, None, "not created before its own time");
+
+    // A resend of c1 (a new msg_id, as a node gives it) beside a new
+    // message: the duplicate's entry went with its first send.
+    let mut resend = message(ab, a, 3, "c1", 7);
+    resend.msg_id = MessageId(unique());
+    let second = [resend, message(ab, a, 4, "c3", 8)];
+    let row2 = outbox_row(&second, created_ms);
+    store.append_with(&second, &CommitExtras { audits: &[], outbox: Some(&row2) }).await.unwrap();
+    let kept = abandoned(&*store, created_ms + 1, row2.id).await.expect("the new message's entry");
+    assert_eq!(kept.entries, vec![outbox_entry(&second[1])]);
+
+    // Nothing stored, nothing to settle: no row.
+    let mut again = second[1].clone();
+    again.msg_id = MessageId(unique());
+    let row3 = outbox_row(std::slice::from_ref(&again), created_ms);
+    store.append_with(std::slice::from_ref(&again), &CommitExtras { audits: &[], outbox: Some(&row3) }).await.unwrap();
+    assert_eq!(abandoned(&*store, created_ms + 1, row3.id).await, None);
+    store.settle_outbox(&[], &[row.id, row2.id]).await.unwrap();
+}
+
+pub async fn settling_records_the_entries_and_deletes_the_rows<S>(store: Arc<S>)
+where
+    S: OfflineStore + MessageStore + ?Sized,
+{
+    let [a, b] = users();
+    let ab = private(a, b);
+    let created_ms = 2_000 + (unique() % 1_000) as i64;
+    let batch = [message(ab, a, 1, "c1", 5), message(ab, a, 2, "c2", 6), message(ab, b, 3, "c3", 7)];
+    let row = outbox_row(&batch, created_ms);
+    store.append_with(&batch, &CommitExtras { audits: &[], outbox: Some(&row) }).await.unwrap();
+
+    // b's device got the first message; the second reached none of b's, and
+    // the third none of a's.
+    let unreached = [outbox_entry(&batch[1]), outbox_entry(&batch[2])];
+    store.settle_outbox(&unreached, &[row.id]).await.unwrap();
+    assert_eq!(abandoned(&*store, i64::MAX, row.id).await, None, "settled");
+    assert_eq!(store.pending_offline(b, 10).await.unwrap(), vec![pending(ab, 1, 2, 2, 6)]);
+    assert_eq!(store.pending_offline(a, 10).await.unwrap(), vec![pending(ab, 1, 3, 3, 7)]);
+
+    // Settling again (a sweep that raced the node) changes nothing.
+    store.settle_outbox(&unreached, &[row.id]).await.unwrap();
+    assert_eq!(store.pending_offline(b, 10).await.unwrap(), vec![pending(ab, 1, 2, 2, 6)]);
+    store.settle_outbox(&[], &[]).await.unwrap();
+}
+
+pub async fn abandoned_rows_are_those_older_than_the_cutoff<S>(store: Arc<S>)
+where
+    S: OfflineStore + MessageStore + ?Sized,
+{
+    let [a, b] = users();
+    let ab = private(a, b);
+    let old_ms = 3_000 + (unique() % 1_000) as i64;
+    let older = [message(ab, a, 1, "c1", 5)];
+    let newer = [message(ab, a, 2, "c2", 6)];
+    let (old_row, new_row) = (outbox_row(&older, old_ms), outbox_row(&newer, old_ms + 100));
+    store.append_with(&older, &CommitExtras { audits: &[], outbox: Some(&old_row) }).await.unwrap();
+    store.append_with(&newer, &CommitExtras { audits: &[], outbox: Some(&new_row) }).await.unwrap();
+
+    let before = store.abandoned_outbox(old_ms + 50, 10_000).await.unwrap();
+    assert!(before.iter().any(|row| row.id == old_row.id), "the older row");
+    assert!(!before.iter().any(|row| row.id == new_row.id), "not the newer one");
+    assert!(before.windows(2).all(|w| w[0].created_ms <= w[1].created_ms), "oldest first");
+    assert_eq!(store.abandoned_outbox(old_ms + 50, 1).await.unwrap().len(), 1, "the limit holds");
+    store.settle_outbox(&[], &[old_row.id, new_row.id]).await.unwrap();
 }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use im_core::error::BackendError;
 use im_core::message::{AppendOutcome, ConversationSummary, ExpiryStep, Page};
-use im_core::ports::{AuditQuery, BackendResult, MessageStore};
+use im_core::ports::{AuditQuery, BackendResult, CommitExtras, MessageStore};
 use im_core::{Ack, AuditRecord, ClientMsgId, ConversationId, MessageId, NewMessage, Seq, UserId};
 use sqlx::mysql::{MySql, MySqlArguments};
 use sqlx::{MySqlConnection, MySqlExecutor};
@@ -19,6 +19,7 @@ use super::error::map_sqlx;
 use super::members::member_rows;
 use crate::batch::BatchPlan;
 use crate::sql::audit;
+use crate::sql::outbox;
 use crate::sql::expiry::{self, Window, WindowRow};
 use crate::sql::{MultiRow, chunks, chunks_within};
 use crate::telemetry::DbOperation;
@@ -203,7 +204,7 @@ impl MysqlStore {
         conn: &mut MySqlConnection,
         rows: &[MessageRow<'_>],
         members: &[(u64, String)],
-        audits: &[AuditRecord],
+        extras: &CommitExtras<'_>,
         resends: Resends,
     ) -> BackendResult<Option<Vec<AppendOutcome>>> {
         // Every early return drops `tx`, which rolls back.
@@ -258,7 +259,7 @@ impl MysqlStore {
             }
             insert.execute(&mut *tx).await.map_err(map_sqlx)?;
         }
-        let audits = audit::of_stored(audits, new_rows.iter().map(|row| row.message.msg_id));
+        let audits = audit::of_stored(extras.audits, new_rows.iter().map(|row| row.message.msg_id));
         for range in chunks(audits.len()) {
             let chunk = &audits[range];
             let mut insert = sqlx::query(STATEMENTS.insert_audits.sql(chunk.len()));
@@ -273,6 +274,18 @@ impl MysqlStore {
             }
             insert.execute(&mut *tx).await.map_err(map_sqlx)?;
         }
+        if let Some(row) = extras.outbox {
+            let stored = (resends == Resends::LookedUp).then(|| new_rows.iter().map(|row| row.message.msg_id).collect());
+            if let Some(entries) = outbox::entries_of_stored(row, stored) {
+                sqlx::query(outbox::INSERT)
+                    .bind(row.id)
+                    .bind(row.created_ms)
+                    .bind(entries)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_sqlx)?;
+            }
+        }
         tx.commit().await.map_err(map_sqlx)?;
         Ok(Some(outcomes))
     }
@@ -280,11 +293,9 @@ impl MysqlStore {
 
 #[async_trait]
 impl MessageStore for MysqlStore {
-    /// [`MessageStore::append`], storing in the same transaction the audit
-    /// record of each message of `audits` (matched by `msg_id`) that is
-    /// stored now. A duplicate's record is dropped: the message stored first
-    /// was filtered, and recorded, when it was sent.
-    async fn append_audited(&self, batch: &[NewMessage], audits: &[AuditRecord]) -> BackendResult<Vec<AppendOutcome>> {
+    /// [`MessageStore::append`], with the audit records and the outbox
+    /// entries of the messages stored now in the same transaction.
+    async fn append_with(&self, batch: &[NewMessage], extras: &CommitExtras<'_>) -> BackendResult<Vec<AppendOutcome>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -300,10 +311,10 @@ impl MessageStore for MysqlStore {
         // and a resend from a seq clash.
         let first_outcomes = self
             .writing(DbOperation::Append, async |conn| {
-                match self.write_batch(conn, &rows, &members, audits, Resends::Unexpected).await? {
+                match self.write_batch(conn, &rows, &members, extras, Resends::Unexpected).await? {
                     Some(outcomes) => Ok(outcomes),
                     None => self
-                        .write_batch(conn, &rows, &members, audits, Resends::LookedUp)
+                        .write_batch(conn, &rows, &members, extras, Resends::LookedUp)
                         .await?
                         .ok_or_else(|| BackendError::other("a looked-up append gave up on a unique key")),
                 }

@@ -4,13 +4,13 @@
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
-use im_core::ports::{BackendResult, OfflineEntry, OfflineStore, PendingOffline};
+use im_core::ports::{BackendResult, OfflineEntry, OfflineStore, OutboxRow, PendingOffline};
 use im_core::{ConversationId, Seq, UserId};
 
 use super::MysqlStore;
 use super::columns::{conversation_from_column, count_from_column};
 use super::error::map_sqlx;
-use crate::sql::{MultiRow, chunks};
+use crate::sql::{MultiRow, chunks, outbox};
 use crate::telemetry::DbOperation;
 use sqlx::Connection;
 
@@ -27,15 +27,13 @@ static RECORD: LazyLock<MultiRow> = LazyLock::new(|| {
     )
 });
 
-#[async_trait]
-impl OfflineStore for MysqlStore {
-    /// Records a batch in one write, committed durably before this returns
-    /// (on error, none of it may be relied on). Idempotent: an entry whose
-    /// `(user, conversation, seq)` is already recorded, or repeated within
-    /// the batch, is stored once, so a batch redelivered after a crash adds
-    /// nothing.
-    async fn record_offline(&self, entries: &[OfflineEntry]) -> BackendResult<()> {
-        if entries.is_empty() {
+static SETTLE: LazyLock<MultiRow> = LazyLock::new(outbox::delete_statement);
+
+impl MysqlStore {
+    /// Records `entries` and deletes the outbox rows `settled` in one
+    /// transaction, committed before this returns.
+    async fn write_entries(&self, op: DbOperation, entries: &[OfflineEntry], settled: &[u64]) -> BackendResult<()> {
+        if entries.is_empty() && settled.is_empty() {
             return Ok(());
         }
         // Sorted by key, so workers recording overlapping batches (a
@@ -46,7 +44,7 @@ impl OfflineStore for MysqlStore {
             .map(|e| (e.user.0, e.conversation.to_string(), e.seq.0, e.msg_id.0, e.server_time_ms))
             .collect();
         rows.sort_unstable();
-        self.writing(DbOperation::RecordOffline, async |conn| {
+        self.writing(op, async |conn| {
             // One transaction, committed before this returns.
             let mut tx = conn.begin().await.map_err(map_sqlx)?;
             for range in chunks(rows.len()) {
@@ -57,9 +55,28 @@ impl OfflineStore for MysqlStore {
                 }
                 insert.execute(&mut *tx).await.map_err(map_sqlx)?;
             }
+            for range in chunks(settled.len()) {
+                let mut delete = sqlx::query(SETTLE.sql(range.len()));
+                for id in &settled[range] {
+                    delete = delete.bind(*id);
+                }
+                delete.execute(&mut *tx).await.map_err(map_sqlx)?;
+            }
             tx.commit().await.map_err(map_sqlx)
         })
         .await
+    }
+}
+
+#[async_trait]
+impl OfflineStore for MysqlStore {
+    /// Records a batch in one write, committed durably before this returns
+    /// (on error, none of it may be relied on). Idempotent: an entry whose
+    /// `(user, conversation, seq)` is already recorded, or repeated within
+    /// the batch, is stored once, so a batch redelivered after a crash adds
+    /// nothing.
+    async fn record_offline(&self, entries: &[OfflineEntry]) -> BackendResult<()> {
+        self.write_entries(DbOperation::RecordOffline, entries, &[]).await
     }
 
     /// Per conversation, the entries of `user` with a seq above their read
@@ -112,5 +129,28 @@ impl OfflineStore for MysqlStore {
             Ok(done.rows_affected())
         })
         .await
+    }
+
+    /// Settles route outbox rows: records `entries` (idempotently, as
+    /// [`OfflineStore::record_offline`]) and deletes the rows `settled`, in
+    /// one durable transaction. A row already gone is no error.
+    async fn settle_outbox(&self, entries: &[OfflineEntry], settled: &[u64]) -> BackendResult<()> {
+        self.write_entries(DbOperation::SettleOutbox, entries, settled).await
+    }
+
+    /// Outbox rows created before `before_ms`, oldest first, at most `limit`.
+    async fn abandoned_outbox(&self, before_ms: i64, limit: u32) -> BackendResult<Vec<OutboxRow>> {
+        let rows: Vec<(u64, i64, Vec<u8>)> = self
+            .reading(DbOperation::AbandonedOutbox, async |conn| {
+                sqlx::query_as(outbox::ABANDONED).bind(before_ms).bind(limit).fetch_all(&mut *conn).await.map_err(map_sqlx)
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(id, created_ms, entries)| {
+                let entries = String::from_utf8(entries)
+                    .map_err(|_| im_core::error::BackendError::other("route_outbox entries are not UTF-8"))?;
+                outbox::row_from_columns(id, created_ms, &entries)
+            })
+            .collect()
     }
 }

@@ -6,7 +6,7 @@ use futures::StreamExt;
 use im_core::error::BackendError;
 use im_core::message::{AppendOutcome, ConversationSummary, ExpiryStep, Page};
 use im_core::ports::AuditQuery;
-use im_core::ports::{BackendResult, MessageStore};
+use im_core::ports::{BackendResult, CommitExtras, MessageStore};
 use im_core::{Ack, AuditRecord, ClientMsgId, ConversationId, MessageId, NewMessage, Seq, UserId};
 use sqlx::SqliteExecutor;
 
@@ -19,6 +19,7 @@ use super::error::map_sqlx;
 use super::members::member_rows;
 use crate::batch::BatchPlan;
 use crate::sql::audit;
+use crate::sql::outbox;
 use crate::sql::expiry::{self, Window, WindowRow};
 use crate::sql::{MultiRow, chunks};
 
@@ -33,6 +34,30 @@ pub(super) struct AppendStatements {
     insert_messages: MultiRow,
     insert_members: MultiRow,
     insert_audits: MultiRow,
+}
+
+/// The route outbox row of a batch in column form (see `sql::outbox`).
+struct OutboxColumns {
+    id: i64,
+    created_ms: i64,
+    entries: String,
+}
+
+impl OutboxColumns {
+    /// The row of `extras` for the messages stored now (`stored`; `None`:
+    /// all), if any entry remains.
+    fn new(
+        extras: &CommitExtras<'_>,
+        stored: Option<std::collections::HashSet<MessageId>>,
+    ) -> BackendResult<Option<Self>> {
+        let Some(row) = extras.outbox else { return Ok(None) };
+        let Some(entries) = outbox::entries_of_stored(row, stored) else { return Ok(None) };
+        Ok(Some(Self { id: to_column(row.id, "outbox id")?, created_ms: row.created_ms, entries }))
+    }
+
+    fn bind<'q>(&'q self, query: SqliteQuery<'q>) -> SqliteQuery<'q> {
+        query.bind(self.id).bind(self.created_ms).bind(&self.entries)
+    }
 }
 
 impl AppendStatements {
@@ -201,12 +226,14 @@ impl SqliteStore {
         &self,
         rows: &[MessageRow<'_>],
         members: &[(i64, String)],
-        audits: &[AuditRecord],
+        extras: &CommitExtras<'_>,
         resends: Resends,
     ) -> BackendResult<Option<Vec<AppendOutcome>>> {
+        let audits = extras.audits;
         if resends == Resends::Unexpected {
             let audits = audit_rows(audits, &rows.iter().collect::<Vec<_>>())?;
-            return self.write_batch_in_one_round_trip(rows, members, &audits).await;
+            let outbox = OutboxColumns::new(extras, None)?;
+            return self.write_batch_in_one_round_trip(rows, members, &audits, outbox.as_ref()).await;
         }
         // Converted before the write lock is taken, as the message rows are;
         // the records of the messages found stored are left out below.
@@ -259,6 +286,10 @@ impl SqliteStore {
             }
             insert.execute(&mut *tx).await.map_err(map_sqlx)?;
         }
+        let stored_messages = new_rows.iter().map(|row| row.message.msg_id).collect();
+        if let Some(row) = OutboxColumns::new(extras, Some(stored_messages))? {
+            row.bind(sqlx::query(outbox::INSERT)).execute(&mut *tx).await.map_err(map_sqlx)?;
+        }
         tx.commit().await.map_err(map_sqlx)?;
         Ok(Some(outcomes))
     }
@@ -278,6 +309,7 @@ impl SqliteStore {
         rows: &[MessageRow<'_>],
         members: &[(i64, String)],
         audits: &[AuditRow],
+        outbox: Option<&OutboxColumns>,
     ) -> BackendResult<Option<Vec<AppendOutcome>>> {
         let mut sql = String::from("BEGIN IMMEDIATE;");
         for range in chunks(rows.len()) {
@@ -290,6 +322,10 @@ impl SqliteStore {
         }
         for range in chunks(audits.len()) {
             sql.push_str(self.append.insert_audits.sql(range.len()));
+            sql.push(';');
+        }
+        if outbox.is_some() {
+            sql.push_str(outbox::INSERT);
             sql.push(';');
         }
         sql.push_str("DELETE FROM temp.append_guard;COMMIT;");
@@ -307,6 +343,9 @@ impl SqliteStore {
         }
         for audit in audits {
             query = audit.bind(query);
+        }
+        if let Some(outbox) = outbox {
+            query = outbox.bind(query);
         }
 
         let mut conn = self.writer.acquire().await.map_err(map_sqlx)?;
@@ -339,11 +378,9 @@ impl SqliteStore {
 
 #[async_trait]
 impl MessageStore for SqliteStore {
-    /// [`MessageStore::append`], storing in the same transaction the audit
-    /// record of each message of `audits` (matched by `msg_id`) that is
-    /// stored now. A duplicate's record is dropped: the message stored first
-    /// was filtered, and recorded, when it was sent.
-    async fn append_audited(&self, batch: &[NewMessage], audits: &[AuditRecord]) -> BackendResult<Vec<AppendOutcome>> {
+    /// [`MessageStore::append`], with the audit records and the outbox
+    /// entries of the messages stored now in the same transaction.
+    async fn append_with(&self, batch: &[NewMessage], extras: &CommitExtras<'_>) -> BackendResult<Vec<AppendOutcome>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -356,10 +393,10 @@ impl MessageStore for SqliteStore {
         // Should an insert skip a row, its transaction is rolled back and the
         // batch written again with a look-up per key: that is what tells a
         // resend from a first send when both are the very same message.
-        let first_outcomes = match self.write_batch(&rows, &members, audits, Resends::Unexpected).await? {
+        let first_outcomes = match self.write_batch(&rows, &members, extras, Resends::Unexpected).await? {
             Some(outcomes) => outcomes,
             None => self
-                .write_batch(&rows, &members, audits, Resends::LookedUp)
+                .write_batch(&rows, &members, extras, Resends::LookedUp)
                 .await?
                 .ok_or_else(|| BackendError::other("an insert skipped a message whose key was not stored"))?,
         };

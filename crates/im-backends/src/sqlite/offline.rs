@@ -1,16 +1,17 @@
-//! `OfflineStore` over the `offline_entries` table: a batch is recorded in
-//! one transaction of multi-row inserts that skip entries already there.
+//! `OfflineStore` over the `offline_entries` and `route_outbox` tables: a
+//! batch is recorded in one transaction of multi-row inserts that skip
+//! entries already there, with the deletes of the outbox rows it settles.
 
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
-use im_core::ports::{BackendResult, OfflineEntry, OfflineStore, PendingOffline};
+use im_core::ports::{BackendResult, OfflineEntry, OfflineStore, OutboxRow, PendingOffline};
 use im_core::{ConversationId, Seq, UserId};
 
 use super::SqliteStore;
 use super::columns::{conversation_from_column, from_column, seq_from_column, to_bound, to_column};
 use super::error::map_sqlx;
-use crate::sql::{MultiRow, chunks};
+use crate::sql::{MultiRow, chunks, outbox};
 
 /// The same text for every store, so built once per process.
 static RECORD: LazyLock<MultiRow> = LazyLock::new(|| {
@@ -23,6 +24,8 @@ static RECORD: LazyLock<MultiRow> = LazyLock::new(|| {
     )
 });
 
+static SETTLE: LazyLock<MultiRow> = LazyLock::new(outbox::delete_statement);
+
 #[async_trait]
 impl OfflineStore for SqliteStore {
     /// Records a batch in one write, committed durably before this returns
@@ -31,33 +34,7 @@ impl OfflineStore for SqliteStore {
     /// the batch, is stored once, so a batch redelivered after a crash adds
     /// nothing.
     async fn record_offline(&self, entries: &[OfflineEntry]) -> BackendResult<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let rows = entries
-            .iter()
-            .map(|e| {
-                Ok((
-                    to_column(e.user.0, "user id")?,
-                    e.conversation.to_string(),
-                    to_column(e.seq.0, "seq")?,
-                    to_column(e.msg_id.0, "msg_id")?,
-                    e.server_time_ms,
-                ))
-            })
-            .collect::<BackendResult<Vec<_>>>()?;
-        // One transaction, committed and fsynced (synchronous=FULL) before
-        // this returns.
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_sqlx)?;
-        for range in chunks(rows.len()) {
-            let chunk = &rows[range];
-            let mut insert = sqlx::query(RECORD.sql(chunk.len()));
-            for (user, conversation, seq, msg_id, server_time_ms) in chunk {
-                insert = insert.bind(*user).bind(conversation).bind(*seq).bind(*msg_id).bind(*server_time_ms);
-            }
-            insert.execute(&mut *tx).await.map_err(map_sqlx)?;
-        }
-        tx.commit().await.map_err(map_sqlx)
+        self.settle_outbox(entries, &[]).await
     }
 
     /// Per conversation, the entries of `user` with a seq above their read
@@ -102,5 +79,59 @@ impl OfflineStore for SqliteStore {
             .await
             .map_err(map_sqlx)?;
         Ok(done.rows_affected())
+    }
+
+    /// Settles route outbox rows: records `entries` (idempotently, as
+    /// [`OfflineStore::record_offline`]) and deletes the rows `settled`, in
+    /// one durable transaction. A row already gone is no error.
+    async fn settle_outbox(&self, entries: &[OfflineEntry], settled: &[u64]) -> BackendResult<()> {
+        if entries.is_empty() && settled.is_empty() {
+            return Ok(());
+        }
+        let rows = entries
+            .iter()
+            .map(|e| {
+                Ok((
+                    to_column(e.user.0, "user id")?,
+                    e.conversation.to_string(),
+                    to_column(e.seq.0, "seq")?,
+                    to_column(e.msg_id.0, "msg_id")?,
+                    e.server_time_ms,
+                ))
+            })
+            .collect::<BackendResult<Vec<_>>>()?;
+        let settled = settled.iter().map(|&id| to_column(id, "outbox id")).collect::<BackendResult<Vec<i64>>>()?;
+        // One transaction, committed and fsynced (synchronous=FULL) before
+        // this returns.
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_sqlx)?;
+        for range in chunks(rows.len()) {
+            let chunk = &rows[range];
+            let mut insert = sqlx::query(RECORD.sql(chunk.len()));
+            for (user, conversation, seq, msg_id, server_time_ms) in chunk {
+                insert = insert.bind(*user).bind(conversation).bind(*seq).bind(*msg_id).bind(*server_time_ms);
+            }
+            insert.execute(&mut *tx).await.map_err(map_sqlx)?;
+        }
+        for range in chunks(settled.len()) {
+            let mut delete = sqlx::query(SETTLE.sql(range.len()));
+            for id in &settled[range] {
+                delete = delete.bind(*id);
+            }
+            delete.execute(&mut *tx).await.map_err(map_sqlx)?;
+        }
+        tx.commit().await.map_err(map_sqlx)
+    }
+
+    /// Outbox rows created before `before_ms`, oldest first, at most `limit`.
+    async fn abandoned_outbox(&self, before_ms: i64, limit: u32) -> BackendResult<Vec<OutboxRow>> {
+        let rows: Vec<(i64, i64, String)> = sqlx::query_as(outbox::ABANDONED)
+            .bind(before_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_sqlx)?;
+        rows.into_iter()
+            .map(|(id, created_ms, entries)| outbox::row_from_columns(from_column(id, "outbox id")?, created_ms, &entries))
+            .collect()
     }
 }
