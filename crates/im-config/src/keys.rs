@@ -134,6 +134,7 @@ keys! {
     "OFFLINE_WORKER_BATCH_SIZE"        => offline_worker.batch_size, Guide, "Events per batch.";
     "OFFLINE_WORKER_BATCH_TIMEOUT"     => offline_worker.batch_timeout, Guide, "Longest wait to fill a batch.";
     "OFFLINE_WORKER_CONCURRENCY"       => offline_worker.concurrency, Guide, "Batches processed at once.";
+    "OFFLINE_WORKER_OUTBOX_GRACE"      => offline_worker.outbox_grace, Project, "How old a route outbox row (a committed batch whose offline entries are not settled) must be before any node records all its entries: a node killed mid-batch leaves its rows for this long. Keep it above MAX_RETRY_ATTEMPTS x RETRY_TIMEOUT, or a slow push can also give an online user an entry.";
 
     "GROUP_MAX_MEMBERS"                => group.max_members, Project, "Most members a group may have.";
     "GROUP_READ_RECEIPT_DETAILS_MAX"   => group.read_receipt_details_max, Project, "Groups up to this size tell who read a message; larger ones only how many.";

@@ -257,11 +257,19 @@ pub struct OfflineWorkerConfig {
     pub batch_size: usize,
     pub batch_timeout: Duration,
     pub concurrency: usize,
+    /// Age at which an unsettled route outbox row is recorded whole.
+    pub outbox_grace: Duration,
 }
 
 impl Default for OfflineWorkerConfig {
     fn default() -> Self {
-        Self { enabled: true, batch_size: 100, batch_timeout: Duration::from_secs(5), concurrency: 10 }
+        Self {
+            enabled: true,
+            batch_size: 100,
+            batch_timeout: Duration::from_secs(5),
+            concurrency: 10,
+            outbox_grace: Duration::from_secs(30),
+        }
     }
 }
 

@@ -201,6 +201,7 @@ fn features(checks: &mut Checks, config: &Config) {
     checks.positive("offline_worker.batch_size", worker.batch_size as u64);
     checks.positive("offline_worker.concurrency", worker.concurrency as u64);
     checks.nonzero_duration("offline_worker.batch_timeout", worker.batch_timeout);
+    checks.nonzero_duration("offline_worker.outbox_grace", worker.outbox_grace);
     checks.positive("group.max_members", config.group.max_members as u64);
 
     if config.filter.enabled && config.filter.wordlist_path.is_none() {

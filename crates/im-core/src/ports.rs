@@ -565,6 +565,20 @@ pub struct OfflineEntry {
     pub server_time_ms: i64,
 }
 
+impl OfflineEntry {
+    /// The entry `message` needs should it reach none of its addressee's
+    /// devices; `None` for a group message (its members sync).
+    pub fn of(message: &NewMessage) -> Option<Self> {
+        Some(Self {
+            user: message.recipient()?,
+            conversation: message.conversation,
+            seq: message.seq,
+            msg_id: message.msg_id,
+            server_time_ms: message.server_time_ms,
+        })
+    }
+}
+
 /// What a commit writes beside its messages, in the same transaction.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CommitExtras<'a> {

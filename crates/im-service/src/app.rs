@@ -40,6 +40,7 @@ use crate::messaging::MessagingService;
 use crate::metrics::Metrics;
 use crate::msg_id::MessageIdGenerator;
 use crate::offline::{OfflinePublisher, OfflineWorker, PUBLISH_QUEUE};
+use crate::outbox::Settler;
 use crate::pipeline::Pipeline;
 use crate::readiness::{Probe, Readiness, tcp_probe};
 use crate::remote::groups::RemoteGroups;
@@ -367,6 +368,16 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     // The worker stops last (see the end of this function), on its own token.
     let workers = TaskTracker::new();
     let workers_stop = CancellationToken::new();
+    // Wherever offline entries are recorded, each commit keeps its own in
+    // the route outbox until the router has settled it: a node killed in
+    // between leaves the rows for the sweep (outbox.rs).
+    let settlements = publish_offline.then(|| {
+        let grace = config.offline_worker.outbox_grace;
+        let (settler, settlements, input) = Settler::new(stores.offline.clone(), metrics.clone(), grace);
+        // Drains until the router drops its handle; stopped with the workers.
+        tracker.spawn(settler.run(input, workers_stop.clone()));
+        settlements
+    });
     if config.offline_worker.enabled {
         let worker = OfflineWorker {
             bus: bus.clone(),
@@ -396,6 +407,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         audits: audit_queue,
         cipher: cipher.clone().filter(|cipher| cipher.seals()),
         breaker: store_breaker.clone(),
+        outbox: settlements.is_some(),
     };
     tracker.spawn(pipeline.run(jobs_rx, routes_tx.clone()));
     // Group messages go to group_msg, which every node's fan-out consumes
@@ -411,6 +423,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         retry,
         offline: offline_queue,
         groups: Some(group_queue),
+        settlements,
     };
     tracker.spawn(router.run(routes_rx));
     // MESSAGE_RETENTION_DAYS: every node that owns the message store walks

@@ -54,6 +54,7 @@ pub mod messaging;
 pub mod metrics;
 pub mod msg_id;
 pub mod offline;
+pub mod outbox;
 pub mod pipeline;
 mod process_metrics;
 pub mod publisher;

@@ -116,6 +116,14 @@ pub struct Metrics {
     pub offline_recorded: Counter,
     /// Failed batch writes of the offline worker (each is retried).
     pub offline_write_failures: Counter,
+    /// Route outbox rows settled by their node: the batch's unreached
+    /// messages recorded, the row deleted.
+    pub outbox_settled: Counter,
+    /// Route outbox rows found abandoned (their node stopped, or a
+    /// settlement was dropped) and recorded whole by a sweep.
+    pub outbox_swept: Counter,
+    /// Failed outbox writes (settlements and sweeps; each is retried).
+    pub outbox_write_failures: Counter,
     /// `offline_msg` records parked on the dead-letter topic, by reason.
     pub offline_dead_letters: Family<ReasonLabel, Counter>,
     /// Records after a consumer group's last commit, per partition.
@@ -290,6 +298,9 @@ impl Metrics {
         let offline_dropped = Counter::default();
         let offline_recorded = Counter::default();
         let offline_write_failures = Counter::default();
+        let outbox_settled = Counter::default();
+        let outbox_swept = Counter::default();
+        let outbox_write_failures = Counter::default();
         let offline_dead_letters = Family::<ReasonLabel, Counter>::default();
         let consumer_lag = Family::<PartitionLabels, Gauge>::default();
         let membership_changes = Counter::default();
@@ -396,6 +407,21 @@ impl Metrics {
             "offline_write_failures",
             "Failed batch writes of the offline worker (each is retried)",
             offline_write_failures.clone(),
+        );
+        registry.register(
+            "offline_outbox_settled",
+            "Route outbox rows settled by their node (unreached messages' offline entries recorded)",
+            outbox_settled.clone(),
+        );
+        registry.register(
+            "offline_outbox_swept",
+            "Route outbox rows found abandoned (node killed mid-batch) and recorded whole",
+            outbox_swept.clone(),
+        );
+        registry.register(
+            "offline_outbox_write_failures",
+            "Failed route outbox writes (settlements and sweeps; each is retried)",
+            outbox_write_failures.clone(),
         );
         registry.register(
             "offline_dead_letters",
@@ -548,6 +574,9 @@ impl Metrics {
             offline_publish_failures,
             offline_dropped,
             offline_recorded,
+            outbox_settled,
+            outbox_swept,
+            outbox_write_failures,
             offline_write_failures,
             offline_dead_letters,
             consumer_lag,

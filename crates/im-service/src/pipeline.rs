@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use im_core::message::AppendOutcome;
-use im_core::ports::{DedupCache, MessageStore, SeqAllocator};
+use im_core::ports::{CommitExtras, DedupCache, MessageStore, OfflineEntry, OutboxRow, SeqAllocator};
 use im_core::{Ack, AuditRecord, ClientMsgId, ConversationId, DeviceId, ImError, NewMessage, UserId};
 use tokio::sync::{mpsc, oneshot};
 
@@ -71,6 +71,9 @@ pub struct Pipeline {
     /// Over the commit: while the store is down a batch is refused before
     /// its dedup and seqs, at once.
     pub breaker: Arc<Breaker>,
+    /// Whether each commit writes its route outbox row ([`crate::outbox`]):
+    /// on when offline entries are recorded.
+    pub outbox: bool,
 }
 
 impl Pipeline {
@@ -78,10 +81,10 @@ impl Pipeline {
     pub async fn run(self, mut jobs: mpsc::Receiver<SendJob>, routed: mpsc::Sender<RouteWork>) {
         let mut batch: Vec<SendJob> = Vec::with_capacity(MAX_BATCH);
         while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            let committed = self.commit(&mut batch).await;
+            let (committed, outbox) = self.commit(&mut batch).await;
             // Waits only when the router is behind (out of CPU): the lanes,
             // not the router, wait for gateways.
-            if !committed.is_empty() && routed.send(RouteWork::Messages(committed)).await.is_err() {
+            if !committed.is_empty() && routed.send(RouteWork::Messages { committed, outbox }).await.is_err() {
                 tracing::warn!("router stopped; committed messages will reach devices by sync only");
             }
         }
@@ -89,15 +92,16 @@ impl Pipeline {
     }
 
     /// Dedups, allocates seqs, stores the batch in one commit and answers
-    /// every job. Returns the newly stored messages.
-    async fn commit(&self, batch: &mut Vec<SendJob>) -> Vec<Committed> {
+    /// every job. Returns the newly stored messages, and the route outbox row
+    /// written with them.
+    async fn commit(&self, batch: &mut Vec<SendJob>) -> (Vec<Committed>, Option<u64>) {
         // G9: sends queued before the breaker opened fail now, not after the
         // store's timeouts; no seq is used.
         if let Err(refused) = self.breaker.check() {
             for job in batch.drain(..) {
                 self.reject(job.reply, refused.clone());
             }
-            return Vec::new();
+            return (Vec::new(), None);
         }
         // G3: dedup before a seq is allocated, the whole batch in one call.
         let keys: Vec<_> = batch.iter().map(|job| (job.sender, &job.client_msg_id)).collect();
@@ -122,7 +126,7 @@ impl Pipeline {
             }
         }
         if fresh.is_empty() {
-            return Vec::new();
+            return (Vec::new(), None);
         }
         // The sealing key before any seq: a batch that cannot be sealed (the
         // KMS down, the key no longer in memory) is refused without a gap.
@@ -135,7 +139,7 @@ impl Pipeline {
                     for job in fresh {
                         self.reject(job.reply, err.clone());
                     }
-                    return Vec::new();
+                    return (Vec::new(), None);
                 }
             },
         };
@@ -151,7 +155,7 @@ impl Pipeline {
                 for job in fresh {
                     self.reject(job.reply, err.clone());
                 }
-                return Vec::new();
+                return (Vec::new(), None);
             }
         };
         drop(spans);
@@ -184,7 +188,7 @@ impl Pipeline {
             waiting.push((job.reply, job.device, job.accepted_at, job.trace));
         }
         if messages.is_empty() {
-            return Vec::new();
+            return (Vec::new(), None);
         }
         self.metrics.commit_batch_size.observe(messages.len() as f64);
 
@@ -192,8 +196,10 @@ impl Pipeline {
         // pushes the clear text of private messages.
         let sealed = sealing_key.map(|key| BodyCipher::seal(&key, &messages));
         let stored = sealed.as_deref().unwrap_or(&messages);
+        let outbox = self.outbox_row(&messages);
+        let extras = CommitExtras { audits: &audits, outbox: outbox.as_ref() };
         let spans = stage_spans!(waiting.iter().map(|(_, _, _, trace)| trace), "im.commit", batch = messages.len());
-        let outcomes = match self.breaker.call(self.store.append_audited(stored, &audits)).await {
+        let outcomes = match self.breaker.call(self.store.append_with(stored, &extras)).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 // Nothing of the batch is stored; its seqs become a gap (G2).
@@ -202,7 +208,7 @@ impl Pipeline {
                 for (reply, _, _, _) in waiting {
                     self.reject(reply, err.clone());
                 }
-                return Vec::new();
+                return (Vec::new(), None);
             }
         };
         drop(spans);
@@ -240,7 +246,15 @@ impl Pipeline {
             let stored: std::collections::HashSet<_> = committed.iter().map(|c| c.message.msg_id).collect();
             queue.enqueue(audits.into_iter().filter(|audit| stored.contains(&audit.msg_id)));
         }
-        committed
+        (committed, outbox.map(|row| row.id))
+    }
+
+    /// The route outbox row of `messages`: the entry each private message
+    /// would need, under the first message's (unique) msg_id.
+    fn outbox_row(&self, messages: &[NewMessage]) -> Option<OutboxRow> {
+        let first = messages.first().filter(|_| self.outbox)?;
+        let entries: Vec<OfflineEntry> = messages.iter().filter_map(OfflineEntry::of).collect();
+        (!entries.is_empty()).then(|| OutboxRow { id: first.msg_id.0, created_ms: first.server_time_ms, entries })
     }
 
     fn reject(&self, reply: oneshot::Sender<Result<Ack, ImError>>, err: ImError) {

@@ -33,6 +33,7 @@ use crate::lanes::Lanes;
 use crate::fanout::{GroupMessage, GroupQueue};
 use crate::metrics::Metrics;
 use crate::offline::OfflineQueue;
+use crate::outbox::{Settlement, Settlements};
 use crate::pipeline::Committed;
 use crate::publisher::Traced;
 use crate::telemetry::MessageTrace;
@@ -49,8 +50,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// What the router is asked to deliver.
 pub enum RouteWork {
-    /// Newly stored messages, from the send pipeline.
-    Messages(Vec<Committed>),
+    /// Newly stored messages, from the send pipeline, with the route outbox
+    /// row their commit wrote (if any; [`crate::outbox`]).
+    Messages { committed: Vec<Committed>, outbox: Option<u64> },
     /// Ready-made events (read receipts).
     Events(Vec<PushEvent>),
 }
@@ -95,6 +97,9 @@ pub struct Router {
     /// none when this process has no groups (their messages are then only
     /// synced, and counted as dropped).
     pub groups: Option<GroupQueue>,
+    /// Where settled batches go to have their outbox rows settled; none
+    /// when the commits write no outbox (offline entries off).
+    pub settlements: Option<Settlements>,
 }
 
 /// One gateway's share of a batch. `addressed[i]` is the index, in the
@@ -131,6 +136,8 @@ pub struct Share {
 struct Outcome {
     /// The private messages routed (none for receipts).
     messages: Vec<Committed>,
+    /// The batch's route outbox row, settled with it.
+    outbox: Option<u64>,
     reached: Vec<AtomicBool>,
     lanes_left: AtomicUsize,
     /// Fires once the batch is settled (tests wait on it).
@@ -138,11 +145,12 @@ struct Outcome {
 }
 
 impl Outcome {
-    fn new(messages: Vec<Committed>, lanes: usize) -> (Arc<Self>, oneshot::Receiver<()>) {
+    fn new(messages: Vec<Committed>, outbox: Option<u64>, lanes: usize) -> (Arc<Self>, oneshot::Receiver<()>) {
         let (settled, on_settled) = oneshot::channel();
         let reached = messages.iter().map(|_| AtomicBool::new(false)).collect();
         let outcome = Self {
             messages,
+            outbox,
             reached,
             lanes_left: AtomicUsize::new(lanes),
             settled: parking_lot::Mutex::new(Some(settled)),
@@ -165,20 +173,18 @@ impl Outcome {
     }
 
     fn settle(&self, router: &Router) {
+        let unreached = || {
+            self.messages
+                .iter()
+                .zip(&self.reached)
+                .filter(|(_, reached)| !reached.load(Ordering::Relaxed))
+                .filter_map(|(committed, _)| Some((OfflineEntry::of(&committed.message)?, &committed.trace)))
+        };
+        if let (Some(settlements), Some(outbox)) = (&router.settlements, self.outbox) {
+            settlements.settle(Settlement { outbox, unreached: unreached().map(|(entry, _)| entry).collect() });
+        }
         if let Some(offline) = &router.offline {
-            let unreached =
-                self.messages.iter().zip(&self.reached).filter(|(_, reached)| !reached.load(Ordering::Relaxed));
-            offline.enqueue(unreached.filter_map(|(committed, _)| {
-                let message = &committed.message;
-                let entry = OfflineEntry {
-                    user: message.recipient()?,
-                    conversation: message.conversation,
-                    seq: message.seq,
-                    msg_id: message.msg_id,
-                    server_time_ms: message.server_time_ms,
-                };
-                Some(Traced { item: entry, trace: committed.trace.clone() })
-            }));
+            offline.enqueue(unreached().map(|(entry, trace)| Traced { item: entry, trace: trace.clone() }));
         }
         for committed in &self.messages {
             router.metrics.routing_latency.observe(committed.accepted_at.elapsed().as_secs_f64());
@@ -196,7 +202,7 @@ impl Router {
         while let Some(item) = work.recv().await {
             // Split and queued: the lanes deliver, the router moves on.
             let _settled = match item {
-                RouteWork::Messages(batch) => router.route_messages(&mut lanes, batch),
+                RouteWork::Messages { committed, outbox } => router.route_messages(&mut lanes, committed, outbox),
                 RouteWork::Events(events) => router.route_events(&mut lanes, events),
             };
         }
@@ -223,7 +229,7 @@ impl Router {
         for event in events {
             self.add(&mut per_gateway, event, None, &MessageTrace::default());
         }
-        self.hand_to_lanes(lanes, per_gateway, Vec::new())
+        self.hand_to_lanes(lanes, per_gateway, Vec::new(), None)
     }
 
     /// Each gateway's share to its lane; a full lane's share counts as not
@@ -233,8 +239,9 @@ impl Router {
         lanes: &mut Lanes<Share>,
         per_gateway: HashMap<GatewayId, GatewayBatch>,
         messages: Vec<Committed>,
+        outbox: Option<u64>,
     ) -> oneshot::Receiver<()> {
-        let (outcome, settled) = Outcome::new(messages, per_gateway.len());
+        let (outcome, settled) = Outcome::new(messages, outbox, per_gateway.len());
         if per_gateway.is_empty() {
             outcome.settle(self);
             return settled;
@@ -256,6 +263,7 @@ impl Router {
         self: &Arc<Self>,
         lanes: &mut Lanes<Share>,
         mut batch: Vec<Committed>,
+        outbox: Option<u64>,
     ) -> oneshot::Receiver<()> {
         if batch.iter().any(|c| c.message.conversation.group().is_some()) {
             let (groups, private): (Vec<_>, Vec<_>) =
@@ -282,7 +290,7 @@ impl Router {
             };
             self.add(&mut per_gateway, to_sender_devices, None, &committed.trace);
         }
-        self.hand_to_lanes(lanes, per_gateway, batch)
+        self.hand_to_lanes(lanes, per_gateway, batch, outbox)
     }
 
     /// Hands group messages to the group queue (never waiting), from which
@@ -376,11 +384,15 @@ mod tests {
     use async_trait::async_trait;
     use bytes::Bytes;
     use im_core::error::BackendError;
-    use im_core::ports::BackendResult;
+    use im_core::ports::{BackendResult, OfflineStore};
     use im_core::{ClientMsgId, ConversationId, DeviceId, MessageId, NewMessage, Seq, UserId};
 
     use super::*;
+    use crate::outbox::Settler;
     use crate::testkit::{FixedRegistry, RecordingPusher, gw};
+
+    /// The outbox row the routed test batches are settled under.
+    const OUTBOX_ROW: u64 = 4242;
 
     fn committed(from: u64, to: u64, seq: u64) -> Committed {
         committed_in(ConversationId::private(UserId(from), UserId(to)).unwrap(), from, seq)
@@ -415,7 +427,7 @@ mod tests {
     /// is done with it (and gone).
     async fn route(router: &Arc<Router>, batch: Vec<Committed>) {
         let mut lanes = router.lanes();
-        router.route_messages(&mut lanes, batch).await.expect("the batch settles");
+        router.route_messages(&mut lanes, batch, Some(OUTBOX_ROW)).await.expect("the batch settles");
         lanes.close(Duration::from_secs(5)).await;
     }
 
@@ -427,6 +439,7 @@ mod tests {
             retry: RetryPolicy { attempts, timeout: Duration::from_secs(1) },
             offline: None,
             groups: None,
+            settlements: None,
         })
     }
 
@@ -516,6 +529,10 @@ mod tests {
         let mut topic = bus.subscribe("offline", "test").await.unwrap();
         let metrics = Arc::new(Metrics::new());
         let (publisher, queue) = OfflinePublisher::new(bus.clone(), "offline".into(), metrics.clone(), 100);
+        // The same entries settle the batch's outbox row, in the store.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(im_backends::SqliteStore::open(&dir.path().join("im.db")).await.unwrap());
+        let (settler, settlements, input) = Settler::new(store.clone(), metrics.clone(), Duration::from_secs(60));
         let router = Arc::new(Router {
             registry: Arc::new(registry),
             pusher: Arc::new(pusher),
@@ -523,11 +540,22 @@ mod tests {
             retry: RetryPolicy { attempts: 2, timeout: Duration::from_secs(1) },
             offline: Some(queue),
             groups: None,
+            settlements: Some(settlements),
         });
         let batch: Vec<_> = (2..=5).map(|to| committed(1, to, 7)).collect();
         route(&router, batch).await;
         drop(router);
         publisher.run(tokio_util::sync::CancellationToken::new()).await;
+        settler.run(input, tokio_util::sync::CancellationToken::new()).await;
+        for user in [2, 3, 5] {
+            let pending = store.pending_offline(UserId(user), 10).await.unwrap();
+            assert_eq!(pending.len(), 1, "user {user} has an entry");
+            assert_eq!((pending[0].count, pending[0].last_seq), (1, Seq(7)));
+        }
+        for user in [1, 4] {
+            assert_eq!(store.pending_offline(UserId(user), 10).await.unwrap(), [], "user {user} was reached");
+        }
+        assert_eq!(metrics.outbox_settled.get(), 1, "one row for the batch");
 
         let records = topic.poll(10, Duration::ZERO).await.unwrap();
         let offline: Vec<OfflineEntry> =
@@ -566,6 +594,7 @@ mod tests {
             retry: RetryPolicy { attempts: 1, timeout: Duration::from_secs(1) },
             offline: Some(offline_queue),
             groups: Some(group_queue),
+            settlements: None,
         });
         // Group 7 (whose members 1 and 2 are online) between two private messages.
         route(&router, vec![committed(1, 2, 1), group_committed(7, 1, 3), committed(2, 1, 2)]).await;
@@ -645,6 +674,7 @@ mod tests {
             retry: RetryPolicy { attempts: 1, timeout: Duration::from_secs(600) },
             offline: Some(queue),
             groups: None,
+            settlements: None,
         });
         let mut lanes = router.lanes();
         // Batch n: one message to bob, one to carol. The hung lane takes the
@@ -652,7 +682,7 @@ mod tests {
         let batches = LANE_QUEUE as u64 + 11;
         let started = std::time::Instant::now();
         for n in 1..=batches {
-            drop(router.route_messages(&mut lanes, vec![committed(1, 2, n), committed(1, 3, n)]));
+            drop(router.route_messages(&mut lanes, vec![committed(1, 2, n), committed(1, 3, n)], None));
             tokio::task::yield_now().await;
         }
         // Carol's gateway got every batch, at once.

@@ -175,13 +175,7 @@ pub async fn concurrent_redeliveries_store_once<S: OfflineStore + ?Sized>(store:
 
 /// The outbox entry of a private message: for its addressee.
 fn outbox_entry(message: &NewMessage) -> OfflineEntry {
-    OfflineEntry {
-        user: message.recipient().expect("a private message"),
-        conversation: message.conversation,
-        seq: message.seq,
-        msg_id: message.msg_id,
-        server_time_ms: message.server_time_ms,
-    }
+    OfflineEntry::of(message).expect("a private message")
 }
 
 /// The outbox row of `batch`, created at `created_ms`.

@@ -19,8 +19,8 @@ use super::error::map_sqlx;
 use super::members::member_rows;
 use crate::batch::BatchPlan;
 use crate::sql::audit;
-use crate::sql::outbox;
 use crate::sql::expiry::{self, Window, WindowRow};
+use crate::sql::outbox;
 use crate::sql::{MultiRow, chunks, chunks_within};
 use crate::telemetry::DbOperation;
 use sqlx::Connection;
@@ -275,7 +275,8 @@ impl MysqlStore {
             insert.execute(&mut *tx).await.map_err(map_sqlx)?;
         }
         if let Some(row) = extras.outbox {
-            let stored = (resends == Resends::LookedUp).then(|| new_rows.iter().map(|row| row.message.msg_id).collect());
+            let stored =
+                (resends == Resends::LookedUp).then(|| new_rows.iter().map(|row| row.message.msg_id).collect());
             if let Some(entries) = outbox::entries_of_stored(row, stored) {
                 sqlx::query(outbox::INSERT)
                     .bind(row.id)

@@ -142,7 +142,12 @@ impl OfflineStore for MysqlStore {
     async fn abandoned_outbox(&self, before_ms: i64, limit: u32) -> BackendResult<Vec<OutboxRow>> {
         let rows: Vec<(u64, i64, Vec<u8>)> = self
             .reading(DbOperation::AbandonedOutbox, async |conn| {
-                sqlx::query_as(outbox::ABANDONED).bind(before_ms).bind(limit).fetch_all(&mut *conn).await.map_err(map_sqlx)
+                sqlx::query_as(outbox::ABANDONED)
+                    .bind(before_ms)
+                    .bind(limit)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)
             })
             .await?;
         rows.into_iter()

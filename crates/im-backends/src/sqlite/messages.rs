@@ -19,8 +19,8 @@ use super::error::map_sqlx;
 use super::members::member_rows;
 use crate::batch::BatchPlan;
 use crate::sql::audit;
-use crate::sql::outbox;
 use crate::sql::expiry::{self, Window, WindowRow};
+use crate::sql::outbox;
 use crate::sql::{MultiRow, chunks};
 
 /// The multi-row statements of an append, built once per store.

@@ -131,7 +131,9 @@ impl OfflineStore for SqliteStore {
             .await
             .map_err(map_sqlx)?;
         rows.into_iter()
-            .map(|(id, created_ms, entries)| outbox::row_from_columns(from_column(id, "outbox id")?, created_ms, &entries))
+            .map(|(id, created_ms, entries)| {
+                outbox::row_from_columns(from_column(id, "outbox id")?, created_ms, &entries)
+            })
             .collect()
     }
 }

@@ -73,6 +73,14 @@ impl OfflineStore for LoggedStore {
     async fn clear_offline(&self, user: UserId, conversation: ConversationId, up_to: Seq) -> BackendResult<u64> {
         self.inner.clear_offline(user, conversation, up_to).await
     }
+
+    async fn settle_outbox(&self, entries: &[OfflineEntry], settled: &[u64]) -> BackendResult<()> {
+        self.inner.settle_outbox(entries, settled).await
+    }
+
+    async fn abandoned_outbox(&self, before_ms: i64, limit: u32) -> BackendResult<Vec<im_core::ports::OutboxRow>> {
+        self.inner.abandoned_outbox(before_ms, limit).await
+    }
 }
 
 /// Members of the in-process bus whose commits are logged (and fail while
