@@ -254,7 +254,7 @@ impl Pipeline {
     fn outbox_row(&self, messages: &[NewMessage]) -> Option<OutboxRow> {
         let first = messages.first().filter(|_| self.outbox)?;
         let entries: Vec<OfflineEntry> = messages.iter().filter_map(OfflineEntry::of).collect();
-        (!entries.is_empty()).then(|| OutboxRow { id: first.msg_id.0, created_ms: first.server_time_ms, entries })
+        (!entries.is_empty()).then_some(OutboxRow { id: first.msg_id.0, created_ms: first.server_time_ms, entries })
     }
 
     fn reject(&self, reply: oneshot::Sender<Result<Ack, ImError>>, err: ImError) {

@@ -19,6 +19,7 @@ mod keys;
 mod migrate;
 mod observability;
 mod offline;
+mod offline_outbox;
 mod otlp;
 mod private;
 mod reencrypt;

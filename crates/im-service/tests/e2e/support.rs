@@ -122,6 +122,35 @@ impl Node {
         self.spawn().await;
     }
 
+    /// The seqs that have an offline entry for `user` in `conversation`,
+    /// from the node's SQLite file (read-only, beside the running node).
+    pub async fn offline_seqs(&self, user: u64, conversation: &str) -> std::collections::BTreeSet<u64> {
+        let sql = "SELECT seq FROM offline_entries WHERE user_id = ? AND conversation = ?";
+        self.seqs_in_store(sql, i64::try_from(user).unwrap(), conversation).await
+    }
+
+    /// The seqs stored in `conversation` from `sender`, from the node's
+    /// SQLite file: all of them, where sync would stop at a gap it has not
+    /// yet waited out.
+    pub async fn stored_seqs(&self, sender: u64, conversation: &str) -> std::collections::BTreeSet<u64> {
+        let sql = "SELECT seq FROM messages WHERE sender = ? AND conversation = ?";
+        self.seqs_in_store(sql, i64::try_from(sender).unwrap(), conversation).await
+    }
+
+    async fn seqs_in_store(&self, sql: &str, user: i64, conversation: &str) -> std::collections::BTreeSet<u64> {
+        use sqlx::{ConnectOptions, Connection};
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(self.data_dir.join("im.db")).read_only(true);
+        let mut connection = options.connect().await.expect("open the node's store read-only");
+        let seqs: Vec<i64> = sqlx::query_scalar(sql)
+            .bind(user)
+            .bind(conversation)
+            .fetch_all(&mut connection)
+            .await
+            .expect("read the node's store");
+        connection.close().await.ok();
+        seqs.into_iter().map(|seq| u64::try_from(seq).unwrap()).collect()
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://127.0.0.1:{}/ws", self.ws_port)
     }
