@@ -17,9 +17,13 @@
 //!   one [`FanOut`] per (message, gateway) listing the members there who see
 //!   the message (`Member::sees`: joined before it; the sender too, whose
 //!   sending device is skipped). Each gateway gets **one**
-//!   [`Pusher::fan_out`] call per batch, all gateways at once, with the
-//!   router's [`RetryPolicy`]. The last offset is committed once the pushes
-//!   were attempted: pushes are best effort, members sync what they missed.
+//!   [`Pusher::fan_out`] call per batch, made by that gateway's delivery
+//!   lane ([`crate::lanes`], the router's kind: one bounded queue and task
+//!   per gateway, the router's [`RetryPolicy`]), so a gateway that hangs
+//!   holds up only its own members; a full lane's share is refused and
+//!   counted (`im_push_lane_full_total`). The last offset is committed once
+//!   the batch is in the lanes: pushes are best effort, members sync what
+//!   they missed (a node killed meanwhile loses those pushes, not messages).
 //! - Failures: a record that does not decode, or whose group does not exist
 //!   (`NOT_FOUND`), or whose roster the directory keeps refusing, is parked
 //!   as it was on `{group_msg}.dlq` (`im_group_dead_letters_total{reason}`)
@@ -28,18 +32,18 @@
 //!   batch and its offset held (`im_group_roster_failures_total`, and the lag).
 //!
 //! The hot path allocates per (message, gateway), never per member: the
-//! message is one `Arc` shared by every fan-out, gateways are looked up once
-//! per member per batch (not per message), and the user lists and per-gateway
-//! batches are reused from one batch to the next.
+//! message is one `Arc` shared by every fan-out, and gateways are looked up
+//! once per member per batch (not per message).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use im_config::{BusBackend, Config};
 use im_core::ports::{Bus, BusConsumer, BusRecord, Event, FanOut, Pusher, Registry};
-use im_core::{DeviceId, ErrorCode, GatewayId, GroupId, ImError, NewMessage, UserId};
+use im_core::{DeviceId, ErrorCode, GatewayId, GroupId, ImError, NewMessage};
 use im_proto::convert::{decode_group_message_event, encode_group_message_event};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, warn};
@@ -48,6 +52,7 @@ use crate::clock::unix_ms;
 use crate::consumer::{Consume, ConsumerSettings, REFUSED_ATTEMPTS};
 use crate::encryption::BodyCipher;
 use crate::groups::cache::{GroupView, MembershipCache};
+use crate::lanes::Lanes;
 use crate::messaging::open_sealed;
 use crate::metrics::Metrics;
 use crate::publisher::{DeadLetters, PublishCounters, PublishQueue, Publishable, Publisher, Stopped, Traced, pause};
@@ -67,8 +72,6 @@ const POLL_WAIT: Duration = Duration::from_millis(200);
 /// Members per node on Kafka (the topic's partitions are shared among every
 /// node's members). In process there is one: one topic partition, one order.
 const KAFKA_MEMBERS: usize = 4;
-/// Emptied buffers kept for the next batch, at most.
-const SPARE_BUFFERS: usize = 1024;
 
 // ---------------------------------------------------------------------------
 // Publishing
@@ -157,8 +160,6 @@ struct Decoded {
     device: DeviceId,
     /// Its index in the polled batch.
     record: usize,
-    /// Whether some gateway call carried it.
-    pushed: bool,
     /// The trace the record carries, if sampled.
     trace: MessageTrace,
 }
@@ -208,7 +209,7 @@ impl Consume for FanOutWorker {
                     let group = message.conversation.group().expect("the decoder accepts group messages only");
                     let message = Arc::new(message);
                     let trace = MessageTrace::from_headers(&record.headers);
-                    decoded.push(Decoded { group, message, device, record: index, pushed: false, trace });
+                    decoded.push(Decoded { group, message, device, record: index, trace });
                 }
                 Err(e) => self.dead_letters().park(record, "undecodable", &e.message, stop).await?,
             }
@@ -236,20 +237,15 @@ impl Consume for FanOutWorker {
             let Lookup::Found(view) = lookup else { continue };
             let newest = messages.iter().map(|d| d.message.seq).max().expect("a chunk has a message");
             scratch.index_online(&*self.registry, view, newest);
-            for item in messages.iter_mut() {
-                item.pushed = scratch.add_message(view, &item.message, &item.device);
+            for item in messages.iter() {
+                scratch.add_message(view, &item.message, &item.device);
             }
             fanned_out += messages.len() as u64;
         }
-        self.push_all(scratch).instrument(call_span).await;
+        self.hand_to_lanes(scratch, call_span);
         drop(spans);
         self.metrics.group_fanned_out.inc_by(fanned_out);
-        let now_ms = unix_ms();
-        for item in decoded.iter().filter(|d| d.pushed) {
-            let latency_ms = (now_ms - item.message.server_time_ms).max(0);
-            self.metrics.group_fanout_latency.observe(latency_ms as f64 / 1000.0);
-        }
-        scratch.recycle();
+        scratch.slots.clear();
 
         for (messages, lookup) in decoded.chunk_by(|a, b| a.group == b.group).zip(&lookups) {
             let Lookup::Park(reason, e) = lookup else { continue };
@@ -257,7 +253,7 @@ impl Consume for FanOutWorker {
                 self.dead_letters().park(&records[item.record], reason, &e.message, stop).await?;
             }
         }
-        // Everything up to `last` is pushed (as far as the gateways took it)
+        // Everything up to `last` is in the lanes (or refused by a full one)
         // or parked. A failed commit is covered by the next one; if none
         // comes, the records are pushed again (at least once: a client knows a
         // message by its conversation and seq).
@@ -268,21 +264,61 @@ impl Consume for FanOutWorker {
     }
 }
 
+/// One gateway's fan-outs of a batch, for its lane.
+pub(crate) struct FanOutShare {
+    fan_outs: Vec<FanOut>,
+    /// The span of the batch's first sampled message, if any.
+    span: Span,
+}
+
+impl FanOutShare {
+    /// (message, member) pairs it carries.
+    fn pairs(&self) -> usize {
+        self.fan_outs.iter().map(|f| f.users.len()).sum()
+    }
+}
+
 impl FanOutWorker {
-    /// Makes every gateway's call of the batch at once, each with the
-    /// router's retry policy.
-    async fn push_all(&self, scratch: &Scratch) {
-        let calls = scratch.calls.iter().map(|(gateway, fan_outs)| async move {
-            let pairs: usize = fan_outs.iter().map(|f| f.users.len()).sum();
-            let pushed = self.retry.call(gateway, "fan-out", pairs, || self.pusher.fan_out(gateway, fan_outs)).await;
-            match pushed {
-                Some(delivered) => {
-                    self.metrics.group_fanout_deliveries.inc_by(delivered);
-                }
-                None => self.metrics.fail_n(ErrorCode::Unavailable, pairs as u64),
+    /// Gives every gateway's call of the batch to that gateway's lane; a
+    /// full lane's is refused at once (its members sync).
+    fn hand_to_lanes(&self, scratch: &mut Scratch, span: Span) {
+        let Scratch { calls, lanes, .. } = scratch;
+        let lanes = lanes.get_or_insert_with(|| self.lanes());
+        for (gateway, fan_outs) in calls.drain(..) {
+            if let Err(refused) = lanes.send(&gateway, FanOutShare { fan_outs, span: span.clone() }) {
+                let pairs = refused.pairs() as u64;
+                self.metrics.push_lane_full.inc_by(pairs);
+                self.metrics.fail_n(ErrorCode::Unavailable, pairs);
+                warn!(%gateway, pairs, "the gateway's delivery lane is full; its group members catch up by sync");
             }
-        });
-        futures::future::join_all(calls).await;
+        }
+    }
+
+    /// A lane per gateway, each making its fan-out calls with the router's
+    /// retry policy.
+    fn lanes(&self) -> Lanes<FanOutShare> {
+        let (pusher, metrics, retry) = (self.pusher.clone(), self.metrics.clone(), self.retry);
+        Lanes::new(Arc::new(move |gateway: GatewayId, share: FanOutShare| {
+            let (pusher, metrics) = (pusher.clone(), metrics.clone());
+            async move {
+                let pairs = share.pairs();
+                let call = retry.call(&gateway, "fan-out", pairs, || pusher.fan_out(&gateway, &share.fan_outs));
+                match call.instrument(share.span.clone()).await {
+                    Some(delivered) => {
+                        metrics.group_fanout_deliveries.inc_by(delivered);
+                    }
+                    None => metrics.fail_n(ErrorCode::Unavailable, pairs as u64),
+                }
+                let now_ms = unix_ms();
+                for fan_out in &share.fan_outs {
+                    if let Event::Message(message) = &fan_out.event {
+                        let latency_ms = (now_ms - message.server_time_ms).max(0);
+                        metrics.group_fanout_latency.observe(latency_ms as f64 / 1000.0);
+                    }
+                }
+            }
+            .boxed()
+        }))
     }
 
     /// The group's roster from the cache. Unavailable is retried with
@@ -333,7 +369,8 @@ impl FanOutWorker {
     }
 }
 
-/// One member's buffers, reused from batch to batch.
+/// One member's state from batch to batch: its delivery lanes (started with
+/// its first batch) and the batch being built.
 #[derive(Default)]
 pub(crate) struct Scratch {
     /// The gateways of this batch, and where each is in `calls`.
@@ -343,9 +380,9 @@ pub(crate) struct Scratch {
     /// The online members of one group as (slot, index in the roster),
     /// sorted: each gateway's members together.
     online: Vec<(usize, usize)>,
-    /// Emptied user lists and fan-out lists.
-    spare_users: Vec<Vec<UserId>>,
-    spare_calls: Vec<Vec<FanOut>>,
+    /// This member's lanes. Dropped with the member: each lane delivers what
+    /// it holds, then ends.
+    lanes: Option<Lanes<FanOutShare>>,
 }
 
 impl Scratch {
@@ -367,25 +404,22 @@ impl Scratch {
 
     /// The slot of `gateway` in this batch's calls.
     fn slot(&mut self, gateway: GatewayId) -> usize {
-        let Self { slots, calls, spare_calls, .. } = self;
+        let Self { slots, calls, .. } = self;
         *slots.entry(gateway).or_insert_with_key(|gateway| {
-            calls.push((gateway.clone(), spare_calls.pop().unwrap_or_default()));
+            calls.push((gateway.clone(), Vec::new()));
             calls.len() - 1
         })
     }
 
     /// Adds one fan-out of `message` per gateway of the group's online
-    /// members who see it (as indexed by [`Scratch::index_online`]). Returns
-    /// whether any was added.
-    fn add_message(&mut self, view: &GroupView, message: &Arc<NewMessage>, device: &DeviceId) -> bool {
+    /// members who see it (as indexed by [`Scratch::index_online`]).
+    fn add_message(&mut self, view: &GroupView, message: &Arc<NewMessage>, device: &DeviceId) {
         let members = view.members();
-        let mut added = false;
         let mut start = 0;
         while start < self.online.len() {
             let slot = self.online[start].0;
             let end = start + self.online[start..].iter().take_while(|&&(s, _)| s == slot).count();
-            let mut users = self.spare_users.pop().unwrap_or_default();
-            users.reserve(end - start);
+            let mut users = Vec::with_capacity(end - start);
             users.extend(
                 self.online[start..end]
                     .iter()
@@ -393,32 +427,11 @@ impl Scratch {
                     .filter(|member| member.sees(message.seq))
                     .map(|member| member.user),
             );
-            if users.is_empty() {
-                self.spare_users.push(users);
-            } else {
+            if !users.is_empty() {
                 let skip = Some((message.sender, device.clone()));
                 self.calls[slot].1.push(FanOut { event: Event::Message(message.clone()), users, skip });
-                added = true;
             }
             start = end;
-        }
-        added
-    }
-
-    /// Empties the batch, keeping its buffers for the next.
-    fn recycle(&mut self) {
-        self.slots.clear();
-        for (_, mut fan_outs) in self.calls.drain(..) {
-            for fan_out in fan_outs.drain(..) {
-                if self.spare_users.len() < SPARE_BUFFERS {
-                    let mut users = fan_out.users;
-                    users.clear();
-                    self.spare_users.push(users);
-                }
-            }
-            if self.spare_calls.len() < SPARE_BUFFERS {
-                self.spare_calls.push(fan_outs);
-            }
         }
     }
 }

@@ -42,6 +42,8 @@ pub(crate) struct RecordingPusher {
     pub pushes: Mutex<Vec<(GatewayId, Vec<PushEvent>)>>,
     pub fan_outs: Mutex<Vec<(GatewayId, Vec<FanOut>)>>,
     pub failures: Mutex<u32>,
+    /// Gateways whose fan-out calls are recorded and then never answered.
+    pub hung: Mutex<Vec<GatewayId>>,
 }
 
 impl RecordingPusher {
@@ -66,6 +68,9 @@ impl Pusher for RecordingPusher {
 
     async fn fan_out(&self, gateway: &GatewayId, batch: &[FanOut]) -> BackendResult<u64> {
         self.fan_outs.lock().unwrap().push((gateway.clone(), batch.to_vec()));
+        if self.hung.lock().unwrap().contains(gateway) {
+            futures::future::pending::<()>().await;
+        }
         self.fails()?;
         Ok(batch.iter().map(|f| f.users.len() as u64).sum())
     }

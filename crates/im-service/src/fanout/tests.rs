@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use im_backends::MemoryBus;
 use im_core::group::{ChangeKind, Member, MembershipChange, Role, Roster};
 use im_core::ports::{BackendResult, PushEvent, PushReport};
-use im_core::{ClientMsgId, ConversationId, MessageId, Seq};
+use im_core::{ClientMsgId, ConversationId, MessageId, Seq, UserId};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
@@ -118,6 +118,21 @@ impl Fixture {
         }
     }
 
+    /// Waits until `done` holds: the lanes push after the batch is handed
+    /// over.
+    async fn wait_until(&self, what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !done() {
+            assert!(Instant::now() < deadline, "{what} did not happen within {PATIENCE:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Waits until the lanes made `count` fan-out calls in all.
+    async fn wait_calls(&self, pusher: &RecordingPusher, count: usize) {
+        self.wait_until(&format!("{count} fan-out calls"), || pusher.fan_outs.lock().unwrap().len() >= count).await;
+    }
+
     /// Nothing is left for the group: everything was committed.
     async fn assert_all_committed(&self) {
         let mut next = self.bus.subscribe(TOPIC, GROUP).await.unwrap();
@@ -170,6 +185,9 @@ async fn one_call_per_gateway_per_batch_carries_the_members_there() {
     let pusher = Arc::new(RecordingPusher::default());
     let (tracker, token) = f.start(pusher.clone()).await;
     f.wait_fanned_out(4).await;
+    f.wait_calls(&pusher, 3).await;
+    f.wait_until("the deliveries counted", || f.metrics.group_fanout_deliveries.get() == 3 * 2 + 1 + 3 * 2 + 1 + 3)
+        .await;
 
     let calls = calls_by_gateway(&pusher);
     assert_eq!(pusher.fan_outs.lock().unwrap().len(), 3, "one call per gateway: {calls:?}");
@@ -190,7 +208,8 @@ async fn one_call_per_gateway_per_batch_carries_the_members_there() {
     }
     assert_eq!(f.metrics.group_fanout_deliveries.get(), 3 * 2 + 1 + 3 * 2 + 1 + 3);
     assert_eq!(f.metrics.group_fanned_out.get(), 4);
-    assert!(f.metrics.render().contains("im_group_fanout_latency_seconds_count 4"));
+    // One observation per message and gateway call: 3 × (a, b, c) + (a, b).
+    assert!(f.metrics.render().contains("im_group_fanout_latency_seconds_count 11"));
     stop(tracker, token).await;
     f.assert_all_committed().await;
 }
@@ -206,6 +225,7 @@ async fn members_get_only_what_follows_their_join() {
     let pusher = Arc::new(RecordingPusher::default());
     let (tracker, token) = f.start(pusher.clone()).await;
     f.wait_fanned_out(3).await;
+    f.wait_calls(&pusher, 1).await;
     assert_eq!(
         calls_by_gateway(&pusher)["a"],
         [vec![(1, 1, vec![1, 2]), (1, 2, vec![1, 2]), (1, 3, vec![1, 2, 3])]],
@@ -227,6 +247,7 @@ async fn removed_members_are_not_pushed() {
     let pusher = Arc::new(RecordingPusher::default());
     let (tracker, token) = f.start(pusher.clone()).await;
     f.wait_fanned_out(1).await;
+    f.wait_calls(&pusher, 1).await;
     assert_eq!(calls_by_gateway(&pusher)["a"], [vec![(1, 5, vec![1, 3])]]);
     stop(tracker, token).await;
 }
@@ -239,6 +260,7 @@ async fn the_sending_device_is_skipped_and_the_senders_others_get_it() {
     let pusher = Arc::new(PushOnlyPusher::default());
     let (tracker, token) = f.start(pusher.clone()).await;
     f.wait_fanned_out(1).await;
+    f.wait_until("two events pushed", || pusher.events.lock().unwrap().len() >= 2).await;
     let events: Vec<_> = pusher.events.lock().unwrap().iter().map(|e| (e.user.0, e.skip_device.clone())).collect();
     assert_eq!(events, [(1, Some(phone())), (2, None)]);
     stop(tracker, token).await;
@@ -270,6 +292,7 @@ async fn poison_records_are_parked_and_the_offset_moves_on() {
     let text = f.metrics.render();
     assert!(text.contains("im_group_dead_letters_total{reason=\"undecodable\"} 1"), "{text}");
     assert!(text.contains("im_group_dead_letters_total{reason=\"no_group\"} 1"), "{text}");
+    f.wait_calls(&pusher, 1).await;
     assert_eq!(calls_by_gateway(&pusher)["a"], [vec![(1, 1, vec![2])]], "the good record is pushed");
     stop(tracker, token).await;
     f.assert_all_committed().await;
@@ -300,6 +323,7 @@ async fn an_unavailable_directory_holds_the_offset_until_it_is_back() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     f.directory.down.store(false, Ordering::SeqCst);
     f.wait_fanned_out(1).await;
+    f.wait_calls(&pusher, 1).await;
     assert_eq!(calls_by_gateway(&pusher)["a"], [vec![(1, 1, vec![2])]]);
     stop(tracker, token).await;
     f.assert_all_committed().await;
@@ -313,17 +337,43 @@ async fn a_failing_gateway_is_retried_with_the_routers_policy() {
     f.publish(&[message(1, 1, 1)]).await;
     let (tracker, token) = f.start(pusher.clone()).await;
     f.wait_fanned_out(1).await;
+    f.wait_until("the delivery", || f.metrics.group_fanout_deliveries.get() == 1).await;
     assert_eq!(pusher.fan_outs.lock().unwrap().len(), 2, "failed once, then delivered");
-    assert_eq!(f.metrics.group_fanout_deliveries.get(), 1);
 
     // Down for longer than the policy's 2 attempts: given up, counted, and
     // the offset moves on (members sync).
     *pusher.failures.lock().unwrap() = 5;
     f.publish(&[message(1, 1, 2)]).await;
     f.wait_fanned_out(2).await;
+    f.wait_until("the give-up", || f.metrics.render().contains("im_messages_failed_total{code=\"UNAVAILABLE\"} 1"))
+        .await;
     stop(tracker, token).await;
     assert_eq!(pusher.fan_outs.lock().unwrap().len(), 4);
-    assert!(f.metrics.render().contains("im_messages_failed_total{code=\"UNAVAILABLE\"} 1"));
+    f.assert_all_committed().await;
+}
+
+#[tokio::test]
+async fn a_hung_gateway_holds_up_only_its_own_members() {
+    // 2 is on a gateway that never answers, 3 on one that does.
+    let f = Fixture::new(
+        vec![roster(1, (1..=3).map(|u| member(u, 0)).collect())],
+        vec![(2, vec![gw("hung")]), (3, vec![gw("a")])],
+    );
+    let pusher = Arc::new(RecordingPusher::default());
+    pusher.hung.lock().unwrap().push(gw("hung"));
+    let (tracker, token) = f.start(pusher.clone()).await;
+    // One batch each. Waiting on the hung call (1 s, twice: the fixture's
+    // policy) per batch would take 40 s; its lane waits, nothing else does.
+    let started = Instant::now();
+    for seq in 1..=20 {
+        f.publish(&[message(1, 1, seq)]).await;
+        f.wait_fanned_out(seq).await;
+    }
+    let to = |gateway: &str| pusher.fan_outs.lock().unwrap().iter().filter(|(g, _)| g.0 == gateway).count();
+    f.wait_until("20 calls to gateway a", || to("a") == 20).await;
+    assert!(started.elapsed() < Duration::from_secs(8), "gateway a waited for the hung one: {:?}", started.elapsed());
+    assert!(to("hung") < 20, "the hung lane works through its queue one call at a time");
+    stop(tracker, token).await;
     f.assert_all_committed().await;
 }
 
@@ -338,6 +388,7 @@ async fn a_group_message_travels_from_the_publisher_to_the_members() {
     drop(queue);
     publishing.await.unwrap();
     f.wait_fanned_out(1).await;
+    f.wait_calls(&pusher, 1).await;
     assert_eq!(calls_by_gateway(&pusher)["a"], [vec![(7, 1, vec![2])]]);
     assert_eq!(f.metrics.group_published.get(), 1);
     stop(tracker, token).await;
