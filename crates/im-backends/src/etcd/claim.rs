@@ -36,40 +36,41 @@ impl NodeClaim {
         let options = ConnectOptions::new().with_connect_timeout(timeout).with_timeout(timeout);
         let mut client = Client::connect(&config.endpoints, Some(options)).await.map_err(map_etcd)?;
         let ttl_secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-        let lease = tokio::time::timeout(timeout, client.lease_grant(ttl_secs, None))
-            .await
-            .map_err(|_| timed_out("lease grant"))?
-            .map_err(map_etcd)?
-            .id();
         // Put only if the key does not exist (create_revision 0). A claim
         // left by a node that was killed is still there until its lease runs
         // out, so a restarted node waits up to one TTL for it; a claim that
-        // outlives that wait belongs to a live node.
+        // outlives that wait belongs to a live node. Each attempt has a lease
+        // of its own: one granted before a wait as long as the TTL would
+        // expire before the put that finally succeeds ("requested lease not
+        // found").
         let deadline = tokio::time::Instant::now() + ttl + Duration::from_secs(1);
-        loop {
-            let claim =
-                Txn::new().when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)]).and_then([TxnOp::put(
-                    key.as_str(),
-                    std::process::id().to_string(),
-                    Some(PutOptions::new().with_lease(lease)),
-                )]);
-            let claimed = tokio::time::timeout(timeout, client.txn(claim))
-                .await
-                .map_err(|_| timed_out("node claim"))?
-                .map_err(map_etcd)?
-                .succeeded();
-            if claimed {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
+        let lease =
+            loop {
+                let lease = tokio::time::timeout(timeout, client.lease_grant(ttl_secs, None))
+                    .await
+                    .map_err(|_| timed_out("lease grant"))?
+                    .map_err(map_etcd)?
+                    .id();
+                let claim = Txn::new().when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)]).and_then([
+                    TxnOp::put(key.as_str(), std::process::id().to_string(), Some(PutOptions::new().with_lease(lease))),
+                ]);
+                let claimed = tokio::time::timeout(timeout, client.txn(claim))
+                    .await
+                    .map_err(|_| timed_out("node claim"))?
+                    .map_err(map_etcd)?
+                    .succeeded();
+                if claimed {
+                    break lease;
+                }
                 let _ = client.lease_revoke(lease).await;
-                return Err(BackendError::other(format!(
-                    "NODE_ID {node_id} is held by another running node (etcd key {key}); give every node its own \
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(BackendError::other(format!(
+                        "NODE_ID {node_id} is held by another running node (etcd key {key}); give every node its own \
                      NODE_ID"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            };
         let keep_alive = tokio::spawn(keep_alive(client.clone(), lease, ttl, key.clone()));
         Ok(Self { client, lease, key, keep_alive })
     }

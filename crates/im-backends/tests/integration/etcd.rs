@@ -179,3 +179,26 @@ async fn an_unreachable_etcd_fails_connect_with_unavailable_quickly() {
     assert!(matches!(result, Err(BackendError::Unavailable(_))), "{:?}", result.err());
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
 }
+
+/// A node restarted after `kill -9` finds its old claim still there (the
+/// dead process's lease has not run out) and waits for it; the claim it then
+/// takes must rest on a lease that is still alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_id_left_by_a_killed_node_is_claimed_once_its_lease_runs_out() {
+    use im_backends::etcd::NodeClaim;
+    let config = EtcdConfig { endpoints: vec![ENDPOINT.to_owned()] };
+    let prefix = unique_prefix();
+    let (ttl, timeout) = (Duration::from_secs(2), Duration::from_secs(2));
+    // Dropped, not released: its keep-alive stops, its key stays until the
+    // lease runs out — as after a kill.
+    drop(NodeClaim::acquire(&config, &prefix, 7, ttl, timeout).await.expect("the first claim"));
+    let began = Instant::now();
+    let claim = NodeClaim::acquire(&config, &prefix, 7, ttl, timeout)
+        .await
+        .unwrap_or_else(|e| panic!("the restarted node's claim failed after {:?}: {e}", began.elapsed()));
+    assert!(began.elapsed() >= Duration::from_millis(500), "the dead node's claim was not waited for");
+    // Now held by a live node: a third claimant is refused, naming the key.
+    let refused = NodeClaim::acquire(&config, &prefix, 7, ttl, timeout).await.err().expect("NODE_ID 7 is taken");
+    assert!(refused.to_string().contains("NODE_ID 7 is held by another running node"), "{refused}");
+    claim.release().await;
+}
