@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bootstrap;
-use crate::breaker::{Breaker, BreakerSettings};
+use crate::breaker::{Breaker, BreakerSettings, SendBreakers};
 use crate::bus::kafka_bus;
 use crate::consumer::{Consume, ConsumerSettings, Members};
 use crate::encryption::BodyCipher;
@@ -351,6 +351,16 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         let breaker = store_breaker.clone();
         move |result| breaker.probed(result)
     });
+    // The same for Redis, when seqs and dedup live there.
+    let seq_breaker = matches!(config.seq(), SeqBackend::Redis(_)).then(|| {
+        let breaker = Arc::new(Breaker::new("redis", BreakerSettings::default(), metrics.breakers.clone()));
+        readiness.observe("redis", {
+            let breaker = breaker.clone();
+            move |result| breaker.probed(result)
+        });
+        breaker
+    });
+    let breakers = SendBreakers { store: store_breaker, seqs: seq_breaker };
 
     let tracker = TaskTracker::new();
     let cipher = body_cipher(&config, &stores, &metrics, &mut readiness, &tracker, &shutdown).await?;
@@ -406,7 +416,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         metrics: metrics.clone(),
         audits: audit_queue,
         cipher: cipher.clone().filter(|cipher| cipher.seals()),
-        breaker: store_breaker.clone(),
+        breakers: breakers.clone(),
         outbox: settlements.is_some(),
     };
     tracker.spawn(pipeline.run(jobs_rx, routes_tx.clone()));
@@ -483,7 +493,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         sync_gap_grace: config.server.sync_gap_grace,
         filter,
         cipher: cipher.clone(),
-        breaker: store_breaker,
+        breakers,
     });
     // The built-in gateway serves only when no gateway process is configured.
     let gateway = listeners.ws.is_some().then(|| {

@@ -22,7 +22,7 @@
 //! the first ack (G3).
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use im_core::ImError;
@@ -34,6 +34,46 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+/// The breakers a send passes: the message store's, and the seq allocator's
+/// and dedup cache's when they are Redis. A send is refused while either is
+/// open, and released when either opens while it waits.
+#[derive(Clone)]
+pub struct SendBreakers {
+    pub store: Arc<Breaker>,
+    /// Redis (seqs and dedup); none in process.
+    pub seqs: Option<Arc<Breaker>>,
+}
+
+impl SendBreakers {
+    /// Whether a send may go ahead now ([`Breaker::check`] of each).
+    pub fn check(&self) -> Result<(), ImError> {
+        self.store.check()?;
+        self.seqs.as_ref().map_or(Ok(()), |seqs| seqs.check())
+    }
+
+    /// Resolves at the next opening of either breaker after this call, with
+    /// the refusal its caller gets.
+    pub fn opened(&self) -> impl Future<Output = ImError> + Send + 'static {
+        let (store, store_refusal) = (self.store.opened(), self.store.refusal());
+        let seqs = self.seqs.as_ref().map(|seqs| (seqs.opened(), seqs.refusal()));
+        async move {
+            let seqs_opened = async {
+                match seqs {
+                    Some((opened, refusal)) => {
+                        opened.await;
+                        refusal
+                    }
+                    None => futures::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = store => store_refusal,
+                refusal = seqs_opened => refusal,
+            }
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug)]
 pub struct BreakerSettings {

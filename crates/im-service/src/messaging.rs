@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
-use crate::breaker::Breaker;
+use crate::breaker::SendBreakers;
 use crate::encryption::BodyCipher;
 use crate::filter::{Checked, ContentFilter};
 use crate::groups::MembershipCache;
@@ -48,9 +48,9 @@ pub struct MessagingService {
     /// Opens sealed bodies (encryption at rest); none when no master key
     /// is configured.
     pub cipher: Option<Arc<BodyCipher>>,
-    /// The message store's circuit breaker: a send is refused at once while
-    /// it is open, and released when it opens while the send waits.
-    pub breaker: Arc<Breaker>,
+    /// The circuit breakers of the store and of Redis: a send is refused at
+    /// once while one is open, and released when one opens while it waits.
+    pub breakers: SendBreakers,
 }
 
 impl MessagingService {
@@ -89,8 +89,8 @@ impl MessagingService {
         // G9: not queued behind a store that is down, and not held by one
         // that went down meanwhile (the commit may still land: a resend gets
         // the first ack).
-        self.breaker.check().map_err(|e| self.failed(e))?;
-        let released = self.breaker.opened();
+        self.breakers.check().map_err(|e| self.failed(e))?;
+        let released = self.breakers.opened();
         let committed = async {
             self.jobs.send(job).await.map_err(|_| self.failed(ImError::unavailable("the service is shutting down")))?;
             ack.await.map_err(|_| ImError::unavailable("the service is shutting down"))?
@@ -98,7 +98,7 @@ impl MessagingService {
         let mut ack = tokio::select! {
             biased;
             answer = committed => answer?,
-            () = released => return Err(self.failed(self.breaker.refusal())),
+            refusal = released => return Err(self.failed(refusal)),
         };
         ack.body_masked = body_masked;
         if !span.is_none() {

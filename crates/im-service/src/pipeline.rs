@@ -13,11 +13,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use im_core::message::AppendOutcome;
-use im_core::ports::{CommitExtras, DedupCache, MessageStore, OfflineEntry, OutboxRow, SeqAllocator};
+use im_core::ports::{BackendResult, CommitExtras, DedupCache, MessageStore, OfflineEntry, OutboxRow, SeqAllocator};
 use im_core::{Ack, AuditRecord, ClientMsgId, ConversationId, DeviceId, ImError, NewMessage, UserId};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::breaker::Breaker;
+use crate::breaker::SendBreakers;
 use crate::encryption::BodyCipher;
 use crate::filter::audit::AuditQueue;
 use crate::metrics::Metrics;
@@ -68,9 +68,10 @@ pub struct Pipeline {
     pub audits: Option<AuditQueue>,
     /// Seals bodies before they are stored, with encryption at rest.
     pub cipher: Option<Arc<BodyCipher>>,
-    /// Over the commit: while the store is down a batch is refused before
-    /// its dedup and seqs, at once.
-    pub breaker: Arc<Breaker>,
+    /// Over the commit (the store's) and over the dedup and seq calls
+    /// (Redis's): while either is down a batch is refused before its dedup
+    /// and seqs, at once.
+    pub breakers: SendBreakers,
     /// Whether each commit writes its route outbox row ([`crate::outbox`]):
     /// on when offline entries are recorded.
     pub outbox: bool,
@@ -97,7 +98,7 @@ impl Pipeline {
     async fn commit(&self, batch: &mut Vec<SendJob>) -> (Vec<Committed>, Option<u64>) {
         // G9: sends queued before the breaker opened fail now, not after the
         // store's timeouts; no seq is used.
-        if let Err(refused) = self.breaker.check() {
+        if let Err(refused) = self.breakers.check() {
             for job in batch.drain(..) {
                 self.reject(job.reply, refused.clone());
             }
@@ -106,7 +107,7 @@ impl Pipeline {
         // G3: dedup before a seq is allocated, the whole batch in one call.
         let keys: Vec<_> = batch.iter().map(|job| (job.sender, &job.client_msg_id)).collect();
         let spans = stage_spans!(batch.iter().map(|job| &job.trace), "im.dedup", batch = batch.len());
-        let firsts = match self.dedup.get_many(&keys).await {
+        let firsts = match self.on_redis(self.dedup.get_many(&keys)).await {
             Ok(firsts) => firsts,
             // The store's unique key still catches a duplicate.
             Err(e) => {
@@ -147,7 +148,7 @@ impl Pipeline {
         // loaded and raised in one round trip each, not one fsync apiece.
         let conversations: Vec<ConversationId> = fresh.iter().map(|job| job.conversation).collect();
         let spans = stage_spans!(fresh.iter().map(|job| &job.trace), "im.seq", batch = fresh.len());
-        let seqs = match self.seqs.next_seqs(&conversations).await {
+        let seqs = match self.on_redis(self.seqs.next_seqs(&conversations)).await {
             Ok(seqs) => seqs,
             Err(e) => {
                 tracing::error!(error = %e, batch = fresh.len(), "seq allocation failed");
@@ -199,7 +200,7 @@ impl Pipeline {
         let outbox = self.outbox_row(&messages);
         let extras = CommitExtras { audits: &audits, outbox: outbox.as_ref() };
         let spans = stage_spans!(waiting.iter().map(|(_, _, _, trace)| trace), "im.commit", batch = messages.len());
-        let outcomes = match self.breaker.call(self.store.append_with(stored, &extras)).await {
+        let outcomes = match self.breakers.store.call(self.store.append_with(stored, &extras)).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 // Nothing of the batch is stored; its seqs become a gap (G2).
@@ -238,7 +239,7 @@ impl Pipeline {
         // cache and is caught by the store's unique key (same first ack).
         let acks: Vec<_> =
             committed.iter().map(|c| (c.message.sender, &c.message.client_msg_id, c.message.ack())).collect();
-        if let Err(e) = self.dedup.put_many_if_absent(&acks).await {
+        if let Err(e) = self.on_redis(self.dedup.put_many_if_absent(&acks)).await {
             tracing::warn!(error = %e, "could not record the acks in the dedup cache");
         }
         if let Some(queue) = self.audits.as_ref().filter(|_| !audits.is_empty()) {
@@ -255,6 +256,15 @@ impl Pipeline {
         let first = messages.first().filter(|_| self.outbox)?;
         let entries: Vec<OfflineEntry> = messages.iter().filter_map(OfflineEntry::of).collect();
         (!entries.is_empty()).then_some(OutboxRow { id: first.msg_id.0, created_ms: first.server_time_ms, entries })
+    }
+
+    /// A call to the seq allocator or the dedup cache, through Redis's
+    /// breaker when they are Redis: one that hangs or keeps failing opens it.
+    async fn on_redis<T>(&self, call: impl std::future::Future<Output = BackendResult<T>>) -> BackendResult<T> {
+        match &self.breakers.seqs {
+            Some(breaker) => breaker.call(call).await,
+            None => call.await,
+        }
     }
 
     fn reject(&self, reply: oneshot::Sender<Result<Ack, ImError>>, err: ImError) {

@@ -1,5 +1,5 @@
 //! Degrade, don't go down (G9, issue 14): a node in production mode whose
-//! MariaDB is cut off or hangs says so on `/ready` at once and refuses sends
+//! MariaDB or Redis is cut off or hangs says so on `/ready` at once and refuses sends
 //! within milliseconds (`UNAVAILABLE` with a retry hint), and takes sends
 //! again within a second or two of the database's return, losing nothing
 //! acked; a dependency that only degrades a feature (etcd, `im-user`) shows
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use im_proto::client::{self as pb, server_frame};
 
-use crate::harness::{Cluster, ClusterBuilder, Device, Inbox, SHARED_ETCD, SHARED_MARIADB, User};
+use crate::harness::{Cluster, ClusterBuilder, Device, Inbox, SHARED_ETCD, SHARED_MARIADB, SHARED_REDIS, User};
 use crate::support::{conversation_id, free_port, http_get};
 use crate::tcp_proxy::{Mode, TcpProxy};
 
@@ -93,11 +93,44 @@ async fn metric(port: u16, line_start: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {line_start} in /metrics"))
 }
 
-/// MariaDB behind a proxy goes away (`Refuse`) or stops answering (`Hang`)
-/// while a client sends; then it comes back.
-async fn database_outage(fault: Mode) {
-    let proxy = TcpProxy::start(SHARED_MARIADB).await;
-    let cluster = small_cluster(ClusterBuilder::new().db_host(proxy.addr())).await;
+/// A dependency a send needs: the message store, or Redis (seqs, dedup).
+#[derive(Clone, Copy, Debug)]
+enum Dependency {
+    Mysql,
+    Redis,
+}
+
+impl Dependency {
+    /// Its name on `/ready` and in the breaker metrics.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Mysql => "mysql",
+            Self::Redis => "redis",
+        }
+    }
+
+    /// A cluster that reaches it through `proxy`.
+    fn through(self, proxy: &TcpProxy) -> ClusterBuilder {
+        match self {
+            Self::Mysql => ClusterBuilder::new().db_host(proxy.addr()),
+            Self::Redis => ClusterBuilder::new().redis(proxy.addr()),
+        }
+    }
+
+    fn upstream(self) -> &'static str {
+        match self {
+            Self::Mysql => SHARED_MARIADB,
+            Self::Redis => SHARED_REDIS,
+        }
+    }
+}
+
+/// `dependency` behind a proxy goes away (`Refuse`) or stops answering
+/// (`Hang`) while a client sends; then it comes back.
+async fn outage(dependency: Dependency, fault: Mode) {
+    let name = dependency.name();
+    let proxy = TcpProxy::start(dependency.upstream()).await;
+    let cluster = small_cluster(dependency.through(&proxy)).await;
     let node = &cluster.nodes[0];
     let alice = cluster.create_user("alice").await;
     let bob = cluster.create_user("bob").await;
@@ -110,13 +143,13 @@ async fn database_outage(fault: Mode) {
     }
 
     proxy.set(fault);
-    let (body, noticed, answers) = ready_until(node.http_port, "MySQL cut off", |status, body| {
-        status == 503 && body["dependencies"]["mysql"]["status"] == "down"
+    let (body, noticed, answers) = ready_until(node.http_port, &format!("{name} cut off"), |status, body| {
+        status == 503 && body["dependencies"][name]["status"] == "down"
     })
     .await;
     eprintln!(
-        "{fault:?}: /ready 503 after {noticed:?} ({}); answers: median {:?}, slowest {:?}",
-        body["dependencies"]["mysql"],
+        "{name} {fault:?}: /ready 503 after {noticed:?} ({}); answers: median {:?}, slowest {:?}",
+        body["dependencies"][name],
         median(answers.clone()),
         answers.iter().max().unwrap()
     );
@@ -145,28 +178,30 @@ async fn database_outage(fault: Mode) {
                 assert_eq!(error.code(), pb::ErrorCode::Unavailable, "{error:?}");
                 assert!(error.retry_after_ms > 0, "no retry hint: {error:?}");
             }
-            other => panic!("send {id} with MySQL down answered {other:?} after {took:?}"),
+            other => panic!("send {id} with {name} down answered {other:?} after {took:?}"),
         }
         latencies.push(took);
         refused.push(id);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (median_send, slowest_send) = (median(latencies.clone()), *latencies.iter().max().unwrap());
-    eprintln!("{fault:?}: {REFUSED_SENDS} sends refused: median {median_send:?}, slowest {slowest_send:?}");
+    eprintln!("{name} {fault:?}: {REFUSED_SENDS} sends refused: median {median_send:?}, slowest {slowest_send:?}");
     assert!(median_send <= FAST && slowest_send <= SLOWEST, "sends took {median_send:?} (median), {slowest_send:?}");
-    assert_eq!(metric(node.http_port, "im_breaker_state{dependency=\"mysql\"} ").await, 1.0, "open");
-    assert!(metric(node.http_port, "im_breaker_rejections_total{dependency=\"mysql\"} ").await >= REFUSED_SENDS as f64);
+    let state = format!("im_breaker_state{{dependency=\"{name}\"}} ");
+    assert_eq!(metric(node.http_port, &state).await, 1.0, "open");
+    let rejections = format!("im_breaker_rejections_total{{dependency=\"{name}\"}} ");
+    assert!(metric(node.http_port, &rejections).await >= REFUSED_SENDS as f64);
 
     proxy.set(Mode::Relay);
     let restored = Instant::now();
     let id = "after-0".to_owned();
     acked.insert(id.clone(), send_until_acked(&mut phone, &bob, &id, RECOVERED_WITHIN * 5).await.seq);
     let recovered = restored.elapsed();
-    eprintln!("{fault:?}: first ack {recovered:?} after MySQL came back");
+    eprintln!("{name} {fault:?}: first ack {recovered:?} after it came back");
     assert!(recovered <= RECOVERED_WITHIN, "sends took {recovered:?} to work again");
-    let (_, ready_again, _) = ready_until(node.http_port, "MySQL back", |status, _| status == 200).await;
-    eprintln!("{fault:?}: /ready 200 again {:?} after MySQL came back", restored.elapsed() - ready_again);
-    assert_eq!(metric(node.http_port, "im_breaker_state{dependency=\"mysql\"} ").await, 0.0, "closed");
+    let (_, ready_again, _) = ready_until(node.http_port, &format!("{name} back"), |status, _| status == 200).await;
+    eprintln!("{name} {fault:?}: /ready 200 again {:?} after it came back", restored.elapsed() - ready_again);
+    assert_eq!(metric(node.http_port, &state).await, 0.0, "closed");
 
     // The refused sends, resent with their ids: each stored once.
     for id in refused {
@@ -181,12 +216,22 @@ async fn database_outage(fault: Mode) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_went_away_fails_sends_fast_and_recovers() {
-    database_outage(Mode::Refuse).await;
+    outage(Dependency::Mysql, Mode::Refuse).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_hangs_fails_sends_fast_and_recovers() {
-    database_outage(Mode::Hang).await;
+    outage(Dependency::Mysql, Mode::Hang).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_went_away_fails_sends_fast_and_recovers() {
+    outage(Dependency::Redis, Mode::Refuse).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_hangs_fails_sends_fast_and_recovers() {
+    outage(Dependency::Redis, Mode::Hang).await;
 }
 
 /// Sends `count` messages and expects every one acked.
