@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use im_core::error::BackendError;
 use im_core::ports::{BackendResult, Bus, BusConsumer, BusRecord, RecordHeaders};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
@@ -25,9 +26,27 @@ use tokio::time::Instant;
 /// join, so handling must be idempotent (at-least-once). A new group starts at
 /// the oldest record still kept; records are dropped once every group has
 /// committed them.
-#[derive(Debug, Default)]
+///
+/// **Bounded**: a topic holds at most [`MemoryBus::capacity`] bytes of keys
+/// and payloads not yet committed by every group; a publish beyond it is
+/// refused `Unavailable`, as a broker that is away, and the publisher's own
+/// bounded queue takes over (retry, then drop and count). A consumer that
+/// falls behind cannot make the process grow without bound.
+#[derive(Debug)]
 pub struct MemoryBus {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
+    capacity: usize,
+}
+
+/// [`MemoryBus::new`]'s bytes per topic: seconds of group messages at the
+/// highest rates this process sustains, far more than a healthy consumer
+/// ever leaves behind.
+pub const TOPIC_CAPACITY: usize = 64 * 1024 * 1024;
+
+impl Default for MemoryBus {
+    fn default() -> Self {
+        Self::with_capacity(TOPIC_CAPACITY)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -42,6 +61,8 @@ struct Log {
     /// Offset of `records[0]`.
     base: u64,
     records: VecDeque<BusRecord>,
+    /// Bytes of keys and payloads in `records`.
+    bytes: usize,
     groups: HashMap<String, Group>,
 }
 
@@ -66,15 +87,32 @@ impl Log {
     /// Drops the records every group has committed.
     fn trim(&mut self) {
         let Some(done) = self.groups.values().map(|group| group.committed).min() else { return };
-        while self.base < done && self.records.pop_front().is_some() {
+        while self.base < done {
+            let Some(record) = self.records.pop_front() else { break };
+            self.bytes -= record_bytes(&record);
             self.base += 1;
         }
     }
 }
 
+/// What a record counts against its topic's capacity.
+fn record_bytes(record: &BusRecord) -> usize {
+    record.key.len() + record.payload.len()
+}
+
 impl MemoryBus {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A bus whose topics hold at most `capacity` bytes each.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self { topics: RwLock::default(), capacity }
+    }
+
+    /// Bytes a topic may hold before publishes are refused.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     fn topic(&self, name: &str) -> Arc<Topic> {
@@ -96,11 +134,22 @@ impl Bus for MemoryBus {
         payload: Bytes,
         headers: RecordHeaders,
     ) -> BackendResult<()> {
-        let topic = self.topic(topic);
+        let name = topic;
+        let topic = self.topic(name);
         {
             let mut log = topic.log.lock();
-            let offset = log.end();
-            log.records.push_back(BusRecord { key, payload, headers, offset });
+            let record = BusRecord { key, payload, headers, offset: log.end() };
+            let size = record_bytes(&record);
+            // One record always fits: a record larger than the capacity
+            // must not be refused forever.
+            if !log.records.is_empty() && log.bytes + size > self.capacity {
+                return Err(BackendError::unavailable(format!(
+                    "in-process topic {name} holds {} bytes its consumers have not committed (capacity {})",
+                    log.bytes, self.capacity
+                )));
+            }
+            log.bytes += size;
+            log.records.push_back(record);
         }
         topic.published.notify_waiters();
         Ok(())
@@ -216,6 +265,27 @@ mod tests {
         let topic = bus.topic("t");
         let log = topic.log.lock();
         assert_eq!((log.base, log.records.len()), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn a_full_topic_refuses_publishes_until_its_consumers_commit() {
+        // Records "0".."9" are one byte each.
+        let bus = MemoryBus::with_capacity(3);
+        let mut only = bus.subscribe("t", "only").await.unwrap();
+        publish(&bus, 3).await;
+        let refused = bus.publish("t", Bytes::new(), Bytes::from("3")).await;
+        assert!(matches!(refused, Err(BackendError::Unavailable(_))), "{refused:?}");
+        // Other topics are not affected.
+        bus.publish("other", Bytes::new(), Bytes::from("x")).await.unwrap();
+        let records = only.poll(10, NO_WAIT).await.unwrap();
+        assert_eq!(offsets(&records), vec![0, 1, 2], "the refused record is not there");
+        only.commit(&records[1]).await.unwrap();
+        bus.publish("t", Bytes::new(), Bytes::from("3")).await.unwrap();
+        bus.publish("t", Bytes::new(), Bytes::from("4")).await.unwrap();
+        assert!(bus.publish("t", Bytes::new(), Bytes::from("5")).await.is_err(), "full again");
+        // A record larger than the whole capacity still goes into an empty topic.
+        let big = MemoryBus::with_capacity(3);
+        big.publish("t", Bytes::new(), Bytes::from("too large")).await.unwrap();
     }
 
     #[tokio::test]
