@@ -316,7 +316,8 @@ fn group_directory(
 /// stop accepting, close client connections, drain the pipeline, stop.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
     let data_dir = &config.server.data_dir;
-    bootstrap::data_dir(data_dir)?;
+    // Held until this function returns: no second process on the directory.
+    let _data_dir_lock = bootstrap::data_dir(data_dir)?;
     let tokens = bootstrap::token_secret(config.jwt_key_source(), &config.server.jwt_secret_path())?;
     let credential = Arc::new(ServiceCredential::new(tokens.clone()));
 

@@ -17,14 +17,85 @@ use rand::RngCore;
 /// The admin credential written at start lives this long.
 const ADMIN_TOKEN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Creates the data directory if missing, readable by its owner only: it
-/// holds the database and the secrets.
-pub fn data_dir(dir: &Path) -> anyhow::Result<()> {
+/// The lock file in the data directory, held while a process uses it.
+const LOCK_FILE: &str = "lock";
+
+/// Creates the data directory if missing, and makes it its owner's only (it
+/// holds the database and the secrets: 0700, forced on a directory that
+/// existed with wider rights), then locks it for this process. Two
+/// processes on one data directory would hand out seqs from two counters
+/// and lose messages below a reader's cursor, so a second one is refused
+/// with [`DataDirInUse`]. The lock is the kernel's (`flock`): it goes with
+/// the process, `kill -9` included. Keep the returned guard for as long as
+/// the directory is used.
+pub fn data_dir(dir: &Path) -> anyhow::Result<DataDirLock> {
     if !dir.exists() {
         fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
     }
-    Ok(())
+    let mode = fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).with_context(|| {
+            format!(
+                "the data directory {} is open to other users (mode {:o}) and could not be made 0700",
+                dir.display(),
+                mode & 0o777
+            )
+        })?;
+        tracing::warn!(dir = %dir.display(), was = format!("{:o}", mode & 0o777), "data directory made 0700");
+    }
+    lock(dir)
+}
+
+/// The data directory's lock; released when dropped or when the process ends.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: fs::File,
+}
+
+/// Another running process holds the data directory.
+#[derive(Debug)]
+pub struct DataDirInUse {
+    pub dir: std::path::PathBuf,
+    /// The holder's pid, as it wrote it in the lock file.
+    pub pid: Option<u32>,
+}
+
+impl std::fmt::Display for DataDirInUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let holder = self.pid.map_or_else(|| "another process".to_owned(), |pid| format!("process {pid}"));
+        write!(
+            f,
+            "the data directory {} is in use by {holder}; two processes on one directory would lose messages \
+             (stop the other, or give this one its own IM_DATA_DIR)",
+            self.dir.display()
+        )
+    }
+}
+
+impl std::error::Error for DataDirInUse {}
+
+fn lock(dir: &Path) -> anyhow::Result<DataDirLock> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let pid = fs::read_to_string(&path).ok().and_then(|text| text.trim().parse().ok());
+            return Err(DataDirInUse { dir: dir.to_owned(), pid }.into());
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+    // The holder's pid, for the message a second process prints.
+    file.set_len(0)?;
+    file.write_all(std::process::id().to_string().as_bytes())?;
+    Ok(DataDirLock { _file: file })
 }
 
 /// The configured secret, or the one kept at `path` (created on first start).
@@ -97,5 +168,30 @@ mod tests {
         admin_credential(&tokens, &path).unwrap();
         let token = fs::read_to_string(path).unwrap();
         assert!(tokens.verify(&token).unwrap().admin);
+    }
+
+    #[test]
+    fn a_second_holder_of_the_data_dir_is_refused_naming_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let held = data_dir(&data).unwrap();
+        let refused = data_dir(&data).unwrap_err();
+        let in_use = refused.downcast_ref::<DataDirInUse>().expect("a DataDirInUse");
+        assert_eq!(in_use.pid, Some(std::process::id()));
+        assert!(refused.to_string().contains(&format!("in use by process {}", std::process::id())), "{refused}");
+        // Released with its guard (and with its process).
+        drop(held);
+        data_dir(&data).unwrap();
+    }
+
+    #[test]
+    fn a_data_dir_open_to_others_is_made_the_owners_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        fs::create_dir(&data).unwrap();
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();
+        let _held = data_dir(&data).unwrap();
+        assert_eq!(fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(fs::metadata(data.join(LOCK_FILE)).unwrap().permissions().mode() & 0o777, 0o600);
     }
 }

@@ -140,7 +140,7 @@ where
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{name} {}: {e:#}", command.name);
-                ExitCode::FAILURE
+                exit_code(&e)
             }
         };
     }
@@ -151,12 +151,18 @@ where
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e:#}");
-                ExitCode::FAILURE
+                exit_code(&e)
             }
         };
         telemetry.shutdown(TRACE_FLUSH_TIMEOUT).await;
         code
     })
+}
+
+/// 2 for what the operator must change before a retry can work (the data
+/// directory held by another process), 1 for any other failure.
+fn exit_code(error: &anyhow::Error) -> ExitCode {
+    if error.downcast_ref::<crate::bootstrap::DataDirInUse>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
 }
 
 async fn wait_for_signal(shutdown: CancellationToken) {

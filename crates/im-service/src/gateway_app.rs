@@ -58,7 +58,7 @@ pub async fn run(config: Config, listeners: GatewayListeners, shutdown: Cancella
         bail!("etcd.endpoints (ETCD_ENDPOINTS) is required: the IM Service finds this gateway's users there");
     };
 
-    bootstrap::data_dir(&config.server.data_dir)?;
+    let _data_dir_lock = bootstrap::data_dir(&config.server.data_dir)?;
     let tokens = bootstrap::token_secret(config.jwt_key_source(), &config.server.jwt_secret_path())?;
     let etcd = Arc::new(
         EtcdRegistry::connect(&config.etcd, crate::app::etcd_options(&config))

@@ -73,7 +73,7 @@ where
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     match config.store() {
         StoreBackend::Sqlite => {
-            crate::bootstrap::data_dir(&config.server.data_dir)?;
+            let _data_dir_lock = crate::bootstrap::data_dir(&config.server.data_dir)?;
             let path = config.server.sqlite_path();
             let store =
                 SqliteStore::open(&path).await.map_err(|e| anyhow::anyhow!("migrating {}: {e}", path.display()))?;

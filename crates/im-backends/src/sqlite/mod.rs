@@ -68,6 +68,7 @@ impl SqliteStore {
     /// Opens (creating if missing) the database at `path` and brings its
     /// schema up to date with the embedded migrations.
     pub async fn open(path: &Path) -> Result<Self, BackendError> {
+        owner_only(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -161,6 +162,28 @@ impl SqliteStore {
     }
 }
 
+/// Makes the database file its owner's only (0600), creating it empty if
+/// missing: it holds every message. SQLite creates the `-wal` and `-shm`
+/// files with the database file's mode; those that exist already are set
+/// too (a file created by an older version kept the umask's 0644).
+fn owner_only(path: &Path) -> Result<(), BackendError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let failed = |e: std::io::Error| BackendError::Other(format!("setting the mode of {}: {e}", path.display()));
+    if path == Path::new(":memory:") {
+        return Ok(());
+    }
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path).map_err(failed)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(failed(e)),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +206,26 @@ mod tests {
         assert_eq!(pragma(&store.writer, "busy_timeout").await, BUSY_TIMEOUT.as_millis().to_string());
         assert_eq!(pragma(&store.reader, "query_only").await, "1");
         assert_eq!(pragma(&store.writer, "wal_autocheckpoint").await, WRITER_AUTOCHECKPOINT_PAGES.to_string());
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_database_files_are_the_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+
+        use im_core::ports::UserStore;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("im.db");
+        // A file an older version left with the umask's mode.
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.create_user("alice").await.unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let file = format!("{}{suffix}", path.display());
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{file}");
+        }
         store.close().await;
     }
 

@@ -6,6 +6,7 @@ mod broker_restart;
 mod cluster;
 mod config;
 mod crash;
+mod data_dir;
 mod degrade;
 mod encryption;
 mod fanout_recovery;
