@@ -30,6 +30,11 @@ pub fn check_content_type(content_type: &str) -> Result<(), ImError> {
             content_type.len()
         )));
     }
+    // It is echoed to every reader and into logs and metrics labels: no
+    // line breaks, escapes or other control characters.
+    if let Some(bad) = content_type.chars().find(|c| c.is_control()) {
+        return Err(ImError::invalid(format!("content_type may not hold control characters, found {bad:?}")));
+    }
     Ok(())
 }
 
@@ -57,6 +62,10 @@ mod tests {
     fn content_type_limit() {
         assert!(check_content_type("text/plain").is_ok());
         assert!(check_content_type(&"x".repeat(65)).is_err());
+        assert!(check_content_type("text/plain; charset=utf-8").is_ok());
+        for bad in ["text/plain\r\nX-Evil: 1", "text/\u{1b}[31m", "a\u{0}b", "x\u{85}y"] {
+            assert_eq!(check_content_type(bad).unwrap_err().code, ErrorCode::InvalidArgument, "{bad:?}");
+        }
     }
 
     #[test]

@@ -128,6 +128,27 @@ static TEXT_FRAME_ERROR: LazyLock<Bytes> = LazyLock::new(|| {
 static UNDECODABLE_FRAME_ERROR: LazyLock<Bytes> =
     LazyLock::new(|| error_frame(0, &ImError::invalid("the frame is not a valid protobuf im.client.v1.ClientFrame")));
 
+/// `ClientFrame`'s `req_id` alone (field 1): readable from a frame whose
+/// request does not decode (a string that is not UTF-8, a bad nested field),
+/// since the request is skipped unread.
+#[derive(Clone, PartialEq, prost::Message)]
+struct FrameHeader {
+    #[prost(uint64, tag = "1")]
+    req_id: u64,
+}
+
+/// The error for a frame that does not decode, echoing its `req_id` when
+/// that much can be read.
+fn undecodable(data: &[u8], error: &prost::DecodeError) -> Bytes {
+    match FrameHeader::decode(data) {
+        Ok(FrameHeader { req_id }) if req_id != 0 => error_frame(
+            req_id,
+            &ImError::invalid(format!("the request does not decode as im.client.v1.ClientFrame: {error}")),
+        ),
+        _ => UNDECODABLE_FRAME_ERROR.clone(),
+    }
+}
+
 /// How a connection ended.
 enum End {
     Closed(CloseReason),
@@ -256,12 +277,12 @@ impl Gateway {
                     let rejected = match message {
                         Message::Binary(data) => {
                             self.stats().frame_in();
-                            match ClientFrame::decode(data) {
+                            match ClientFrame::decode(data.clone()) {
                                 Ok(frame) => {
                                     in_flight.push(self.respond(user, device, frame));
                                     continue;
                                 }
-                                Err(_) => UNDECODABLE_FRAME_ERROR.clone(),
+                                Err(error) => undecodable(&data, &error),
                             }
                         }
                         Message::Text(_) => {
@@ -497,12 +518,33 @@ mod tests {
         assert_eq!(reply.req_id, 3);
         assert_error(&reply, client::ErrorCode::InvalidArgument);
 
+        // A request that does not decode (a client_msg_id that is not
+        // UTF-8) is answered under its req_id, which is readable.
+        let mut bad = ClientFrame {
+            req_id: 9,
+            body: Some(client_frame::Body::Send(client::SendRequest {
+                client_msg_id: "MARKER".into(),
+                ..Default::default()
+            })),
+        }
+        .encode_to_vec();
+        let at = bad.windows(6).position(|w| w == b"MARKER").expect("the marker");
+        bad[at] = 0xff;
+        conn.send(Message::Binary(Bytes::from(bad))).await;
+        let reply = conn.recv_frame().await;
+        assert_eq!(reply.req_id, 9);
+        assert_error(&reply, client::ErrorCode::InvalidArgument);
+
         // Still served.
         conn.send_frame(ping_frame(4, 99)).await;
         let reply = conn.recv_frame().await;
         assert_eq!(reply.req_id, 4);
         assert!(matches!(reply.body, Some(Body::Pong(client::Pong { nonce: 99 }))));
-        assert_eq!(kit.gateway.stats().snapshot().bad_frames, 2);
+        assert_eq!(
+            kit.gateway.stats().snapshot().bad_frames,
+            3,
+            "the two unreadable frames and the undecodable request"
+        );
     }
 
     #[tokio::test]
