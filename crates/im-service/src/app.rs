@@ -11,7 +11,7 @@ use axum::serve::ListenerExt;
 use im_backends::etcd::{EtcdRegistry, EtcdRegistryOptions, NodeClaim};
 use im_backends::memory::{MemoryBus, MemoryDedupCache, MemoryRegistry, MemorySeqAllocator};
 use im_backends::{RedisConnection, RedisDedupCache, RedisSeqAllocator};
-use im_config::{BusBackend, Config, RegistryBackend, SeqBackend, ServiceLink};
+use im_config::{BusBackend, Config, RegistryBackend, SeqBackend, ServiceLink, StoreBackend};
 use im_core::GatewayId;
 use im_core::ports::{Bus, DedupCache, GroupDirectory, Groups, Messaging, Pusher, Registry, SeqAllocator, UserStore};
 use im_gateway::{Gateway, GatewayLimits, Hub};
@@ -491,7 +491,15 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         directory,
         metrics: metrics.clone(),
         max_message_size: config.server.max_message_size,
-        sync_gap_grace: config.server.sync_gap_grace,
+        // On SQLite this process is the store's only writer (the data dir is
+        // locked) and commits each batch whole before the next gets seqs: a
+        // gap a reader sees is permanent at once (a restart's skipped range,
+        // a failed send). Only a shared store can show a seq another node
+        // has still to commit.
+        sync_gap_grace: match config.store() {
+            StoreBackend::Sqlite => Duration::ZERO,
+            StoreBackend::MySql(_) => config.server.sync_gap_grace,
+        },
         filter,
         cipher: cipher.clone(),
         breakers,

@@ -86,8 +86,7 @@ async fn every_message_to_an_offline_user_keeps_its_entry_across_kill9s_of_the_n
     let deadline = Instant::now() + PATIENCE;
     for (p, (sender, receiver)) in ids.iter().enumerate() {
         let conversation = conversation_id(*sender, *receiver);
-        // From the file: sync would stop at the restart's seq gap until
-        // SYNC_GAP_GRACE has passed (issue 15).
+        // Everything stored for the pair, from the node's file.
         let stored = node.stored_seqs(*sender, &conversation).await;
         let lost: Vec<_> = acked[p].difference(&stored).take(10).collect();
         assert!(lost.is_empty(), "pair {p}: acked seqs missing from the store: {lost:?} ({} stored)", stored.len());
