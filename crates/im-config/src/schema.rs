@@ -56,6 +56,9 @@ pub struct ServerConfig {
     /// Project addition: how long sync waits for a missing seq (another node
     /// may still be committing it) before showing the messages after it.
     pub sync_gap_grace: Duration,
+    /// Project addition: most body bytes in one sync page (at least one
+    /// message is always returned).
+    pub sync_page_max_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +76,7 @@ impl Default for ServerConfig {
             node_id: 1,
             cluster: "im".to_owned(),
             sync_gap_grace: Duration::from_secs(45),
+            sync_page_max_bytes: 1024 * 1024,
         }
     }
 }

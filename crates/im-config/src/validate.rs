@@ -65,6 +65,7 @@ fn server(checks: &mut Checks, config: &Config) {
         checks.fail("server.cluster", "must be 1-64 letters, digits, '-' or '_'");
     }
     checks.nonzero_duration("server.sync_gap_grace", server.sync_gap_grace);
+    checks.positive("server.sync_page_max_bytes", server.sync_page_max_bytes as u64);
     // A commit may finish up to conn_timeout + write_timeout after its seqs
     // were allocated; a shorter grace would let sync step over a seq that is
     // still being written.

@@ -38,6 +38,21 @@ pub fn check_content_type(content_type: &str) -> Result<(), ImError> {
     Ok(())
 }
 
+/// How many of `bodies` (in page order) fit in `max_bytes` of bodies: at
+/// least one, so a message larger than the limit is still delivered.
+pub fn page_prefix_within(bodies: impl IntoIterator<Item = usize>, max_bytes: usize) -> usize {
+    let mut total = 0usize;
+    let mut count = 0;
+    for size in bodies {
+        total = total.saturating_add(size);
+        if count > 0 && total > max_bytes {
+            break;
+        }
+        count += 1;
+    }
+    count
+}
+
 /// The page size a sync request gets: 0 means the default, larger is capped.
 pub fn sync_page_size(requested: u32) -> u32 {
     match requested {
@@ -66,6 +81,14 @@ mod tests {
         for bad in ["text/plain\r\nX-Evil: 1", "text/\u{1b}[31m", "a\u{0}b", "x\u{85}y"] {
             assert_eq!(check_content_type(bad).unwrap_err().code, ErrorCode::InvalidArgument, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn pages_stop_before_the_body_that_would_pass_the_byte_limit() {
+        assert_eq!(page_prefix_within([400, 400, 400], 1000), 2);
+        assert_eq!(page_prefix_within([400, 600, 1], 1000), 2, "exactly the limit fits");
+        assert_eq!(page_prefix_within([5000, 1], 1000), 1, "one message always");
+        assert_eq!(page_prefix_within([], 1000), 0);
     }
 
     #[test]

@@ -500,6 +500,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             StoreBackend::Sqlite => Duration::ZERO,
             StoreBackend::MySql(_) => config.server.sync_gap_grace,
         },
+        sync_page_max_bytes: config.server.sync_page_max_bytes,
         filter,
         cipher: cipher.clone(),
         breakers,

@@ -43,6 +43,8 @@ pub struct MessagingService {
     /// How long sync waits for a missing seq before it shows what follows
     /// (`im_core::message::visible_prefix`).
     pub sync_gap_grace: std::time::Duration,
+    /// `SYNC_PAGE_MAX_BYTES`: body bytes per sync page.
+    pub sync_page_max_bytes: usize,
     /// The sensitive-word filter, when `filter.enabled`.
     pub filter: Option<Arc<ContentFilter>>,
     /// Opens sealed bodies (encryption at rest); none when no master key
@@ -204,6 +206,13 @@ impl Messaging for MessagingService {
             // grace ran out; more pages now would only repeat the wait.
             page.messages.truncate(visible);
             page.has_more = false;
+        }
+        // A page of 500 bodies of 10 KiB is a 5 MiB frame, over what clients
+        // accept by default: bounded in bytes too.
+        let fits = limits::page_prefix_within(page.messages.iter().map(|m| m.body.len()), self.sync_page_max_bytes);
+        if fits < page.messages.len() {
+            page.messages.truncate(fits);
+            page.has_more = true;
         }
         open_sealed(self.cipher.as_deref(), &mut page.messages).await?;
         self.metrics.synced.inc_by(page.messages.len() as u64);

@@ -215,3 +215,31 @@ async fn identity_comes_from_the_token_and_others_conversations_are_closed() {
     };
     assert_eq!(handshake_status(&node.ws_url(), Some(&forged)).await, 401);
 }
+
+/// Sync pages are bounded in bytes as well as in count (issue 15): with
+/// `SYNC_PAGE_MAX_BYTES` at 20,000, 9 KB bodies come two to a page, and a
+/// body over the limit still comes alone.
+#[tokio::test]
+async fn sync_pages_stop_at_the_byte_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with(dir.path(), &[("SYNC_PAGE_MAX_BYTES", "20000")]).await;
+    let (alice, alice_token) = node.create_user("alice").await;
+    let (bob, bob_token) = node.create_user("bob").await;
+    let mut phone = node.connect(&alice_token, "phone").await;
+    for i in 0..5 {
+        ack(phone.send_text(bob, &format!("big-{i}"), &"x".repeat(9_000)).await);
+    }
+    let conversation = conversation_id(alice, bob);
+    let mut reader = node.connect(&bob_token, "laptop").await;
+    let mut pages = Vec::new();
+    let mut after = 0;
+    loop {
+        let server_frame::Body::Sync(page) = reader.sync(&conversation, after).await else { panic!("a sync page") };
+        pages.push(page.messages.iter().map(|m| m.seq).collect::<Vec<_>>());
+        after = page.messages.last().map_or(after, |m| m.seq);
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(pages, [vec![1, 2], vec![3, 4], vec![5]], "two 9 KB bodies per 20,000-byte page");
+}
