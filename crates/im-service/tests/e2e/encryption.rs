@@ -280,6 +280,20 @@ async fn kms_readiness(port: u16) -> (u16, serde_json::Value) {
     (status, report["dependencies"]["kms"].clone())
 }
 
+/// `/ready`'s KMS entry once it says `status`, or the last one after 10 s:
+/// the probes run in the background, and right after a start the first may
+/// still be under way (or have met a KMS slow to answer on a busy machine).
+async fn kms_readiness_when(port: u16, status: &str) -> (u16, serde_json::Value) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, entry) = kms_readiness(port).await;
+        if entry["status"] == status || Instant::now() > deadline {
+            return (code, entry);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn push(body: Option<server_frame::Body>) -> pb::Message {
     match body {
         Some(server_frame::Body::Push(m)) => m,
@@ -451,7 +465,7 @@ async fn embedded_bodies_are_sealed_in_the_sqlite_files_and_sync_in_clear_across
     let mode = std::fs::metadata(&master).expect("master.key created at the first encrypted start").permissions();
     assert_eq!(mode.mode() & 0o777, 0o600, "master.key mode");
     assert_eq!(std::fs::read(&master).unwrap().len(), 32, "master.key holds an AES-256 key");
-    let (status, kms) = kms_readiness(node.http_port).await;
+    let (status, kms) = kms_readiness_when(node.http_port, "up").await;
     assert_eq!((status, &kms["status"], &kms["degrades_only"]), (200, &"up".into(), &true.into()), "{kms}");
 
     let (carol, carol_token) = node.create_user("carol").await;
@@ -776,7 +790,7 @@ async fn production_two_nodes_race_to_one_data_key_and_nothing_is_stored_or_publ
     let key: u64 = mariadb(&db, "SELECT dek_id FROM active_data_key").await[0][0].parse().unwrap();
 
     for node in &cluster.nodes {
-        let (status, kms_entry) = kms_readiness(node.http_port).await;
+        let (status, kms_entry) = kms_readiness_when(node.http_port, "up").await;
         assert_eq!(status, 200, "{}: /ready", node.name);
         assert_eq!((&kms_entry["status"], &kms_entry["degrades_only"]), (&"up".into(), &true.into()), "{kms_entry}");
     }
@@ -885,7 +899,7 @@ async fn a_kms_outage_leaves_sends_on_the_cached_key_then_unavailable_then_recov
     let series = |op: &str, result: &str| format!("im_kms_requests_total{{op=\"{op}\",result=\"{result}\"}}");
     assert!(sample(&scrape, &series("generate_data_key", "ok")).unwrap_or(0.0) >= 1.0, "{scrape}");
     assert!(sample(&scrape, "im_kms_request_seconds_count").unwrap_or(0.0) >= 1.0, "{scrape}");
-    let (status, kms_entry) = kms_readiness(node.http_port).await;
+    let (status, kms_entry) = kms_readiness_when(node.http_port, "up").await;
     assert_eq!((status, &kms_entry["status"], &kms_entry["degrades_only"]), (200, &"up".into(), &true.into()));
 
     let (alice, alice_token) = node.create_user("alice").await;
