@@ -163,7 +163,7 @@ keys! {
     "OTEL_TRACES_SAMPLER"              => observability.otel_traces_sampler, Project, "Which traces are kept (OpenTelemetry's names). parentbased_*: a process follows the decision of the trace it joins; the gateway decides for each message.";
     "OTEL_TRACES_SAMPLER_ARG"          => observability.otel_traces_sampler_arg, Project, "Share of traces kept by traceidratio samplers, 0 to 1 (0.01: one message in a hundred).";
     "OTEL_SERVICE_NAME"                => observability.otel_service_name, Project, "service.name of this process's spans. Empty: the binary's name (im-service, im-gateway, im-user).";
-    "LOG_LEVEL"                        => observability.log_level, Guide, "Lowest level logged.";
+    "LOG_LEVEL"                        => observability.log_level, Guide, "Lowest level logged. The libraries that see message bodies, tokens or keys (WebSocket, HTTP/2, gRPC, KMS client) log at INFO at most, whatever this or RUST_LOG says.";
     "LOG_FORMAT"                       => observability.log_format, Guide, "json for collectors, text for people.";
 
     "JWT_SECRET"                       => auth.jwt_secret, Project, "HS256 key of client tokens, at least 32 bytes, the same in every process. Empty: generated once in server.data_dir (one process only: required when a service address is set).";

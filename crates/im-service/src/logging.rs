@@ -16,11 +16,35 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
+/// Libraries whose debug and trace events carry what must never reach a
+/// log (message bodies in WebSocket and HTTP/2 frames, tokens in request
+/// headers, data keys in KMS request bodies): capped at INFO whatever
+/// `LOG_LEVEL` or `RUST_LOG` say.
+const QUIET_LIBRARIES: &[&str] = &[
+    "tungstenite",
+    "tokio_tungstenite",
+    "h2",
+    "hyper",
+    "hyper_util",
+    "tonic",
+    "tower",
+    "reqwest",
+    "aws_smithy_runtime",
+    "aws_smithy_http",
+    "aws_smithy_runtime_api",
+    "aws_sdk_kms",
+    "aws_config",
+];
+
 /// Installs the process's subscriber: the log output, and the span export
 /// to `tracer` when tracing is on.
 pub fn init(level: &str, json: bool, tracer: Option<opentelemetry_sdk::trace::Tracer>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let filter = filter.add_directive(format!("{}=off", crate::telemetry::TARGET).parse().expect("a valid directive"));
+    let mut filter =
+        filter.add_directive(format!("{}=off", crate::telemetry::TARGET).parse().expect("a valid directive"));
+    for library in QUIET_LIBRARIES {
+        filter = filter.add_directive(format!("{library}=info").parse().expect("a valid directive"));
+    }
     // Colours only on a terminal: a log file or journal gets plain text.
     let output =
         tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());

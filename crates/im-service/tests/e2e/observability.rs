@@ -612,3 +612,28 @@ async fn production_processes_export_every_metric_the_alerts_and_the_dashboard_q
     drop(database);
     assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
 }
+
+/// Bodies never reach the logs, at any level (issue 15): a node at
+/// `LOG_LEVEL=trace` (its libraries' frame traces included) carries a
+/// message, and its whole log holds neither the body nor its hex.
+#[tokio::test]
+async fn at_trace_level_no_body_reaches_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("node.log");
+    let mut node =
+        crate::support::Node::start_logging_to(&dir.path().join("data"), &[("LOG_LEVEL", "trace")], &log_path).await;
+    let (_, alice_token) = node.create_user("alice").await;
+    let (bob, bob_token) = node.create_user("bob").await;
+    let mut bob_phone = node.connect(&bob_token, "phone").await;
+    let mut phone = node.connect(&alice_token, "phone").await;
+    const BODY: &str = "zq-secret-body-7f3a";
+    crate::support::ack(phone.send_text(bob, "secret", BODY).await);
+    assert!(bob_phone.next_event(std::time::Duration::from_secs(5)).await.is_some(), "bob got the push");
+    node.kill9();
+    let text = String::from_utf8_lossy(&std::fs::read(&log_path).unwrap()).into_owned();
+    assert!(text.lines().count() > 50, "trace logging was on: {} lines", text.lines().count());
+    let hex: String = BODY.bytes().map(|b| format!("{b:02x}")).collect();
+    for needle in [BODY.to_owned(), hex.clone(), hex.to_uppercase()] {
+        assert!(!text.contains(&needle), "the body reached the log as {needle:?}");
+    }
+}

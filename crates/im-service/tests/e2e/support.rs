@@ -26,6 +26,8 @@ pub struct Node {
     pub grpc_port: u16,
     pub http_port: u16,
     extra_env: Vec<(String, String)>,
+    /// Where its stderr (the log) goes; the test's own stderr if none.
+    log: Option<PathBuf>,
 }
 
 /// A port nothing listens on, for a child process to bind. Taken below the
@@ -66,6 +68,22 @@ impl Node {
             grpc_port: free_port(),
             http_port: free_port(),
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            log: None,
+        };
+        node.spawn().await;
+        node
+    }
+
+    /// [`Node::start_with`], its log written to `log` (appended).
+    pub async fn start_logging_to(data_dir: &Path, env: &[(&str, &str)], log: &Path) -> Node {
+        let mut node = Node {
+            child: Command::new("true").spawn().unwrap(),
+            data_dir: data_dir.to_path_buf(),
+            ws_port: free_port(),
+            grpc_port: free_port(),
+            http_port: free_port(),
+            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            log: Some(log.to_path_buf()),
         };
         node.spawn().await;
         node
@@ -95,9 +113,12 @@ impl Node {
     }
 
     async fn spawn(&mut self) {
-        self.child = Self::command(&self.data_dir, (self.ws_port, self.grpc_port, self.http_port), &self.extra_env)
-            .spawn()
-            .expect("starting im-service");
+        let mut command =
+            Self::command(&self.data_dir, (self.ws_port, self.grpc_port, self.http_port), &self.extra_env);
+        if let Some(log) = &self.log {
+            command.stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).expect("the log file"));
+        }
+        self.child = command.spawn().expect("starting im-service");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok((200, _)) = http_get(self.http_port, "/ready").await {
