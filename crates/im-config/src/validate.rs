@@ -19,6 +19,23 @@ pub const MAX_MESSAGE_RETENTION_DAYS: u32 = 36_500;
 
 /// HS256 wants a key at least as long as its 256-bit output.
 pub const MIN_JWT_SECRET_LEN: usize = 32;
+/// Fewest bits a configured JWT secret must carry, as estimated from its
+/// own byte frequencies (length × Shannon entropy per byte): 32 random
+/// bytes in hex carry about 128, "a" × 32 none, "ab" × 16 32. A rough
+/// estimate, so a low bar: it refuses keys typed by hand, not weak ones
+/// that look random.
+pub const MIN_JWT_SECRET_BITS: f64 = 96.0;
+
+/// [`MIN_JWT_SECRET_BITS`]'s estimate of `secret`.
+fn estimated_bits(secret: &[u8]) -> f64 {
+    let mut counts = [0usize; 256];
+    for &byte in secret {
+        counts[usize::from(byte)] += 1;
+    }
+    let len = secret.len() as f64;
+    let per_byte: f64 = counts.iter().filter(|&&n| n > 0).map(|&n| n as f64 / len).map(|p| -p * p.log2()).sum();
+    per_byte * len
+}
 
 pub(crate) fn validate(config: &Config) -> Vec<(&'static str, String)> {
     let mut checks = Checks(Vec::new());
@@ -234,6 +251,16 @@ fn features(checks: &mut Checks, config: &Config) {
             ),
         );
     }
+    let bits = estimated_bits(auth.jwt_secret.expose().as_bytes());
+    if secret_len >= MIN_JWT_SECRET_LEN && bits < MIN_JWT_SECRET_BITS {
+        checks.fail(
+            "auth.jwt_secret",
+            format!(
+                "carries about {bits:.0} bits of entropy, at least {MIN_JWT_SECRET_BITS:.0} are needed: use a random \
+                 value (e.g. `openssl rand -hex 32`)"
+            ),
+        );
+    }
     checks.nonzero_duration("auth.token_ttl", auth.token_ttl);
     // A generated key is this process's own: the services would reject each
     // other's calls and the tokens the others issued.
@@ -285,6 +312,9 @@ fn check_topic(topic: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A secret as an operator makes one.
+    const TEST_SECRET: &str = "9c41e07b-3fa2-48d6-b15e-7a0d2c96f834";
     use crate::secret::Secret;
 
     fn problems(config: &Config) -> Vec<&'static str> {
@@ -320,7 +350,7 @@ mod tests {
         config.server.ws_port = config.server.grpc_port;
         assert_eq!(problems(&config), ["server.ws_port"]);
         config.services.gateway.addr = "gateway:9093".to_owned();
-        config.auth.jwt_secret = Secret::new("k".repeat(MIN_JWT_SECRET_LEN));
+        config.auth.jwt_secret = Secret::new(TEST_SECRET);
         assert_eq!(problems(&config), Vec::<&str>::new());
 
         let mut config = Config::default();
@@ -340,7 +370,7 @@ mod tests {
             let mut config = Config::default();
             set_addr(&mut config);
             assert_eq!(problems(&config), ["auth.jwt_secret"]);
-            config.auth.jwt_secret = Secret::new("k".repeat(MIN_JWT_SECRET_LEN));
+            config.auth.jwt_secret = Secret::new(TEST_SECRET);
             assert_eq!(problems(&config), Vec::<&str>::new());
         }
     }
@@ -407,8 +437,22 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].0, "auth.jwt_secret");
         assert!(!found[0].1.contains("hunter2"));
-        config.auth.jwt_secret = Secret::new("x".repeat(MIN_JWT_SECRET_LEN));
+        config.auth.jwt_secret = Secret::new(TEST_SECRET);
         assert_eq!(validate(&config), vec![]);
+    }
+
+    #[test]
+    fn a_jwt_secret_typed_by_hand_is_rejected_without_showing_it() {
+        for weak in ["a".repeat(32), "ab".repeat(16), "abcd".repeat(10)] {
+            let mut config = Config::default();
+            config.auth.jwt_secret = Secret::new(weak.clone());
+            let found = validate(&config);
+            assert_eq!(found.len(), 1, "{weak}");
+            assert_eq!(found[0].0, "auth.jwt_secret");
+            assert!(found[0].1.contains("bits of entropy") && !found[0].1.contains(&weak), "{}", found[0].1);
+        }
+        // 32 random bytes in hex, as `openssl rand -hex 32` makes.
+        assert!(estimated_bits(b"3f9a1c7e0b5d2486e1f03a9c7b5d2e8f41a6c09b7d3e5f2186a4c0e9b3d7f512") > 120.0);
     }
 
     #[test]

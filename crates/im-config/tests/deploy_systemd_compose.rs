@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use im_config::{Config, MIN_JWT_SECRET_LEN, load, reference};
+use im_config::{Config, load, reference};
 use serde_yaml::Value;
 
 /// Variables the deployment files may set that are not configuration keys, with the reason.
@@ -32,7 +32,7 @@ const NOT_CONFIG_KEYS: &[(&str, &str)] = &[
 
 /// The shared key the tests put where an operator puts theirs.
 fn test_secret() -> String {
-    "k".repeat(MIN_JWT_SECRET_LEN)
+    "9c41e07b-3fa2-48d6-b15e-7a0d2c96f834".to_owned()
 }
 
 fn repo() -> PathBuf {

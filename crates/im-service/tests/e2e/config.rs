@@ -92,7 +92,7 @@ fn log_format_json_gives_one_json_object_per_line_and_no_secrets() {
     let extra = vec![
         ("LOG_FORMAT".to_string(), "json".to_string()),
         ("LOG_LEVEL".to_string(), "info".to_string()),
-        ("JWT_SECRET".to_string(), "s3cret-s3cret-s3cret-s3cret-s3cret".to_string()),
+        ("JWT_SECRET".to_string(), "s3cret-9f2c-s3cret-41ab-s3cret-7d0e".to_string()),
     ];
     for line in &log_lines_until_ready(&extra) {
         let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
