@@ -33,7 +33,7 @@ fn estimated_bits(secret: &[u8]) -> f64 {
         counts[usize::from(byte)] += 1;
     }
     let len = secret.len() as f64;
-    let per_byte: f64 = counts.iter().filter(|&&n| n > 0).map(|&n| n as f64 / len).map(|p| -p * p.log2()).sum();
+    let per_byte: f64 = counts.iter().filter(|&&n| n > 0).map(|&n| n as f64 / len).map(|p| p * (1.0 / p).log2()).sum();
     per_byte * len
 }
 

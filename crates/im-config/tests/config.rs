@@ -366,7 +366,7 @@ fn every_key_is_documented_with_its_default() {
 #[test]
 fn the_deploy_config_selects_the_production_backends() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config.yaml");
-    let env = HashMap::from([("JWT_SECRET".to_owned(), "x".repeat(32))]);
+    let env = HashMap::from([("JWT_SECRET".to_owned(), "9c41e07b-3fa2-48d6-b15e-7a0d2c96f834".to_owned())]);
     let config = im_config::load(Some(&path), &env).expect("deploy/config.yaml loads");
     assert!(matches!(config.store(), im_config::StoreBackend::MySql(db) if db.host == "127.0.0.1:3306"));
     assert!(matches!(config.seq(), im_config::SeqBackend::Redis(redis) if redis.addr == "127.0.0.1:6379"));
