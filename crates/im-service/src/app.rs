@@ -314,10 +314,11 @@ fn group_directory(
 
 /// Runs a node until `shutdown` is cancelled, then stops in order: not ready,
 /// stop accepting, close client connections, drain the pipeline, stop.
+/// The caller holds the data directory ([`crate::bootstrap::data_dir`]), as
+/// `cli` does before any port is bound.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // The data directory exists and is this process's: `cli` locked it.
     let data_dir = &config.server.data_dir;
-    // Held until this function returns: no second process on the directory.
-    let _data_dir_lock = bootstrap::data_dir(data_dir)?;
     let tokens = bootstrap::token_secret(config.jwt_key_source(), &config.server.jwt_secret_path())?;
     let credential = Arc::new(ServiceCredential::new(tokens.clone()));
 

@@ -144,6 +144,15 @@ where
             }
         };
     }
+    // One process per data directory, locked before any port or file is
+    // opened: a second process is told so, whatever else it would meet.
+    let _data_dir = match crate::bootstrap::data_dir(&config.server.data_dir) {
+        Ok(lock) => lock,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return exit_code(&e);
+        }
+    };
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));

@@ -45,6 +45,8 @@ impl GatewayListeners {
 
 /// Runs the gateway until `shutdown`, then deregisters its users (revokes
 /// its lease) and closes client connections.
+/// The caller holds the data directory ([`crate::bootstrap::data_dir`]), as
+/// `cli` does before any port is bound.
 pub async fn run(config: Config, listeners: GatewayListeners, shutdown: CancellationToken) -> anyhow::Result<()> {
     let gateway_addr = config.services.gateway.addr.clone();
     if gateway_addr.is_empty() {
@@ -58,7 +60,6 @@ pub async fn run(config: Config, listeners: GatewayListeners, shutdown: Cancella
         bail!("etcd.endpoints (ETCD_ENDPOINTS) is required: the IM Service finds this gateway's users there");
     };
 
-    let _data_dir_lock = bootstrap::data_dir(&config.server.data_dir)?;
     let tokens = bootstrap::token_secret(config.jwt_key_source(), &config.server.jwt_secret_path())?;
     let etcd = Arc::new(
         EtcdRegistry::connect(&config.etcd, crate::app::etcd_options(&config))

@@ -67,9 +67,10 @@ fn scrape_groups(groups: Arc<GroupService>) -> Arc<dyn Fn(&Metrics) + Send + Syn
 }
 
 /// Runs the user service until `shutdown`.
+/// The caller holds the data directory ([`crate::bootstrap::data_dir`]), as
+/// `cli` does before any port is bound.
 pub async fn run(config: Config, listeners: UserListeners, shutdown: CancellationToken) -> anyhow::Result<()> {
     let kafka = kafka(&config)?;
-    let _data_dir_lock = bootstrap::data_dir(&config.server.data_dir)?;
     let tokens = bootstrap::token_secret(config.jwt_key_source(), &config.server.jwt_secret_path())?;
     let stores = Stores::open(&config).await?;
     let directory = UserDirectory::new(stores.users.clone(), tokens.clone(), config.auth.token_ttl);
