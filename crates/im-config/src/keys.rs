@@ -88,6 +88,7 @@ keys! {
     "SERVER_WS_PORT"                   => server.ws_port, Project, "WebSocket port (/ws) of the built-in gateway, used when services.gateway.addr is empty.";
     "IM_DATA_DIR"                      => server.data_dir, Project, "Standalone mode's files: SQLite database, generated token secret, admin credential, local master key.";
     "NODE_ID"                          => server.node_id, Project, "This node's number, unique within a cluster.";
+    "DATA_DIR_MIN_FREE_BYTES"          => server.data_dir_min_free_bytes, Project, "With SQLite, /ready fails (and sends are refused) while the disk under the data directory has fewer free bytes than this: a full disk fails every commit while reads still answer.";
     "SYNC_PAGE_MAX_BYTES"              => server.sync_page_max_bytes, Project, "Most message-body bytes in one sync page, besides its count limit (500): a page stops before the message that would pass it, with has_more set. One message is always returned, whatever its size.";
     "SYNC_GAP_GRACE"                   => server.sync_gap_grace, Project, "How long sync waits for a missing seq that another node may still commit; longer than database.conn_timeout + database.write_timeout. MySQL only: on SQLite one process writes, so a gap is permanent the moment it shows and sync steps over it at once.";
     "CLUSTER_NAME"                     => server.cluster, Project, "Name of this deployment: the namespace of its keys in Redis and etcd (letters, digits, - and _).";

@@ -59,6 +59,9 @@ pub struct ServerConfig {
     /// Project addition: most body bytes in one sync page (at least one
     /// message is always returned).
     pub sync_page_max_bytes: usize,
+    /// Project addition: free bytes the disk under `data_dir` must keep for
+    /// a SQLite store to be ready.
+    pub data_dir_min_free_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +80,7 @@ impl Default for ServerConfig {
             cluster: "im".to_owned(),
             sync_gap_grace: Duration::from_secs(45),
             sync_page_max_bytes: 1024 * 1024,
+            data_dir_min_free_bytes: 64 * 1024 * 1024,
         }
     }
 }

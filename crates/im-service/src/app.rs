@@ -324,7 +324,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 
     let mut readiness = Readiness::default();
     let stores = Stores::open(&config).await?;
-    readiness.add(stores.name, stores.probe());
+    readiness.add(stores.name, stores.probe(&config));
     let (seqs, dedup) = seqs_and_dedup(&config, &stores, &mut readiness).await?;
     let hub = Arc::new(Hub::new(GatewayId(format!("local-{}", config.server.node_id))));
     let (registry, pusher) = registry_and_pusher(&config, &hub, &credential, &mut readiness).await?;

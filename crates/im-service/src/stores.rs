@@ -116,11 +116,22 @@ impl Stores {
     }
 
     /// The `/ready` probe of the store.
-    pub fn probe(&self) -> Probe {
+    /// The store answers; on SQLite, also the disk under the data directory
+    /// has room for its writes (a full disk fails every commit while reads
+    /// still answer, so a read alone would say ready).
+    pub fn probe(&self, config: &Config) -> Probe {
         let store = self.messages.clone();
+        let disk = matches!(self.backend, Backend::Sqlite(_))
+            .then(|| (config.server.data_dir.clone(), config.server.data_dir_min_free_bytes));
         Box::new(move || {
-            let store = store.clone();
-            Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+            let (store, disk) = (store.clone(), disk.clone());
+            Box::pin(async move {
+                store.ping().await.map_err(|e| e.to_string())?;
+                match disk {
+                    Some((dir, min_free)) => check_free_space(&dir, min_free),
+                    None => Ok(()),
+                }
+            })
         })
     }
 
@@ -130,5 +141,32 @@ impl Stores {
             Backend::Sqlite(store) => store.close().await,
             Backend::MySql(store) => store.close().await,
         }
+    }
+}
+/// Whether the disk holding `dir` has `min_free` bytes for unprivileged
+/// writes (`DATA_DIR_MIN_FREE_BYTES`).
+fn check_free_space(dir: &std::path::Path, min_free: u64) -> Result<(), String> {
+    let stat = rustix::fs::statvfs(dir).map_err(|e| format!("reading the free space under {}: {e}", dir.display()))?;
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    if free < min_free {
+        return Err(format!(
+            "{free} bytes free on the disk of {}, under DATA_DIR_MIN_FREE_BYTES ({min_free}): commits would fail",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_disk_under_the_minimum_is_reported_with_what_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(check_free_space(dir.path(), 0), Ok(()));
+        let error = check_free_space(dir.path(), u64::MAX).unwrap_err();
+        assert!(error.contains("DATA_DIR_MIN_FREE_BYTES") && error.contains("bytes free"), "{error}");
+        assert!(check_free_space(&dir.path().join("missing"), 0).is_err(), "an unreadable place is not ready");
     }
 }

@@ -78,7 +78,7 @@ pub async fn run(config: Config, listeners: UserListeners, shutdown: Cancellatio
     bootstrap::admin_credential(&tokens, &admin_path)?;
 
     let mut readiness = Readiness::default();
-    readiness.add(stores.name, stores.probe());
+    readiness.add(stores.name, stores.probe(&config));
     let bus = kafka_bus(kafka, &mut readiness).await?;
     let groups = Arc::new(GroupService::new(
         stores.groups.clone(),

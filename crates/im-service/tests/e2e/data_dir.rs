@@ -44,3 +44,28 @@ async fn a_second_process_on_a_held_data_dir_exits_2_naming_the_holder() {
         }
     }
 }
+
+/// A disk without room for the store's writes (here: a minimum no disk
+/// meets) makes `/ready` fail and say why, though reads still answer.
+#[tokio::test]
+async fn a_disk_without_room_makes_the_node_unready_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = (free_port(), free_port(), free_port());
+    let env = [("DATA_DIR_MIN_FREE_BYTES".to_owned(), u64::MAX.to_string())];
+    let mut node = Node::command(dir.path(), ports, &env).spawn().expect("starting im-service");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        if let Ok((status, body)) = crate::support::http_get(ports.2, "/ready").await
+            && body.contains("DATA_DIR_MIN_FREE_BYTES")
+        {
+            assert_eq!(status, 503, "{body}");
+            break body;
+        }
+        assert!(Instant::now() < deadline, "/ready never named the disk");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["dependencies"]["sqlite"]["status"], "down", "{body}");
+    node.kill().unwrap();
+    node.wait().unwrap();
+}
