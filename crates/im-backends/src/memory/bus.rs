@@ -27,7 +27,7 @@ use tokio::time::Instant;
 /// the oldest record still kept; records are dropped once every group has
 /// committed them.
 ///
-/// **Bounded**: a topic holds at most [`MemoryBus::capacity`] bytes of keys
+/// **Bounded**: a topic holds at most [`TOPIC_CAPACITY`] bytes of keys
 /// and payloads not yet committed by every group; a publish beyond it is
 /// refused `Unavailable`, as a broker that is away, and the publisher's own
 /// bounded queue takes over (retry, then drop and count). A consumer that
@@ -108,11 +108,6 @@ impl MemoryBus {
     /// A bus whose topics hold at most `capacity` bytes each.
     pub fn with_capacity(capacity: usize) -> Self {
         Self { topics: RwLock::default(), capacity }
-    }
-
-    /// Bytes a topic may hold before publishes are refused.
-    pub fn capacity(&self) -> usize {
-        self.capacity
     }
 
     fn topic(&self, name: &str) -> Arc<Topic> {

@@ -3,6 +3,7 @@
 //! `entries` column, and the statements.
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 
 use im_core::error::BackendError;
 use im_core::ports::{BackendResult, OfflineEntry, OutboxRow};
@@ -33,7 +34,8 @@ pub(crate) fn entries_of_stored(row: &OutboxRow, stored: Option<HashSet<MessageI
         }
         let OfflineEntry { user, conversation, seq, msg_id, server_time_ms } = entry;
         // A conversation id holds neither ',' nor ';' ("p:1:2", "g:7").
-        column.push_str(&format!("{},{conversation},{},{},{server_time_ms}", user.0, seq.0, msg_id.0));
+        // Written in place: one string per commit, not one per message.
+        let _ = write!(column, "{},{conversation},{},{},{server_time_ms}", user.0, seq.0, msg_id.0);
     }
     (!column.is_empty()).then_some(column)
 }

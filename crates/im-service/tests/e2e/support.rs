@@ -61,21 +61,15 @@ impl Node {
     }
 
     pub async fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Node {
-        let mut node = Node {
-            child: Command::new("true").spawn().unwrap(),
-            data_dir: data_dir.to_path_buf(),
-            ws_port: free_port(),
-            grpc_port: free_port(),
-            http_port: free_port(),
-            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            log: None,
-        };
-        node.spawn().await;
-        node
+        Self::start_logging(data_dir, env, None).await
     }
 
     /// [`Node::start_with`], its log written to `log` (appended).
     pub async fn start_logging_to(data_dir: &Path, env: &[(&str, &str)], log: &Path) -> Node {
+        Self::start_logging(data_dir, env, Some(log.to_path_buf())).await
+    }
+
+    async fn start_logging(data_dir: &Path, env: &[(&str, &str)], log: Option<PathBuf>) -> Node {
         let mut node = Node {
             child: Command::new("true").spawn().unwrap(),
             data_dir: data_dir.to_path_buf(),
@@ -83,7 +77,7 @@ impl Node {
             grpc_port: free_port(),
             http_port: free_port(),
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            log: Some(log.to_path_buf()),
+            log,
         };
         node.spawn().await;
         node
