@@ -15,9 +15,13 @@ pub fn unique() -> u64 {
     static NEXT: OnceLock<AtomicU64> = OnceLock::new();
     NEXT.get_or_init(|| {
         let micros = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-        // 2^40 µs is 12 days: a run started later starts elsewhere; ×1024
-        // leaves room for this run's ids.
-        AtomicU64::new((micros % (1 << 40)) * 1024 + 1)
+        // 2^36 µs is 19 hours: a process started later starts elsewhere.
+        // ×2^16 leaves each process room for 65,536 ids: nextest runs every
+        // case in a process of its own, microseconds apart, and a case that
+        // makes a group of 5,000 users ran into the next process's range
+        // with the ×1024 this had (a shared MariaDB then said the name was
+        // taken).
+        AtomicU64::new((micros % (1 << 36)) * (1 << 16) + 1)
     })
     .fetch_add(1, Ordering::Relaxed)
 }
