@@ -93,6 +93,19 @@ keys! {
     "SYNC_GAP_GRACE"                   => server.sync_gap_grace, Project, "How long sync waits for a missing seq that another node may still commit; longer than database.conn_timeout + database.write_timeout. MySQL only: on SQLite one process writes, so a gap is permanent the moment it shows and sync steps over it at once.";
     "CLUSTER_NAME"                     => server.cluster, Project, "Name of this deployment: the namespace of its keys in Redis and etcd (letters, digits, - and _).";
 
+    "LIMIT_CONNECTIONS"                => limits.connections, Project, "Connections one process holds at once over all its listeners (WebSocket, gRPC, HTTP); more are accepted and closed at once. Lowered at start to the open-file limit less 1,024.";
+    "LIMIT_PENDING_PER_IP"             => limits.pending_per_ip, Project, "Connections from one IP address that have not yet sent their first request's headers (WebSocket handshake, HTTP request); more from that address are closed at once. Stops a client from holding sockets open without a token.";
+    "LIMIT_HANDSHAKE_TIMEOUT"          => limits.handshake_timeout, Project, "A connection whose first request's headers have not arrived this long after it was accepted is closed.";
+    "LIMIT_IDLE_TIMEOUT"               => limits.idle_timeout, Project, "A WebSocket or HTTP connection from which nothing arrives for this long is closed; the gateway's pings keep a live WebSocket client above it. Longer than limits.ws_ping_interval.";
+    "LIMIT_WS_PING_INTERVAL"           => limits.ws_ping_interval, Project, "How often the gateway pings an open WebSocket connection; the client's pong keeps it from going idle.";
+    "LIMIT_CONNECTIONS_PER_USER"       => limits.connections_per_user, Project, "WebSocket connections of one user on one gateway; one more is refused with 429 before the upgrade.";
+    "LIMIT_OUTBOUND_BYTES"             => limits.outbound_bytes, Project, "Bytes queued for one WebSocket connection. A push that would pass it closes the connection as too slow (4001: reconnect and sync); replies wait for room, and requests wait while replies hold it, so a client that does not read holds at most about twice this.";
+
+    "LIMIT_NEW_CONNECTIONS_PER_IP"     => limits.new_connections_per_ip, Project, "New connections one IP address (an IPv6 /64) may open per second, with a burst of twice that; more are closed at accept. 0: no limit.";
+    "LIMIT_USER_MESSAGES_PER_SECOND"   => limits.user_messages_per_second, Project, "Messages one user may send per second on one node, with a burst of twice that; more are refused with RESOURCE_EXHAUSTED, reason rate_limited, and the wait in retry_after_ms. 0: no limit. The benchmarks' busiest users send about 250 per second.";
+    "LIMIT_USER_BYTES_PER_SECOND"      => limits.user_bytes_per_second, Project, "Message-body bytes one user may send per second on one node, with a burst of twice that; refused like LIMIT_USER_MESSAGES_PER_SECOND. 0: no limit.";
+    "LIMIT_USER_GROUP_CHANGES_PER_MINUTE" => limits.user_group_changes_per_minute, Project, "Groups created and membership or role changes one user may make per minute on one node, with a burst of twice that; refused like LIMIT_USER_MESSAGES_PER_SECOND. 0: no limit.";
+
     "DB_HOST"                          => database.host, Guide, "MySQL host:port. Empty: embedded SQLite in server.data_dir.";
     "DB_NAME"                          => database.name, Guide, "MySQL database.";
     "DB_USER"                          => database.user, Guide, "MySQL user.";
@@ -174,6 +187,7 @@ keys! {
 /// One line of comment per top-level section of the example config.
 pub(crate) static SECTIONS: &[(&str, &str)] = &[
     ("server", "Listeners and limits."),
+    ("limits", "What one client may hold or do: connections, timeouts, queued bytes, rates (project addition)."),
     ("database", "Message store. Empty host: embedded SQLite file in server.data_dir; set it for MySQL."),
     ("redis", "Seq allocator and dedup cache. Empty addr: in-process; set it for Redis."),
     ("sequence", "Seq ceilings (DESIGN.md §4)."),

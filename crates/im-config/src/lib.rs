@@ -45,9 +45,9 @@ pub use keys::Origin;
 pub use reference::{KeyDoc, example_yaml, reference, reference_markdown};
 pub use schema::{
     AuthConfig, AutoOffsetReset, Config, DatabaseConfig, EncryptionConfig, EtcdConfig, FilterAction, FilterConfig,
-    GroupConfig, KafkaConfig, KafkaConsumerConfig, KafkaProducerConfig, KafkaTopicsConfig, LogFormat, LogLevel,
-    ObservabilityConfig, OfflineWorkerConfig, Ratio, RedisConfig, SequenceConfig, ServerConfig, ServiceEndpoint,
-    ServicesConfig, TraceSampler,
+    GroupConfig, KafkaConfig, KafkaConsumerConfig, KafkaProducerConfig, KafkaTopicsConfig, LimitsConfig, LogFormat,
+    LogLevel, ObservabilityConfig, OfflineWorkerConfig, Ratio, RedisConfig, SequenceConfig, ServerConfig,
+    ServiceEndpoint, ServicesConfig, TraceSampler,
 };
 pub use secret::Secret;
 pub use validate::{MAX_MESSAGE_RETENTION_DAYS, MAX_MESSAGE_SIZE_LIMIT, MIN_JWT_SECRET_LEN};

@@ -31,6 +31,8 @@ pub struct Config {
     pub observability: ObservabilityConfig,
     /// Project addition: the guide has no section for client authentication.
     pub auth: AuthConfig,
+    /// Project addition: bounds on connections and what one client may hold.
+    pub limits: LimitsConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +83,58 @@ impl Default for ServerConfig {
             sync_gap_grace: Duration::from_secs(45),
             sync_page_max_bytes: 1024 * 1024,
             data_dir_min_free_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Bounds on connections, per process, per address, per user and per
+/// connection: no client can hold more than these (DESIGN.md G10).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Connections one process holds at once, over all its listeners;
+    /// lowered at start to what the open-file limit allows.
+    pub connections: usize,
+    /// Connections from one address that have not finished their handshake
+    /// (request headers) at once.
+    pub pending_per_ip: usize,
+    /// Time from accept to the end of the first request's headers.
+    pub handshake_timeout: Duration,
+    /// A WebSocket or HTTP connection that sends nothing for this long is
+    /// closed.
+    pub idle_timeout: Duration,
+    /// How often the gateway pings an open WebSocket (its pong keeps the
+    /// connection from going idle).
+    pub ws_ping_interval: Duration,
+    /// WebSocket connections of one user on one gateway.
+    pub connections_per_user: usize,
+    /// Bytes queued for one WebSocket connection: pushes beyond it close the
+    /// connection as too slow; replies wait for room.
+    pub outbound_bytes: usize,
+    /// New connections one address may open per second (0: no limit).
+    pub new_connections_per_ip: u32,
+    /// Messages one user may send per second, per node (0: no limit).
+    pub user_messages_per_second: u32,
+    /// Body bytes one user may send per second, per node (0: no limit).
+    pub user_bytes_per_second: usize,
+    /// Groups created and membership or role changes one user may make per
+    /// minute, per node (0: no limit).
+    pub user_group_changes_per_minute: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            connections: 50_000,
+            pending_per_ip: 64,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(90),
+            ws_ping_interval: Duration::from_secs(30),
+            connections_per_user: 64,
+            outbound_bytes: 8 * 1024 * 1024,
+            new_connections_per_ip: 2_000,
+            user_messages_per_second: 1_000,
+            user_bytes_per_second: 4 * 1024 * 1024,
+            user_group_changes_per_minute: 60,
         }
     }
 }

@@ -40,6 +40,7 @@ fn estimated_bits(secret: &[u8]) -> f64 {
 pub(crate) fn validate(config: &Config) -> Vec<(&'static str, String)> {
     let mut checks = Checks(Vec::new());
     server(&mut checks, config);
+    limits(&mut checks, config);
     dependencies(&mut checks, config);
     features(&mut checks, config);
     checks.0
@@ -69,6 +70,37 @@ impl Checks {
         if value.is_empty() {
             self.fail(path, format!("must not be empty {why}"));
         }
+    }
+}
+
+fn limits(checks: &mut Checks, config: &Config) {
+    let limits = &config.limits;
+    checks.positive("limits.connections", limits.connections as u64);
+    checks.positive("limits.pending_per_ip", limits.pending_per_ip as u64);
+    checks.positive("limits.connections_per_user", limits.connections_per_user as u64);
+    checks.nonzero_duration("limits.handshake_timeout", limits.handshake_timeout);
+    checks.nonzero_duration("limits.ws_ping_interval", limits.ws_ping_interval);
+    // One reply must fit, or a client could never get a sync page.
+    let page = config.server.sync_page_max_bytes + config.server.max_message_size;
+    if limits.outbound_bytes < page {
+        checks.fail(
+            "limits.outbound_bytes",
+            format!("must be at least server.sync_page_max_bytes + server.max_message_size ({page}): one sync reply must fit"),
+        );
+    }
+    // A byte limit below one message would refuse every largest message.
+    if limits.user_bytes_per_second != 0 && limits.user_bytes_per_second < config.server.max_message_size {
+        checks.fail(
+            "limits.user_bytes_per_second",
+            format!("must be 0 (no limit) or at least server.max_message_size ({})", config.server.max_message_size),
+        );
+    }
+    // A live client answers pings; the idle timeout must leave room for two.
+    if limits.idle_timeout < limits.ws_ping_interval * 2 {
+        checks.fail(
+            "limits.idle_timeout",
+            format!("must be at least twice limits.ws_ping_interval ({:?})", limits.ws_ping_interval * 2),
+        );
     }
 }
 

@@ -53,14 +53,18 @@ pub enum ErrorReason {
     /// blocks such messages: change the text and send again (the same
     /// client_msg_id may be reused; nothing was stored).
     ContentBlocked,
+    /// A rate limit of the caller was reached (`RESOURCE_EXHAUSTED`): wait
+    /// `retry_after` and send again, the same client_msg_id included.
+    RateLimited,
 }
 
 impl ErrorReason {
-    pub const ALL: [ErrorReason; 1] = [ErrorReason::ContentBlocked];
+    pub const ALL: [ErrorReason; 2] = [ErrorReason::ContentBlocked, ErrorReason::RateLimited];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ContentBlocked => "content_blocked",
+            Self::RateLimited => "rate_limited",
         }
     }
 
@@ -85,7 +89,8 @@ pub struct ImError {
     pub message: String,
     /// What a program matches on, when the code alone is not enough.
     pub reason: Option<ErrorReason>,
-    /// With `UNAVAILABLE` from a circuit breaker: how long to wait before
+    /// With `UNAVAILABLE` from a circuit breaker, or a rate limit's
+    /// `RESOURCE_EXHAUSTED`: how long to wait before
     /// retrying (client protocol `Error.retry_after_ms`, gRPC
     /// `google.rpc.RetryInfo`).
     pub retry_after: Option<Duration>,

@@ -29,12 +29,12 @@ use im_core::limits::sync_page_size;
 use im_core::{ConversationId, DeviceId, ImError, Seq, UserId};
 use im_proto::client::{self, ClientFrame, ServerFrame, client_frame, server_frame};
 use prost::Message as _;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use tracing::Instrument;
 
 use crate::Gateway;
-use crate::hub::Hub;
-use crate::stats::GatewayStats;
+use crate::hub::{Hub, TooManyConnections};
+use crate::outbound::{Outbound, OutboundQueue, Reservation, outbound};
 
 /// How long a closing connection may take to send its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -42,6 +42,13 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Frames written before a flush even if more are queued: bounds how long a
 /// frame may sit in the transport's buffer under sustained load.
 const MAX_UNFLUSHED: usize = 256;
+
+/// Room reserved for the reply to a conversation list (its size grows
+/// with the user's conversations; a larger one still goes).
+const LIST_REPLY_ROOM: usize = 64 * 1024;
+
+/// Room reserved for any other reply (an ack, a receipt, a pong, an error).
+const SMALL_REPLY_ROOM: usize = 1024;
 
 /// Why the gateway closes a connection; sent as the WebSocket close code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +59,8 @@ pub enum CloseReason {
     TooSlow,
     /// The gateway is shutting down.
     GoingAway,
+    /// The user already has `LIMIT_CONNECTIONS_PER_USER` connections here.
+    TooManyConnections,
 }
 
 impl CloseReason {
@@ -60,6 +69,7 @@ impl CloseReason {
             Self::Replaced => 4000,
             Self::TooSlow => 4001,
             Self::GoingAway => 1001,
+            Self::TooManyConnections => 4002,
         }
     }
 
@@ -68,6 +78,7 @@ impl CloseReason {
             Self::Replaced => "replaced by a newer connection",
             Self::TooSlow => "too slow reading pushes: reconnect and sync",
             Self::GoingAway => "the gateway is shutting down: reconnect",
+            Self::TooManyConnections => "too many connections of this user: close one first",
         }
     }
 
@@ -192,13 +203,34 @@ impl Gateway {
         R: Stream<Item = Result<Message, E>> + Unpin,
         E: fmt::Display,
     {
-        let (outbound, queue) = mpsc::channel(self.limits.outbound_queue);
+        let (outbound, queue) = outbound(self.limits.outbound_queue, self.limits.outbound_bytes);
         let shutdown = Arc::new(Shutdown::default());
-        let attached = self.hub.attach(user, device.clone(), outbound.clone(), shutdown.clone());
+        let attached = match self.hub.attach(
+            user,
+            device.clone(),
+            outbound.clone(),
+            shutdown.clone(),
+            self.limits.connections_per_user,
+        ) {
+            Ok(attached) => attached,
+            Err(TooManyConnections) => {
+                // The handshake checks the same limit; this is the race of
+                // two upgrades at once.
+                let mut sink = sink;
+                let _ = sink.send(Message::Close(Some(CloseReason::TooManyConnections.frame()))).await;
+                let _ = sink.close().await;
+                return;
+            }
+        };
         let attachment = Attachment { hub: &self.hub, user, id: attached.id, armed: true };
         tracing::debug!(user = %user, device = %device, "connected");
         let (stop_writer, stop) = oneshot::channel();
-        let mut writer = tokio::spawn(write_task(sink, queue, stop, self.hub.clone()));
+        let writing = Writing {
+            ping_interval: self.limits.ping_interval,
+            stall_timeout: self.limits.write_stall_timeout,
+            hub: self.hub.clone(),
+        };
+        let mut writer = tokio::spawn(write_task(sink, queue, stop, writing));
         // Registering runs alongside serving: a slow or down registry must
         // not stop the user from sending (pushes to this connection may be
         // missed meanwhile; the client catches up by sync).
@@ -246,9 +278,11 @@ impl Gateway {
     }
 
     /// Reads frames and runs their requests concurrently; replies go to the
-    /// outbound queue in completion order (each carries its req_id). Returns
-    /// when the client closes or the socket fails.
-    async fn read_loop<R, E>(&self, user: UserId, device: &DeviceId, mut stream: R, replies: &mpsc::Sender<Bytes>)
+    /// outbound queue in completion order (each carries its req_id). Each
+    /// request first reserves room for its reply, so requests of a client
+    /// that does not read wait, unrun. Returns when the client closes or
+    /// the socket fails.
+    async fn read_loop<R, E>(&self, user: UserId, device: &DeviceId, mut stream: R, replies: &Outbound)
     where
         R: Stream<Item = Result<Message, E>> + Unpin,
         E: fmt::Display,
@@ -259,9 +293,9 @@ impl Gateway {
         loop {
             tokio::select! {
                 biased;
-                Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
-                    // Waiting for queue space is the backpressure on replies.
-                    if replies.send(reply).await.is_err() {
+                Some((reply, room)) = in_flight.next(), if !in_flight.is_empty() => {
+                    // Waiting for a queue slot is the backpressure on replies.
+                    if !replies.reply(reply, room).await {
                         return;
                     }
                 }
@@ -279,7 +313,7 @@ impl Gateway {
                             self.stats().frame_in();
                             match ClientFrame::decode(data.clone()) {
                                 Ok(frame) => {
-                                    in_flight.push(self.respond(user, device, frame));
+                                    in_flight.push(self.respond(user, device, frame, replies));
                                     continue;
                                 }
                                 Err(error) => undecodable(&data, &error),
@@ -294,7 +328,8 @@ impl Gateway {
                         Message::Ping(_) | Message::Pong(_) => continue,
                     };
                     self.stats().bad_frame();
-                    if replies.send(rejected).await.is_err() {
+                    let room = replies.reserve(rejected.len()).await;
+                    if !replies.reply(rejected, room).await {
                         return;
                     }
                 }
@@ -302,8 +337,24 @@ impl Gateway {
         }
     }
 
-    /// The encoded reply to one request.
-    async fn respond(&self, user: UserId, device: &DeviceId, frame: ClientFrame) -> Bytes {
+    /// Room to reserve for the reply to `request`.
+    fn reply_room(&self, request: Option<&client_frame::Body>) -> usize {
+        match request {
+            Some(client_frame::Body::Sync(_)) => self.limits.sync_reply_bytes,
+            Some(client_frame::Body::ListConversations(_)) => LIST_REPLY_ROOM,
+            _ => SMALL_REPLY_ROOM,
+        }
+    }
+
+    /// The encoded reply to one request, run once room for it is reserved.
+    async fn respond(
+        &self,
+        user: UserId,
+        device: &DeviceId,
+        frame: ClientFrame,
+        replies: &Outbound,
+    ) -> (Bytes, Reservation) {
+        let room = replies.reserve(self.reply_room(frame.body.as_ref())).await;
         let result = match frame.body {
             Some(request) => self.dispatch(user, device, request).await,
             None => Err(ImError::invalid(
@@ -311,7 +362,7 @@ impl Gateway {
             )),
         };
         let body = result.unwrap_or_else(|error| server_frame::Body::Error((&error).into()));
-        encode(&ServerFrame { req_id: frame.req_id, body: Some(body) })
+        (encode(&ServerFrame { req_id: frame.req_id, body: Some(body) }), room)
     }
 
     async fn dispatch(
@@ -366,14 +417,23 @@ impl Gateway {
     }
 }
 
-/// The writer task: writes queued frames until told to stop (then sends the
-/// close frame, if the gateway closes the connection, and closes the sink).
-/// Returns an error when the sink fails, or when the queue closed first.
+/// What the writer needs besides its sink and queue.
+struct Writing {
+    ping_interval: Duration,
+    stall_timeout: Duration,
+    hub: Arc<Hub>,
+}
+
+/// The writer task: writes queued frames, and a ping every
+/// `ping_interval`, until told to stop (then sends the close frame, if the
+/// gateway closes the connection, and closes the sink). Returns an error
+/// when the sink fails or takes no bytes for `stall_timeout`, or when the
+/// queue closed first.
 async fn write_task<S>(
     mut sink: S,
-    mut queue: mpsc::Receiver<Bytes>,
+    mut queue: OutboundQueue,
     stop: oneshot::Receiver<Option<CloseReason>>,
-    hub: Arc<Hub>,
+    writing: Writing,
 ) -> Result<(), String>
 where
     S: Sink<Message> + Unpin,
@@ -388,9 +448,9 @@ where
             let _ = sink.close().await;
             Ok(())
         }
-        result = write_loop(&mut sink, &mut queue, hub.stats()) => match result {
+        result = write_loop(&mut sink, &mut queue, &writing) => match result {
             Ok(()) => Err("queue closed".to_owned()),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         },
     }
 }
@@ -404,28 +464,64 @@ fn why_writer_ended(result: Result<Result<(), String>, tokio::task::JoinError>) 
     }
 }
 
-/// Writes queued frames until the sink fails.
-async fn write_loop<S>(sink: &mut S, queue: &mut mpsc::Receiver<Bytes>, stats: &GatewayStats) -> Result<(), S::Error>
+/// Writes queued frames until the sink fails or stalls.
+async fn write_loop<S>(sink: &mut S, queue: &mut OutboundQueue, writing: &Writing) -> Result<(), String>
 where
     S: Sink<Message> + Unpin,
+    S::Error: fmt::Display,
 {
+    let stats = writing.hub.stats();
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + writing.ping_interval, writing.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(64);
     let mut unflushed = 0;
     loop {
-        if queue.recv_many(&mut batch, 64).await == 0 {
-            return Ok(());
+        tokio::select! {
+            biased;
+            received = queue.recv_many(&mut batch, 64) => if received == 0 {
+                return Ok(());
+            },
+            _ = ping.tick() => {
+                // The client's pong keeps the connection from going idle.
+                within(writing, sink.send(Message::Ping(Bytes::new()))).await?;
+                unflushed = 0;
+                continue;
+            }
         }
         let written = batch.len();
-        for frame in batch.drain(..) {
-            sink.feed(Message::Binary(frame)).await?;
-        }
+        // One deadline for the whole batch: a timer per frame would cost
+        // on every push.
+        within(writing, async {
+            for frame in batch.drain(..) {
+                // The frame's room is given back once the sink took it.
+                sink.feed(Message::Binary(frame.bytes().clone())).await?;
+                queue.written(frame);
+            }
+            unflushed += written;
+            // Flush only when nothing more is waiting: frames that arrive
+            // together leave in one write instead of one syscall each.
+            if queue.is_empty() || unflushed >= MAX_UNFLUSHED {
+                sink.flush().await?;
+                unflushed = 0;
+            }
+            Ok::<(), S::Error>(())
+        })
+        .await?;
         stats.frames_out(written as u64);
-        unflushed += written;
-        // Flush only when nothing more is waiting: frames that arrive
-        // together leave in one write instead of one syscall each.
-        if queue.is_empty() || unflushed >= MAX_UNFLUSHED {
-            sink.flush().await?;
-            unflushed = 0;
+    }
+}
+
+/// `write`, failed when the socket takes no bytes for the stall timeout: a
+/// client that stopped reading is closed and its memory freed.
+async fn within<E: fmt::Display>(
+    writing: &Writing,
+    write: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(writing.stall_timeout, write).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => {
+            writing.hub.stats().connection_stalled();
+            Err(format!("the client read nothing for {:?}", writing.stall_timeout))
         }
     }
 }
@@ -646,6 +742,92 @@ mod tests {
         conn.finished().await;
         assert!(!kit.gateway.hub().is_online(UserId(5)));
         assert_eq!(kit.registry.calls(), vec![("register", 5), ("unregister", 5)]);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_closed_when_its_socket_stalls() {
+        let kit = Kit::with_limits(GatewayLimits {
+            write_stall_timeout: Duration::from_millis(200),
+            ..GatewayLimits::default()
+        });
+        let mut conn = kit.connect(5, "phone");
+        conn.ping().await;
+        // Requests keep coming; their replies are never read.
+        for req_id in 1..=3 {
+            conn.send_frame(ping_frame(req_id, 1)).await;
+        }
+        // The client end stays open (dropping it would end the connection
+        // as gone): the gateway must close it by itself.
+        let started = std::time::Instant::now();
+        while kit.gateway.hub().is_online(UserId(5)) {
+            assert!(started.elapsed() < Duration::from_secs(2), "still open after {:?}", started.elapsed());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(kit.gateway.stats().snapshot().connections_stalled, 1);
+        conn.finished().await;
+    }
+
+    #[tokio::test]
+    async fn requests_wait_for_room_for_their_replies_while_the_client_does_not_read() {
+        let kit = Kit::with_limits(GatewayLimits {
+            outbound_bytes: 4096,
+            sync_reply_bytes: 4096,
+            ..GatewayLimits::default()
+        });
+        let mut conn = kit.connect(5, "phone");
+        conn.ping().await;
+        for req_id in 1..=6 {
+            conn.send_frame(ClientFrame {
+                req_id,
+                body: Some(client_frame::Body::Sync(client::SyncRequest {
+                    conversation_id: "p:5:6".into(),
+                    after_seq: 0,
+                    limit: 0,
+                })),
+            })
+            .await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // One reply in the client's (one-frame) socket, one in the writer's
+        // hands: room for the next only. The other requests have not run.
+        let ran = kit.messaging.syncs();
+        assert!(ran <= 3, "{ran} syncs ran with room for one reply at a time");
+        let mut answered: Vec<u64> = Vec::new();
+        for _ in 0..6 {
+            answered.push(conn.recv_frame().await.req_id);
+        }
+        answered.sort_unstable();
+        assert_eq!(answered, [1, 2, 3, 4, 5, 6], "every request answered once read");
+        assert_eq!(kit.messaging.syncs(), 6);
+    }
+
+    #[tokio::test]
+    async fn a_user_has_at_most_the_configured_connections_and_a_device_may_replace_its_own() {
+        let kit = Kit::with_limits(GatewayLimits { connections_per_user: 2, ..GatewayLimits::default() });
+        let mut phone = kit.connect(5, "phone");
+        phone.ping().await;
+        let mut laptop = kit.connect(5, "laptop");
+        laptop.ping().await;
+        let mut tablet = kit.connect(5, "tablet");
+        let close = tablet.until_close().await.expect("a close frame");
+        assert_eq!(close.code, CloseReason::TooManyConnections.code());
+        tablet.finished().await;
+        assert_eq!(kit.gateway.stats().snapshot().connections_refused_per_user, 1);
+        // Another user is not affected, and the phone may reconnect.
+        let mut other = kit.connect(6, "phone");
+        other.ping().await;
+        let mut phone_again = kit.connect(5, "phone");
+        phone_again.ping().await;
+        assert_eq!(phone.until_close().await.map(|c| c.code), Some(CloseReason::Replaced.code()));
+    }
+
+    #[tokio::test]
+    async fn an_open_connection_is_pinged() {
+        let kit =
+            Kit::with_limits(GatewayLimits { ping_interval: Duration::from_millis(50), ..GatewayLimits::default() });
+        let mut conn = kit.connect(5, "phone");
+        conn.ping().await;
+        assert!(matches!(conn.recv().await, Some(Message::Ping(_))));
     }
 
     #[tokio::test]

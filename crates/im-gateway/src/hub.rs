@@ -17,10 +17,9 @@ use bytes::Bytes;
 use im_core::error::BackendError;
 use im_core::ports::{BackendResult, Event, FanOut, PushEvent, PushReport, Pusher};
 use im_core::{DeviceId, GatewayId, UserId};
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 
 use crate::connection::{CloseReason, Shutdown, encode};
+use crate::outbound::{Outbound, PushRefused};
 use crate::stats::GatewayStats;
 
 /// Shards of the table: attach/detach of one user only blocks pushes to the
@@ -31,7 +30,7 @@ const SHARD_BITS: u32 = 6;
 struct Conn {
     id: u64,
     device: DeviceId,
-    outbound: mpsc::Sender<Bytes>,
+    outbound: Outbound,
     shutdown: Arc<Shutdown>,
 }
 
@@ -63,6 +62,10 @@ pub struct Hub {
     next_conn_id: AtomicU64,
     stats: GatewayStats,
 }
+
+/// The user already has as many connections here as allowed.
+#[derive(Debug)]
+pub(crate) struct TooManyConnections;
 
 /// A connection entered into the hub.
 pub(crate) struct Attached {
@@ -150,16 +153,16 @@ impl Hub {
             if skip == Some(&conn.device) {
                 continue;
             }
-            match conn.outbound.try_send(frame.bytes()) {
+            match conn.outbound.try_push(frame.bytes()) {
                 Ok(()) => queued += 1,
-                Err(TrySendError::Full(_)) => {
+                Err(PushRefused::Full) => {
                     if conn.shutdown.trigger(CloseReason::TooSlow) {
                         self.stats.connection_dropped_slow();
                         tracing::info!(user = %user, device = %conn.device, "outbound queue full, closing slow connection");
                     }
                 }
                 // The connection is ending and will leave the table itself.
-                Err(TrySendError::Closed(_)) => {}
+                Err(PushRefused::Closed) => {}
             }
         }
         Some(queued)
@@ -175,20 +178,34 @@ impl Hub {
         }
     }
 
-    /// Enters a connection. A connection of the same (user, device) is
-    /// removed and told to close: the newer one wins.
+    /// Whether [`Hub::attach`] would let `device` of `user` in with at most
+    /// `max` connections of the user: a device already here is replaced,
+    /// so it always has room.
+    pub fn has_room(&self, user: UserId, device: &DeviceId, max: usize) -> bool {
+        self.read(user).get(&user).is_none_or(|conns| conns.len() < max || conns.iter().any(|c| &c.device == device))
+    }
+
+    /// Enters a connection, unless `user` has `max` others here already. A
+    /// connection of the same (user, device) is removed and told to close:
+    /// the newer one wins (and does not count against `max`).
     pub(crate) fn attach(
         &self,
         user: UserId,
         device: DeviceId,
-        outbound: mpsc::Sender<Bytes>,
+        outbound: Outbound,
         shutdown: Arc<Shutdown>,
-    ) -> Attached {
-        let id = self.next_conn_id.fetch_add(1, Relaxed);
+        max: usize,
+    ) -> Result<Attached, TooManyConnections> {
         let mut shard = self.write(user);
         let conns = shard.entry(user).or_default();
         let first = conns.is_empty();
-        if let Some(index) = conns.iter().position(|c| c.device == device) {
+        let replaced = conns.iter().position(|c| c.device == device);
+        if replaced.is_none() && conns.len() >= max {
+            self.stats.connection_refused_per_user();
+            return Err(TooManyConnections);
+        }
+        let id = self.next_conn_id.fetch_add(1, Relaxed);
+        if let Some(index) = replaced {
             let old = conns.swap_remove(index);
             if old.shutdown.trigger(CloseReason::Replaced) {
                 self.stats.connection_replaced();
@@ -196,7 +213,7 @@ impl Hub {
         }
         conns.push(Conn { id, device, outbound, shutdown });
         self.stats.connection_opened();
-        Attached { id, first }
+        Ok(Attached { id, first })
     }
 
     /// Removes connection `id` of `user`. True when that was the user's last
@@ -262,15 +279,16 @@ impl Pusher for Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbound::{OutboundQueue, outbound};
     use crate::testkit::{message_event, receipt_event};
     use im_core::{ConversationId, GroupId, NewMessage};
     use im_proto::client::server_frame::Body;
     use prost::Message as _;
 
-    fn attach(hub: &Hub, user: u64, device: &str, queue: usize) -> (mpsc::Receiver<Bytes>, Arc<Shutdown>, Attached) {
-        let (tx, rx) = mpsc::channel(queue);
+    fn attach(hub: &Hub, user: u64, device: &str, queue: usize) -> (OutboundQueue, Arc<Shutdown>, Attached) {
+        let (tx, rx) = outbound(queue, usize::MAX);
         let shutdown = Arc::new(Shutdown::default());
-        let attached = hub.attach(UserId(user), DeviceId(device.into()), tx, shutdown.clone());
+        let attached = hub.attach(UserId(user), DeviceId(device.into()), tx, shutdown.clone(), usize::MAX).unwrap();
         (rx, shutdown, attached)
     }
 

@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod connection;
 pub mod hub;
+mod outbound;
 pub mod push_api;
 pub mod server;
 pub mod stats;
@@ -26,6 +27,7 @@ pub mod trace_sampling;
 mod testkit;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use im_core::GatewayId;
@@ -50,6 +52,31 @@ pub struct GatewayLimits {
     /// Frames queued for one connection; a push that finds it full closes the
     /// connection as too slow.
     pub outbound_queue: usize,
+    /// `LIMIT_OUTBOUND_BYTES`: bytes queued for one connection, for pushes
+    /// and for replies each (see `outbound.rs`).
+    pub outbound_bytes: usize,
+    /// Room a sync reserves for its reply before it runs: the largest page
+    /// (`SYNC_PAGE_MAX_BYTES` of bodies, one body over it, and the frame
+    /// around each message).
+    pub sync_reply_bytes: usize,
+    /// `LIMIT_CONNECTIONS_PER_USER`: connections of one user here.
+    pub connections_per_user: usize,
+    /// `LIMIT_WS_PING_INTERVAL`: how often each connection is pinged.
+    pub ping_interval: Duration,
+    /// `LIMIT_IDLE_TIMEOUT`, used for writes: a connection whose socket
+    /// takes no bytes for this long is closed (the client stopped reading).
+    pub write_stall_timeout: Duration,
+}
+
+/// Protobuf framing around one message of a sync page, at most (ids,
+/// content type, timestamps, tags); the body is counted apart.
+const SYNC_MESSAGE_FRAMING: usize = 192;
+
+impl GatewayLimits {
+    /// [`GatewayLimits::sync_reply_bytes`] for these settings.
+    pub fn sync_reply_bytes(sync_page_max_bytes: usize, max_message_size: usize) -> usize {
+        sync_page_max_bytes + max_message_size + im_core::limits::MAX_SYNC_LIMIT as usize * SYNC_MESSAGE_FRAMING
+    }
 }
 
 impl Default for GatewayLimits {
@@ -58,6 +85,11 @@ impl Default for GatewayLimits {
             max_message_size: im_core::limits::DEFAULT_MAX_MESSAGE_SIZE,
             max_in_flight_per_connection: 128,
             outbound_queue: 4096,
+            outbound_bytes: 8 * 1024 * 1024,
+            sync_reply_bytes: Self::sync_reply_bytes(1024 * 1024, im_core::limits::DEFAULT_MAX_MESSAGE_SIZE),
+            connections_per_user: 64,
+            ping_interval: Duration::from_secs(30),
+            write_stall_timeout: Duration::from_secs(90),
         }
     }
 }
@@ -98,6 +130,7 @@ impl Gateway {
             // Zero would never read a frame, or never queue one.
             max_in_flight_per_connection: limits.max_in_flight_per_connection.max(1),
             outbound_queue: limits.outbound_queue.max(1),
+            connections_per_user: limits.connections_per_user.max(1),
             ..limits
         };
         Arc::new(Self { hub, messaging, registry, tokens, limits })

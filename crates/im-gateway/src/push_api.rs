@@ -142,11 +142,11 @@ impl PushService for PushApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbound::outbound;
     use crate::testkit::message_event;
     use bytes::Bytes;
     use im_core::ports::Event;
     use im_core::{ClientMsgId, ConversationId, DeviceId, GatewayId, GroupId, MessageId, NewMessage, Seq, UserId};
-    use tokio::sync::mpsc;
 
     const SECRET: &[u8] = b"push-api-test-secret-push-api-te";
 
@@ -165,8 +165,8 @@ mod tests {
     #[tokio::test]
     async fn a_batch_is_delivered_and_offline_users_reported() {
         let hub = Arc::new(Hub::new(GatewayId("gw-1".into())));
-        let (tx, mut rx) = mpsc::channel(4);
-        hub.attach(UserId(2), DeviceId("phone".into()), tx, Default::default());
+        let (tx, mut rx) = outbound(4, usize::MAX);
+        hub.attach(UserId(2), DeviceId("phone".into()), tx, Default::default(), 1).unwrap();
         let api = api(hub);
 
         let events = [message_event(1, 2, None), message_event(1, 3, None)];
@@ -179,8 +179,8 @@ mod tests {
     #[tokio::test]
     async fn a_malformed_event_refuses_the_whole_batch() {
         let hub = Arc::new(Hub::new(GatewayId("gw-1".into())));
-        let (tx, mut rx) = mpsc::channel(4);
-        hub.attach(UserId(2), DeviceId("phone".into()), tx, Default::default());
+        let (tx, mut rx) = outbound(4, usize::MAX);
+        hub.attach(UserId(2), DeviceId("phone".into()), tx, Default::default(), 1).unwrap();
         let api = api(hub);
 
         let good = gateway::PushEvent::from(&message_event(1, 2, None));
@@ -194,8 +194,8 @@ mod tests {
     #[tokio::test]
     async fn only_a_service_credential_may_push() {
         let hub = Arc::new(Hub::new(GatewayId("gw-1".into())));
-        let (tx, mut rx) = mpsc::channel(4);
-        hub.attach(UserId(2), DeviceId("phone".into()), tx, Default::default());
+        let (tx, mut rx) = outbound(4, usize::MAX);
+        hub.attach(UserId(2), DeviceId("phone".into()), tx, Default::default(), 1).unwrap();
         let api = api(hub);
         let batch = || PushBatch { events: vec![gateway::PushEvent::from(&message_event(1, 2, None))] };
 
@@ -220,8 +220,8 @@ mod tests {
     #[tokio::test]
     async fn a_fan_out_reaches_the_online_users() {
         let hub = Arc::new(Hub::new(GatewayId("gw-1".into())));
-        let (tx, mut rx) = mpsc::channel(4);
-        hub.attach(UserId(2), DeviceId("phone".into()), tx, Default::default());
+        let (tx, mut rx) = outbound(4, usize::MAX);
+        hub.attach(UserId(2), DeviceId("phone".into()), tx, Default::default(), 1).unwrap();
         let api = api(hub);
 
         let report = api.fan_out(from_service(fan_out_batch(&[2, 3]))).await.unwrap().into_inner();
@@ -232,8 +232,8 @@ mod tests {
     #[tokio::test]
     async fn only_a_service_credential_may_fan_out() {
         let hub = Arc::new(Hub::new(GatewayId("gw-1".into())));
-        let (tx, mut rx) = mpsc::channel(4);
-        hub.attach(UserId(2), DeviceId("phone".into()), tx, Default::default());
+        let (tx, mut rx) = outbound(4, usize::MAX);
+        hub.attach(UserId(2), DeviceId("phone".into()), tx, Default::default(), 1).unwrap();
         let api = api(hub);
 
         let status = api.fan_out(Request::new(fan_out_batch(&[2]))).await.unwrap_err();
@@ -256,8 +256,8 @@ mod tests {
     #[tokio::test]
     async fn oversize_and_malformed_fan_outs_are_refused_whole() {
         let hub = Arc::new(Hub::new(GatewayId("gw-1".into())));
-        let (tx, mut rx) = mpsc::channel(4);
-        hub.attach(UserId(2), DeviceId("phone".into()), tx, Default::default());
+        let (tx, mut rx) = outbound(4, usize::MAX);
+        hub.attach(UserId(2), DeviceId("phone".into()), tx, Default::default(), 1).unwrap();
         let api = api(hub);
 
         let too_many_users: Vec<u64> = (1..=MAX_FAN_OUT_USERS as u64 + 1).collect();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{RawQuery, State, WebSocketUpgrade};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt;
@@ -48,6 +48,21 @@ async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
+    let user = handshake.identity.user;
+    // Checked again when the connection enters the hub (two upgrades may
+    // race); here the client still gets an HTTP answer it can read.
+    if !gateway.hub.has_room(user, &handshake.device, gateway.limits.connections_per_user) {
+        gateway.stats().connection_refused_per_user();
+        tracing::debug!(user = %user, "handshake refused: too many connections of this user");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many connections: this user has {} here, the most allowed (LIMIT_CONNECTIONS_PER_USER)",
+                gateway.limits.connections_per_user
+            ),
+        )
+            .into_response();
+    }
     let max_frame = gateway.limits.max_message_size.saturating_add(FRAME_OVERHEAD);
     ws.max_message_size(max_frame)
         .max_frame_size(max_frame)

@@ -11,6 +11,8 @@ pub struct GatewayStats {
     connections_opened: AtomicU64,
     connections_replaced: AtomicU64,
     connections_dropped_slow: AtomicU64,
+    connections_stalled: AtomicU64,
+    connections_refused_per_user: AtomicU64,
     handshakes_rejected: AtomicU64,
     frames_in: AtomicU64,
     frames_out: AtomicU64,
@@ -31,6 +33,12 @@ pub struct StatsSnapshot {
     pub connections_replaced: u64,
     /// Connections closed because their outbound queue was full.
     pub connections_dropped_slow: u64,
+    /// Connections closed because their socket took no bytes for the
+    /// stall timeout (the client stopped reading).
+    pub connections_stalled: u64,
+    /// Connections refused because their user had
+    /// `LIMIT_CONNECTIONS_PER_USER` here already.
+    pub connections_refused_per_user: u64,
     /// Upgrade requests refused (missing or bad token, bad device id).
     pub handshakes_rejected: u64,
     /// WebSocket data frames received.
@@ -54,6 +62,8 @@ impl GatewayStats {
             connections_opened: self.connections_opened.load(Relaxed),
             connections_replaced: self.connections_replaced.load(Relaxed),
             connections_dropped_slow: self.connections_dropped_slow.load(Relaxed),
+            connections_stalled: self.connections_stalled.load(Relaxed),
+            connections_refused_per_user: self.connections_refused_per_user.load(Relaxed),
             handshakes_rejected: self.handshakes_rejected.load(Relaxed),
             frames_in: self.frames_in.load(Relaxed),
             frames_out: self.frames_out.load(Relaxed),
@@ -84,6 +94,14 @@ impl GatewayStats {
 
     pub(crate) fn connection_dropped_slow(&self) {
         self.connections_dropped_slow.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn connection_stalled(&self) {
+        self.connections_stalled.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn connection_refused_per_user(&self) {
+        self.connections_refused_per_user.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn handshake_rejected(&self) {

@@ -32,6 +32,7 @@ pub struct FakeMessaging {
     sends: Mutex<Vec<SendRecord>>,
     holds: Mutex<HashMap<String, oneshot::Receiver<()>>>,
     last_sync_limit: Mutex<Option<u32>>,
+    syncs: AtomicU64,
     next: AtomicU64,
 }
 
@@ -45,6 +46,11 @@ impl FakeMessaging {
 
     pub fn sends(&self) -> Vec<SendRecord> {
         self.sends.lock().unwrap().clone()
+    }
+
+    /// Syncs served so far.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     pub fn last_sync_limit(&self) -> Option<u32> {
@@ -71,6 +77,7 @@ impl Messaging for FakeMessaging {
 
     async fn sync(&self, user: UserId, conversation: ConversationId, after: Seq, limit: u32) -> Result<Page, ImError> {
         *self.last_sync_limit.lock().unwrap() = Some(limit);
+        self.syncs.fetch_add(1, Ordering::Relaxed);
         if !conversation.is_pair_member(user) {
             return Err(ImError::denied("not a member"));
         }
@@ -262,11 +269,20 @@ impl TestConn {
         self.send(Message::Binary(frame.encode_to_vec().into())).await;
     }
 
+    /// The next data frame (pings skipped).
     pub async fn recv_frame(&mut self) -> ServerFrame {
-        match tokio::time::timeout(WAIT, self.rx.next()).await.expect("no frame in time") {
-            Some(Message::Binary(data)) => ServerFrame::decode(data).unwrap(),
-            other => panic!("expected a binary frame, got {other:?}"),
+        loop {
+            match self.recv().await {
+                Some(Message::Binary(data)) => return ServerFrame::decode(data).unwrap(),
+                Some(Message::Ping(_)) => continue,
+                other => panic!("expected a binary frame, got {other:?}"),
+            }
         }
+    }
+
+    /// The next message of any kind.
+    pub async fn recv(&mut self) -> Option<Message> {
+        tokio::time::timeout(WAIT, self.rx.next()).await.expect("no frame in time")
     }
 
     /// A round trip: once it returns, the connection is in the hub.

@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use im_backends::etcd::{EtcdRegistry, EtcdRegistryOptions, NodeClaim};
 use im_backends::memory::{MemoryBus, MemoryDedupCache, MemoryRegistry, MemorySeqAllocator};
 use im_backends::{RedisConnection, RedisDedupCache, RedisSeqAllocator};
 use im_config::{BusBackend, Config, RegistryBackend, SeqBackend, ServiceLink, StoreBackend};
 use im_core::GatewayId;
 use im_core::ports::{Bus, DedupCache, GroupDirectory, Groups, Messaging, Pusher, Registry, SeqAllocator, UserStore};
-use im_gateway::{Gateway, GatewayLimits, Hub};
+use im_gateway::{Gateway, Hub};
 use im_user::UserDirectory;
 use im_user::grpc::UserGrpc;
 use tokio::net::TcpListener;
@@ -42,6 +41,7 @@ use crate::msg_id::MessageIdGenerator;
 use crate::offline::{OfflinePublisher, OfflineWorker, PUBLISH_QUEUE};
 use crate::outbox::Settler;
 use crate::pipeline::Pipeline;
+use crate::rate_limits::UserRateLimits;
 use crate::readiness::{Probe, Readiness, tcp_probe};
 use crate::remote::groups::RemoteGroups;
 use crate::remote::{GrpcPusher, RemoteUsers, ServiceCredential};
@@ -472,7 +472,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     .start(&*members, &workers, workers_stop.clone())
     .await
     .context("starting the group fan-out (kafka.topics.group_msg, kafka.group_id)")?;
+    let rate_limits = UserRateLimits::new(&config.limits, metrics.rate_limited.clone());
+    rate_limits.spawn_cleanup(shutdown.clone());
     let groups: Arc<dyn Groups> = Arc::new(GroupsService {
+        rate_limits: rate_limits.clone(),
         directory: directory.clone(),
         cache: group_cache.clone(),
         seqs: seqs.clone(),
@@ -482,6 +485,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     });
 
     let messaging: Arc<dyn Messaging> = Arc::new(MessagingService {
+        rate_limits,
         jobs: jobs_tx,
         routes: routes_tx,
         store: stores.messages.clone(),
@@ -507,10 +511,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         breakers,
     });
     // The built-in gateway serves only when no gateway process is configured.
-    let gateway = listeners.ws.is_some().then(|| {
-        let limits = GatewayLimits { max_message_size: config.server.max_message_size, ..GatewayLimits::default() };
-        Gateway::with_hub(hub, messaging.clone(), registry, tokens.clone(), limits)
-    });
+    let gateway = listeners
+        .ws
+        .is_some()
+        .then(|| Gateway::with_hub(hub, messaging.clone(), registry, tokens.clone(), serve::gateway_limits(&config)));
     // The built-in user directory is served here only when no user service
     // process is configured.
     let user_grpc = matches!(config.user_service(), ServiceLink::Builtin)
@@ -532,7 +536,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 
     let (grpc_addr, http_addr) = listeners.addrs()?;
     let ws_addr = listeners.ws.as_ref().map(TcpListener::local_addr).transpose()?;
+    let guard = serve::connection_guard(&config, &metrics);
     let http = serve::http(
+        &guard,
         listeners.http,
         listeners.metrics,
         http_state,
@@ -540,15 +546,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         shutdown.clone(),
     );
     let ws_server = {
-        let (listener, gateway, stop) = (listeners.ws, gateway.clone(), shutdown.clone());
+        let (listener, gateway, stop) = (listeners.ws.map(|l| guard.http1(l)), gateway.clone(), shutdown.clone());
         async move {
             let (Some(listener), Some(gateway)) = (listener, gateway) else { return Ok(()) };
-            // TCP_NODELAY: see serve::grpc_incoming.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
-                }
-            });
             axum::serve(listener, gateway.router()).with_graceful_shutdown(stop.cancelled_owned()).await
         }
     };
@@ -560,7 +560,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         .add_service(AuditGrpc::server(stores.messages.clone(), tokens.clone()))
         .add_service(KeyGrpc::server(cipher, stores.messages.clone(), stores.reseal.clone(), tokens.clone()))
         .add_optional_service(user_grpc)
-        .serve_with_incoming_shutdown(serve::grpc_incoming(listeners.grpc), shutdown.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(serve::grpc_incoming(&guard, listeners.grpc), shutdown.clone().cancelled_owned());
 
     readiness.set_serving(true);
     tracing::info!(

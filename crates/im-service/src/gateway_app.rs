@@ -7,12 +7,11 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use axum::serve::ListenerExt;
 use im_backends::etcd::EtcdRegistry;
 use im_config::{Config, RegistryBackend};
 use im_core::GatewayId;
 use im_core::ports::{Messaging, Registry};
-use im_gateway::{Gateway, GatewayLimits, Hub, PushApi};
+use im_gateway::{Gateway, Hub, PushApi};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -71,8 +70,7 @@ pub async fn run(config: Config, listeners: GatewayListeners, shutdown: Cancella
         Arc::new(RemoteMessaging::new(lazy_channel(&im.addr, im.timeout)?, tokens.clone()));
 
     let hub = Arc::new(Hub::new(GatewayId(gateway_addr.clone())));
-    let limits = GatewayLimits { max_message_size: config.server.max_message_size, ..GatewayLimits::default() };
-    let gateway = Gateway::with_hub(hub.clone(), messaging, registry, tokens.clone(), limits);
+    let gateway = Gateway::with_hub(hub.clone(), messaging, registry, tokens.clone(), serve::gateway_limits(&config));
 
     let mut readiness = Readiness::default();
     // A gateway's core job is to reach a node; the registry only degrades
@@ -90,6 +88,7 @@ pub async fn run(config: Config, listeners: GatewayListeners, shutdown: Cancella
     }
     let readiness = Arc::new(readiness);
     let metrics = Arc::new(Metrics::new());
+    let guard = serve::connection_guard(&config, &metrics);
     let stats_gateway = gateway.clone();
     let http_state = HttpState {
         metrics,
@@ -102,21 +101,18 @@ pub async fn run(config: Config, listeners: GatewayListeners, shutdown: Cancella
     let ws_addr = listeners.ws.local_addr()?;
     let push_addr = listeners.push.local_addr()?;
     let http = serve::http(
+        &guard,
         listeners.http,
         listeners.metrics,
         http_state,
         config.observability.metrics_enabled,
         shutdown.clone(),
     );
-    let ws_listener = listeners.ws.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    let ws = axum::serve(ws_listener, gateway.router()).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let ws = axum::serve(guard.http1(listeners.ws), gateway.router())
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let push = serve::grpc_server(serve::internal_only)
         .add_service(PushApi::new(hub, tokens).into_service())
-        .serve_with_incoming_shutdown(serve::grpc_incoming(listeners.push), shutdown.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(serve::grpc_incoming(&guard, listeners.push), shutdown.clone().cancelled_owned());
 
     readiness.set_serving(true);
     tracing::info!(ws = %format!("ws://{ws_addr}/ws"), push = %push_addr, gateway_id = %gateway_addr, im_service = %im.addr, "im-gateway ready");

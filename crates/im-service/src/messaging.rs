@@ -22,11 +22,14 @@ use crate::groups::MembershipCache;
 use crate::known_users::KnownUsers;
 use crate::metrics::Metrics;
 use crate::pipeline::SendJob;
+use crate::rate_limits::UserRateLimits;
 use crate::router::RouteWork;
 use crate::telemetry::MessageTrace;
 use crate::telemetry::propagation::child_span;
 
 pub struct MessagingService {
+    /// Messages and body bytes per user and second.
+    pub rate_limits: Arc<UserRateLimits>,
     pub jobs: mpsc::Sender<SendJob>,
     pub routes: mpsc::Sender<RouteWork>,
     pub store: Arc<dyn MessageStore>,
@@ -58,6 +61,8 @@ pub struct MessagingService {
 impl MessagingService {
     async fn send_in(&self, user: UserId, device: &DeviceId, cmd: SendCommand, span: &Span) -> Result<Ack, ImError> {
         let accepted_at = Instant::now();
+        // First: a user over the limit costs no more than this.
+        self.rate_limits.check_send(user, cmd.body.len()).map_err(|e| self.failed(e))?;
         let (conversation, client_msg_id) = self.validate_send(user, &cmd).await.map_err(|e| self.failed(e))?;
         // After validation, before a seq: a blocked send uses none, stores
         // nothing, and leaves no dedup entry (its corrected resend may reuse

@@ -28,6 +28,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabel {
     pub action: &'static str,
 }
@@ -186,6 +191,10 @@ pub struct Metrics {
     pub reencrypted_rows: Counter,
     /// The circuit breakers' state, refusals and openings.
     pub breakers: crate::breaker::BreakerMetrics,
+    /// Connections of every listener: open, refused, timed out.
+    pub connections: crate::connection_limits::GuardMetrics,
+    /// Requests refused by a rate limit, by limit.
+    pub rate_limited: crate::rate_limits::RateLimitMetrics,
     /// The WebSocket gateway's own counters (built-in gateway or
     /// `im-gateway`), brought up to date at scrape time.
     gateway: GatewayCounters,
@@ -199,6 +208,8 @@ struct GatewayCounters {
     connections_opened: Counter,
     connections_replaced: Counter,
     connections_dropped_slow: Counter,
+    connections_stalled: Counter,
+    connections_refused_per_user: Counter,
     handshakes_rejected: Counter,
     frames_in: Counter,
     frames_out: Counter,
@@ -225,6 +236,16 @@ impl GatewayCounters {
             "connections_dropped_slow",
             "Connections closed because their outbound queue was full (a client too slow to read)",
             self.connections_dropped_slow.clone(),
+        );
+        gateway.register(
+            "connections_stalled",
+            "Connections closed because their socket took no bytes for LIMIT_IDLE_TIMEOUT (a client that stopped reading)",
+            self.connections_stalled.clone(),
+        );
+        gateway.register(
+            "connections_refused_per_user",
+            "Connections refused because their user had LIMIT_CONNECTIONS_PER_USER on this gateway",
+            self.connections_refused_per_user.clone(),
         );
         gateway.register(
             "handshakes_rejected",
@@ -255,6 +276,8 @@ impl GatewayCounters {
         step(&self.connections_opened, now.connections_opened, last.connections_opened);
         step(&self.connections_replaced, now.connections_replaced, last.connections_replaced);
         step(&self.connections_dropped_slow, now.connections_dropped_slow, last.connections_dropped_slow);
+        step(&self.connections_stalled, now.connections_stalled, last.connections_stalled);
+        step(&self.connections_refused_per_user, now.connections_refused_per_user, last.connections_refused_per_user);
         step(&self.handshakes_rejected, now.handshakes_rejected, last.handshakes_rejected);
         step(&self.frames_in, now.frames_in, last.frames_in);
         step(&self.frames_out, now.frames_out, last.frames_out);
@@ -553,9 +576,15 @@ impl Metrics {
         gateway.register(registry);
         let breakers = crate::breaker::BreakerMetrics::default();
         breakers.register(registry);
+        let connections = crate::connection_limits::GuardMetrics::default();
+        connections.register(registry);
+        let rate_limited = crate::rate_limits::RateLimitMetrics::default();
+        rate_limited.register(registry);
         Self {
             registry: root,
             breakers,
+            connections,
+            rate_limited,
             dependency_up,
             accepted,
             duplicates,

@@ -87,13 +87,12 @@ pub async fn run(config: Config, listeners: UserListeners, shutdown: Cancellatio
         config.group.max_members,
     ));
     let readiness = Arc::new(readiness);
-    let http_state = HttpState {
-        metrics: Arc::new(Metrics::new()),
-        readiness: readiness.clone(),
-        before_scrape: scrape_groups(groups.clone()),
-    };
+    let metrics = Arc::new(Metrics::new());
+    let guard = serve::connection_guard(&config, &metrics);
+    let http_state = HttpState { metrics, readiness: readiness.clone(), before_scrape: scrape_groups(groups.clone()) };
     let grpc_addr = listeners.grpc.local_addr()?;
     let http = serve::http(
+        &guard,
         listeners.http,
         listeners.metrics,
         http_state,
@@ -103,7 +102,7 @@ pub async fn run(config: Config, listeners: UserListeners, shutdown: Cancellatio
     let grpc = serve::grpc_server(serve::internal_only)
         .add_service(UserGrpc::new(directory).into_server())
         .add_service(GroupDirectoryGrpc::new(groups, tokens.clone()).into_server())
-        .serve_with_incoming_shutdown(serve::grpc_incoming(listeners.grpc), shutdown.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(serve::grpc_incoming(&guard, listeners.grpc), shutdown.clone().cancelled_owned());
 
     readiness.set_serving(true);
     tracing::info!(

@@ -12,8 +12,11 @@ use im_core::ports::{GroupDirectory, Groups, MessageStore, ReceiptStore, SeqAllo
 use im_core::{ConversationId, GroupId, ImError, Seq, UserId};
 
 use super::cache::MembershipCache;
+use crate::rate_limits::UserRateLimits;
 
 pub struct GroupsService {
+    /// Group changes per user and minute.
+    pub rate_limits: Arc<UserRateLimits>,
     pub directory: Arc<dyn GroupDirectory>,
     pub cache: Arc<MembershipCache>,
     pub seqs: Arc<dyn SeqAllocator>,
@@ -32,6 +35,7 @@ impl Groups for GroupsService {
         members: Vec<UserId>,
         history_visible: bool,
     ) -> Result<Roster, ImError> {
+        self.rate_limits.check_group_change(user)?;
         group::check_name(&name)?;
         group::check_user_count(members.len())?;
         let new = NewGroup { name, owner: user, members, history_visible, created_at_ms: crate::clock::unix_ms() };
@@ -46,6 +50,7 @@ impl Groups for GroupsService {
         group: GroupId,
         op: MembershipOp,
     ) -> Result<MembershipChange, ImError> {
+        self.rate_limits.check_group_change(user)?;
         if let MembershipOp::Add(users) = &op {
             group::check_user_count(users.len())?;
         }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use im_proto::client::{self as pb, server_frame};
 
 use crate::harness::{Cluster, ClusterBuilder, Device, Inbox, SHARED_ETCD, SHARED_MARIADB, SHARED_REDIS, User};
-use crate::support::{conversation_id, free_port, http_get};
+use crate::support::{conversation_id, free_port, http_get, metric};
 use crate::tcp_proxy::{Mode, TcpProxy};
 
 /// How long a dependency's outage may take to show on `/ready`: a probe
@@ -84,13 +84,6 @@ async fn send_until_acked(device: &mut Device, to: &User, client_msg_id: &str, w
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-}
-
-async fn metric(port: u16, line_start: &str) -> f64 {
-    let (_, text) = http_get(port, "/metrics").await.expect("/metrics answers");
-    text.lines()
-        .find_map(|line| line.strip_prefix(line_start).map(|value| value.trim().parse().unwrap()))
-        .unwrap_or_else(|| panic!("no {line_start} in /metrics"))
 }
 
 /// A dependency a send needs: the message store, or Redis (seqs, dedup).

@@ -17,6 +17,7 @@ mod groups_cluster;
 mod harness;
 mod hung_gateway;
 mod keys;
+mod limits;
 mod migrate;
 mod observability;
 mod offline;

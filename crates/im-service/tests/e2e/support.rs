@@ -206,6 +206,15 @@ pub async fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body))
 }
 
+/// The value of the `/metrics` line that starts with `line_start` (a name
+/// and its labels); panics when there is none.
+pub async fn metric(port: u16, line_start: &str) -> f64 {
+    let (_, text) = http_get(port, "/metrics").await.expect("/metrics answers");
+    text.lines()
+        .find_map(|line| line.strip_prefix(line_start).map(|value| value.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("no {line_start} in /metrics"))
+}
+
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<server_frame::Body>>>>;
 
 /// A WebSocket client: requests matched to responses by req_id; pushes and
