@@ -486,10 +486,14 @@ impl MessageStore for MysqlStore {
         rows.into_iter().map(|(key, count)| Ok((key, count_from_column(count, "row count")?))).collect()
     }
 
-    /// A cheap round trip to the store, for `/ready`.
+    /// A cheap write the server must accept, for `/ready`: an UPDATE whose
+    /// WHERE is false changes and locks nothing, but a server that refuses
+    /// writes refuses it as it would refuse every commit: read-only (a
+    /// demoted primary, `read_only=1`) or a user without write grants. A
+    /// `SELECT 1` would answer and call the store ready.
     async fn ping(&self) -> BackendResult<()> {
-        self.reading(DbOperation::Ping, async |conn| {
-            sqlx::query("SELECT 1").execute(&mut *conn).await.map_err(map_sqlx)?;
+        self.writing(DbOperation::Ping, async |conn| {
+            sqlx::query("UPDATE messages SET seq = seq WHERE 1 = 0").execute(&mut *conn).await.map_err(map_sqlx)?;
             Ok(())
         })
         .await

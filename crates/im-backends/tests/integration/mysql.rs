@@ -274,6 +274,11 @@ impl DmlUser {
 
     /// A user with SELECT, INSERT, UPDATE and DELETE on `databases` only.
     async fn create(admin: &DatabaseConfig, databases: &[&str]) -> DmlUser {
+        Self::with_grants(admin, databases, "SELECT, INSERT, UPDATE, DELETE").await
+    }
+
+    /// A user with `grants` on `databases` only.
+    async fn with_grants(admin: &DatabaseConfig, databases: &[&str], grants: &str) -> DmlUser {
         let name = format!("im_dml_{}", unique());
         let mut conn = admin_connection(admin, None).await;
         sqlx::raw_sql(&format!("CREATE USER '{name}'@'%' IDENTIFIED BY '{}'", Self::PASSWORD))
@@ -281,7 +286,7 @@ impl DmlUser {
             .await
             .expect("the test server's user may create users");
         for database in databases {
-            sqlx::raw_sql(&format!("GRANT SELECT, INSERT, UPDATE, DELETE ON `{database}`.* TO '{name}'@'%'"))
+            sqlx::raw_sql(&format!("GRANT {grants} ON `{database}`.* TO '{name}'@'%'"))
                 .execute(&mut conn)
                 .await
                 .unwrap();
@@ -304,6 +309,24 @@ impl DmlUser {
         sqlx::raw_sql(&format!("DROP USER '{}'@'%'", self.name)).execute(&mut conn).await.unwrap();
         conn.close().await.unwrap();
     }
+}
+
+/// The store's probe (`/ready`) writes: a server that answers reads but
+/// refuses writes (here a user with SELECT only; in production a demoted,
+/// read-only primary) fails it, where `SELECT 1` passed.
+#[tokio::test]
+async fn the_probe_fails_on_a_server_that_answers_but_refuses_writes() {
+    let (migrated, database) = mysql_own_database().await;
+    migrated.ping().await.expect("a writable store passes its probe");
+    migrated.close().await;
+    let reader = DmlUser::with_grants(&test_config(), &[database.name()], "SELECT").await;
+    let store = connect_or_panic(&reader.config(database.name())).await;
+    let [a, b] = users();
+    store.fetch(private(a, b), Seq::ZERO, 10).await.expect("reads still answer");
+    let refused = store.ping().await.expect_err("a store that cannot write passed its probe");
+    assert!(refused.to_string().contains("UPDATE command denied"), "{refused}");
+    store.close().await;
+    reader.drop_user().await;
 }
 
 /// Migrated beforehand (`MysqlStore::migrate`, as `im-service migrate` does
