@@ -9,7 +9,17 @@
 use std::collections::HashMap;
 
 use im_core::message::AppendOutcome;
-use im_core::{NewMessage, UserId};
+use im_core::{FirstSend, NewMessage, RequestDigest, UserId};
+
+/// The outcome of a message whose key `first` already holds: a resend when
+/// it is the same request (or either digest is unknown), a conflict when
+/// the key was used for another request.
+pub(crate) fn resend_outcome(first: FirstSend, digest: Option<RequestDigest>) -> AppendOutcome {
+    match digest {
+        Some(digest) if !first.is_repeated_by(digest) => AppendOutcome::Conflict(first.ack),
+        _ => AppendOutcome::Duplicate(first.ack),
+    }
+}
 
 /// The first message of each key in a batch, and the repeats.
 #[derive(Debug)]
@@ -40,24 +50,33 @@ impl BatchPlan {
         Self { firsts, repeats }
     }
 
-    /// The outcomes of the whole batch, in batch order, from the outcomes of
-    /// its first messages (`first_outcomes[k]` is the outcome of
-    /// `batch[firsts[k]]`). A repeat of a message stored now is a duplicate of
-    /// it; a repeat of a duplicate carries the same first ack.
-    pub fn outcomes(&self, batch: &[NewMessage], first_outcomes: Vec<AppendOutcome>) -> Vec<AppendOutcome> {
-        debug_assert_eq!(first_outcomes.len(), self.firsts.len());
+    /// The outcomes of the whole batch, in batch order, from what the store
+    /// found under the key of each first message (`found[k]` for
+    /// `batch[firsts[k]]`: `None` when it stored the message now). A message
+    /// whose key holds a first send (found stored, or stored now by an
+    /// earlier message of the batch) is a resend of it, or a conflict when
+    /// `digests` (one per message, or empty) tell two different requests.
+    pub fn outcomes(
+        &self,
+        batch: &[NewMessage],
+        digests: &[RequestDigest],
+        found: Vec<Option<FirstSend>>,
+    ) -> Vec<AppendOutcome> {
+        debug_assert_eq!(found.len(), self.firsts.len());
+        let mut firsts: Vec<Option<FirstSend>> = vec![None; batch.len()];
         let mut outcomes: Vec<Option<AppendOutcome>> = vec![None; batch.len()];
-        for (&i, outcome) in self.firsts.iter().zip(first_outcomes) {
-            outcomes[i] = Some(outcome);
+        for (&i, found) in self.firsts.iter().zip(found) {
+            outcomes[i] = Some(match found {
+                Some(first) => resend_outcome(first, digests.get(i).copied()),
+                None => AppendOutcome::Stored,
+            });
+            // What a repeat of this key is measured against.
+            firsts[i] = Some(found.unwrap_or(FirstSend { ack: batch[i].ack(), digest: digests.get(i).copied() }));
         }
         for (i, repeat_of) in self.repeats.iter().enumerate() {
             if let Some(first) = *repeat_of {
-                // `first < i`, so its outcome is already final.
-                let outcome = match outcomes[first] {
-                    Some(AppendOutcome::Duplicate(ack)) => AppendOutcome::Duplicate(ack),
-                    _ => AppendOutcome::Duplicate(batch[first].ack()),
-                };
-                outcomes[i] = Some(outcome);
+                let first = firsts[first].expect("a repeat follows its first message");
+                outcomes[i] = Some(resend_outcome(first, digests.get(i).copied()));
             }
         }
         outcomes.into_iter().map(|outcome| outcome.expect("every message of a batch is a first or a repeat")).collect()
@@ -97,13 +116,37 @@ mod tests {
         let batch = [message(1, "a", 1), message(1, "a", 2), message(1, "b", 3), message(1, "b", 4)];
         let plan = BatchPlan::new(&batch);
         let earlier: Ack = message(1, "b", 77).ack();
-        let outcomes = plan.outcomes(&batch, vec![AppendOutcome::Stored, AppendOutcome::Duplicate(earlier)]);
+        let found = vec![None, Some(FirstSend { ack: earlier, digest: None })];
+        let outcomes = plan.outcomes(&batch, &[], found);
         assert_eq!(
             outcomes,
             vec![
                 AppendOutcome::Stored,
                 AppendOutcome::Duplicate(batch[0].ack()),
                 AppendOutcome::Duplicate(earlier),
+                AppendOutcome::Duplicate(earlier),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_repeat_of_another_request_is_a_conflict() {
+        let batch =
+            [message(1, "a", 1), message(1, "a", 2), message(1, "a", 3), message(1, "b", 4), message(1, "b", 5)];
+        let digests = [1, 1, 2, 3, 4].map(RequestDigest);
+        let plan = BatchPlan::new(&batch);
+        // "b" was stored earlier by request 4.
+        let earlier: Ack = message(1, "b", 77).ack();
+        let found = vec![None, Some(FirstSend { ack: earlier, digest: Some(RequestDigest(4)) })];
+        let outcomes = plan.outcomes(&batch, &digests, found);
+        assert_eq!(
+            outcomes,
+            vec![
+                AppendOutcome::Stored,
+                AppendOutcome::Duplicate(batch[0].ack()),
+                AppendOutcome::Conflict(batch[0].ack()),
+                AppendOutcome::Conflict(earlier),
+                // A repeat is measured against what is stored, not its first.
                 AppendOutcome::Duplicate(earlier),
             ]
         );

@@ -56,15 +56,21 @@ pub enum ErrorReason {
     /// A rate limit of the caller was reached (`RESOURCE_EXHAUSTED`): wait
     /// `retry_after` and send again, the same client_msg_id included.
     RateLimited,
+    /// The client_msg_id was already used by this sender for another
+    /// message (`FAILED_PRECONDITION`): nothing was stored; send it with a
+    /// new client_msg_id.
+    ClientMsgIdReused,
 }
 
 impl ErrorReason {
-    pub const ALL: [ErrorReason; 2] = [ErrorReason::ContentBlocked, ErrorReason::RateLimited];
+    pub const ALL: [ErrorReason; 3] =
+        [ErrorReason::ContentBlocked, ErrorReason::RateLimited, ErrorReason::ClientMsgIdReused];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ContentBlocked => "content_blocked",
             Self::RateLimited => "rate_limited",
+            Self::ClientMsgIdReused => "client_msg_id_reused",
         }
     }
 
@@ -110,6 +116,17 @@ impl ImError {
     }
     /// The send was refused by the sensitive-word filter. The message never
     /// names the entry: the list is not for clients to read.
+    /// A send whose client_msg_id this sender already used for another
+    /// message.
+    pub fn client_msg_id_reused() -> Self {
+        Self::new(
+            ErrorCode::FailedPrecondition,
+            "this client_msg_id was already used for a different message (another recipient, content type or \
+             body); nothing was stored: send this message with a new client_msg_id",
+        )
+        .with_reason(ErrorReason::ClientMsgIdReused)
+    }
+
     pub fn content_blocked() -> Self {
         Self::new(
             ErrorCode::FailedPrecondition,

@@ -21,4 +21,4 @@ pub mod seq;
 
 pub use error::{ErrorCode, ErrorReason, ImError};
 pub use ids::{ClientMsgId, ConversationId, DeviceId, GatewayId, GroupId, MessageId, Seq, UserId};
-pub use message::{Ack, AuditRecord, NewMessage, StoredMessage};
+pub use message::{Ack, AuditRecord, FirstSend, NewMessage, RequestDigest, StoredMessage};

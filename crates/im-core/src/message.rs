@@ -78,6 +78,37 @@ pub type StoredMessage = NewMessage;
 pub enum AppendOutcome {
     Stored,
     Duplicate(Ack),
+    /// The key was stored by another request (a different conversation,
+    /// content type or body, by their [`RequestDigest`]s): nothing was
+    /// stored, and the sender must not be told this message was (the first
+    /// ack is kept for the record).
+    Conflict(Ack),
+}
+
+/// A fingerprint of a send request: its conversation, content type and body
+/// as the client sent them. Kept with the first ack of its
+/// `(sender, client_msg_id)`, so that a resend is recognised only when it is
+/// the same request, as payment APIs do with idempotency keys; the same
+/// client_msg_id with another request is refused, not answered with the
+/// first one's ack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RequestDigest(pub u64);
+
+/// A first send as recorded beside its key (the dedup cache): its ack, and
+/// its request's digest (`None` for entries written before digests were).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FirstSend {
+    pub ack: Ack,
+    pub digest: Option<RequestDigest>,
+}
+
+impl FirstSend {
+    /// Whether a send with `digest` repeats this one. An entry without a
+    /// digest cannot tell, and counts as the same (as every entry did
+    /// before digests).
+    pub fn is_repeated_by(&self, digest: RequestDigest) -> bool {
+        self.digest.is_none_or(|first| first == digest)
+    }
 }
 
 /// One conversation as a member sees it in their list.

@@ -12,8 +12,8 @@ use crate::error::BackendError;
 use crate::group::{Group, Member, MembershipChange, MembershipOp, NewGroup, Roster};
 use crate::message::{AppendOutcome, ConversationSummary, ExpiryStep, Page, ReadStatus};
 use crate::{
-    Ack, AuditRecord, ClientMsgId, ConversationId, DeviceId, GatewayId, GroupId, ImError, MessageId, NewMessage, Seq,
-    UserId,
+    Ack, AuditRecord, ClientMsgId, ConversationId, DeviceId, FirstSend, GatewayId, GroupId, ImError, MessageId,
+    NewMessage, RequestDigest, Seq, UserId,
 };
 
 pub type BackendResult<T> = Result<T, BackendError>;
@@ -35,7 +35,7 @@ pub trait MessageStore: Send + Sync + 'static {
     /// stored now. A duplicate's record is dropped: the message stored first
     /// was filtered, and recorded, when it was sent.
     async fn append_audited(&self, batch: &[NewMessage], audits: &[AuditRecord]) -> BackendResult<Vec<AppendOutcome>> {
-        self.append_with(batch, &CommitExtras { audits, outbox: None }).await
+        self.append_with(batch, &CommitExtras { audits, ..CommitExtras::default() }).await
     }
 
     /// [`MessageStore::append`], with what `extras` adds to the same
@@ -318,15 +318,21 @@ pub trait SeqAllocator: Send + Sync + 'static {
 /// message is new.
 #[async_trait]
 pub trait DedupCache: Send + Sync + 'static {
-    async fn get(&self, sender: UserId, client_msg_id: &ClientMsgId) -> BackendResult<Option<Ack>>;
+    async fn get(&self, sender: UserId, client_msg_id: &ClientMsgId) -> BackendResult<Option<FirstSend>>;
 
-    /// Records the ack unless one is already recorded; returns the recorded one.
-    async fn put_if_absent(&self, sender: UserId, client_msg_id: &ClientMsgId, ack: Ack) -> BackendResult<Ack>;
+    /// Records the first send unless one is already recorded; returns the
+    /// recorded one.
+    async fn put_if_absent(
+        &self,
+        sender: UserId,
+        client_msg_id: &ClientMsgId,
+        first: FirstSend,
+    ) -> BackendResult<FirstSend>;
 
     /// [`DedupCache::get`] for a batch, in order. A networked cache answers
     /// the whole batch in one round trip: the send pipeline's single writer
     /// must not wait a round trip per message.
-    async fn get_many(&self, keys: &[(UserId, &ClientMsgId)]) -> BackendResult<Vec<Option<Ack>>> {
+    async fn get_many(&self, keys: &[(UserId, &ClientMsgId)]) -> BackendResult<Vec<Option<FirstSend>>> {
         let mut found = Vec::with_capacity(keys.len());
         for &(sender, client_msg_id) in keys {
             found.push(self.get(sender, client_msg_id).await?);
@@ -335,10 +341,10 @@ pub trait DedupCache: Send + Sync + 'static {
     }
 
     /// [`DedupCache::put_if_absent`] for a batch, in one round trip where the
-    /// cache is networked. Keys already recorded keep their ack.
-    async fn put_many_if_absent(&self, entries: &[(UserId, &ClientMsgId, Ack)]) -> BackendResult<()> {
-        for (sender, client_msg_id, ack) in entries {
-            self.put_if_absent(*sender, client_msg_id, *ack).await?;
+    /// cache is networked. Keys already recorded keep their first send.
+    async fn put_many_if_absent(&self, entries: &[(UserId, &ClientMsgId, FirstSend)]) -> BackendResult<()> {
+        for (sender, client_msg_id, first) in entries {
+            self.put_if_absent(*sender, client_msg_id, *first).await?;
         }
         Ok(())
     }
@@ -587,6 +593,10 @@ pub struct CommitExtras<'a> {
     /// The route outbox row of the batch: the offline entry each of its
     /// private messages would need should it reach no device.
     pub outbox: Option<&'a OutboxRow>,
+    /// The request digest of each message of the batch, in order; empty
+    /// when not known (the rows then keep none, and a repeat of their key
+    /// counts as a resend).
+    pub digests: &'a [RequestDigest],
 }
 
 /// One committed batch whose routing has not been settled yet (the route

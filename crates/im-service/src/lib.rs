@@ -62,6 +62,7 @@ pub mod publisher;
 pub mod rate_limits;
 pub mod readiness;
 pub mod remote;
+pub mod request_digest;
 pub mod retention;
 pub mod router;
 pub mod serve;

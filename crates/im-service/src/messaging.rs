@@ -64,6 +64,8 @@ impl MessagingService {
         // First: a user over the limit costs no more than this.
         self.rate_limits.check_send(user, cmd.body.len()).map_err(|e| self.failed(e))?;
         let (conversation, client_msg_id) = self.validate_send(user, &cmd).await.map_err(|e| self.failed(e))?;
+        // Of the request as sent: a resend is filtered again, to the same.
+        let digest = crate::request_digest::of(conversation, &cmd.content_type, &cmd.body);
         // After validation, before a seq: a blocked send uses none, stores
         // nothing, and leaves no dedup entry (its corrected resend may reuse
         // the client_msg_id).
@@ -86,6 +88,7 @@ impl MessagingService {
             device: device.clone(),
             conversation,
             client_msg_id,
+            digest,
             body,
             content_type: cmd.content_type,
             accepted_at,

@@ -14,7 +14,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use im_core::message::AppendOutcome;
 use im_core::ports::{BackendResult, CommitExtras, DedupCache, MessageStore, OfflineEntry, OutboxRow, SeqAllocator};
-use im_core::{Ack, AuditRecord, ClientMsgId, ConversationId, DeviceId, ImError, NewMessage, UserId};
+use im_core::{
+    Ack, AuditRecord, ClientMsgId, ConversationId, DeviceId, FirstSend, ImError, NewMessage, RequestDigest, UserId,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::breaker::SendBreakers;
@@ -37,6 +39,10 @@ pub struct SendJob {
     /// Private or group; the recipient of a private message follows from it.
     pub conversation: ConversationId,
     pub client_msg_id: ClientMsgId,
+    /// The request as the client sent it ([`crate::request_digest`]): a
+    /// resend of its key is only answered with the first ack if it is the
+    /// same request.
+    pub digest: RequestDigest,
     pub body: Bytes,
     pub content_type: String,
     pub accepted_at: Instant,
@@ -119,10 +125,13 @@ impl Pipeline {
         let mut fresh = Vec::with_capacity(batch.len());
         for (job, first) in batch.drain(..).zip(firsts) {
             match first {
-                Some(first) => {
+                Some(first) if first.is_repeated_by(job.digest) => {
                     self.metrics.duplicates.inc();
-                    let _ = job.reply.send(Ok(first));
+                    let _ = job.reply.send(Ok(first.ack));
                 }
+                // The key answers another request: this one is not stored,
+                // and the sender must not be told it was.
+                Some(_) => self.reject(job.reply, ImError::client_msg_id_reused()),
                 None => fresh.push(job),
             }
         }
@@ -162,8 +171,10 @@ impl Pipeline {
         drop(spans);
         let mut waiting = Vec::with_capacity(fresh.len());
         let mut messages = Vec::with_capacity(fresh.len());
+        let mut digests = Vec::with_capacity(fresh.len());
         let mut audits = Vec::new();
         for (job, seq) in fresh.into_iter().zip(seqs) {
+            digests.push(job.digest);
             let (msg_id, server_time_ms) = self.ids.next();
             if let Some(entries) = job.audit {
                 audits.push(AuditRecord {
@@ -198,7 +209,7 @@ impl Pipeline {
         let sealed = sealing_key.map(|key| BodyCipher::seal(&key, &messages));
         let stored = sealed.as_deref().unwrap_or(&messages);
         let outbox = self.outbox_row(&messages);
-        let extras = CommitExtras { audits: &audits, outbox: outbox.as_ref() };
+        let extras = CommitExtras { audits: &audits, outbox: outbox.as_ref(), digests: &digests };
         let spans = stage_spans!(waiting.iter().map(|(_, _, _, trace)| trace), "im.commit", batch = messages.len());
         let outcomes = match self.breakers.store.call(self.store.append_with(stored, &extras)).await {
             Ok(outcomes) => outcomes,
@@ -216,15 +227,25 @@ impl Pipeline {
         debug_assert_eq!(outcomes.len(), messages.len());
 
         let mut committed = Vec::with_capacity(messages.len());
+        let mut first_sends = Vec::with_capacity(messages.len());
         let mut sealed = sealed.map(Vec::into_iter);
-        for ((message, (reply, device, accepted_at, trace)), outcome) in messages.into_iter().zip(waiting).zip(outcomes)
+        for (((message, (reply, device, accepted_at, trace)), outcome), digest) in
+            messages.into_iter().zip(waiting).zip(outcomes).zip(digests)
         {
             let sealed = sealed.as_mut().and_then(Iterator::next);
-            if let AppendOutcome::Duplicate(first) = outcome {
-                self.metrics.duplicates.inc();
-                let _ = reply.send(Ok(first));
-                continue;
+            match outcome {
+                AppendOutcome::Stored => {}
+                AppendOutcome::Duplicate(first) => {
+                    self.metrics.duplicates.inc();
+                    let _ = reply.send(Ok(first));
+                    continue;
+                }
+                AppendOutcome::Conflict(_) => {
+                    self.reject(reply, ImError::client_msg_id_reused());
+                    continue;
+                }
             }
+            first_sends.push(FirstSend { ack: message.ack(), digest: Some(digest) });
             self.metrics.accepted.inc();
             let _ = reply.send(Ok(message.ack()));
             // A group message is not pushed from here but published on
@@ -237,8 +258,11 @@ impl Pipeline {
         }
         // After the acks: a resend that overtakes this record misses the
         // cache and is caught by the store's unique key (same first ack).
-        let acks: Vec<_> =
-            committed.iter().map(|c| (c.message.sender, &c.message.client_msg_id, c.message.ack())).collect();
+        let acks: Vec<_> = committed
+            .iter()
+            .zip(first_sends)
+            .map(|(c, first)| (c.message.sender, &c.message.client_msg_id, first))
+            .collect();
         if let Err(e) = self.on_redis(self.dedup.put_many_if_absent(&acks)).await {
             tracing::warn!(error = %e, "could not record the acks in the dedup cache");
         }

@@ -1,11 +1,11 @@
 //! The `DedupCache` suite. Cases only rely on what every cache keeps: a
-//! recent ack. Eviction by size and age is each backend's own (and tested
-//! there).
+//! recent first send (its ack and its request's digest). Eviction by size
+//! and age is each backend's own (and tested there).
 
 use std::sync::Arc;
 
 use im_core::ports::DedupCache;
-use im_core::{Ack, ClientMsgId, MessageId, Seq};
+use im_core::{Ack, ClientMsgId, FirstSend, MessageId, RequestDigest, Seq};
 
 use super::fixtures::{private, unique, unique_name, users};
 
@@ -22,20 +22,23 @@ macro_rules! dedup_cache_suite {
                 keys_are_per_sender,
                 concurrent_puts_agree_on_one_ack,
                 batches_agree_with_single_calls,
+                the_digest_is_kept_and_may_be_unknown,
             ]
         );
     };
 }
 
-fn ack(seq: u64) -> Ack {
+/// A first send; its digest differs with `seq` and spans the 64 bits.
+fn ack(seq: u64) -> FirstSend {
     let [a, b] = users();
-    Ack {
+    let ack = Ack {
         msg_id: MessageId(unique()),
         conversation: private(a, b),
         seq: Seq(seq),
         server_time_ms: 1000 + seq as i64,
         body_masked: false,
-    }
+    };
+    FirstSend { ack, digest: Some(RequestDigest(u64::MAX - seq)) }
 }
 
 fn key() -> ClientMsgId {
@@ -97,4 +100,14 @@ pub async fn batches_agree_with_single_calls<C: DedupCache + ?Sized>(cache: Arc<
     assert_eq!(found, vec![Some(first), Some(second), None, None]);
     assert_eq!(cache.get(b, &k2).await.unwrap(), Some(second));
     assert_eq!(cache.put_if_absent(a, &k1, late).await.unwrap(), first);
+}
+
+pub async fn the_digest_is_kept_and_may_be_unknown<C: DedupCache + ?Sized>(cache: Arc<C>) {
+    let [a] = users();
+    let (known, unknown) = (key(), key());
+    let with = ack(1);
+    let without = FirstSend { digest: None, ..ack(2) };
+    cache.put_many_if_absent(&[(a, &known, with), (a, &unknown, without)]).await.unwrap();
+    assert_eq!(cache.get(a, &known).await.unwrap().and_then(|first| first.digest), with.digest);
+    assert_eq!(cache.get(a, &unknown).await.unwrap(), Some(without));
 }

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use im_core::message::{AppendOutcome, ConversationSummary};
-use im_core::ports::{AuditQuery, MessageStore};
-use im_core::{AuditRecord, ClientMsgId, NewMessage, Seq};
+use im_core::ports::{AuditQuery, CommitExtras, MessageStore};
+use im_core::{AuditRecord, ClientMsgId, NewMessage, RequestDigest, Seq};
 
 use super::fixtures::{group_conversation, message, private, unique, unique_name, users};
 
@@ -20,6 +20,8 @@ macro_rules! message_store_suite {
                 unknown_conversation_is_empty,
                 resend_within_a_batch_gets_the_first_ack,
                 resend_in_a_later_batch_gets_the_first_ack_and_stores_nothing,
+                a_key_reused_for_another_request_is_a_conflict_and_stores_nothing,
+                a_key_stored_without_a_digest_answers_every_resend,
                 client_msg_ids_are_per_sender,
                 ack_is_found_by_client_msg_id,
                 seq_conflict_fails_the_whole_batch,
@@ -135,6 +137,68 @@ pub async fn resend_in_a_later_batch_gets_the_first_ack_and_stores_nothing<S: Me
     // The very same message appended again (a retried batch) stores nothing.
     assert_eq!(store.append(std::slice::from_ref(&first)).await.unwrap(), vec![AppendOutcome::Duplicate(first.ack())]);
     assert_eq!(store.max_seq(ab).await.unwrap(), Seq(3));
+}
+
+/// `batch` appended with `digests` (one per message).
+async fn append_digested<S: MessageStore + ?Sized>(
+    store: &S,
+    batch: &[NewMessage],
+    digests: &[u64],
+) -> Vec<AppendOutcome> {
+    let digests: Vec<RequestDigest> = digests.iter().copied().map(RequestDigest).collect();
+    store.append_with(batch, &CommitExtras { digests: &digests, ..CommitExtras::default() }).await.unwrap()
+}
+
+pub async fn a_key_reused_for_another_request_is_a_conflict_and_stores_nothing<S: MessageStore + ?Sized>(
+    store: Arc<S>,
+) {
+    let [a, b, c] = users();
+    let (ab, ac) = (private(a, b), private(a, c));
+    let key = unique_name("k");
+    // Digests span the 64 bits: the stored column keeps every one.
+    let (to_bob, to_carol) = (u64::MAX, 1u64 << 63);
+    let first = message(ab, a, 1, &key, 1000);
+    assert_eq!(append_digested(&*store, std::slice::from_ref(&first), &[to_bob]).await, vec![AppendOutcome::Stored]);
+
+    // The same key for another request, alone and then with a repeat of it
+    // and a resend of the first in one batch.
+    let other = message(ac, a, 1, &key, 2000);
+    assert_eq!(
+        append_digested(&*store, std::slice::from_ref(&other), &[to_carol]).await,
+        vec![AppendOutcome::Conflict(first.ack())]
+    );
+    let fresh = message(ac, c, 2, &unique_name("k"), 2001);
+    let batch = [other, fresh.clone(), message(ab, a, 3, &key, 2002)];
+    assert_eq!(
+        append_digested(&*store, &batch, &[to_carol, 7, to_bob]).await,
+        vec![AppendOutcome::Conflict(first.ack()), AppendOutcome::Stored, AppendOutcome::Duplicate(first.ack())]
+    );
+    assert_eq!(
+        store.fetch(ac, Seq::ZERO, 10).await.unwrap().messages,
+        vec![fresh],
+        "the conflicting message was stored"
+    );
+    assert_eq!(store.fetch(ab, Seq::ZERO, 10).await.unwrap().messages, vec![first]);
+
+    // Two different requests under one new key in one batch: the first wins.
+    let (key, ad) = (unique_name("k"), private(a, c));
+    let (one, two) = (message(ad, a, 3, &key, 3000), message(ad, a, 4, &key, 3001));
+    assert_eq!(
+        append_digested(&*store, &[one.clone(), two], &[1, 2]).await,
+        vec![AppendOutcome::Stored, AppendOutcome::Conflict(one.ack())]
+    );
+}
+
+pub async fn a_key_stored_without_a_digest_answers_every_resend<S: MessageStore + ?Sized>(store: Arc<S>) {
+    let [a, b] = users();
+    let ab = private(a, b);
+    let key = unique_name("k");
+    // As stored before digests were (or by a caller that has none).
+    let first = message(ab, a, 1, &key, 1000);
+    assert_eq!(store.append(std::slice::from_ref(&first)).await.unwrap(), vec![AppendOutcome::Stored]);
+    let mut resend = message(ab, a, 2, &key, 2000);
+    resend.body = "whatever it says".into();
+    assert_eq!(append_digested(&*store, &[resend], &[42]).await, vec![AppendOutcome::Duplicate(first.ack())]);
 }
 
 pub async fn client_msg_ids_are_per_sender<S: MessageStore + ?Sized>(store: Arc<S>) {

@@ -197,7 +197,10 @@ where
     let created_ms = 1_000 + (unique() % 1_000) as i64;
     let first = [message(ab, a, 1, "c1", 5), message(ab, b, 2, "c2", 6)];
     let row = outbox_row(&first, created_ms);
-    store.append_with(&first, &CommitExtras { audits: &[], outbox: Some(&row) }).await.unwrap();
+    store
+        .append_with(&first, &CommitExtras { audits: &[], outbox: Some(&row), ..CommitExtras::default() })
+        .await
+        .unwrap();
     assert_eq!(abandoned(&*store, created_ms + 1, row.id).await, Some(row.clone()), "both entries, as given");
     assert_eq!(abandoned(&*store, created_ms, row.id).await, None, "not created before its own time");
 
@@ -207,7 +210,10 @@ where
     resend.msg_id = MessageId(unique());
     let second = [resend, message(ab, a, 4, "c3", 8)];
     let row2 = outbox_row(&second, created_ms);
-    store.append_with(&second, &CommitExtras { audits: &[], outbox: Some(&row2) }).await.unwrap();
+    store
+        .append_with(&second, &CommitExtras { audits: &[], outbox: Some(&row2), ..CommitExtras::default() })
+        .await
+        .unwrap();
     let kept = abandoned(&*store, created_ms + 1, row2.id).await.expect("the new message's entry");
     assert_eq!(kept.entries, vec![outbox_entry(&second[1])]);
 
@@ -215,7 +221,13 @@ where
     let mut again = second[1].clone();
     again.msg_id = MessageId(unique());
     let row3 = outbox_row(std::slice::from_ref(&again), created_ms);
-    store.append_with(std::slice::from_ref(&again), &CommitExtras { audits: &[], outbox: Some(&row3) }).await.unwrap();
+    store
+        .append_with(
+            std::slice::from_ref(&again),
+            &CommitExtras { audits: &[], outbox: Some(&row3), ..CommitExtras::default() },
+        )
+        .await
+        .unwrap();
     assert_eq!(abandoned(&*store, created_ms + 1, row3.id).await, None);
     store.settle_outbox(&[], &[row.id, row2.id]).await.unwrap();
 }
@@ -229,7 +241,10 @@ where
     let created_ms = 2_000 + (unique() % 1_000) as i64;
     let batch = [message(ab, a, 1, "c1", 5), message(ab, a, 2, "c2", 6), message(ab, b, 3, "c3", 7)];
     let row = outbox_row(&batch, created_ms);
-    store.append_with(&batch, &CommitExtras { audits: &[], outbox: Some(&row) }).await.unwrap();
+    store
+        .append_with(&batch, &CommitExtras { audits: &[], outbox: Some(&row), ..CommitExtras::default() })
+        .await
+        .unwrap();
 
     // b's device got the first message; the second reached none of b's, and
     // the third none of a's.
@@ -255,8 +270,14 @@ where
     let older = [message(ab, a, 1, "c1", 5)];
     let newer = [message(ab, a, 2, "c2", 6)];
     let (old_row, new_row) = (outbox_row(&older, old_ms), outbox_row(&newer, old_ms + 100));
-    store.append_with(&older, &CommitExtras { audits: &[], outbox: Some(&old_row) }).await.unwrap();
-    store.append_with(&newer, &CommitExtras { audits: &[], outbox: Some(&new_row) }).await.unwrap();
+    store
+        .append_with(&older, &CommitExtras { audits: &[], outbox: Some(&old_row), ..CommitExtras::default() })
+        .await
+        .unwrap();
+    store
+        .append_with(&newer, &CommitExtras { audits: &[], outbox: Some(&new_row), ..CommitExtras::default() })
+        .await
+        .unwrap();
 
     let before = store.abandoned_outbox(old_ms + 50, 10_000).await.unwrap();
     assert!(before.iter().any(|row| row.id == old_row.id), "the older row");

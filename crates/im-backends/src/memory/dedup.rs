@@ -1,12 +1,12 @@
-//! [`MemoryDedupCache`]: recent acks by `(sender, client_msg_id)`, bounded in
-//! count and age.
+//! [`MemoryDedupCache`]: recent first sends by `(sender, client_msg_id)`,
+//! bounded in count and age.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use im_core::ports::{BackendResult, DedupCache};
-use im_core::{Ack, ClientMsgId, UserId};
+use im_core::{ClientMsgId, FirstSend, UserId};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
@@ -26,7 +26,7 @@ pub struct MemoryDedupCache {
 
 #[derive(Debug, Default)]
 struct Entries {
-    acks: HashMap<Key, Ack>,
+    acks: HashMap<Key, FirstSend>,
     /// Keys in insertion order with their expiry. An ack is never replaced and
     /// every entry lives `ttl`, so insertion order is also expiry order: the
     /// expired and the oldest entries are always at the front.
@@ -53,14 +53,20 @@ impl MemoryDedupCache {
 
 #[async_trait]
 impl DedupCache for MemoryDedupCache {
-    async fn get(&self, sender: UserId, client_msg_id: &ClientMsgId) -> BackendResult<Option<Ack>> {
+    async fn get(&self, sender: UserId, client_msg_id: &ClientMsgId) -> BackendResult<Option<FirstSend>> {
         let mut entries = self.entries.lock();
         entries.forget_expired(Instant::now());
         Ok(entries.acks.get(&(sender, client_msg_id.clone())).copied())
     }
 
-    /// Records the ack unless one is already recorded; returns the recorded one.
-    async fn put_if_absent(&self, sender: UserId, client_msg_id: &ClientMsgId, ack: Ack) -> BackendResult<Ack> {
+    /// Records the first send unless one is already recorded; returns the
+    /// recorded one.
+    async fn put_if_absent(
+        &self,
+        sender: UserId,
+        client_msg_id: &ClientMsgId,
+        first_send: FirstSend,
+    ) -> BackendResult<FirstSend> {
         let now = Instant::now();
         let mut entries = self.entries.lock();
         entries.forget_expired(now);
@@ -68,30 +74,31 @@ impl DedupCache for MemoryDedupCache {
         if let Some(first) = entries.acks.get(&key) {
             return Ok(*first);
         }
-        entries.acks.insert(key.clone(), ack);
+        entries.acks.insert(key.clone(), first_send);
         entries.order.push_back((key, now + self.ttl));
         if entries.order.len() > self.capacity
             && let Some((oldest, _)) = entries.order.pop_front()
         {
             entries.acks.remove(&oldest);
         }
-        Ok(ack)
+        Ok(first_send)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use im_core::{ConversationId, MessageId, Seq};
+    use im_core::{Ack, ConversationId, MessageId, RequestDigest, Seq};
 
-    fn ack(n: u64) -> Ack {
-        Ack {
+    fn ack(n: u64) -> FirstSend {
+        let ack = Ack {
             msg_id: MessageId(n),
             conversation: ConversationId::private(UserId(1), UserId(2)).unwrap(),
             seq: Seq(n),
             server_time_ms: 0,
             body_masked: false,
-        }
+        };
+        FirstSend { ack, digest: Some(RequestDigest(n)) }
     }
 
     fn key(raw: &str) -> ClientMsgId {

@@ -8,7 +8,9 @@ use bytes::Bytes;
 use im_core::error::BackendError;
 use im_core::message::{AppendOutcome, ConversationSummary, ExpiryStep, Page};
 use im_core::ports::{AuditQuery, BackendResult, CommitExtras, MessageStore};
-use im_core::{Ack, AuditRecord, ClientMsgId, ConversationId, MessageId, NewMessage, Seq, UserId};
+use im_core::{
+    Ack, AuditRecord, ClientMsgId, ConversationId, FirstSend, MessageId, NewMessage, RequestDigest, Seq, UserId,
+};
 use sqlx::mysql::{MySql, MySqlArguments};
 use sqlx::{MySqlConnection, MySqlExecutor};
 
@@ -46,13 +48,13 @@ struct AppendStatements {
 static STATEMENTS: LazyLock<AppendStatements> = LazyLock::new(|| AppendStatements {
     insert_messages: MultiRow::new(
         "INSERT INTO messages (conversation, seq, msg_id, sender, recipient, \
-         client_msg_id, body, content_type, server_time_ms, sealed_with) VALUES",
-        "(?,?,?,?,?,?,?,?,?,?)",
+         client_msg_id, body, content_type, server_time_ms, sealed_with, request_digest) VALUES",
+        "(?,?,?,?,?,?,?,?,?,?,?)",
         ",",
         "",
     ),
     find_stored: MultiRow::new(
-        "SELECT sender, client_msg_id, msg_id, conversation, seq, server_time_ms FROM messages WHERE",
+        "SELECT sender, client_msg_id, msg_id, conversation, seq, server_time_ms, request_digest FROM messages WHERE",
         "(sender = ? AND client_msg_id = ?)",
         " OR ",
         "FOR UPDATE",
@@ -86,17 +88,18 @@ struct MessageRow<'a> {
     message: &'a NewMessage,
     conversation: String,
     bytes: usize,
+    digest: Option<RequestDigest>,
 }
 
 impl<'a> MessageRow<'a> {
-    fn new(message: &'a NewMessage) -> Self {
+    fn new(message: &'a NewMessage, digest: Option<RequestDigest>) -> Self {
         let conversation = message.conversation.to_string();
         let bytes = ROW_OVERHEAD
             + conversation.len()
             + message.client_msg_id.as_str().len()
             + message.body.len()
             + message.content_type.len();
-        Self { message, conversation, bytes }
+        Self { message, conversation, bytes, digest }
     }
 
     /// Binds the row's columns in the order of the messages insert.
@@ -115,6 +118,7 @@ impl<'a> MessageRow<'a> {
             .bind(&m.content_type)
             .bind(m.server_time_ms)
             .bind(m.sealed_with)
+            .bind(self.digest.map(|digest| digest.0))
     }
 
     fn key(&self) -> (u64, &[u8]) {
@@ -122,54 +126,60 @@ impl<'a> MessageRow<'a> {
     }
 }
 
-type AckColumns = (u64, Vec<u8>, u64, i64);
+type FirstSendColumns = (u64, Vec<u8>, u64, i64, Option<u64>);
 
-fn ack_from_columns((msg_id, conversation, seq, server_time_ms): AckColumns) -> BackendResult<Ack> {
-    Ok(Ack {
+fn first_send_from_columns(
+    (msg_id, conversation, seq, server_time_ms, digest): FirstSendColumns,
+) -> BackendResult<FirstSend> {
+    let ack = Ack {
         msg_id: MessageId(msg_id),
         conversation: conversation_from_column(conversation)?,
         seq: Seq(seq),
         server_time_ms,
         body_masked: false,
-    })
+    };
+    Ok(FirstSend { ack, digest: digest.map(RequestDigest) })
 }
 
-/// The ack of the message stored under `(sender, client_msg_id)`.
-async fn ack_by_key<'c>(
+/// The first send stored under `(sender, client_msg_id)`.
+async fn first_by_key<'c>(
     executor: impl MySqlExecutor<'c>,
     sender: u64,
     client_msg_id: &[u8],
-) -> BackendResult<Option<Ack>> {
-    let row: Option<AckColumns> = sqlx::query_as(
-        "SELECT msg_id, conversation, seq, server_time_ms FROM messages WHERE sender = ? AND client_msg_id = ?",
+) -> BackendResult<Option<FirstSend>> {
+    let row: Option<FirstSendColumns> = sqlx::query_as(
+        "SELECT msg_id, conversation, seq, server_time_ms, request_digest FROM messages \
+         WHERE sender = ? AND client_msg_id = ?",
     )
     .bind(sender)
     .bind(client_msg_id)
     .fetch_optional(executor)
     .await
     .map_err(map_sqlx)?;
-    row.map(ack_from_columns).transpose()
+    row.map(first_send_from_columns).transpose()
 }
 
-/// The acks of the messages already stored under the keys of `rows`, by key,
-/// locking those keys (or their gaps) until the transaction ends.
-async fn stored_acks(
+/// The first sends already stored under the keys of `rows`, by key, locking
+/// those keys (or their gaps) until the transaction ends.
+async fn stored_first_sends(
     conn: &mut MySqlConnection,
     rows: &[MessageRow<'_>],
-) -> BackendResult<HashMap<(u64, Vec<u8>), Ack>> {
+) -> BackendResult<HashMap<(u64, Vec<u8>), FirstSend>> {
     let mut stored = HashMap::new();
     for range in chunks(rows.len()) {
         let chunk = &rows[range];
-        let mut select =
-            sqlx::query_as::<_, (u64, Vec<u8>, u64, Vec<u8>, u64, i64)>(STATEMENTS.find_stored.sql(chunk.len()));
+        let mut select = sqlx::query_as::<_, (u64, Vec<u8>, u64, Vec<u8>, u64, i64, Option<u64>)>(
+            STATEMENTS.find_stored.sql(chunk.len()),
+        );
         for row in chunk {
             let (sender, client_msg_id) = row.key();
             select = select.bind(sender).bind(client_msg_id);
         }
-        for (sender, client_msg_id, msg_id, conversation, seq, server_time_ms) in
+        for (sender, client_msg_id, msg_id, conversation, seq, server_time_ms, digest) in
             select.fetch_all(&mut *conn).await.map_err(map_sqlx)?
         {
-            stored.insert((sender, client_msg_id), ack_from_columns((msg_id, conversation, seq, server_time_ms))?);
+            let first = first_send_from_columns((msg_id, conversation, seq, server_time_ms, digest))?;
+            stored.insert((sender, client_msg_id), first);
         }
     }
     Ok(stored)
@@ -196,7 +206,8 @@ pub(super) fn message_from_columns(conversation: ConversationId, columns: Messag
 
 impl MysqlStore {
     /// Writes `rows` (distinct keys) and `members` in one transaction,
-    /// committed before this returns, and returns the outcome of each row, or
+    /// committed before this returns, and returns, for each row, the first send
+    /// found under its key (`None`: stored now), or
     /// `None` (and nothing written) if an insert met a unique key in
     /// [`Resends::Unexpected`] mode.
     async fn write_batch(
@@ -206,21 +217,21 @@ impl MysqlStore {
         members: &[(u64, String)],
         extras: &CommitExtras<'_>,
         resends: Resends,
-    ) -> BackendResult<Option<Vec<AppendOutcome>>> {
+    ) -> BackendResult<Option<Vec<Option<FirstSend>>>> {
         // Every early return drops `tx`, which rolls back.
         let mut tx = conn.begin().await.map_err(map_sqlx)?;
-        let (outcomes, new_rows): (Vec<AppendOutcome>, Vec<&MessageRow<'_>>) = match resends {
-            Resends::Unexpected => (vec![AppendOutcome::Stored; rows.len()], rows.iter().collect()),
+        let (outcomes, new_rows): (Vec<Option<FirstSend>>, Vec<&MessageRow<'_>>) = match resends {
+            Resends::Unexpected => (vec![None; rows.len()], rows.iter().collect()),
             Resends::LookedUp => {
-                let stored = stored_acks(&mut tx, rows).await?;
+                let stored = stored_first_sends(&mut tx, rows).await?;
                 let mut outcomes = Vec::with_capacity(rows.len());
                 let mut new_rows = Vec::with_capacity(rows.len());
                 for row in rows {
                     let (sender, client_msg_id) = row.key();
                     match stored.get(&(sender, client_msg_id.to_vec())) {
-                        Some(ack) => outcomes.push(AppendOutcome::Duplicate(*ack)),
+                        Some(first) => outcomes.push(Some(*first)),
                         None => {
-                            outcomes.push(AppendOutcome::Stored);
+                            outcomes.push(None);
                             new_rows.push(row);
                         }
                     }
@@ -301,7 +312,8 @@ impl MessageStore for MysqlStore {
             return Ok(Vec::new());
         }
         let plan = BatchPlan::new(batch);
-        let rows: Vec<MessageRow<'_>> = plan.firsts.iter().map(|&i| MessageRow::new(&batch[i])).collect();
+        let rows: Vec<MessageRow<'_>> =
+            plan.firsts.iter().map(|&i| MessageRow::new(&batch[i], extras.digests.get(i).copied())).collect();
         let new_conversations = self.known_conversations.unknown(rows.iter().map(|row| row.message.conversation));
         let members = member_rows(&new_conversations);
         // A resend that reaches the store is rare (the dedup cache answers
@@ -322,7 +334,7 @@ impl MessageStore for MysqlStore {
             })
             .await?;
         self.known_conversations.committed(&new_conversations);
-        Ok(plan.outcomes(batch, first_outcomes))
+        Ok(plan.outcomes(batch, extras.digests, first_outcomes))
     }
 
     /// Audit records, newest (highest msg_id) first, at most `query.limit`.
@@ -392,7 +404,7 @@ impl MessageStore for MysqlStore {
     /// The ack of a stored message, by its idempotency key.
     async fn find_by_client_msg_id(&self, sender: UserId, client_msg_id: &ClientMsgId) -> BackendResult<Option<Ack>> {
         self.reading(DbOperation::FindByClientMsgId, async |conn| {
-            ack_by_key(&mut *conn, sender.0, client_msg_id.as_str().as_bytes()).await
+            Ok(first_by_key(&mut *conn, sender.0, client_msg_id.as_str().as_bytes()).await?.map(|first| first.ack))
         })
         .await
     }

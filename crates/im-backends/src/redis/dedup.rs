@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use im_core::error::BackendError;
 use im_core::ports::{BackendResult, DedupCache};
-use im_core::{Ack, ClientMsgId, ConversationId, MessageId, Seq, UserId};
+use im_core::{Ack, ClientMsgId, ConversationId, FirstSend, MessageId, RequestDigest, Seq, UserId};
 
 use super::connection::RedisConnection;
 use crate::telemetry::RedisOperation;
@@ -38,8 +38,8 @@ impl RedisDedupCache {
         format!("{}:{sender}:{}", self.prefix, client_msg_id.as_str())
     }
 
-    fn decode(&self, key: &str, stored: &[u8]) -> BackendResult<Ack> {
-        decode_ack(stored).ok_or_else(|| {
+    fn decode(&self, key: &str, stored: &[u8]) -> BackendResult<FirstSend> {
+        decode_first_send(stored).ok_or_else(|| {
             BackendError::other(format!(
                 "redis at {}: dedup entry {key:?} does not decode as an ack",
                 self.redis.addr()
@@ -50,7 +50,7 @@ impl RedisDedupCache {
 
 #[async_trait]
 impl DedupCache for RedisDedupCache {
-    async fn get(&self, sender: UserId, client_msg_id: &ClientMsgId) -> BackendResult<Option<Ack>> {
+    async fn get(&self, sender: UserId, client_msg_id: &ClientMsgId) -> BackendResult<Option<FirstSend>> {
         let key = self.key(sender, client_msg_id);
         let stored: Option<Vec<u8>> = self
             .redis
@@ -62,8 +62,14 @@ impl DedupCache for RedisDedupCache {
         stored.map(|stored| self.decode(&key, &stored)).transpose()
     }
 
-    /// Records the ack unless one is already recorded; returns the recorded one.
-    async fn put_if_absent(&self, sender: UserId, client_msg_id: &ClientMsgId, ack: Ack) -> BackendResult<Ack> {
+    /// Records the first send unless one is already recorded; returns the
+    /// recorded one.
+    async fn put_if_absent(
+        &self,
+        sender: UserId,
+        client_msg_id: &ClientMsgId,
+        first_send: FirstSend,
+    ) -> BackendResult<FirstSend> {
         let key = self.key(sender, client_msg_id);
         let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         // `GET` with `NX` (Redis 7): the value already there, or nil when
@@ -75,7 +81,7 @@ impl DedupCache for RedisDedupCache {
                 async move {
                     ::redis::cmd("SET")
                         .arg(key)
-                        .arg(encode_ack(&ack))
+                        .arg(encode_first_send(&first_send))
                         .arg("NX")
                         .arg("GET")
                         .arg("PX")
@@ -87,12 +93,12 @@ impl DedupCache for RedisDedupCache {
             .await?;
         match first {
             Some(stored) => self.decode(&key, &stored),
-            None => Ok(ack),
+            None => Ok(first_send),
         }
     }
 
     /// One `MGET` for the batch.
-    async fn get_many(&self, keys: &[(UserId, &ClientMsgId)]) -> BackendResult<Vec<Option<Ack>>> {
+    async fn get_many(&self, keys: &[(UserId, &ClientMsgId)]) -> BackendResult<Vec<Option<FirstSend>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -108,16 +114,16 @@ impl DedupCache for RedisDedupCache {
     }
 
     /// One pipeline of `SET NX PX` for the batch.
-    async fn put_many_if_absent(&self, entries: &[(UserId, &ClientMsgId, Ack)]) -> BackendResult<()> {
+    async fn put_many_if_absent(&self, entries: &[(UserId, &ClientMsgId, FirstSend)]) -> BackendResult<()> {
         if entries.is_empty() {
             return Ok(());
         }
         let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         let mut pipe = ::redis::pipe();
-        for (sender, client_msg_id, ack) in entries {
+        for (sender, client_msg_id, first_send) in entries {
             pipe.cmd("SET")
                 .arg(self.key(*sender, client_msg_id))
-                .arg(encode_ack(ack))
+                .arg(encode_first_send(first_send))
                 .arg("NX")
                 .arg("PX")
                 .arg(ttl_ms)
@@ -132,47 +138,86 @@ impl DedupCache for RedisDedupCache {
     }
 }
 
-/// Version 1: `1:{msg_id}:{seq}:{server_time_ms}:{conversation}` — text, so
-/// an operator can read it in `redis-cli`; the conversation last, in its
-/// canonical form (which contains `:`).
-fn encode_ack(ack: &Ack) -> String {
-    format!("1:{}:{}:{}:{}", ack.msg_id.0, ack.seq.0, ack.server_time_ms, ack.conversation)
+/// Version 2: `2:{msg_id}:{seq}:{server_time_ms}:{digest}:{conversation}` —
+/// text, so an operator can read it in `redis-cli`; the conversation last,
+/// in its canonical form (which contains `:`). Version 1 entries (no
+/// digest) still decode, with no digest.
+fn encode_first_send(first: &FirstSend) -> String {
+    let ack = &first.ack;
+    match first.digest {
+        Some(RequestDigest(digest)) => {
+            format!("2:{}:{}:{}:{digest}:{}", ack.msg_id.0, ack.seq.0, ack.server_time_ms, ack.conversation)
+        }
+        None => format!("1:{}:{}:{}:{}", ack.msg_id.0, ack.seq.0, ack.server_time_ms, ack.conversation),
+    }
 }
 
-fn decode_ack(stored: &[u8]) -> Option<Ack> {
+fn decode_first_send(stored: &[u8]) -> Option<FirstSend> {
     let text = std::str::from_utf8(stored).ok()?;
-    let rest = text.strip_prefix("1:")?;
-    let mut fields = rest.splitn(4, ':');
+    let (version, rest) = text.split_once(':')?;
+    let fields = match version {
+        "1" => 4,
+        "2" => 5,
+        _ => return None,
+    };
+    let mut fields = rest.splitn(fields, ':');
     let msg_id = fields.next()?.parse().ok()?;
     let seq = fields.next()?.parse().ok()?;
     let server_time_ms = fields.next()?.parse().ok()?;
+    let digest = match version {
+        "2" => Some(RequestDigest(fields.next()?.parse().ok()?)),
+        _ => None,
+    };
     let conversation: ConversationId = fields.next()?.parse().ok()?;
-    Some(Ack { msg_id: MessageId(msg_id), conversation, seq: Seq(seq), server_time_ms, body_masked: false })
+    let ack = Ack { msg_id: MessageId(msg_id), conversation, seq: Seq(seq), server_time_ms, body_masked: false };
+    Some(FirstSend { ack, digest })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn acks_round_trip() {
-        let ack = Ack {
+    fn ack() -> Ack {
+        Ack {
             msg_id: MessageId(u64::MAX),
             conversation: ConversationId::private(UserId(9), UserId(4)).unwrap(),
             seq: Seq(1 << 40),
             server_time_ms: -5,
             body_masked: false,
-        };
-        let encoded = encode_ack(&ack);
-        assert_eq!(encoded, format!("1:{}:{}:-5:p:4:9", u64::MAX, 1u64 << 40));
-        assert_eq!(decode_ack(encoded.as_bytes()), Some(ack));
+        }
+    }
+
+    #[test]
+    fn first_sends_round_trip() {
+        let first = FirstSend { ack: ack(), digest: Some(RequestDigest(u64::MAX - 1)) };
+        let encoded = encode_first_send(&first);
+        assert_eq!(encoded, format!("2:{}:{}:-5:{}:p:4:9", u64::MAX, 1u64 << 40, u64::MAX - 1));
+        assert_eq!(decode_first_send(encoded.as_bytes()), Some(first));
+    }
+
+    #[test]
+    fn entries_written_before_digests_decode_without_one() {
+        let old = format!("1:{}:{}:-5:p:4:9", u64::MAX, 1u64 << 40);
+        assert_eq!(decode_first_send(old.as_bytes()), Some(FirstSend { ack: ack(), digest: None }));
+        let first = FirstSend { ack: ack(), digest: None };
+        assert_eq!(encode_first_send(&first), old);
     }
 
     #[test]
     fn malformed_entries_do_not_decode() {
-        for bad in ["", "1:", "2:1:2:3:p:1:2", "1:1:2:3", "1:x:2:3:p:1:2", "1:1:2:3:p:2:1", "1:1:2:3:p:1:2:9"] {
-            assert_eq!(decode_ack(bad.as_bytes()), None, "{bad:?} decoded");
+        for bad in [
+            "",
+            "1:",
+            "3:1:2:3:p:1:2",
+            "1:1:2:3",
+            "1:x:2:3:p:1:2",
+            "1:1:2:3:p:2:1",
+            "1:1:2:3:p:1:2:9",
+            "2:1:2:3:p:1:2",
+            "2:1:2:3:x:p:1:2",
+        ] {
+            assert_eq!(decode_first_send(bad.as_bytes()), None, "{bad:?} decoded");
         }
-        assert_eq!(decode_ack(&[0xff, 0xfe]), None);
+        assert_eq!(decode_first_send(&[0xff, 0xfe]), None);
     }
 }

@@ -7,7 +7,9 @@ use im_core::error::BackendError;
 use im_core::message::{AppendOutcome, ConversationSummary, ExpiryStep, Page};
 use im_core::ports::AuditQuery;
 use im_core::ports::{BackendResult, CommitExtras, MessageStore};
-use im_core::{Ack, AuditRecord, ClientMsgId, ConversationId, MessageId, NewMessage, Seq, UserId};
+use im_core::{
+    Ack, AuditRecord, ClientMsgId, ConversationId, FirstSend, MessageId, NewMessage, RequestDigest, Seq, UserId,
+};
 use sqlx::SqliteExecutor;
 
 /// A statement with its arguments, as built by `sqlx::query`.
@@ -65,8 +67,8 @@ impl AppendStatements {
         Self {
             insert_messages: MultiRow::new(
                 "INSERT OR FAIL INTO messages (conversation, seq, msg_id, sender, recipient, \
-                 client_msg_id, body, content_type, server_time_ms, sealed_with) VALUES",
-                "(?,?,?,?,?,?,?,?,?,?)",
+                 client_msg_id, body, content_type, server_time_ms, sealed_with, request_digest) VALUES",
+                "(?,?,?,?,?,?,?,?,?,?,?)",
                 ",",
                 "ON CONFLICT (sender, client_msg_id) DO NOTHING",
             ),
@@ -138,6 +140,8 @@ struct MessageRow<'a> {
     sender: i64,
     recipient: i64,
     sealed_with: Option<i64>,
+    /// The request's digest, its bits as a signed column.
+    digest: Option<RequestDigest>,
 }
 
 impl<'a> MessageRow<'a> {
@@ -155,9 +159,10 @@ impl<'a> MessageRow<'a> {
             .bind(&m.content_type)
             .bind(m.server_time_ms)
             .bind(self.sealed_with)
+            .bind(self.digest.map(digest_column))
     }
 
-    fn new(message: &'a NewMessage) -> BackendResult<Self> {
+    fn new(message: &'a NewMessage, digest: Option<RequestDigest>) -> BackendResult<Self> {
         Ok(Self {
             message,
             conversation: message.conversation.to_string(),
@@ -168,32 +173,40 @@ impl<'a> MessageRow<'a> {
             // addressee and stores 0 (no user has id 0).
             recipient: to_column(message.recipient().map_or(0, |user| user.0), "recipient")?,
             sealed_with: message.sealed_with.map(|id| to_column(id, "sealed_with")).transpose()?,
+            digest,
         })
     }
 }
 
-/// The ack of the message stored under `(sender, client_msg_id)`.
-async fn ack_by_key<'c>(
+/// A digest as SQLite's signed 64-bit column holds it (the same bits).
+fn digest_column(digest: RequestDigest) -> i64 {
+    digest.0 as i64
+}
+
+/// The first send stored under `(sender, client_msg_id)`.
+async fn first_by_key<'c>(
     executor: impl SqliteExecutor<'c>,
     sender: i64,
     client_msg_id: &str,
-) -> BackendResult<Option<Ack>> {
-    let row: Option<(i64, String, i64, i64)> = sqlx::query_as(
-        "SELECT msg_id, conversation, seq, server_time_ms FROM messages WHERE sender = ? AND client_msg_id = ?",
+) -> BackendResult<Option<FirstSend>> {
+    let row: Option<(i64, String, i64, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT msg_id, conversation, seq, server_time_ms, request_digest FROM messages \
+         WHERE sender = ? AND client_msg_id = ?",
     )
     .bind(sender)
     .bind(client_msg_id)
     .fetch_optional(executor)
     .await
     .map_err(map_sqlx)?;
-    row.map(|(msg_id, conversation, seq, server_time_ms)| {
-        Ok(Ack {
+    row.map(|(msg_id, conversation, seq, server_time_ms, digest)| {
+        let ack = Ack {
             msg_id: MessageId(from_column(msg_id, "msg_id")?),
             conversation: conversation_from_column(&conversation)?,
             seq: seq_from_column(seq)?,
             server_time_ms,
             body_masked: false,
-        })
+        };
+        Ok(FirstSend { ack, digest: digest.map(|bits| RequestDigest(bits as u64)) })
     })
     .transpose()
 }
@@ -220,7 +233,8 @@ pub(super) fn message_from_columns(conversation: ConversationId, columns: Messag
 
 impl SqliteStore {
     /// Writes `rows` (distinct keys) and `members` in one durable transaction
-    /// and returns the outcome of each row, or `None` (and nothing written)
+    /// and returns, for each row, the first send found under its key (`None`:
+    /// stored now), or `None` (and nothing written)
     /// if an insert skipped a row in [`Resends::Unexpected`] mode.
     async fn write_batch(
         &self,
@@ -228,7 +242,7 @@ impl SqliteStore {
         members: &[(i64, String)],
         extras: &CommitExtras<'_>,
         resends: Resends,
-    ) -> BackendResult<Option<Vec<AppendOutcome>>> {
+    ) -> BackendResult<Option<Vec<Option<FirstSend>>>> {
         let audits = extras.audits;
         if resends == Resends::Unexpected {
             let audits = audit_rows(audits, &rows.iter().collect::<Vec<_>>())?;
@@ -247,12 +261,12 @@ impl SqliteStore {
         for row in rows {
             let first = match resends {
                 Resends::Unexpected => None,
-                Resends::LookedUp => ack_by_key(&mut *tx, row.sender, row.message.client_msg_id.as_str()).await?,
+                Resends::LookedUp => first_by_key(&mut *tx, row.sender, row.message.client_msg_id.as_str()).await?,
             };
             match first {
-                Some(ack) => outcomes.push(AppendOutcome::Duplicate(ack)),
+                Some(first) => outcomes.push(Some(first)),
                 None => {
-                    outcomes.push(AppendOutcome::Stored);
+                    outcomes.push(None);
                     new_rows.push(row);
                 }
             }
@@ -310,7 +324,7 @@ impl SqliteStore {
         members: &[(i64, String)],
         audits: &[AuditRow],
         outbox: Option<&OutboxColumns>,
-    ) -> BackendResult<Option<Vec<AppendOutcome>>> {
+    ) -> BackendResult<Option<Vec<Option<FirstSend>>>> {
         let mut sql = String::from("BEGIN IMMEDIATE;");
         for range in chunks(rows.len()) {
             sql.push_str(self.append.insert_messages.sql(range.len()));
@@ -361,7 +375,7 @@ impl SqliteStore {
             outcome
         };
         let Err(error) = result else {
-            return Ok(Some(vec![AppendOutcome::Stored; rows.len()]));
+            return Ok(Some(vec![None; rows.len()]));
         };
         // The worker stopped at the failed statement: the transaction is
         // still open on this connection. A connection that cannot roll back
@@ -385,7 +399,11 @@ impl MessageStore for SqliteStore {
             return Ok(Vec::new());
         }
         let plan = BatchPlan::new(batch);
-        let rows = plan.firsts.iter().map(|&i| MessageRow::new(&batch[i])).collect::<BackendResult<Vec<_>>>()?;
+        let rows = plan
+            .firsts
+            .iter()
+            .map(|&i| MessageRow::new(&batch[i], extras.digests.get(i).copied()))
+            .collect::<BackendResult<Vec<_>>>()?;
         let new_conversations = self.known_conversations.unknown(rows.iter().map(|row| row.message.conversation));
         let members = member_rows(&new_conversations)?;
         // A resend that reaches the store is rare (the dedup cache answers
@@ -401,7 +419,7 @@ impl MessageStore for SqliteStore {
                 .ok_or_else(|| BackendError::other("an insert skipped a message whose key was not stored"))?,
         };
         self.known_conversations.committed(&new_conversations);
-        Ok(plan.outcomes(batch, first_outcomes))
+        Ok(plan.outcomes(batch, extras.digests, first_outcomes))
     }
 
     /// Audit records, newest (highest msg_id) first, at most `query.limit`.
@@ -458,7 +476,7 @@ impl MessageStore for SqliteStore {
 
     /// The ack of a stored message, by its idempotency key.
     async fn find_by_client_msg_id(&self, sender: UserId, client_msg_id: &ClientMsgId) -> BackendResult<Option<Ack>> {
-        ack_by_key(&self.reader, to_bound(sender.0), client_msg_id.as_str()).await
+        Ok(first_by_key(&self.reader, to_bound(sender.0), client_msg_id.as_str()).await?.map(|first| first.ack))
     }
 
     /// The conversations `user` is a member of, with max seq, read position

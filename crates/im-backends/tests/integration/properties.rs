@@ -15,7 +15,7 @@ use std::time::Duration;
 use im_backends::conformance::fixtures::{private, users};
 use im_backends::{MemoryCeilingStore, MemoryDedupCache, MemorySeqAllocator, SqliteStore};
 use im_core::ports::{CeilingStore, DedupCache, SeqAllocator};
-use im_core::{Ack, ClientMsgId, ConversationId, MessageId, Seq, UserId};
+use im_core::{Ack, ClientMsgId, ConversationId, FirstSend, MessageId, RequestDigest, Seq, UserId};
 use proptest::prelude::*;
 
 fn runtime(paused: bool) -> tokio::runtime::Runtime {
@@ -127,21 +127,21 @@ struct DedupModel {
     capacity: usize,
     ttl: Duration,
     now: Duration,
-    entries: VecDeque<((UserId, u8), Ack, Duration)>,
+    entries: VecDeque<((UserId, u8), FirstSend, Duration)>,
 }
 
 impl DedupModel {
-    fn live(&mut self) -> &mut VecDeque<((UserId, u8), Ack, Duration)> {
+    fn live(&mut self) -> &mut VecDeque<((UserId, u8), FirstSend, Duration)> {
         let (now, ttl) = (self.now, self.ttl);
         self.entries.retain(|(_, _, at)| *at + ttl > now);
         &mut self.entries
     }
 
-    fn get(&mut self, key: (UserId, u8)) -> Option<Ack> {
+    fn get(&mut self, key: (UserId, u8)) -> Option<FirstSend> {
         self.live().iter().find(|(k, _, _)| *k == key).map(|(_, ack, _)| *ack)
     }
 
-    fn put(&mut self, key: (UserId, u8), ack: Ack) -> Ack {
+    fn put(&mut self, key: (UserId, u8), ack: FirstSend) -> FirstSend {
         if let Some(first) = self.get(key) {
             return first;
         }
@@ -169,6 +169,7 @@ proptest! {
                     DedupOp::Put { sender, key } => {
                         let (msg_id, seq) = (MessageId(n as u64), Seq(n as u64));
                         let ack = Ack { msg_id, conversation, seq, server_time_ms: 0, body_masked: false };
+                        let ack = FirstSend { ack, digest: Some(RequestDigest(n as u64)) };
                         let recorded = cache.put_if_absent(UserId(sender), &client_msg_id(key), ack).await.unwrap();
                         prop_assert_eq!(recorded, model.put((UserId(sender), key), ack));
                     }

@@ -20,7 +20,7 @@ use im_backends::{MemoryCeilingStore, RedisConnection, RedisDedupCache, RedisSeq
 use im_config::RedisConfig;
 use im_core::error::BackendError;
 use im_core::ports::{BackendResult, CeilingStore, DedupCache, EpochStore, SeqAllocator};
-use im_core::{Ack, ClientMsgId, ConversationId, MessageId, Seq, UserId};
+use im_core::{Ack, ClientMsgId, ConversationId, FirstSend, MessageId, RequestDigest, Seq, UserId};
 use tempfile::TempDir;
 use tokio::sync::Notify;
 
@@ -174,15 +174,16 @@ mod redis_dedup_cache {
     im_backends::dedup_cache_suite!(super::redis_dedup);
 }
 
-fn ack(seq: u64) -> Ack {
+fn ack(seq: u64) -> FirstSend {
     let [a, b] = users();
-    Ack {
+    let ack = Ack {
         msg_id: MessageId(seq * 10),
         conversation: private(a, b),
         seq: Seq(seq),
         server_time_ms: 1000 + seq as i64,
         body_masked: false,
-    }
+    };
+    FirstSend { ack, digest: Some(RequestDigest(seq)) }
 }
 
 /// What only the Redis dedup cache promises: entries expire after the TTL

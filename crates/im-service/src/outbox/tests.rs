@@ -66,7 +66,11 @@ async fn commit(store: &FlakyStore, to: u64, seq: u64, created_ms: i64) -> (u64,
     };
     let entry = OfflineEntry::of(&message).unwrap();
     let row = OutboxRow { id: message.msg_id.0, created_ms, entries: vec![entry.clone()] };
-    store.inner.append_with(&[message], &CommitExtras { audits: &[], outbox: Some(&row) }).await.unwrap();
+    store
+        .inner
+        .append_with(&[message], &CommitExtras { audits: &[], outbox: Some(&row), ..CommitExtras::default() })
+        .await
+        .unwrap();
     (row.id, entry)
 }
 

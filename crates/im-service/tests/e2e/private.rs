@@ -97,6 +97,42 @@ async fn resend_with_the_same_client_msg_id_returns_the_first_ack() {
     assert_eq!(all.len(), 2, "the duplicate stored nothing");
 }
 
+/// A key is an idempotency key, not a name: the same client_msg_id with
+/// another recipient or body is refused (nothing stored, nothing acked),
+/// through the dedup cache and, after a restart emptied it, through the
+/// store.
+#[tokio::test]
+async fn a_client_msg_id_reused_for_another_message_is_refused_and_the_resend_still_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start(dir.path()).await;
+    let (alice, alice_token) = node.create_user("alice").await;
+    let (bob, _) = node.create_user("bob").await;
+    let (carol, carol_token) = node.create_user("carol").await;
+
+    for round in ["cache", "store"] {
+        let mut phone = node.connect(&alice_token, "phone").await;
+        let key = format!("reused-{round}");
+        let first = ack(phone.send_text(bob, &key, "for bob").await);
+        if round == "store" {
+            // The in-process dedup cache goes with the process.
+            node.restart().await;
+            phone = node.connect(&alice_token, "phone").await;
+        }
+        for (to, text) in [(carol, "for carol"), (bob, "for bob, edited")] {
+            let refused = error(phone.send_text(to, &key, text).await);
+            assert_eq!(refused.code, ErrorCode::FailedPrecondition as i32, "{round}: {refused:?}");
+            assert_eq!(refused.reason, "client_msg_id_reused", "{round}");
+        }
+        assert_eq!(ack(phone.send_text(bob, &key, "for bob").await), first, "{round}: the real resend");
+    }
+
+    let mut carol_phone = node.connect(&carol_token, "phone").await;
+    assert!(carol_phone.sync_all(&conversation_id(alice, carol), 0).await.is_empty(), "a refused message was stored");
+    let mut bob_side = node.connect(&alice_token, "laptop").await;
+    let texts: Vec<_> = bob_side.sync_all(&conversation_id(alice, bob), 0).await.into_iter().map(|m| m.body).collect();
+    assert_eq!(texts, [b"for bob".to_vec(), b"for bob".to_vec()], "one message per key, as first sent");
+}
+
 #[tokio::test]
 async fn read_receipt_reaches_the_sender_and_only_moves_forward() {
     let (_dir, node, (alice, alice_token), (bob, bob_token)) = two_users().await;
