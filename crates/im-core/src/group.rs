@@ -179,6 +179,13 @@ impl Roster {
 }
 
 /// Checks a group name.
+/// The one answer for a group that does not exist and for one the caller is
+/// not a member of: which of the two it is must not leak (group ids are
+/// sequential, so telling them apart would list every group).
+pub fn not_visible(group: GroupId) -> ImError {
+    ImError::not_found(format!("group {group} does not exist, or you are not a member of it"))
+}
+
 pub fn check_name(name: &str) -> Result<(), ImError> {
     let trimmed = name.trim();
     if trimmed.is_empty() || name.len() > MAX_NAME_LEN {
@@ -210,7 +217,9 @@ pub fn authorize(
     max_members: usize,
 ) -> Result<(), ImError> {
     let Some(actor) = actor else {
-        return Err(ImError::denied("you are not a member of this group"));
+        // As for a group that does not exist (see `not_visible`); callers
+        // that know the group answer with its id.
+        return Err(ImError::not_found("the group does not exist, or you are not a member of it"));
     };
     match op {
         MembershipOp::Add(users) => {
@@ -292,7 +301,7 @@ mod tests {
             code(authorize(Some(&member(3, Role::Member)), &add, None, 3, 10)),
             Some(ErrorCode::PermissionDenied)
         );
-        assert_eq!(code(authorize(None, &add, None, 3, 10)), Some(ErrorCode::PermissionDenied));
+        assert_eq!(code(authorize(None, &add, None, 3, 10)), Some(ErrorCode::NotFound), "as an absent group");
         assert_eq!(
             code(authorize(Some(&member(1, Role::Owner)), &add, None, 11, 10)),
             Some(ErrorCode::ResourceExhausted)
@@ -326,7 +335,7 @@ mod tests {
             code(authorize(Some(&member(1, Role::Owner)), &MembershipOp::Leave, None, 1, 10)),
             Some(ErrorCode::FailedPrecondition)
         );
-        assert_eq!(code(authorize(None, &MembershipOp::Leave, None, 1, 10)), Some(ErrorCode::PermissionDenied));
+        assert_eq!(code(authorize(None, &MembershipOp::Leave, None, 1, 10)), Some(ErrorCode::NotFound));
     }
 
     #[test]

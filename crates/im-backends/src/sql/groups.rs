@@ -348,7 +348,9 @@ fn decide(
         MembershipOp::Leave => (None, stored.size.saturating_sub(1), Write::Delete(actor)),
         MembershipOp::SetRole(user, role) => (member(*user), stored.size, Write::SetRole(*user, *role)),
     };
-    authorize(member(actor), op, target, size_after, max_members)?;
+    // A non-member learns no more than about a group that does not exist.
+    let Some(acting) = member(actor) else { return Err(unknown_group(group)) };
+    authorize(Some(acting), op, target, size_after, max_members)?;
     let kind = match &write {
         Write::Insert(joiners) if joiners.is_empty() => {
             return Err(ImError::new(ErrorCode::FailedPrecondition, "every user named is already a member"));
@@ -365,9 +367,10 @@ fn decide(
     Ok(Decision { write, change: MembershipChange { group, version: stored.version + 1, kind } })
 }
 
-/// The refusal for a group the store does not have.
+/// The refusal for a group the store does not have, or the caller is not
+/// a member of: the same words.
 fn unknown_group(group: GroupId) -> ImError {
-    ImError::not_found(format!("group {group} does not exist"))
+    im_core::group::not_visible(group)
 }
 
 /// A stored role. Anything else means the row was written by something else.
@@ -451,7 +454,7 @@ mod tests {
         let removed = decide(GroupId(8), UserId(2), &remove, &stored(&members, 3), Seq(0), 10).unwrap();
         assert_eq!(removed.change.kind, ChangeKind::Left(vec![UserId(3)]));
         let not_in = decide(GroupId(8), UserId(7), &remove, &stored(&members, 3), Seq(0), 10).unwrap_err();
-        assert_eq!(not_in.code, ErrorCode::PermissionDenied);
+        assert_eq!(not_in, unknown_group(GroupId(8)), "an outsider hears what an absent group says");
     }
 
     #[test]

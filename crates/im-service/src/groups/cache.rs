@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use im_core::group::{Member, MembershipChange, Roster};
+use im_core::group::{self, Member, MembershipChange, Roster};
 use im_core::ports::GroupDirectory;
 use im_core::{GroupId, ImError, UserId};
 
@@ -127,7 +127,7 @@ impl MembershipCache {
         // insert; after that the roster is still the newest the directory had.
         for _ in 0..3 {
             let roster = match self.directory.roster(group).await {
-                Ok(roster) => roster.ok_or_else(|| ImError::not_found(format!("no group {group}")))?,
+                Ok(roster) => roster.ok_or_else(|| group::not_visible(group))?,
                 // The directory is away: the roster as last known, if any.
                 Err(e) => {
                     let stale = self.last_known(group).ok_or(e)?;
@@ -142,11 +142,11 @@ impl MembershipCache {
         self.cached(group).ok_or_else(|| ImError::unavailable("group membership is changing; retry"))
     }
 
-    /// `user`'s membership of `group`: `PERMISSION_DENIED` for a non-member.
+    /// `user`'s membership of `group`: for a non-member the same
+    /// `NOT_FOUND` as for a group that does not exist.
     pub async fn member(&self, group: GroupId, user: UserId) -> Result<(Arc<GroupView>, Member), ImError> {
         let view = self.view(group).await?;
-        let member =
-            *view.member(user).ok_or_else(|| ImError::denied(format!("you are not a member of group {group}")))?;
+        let member = *view.member(user).ok_or_else(|| group::not_visible(group))?;
         Ok((view, member))
     }
 
@@ -272,7 +272,7 @@ mod tests {
         let cache = MembershipCache::new(directory.clone());
         assert!(cache.member(GroupId(1), UserId(2)).await.is_ok());
         assert!(cache.member(GroupId(1), UserId(1)).await.is_ok());
-        assert_eq!(cache.member(GroupId(1), UserId(3)).await.unwrap_err().code, ErrorCode::PermissionDenied);
+        assert_eq!(cache.member(GroupId(1), UserId(3)).await.unwrap_err().code, ErrorCode::NotFound);
         assert_eq!(cache.view(GroupId(9)).await.unwrap_err().code, ErrorCode::NotFound);
         assert_eq!(directory.loads(), 2, "group 1 once, group 9 once");
     }
@@ -283,7 +283,7 @@ mod tests {
         let cache = MembershipCache::new(directory.clone());
         cache.view(GroupId(1)).await.unwrap();
         cache.apply(&left(2, 2));
-        assert_eq!(cache.member(GroupId(1), UserId(2)).await.unwrap_err().code, ErrorCode::PermissionDenied);
+        assert_eq!(cache.member(GroupId(1), UserId(2)).await.unwrap_err().code, ErrorCode::NotFound);
         cache.apply(&left(2, 2)); // a redelivery changes nothing
         assert_eq!(cache.view(GroupId(1)).await.unwrap().version(), 2);
 
@@ -334,7 +334,7 @@ mod tests {
         cache.apply(&left(2, 2));
         let view = cache.view(GroupId(1)).await.unwrap();
         assert_eq!((view.version(), view.members().len()), (2, 1));
-        assert_eq!(cache.member(GroupId(1), UserId(2)).await.unwrap_err().code, ErrorCode::PermissionDenied);
+        assert_eq!(cache.member(GroupId(1), UserId(2)).await.unwrap_err().code, ErrorCode::NotFound);
         // A group never loaded has nothing to fall back on.
         assert_eq!(cache.view(GroupId(9)).await.unwrap_err().code, ErrorCode::Unavailable);
         assert_eq!(cache.cached_groups_of(UserId(1)).iter().map(|(g, _)| *g).collect::<Vec<_>>(), [GroupId(1)]);

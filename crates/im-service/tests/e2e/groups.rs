@@ -204,16 +204,31 @@ async fn members_get_every_group_message_once_and_outsiders_get_nothing(d: Deplo
     }
     no_push(&mut dave_phone).await;
 
-    // An outsider can neither send nor read, and the refused send stored nothing.
+    // An outsider can neither send nor read, and the refused send stored
+    // nothing. What it is told is what a group that does not exist says
+    // (but for the id): whether a group exists does not leak.
+    let absent = error(alice_phone.send_group_text(987_654, "x", "nobody here").await);
+    assert_eq!(absent.code, ErrorCode::NotFound as i32, "{absent:?}");
+    let as_absent = |message: &str| message.replace(&group.to_string(), "987654");
     let refused = error(dave_phone.send_group_text(group, "d1", "let me in").await);
-    assert_eq!(refused.code, ErrorCode::PermissionDenied as i32, "{refused:?}");
+    assert_eq!((refused.code, as_absent(&refused.message)), (absent.code, absent.message.clone()));
     let refused = error(dave_phone.sync(&conv, 0).await);
-    assert_eq!(refused.code, ErrorCode::PermissionDenied as i32, "{refused:?}");
+    assert_eq!((refused.code, as_absent(&refused.message)), (absent.code, absent.message.clone()));
     let mut dave_api = GroupApi::connect(d.grpc_port(1), &dave.token).await;
-    assert_eq!(code(dave_api.members(group).await.unwrap_err()), tonic::Code::PermissionDenied);
+    let status = dave_api.members(group).await.unwrap_err();
+    let absent_status = dave_api.members(987_654).await.unwrap_err();
+    assert_eq!(
+        (status.code(), as_absent(status.message())),
+        (absent_status.code(), absent_status.message().to_owned())
+    );
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    let status = dave_api.add(group, &[dave.id]).await.unwrap_err();
+    let absent_status = dave_api.add(987_654, &[dave.id]).await.unwrap_err();
+    assert_eq!(
+        (status.code(), as_absent(status.message())),
+        (absent_status.code(), absent_status.message().to_owned())
+    );
     assert_eq!(sync_seqs(&mut carol_phone, &conv).await, vec![1, 2]);
-    let e = error(alice_phone.send_group_text(987_654, "x", "nobody here").await);
-    assert_eq!(e.code, ErrorCode::NotFound as i32, "{e:?}");
 }
 
 async fn only_owner_and_admins_manage_and_the_owner_stays(d: Deployment) {
@@ -241,8 +256,8 @@ async fn only_owner_and_admins_manage_and_the_owner_stays(d: Deployment) {
     d.changed(&alice, group, removed.version).await;
     let mut carol_phone = d.connect(&carol, "phone").await;
     let e = error(carol_phone.send_group_text(group, "c1", "still here?").await);
-    assert_eq!(e.code, ErrorCode::PermissionDenied as i32, "{e:?}");
-    assert_eq!(code(carol.api.leave(group).await.unwrap_err()), tonic::Code::PermissionDenied);
+    assert_eq!(e.code, ErrorCode::NotFound as i32, "{e:?}");
+    assert_eq!(code(carol.api.leave(group).await.unwrap_err()), tonic::Code::NotFound);
 
     let roster = alice.api.members(group).await.unwrap();
     let mut members: Vec<(u64, i32)> = roster.members.iter().map(|m| (m.user, m.role)).collect();
@@ -300,7 +315,7 @@ async fn joiners_see_from_the_join_on_and_leavers_see_nothing_after(d: Deploymen
     ack(alice_phone.send_group_text(group, "gone", "bob left").await);
     no_push(&mut bob_phone).await;
     let e = error(bob_phone.sync(&conv, 0).await);
-    assert_eq!(e.code, ErrorCode::PermissionDenied as i32, "{e:?}");
+    assert_eq!(e.code, ErrorCode::NotFound as i32, "{e:?}");
     assert!(bob_phone.conversations().await.iter().all(|c| c.conversation_id != conv));
     assert_eq!(next_push(&mut erin_phone).await.seq, 5);
 }

@@ -90,12 +90,12 @@ async fn group_messages_reach_members_on_every_gateway_and_a_removal_reaches_eve
     alice_api.remove(group, carol.id).await.expect("the owner removes carol");
     let removed_at = Instant::now();
     let e = error(carol_on_node0.send_group_text(group, "r0", "after removal").await);
-    assert_eq!(e.code, ErrorCode::PermissionDenied as i32, "the node that made the change: at once");
+    assert_eq!(e.code, ErrorCode::NotFound as i32, "the node that made the change: at once");
     let mut attempt = 0;
     let took = loop {
         attempt += 1;
         match carol_on_node1.send_group_text(group, &format!("r1-{attempt}"), "after removal").await {
-            server_frame::Body::Error(e) if e.code == ErrorCode::PermissionDenied as i32 => break removed_at.elapsed(),
+            server_frame::Body::Error(e) if e.code == ErrorCode::NotFound as i32 => break removed_at.elapsed(),
             server_frame::Body::Ack(_) => {}
             other => panic!("unexpected answer {other:?}"),
         }
@@ -117,5 +117,5 @@ async fn group_messages_reach_members_on_every_gateway_and_a_removal_reaches_eve
         }
     }
     let e = error(carol_on_node1.sync(&conv, 0).await);
-    assert_eq!(e.code, ErrorCode::PermissionDenied as i32);
+    assert_eq!(e.code, ErrorCode::NotFound as i32);
 }
