@@ -61,3 +61,27 @@ log "running the tests"
 # The end-to-end tests start the real binaries; build them first (above) so
 # their start-up time is not a cargo build.
 cargo nextest run --workspace --locked --no-fail-fast "$@"
+
+# A short run of each fuzz target (fuzz/README.md): libFuzzer, coverage-guided,
+# on stable Rust without sanitizers. Skipped when the caller picked tests
+# (arguments above): a full run is what CI and a newcomer do.
+if [ $# -eq 0 ]; then
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    log "installing cargo-fuzz"
+    cargo install --locked cargo-fuzz@0.13.2
+  fi
+  fuzz_seconds=${FUZZ_SECONDS:-15}
+  for target in client_frame token config word_list; do
+    log "fuzzing $target for ${fuzz_seconds} s"
+    mkdir -p "fuzz/corpus/$target"
+    # Its full output only when it fails (a crash: the input is saved in
+    # fuzz/artifacts/$target); the last lines otherwise.
+    if ! cargo fuzz run --sanitizer none "$target" "fuzz/corpus/$target" -- \
+      -max_total_time="$fuzz_seconds" -max_len=4096 -print_final_stats=1 >"fuzz/$target.log" 2>&1; then
+      cat "fuzz/$target.log" >&2
+      echo "fuzz target $target failed: the input is in fuzz/artifacts/$target" >&2
+      exit 1
+    fi
+    grep -E "^Done|stat::new_units_added" "fuzz/$target.log"
+  done
+fi
