@@ -21,7 +21,12 @@ pub fn unique() -> u64 {
         // makes a group of 5,000 users ran into the next process's range
         // with the ×1024 this had (a shared MariaDB then said the name was
         // taken).
-        AtomicU64::new((micros % (1 << 36)) * (1 << 16) + 1)
+        // The process id too: two processes that start in the same
+        // microsecond (nextest on two cores) drew the very same ids, and one
+        // found the other's rows in the shared MariaDB (fresh-clone run
+        // r10: a first append answered as a duplicate of itself).
+        let pid = u64::from(std::process::id());
+        AtomicU64::new(((micros ^ (pid << 16)) % (1 << 36)) * (1 << 16) + 1)
     })
     .fetch_add(1, Ordering::Relaxed)
 }
