@@ -717,7 +717,16 @@ async fn sighup_reloads_and_a_bad_list_keeps_the_previous_one() {
     assert_eq!(probe().await, BRAVO, "the previous list is still in force");
 
     // One error line, naming the path and the line; no entry in the log.
-    let log = node.log();
+    // The log is written by a thread of its own: under load the line lands
+    // a little after the counter moved.
+    let deadline = Instant::now() + WAIT;
+    let log = loop {
+        let log = node.log();
+        if log.contains("ERROR") || Instant::now() >= deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
     assert_eq!(errors.len(), 1, "{log}");
     assert!(errors[0].contains(&format!("{list_text} line 2: not valid UTF-8")), "{}", errors[0]);
