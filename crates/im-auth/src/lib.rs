@@ -2,10 +2,18 @@
 //! HS256 by a secret the services share; its subject is the user, and an
 //! `adm` claim marks an admin credential. Nothing a client writes into a
 //! request can change who it acts as.
+//!
+//! A signature cannot be taken back, so a user's standing is checked beside
+//! it: [`Tokens::with_statuses`] gives the verifier this process's view of
+//! who is disabled and which token generation each user is at
+//! ([`im_core::UserStatus`]); a token carries the generation it was issued
+//! at (`gen`, absent for 0).
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use im_core::ports::UserStatusView;
 use im_core::{ImError, UserId};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -22,6 +30,8 @@ pub struct Identity {
     pub user: UserId,
     pub name: String,
     pub admin: bool,
+    /// The user's token generation when the token was issued.
+    pub token_generation: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -30,16 +40,25 @@ struct Claims {
     name: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     adm: bool,
+    /// The claim `gen` (a reserved word in Rust 2024).
+    #[serde(rename = "gen", default, skip_serializing_if = "is_zero")]
+    generation: u64,
     iat: u64,
     exp: u64,
 }
 
-/// Issues and verifies tokens with one secret.
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+/// Issues and verifies tokens with one secret, and (once given a view of
+/// users' standing) refuses those of disabled users and revoked tokens.
 #[derive(Clone)]
 pub struct Tokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    statuses: Option<Arc<dyn UserStatusView>>,
 }
 
 // The keys are secrets: never print them.
@@ -58,7 +77,27 @@ impl Tokens {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        Ok(Self { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation })
+        Ok(Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            statuses: None,
+        })
+    }
+
+    /// These tokens, checked against `statuses` from now on: a user token is
+    /// accepted only while its user is enabled and its generation is
+    /// current, and new ones are issued at the current generation. Every
+    /// process that serves users calls this once at start; without it (unit
+    /// tests, the push API which takes admin credentials only) the
+    /// signature alone decides.
+    pub fn with_statuses(self, statuses: Arc<dyn UserStatusView>) -> Self {
+        Self { statuses: Some(statuses), ..self }
+    }
+
+    /// The generation `user`'s tokens are issued at now.
+    pub fn token_generation(&self, user: UserId) -> u64 {
+        self.statuses.as_ref().map_or(0, |statuses| statuses.status(user).token_generation)
     }
 
     /// A token for `user` valid for `ttl`.
@@ -73,14 +112,21 @@ impl Tokens {
 
     fn issue(&self, user: UserId, name: &str, admin: bool, ttl: Duration) -> String {
         let now = unix_now();
-        let claims =
-            Claims { sub: user.0.to_string(), name: name.to_owned(), adm: admin, iat: now, exp: now + ttl.as_secs() };
+        let claims = Claims {
+            sub: user.0.to_string(),
+            name: name.to_owned(),
+            adm: admin,
+            generation: if admin { 0 } else { self.token_generation(user) },
+            iat: now,
+            exp: now + ttl.as_secs(),
+        };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing of plain claims cannot fail")
     }
 
     /// The identity a token acts as; `UNAUTHENTICATED` when it is malformed,
-    /// signed with another secret or expired.
+    /// signed with another secret, expired or revoked, `PERMISSION_DENIED`
+    /// (reason `user_disabled`) when its user is disabled.
     pub fn verify(&self, token: &str) -> Result<Identity, ImError> {
         const MAX_TOKEN_LEN: usize = 4096;
         if token.len() > MAX_TOKEN_LEN {
@@ -103,7 +149,12 @@ impl Tokens {
         if !data.claims.adm && user == ADMIN_SUBJECT {
             return Err(ImError::unauthenticated("token subject is not a user id"));
         }
-        Ok(Identity { user, name: data.claims.name, admin: data.claims.adm })
+        if !data.claims.adm
+            && let Some(statuses) = &self.statuses
+        {
+            statuses.status(user).admits(data.claims.generation)?;
+        }
+        Ok(Identity { user, name: data.claims.name, admin: data.claims.adm, token_generation: data.claims.generation })
     }
 
     /// Verifies an `authorization` header value of the form `Bearer <token>`.
@@ -131,7 +182,7 @@ mod tests {
         let tokens = Tokens::new(SECRET).unwrap();
         let t = tokens.issue_user(UserId(42), "alice", Duration::from_secs(60));
         let id = tokens.verify(&t).unwrap();
-        assert_eq!(id, Identity { user: UserId(42), name: "alice".into(), admin: false });
+        assert_eq!(id, Identity { user: UserId(42), name: "alice".into(), admin: false, token_generation: 0 });
         assert_eq!(tokens.verify_bearer(&format!("Bearer {t}")).unwrap().user, UserId(42));
     }
 
@@ -150,7 +201,7 @@ mod tests {
         let foreign = other.issue_user(UserId(1), "a", Duration::from_secs(60));
         assert_eq!(tokens.verify(&foreign).unwrap_err().code, ErrorCode::Unauthenticated);
 
-        let claims = Claims { sub: "1".into(), name: "a".into(), adm: false, iat: 1, exp: 100 };
+        let claims = Claims { sub: "1".into(), name: "a".into(), adm: false, generation: 0, iat: 1, exp: 100 };
         let expired =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap();
         let err = tokens.verify(&expired).unwrap_err();
@@ -169,5 +220,53 @@ mod tests {
     fn debug_never_shows_the_secret() {
         let tokens = Tokens::new(SECRET).unwrap();
         assert!(!format!("{tokens:?}").contains("0123"));
+    }
+
+    /// A view with some users changed, as a board would hold it.
+    struct Statuses(parking_lot::Mutex<std::collections::HashMap<UserId, im_core::UserStatus>>);
+
+    impl UserStatusView for Statuses {
+        fn status(&self, user: UserId) -> im_core::UserStatus {
+            self.0.lock().get(&user).copied().unwrap_or_default()
+        }
+        fn on_change(&self, _: im_core::ports::StatusListener) {}
+    }
+
+    fn with_statuses() -> (Tokens, Arc<Statuses>) {
+        let statuses = Arc::new(Statuses(Default::default()));
+        (Tokens::new(SECRET).unwrap().with_statuses(statuses.clone()), statuses)
+    }
+
+    #[test]
+    fn a_disabled_users_tokens_are_refused_until_it_is_enabled() {
+        use im_core::{ErrorReason, StatusChange, UserStatus};
+        let (tokens, statuses) = with_statuses();
+        let token = tokens.issue_user(UserId(9), "mallory", Duration::from_secs(60));
+        statuses.0.lock().insert(UserId(9), UserStatus::default().after(StatusChange::Disable));
+        let refused = tokens.verify(&token).unwrap_err();
+        assert_eq!((refused.code, refused.reason), (ErrorCode::PermissionDenied, Some(ErrorReason::UserDisabled)));
+        assert!(tokens.verify(&tokens.issue_user(UserId(10), "bob", Duration::from_secs(60))).is_ok());
+        statuses.0.lock().insert(UserId(9), UserStatus::default());
+        assert_eq!(tokens.verify(&token).unwrap().user, UserId(9));
+    }
+
+    #[test]
+    fn a_revocation_refuses_the_tokens_issued_before_it_and_new_ones_work() {
+        use im_core::{ErrorReason, StatusChange, UserStatus};
+        let (tokens, statuses) = with_statuses();
+        let before = tokens.issue_user(UserId(9), "alice", Duration::from_secs(60));
+        statuses.0.lock().insert(UserId(9), UserStatus::default().after(StatusChange::RevokeTokens));
+        let refused = tokens.verify(&before).unwrap_err();
+        assert_eq!((refused.code, refused.reason), (ErrorCode::Unauthenticated, Some(ErrorReason::TokenRevoked)));
+        let after = tokens.issue_user(UserId(9), "alice", Duration::from_secs(60));
+        assert_eq!(tokens.verify(&after).unwrap().token_generation, 1);
+    }
+
+    #[test]
+    fn admin_credentials_are_not_user_statuses() {
+        use im_core::{StatusChange, UserStatus};
+        let (tokens, statuses) = with_statuses();
+        statuses.0.lock().insert(ADMIN_SUBJECT, UserStatus::default().after(StatusChange::Disable));
+        assert!(tokens.verify(&tokens.issue_admin(Duration::from_secs(60))).unwrap().admin);
     }
 }

@@ -61,6 +61,8 @@ operations! {
         CreateUser => "create_user",
         UserById => "user_by_id",
         UserByName => "user_by_name",
+        ChangeUserStatus => "change_user_status",
+        ChangedUserStatuses => "changed_user_statuses",
         RecordOffline => "record_offline",
         PendingOffline => "pending_offline",
         ClearOffline => "clear_offline",

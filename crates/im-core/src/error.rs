@@ -60,17 +60,30 @@ pub enum ErrorReason {
     /// message (`FAILED_PRECONDITION`): nothing was stored; send it with a
     /// new client_msg_id.
     ClientMsgIdReused,
+    /// The user was disabled by an admin (`PERMISSION_DENIED`): nothing it
+    /// sends is served until an admin enables it again.
+    UserDisabled,
+    /// The token was issued before the user's tokens were revoked
+    /// (`UNAUTHENTICATED`): ask for a new token.
+    TokenRevoked,
 }
 
 impl ErrorReason {
-    pub const ALL: [ErrorReason; 3] =
-        [ErrorReason::ContentBlocked, ErrorReason::RateLimited, ErrorReason::ClientMsgIdReused];
+    pub const ALL: [ErrorReason; 5] = [
+        ErrorReason::ContentBlocked,
+        ErrorReason::RateLimited,
+        ErrorReason::ClientMsgIdReused,
+        ErrorReason::UserDisabled,
+        ErrorReason::TokenRevoked,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ContentBlocked => "content_blocked",
             Self::RateLimited => "rate_limited",
             Self::ClientMsgIdReused => "client_msg_id_reused",
+            Self::UserDisabled => "user_disabled",
+            Self::TokenRevoked => "token_revoked",
         }
     }
 

@@ -8,6 +8,7 @@
 //! - [`error`]: the boundary error codes (gRPC and client protocol).
 //! - [`limits`]: input validation.
 //! - [`seq`]: the ceiling-reserving seq block (DESIGN.md §4).
+//! - [`user_status`]: whether a user is disabled, which of its tokens count.
 //! - [`ports`]: `MessageStore`, `ReceiptStore`, `CeilingStore`, `UserStore`,
 //!   `SeqAllocator`, `DedupCache`, `Bus`, `Registry`, `Pusher`, `OfflineStore`.
 
@@ -18,7 +19,9 @@ pub mod limits;
 pub mod message;
 pub mod ports;
 pub mod seq;
+pub mod user_status;
 
 pub use error::{ErrorCode, ErrorReason, ImError};
 pub use ids::{ClientMsgId, ConversationId, DeviceId, GatewayId, GroupId, MessageId, Seq, UserId};
+pub use user_status::{StatusChange, UserStatus};
 pub use message::{Ack, AuditRecord, FirstSend, NewMessage, RequestDigest, StoredMessage};

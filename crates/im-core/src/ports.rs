@@ -13,7 +13,7 @@ use crate::group::{Group, Member, MembershipChange, MembershipOp, NewGroup, Rost
 use crate::message::{AppendOutcome, ConversationSummary, ExpiryStep, Page, ReadStatus};
 use crate::{
     Ack, AuditRecord, ClientMsgId, ConversationId, DeviceId, FirstSend, GatewayId, GroupId, ImError, MessageId,
-    NewMessage, RequestDigest, Seq, UserId,
+    NewMessage, RequestDigest, Seq, StatusChange, UserId, UserStatus,
 };
 
 pub type BackendResult<T> = Result<T, BackendError>;
@@ -272,6 +272,7 @@ pub struct User {
     pub id: UserId,
     pub name: String,
     pub created_at_ms: i64,
+    pub status: UserStatus,
 }
 
 /// Outcome of creating a user.
@@ -290,6 +291,41 @@ pub trait UserStore: Send + Sync + 'static {
     async fn user_by_id(&self, id: UserId) -> BackendResult<Option<User>>;
 
     async fn user_by_name(&self, name: &str) -> BackendResult<Option<User>>;
+}
+
+/// Users' standing as stored: the truth a [`UserStatusBoard`] spreads to
+/// every process (SQLite, MySQL; `im-user` owns it in production).
+#[async_trait]
+pub trait UserStatusStore: Send + Sync + 'static {
+    /// Applies `change` to `user` and returns its new status; `None` when
+    /// there is no such user (nothing changed).
+    async fn change_user_status(&self, user: UserId, change: StatusChange) -> BackendResult<Option<UserStatus>>;
+
+    /// Every user whose status is not the default, to load a board from.
+    async fn changed_user_statuses(&self) -> BackendResult<Vec<(UserId, UserStatus)>>;
+}
+
+/// Called with each status a process learns of, after its view holds it.
+pub type StatusListener = Box<dyn Fn(UserId, UserStatus) + Send + Sync>;
+
+/// What this process knows of users' standing, read on every token check
+/// without a round trip (an in-process map, or a watched etcd prefix).
+pub trait UserStatusView: Send + Sync + 'static {
+    /// `user`'s status as last heard; the default for users never changed.
+    fn status(&self, user: UserId) -> UserStatus;
+
+    /// Calls `listener` with every status change this process learns of
+    /// from now on, its own publishes included (a gateway closes the
+    /// connections a change refuses).
+    fn on_change(&self, listener: StatusListener);
+}
+
+/// Spreads users' standing to every process (embedded: in process;
+/// production: etcd, within the watch latency).
+#[async_trait]
+pub trait UserStatusBoard: UserStatusView {
+    /// Makes `status` the one every process sees for `user`.
+    async fn publish(&self, user: UserId, status: UserStatus) -> BackendResult<()>;
 }
 
 /// Hands out seqs per conversation: strictly increasing, never reused, also

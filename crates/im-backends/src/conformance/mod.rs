@@ -29,7 +29,8 @@
 //! not pending), [`group_store`] (needs a `UserStore` too: groups name known
 //! users), [`data_key_store`] (needs a store no other case writes to: the
 //! active data key is store-wide), [`reseal_store`] (needs a `MessageStore`
-//! too: it walks the stored messages).
+//! too: it walks the stored messages), [`user_status_board`] (over a
+//! [`user_status_board::BoardPair`]: two views of the same statuses).
 
 pub mod bus;
 pub mod ceiling_store;
@@ -45,6 +46,7 @@ pub mod receipt_store;
 pub mod registry;
 pub mod reseal_store;
 pub mod seq_allocator;
+pub mod user_status_board;
 pub mod user_store;
 
 pub use seq_allocator::SeqAllocatorHarness;

@@ -1,9 +1,10 @@
-//! The `UserStore` suite.
+//! The `UserStore` suite, with the `UserStatusStore` cases (every user
+//! store keeps its users' standing).
 
 use std::sync::Arc;
 
-use im_core::UserId;
-use im_core::ports::{CreateUser, User, UserStore};
+use im_core::ports::{CreateUser, User, UserStatusStore, UserStore};
+use im_core::{StatusChange, UserId, UserStatus};
 
 use super::fixtures::unique_name;
 
@@ -17,7 +18,10 @@ macro_rules! user_store_suite {
             [
                 new_users_get_distinct_ids_and_are_found,
                 taken_name_is_reported_and_changes_nothing,
-                unknown_users_are_not_found
+                unknown_users_are_not_found,
+                a_new_user_has_the_default_status_and_is_not_listed,
+                disabling_revoking_and_enabling_are_stored_and_listed,
+                changing_an_unknown_user_changes_nothing
             ]
         );
     };
@@ -52,4 +56,45 @@ pub async fn taken_name_is_reported_and_changes_nothing<S: UserStore + ?Sized>(s
 pub async fn unknown_users_are_not_found<S: UserStore + ?Sized>(store: Arc<S>) {
     assert_eq!(store.user_by_id(UserId(i64::MAX as u64)).await.unwrap(), None);
     assert_eq!(store.user_by_name(&unique_name("nobody")).await.unwrap(), None);
+}
+
+pub async fn a_new_user_has_the_default_status_and_is_not_listed<S: UserStore + UserStatusStore + ?Sized>(
+    store: Arc<S>,
+) {
+    let dave = create(&*store, &unique_name("dave")).await;
+    assert_eq!(dave.status, UserStatus::default());
+    assert!(!store.changed_user_statuses().await.unwrap().iter().any(|(id, _)| *id == dave.id));
+}
+
+pub async fn disabling_revoking_and_enabling_are_stored_and_listed<S: UserStore + UserStatusStore + ?Sized>(
+    store: Arc<S>,
+) {
+    let erin = create(&*store, &unique_name("erin")).await;
+    let listed = async |store: &S| {
+        store.changed_user_statuses().await.unwrap().into_iter().find(|(id, _)| *id == erin.id).map(|(_, s)| s)
+    };
+
+    let disabled = UserStatus { disabled: true, token_generation: 0 };
+    assert_eq!(store.change_user_status(erin.id, StatusChange::Disable).await.unwrap(), Some(disabled));
+    assert_eq!(store.user_by_id(erin.id).await.unwrap().unwrap().status, disabled);
+    assert_eq!(listed(&*store).await, Some(disabled));
+
+    // Disabling twice is disabling once; each revocation counts.
+    assert_eq!(store.change_user_status(erin.id, StatusChange::Disable).await.unwrap(), Some(disabled));
+    store.change_user_status(erin.id, StatusChange::RevokeTokens).await.unwrap();
+    let revoked = store.change_user_status(erin.id, StatusChange::RevokeTokens).await.unwrap();
+    assert_eq!(revoked, Some(UserStatus { disabled: true, token_generation: 2 }));
+
+    let enabled = UserStatus { disabled: false, token_generation: 2 };
+    assert_eq!(store.change_user_status(erin.id, StatusChange::Enable).await.unwrap(), Some(enabled));
+    assert_eq!(store.user_by_name(&erin.name).await.unwrap().unwrap().status, enabled);
+    assert_eq!(listed(&*store).await, Some(enabled), "a user with revoked tokens stays listed");
+}
+
+pub async fn changing_an_unknown_user_changes_nothing<S: UserStore + UserStatusStore + ?Sized>(store: Arc<S>) {
+    let nobody = UserId(i64::MAX as u64);
+    for change in [StatusChange::Disable, StatusChange::Enable, StatusChange::RevokeTokens] {
+        assert_eq!(store.change_user_status(nobody, change).await.unwrap(), None);
+    }
+    assert!(!store.changed_user_statuses().await.unwrap().iter().any(|(id, _)| *id == nobody));
 }

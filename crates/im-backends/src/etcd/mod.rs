@@ -26,16 +26,20 @@
 //! Files: `cache` (the local view), `keys` (the layout), `lease` (the
 //! registering side), `watch` (list + watch), `error` (etcd errors as
 //! [`BackendError`](im_core::error::BackendError)), `claim` ([`NodeClaim`]:
-//! a node's `NODE_ID` held under a lease, `{prefix}/nodes/{id}`).
+//! a node's `NODE_ID` held under a lease, `{prefix}/nodes/{id}`),
+//! `user_status` ([`EtcdUserStatusBoard`]: users' standing,
+//! `{prefix}/user_status/{id}`, mirrored by the same list + watch).
 
 mod cache;
 mod claim;
 mod error;
 mod keys;
 mod lease;
+mod user_status;
 mod watch;
 
 pub use claim::NodeClaim;
+pub use user_status::EtcdUserStatusBoard;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,7 +57,7 @@ use self::cache::Cache;
 use self::error::map_etcd;
 use self::keys::Keys;
 use self::lease::Registrar;
-use self::watch::Watcher;
+use self::watch::{Mirror, Watcher};
 
 /// How an [`EtcdRegistry`] uses etcd, beyond the endpoints.
 #[derive(Clone, Debug)]
@@ -82,8 +86,7 @@ impl Default for EtcdRegistryOptions {
 /// vanish after the lease TTL, as if the process had died. For a graceful
 /// shutdown call [`EtcdRegistry::revoke`] first.
 pub struct EtcdRegistry {
-    keys: Keys,
-    cache: Arc<Cache>,
+    registrations: Arc<Registrations>,
     registrar: Arc<Registrar>,
     watching: Arc<AtomicBool>,
     watch_task: JoinHandle<()>,
@@ -95,36 +98,23 @@ impl EtcdRegistry {
     /// `Unavailable` when etcd cannot be reached within the request timeout.
     /// No lease is taken until the first [`Registry::register`].
     pub async fn connect(config: &EtcdConfig, options: EtcdRegistryOptions) -> BackendResult<Self> {
-        if config.endpoints.is_empty() {
-            return Err(BackendError::other("etcd.endpoints is empty"));
-        }
         if options.lease_ttl < Duration::from_secs(1) {
             return Err(BackendError::other("the etcd lease TTL must be at least one second"));
         }
-        let connect = ConnectOptions::new()
-            .with_connect_timeout(options.request_timeout)
-            // HTTP/2 pings: a watch on a connection that died silently fails
-            // within this bound instead of waiting forever.
-            .with_keep_alive(Duration::from_secs(5), options.request_timeout)
-            // A member cut off from its cluster's leader refuses requests
-            // (and ends watches) instead of serving stale data.
-            .with_require_leader(true);
-        let client = Client::connect(&config.endpoints, Some(connect)).await.map_err(map_etcd)?;
+        let client = connect_client(config, options.request_timeout).await?;
 
-        let keys = Keys::new(&options.prefix);
-        let cache = Arc::new(Cache::new());
+        let registrations = Arc::new(Registrations { keys: Keys::new(&options.prefix), cache: Cache::new() });
         let watching = Arc::new(AtomicBool::new(false));
         let watcher = Watcher {
             client: client.clone(),
-            keys: keys.clone(),
-            cache: cache.clone(),
+            mirror: registrations.clone(),
             timeout: options.request_timeout,
             watching: watching.clone(),
         };
         let revision = watcher.list().await?;
         let watch_task = tokio::spawn(watcher.run(revision));
         let registrar = Arc::new(Registrar::new(client, options.lease_ttl, options.request_timeout));
-        Ok(Self { keys, cache, registrar, watching, watch_task })
+        Ok(Self { registrations, registrar, watching, watch_task })
     }
 
     /// Whether the local view is being kept current by a live watch (for
@@ -151,28 +141,78 @@ impl Drop for EtcdRegistry {
 impl Registry for EtcdRegistry {
     /// Records that `user` has a device on `gateway`.
     async fn register(&self, user: UserId, gateway: &GatewayId) -> BackendResult<()> {
-        self.registrar.put(self.keys.registration(user, gateway)).await?;
-        self.cache.add(user, gateway.clone());
+        self.registrar.put(self.registrations.keys.registration(user, gateway)).await?;
+        self.registrations.cache.add(user, gateway.clone());
         Ok(())
     }
 
     /// Removes the record for `user` on `gateway` (its last device left).
     async fn unregister(&self, user: UserId, gateway: &GatewayId) -> BackendResult<()> {
-        self.registrar.delete(&self.keys.registration(user, gateway)).await?;
-        self.cache.remove(user, gateway);
+        self.registrar.delete(&self.registrations.keys.registration(user, gateway)).await?;
+        self.registrations.cache.remove(user, gateway);
         Ok(())
     }
 
     /// The gateways `user` is connected to, from a local view (no round trip
     /// per message in production: a watched cache).
     fn gateways_of(&self, user: UserId) -> Vec<GatewayId> {
-        let gateways = self.cache.gateways_of(user);
+        let cache = &self.registrations.cache;
+        let gateways = cache.gateways_of(user);
         if gateways.is_empty() && !self.is_watching() {
             // The view cannot be kept current (etcd away): the user may have
             // connected since. Every gateway the last view named is asked;
             // those the user is not on answer "offline", as for anyone.
-            return self.cache.gateways();
+            return cache.gateways();
         }
         gateways
+    }
+}
+
+/// A client for watching and writing: connects within `request_timeout`.
+async fn connect_client(config: &EtcdConfig, request_timeout: Duration) -> BackendResult<Client> {
+    if config.endpoints.is_empty() {
+        return Err(BackendError::other("etcd.endpoints is empty"));
+    }
+    let connect = ConnectOptions::new()
+        .with_connect_timeout(request_timeout)
+        // HTTP/2 pings: a watch on a connection that died silently fails
+        // within this bound instead of waiting forever.
+        .with_keep_alive(Duration::from_secs(5), request_timeout)
+        // A member cut off from its cluster's leader refuses requests (and
+        // ends watches) instead of serving stale data.
+        .with_require_leader(true);
+    Client::connect(&config.endpoints, Some(connect)).await.map_err(map_etcd)
+}
+
+/// The registrations under `{prefix}/users/`, mirrored into the cache.
+struct Registrations {
+    keys: Keys,
+    cache: Cache,
+}
+
+impl Mirror for Registrations {
+    type Entry = (UserId, GatewayId);
+    const KEYS_ONLY: bool = true;
+
+    fn prefix(&self) -> &str {
+        self.keys.users()
+    }
+
+    fn parse(&self, key: &[u8], _value: &[u8]) -> Option<Self::Entry> {
+        self.keys.parse(key)
+    }
+
+    fn replace_all(&self, entries: Vec<Self::Entry>) {
+        self.cache.replace_all(entries);
+    }
+
+    fn put(&self, (user, gateway): Self::Entry) {
+        self.cache.add(user, gateway);
+    }
+
+    fn delete(&self, key: &[u8]) {
+        if let Some((user, gateway)) = self.keys.parse(key) {
+            self.cache.remove(user, &gateway);
+        }
     }
 }

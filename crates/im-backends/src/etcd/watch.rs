@@ -1,7 +1,8 @@
-//! Keeps the [`Cache`] in step with etcd: list every registration at one
-//! revision, then watch the prefix from the next revision, so no change is
-//! missed between the two. When the watch fails (etcd restarted or
-//! unreachable, the revision was compacted) list and watch again.
+//! Keeps a local mirror of one etcd prefix in step with etcd: list every
+//! key at one revision, then watch the prefix from the next revision, so no
+//! change is missed between the two. When the watch fails (etcd restarted or
+//! unreachable, the revision was compacted) list and watch again. The
+//! registry's user → gateways cache and the users' statuses are mirrors.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,35 +14,56 @@ use im_core::ports::BackendResult;
 use tokio::time::{sleep, timeout};
 use tracing::{info, warn};
 
-use super::cache::Cache;
 use super::error::{map_etcd, timed_out};
-use super::keys::{Keys, prefix_end};
+use super::keys::prefix_end;
 
 /// Keys per listing request: bounds each response well under gRPC's 4 MiB.
 const PAGE: i64 = 10_000;
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
-pub(super) struct Watcher {
+/// A local view of the keys under one prefix.
+pub(super) trait Mirror: Send + Sync + 'static {
+    /// One key (and value) as the view holds it.
+    type Entry: Send;
+    /// Whether the view needs only the keys (listings then skip values).
+    const KEYS_ONLY: bool;
+
+    /// The prefix mirrored; every key starts with it.
+    fn prefix(&self) -> &str;
+    /// What a key under the prefix means; `None` for one written by
+    /// something else (skipped).
+    fn parse(&self, key: &[u8], value: &[u8]) -> Option<Self::Entry>;
+    /// Replaces the whole view with a fresh listing.
+    fn replace_all(&self, entries: Vec<Self::Entry>);
+    /// A key was put (or put again: applying twice changes nothing).
+    fn put(&self, entry: Self::Entry);
+    /// A key was deleted.
+    fn delete(&self, key: &[u8]);
+}
+
+pub(super) struct Watcher<M: Mirror> {
     pub client: Client,
-    pub keys: Keys,
-    pub cache: Arc<Cache>,
+    pub mirror: Arc<M>,
     pub timeout: Duration,
     /// Whether a watch is established (for readiness).
     pub watching: Arc<AtomicBool>,
 }
 
-impl Watcher {
-    /// Replaces the cache with every registration, read at one revision
-    /// (page by page); returns that revision.
+impl<M: Mirror> Watcher<M> {
+    /// Replaces the mirror with every key, read at one revision (page by
+    /// page); returns that revision.
     pub async fn list(&self) -> BackendResult<i64> {
-        let prefix = self.keys.users().as_bytes();
+        let prefix = self.mirror.prefix().as_bytes();
         let end = prefix_end(prefix);
         let mut from = prefix.to_vec();
         let mut revision = None;
         let mut entries = Vec::new();
         loop {
-            let mut options = GetOptions::new().with_range(end.clone()).with_keys_only().with_limit(PAGE);
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            if M::KEYS_ONLY {
+                options = options.with_keys_only();
+            }
             if let Some(revision) = revision {
                 options = options.with_revision(revision);
             }
@@ -51,14 +73,14 @@ impl Watcher {
             };
             let header = response.header().ok_or_else(|| BackendError::other("etcd range response without header"))?;
             let revision = *revision.get_or_insert(header.revision());
-            entries.extend(response.kvs().iter().filter_map(|kv| self.keys.parse(kv.key())));
+            entries.extend(response.kvs().iter().filter_map(|kv| self.mirror.parse(kv.key(), kv.value())));
             match response.kvs().last() {
                 Some(last) if response.more() => {
                     from = last.key().to_vec();
                     from.push(0);
                 }
                 _ => {
-                    self.cache.replace_all(entries);
+                    self.mirror.replace_all(entries);
                     return Ok(revision);
                 }
             }
@@ -72,7 +94,7 @@ impl Watcher {
         loop {
             let error = self.watch(revision, &mut retry).await;
             self.watching.store(false, Ordering::Relaxed);
-            warn!(prefix = self.keys.users(), %error, "registry watch ended, listing again");
+            warn!(prefix = self.mirror.prefix(), %error, "etcd watch ended, listing again");
             loop {
                 sleep(retry).await;
                 retry = (retry * 2).min(RETRY_MAX);
@@ -81,17 +103,17 @@ impl Watcher {
                         revision = listed;
                         break;
                     }
-                    Err(e) => warn!(prefix = self.keys.users(), error = %e, "registry listing failed"),
+                    Err(e) => warn!(prefix = self.mirror.prefix(), error = %e, "etcd listing failed"),
                 }
             }
         }
     }
 
-    /// Applies every change after `revision` to the cache; returns why it
+    /// Applies every change after `revision` to the mirror; returns why it
     /// stopped. Resets `retry` once the watch is established.
     async fn watch(&self, revision: i64, retry: &mut Duration) -> BackendError {
         let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
-        let mut stream = match timeout(self.timeout, self.client.clone().watch(self.keys.users(), Some(options))).await
+        let mut stream = match timeout(self.timeout, self.client.clone().watch(self.mirror.prefix(), Some(options))).await
         {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return map_etcd(e),
@@ -113,13 +135,17 @@ impl Watcher {
             if response.created() {
                 *retry = RETRY_MIN;
                 self.watching.store(true, Ordering::Relaxed);
-                info!(prefix = self.keys.users(), from = revision + 1, "registry watch established");
+                info!(prefix = self.mirror.prefix(), from = revision + 1, "etcd watch established");
             }
             for event in response.events() {
-                let Some((user, gateway)) = event.kv().and_then(|kv| self.keys.parse(kv.key())) else { continue };
+                let Some(kv) = event.kv() else { continue };
                 match event.event_type() {
-                    EventType::Put => self.cache.add(user, gateway),
-                    EventType::Delete => self.cache.remove(user, &gateway),
+                    EventType::Put => {
+                        if let Some(entry) = self.mirror.parse(kv.key(), kv.value()) {
+                            self.mirror.put(entry);
+                        }
+                    }
+                    EventType::Delete => self.mirror.delete(kv.key()),
                 }
             }
         }

@@ -8,6 +8,8 @@
 //! - `bus`: [`MemoryBus`], topics and consumer groups.
 //! - `registry`: [`MemoryRegistry`], user → gateways.
 //! - `sharded`: a map split into independently locked shards.
+//! - `user_status`: [`MemoryUserStatusBoard`], users' standing in process,
+//!   and the table the etcd board shares.
 //!
 //! Nothing here survives a process restart. That is safe for the allocator
 //! (it resumes above the stored ceiling) and for the dedup cache (the store's
@@ -20,9 +22,11 @@ mod dedup;
 mod registry;
 mod seq;
 mod sharded;
+pub(crate) mod user_status;
 
 pub use bus::MemoryBus;
 pub use ceilings::MemoryCeilingStore;
 pub use dedup::MemoryDedupCache;
 pub use registry::MemoryRegistry;
 pub use seq::MemorySeqAllocator;
+pub use user_status::MemoryUserStatusBoard;

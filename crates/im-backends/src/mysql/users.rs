@@ -1,19 +1,34 @@
-//! `UserStore` over the `users` table.
+//! `UserStore` and `UserStatusStore` over the `users` table.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use im_core::UserId;
 use im_core::error::BackendError;
-use im_core::ports::{BackendResult, CreateUser, User, UserStore};
+use im_core::ports::{BackendResult, CreateUser, User, UserStatusStore, UserStore};
+use im_core::{StatusChange, UserId, UserStatus};
 
 use super::MysqlStore;
 use super::columns::text_from_column;
 use super::error::map_sqlx;
 use crate::telemetry::DbOperation;
 
-fn user_from_columns((id, name, created_at_ms): (u64, Vec<u8>, i64)) -> BackendResult<User> {
-    Ok(User { id: UserId(id), name: text_from_column(name, "user name")?, created_at_ms })
+/// The columns every user query reads, in [`UserRow`]'s order (a macro so
+/// that each statement is one literal).
+macro_rules! user_columns {
+    () => {
+        "id, name, created_at_ms, disabled, token_generation"
+    };
+}
+
+type UserRow = (u64, Vec<u8>, i64, bool, u64);
+
+fn user_from_columns((id, name, created_at_ms, disabled, token_generation): UserRow) -> BackendResult<User> {
+    Ok(User {
+        id: UserId(id),
+        name: text_from_column(name, "user name")?,
+        created_at_ms,
+        status: UserStatus { disabled, token_generation },
+    })
 }
 
 fn now_ms() -> BackendResult<i64> {
@@ -45,15 +60,20 @@ impl UserStore for MysqlStore {
             })
             .await?;
         Ok(match created {
-            Some(id) => CreateUser::Created(User { id: UserId(id), name: name.to_owned(), created_at_ms }),
+            Some(id) => CreateUser::Created(User {
+                id: UserId(id),
+                name: name.to_owned(),
+                created_at_ms,
+                status: UserStatus::default(),
+            }),
             None => CreateUser::NameTaken,
         })
     }
 
     async fn user_by_id(&self, id: UserId) -> BackendResult<Option<User>> {
-        let row: Option<(u64, Vec<u8>, i64)> = self
+        let row: Option<UserRow> = self
             .reading(DbOperation::UserById, async |conn| {
-                sqlx::query_as("SELECT id, name, created_at_ms FROM users WHERE id = ?")
+                sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = ?"))
                     .bind(id.0)
                     .fetch_optional(&mut *conn)
                     .await
@@ -64,9 +84,9 @@ impl UserStore for MysqlStore {
     }
 
     async fn user_by_name(&self, name: &str) -> BackendResult<Option<User>> {
-        let row: Option<(u64, Vec<u8>, i64)> = self
+        let row: Option<UserRow> = self
             .reading(DbOperation::UserByName, async |conn| {
-                sqlx::query_as("SELECT id, name, created_at_ms FROM users WHERE name = ?")
+                sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE name = ?"))
                     .bind(name.as_bytes())
                     .fetch_optional(&mut *conn)
                     .await
@@ -74,5 +94,49 @@ impl UserStore for MysqlStore {
             })
             .await?;
         row.map(user_from_columns).transpose()
+    }
+}
+
+/// The statement that applies a change (MariaDB has no `UPDATE … RETURNING`:
+/// the new status is read back on the same connection).
+fn change_statement(change: StatusChange) -> &'static str {
+    match change {
+        StatusChange::Disable => "UPDATE users SET disabled = TRUE WHERE id = ?",
+        StatusChange::Enable => "UPDATE users SET disabled = FALSE WHERE id = ?",
+        StatusChange::RevokeTokens => "UPDATE users SET token_generation = token_generation + 1 WHERE id = ?",
+    }
+}
+
+#[async_trait]
+impl UserStatusStore for MysqlStore {
+    async fn change_user_status(&self, user: UserId, change: StatusChange) -> BackendResult<Option<UserStatus>> {
+        let row: Option<(bool, u64)> = self
+            .writing(DbOperation::ChangeUserStatus, async |conn| {
+                sqlx::query(change_statement(change)).bind(user.0).execute(&mut *conn).await.map_err(map_sqlx)?;
+                sqlx::query_as("SELECT disabled, token_generation FROM users WHERE id = ?")
+                    .bind(user.0)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)
+            })
+            .await?;
+        Ok(row.map(|(disabled, token_generation)| UserStatus { disabled, token_generation }))
+    }
+
+    async fn changed_user_statuses(&self) -> BackendResult<Vec<(UserId, UserStatus)>> {
+        let rows: Vec<(u64, bool, u64)> = self
+            .reading(DbOperation::ChangedUserStatuses, async |conn| {
+                sqlx::query_as(
+                    "SELECT id, disabled, token_generation FROM users WHERE disabled OR token_generation <> 0",
+                )
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(map_sqlx)
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, disabled, token_generation)| (UserId(id), UserStatus { disabled, token_generation }))
+            .collect())
     }
 }

@@ -1,18 +1,37 @@
-//! `UserStore` over the `users` table.
+//! `UserStore` and `UserStatusStore` over the `users` table.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use im_core::UserId;
 use im_core::error::BackendError;
-use im_core::ports::{BackendResult, CreateUser, User, UserStore};
+use im_core::ports::{BackendResult, CreateUser, User, UserStatusStore, UserStore};
+use im_core::{StatusChange, UserId, UserStatus};
 
 use super::SqliteStore;
 use super::columns::{from_column, to_bound};
 use super::error::map_sqlx;
 
-fn user_from_columns((id, name, created_at_ms): (i64, String, i64)) -> BackendResult<User> {
-    Ok(User { id: UserId(from_column(id, "user id")?), name, created_at_ms })
+/// The columns every user query reads, in [`UserRow`]'s order (a macro so
+/// that each statement is one literal).
+macro_rules! user_columns {
+    () => {
+        "id, name, created_at_ms, disabled, token_generation"
+    };
+}
+
+type UserRow = (i64, String, i64, bool, i64);
+
+fn user_from_columns((id, name, created_at_ms, disabled, token_generation): UserRow) -> BackendResult<User> {
+    Ok(User {
+        id: UserId(from_column(id, "user id")?),
+        name,
+        created_at_ms,
+        status: status_from_columns(disabled, token_generation)?,
+    })
+}
+
+fn status_from_columns(disabled: bool, token_generation: i64) -> BackendResult<UserStatus> {
+    Ok(UserStatus { disabled, token_generation: from_column(token_generation, "token generation")? })
 }
 
 fn now_ms() -> BackendResult<i64> {
@@ -24,8 +43,8 @@ fn now_ms() -> BackendResult<i64> {
 impl UserStore for SqliteStore {
     /// Creates a user with a new id; a taken name is a typed outcome.
     async fn create_user(&self, name: &str) -> BackendResult<CreateUser> {
-        let created: Result<(i64, String, i64), sqlx::Error> =
-            sqlx::query_as("INSERT INTO users (name, created_at_ms) VALUES (?, ?) RETURNING id, name, created_at_ms")
+        let created: Result<UserRow, sqlx::Error> =
+            sqlx::query_as(concat!("INSERT INTO users (name, created_at_ms) VALUES (?, ?) RETURNING ", user_columns!()))
                 .bind(name)
                 .bind(now_ms()?)
                 .fetch_one(&self.writer)
@@ -40,7 +59,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn user_by_id(&self, id: UserId) -> BackendResult<Option<User>> {
-        let row: Option<(i64, String, i64)> = sqlx::query_as("SELECT id, name, created_at_ms FROM users WHERE id = ?")
+        let row: Option<UserRow> = sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = ?"))
             .bind(to_bound(id.0))
             .fetch_optional(&self.reader)
             .await
@@ -49,12 +68,49 @@ impl UserStore for SqliteStore {
     }
 
     async fn user_by_name(&self, name: &str) -> BackendResult<Option<User>> {
-        let row: Option<(i64, String, i64)> =
-            sqlx::query_as("SELECT id, name, created_at_ms FROM users WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(map_sqlx)?;
+        let row: Option<UserRow> = sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE name = ?"))
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_sqlx)?;
         row.map(user_from_columns).transpose()
+    }
+}
+
+/// The statement that applies a change, returning the new status.
+fn change_statement(change: StatusChange) -> &'static str {
+    match change {
+        StatusChange::Disable => "UPDATE users SET disabled = 1 WHERE id = ? RETURNING disabled, token_generation",
+        StatusChange::Enable => "UPDATE users SET disabled = 0 WHERE id = ? RETURNING disabled, token_generation",
+        StatusChange::RevokeTokens => {
+            "UPDATE users SET token_generation = token_generation + 1 WHERE id = ? \
+             RETURNING disabled, token_generation"
+        }
+    }
+}
+
+#[async_trait]
+impl UserStatusStore for SqliteStore {
+    async fn change_user_status(&self, user: UserId, change: StatusChange) -> BackendResult<Option<UserStatus>> {
+        let row: Option<(bool, i64)> = sqlx::query_as(change_statement(change))
+            .bind(to_bound(user.0))
+            .fetch_optional(&self.writer)
+            .await
+            .map_err(map_sqlx)?;
+        row.map(|(disabled, generation)| status_from_columns(disabled, generation)).transpose()
+    }
+
+    async fn changed_user_statuses(&self) -> BackendResult<Vec<(UserId, UserStatus)>> {
+        let rows: Vec<(i64, bool, i64)> = sqlx::query_as(
+            "SELECT id, disabled, token_generation FROM users WHERE disabled <> 0 OR token_generation <> 0",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_sqlx)?;
+        rows.into_iter()
+            .map(|(id, disabled, generation)| {
+                Ok((UserId(from_column(id, "user id")?), status_from_columns(disabled, generation)?))
+            })
+            .collect()
     }
 }

@@ -69,3 +69,7 @@ mod memory_bus {
 mod memory_registry {
     im_backends::registry_suite!(super::memory_registry);
 }
+
+mod memory_user_status_board {
+    im_backends::user_status_board_suite!(super::memory_user_status_board);
+}

@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use etcd_client::Client;
 use im_backends::conformance::fixtures::{unique_name, users};
-use im_backends::etcd::{EtcdRegistry, EtcdRegistryOptions};
+use im_backends::conformance::user_status_board::BoardPair;
+use im_backends::etcd::{EtcdRegistry, EtcdRegistryOptions, EtcdUserStatusBoard};
 use im_config::EtcdConfig;
 use im_core::error::BackendError;
-use im_core::ports::Registry;
-use im_core::{GatewayId, UserId};
+use im_core::ports::{Registry, UserStatusBoard, UserStatusView};
+use im_core::{GatewayId, UserId, UserStatus};
 use tokio::time::Instant;
 
 const ENDPOINT: &str = "127.0.0.1:2379";
@@ -42,6 +43,41 @@ pub async fn etcd_registry() -> (Arc<EtcdRegistry>, ()) {
 
 mod etcd_registry {
     im_backends::registry_suite!(super::etcd_registry);
+}
+
+/// Two boards on one fresh prefix, as `im-user` and a gateway hold them.
+pub async fn etcd_user_status_boards() -> (BoardPair, ()) {
+    let prefix = unique_prefix();
+    let (writer, reader) = tokio::join!(status_board(&prefix), status_board(&prefix));
+    (BoardPair { writer: Arc::new(writer), reader: Arc::new(reader) }, ())
+}
+
+async fn status_board(prefix: &str) -> EtcdUserStatusBoard {
+    let config = EtcdConfig { endpoints: vec![ENDPOINT.to_owned()] };
+    EtcdUserStatusBoard::connect(&config, &options(prefix, Duration::from_secs(10)))
+        .await
+        .unwrap_or_else(|e| panic!("etcd at {ENDPOINT} is unreachable ({e}); start it with scripts/servers.sh"))
+}
+
+mod etcd_user_status_board {
+    im_backends::user_status_board_suite!(super::etcd_user_status_boards);
+}
+
+/// A process that starts after a status was published (a gateway restarted,
+/// a node added) refuses that user from its first check.
+#[tokio::test]
+async fn a_board_connected_later_loads_the_statuses_published_before() {
+    let prefix = unique_prefix();
+    let writer = status_board(&prefix).await;
+    let [a, b] = users();
+    let revoked = UserStatus { disabled: false, token_generation: 3 };
+    writer.publish(a, UserStatus { disabled: true, token_generation: 0 }).await.unwrap();
+    writer.publish(b, revoked).await.unwrap();
+    writer.publish(a, UserStatus::default()).await.unwrap();
+    let late = status_board(&prefix).await;
+    assert_eq!(late.status(a), UserStatus::default(), "a status back to the default left no key");
+    assert_eq!(late.status(b), revoked);
+    assert!(late.is_watching() || { tokio::time::sleep(Duration::from_millis(500)).await; late.is_watching() });
 }
 
 /// Waits until `user` is on exactly `expected` in `registry`'s view; returns

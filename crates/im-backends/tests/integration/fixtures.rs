@@ -32,6 +32,12 @@ pub async fn memory_registry() -> (Arc<MemoryRegistry>, ()) {
     (Arc::new(MemoryRegistry::new()), ())
 }
 
+/// One in-process board: every reader is in the writer's process.
+pub async fn memory_user_status_board() -> (im_backends::conformance::user_status_board::BoardPair, ()) {
+    let board = Arc::new(im_backends::memory::MemoryUserStatusBoard::default());
+    (im_backends::conformance::user_status_board::BoardPair { writer: board.clone(), reader: board }, ())
+}
+
 /// `MemorySeqAllocator`s over one ceiling store: a restart is a new allocator.
 pub struct MemoryAllocators {
     ceilings: Arc<dyn CeilingStore>,

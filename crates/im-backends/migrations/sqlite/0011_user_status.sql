@@ -1,0 +1,5 @@
+-- A user's standing (im_core::UserStatus): disabled by an admin, and the
+-- generation below which its tokens were revoked. Both 0 for every user
+-- nobody has stopped.
+ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN token_generation INTEGER NOT NULL DEFAULT 0;
