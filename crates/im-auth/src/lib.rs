@@ -95,6 +95,24 @@ impl Tokens {
         Self { statuses: Some(statuses), ..self }
     }
 
+    /// Whether a token of `user` issued at `token_generation` is still
+    /// accepted (always, without a view of users' standing).
+    pub fn admits(&self, user: UserId, token_generation: u64) -> Result<(), ImError> {
+        match &self.statuses {
+            Some(statuses) => statuses.status(user).admits(token_generation),
+            None => Ok(()),
+        }
+    }
+
+    /// Calls `listener` with each change of a user's standing this process
+    /// learns of (a gateway closes the connections it refuses). Nothing
+    /// happens without a view of users' standing.
+    pub fn on_status_change(&self, listener: im_core::ports::StatusListener) {
+        if let Some(statuses) = &self.statuses {
+            statuses.on_change(listener);
+        }
+    }
+
     /// The generation `user`'s tokens are issued at now.
     pub fn token_generation(&self, user: UserId) -> u64 {
         self.statuses.as_ref().map_or(0, |statuses| statuses.status(user).token_generation)
@@ -149,10 +167,8 @@ impl Tokens {
         if !data.claims.adm && user == ADMIN_SUBJECT {
             return Err(ImError::unauthenticated("token subject is not a user id"));
         }
-        if !data.claims.adm
-            && let Some(statuses) = &self.statuses
-        {
-            statuses.status(user).admits(data.claims.generation)?;
+        if !data.claims.adm {
+            self.admits(user, data.claims.generation)?;
         }
         Ok(Identity { user, name: data.claims.name, admin: data.claims.adm, token_generation: data.claims.generation })
     }

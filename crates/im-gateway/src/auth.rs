@@ -23,8 +23,9 @@ pub struct Handshake {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HandshakeError {
     MissingToken,
-    /// Malformed, expired or signed with another secret (the reason is one
-    /// of `im_auth`'s fixed messages, never the token).
+    /// Malformed, expired, revoked or signed with another secret, or its
+    /// user is disabled (the reason is one of `im_auth`'s fixed messages,
+    /// never the token).
     BadToken(ImError),
     /// An admin credential is not a user and cannot chat.
     AdminToken,
@@ -34,6 +35,8 @@ pub enum HandshakeError {
 impl HandshakeError {
     pub fn status(&self) -> StatusCode {
         match self {
+            // A disabled user: known, but refused (401 would invite a new token).
+            Self::BadToken(e) if e.code == im_core::ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
             Self::MissingToken | Self::BadToken(_) => StatusCode::UNAUTHORIZED,
             Self::AdminToken => StatusCode::FORBIDDEN,
             Self::BadDevice => StatusCode::BAD_REQUEST,

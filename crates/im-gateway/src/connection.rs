@@ -61,6 +61,9 @@ pub enum CloseReason {
     GoingAway,
     /// The user already has `LIMIT_CONNECTIONS_PER_USER` connections here.
     TooManyConnections,
+    /// The user was disabled, or the token the connection was opened with
+    /// was revoked.
+    Revoked,
 }
 
 impl CloseReason {
@@ -70,6 +73,7 @@ impl CloseReason {
             Self::TooSlow => 4001,
             Self::GoingAway => 1001,
             Self::TooManyConnections => 4002,
+            Self::Revoked => 4003,
         }
     }
 
@@ -79,6 +83,7 @@ impl CloseReason {
             Self::TooSlow => "too slow reading pushes: reconnect and sync",
             Self::GoingAway => "the gateway is shutting down: reconnect",
             Self::TooManyConnections => "too many connections of this user: close one first",
+            Self::Revoked => "the user was disabled or this token revoked",
         }
     }
 
@@ -192,21 +197,45 @@ impl Drop for Attachment<'_> {
     }
 }
 
+/// Whom a connection acts as: the user of its verified token, and the
+/// token generation it was issued at (a revocation above it closes the
+/// connection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub user: UserId,
+    pub token_generation: u64,
+}
+
+impl From<UserId> for Owner {
+    /// A user whose tokens were never revoked.
+    fn from(user: UserId) -> Self {
+        Self { user, token_generation: 0 }
+    }
+}
+
+impl From<&im_auth::Identity> for Owner {
+    fn from(identity: &im_auth::Identity) -> Self {
+        Self { user: identity.user, token_generation: identity.token_generation }
+    }
+}
+
 impl Gateway {
-    /// Serves one authenticated connection until it ends. `user` must come
+    /// Serves one authenticated connection until it ends. `owner` must come
     /// from a verified token ([`crate::auth::handshake`]); every request of
     /// the connection acts as that user.
-    pub async fn serve<S, R, E>(&self, user: UserId, device: DeviceId, sink: S, stream: R)
+    pub async fn serve<S, R, E>(&self, owner: impl Into<Owner>, device: DeviceId, sink: S, stream: R)
     where
         S: Sink<Message> + Send + Unpin + 'static,
         S::Error: fmt::Display + Send,
         R: Stream<Item = Result<Message, E>> + Unpin,
         E: fmt::Display,
     {
+        let owner = owner.into();
+        let user = owner.user;
         let (outbound, queue) = outbound(self.limits.outbound_queue, self.limits.outbound_bytes);
         let shutdown = Arc::new(Shutdown::default());
         let attached = match self.hub.attach(
-            user,
+            owner,
             device.clone(),
             outbound.clone(),
             shutdown.clone(),
@@ -223,6 +252,11 @@ impl Gateway {
             }
         };
         let attachment = Attachment { hub: &self.hub, user, id: attached.id, armed: true };
+        // A status change that arrived between the handshake and the attach
+        // found no connection to close: look again now that it is listed.
+        if self.tokens.admits(user, owner.token_generation).is_err() && shutdown.trigger(CloseReason::Revoked) {
+            self.stats().connection_revoked();
+        }
         tracing::debug!(user = %user, device = %device, "connected");
         let (stop_writer, stop) = oneshot::channel();
         let writing = Writing {
@@ -529,6 +563,7 @@ async fn within<E: fmt::Display>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use im_core::{StatusChange, UserStatus};
     use crate::GatewayLimits;
     use crate::testkit::*;
     use client::server_frame::Body;
@@ -765,6 +800,49 @@ mod tests {
         }
         assert_eq!(kit.gateway.stats().snapshot().connections_stalled, 1);
         conn.finished().await;
+    }
+
+    #[tokio::test]
+    async fn a_disabled_users_connections_close_with_4003_and_others_stay() {
+        let kit = Kit::new();
+        let (mut phone, mut tablet, mut other) =
+            (kit.connect(5, "phone"), kit.connect(5, "tablet"), kit.connect(6, "phone"));
+        for conn in [&mut phone, &mut tablet, &mut other] {
+            conn.ping().await;
+        }
+        kit.statuses.set(5, UserStatus::default().after(StatusChange::Disable));
+        for conn in [&mut phone, &mut tablet] {
+            assert_eq!(conn.until_close().await.map(|c| c.code), Some(CloseReason::Revoked.code()));
+        }
+        phone.finished().await;
+        tablet.finished().await;
+        assert!(!kit.gateway.hub().is_online(UserId(5)));
+        other.ping().await;
+        assert_eq!(kit.gateway.stats().snapshot().connections_revoked, 2);
+    }
+
+    #[tokio::test]
+    async fn a_revocation_closes_the_connections_of_older_tokens_only() {
+        let kit = Kit::new();
+        let mut old = kit.connect_at(5, 0, "phone");
+        let mut new = kit.connect_at(5, 1, "tablet");
+        old.ping().await;
+        new.ping().await;
+        kit.statuses.set(5, UserStatus::default().after(StatusChange::RevokeTokens));
+        assert_eq!(old.until_close().await.map(|c| c.code), Some(CloseReason::Revoked.code()));
+        new.ping().await;
+        assert!(kit.gateway.hub().is_online(UserId(5)));
+    }
+
+    #[tokio::test]
+    async fn a_connection_attached_after_its_user_was_stopped_is_closed_at_once() {
+        // The handshake passed before the change; the listener ran before
+        // the connection was in the hub.
+        let kit = Kit::new();
+        kit.statuses.set(5, UserStatus::default().after(StatusChange::Disable));
+        let mut late = kit.connect(5, "phone");
+        assert_eq!(late.until_close().await.map(|c| c.code), Some(CloseReason::Revoked.code()));
+        late.finished().await;
     }
 
     #[tokio::test]

@@ -16,9 +16,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use im_core::error::BackendError;
 use im_core::ports::{BackendResult, Event, FanOut, PushEvent, PushReport, Pusher};
-use im_core::{DeviceId, GatewayId, UserId};
+use im_core::{DeviceId, GatewayId, UserId, UserStatus};
 
-use crate::connection::{CloseReason, Shutdown, encode};
+use crate::connection::{CloseReason, Owner, Shutdown, encode};
 use crate::outbound::{Outbound, PushRefused};
 use crate::stats::GatewayStats;
 
@@ -30,6 +30,8 @@ const SHARD_BITS: u32 = 6;
 struct Conn {
     id: u64,
     device: DeviceId,
+    /// The generation of the token the connection was opened with.
+    token_generation: u64,
     outbound: Outbound,
     shutdown: Arc<Shutdown>,
 }
@@ -178,6 +180,24 @@ impl Hub {
         }
     }
 
+    /// Closes the connections of `user` that `status` no longer admits:
+    /// all of them when the user is disabled, those opened with a token of
+    /// an older generation when its tokens were revoked. Returns how many.
+    pub fn close_refused(&self, user: UserId, status: UserStatus) -> usize {
+        let shard = self.read(user);
+        let mut closed = 0;
+        for conn in shard.get(&user).into_iter().flatten() {
+            if status.admits(conn.token_generation).is_err() && conn.shutdown.trigger(CloseReason::Revoked) {
+                self.stats.connection_revoked();
+                closed += 1;
+            }
+        }
+        if closed > 0 {
+            tracing::info!(user = %user, closed, disabled = status.disabled, "closed the connections of a stopped user");
+        }
+        closed
+    }
+
     /// Whether [`Hub::attach`] would let `device` of `user` in with at most
     /// `max` connections of the user: a device already here is replaced,
     /// so it always has room.
@@ -190,12 +210,14 @@ impl Hub {
     /// the newer one wins (and does not count against `max`).
     pub(crate) fn attach(
         &self,
-        user: UserId,
+        owner: impl Into<Owner>,
         device: DeviceId,
         outbound: Outbound,
         shutdown: Arc<Shutdown>,
         max: usize,
     ) -> Result<Attached, TooManyConnections> {
+        let owner = owner.into();
+        let user = owner.user;
         let mut shard = self.write(user);
         let conns = shard.entry(user).or_default();
         let first = conns.is_empty();
@@ -211,7 +233,7 @@ impl Hub {
                 self.stats.connection_replaced();
             }
         }
-        conns.push(Conn { id, device, outbound, shutdown });
+        conns.push(Conn { id, device, token_generation: owner.token_generation, outbound, shutdown });
         self.stats.connection_opened();
         Ok(Attached { id, first })
     }

@@ -133,6 +133,14 @@ impl Gateway {
             connections_per_user: limits.connections_per_user.max(1),
             ..limits
         };
+        // Connections of a user an admin stops are closed as the news
+        // arrives. Weak: the view outlives gateways in tests.
+        let closing = Arc::downgrade(&hub);
+        tokens.on_status_change(Box::new(move |user, status| {
+            if let Some(hub) = closing.upgrade() {
+                hub.close_refused(user, status);
+            }
+        }));
         Arc::new(Self { hub, messaging, registry, tokens, limits })
     }
 

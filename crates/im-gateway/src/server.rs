@@ -73,7 +73,7 @@ async fn upgrade(
         .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| async move {
             let (sink, stream) = socket.split();
-            gateway.serve(handshake.identity.user, handshake.device, sink, stream).await;
+            gateway.serve(&handshake.identity, handshake.device, sink, stream).await;
         })
 }
 
@@ -161,6 +161,32 @@ mod tests {
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
         assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+    }
+
+    #[tokio::test]
+    async fn a_disabled_user_gets_403_and_a_revoked_token_401_and_nothing_connects() {
+        use im_core::{StatusChange, UserStatus};
+        let kit = Kit::new();
+        let addr = start(&kit).await;
+        let old = kit.tokens.issue_user(UserId(5), "alice", Duration::from_secs(60));
+
+        kit.statuses.set(5, UserStatus::default().after(StatusChange::Disable));
+        let (status, body) = refused(connect(addr, "", Some(&old)).await);
+        assert_eq!(status, 403);
+        assert!(body.contains("disabled"), "{body}");
+
+        let revoked = UserStatus::default().after(StatusChange::RevokeTokens);
+        kit.statuses.set(5, revoked);
+        let (status, body) = refused(connect(addr, "", Some(&old)).await);
+        assert_eq!(status, 401);
+        assert!(body.contains("revoked"), "{body}");
+        assert_eq!(kit.gateway.stats().snapshot().handshakes_rejected, 2);
+        assert_eq!(kit.gateway.stats().snapshot().connections_opened, 0);
+
+        // A token issued after the revocation connects.
+        let new = kit.tokens.issue_user(UserId(5), "alice", Duration::from_secs(60));
+        let mut ws = connect(addr, "", Some(&new)).await.unwrap();
+        assert_eq!(request(&mut ws, send_frame(1, 6, "c-1", b"hi")).await.req_id, 1);
     }
 
     #[tokio::test]

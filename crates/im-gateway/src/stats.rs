@@ -13,6 +13,7 @@ pub struct GatewayStats {
     connections_dropped_slow: AtomicU64,
     connections_stalled: AtomicU64,
     connections_refused_per_user: AtomicU64,
+    connections_revoked: AtomicU64,
     handshakes_rejected: AtomicU64,
     frames_in: AtomicU64,
     frames_out: AtomicU64,
@@ -39,7 +40,11 @@ pub struct StatsSnapshot {
     /// Connections refused because their user had
     /// `LIMIT_CONNECTIONS_PER_USER` here already.
     pub connections_refused_per_user: u64,
-    /// Upgrade requests refused (missing or bad token, bad device id).
+    /// Connections closed because their user was disabled or the token
+    /// they were opened with was revoked.
+    pub connections_revoked: u64,
+    /// Upgrade requests refused (missing, bad or revoked token, disabled
+    /// user, bad device id).
     pub handshakes_rejected: u64,
     /// WebSocket data frames received.
     pub frames_in: u64,
@@ -64,6 +69,7 @@ impl GatewayStats {
             connections_dropped_slow: self.connections_dropped_slow.load(Relaxed),
             connections_stalled: self.connections_stalled.load(Relaxed),
             connections_refused_per_user: self.connections_refused_per_user.load(Relaxed),
+            connections_revoked: self.connections_revoked.load(Relaxed),
             handshakes_rejected: self.handshakes_rejected.load(Relaxed),
             frames_in: self.frames_in.load(Relaxed),
             frames_out: self.frames_out.load(Relaxed),
@@ -102,6 +108,10 @@ impl GatewayStats {
 
     pub(crate) fn connection_refused_per_user(&self) {
         self.connections_refused_per_user.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn connection_revoked(&self) {
+        self.connections_revoked.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn handshake_rejected(&self) {

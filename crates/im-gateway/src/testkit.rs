@@ -12,8 +12,12 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use im_core::limits::{DEFAULT_MAX_MESSAGE_SIZE, check_body};
 use im_core::message::{ConversationList, ConversationSummary, Page};
-use im_core::ports::{Addressee, BackendResult, Event, Messaging, PushEvent, Registry, SendCommand};
-use im_core::{Ack, ClientMsgId, ConversationId, DeviceId, GatewayId, ImError, MessageId, NewMessage, Seq, UserId};
+use im_core::ports::{
+    Addressee, BackendResult, Event, Messaging, PushEvent, Registry, SendCommand, StatusListener, UserStatusView,
+};
+use im_core::{
+    Ack, ClientMsgId, ConversationId, DeviceId, GatewayId, ImError, MessageId, NewMessage, Seq, UserId, UserStatus,
+};
 use im_proto::client::{self, ClientFrame, ServerFrame, client_frame, server_frame};
 use prost::Message as _;
 use tokio::sync::oneshot;
@@ -155,6 +159,32 @@ impl Registry for FakeRegistry {
     }
 }
 
+/// Users' standing as a test sets it; listeners hear each `set`.
+#[derive(Default)]
+pub struct FakeStatuses {
+    statuses: Mutex<HashMap<UserId, UserStatus>>,
+    listeners: Mutex<Vec<StatusListener>>,
+}
+
+impl FakeStatuses {
+    pub fn set(&self, user: u64, status: UserStatus) {
+        self.statuses.lock().unwrap().insert(UserId(user), status);
+        for listener in self.listeners.lock().unwrap().iter() {
+            listener(UserId(user), status);
+        }
+    }
+}
+
+impl UserStatusView for FakeStatuses {
+    fn status(&self, user: UserId) -> UserStatus {
+        self.statuses.lock().unwrap().get(&user).copied().unwrap_or_default()
+    }
+
+    fn on_change(&self, listener: StatusListener) {
+        self.listeners.lock().unwrap().push(listener);
+    }
+}
+
 pub fn message(from: u64, to: u64, seq: u64) -> NewMessage {
     NewMessage {
         msg_id: MessageId(100 + seq),
@@ -225,6 +255,7 @@ pub struct Kit {
     pub messaging: Arc<FakeMessaging>,
     pub registry: Arc<FakeRegistry>,
     pub tokens: im_auth::Tokens,
+    pub statuses: Arc<FakeStatuses>,
 }
 
 impl Kit {
@@ -235,20 +266,27 @@ impl Kit {
     pub fn with_limits(limits: GatewayLimits) -> Self {
         let messaging = Arc::new(FakeMessaging::default());
         let registry = Arc::new(FakeRegistry::default());
-        let tokens = im_auth::Tokens::new(SECRET).unwrap();
+        let statuses = Arc::new(FakeStatuses::default());
+        let tokens = im_auth::Tokens::new(SECRET).unwrap().with_statuses(statuses.clone());
         let gateway =
             Gateway::new(GatewayId("gw-test".into()), messaging.clone(), registry.clone(), tokens.clone(), limits);
-        Self { gateway, messaging, registry, tokens }
+        Self { gateway, messaging, registry, tokens, statuses }
     }
 
     /// A connection served over channels, as if already authenticated.
     pub fn connect(&self, user: u64, device: &str) -> TestConn {
+        self.connect_at(user, 0, device)
+    }
+
+    /// A connection opened with a token of `token_generation`.
+    pub fn connect_at(&self, user: u64, token_generation: u64, device: &str) -> TestConn {
         let (to_server, from_client) = futures::channel::mpsc::channel(16);
         // Capacity 1: a client that stops reading blocks the writer at once.
         let (to_client, from_server) = futures::channel::mpsc::channel(0);
         let gateway = self.gateway.clone();
         let device = DeviceId(device.into());
-        let task = tokio::spawn(async move { gateway.serve(UserId(user), device, to_client, from_client).await });
+        let owner = crate::connection::Owner { user: UserId(user), token_generation };
+        let task = tokio::spawn(async move { gateway.serve(owner, device, to_client, from_client).await });
         TestConn { tx: to_server, rx: from_server, task }
     }
 }

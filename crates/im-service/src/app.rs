@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::user_statuses;
 use crate::bootstrap;
 use crate::breaker::{Breaker, BreakerSettings, SendBreakers};
 use crate::bus::kafka_bus;
@@ -312,6 +313,17 @@ fn group_directory(
     }
 }
 
+/// Puts every stored user status on the board (see
+/// [`UserDirectory::publish_statuses`]); a failure is logged, not fatal: the
+/// statuses already on the board stand, and the next start tries again.
+pub async fn publish_statuses(directory: &UserDirectory) {
+    match directory.publish_statuses().await {
+        Ok(0) => {}
+        Ok(users) => tracing::info!(users, "published the stored user statuses"),
+        Err(e) => tracing::warn!(error = %e, "could not publish the stored user statuses; they stand as last published"),
+    }
+}
+
 /// Runs a node until `shutdown` is cancelled, then stops in order: not ready,
 /// stop accepting, close client connections, drain the pipeline, stop.
 /// The caller holds the data directory ([`crate::bootstrap::data_dir`]), as
@@ -325,6 +337,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let mut readiness = Readiness::default();
     let stores = Stores::open(&config).await?;
     readiness.add(stores.name, stores.probe(&config));
+    // The users' statuses are the store's when this node owns the users.
+    let owns_users = matches!(config.user_service(), ServiceLink::Builtin);
+    let statuses = user_statuses::board(&config, owns_users.then_some(&stores.statuses), &mut readiness).await?;
+    // Every user token this node checks (gRPC, the built-in gateway) is
+    // refused once its user is disabled or the token revoked.
+    let tokens = tokens.with_statuses(statuses.clone());
     let (seqs, dedup) = seqs_and_dedup(&config, &stores, &mut readiness).await?;
     let hub = Arc::new(Hub::new(GatewayId(format!("local-{}", config.server.node_id))));
     let (registry, pusher) = registry_and_pusher(&config, &hub, &credential, &mut readiness).await?;
@@ -517,8 +535,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         .then(|| Gateway::with_hub(hub, messaging.clone(), registry, tokens.clone(), serve::gateway_limits(&config)));
     // The built-in user directory is served here only when no user service
     // process is configured.
-    let user_grpc = matches!(config.user_service(), ServiceLink::Builtin)
-        .then(|| UserGrpc::new(UserDirectory::new(user_store, tokens.clone(), config.auth.token_ttl)).into_server());
+    let user_grpc = if owns_users {
+        let directory =
+            UserDirectory::new(user_store, stores.statuses.clone(), statuses, tokens.clone(), config.auth.token_ttl);
+        publish_statuses(&directory).await;
+        Some(UserGrpc::new(directory).into_server())
+    } else {
+        None
+    };
     let admin_path = config.server.admin_credential_path();
     bootstrap::admin_credential(&tokens, &admin_path)?;
 

@@ -15,6 +15,7 @@ use im_gateway::{Gateway, Hub, PushApi};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::user_statuses;
 use crate::bootstrap;
 use crate::http::HttpState;
 use crate::metrics::Metrics;
@@ -66,13 +67,16 @@ pub async fn run(config: Config, listeners: GatewayListeners, shutdown: Cancella
             .context("connecting to etcd (ETCD_ENDPOINTS)")?,
     );
     let registry: Arc<dyn Registry> = etcd.clone();
+    let mut readiness = Readiness::default();
+    // Handshakes of disabled users and revoked tokens are refused, and the
+    // connections of a user stopped later closed (`Gateway::with_hub`).
+    let user_tokens = tokens.clone().with_statuses(user_statuses::board(&config, None, &mut readiness).await?);
     let messaging: Arc<dyn Messaging> =
-        Arc::new(RemoteMessaging::new(lazy_channel(&im.addr, im.timeout)?, tokens.clone()));
+        Arc::new(RemoteMessaging::new(lazy_channel(&im.addr, im.timeout)?, user_tokens.clone()));
 
     let hub = Arc::new(Hub::new(GatewayId(gateway_addr.clone())));
-    let gateway = Gateway::with_hub(hub.clone(), messaging, registry, tokens.clone(), serve::gateway_limits(&config));
+    let gateway = Gateway::with_hub(hub.clone(), messaging, registry, user_tokens, serve::gateway_limits(&config));
 
-    let mut readiness = Readiness::default();
     // A gateway's core job is to reach a node; the registry only degrades
     // pushes to users who connect while it is away.
     readiness.add("im-service", tcp_probe(im.addr.clone()));

@@ -71,3 +71,4 @@ pub mod telemetry;
 #[cfg(test)]
 mod testkit;
 pub mod user_app;
+pub mod user_statuses;

@@ -210,6 +210,7 @@ struct GatewayCounters {
     connections_dropped_slow: Counter,
     connections_stalled: Counter,
     connections_refused_per_user: Counter,
+    connections_revoked: Counter,
     handshakes_rejected: Counter,
     frames_in: Counter,
     frames_out: Counter,
@@ -248,8 +249,13 @@ impl GatewayCounters {
             self.connections_refused_per_user.clone(),
         );
         gateway.register(
+            "connections_revoked",
+            "Connections closed because their user was disabled or their token revoked",
+            self.connections_revoked.clone(),
+        );
+        gateway.register(
             "handshakes_rejected",
-            "Upgrade requests refused (missing or bad token, bad device id)",
+            "Upgrade requests refused (missing, bad or revoked token, disabled user, bad device id)",
             self.handshakes_rejected.clone(),
         );
         gateway.register("frames_in", "WebSocket data frames received", self.frames_in.clone());
@@ -278,6 +284,7 @@ impl GatewayCounters {
         step(&self.connections_dropped_slow, now.connections_dropped_slow, last.connections_dropped_slow);
         step(&self.connections_stalled, now.connections_stalled, last.connections_stalled);
         step(&self.connections_refused_per_user, now.connections_refused_per_user, last.connections_refused_per_user);
+        step(&self.connections_revoked, now.connections_revoked, last.connections_revoked);
         step(&self.handshakes_rejected, now.handshakes_rejected, last.handshakes_rejected);
         step(&self.frames_in, now.frames_in, last.frames_in);
         step(&self.frames_out, now.frames_out, last.frames_out);

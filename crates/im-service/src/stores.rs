@@ -9,7 +9,7 @@ use im_backends::{MysqlStore, SqliteStore};
 use im_config::{Config, StoreBackend};
 use im_core::ports::{
     CeilingStore, DataKeyStore, EpochStore, GroupStore, MessageStore, OfflineStore, ReceiptStore, ResealStore,
-    UserStore,
+    UserStatusStore, UserStore,
 };
 
 use crate::readiness::Probe;
@@ -23,6 +23,8 @@ pub struct Stores {
     pub ceilings: Arc<dyn CeilingStore>,
     pub epochs: Arc<dyn EpochStore>,
     pub users: Arc<dyn UserStore>,
+    /// Users' standing (disabled, token generation): the user directory's.
+    pub statuses: Arc<dyn UserStatusStore>,
     /// Groups and their membership (the user directory's).
     pub groups: Arc<dyn GroupStore>,
     pub offline: Arc<dyn OfflineStore>,
@@ -45,6 +47,7 @@ where
         + CeilingStore
         + EpochStore
         + UserStore
+        + UserStatusStore
         + GroupStore
         + OfflineStore
         + DataKeyStore
@@ -57,6 +60,7 @@ where
         ceilings: store.clone(),
         epochs: store.clone(),
         users: store.clone(),
+        statuses: store.clone(),
         groups: store.clone(),
         offline: store.clone(),
         data_keys: store.clone(),

@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::serve;
 use crate::stores::Stores;
+use crate::user_statuses;
 
 /// The sockets of a user-service process.
 pub struct UserListeners {
@@ -73,12 +74,15 @@ pub async fn run(config: Config, listeners: UserListeners, shutdown: Cancellatio
     let kafka = kafka(&config)?;
     let tokens = bootstrap::token_secret(config.jwt_key_source(), &config.server.jwt_secret_path())?;
     let stores = Stores::open(&config).await?;
-    let directory = UserDirectory::new(stores.users.clone(), tokens.clone(), config.auth.token_ttl);
+    let mut readiness = Readiness::default();
+    readiness.add(stores.name, stores.probe(&config));
+    let statuses = user_statuses::board(&config, Some(&stores.statuses), &mut readiness).await?;
+    let directory =
+        UserDirectory::new(stores.users.clone(), stores.statuses.clone(), statuses, tokens.clone(), config.auth.token_ttl);
+    crate::app::publish_statuses(&directory).await;
     let admin_path = config.server.admin_credential_path();
     bootstrap::admin_credential(&tokens, &admin_path)?;
 
-    let mut readiness = Readiness::default();
-    readiness.add(stores.name, stores.probe(&config));
     let bus = kafka_bus(kafka, &mut readiness).await?;
     let groups = Arc::new(GroupService::new(
         stores.groups.clone(),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use im_core::UserId;
+use im_core::{StatusChange, UserId};
 use im_proto::convert::status;
 use im_proto::user::{self as pb, user_service_server::UserService};
 use tonic::{Request, Response, Status};
@@ -29,6 +29,17 @@ impl UserGrpc {
     fn caller<T>(&self, request: &Request<T>) -> Result<im_auth::Identity, Status> {
         identity(self.directory.tokens(), request)
     }
+
+    async fn change_status(
+        &self,
+        request: Request<pb::UserStatusRequest>,
+        change: StatusChange,
+    ) -> Result<Response<pb::User>, Status> {
+        let caller = self.caller(&request)?;
+        let user = UserId(request.get_ref().user_id);
+        let user = self.directory.change_status(&caller, user, change).await.map_err(status)?;
+        Ok(Response::new(to_pb(user)))
+    }
 }
 
 /// Who calls: the verified token of the `authorization` metadata.
@@ -42,7 +53,13 @@ pub(crate) fn identity<T>(tokens: &im_auth::Tokens, request: &Request<T>) -> Res
 }
 
 fn to_pb(user: im_core::ports::User) -> pb::User {
-    pb::User { id: user.id.0, name: user.name, created_at_ms: user.created_at_ms }
+    pb::User {
+        id: user.id.0,
+        name: user.name,
+        created_at_ms: user.created_at_ms,
+        disabled: user.status.disabled,
+        token_generation: user.status.token_generation,
+    }
 }
 
 #[tonic::async_trait]
@@ -82,5 +99,17 @@ impl UserService for UserGrpc {
         }
         .map_err(status)?;
         Ok(Response::new(to_pb(user)))
+    }
+
+    async fn disable_user(&self, request: Request<pb::UserStatusRequest>) -> Result<Response<pb::User>, Status> {
+        self.change_status(request, StatusChange::Disable).await
+    }
+
+    async fn enable_user(&self, request: Request<pb::UserStatusRequest>) -> Result<Response<pb::User>, Status> {
+        self.change_status(request, StatusChange::Enable).await
+    }
+
+    async fn revoke_tokens(&self, request: Request<pb::UserStatusRequest>) -> Result<Response<pb::User>, Status> {
+        self.change_status(request, StatusChange::RevokeTokens).await
     }
 }

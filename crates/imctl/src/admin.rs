@@ -7,13 +7,14 @@
 //! the process environment.
 
 use std::fmt;
-use std::io::Write;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use im_proto::user::user_service_client::UserServiceClient;
-use im_proto::user::{self, CreateUserRequest, GetUserRequest, IssueTokenRequest};
+use im_core::StatusChange;
+use im_proto::user::{self, CreateUserRequest, GetUserRequest, IssueTokenRequest, UserStatusRequest};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
@@ -139,6 +140,24 @@ impl Admin {
         answer(self.client.get_user(request).await)
     }
 
+    /// Disables, enables a user or revokes its tokens; the user afterwards.
+    pub async fn change_status(&mut self, user_id: u64, change: StatusChange) -> Result<user::User, RemoteError> {
+        let request = self.request(UserStatusRequest { user_id });
+        answer(match change {
+            StatusChange::Disable => self.client.disable_user(request).await,
+            StatusChange::Enable => self.client.enable_user(request).await,
+            StatusChange::RevokeTokens => self.client.revoke_tokens(request).await,
+        })
+    }
+
+    /// The id of `user`: a number, or a name looked up.
+    async fn user_id(&mut self, user: String) -> Result<u64, RemoteError> {
+        match user.parse::<u64>() {
+            Ok(id) => Ok(id),
+            Err(_) => Ok(self.get_user(user::get_user_request::Key::Name(user)).await?.id),
+        }
+    }
+
     /// A hint for errors that mean the credential itself was refused.
     pub fn hint_for(&self, err: &RemoteError) -> Option<String> {
         matches!(err.code, "UNAUTHENTICATED" | "PERMISSION_DENIED")
@@ -224,12 +243,27 @@ async fn user_command(admin: &mut Admin, command: UserCommand) -> anyhow::Result
                 Err(_) => user::get_user_request::Key::Name(key),
             };
             let user = admin.get_user(key).await?;
-            output::json_line(
-                &mut out,
-                &UserJson { id: user.id, name: &user.name, created_at_ms: user.created_at_ms },
-            )?;
+            output::json_line(&mut out, &UserJson::from(&user))?;
+        }
+        UserCommand::Disable { user } => change_status(admin, &mut out, user, StatusChange::Disable).await?,
+        UserCommand::Enable { user } => change_status(admin, &mut out, user, StatusChange::Enable).await?,
+        UserCommand::RevokeTokens { user } => {
+            change_status(admin, &mut out, user, StatusChange::RevokeTokens).await?;
         }
     }
+    Ok(())
+}
+
+/// `imctl user disable|enable|revoke-tokens`: the user after the change.
+async fn change_status(
+    admin: &mut Admin,
+    out: &mut impl std::io::Write,
+    user: String,
+    change: StatusChange,
+) -> anyhow::Result<()> {
+    let id = admin.user_id(user).await?;
+    let user = admin.change_status(id, change).await?;
+    output::json_line(out, &UserJson::from(&user))?;
     Ok(())
 }
 

@@ -117,6 +117,23 @@ pub enum UserCommand {
         /// A numeric id, or a name.
         user: String,
     },
+    /// Disable a user: its tokens are refused and its connections closed, on every node and gateway
+    /// (within a second), until `enable`; prints the user as JSON.
+    Disable {
+        /// A numeric id, or a name.
+        user: String,
+    },
+    /// Enable a disabled user again; its tokens that were not revoked work again. Prints the user as JSON.
+    Enable {
+        /// A numeric id, or a name.
+        user: String,
+    },
+    /// Revoke every token issued to a user so far (connections opened with them are closed); tokens issued
+    /// afterwards work. Prints the user as JSON.
+    RevokeTokens {
+        /// A numeric id, or a name.
+        user: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -524,6 +541,11 @@ mod tests {
         let cli = parse(&["--admin-token", "adm", "user", "token", "7", "--ttl", "60"]).unwrap();
         assert_eq!(cli.global.admin_token.as_deref(), Some("adm"));
         assert!(matches!(cli.command, Command::User(UserCommand::Token { id: 7, ttl: Some(60), json: false })));
+        let cli = parse(&["user", "disable", "mallory"]).unwrap();
+        assert!(matches!(cli.command, Command::User(UserCommand::Disable { ref user }) if user == "mallory"));
+        let cli = parse(&["user", "revoke-tokens", "7"]).unwrap();
+        assert!(matches!(cli.command, Command::User(UserCommand::RevokeTokens { ref user }) if user == "7"));
+        assert!(parse(&["user", "enable"]).is_err(), "enable needs a user");
     }
 
     #[test]

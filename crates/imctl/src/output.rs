@@ -110,12 +110,27 @@ pub struct TokenJson<'a> {
     pub token: &'a str,
 }
 
-/// `imctl user get`.
+/// `imctl user get|disable|enable|revoke-tokens`.
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct UserJson<'a> {
     pub id: u64,
     pub name: &'a str,
     pub created_at_ms: i64,
+    pub disabled: bool,
+    /// Tokens issued below this generation are refused.
+    pub token_generation: u64,
+}
+
+impl<'a> From<&'a im_proto::user::User> for UserJson<'a> {
+    fn from(user: &'a im_proto::user::User) -> Self {
+        Self {
+            id: user.id,
+            name: &user.name,
+            created_at_ms: user.created_at_ms,
+            disabled: user.disabled,
+            token_generation: user.token_generation,
+        }
+    }
 }
 
 /// `imctl audit list`: one record of the sensitive-word filter.

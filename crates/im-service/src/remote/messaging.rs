@@ -4,7 +4,10 @@
 //! The IM service takes the acting user from the `authorization` metadata
 //! only, so every call carries a token of the user the gateway authenticated
 //! at the WebSocket handshake, signed with the shared secret. Tokens are
-//! cached per user and re-issued before they expire. The device rides in
+//! cached per user and re-issued before they expire, or as soon as the
+//! user's token generation moved (a revocation: the node would refuse the
+//! older one; the gateway closes the connections opened with revoked tokens
+//! itself). The device rides in
 //! `x-im-device`: it only decides which of the user's own devices a push
 //! skips, so it is not identity.
 
@@ -32,11 +35,18 @@ const USER_TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// to sign, a few µs).
 const MAX_CACHED_TOKENS: usize = 100_000;
 
+/// A forwarding token: when it was issued, at which generation, the header.
+struct CachedToken {
+    issued: Instant,
+    generation: u64,
+    header: MetadataValue<Ascii>,
+}
+
 /// The IM service as a gateway process sees it.
 pub struct RemoteMessaging {
     client: MessageServiceClient<Channel>,
     tokens: Tokens,
-    cache: Mutex<HashMap<UserId, (Instant, MetadataValue<Ascii>)>>,
+    cache: Mutex<HashMap<UserId, CachedToken>>,
 }
 
 impl RemoteMessaging {
@@ -46,11 +56,13 @@ impl RemoteMessaging {
     }
 
     fn authorization(&self, user: UserId) -> MetadataValue<Ascii> {
+        let generation = self.tokens.token_generation(user);
         let mut cache = self.cache.lock();
-        if let Some((issued, header)) = cache.get(&user)
-            && issued.elapsed() < USER_TOKEN_TTL / 2
+        if let Some(cached) = cache.get(&user)
+            && cached.issued.elapsed() < USER_TOKEN_TTL / 2
+            && cached.generation == generation
         {
-            return header.clone();
+            return cached.header.clone();
         }
         if cache.len() >= MAX_CACHED_TOKENS {
             cache.clear();
@@ -58,7 +70,7 @@ impl RemoteMessaging {
         // The name claim is informational; the service reads the subject.
         let token = self.tokens.issue_user(user, "", USER_TOKEN_TTL);
         let header = bearer(&token);
-        cache.insert(user, (Instant::now(), header.clone()));
+        cache.insert(user, CachedToken { issued: Instant::now(), generation, header: header.clone() });
         header
     }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use im_core::UserId;
+use im_core::{UserId, UserStatus};
 use im_core::error::BackendError;
 use im_core::ports::{BackendResult, CreateUser, User, UserStore};
 use im_proto::user::get_user_request::Key;
@@ -37,7 +37,12 @@ impl RemoteUsers {
 }
 
 fn from_pb(user: pb::User) -> User {
-    User { id: UserId(user.id), name: user.name, created_at_ms: user.created_at_ms }
+    User {
+        id: UserId(user.id),
+        name: user.name,
+        created_at_ms: user.created_at_ms,
+        status: UserStatus { disabled: user.disabled, token_generation: user.token_generation },
+    }
 }
 
 #[async_trait]

@@ -428,7 +428,7 @@ impl UserService for Users {
             return Err(tonic::Status::already_exists(format!("the name {name} is taken")));
         }
         let (id, token) = self.0.add_user(&name);
-        let user = user_pb::User { id, name, created_at_ms: 1_700_000_000_000 };
+        let user = user_pb::User { id, name, created_at_ms: 1_700_000_000_000, ..Default::default() };
         Ok(tonic::Response::new(user_pb::CreateUserResponse { user: Some(user), token }))
     }
 
@@ -457,6 +457,28 @@ impl UserService for Users {
             None => None,
         };
         let (id, name, created_at_ms) = found.ok_or_else(|| tonic::Status::not_found("no such user"))?;
-        Ok(tonic::Response::new(user_pb::User { id, name, created_at_ms }))
+        Ok(tonic::Response::new(user_pb::User { id, name, created_at_ms, ..Default::default() }))
+    }
+
+    // Users' standing is tested against the real server (e2e `user_status`).
+    async fn disable_user(
+        &self,
+        _: tonic::Request<user_pb::UserStatusRequest>,
+    ) -> Result<tonic::Response<user_pb::User>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the fake server keeps no user statuses"))
+    }
+
+    async fn enable_user(
+        &self,
+        _: tonic::Request<user_pb::UserStatusRequest>,
+    ) -> Result<tonic::Response<user_pb::User>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the fake server keeps no user statuses"))
+    }
+
+    async fn revoke_tokens(
+        &self,
+        _: tonic::Request<user_pb::UserStatusRequest>,
+    ) -> Result<tonic::Response<user_pb::User>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the fake server keeps no user statuses"))
     }
 }
