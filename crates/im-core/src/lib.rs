@@ -23,5 +23,5 @@ pub mod user_status;
 
 pub use error::{ErrorCode, ErrorReason, ImError};
 pub use ids::{ClientMsgId, ConversationId, DeviceId, GatewayId, GroupId, MessageId, Seq, UserId};
-pub use user_status::{StatusChange, UserStatus};
 pub use message::{Ack, AuditRecord, FirstSend, NewMessage, RequestDigest, StoredMessage};
+pub use user_status::{StatusChange, UserStatus};

@@ -563,10 +563,10 @@ async fn within<E: fmt::Display>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use im_core::{StatusChange, UserStatus};
     use crate::GatewayLimits;
     use crate::testkit::*;
     use client::server_frame::Body;
+    use im_core::{StatusChange, UserStatus};
     use std::time::Duration;
 
     #[tokio::test]

@@ -20,7 +20,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::user_statuses;
 use crate::bootstrap;
 use crate::breaker::{Breaker, BreakerSettings, SendBreakers};
 use crate::bus::kafka_bus;
@@ -50,6 +49,7 @@ use crate::retention::RetentionJob;
 use crate::router::{RetryPolicy, Router};
 use crate::serve;
 use crate::stores::Stores;
+use crate::user_statuses;
 
 /// Sends waiting for the writer. When full, senders wait: backpressure
 /// reaches the sockets instead of growing memory.
@@ -320,7 +320,9 @@ pub async fn publish_statuses(directory: &UserDirectory) {
     match directory.publish_statuses().await {
         Ok(0) => {}
         Ok(users) => tracing::info!(users, "published the stored user statuses"),
-        Err(e) => tracing::warn!(error = %e, "could not publish the stored user statuses; they stand as last published"),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not publish the stored user statuses; they stand as last published")
+        }
     }
 }
 

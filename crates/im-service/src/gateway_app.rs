@@ -15,13 +15,13 @@ use im_gateway::{Gateway, Hub, PushApi};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::user_statuses;
 use crate::bootstrap;
 use crate::http::HttpState;
 use crate::metrics::Metrics;
 use crate::readiness::{Readiness, tcp_probe};
 use crate::remote::{RemoteMessaging, lazy_channel};
 use crate::serve;
+use crate::user_statuses;
 
 /// The sockets of a gateway process.
 pub struct GatewayListeners {

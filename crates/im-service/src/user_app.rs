@@ -77,8 +77,13 @@ pub async fn run(config: Config, listeners: UserListeners, shutdown: Cancellatio
     let mut readiness = Readiness::default();
     readiness.add(stores.name, stores.probe(&config));
     let statuses = user_statuses::board(&config, Some(&stores.statuses), &mut readiness).await?;
-    let directory =
-        UserDirectory::new(stores.users.clone(), stores.statuses.clone(), statuses, tokens.clone(), config.auth.token_ttl);
+    let directory = UserDirectory::new(
+        stores.users.clone(),
+        stores.statuses.clone(),
+        statuses,
+        tokens.clone(),
+        config.auth.token_ttl,
+    );
     crate::app::publish_statuses(&directory).await;
     let admin_path = config.server.admin_credential_path();
     bootstrap::admin_credential(&tokens, &admin_path)?;

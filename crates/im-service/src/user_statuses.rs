@@ -37,9 +37,9 @@ pub async fn board(
                 "user-status",
                 Box::new(move || {
                     let watching = watched.is_watching();
-                    Box::pin(async move {
-                        if watching { Ok(()) } else { Err("the user status watch is down".to_owned()) }
-                    })
+                    Box::pin(
+                        async move { if watching { Ok(()) } else { Err("the user status watch is down".to_owned()) } },
+                    )
                 }),
             );
             Ok(board)

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use im_proto::user::user_service_client::UserServiceClient;
 use im_core::StatusChange;
+use im_proto::user::user_service_client::UserServiceClient;
 use im_proto::user::{self, CreateUserRequest, GetUserRequest, IssueTokenRequest, UserStatusRequest};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;

@@ -182,6 +182,19 @@ async fn binary_user_commands_print_json_and_server_errors() {
 
     let out = imctl(&server, &["--admin-token", ADMIN_TOKEN, "user", "get", "alice"], None).await;
     assert_eq!(json_lines(&out)[0]["id"], 1);
+    assert_eq!(json_lines(&out)[0]["disabled"], false);
+
+    // Users are named by id or by name; each change prints the user after it.
+    let out = imctl(&server, &["--admin-token", ADMIN_TOKEN, "user", "disable", "alice"], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!((json_lines(&out)[0]["id"].clone(), json_lines(&out)[0]["disabled"].clone()), (1.into(), true.into()));
+    let out = imctl(&server, &["--admin-token", ADMIN_TOKEN, "user", "revoke-tokens", "1"], None).await;
+    assert_eq!(json_lines(&out)[0]["token_generation"], 1);
+    let out = imctl(&server, &["--admin-token", ADMIN_TOKEN, "user", "enable", "alice"], None).await;
+    assert_eq!(json_lines(&out)[0]["disabled"], false);
+    let out = imctl(&server, &["--admin-token", ADMIN_TOKEN, "user", "disable", "nobody"], None).await;
+    assert_eq!(out.status.code(), Some(1), "an unknown name is an error");
+    assert!(stderr(&out).contains("NOT_FOUND"), "{}", stderr(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

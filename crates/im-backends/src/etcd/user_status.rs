@@ -172,10 +172,9 @@ mod tests {
 
     #[test]
     fn a_status_round_trips_through_its_value_and_bad_values_are_refused() {
-        for status in [
-            UserStatus { disabled: true, token_generation: 0 },
-            UserStatus { disabled: false, token_generation: 12 },
-        ] {
+        for status in
+            [UserStatus { disabled: true, token_generation: 0 }, UserStatus { disabled: false, token_generation: 12 }]
+        {
             assert_eq!(decode(encode(status).as_bytes()), Some(status));
         }
         for bad in ["", "1", "2:0", "1:-1", "true:0", "1:0:0"] {

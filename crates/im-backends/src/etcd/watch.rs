@@ -113,12 +113,12 @@ impl<M: Mirror> Watcher<M> {
     /// stopped. Resets `retry` once the watch is established.
     async fn watch(&self, revision: i64, retry: &mut Duration) -> BackendError {
         let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
-        let mut stream = match timeout(self.timeout, self.client.clone().watch(self.mirror.prefix(), Some(options))).await
-        {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return map_etcd(e),
-            Err(_) => return timed_out("watch"),
-        };
+        let mut stream =
+            match timeout(self.timeout, self.client.clone().watch(self.mirror.prefix(), Some(options))).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return map_etcd(e),
+                Err(_) => return timed_out("watch"),
+            };
         loop {
             let response = match stream.message().await {
                 Ok(Some(response)) => response,

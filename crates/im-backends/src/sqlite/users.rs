@@ -43,12 +43,14 @@ fn now_ms() -> BackendResult<i64> {
 impl UserStore for SqliteStore {
     /// Creates a user with a new id; a taken name is a typed outcome.
     async fn create_user(&self, name: &str) -> BackendResult<CreateUser> {
-        let created: Result<UserRow, sqlx::Error> =
-            sqlx::query_as(concat!("INSERT INTO users (name, created_at_ms) VALUES (?, ?) RETURNING ", user_columns!()))
-                .bind(name)
-                .bind(now_ms()?)
-                .fetch_one(&self.writer)
-                .await;
+        let created: Result<UserRow, sqlx::Error> = sqlx::query_as(concat!(
+            "INSERT INTO users (name, created_at_ms) VALUES (?, ?) RETURNING ",
+            user_columns!()
+        ))
+        .bind(name)
+        .bind(now_ms()?)
+        .fetch_one(&self.writer)
+        .await;
         match created {
             Ok(columns) => Ok(CreateUser::Created(user_from_columns(columns)?)),
             // `name` is the only unique key a new row can collide on (ids come

@@ -77,7 +77,12 @@ async fn a_board_connected_later_loads_the_statuses_published_before() {
     let late = status_board(&prefix).await;
     assert_eq!(late.status(a), UserStatus::default(), "a status back to the default left no key");
     assert_eq!(late.status(b), revoked);
-    assert!(late.is_watching() || { tokio::time::sleep(Duration::from_millis(500)).await; late.is_watching() });
+    assert!(
+        late.is_watching() || {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            late.is_watching()
+        }
+    );
 }
 
 /// Waits until `user` is on exactly `expected` in `registry`'s view; returns

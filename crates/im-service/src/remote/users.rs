@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use im_core::{UserId, UserStatus};
 use im_core::error::BackendError;
 use im_core::ports::{BackendResult, CreateUser, User, UserStore};
+use im_core::{UserId, UserStatus};
 use im_proto::user::get_user_request::Key;
 use im_proto::user::user_service_client::UserServiceClient;
 use im_proto::user::{self as pb, CreateUserRequest, GetUserRequest};

@@ -607,7 +607,7 @@ impl ClusterBuilder {
             "im-user",
             env!("CARGO_BIN_EXE_im-user"),
             dir.path(),
-            with(vec![("USER_SERVICE_ADDR", user_addr.clone())], &self.kafka),
+            with(vec![("USER_SERVICE_ADDR", user_addr.clone()), ("ETCD_ENDPOINTS", self.etcd.clone())], &self.kafka),
         )
         .await;
 
@@ -710,6 +710,11 @@ impl Cluster {
 
     pub fn ws_url(&self, gateway: usize) -> &str {
         &self.ws_urls[gateway]
+    }
+
+    /// The admin side of `im-user`'s directory.
+    pub async fn user_admin(&self) -> crate::support::UserAdmin {
+        crate::support::UserAdmin::connect(&self.user_addr, &self.admin_token).await
     }
 
     /// Node `node`'s gRPC port (gateway i forwards to node i).

@@ -31,3 +31,4 @@ mod support;
 mod tcp_proxy;
 mod traces;
 mod user_outage;
+mod user_status;

@@ -552,7 +552,7 @@ async fn production_processes_export_every_metric_the_alerts_and_the_dashboard_q
         "im-user",
         env!("CARGO_BIN_EXE_im-user"),
         dir.path(),
-        &with(&[("USER_SERVICE_ADDR", user_addr.clone())]),
+        &with(&[("USER_SERVICE_ADDR", user_addr.clone()), ("ETCD_ENDPOINTS", SHARED_ETCD.into())]),
     )
     .await;
     let node = Served::start(

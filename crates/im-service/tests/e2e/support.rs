@@ -186,6 +186,50 @@ impl Node {
     pub async fn connect(&self, token: &str, device: &str) -> Client {
         Client::connect(&self.ws_url(), token, device).await.expect("websocket connect")
     }
+
+    /// The admin side of the built-in user directory.
+    pub async fn user_admin(&self) -> UserAdmin {
+        UserAdmin::connect(&format!("127.0.0.1:{}", self.grpc_port), &self.admin_token()).await
+    }
+}
+
+/// Admin calls of `im.user.v1.UserService` (the built-in directory, or `im-user`).
+pub struct UserAdmin {
+    client: UserServiceClient<tonic::transport::Channel>,
+    token: String,
+}
+
+impl UserAdmin {
+    pub async fn connect(addr: &str, admin_token: &str) -> UserAdmin {
+        let client = UserServiceClient::connect(format!("http://{addr}")).await.expect("user service connect");
+        UserAdmin { client, token: admin_token.to_owned() }
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert("authorization", format!("Bearer {}", self.token).parse().unwrap());
+        request
+    }
+
+    pub async fn disable(&mut self, user: u64) -> im_proto::user::User {
+        let request = self.request(im_proto::user::UserStatusRequest { user_id: user });
+        self.client.disable_user(request).await.expect("disable user").into_inner()
+    }
+
+    pub async fn enable(&mut self, user: u64) -> im_proto::user::User {
+        let request = self.request(im_proto::user::UserStatusRequest { user_id: user });
+        self.client.enable_user(request).await.expect("enable user").into_inner()
+    }
+
+    pub async fn revoke_tokens(&mut self, user: u64) -> im_proto::user::User {
+        let request = self.request(im_proto::user::UserStatusRequest { user_id: user });
+        self.client.revoke_tokens(request).await.expect("revoke tokens").into_inner()
+    }
+
+    pub async fn issue_token(&mut self, user: u64) -> Result<String, tonic::Status> {
+        let request = self.request(im_proto::user::IssueTokenRequest { user_id: user, ttl_seconds: 0 });
+        Ok(self.client.issue_token(request).await?.into_inner().token)
+    }
 }
 
 impl Drop for Node {

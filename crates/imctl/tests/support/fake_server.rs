@@ -55,6 +55,8 @@ pub struct State {
 #[derive(Default)]
 struct Inner {
     users: HashMap<u64, (String, i64)>,
+    /// (disabled, token generation) of users an admin changed.
+    statuses: HashMap<u64, (bool, u64)>,
     names: HashSet<String>,
     next_msg: u64,
     conversations: HashMap<String, Conversation>,
@@ -413,6 +415,24 @@ fn check_admin<T>(request: &tonic::Request<T>) -> Result<(), tonic::Status> {
     }
 }
 
+impl Users {
+    fn change_status(
+        &self,
+        request: tonic::Request<user_pb::UserStatusRequest>,
+        change: impl FnOnce(&mut (bool, u64)),
+    ) -> Result<tonic::Response<user_pb::User>, tonic::Status> {
+        check_admin(&request)?;
+        let id = request.into_inner().user_id;
+        let mut inner = self.0.inner.lock().unwrap();
+        let (name, created_at_ms) =
+            inner.users.get(&id).cloned().ok_or_else(|| tonic::Status::not_found("no such user"))?;
+        let status = inner.statuses.entry(id).or_default();
+        change(status);
+        let (disabled, token_generation) = *status;
+        Ok(tonic::Response::new(user_pb::User { id, name, created_at_ms, disabled, token_generation }))
+    }
+}
+
 #[tonic::async_trait]
 impl UserService for Users {
     async fn create_user(
@@ -460,25 +480,26 @@ impl UserService for Users {
         Ok(tonic::Response::new(user_pb::User { id, name, created_at_ms, ..Default::default() }))
     }
 
-    // Users' standing is tested against the real server (e2e `user_status`).
+    // Only the bookkeeping: refusing the user's tokens is tested against
+    // the real server (e2e `user_status`).
     async fn disable_user(
         &self,
-        _: tonic::Request<user_pb::UserStatusRequest>,
+        request: tonic::Request<user_pb::UserStatusRequest>,
     ) -> Result<tonic::Response<user_pb::User>, tonic::Status> {
-        Err(tonic::Status::unimplemented("the fake server keeps no user statuses"))
+        self.change_status(request, |status| status.0 = true)
     }
 
     async fn enable_user(
         &self,
-        _: tonic::Request<user_pb::UserStatusRequest>,
+        request: tonic::Request<user_pb::UserStatusRequest>,
     ) -> Result<tonic::Response<user_pb::User>, tonic::Status> {
-        Err(tonic::Status::unimplemented("the fake server keeps no user statuses"))
+        self.change_status(request, |status| status.0 = false)
     }
 
     async fn revoke_tokens(
         &self,
-        _: tonic::Request<user_pb::UserStatusRequest>,
+        request: tonic::Request<user_pb::UserStatusRequest>,
     ) -> Result<tonic::Response<user_pb::User>, tonic::Status> {
-        Err(tonic::Status::unimplemented("the fake server keeps no user statuses"))
+        self.change_status(request, |status| status.1 += 1)
     }
 }
