@@ -56,7 +56,25 @@ const LISTEN_BACKLOG: u32 = 4096;
 /// Binds `server.listen_host:port`; `key` names the setting in the error.
 pub async fn bind(config: &Config, port: u16, key: &str) -> anyhow::Result<TcpListener> {
     let addr = config.server.bind_addr(port);
-    listen(&addr).await.map_err(|e| anyhow::anyhow!("binding {key} on {addr}: {e}"))
+    let listener = listen(&addr).await.map_err(|e| anyhow::anyhow!("binding {key} on {addr}: {e}"))?;
+    if let Ok(local) = listener.local_addr()
+        && exposed_in_clear(local)
+    {
+        tracing::warn!(
+            listener = key,
+            addr = %local,
+            "listening beyond loopback without TLS: tokens, messages and admin calls travel in clear; terminate TLS \
+             in front of this port (a proxy, or the platform's ingress)"
+        );
+    }
+    Ok(listener)
+}
+
+/// Whether a listener on `addr` is reachable from other machines. No
+/// listener speaks TLS yet, so such a one carries tokens in clear (the
+/// unspecified address, 0.0.0.0 or ::, listens on every interface).
+fn exposed_in_clear(addr: std::net::SocketAddr) -> bool {
+    !addr.ip().is_loopback()
 }
 
 async fn listen(addr: &str) -> std::io::Result<TcpListener> {
@@ -143,4 +161,19 @@ pub async fn http(
     let (http_result, metrics_result, ()) = tokio::join!(http_server, metrics_server, prober);
     http_result.map_err(|e| anyhow::anyhow!("HTTP server: {e}"))?;
     metrics_result.map_err(|e| anyhow::anyhow!("metrics server: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_listeners_are_not_exposed() {
+        for (addr, exposed) in
+            [("127.0.0.1:1", false), ("127.0.0.2:1", false), ("[::1]:1", false), ("0.0.0.0:1", true), ("[::]:1", true)]
+        {
+            assert_eq!(exposed_in_clear(addr.parse().unwrap()), exposed, "{addr}");
+        }
+        assert!(exposed_in_clear("10.0.0.7:9094".parse().unwrap()));
+    }
 }
