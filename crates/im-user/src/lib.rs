@@ -124,3 +124,87 @@ impl UserDirectory {
 fn require_admin(caller: &Identity) -> Result<(), ImError> {
     if caller.admin { Ok(()) } else { Err(ImError::denied("this call needs an admin credential")) }
 }
+
+#[cfg(test)]
+mod tests {
+    use im_backends::SqliteStore;
+    use im_backends::memory::MemoryUserStatusBoard;
+    use im_core::ErrorReason;
+    use im_core::ports::UserStatusView;
+
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    struct Setup {
+        directory: UserDirectory,
+        board: Arc<MemoryUserStatusBoard>,
+        store: Arc<SqliteStore>,
+        admin: Identity,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("im.db")).await.unwrap());
+        let board = Arc::new(MemoryUserStatusBoard::default());
+        let tokens = Tokens::new(SECRET).unwrap();
+        let admin = tokens.verify(&tokens.issue_admin(Duration::from_secs(60))).unwrap();
+        let directory =
+            UserDirectory::new(store.clone(), store.clone(), board.clone(), tokens, Duration::from_secs(3600));
+        Setup { directory, board, store, admin, _dir: dir }
+    }
+
+    #[tokio::test]
+    async fn only_an_admin_changes_a_status_and_an_unknown_user_is_not_found() {
+        let s = setup().await;
+        let (alice, token) = s.directory.create_user(&s.admin, "alice").await.unwrap();
+        let as_alice = s.directory.tokens().verify(&token).unwrap();
+        let refused = s.directory.change_status(&as_alice, alice.id, StatusChange::Disable).await.unwrap_err();
+        assert_eq!(refused.code, ErrorCode::PermissionDenied);
+        assert!(!s.directory.user_by_id(alice.id).await.unwrap().status.disabled, "nothing changed");
+        let missing = s.directory.change_status(&s.admin, UserId(999), StatusChange::Disable).await.unwrap_err();
+        assert_eq!(missing.code, ErrorCode::NotFound);
+    }
+
+    #[tokio::test]
+    async fn a_change_is_stored_spread_and_checked_by_the_directorys_own_tokens() {
+        let s = setup().await;
+        let (alice, token) = s.directory.create_user(&s.admin, "alice").await.unwrap();
+        let user = s.directory.change_status(&s.admin, alice.id, StatusChange::Disable).await.unwrap();
+        assert!(user.status.disabled);
+        assert!(s.board.status(alice.id).disabled, "spread on the board");
+        let refused = s.directory.tokens().verify(&token).unwrap_err();
+        assert_eq!(refused.reason, Some(ErrorReason::UserDisabled));
+        let no_token = s.directory.issue_token(&s.admin, alice.id, None).await.unwrap_err();
+        assert_eq!(no_token.code, ErrorCode::FailedPrecondition);
+
+        s.directory.change_status(&s.admin, alice.id, StatusChange::Enable).await.unwrap();
+        s.directory.change_status(&s.admin, alice.id, StatusChange::RevokeTokens).await.unwrap();
+        assert_eq!(s.directory.tokens().verify(&token).unwrap_err().reason, Some(ErrorReason::TokenRevoked));
+        let fresh = s.directory.issue_token(&s.admin, alice.id, None).await.unwrap();
+        assert_eq!(s.directory.tokens().verify(&fresh).unwrap().token_generation, 1);
+    }
+
+    #[tokio::test]
+    async fn publishing_at_start_puts_every_stored_status_on_a_fresh_board() {
+        let s = setup().await;
+        let (alice, _) = s.directory.create_user(&s.admin, "alice").await.unwrap();
+        let (bob, _) = s.directory.create_user(&s.admin, "bob").await.unwrap();
+        s.directory.change_status(&s.admin, alice.id, StatusChange::Disable).await.unwrap();
+        s.directory.change_status(&s.admin, bob.id, StatusChange::RevokeTokens).await.unwrap();
+
+        // As after a restart against an etcd that lost its keys.
+        let fresh = Arc::new(MemoryUserStatusBoard::default());
+        let restarted = UserDirectory::new(
+            s.store.clone(),
+            s.store.clone(),
+            fresh.clone(),
+            Tokens::new(SECRET).unwrap(),
+            Duration::from_secs(3600),
+        );
+        assert_eq!(restarted.publish_statuses().await.unwrap(), 2);
+        assert!(fresh.status(alice.id).disabled);
+        assert_eq!(fresh.status(bob.id).token_generation, 1);
+    }
+}
