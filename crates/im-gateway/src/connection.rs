@@ -566,6 +566,7 @@ mod tests {
     use crate::GatewayLimits;
     use crate::testkit::*;
     use client::server_frame::Body;
+    use im_core::ports::UserStatusBoard;
     use im_core::{StatusChange, UserStatus};
     use std::time::Duration;
 
@@ -810,7 +811,7 @@ mod tests {
         for conn in [&mut phone, &mut tablet, &mut other] {
             conn.ping().await;
         }
-        kit.statuses.set(5, UserStatus::default().after(StatusChange::Disable));
+        kit.statuses.publish(UserId(5), UserStatus::default().after(StatusChange::Disable)).await.unwrap();
         for conn in [&mut phone, &mut tablet] {
             assert_eq!(conn.until_close().await.map(|c| c.code), Some(CloseReason::Revoked.code()));
         }
@@ -828,7 +829,7 @@ mod tests {
         let mut new = kit.connect_at(5, 1, "tablet");
         old.ping().await;
         new.ping().await;
-        kit.statuses.set(5, UserStatus::default().after(StatusChange::RevokeTokens));
+        kit.statuses.publish(UserId(5), UserStatus::default().after(StatusChange::RevokeTokens)).await.unwrap();
         assert_eq!(old.until_close().await.map(|c| c.code), Some(CloseReason::Revoked.code()));
         new.ping().await;
         assert!(kit.gateway.hub().is_online(UserId(5)));
@@ -839,7 +840,7 @@ mod tests {
         // The handshake passed before the change; the listener ran before
         // the connection was in the hub.
         let kit = Kit::new();
-        kit.statuses.set(5, UserStatus::default().after(StatusChange::Disable));
+        kit.statuses.publish(UserId(5), UserStatus::default().after(StatusChange::Disable)).await.unwrap();
         let mut late = kit.connect(5, "phone");
         assert_eq!(late.until_close().await.map(|c| c.code), Some(CloseReason::Revoked.code()));
         late.finished().await;

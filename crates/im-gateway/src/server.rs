@@ -165,18 +165,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_disabled_user_gets_403_and_a_revoked_token_401_and_nothing_connects() {
+        use im_core::ports::UserStatusBoard;
         use im_core::{StatusChange, UserStatus};
         let kit = Kit::new();
         let addr = start(&kit).await;
         let old = kit.tokens.issue_user(UserId(5), "alice", Duration::from_secs(60));
 
-        kit.statuses.set(5, UserStatus::default().after(StatusChange::Disable));
+        kit.statuses.publish(UserId(5), UserStatus::default().after(StatusChange::Disable)).await.unwrap();
         let (status, body) = refused(connect(addr, "", Some(&old)).await);
         assert_eq!(status, 403);
         assert!(body.contains("disabled"), "{body}");
 
         let revoked = UserStatus::default().after(StatusChange::RevokeTokens);
-        kit.statuses.set(5, revoked);
+        kit.statuses.publish(UserId(5), revoked).await.unwrap();
         let (status, body) = refused(connect(addr, "", Some(&old)).await);
         assert_eq!(status, 401);
         assert!(body.contains("revoked"), "{body}");

@@ -10,14 +10,11 @@ use async_trait::async_trait;
 use axum::extract::ws::{CloseFrame, Message};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
+use im_backends::memory::MemoryUserStatusBoard;
 use im_core::limits::{DEFAULT_MAX_MESSAGE_SIZE, check_body};
 use im_core::message::{ConversationList, ConversationSummary, Page};
-use im_core::ports::{
-    Addressee, BackendResult, Event, Messaging, PushEvent, Registry, SendCommand, StatusListener, UserStatusView,
-};
-use im_core::{
-    Ack, ClientMsgId, ConversationId, DeviceId, GatewayId, ImError, MessageId, NewMessage, Seq, UserId, UserStatus,
-};
+use im_core::ports::{Addressee, BackendResult, Event, Messaging, PushEvent, Registry, SendCommand};
+use im_core::{Ack, ClientMsgId, ConversationId, DeviceId, GatewayId, ImError, MessageId, NewMessage, Seq, UserId};
 use im_proto::client::{self, ClientFrame, ServerFrame, client_frame, server_frame};
 use prost::Message as _;
 use tokio::sync::oneshot;
@@ -159,32 +156,6 @@ impl Registry for FakeRegistry {
     }
 }
 
-/// Users' standing as a test sets it; listeners hear each `set`.
-#[derive(Default)]
-pub struct FakeStatuses {
-    statuses: Mutex<HashMap<UserId, UserStatus>>,
-    listeners: Mutex<Vec<StatusListener>>,
-}
-
-impl FakeStatuses {
-    pub fn set(&self, user: u64, status: UserStatus) {
-        self.statuses.lock().unwrap().insert(UserId(user), status);
-        for listener in self.listeners.lock().unwrap().iter() {
-            listener(UserId(user), status);
-        }
-    }
-}
-
-impl UserStatusView for FakeStatuses {
-    fn status(&self, user: UserId) -> UserStatus {
-        self.statuses.lock().unwrap().get(&user).copied().unwrap_or_default()
-    }
-
-    fn on_change(&self, listener: StatusListener) {
-        self.listeners.lock().unwrap().push(listener);
-    }
-}
-
 pub fn message(from: u64, to: u64, seq: u64) -> NewMessage {
     NewMessage {
         msg_id: MessageId(100 + seq),
@@ -255,7 +226,8 @@ pub struct Kit {
     pub messaging: Arc<FakeMessaging>,
     pub registry: Arc<FakeRegistry>,
     pub tokens: im_auth::Tokens,
-    pub statuses: Arc<FakeStatuses>,
+    /// Users' statuses as the gateway sees them: publish to stop a user.
+    pub statuses: Arc<MemoryUserStatusBoard>,
 }
 
 impl Kit {
@@ -266,7 +238,7 @@ impl Kit {
     pub fn with_limits(limits: GatewayLimits) -> Self {
         let messaging = Arc::new(FakeMessaging::default());
         let registry = Arc::new(FakeRegistry::default());
-        let statuses = Arc::new(FakeStatuses::default());
+        let statuses = Arc::new(MemoryUserStatusBoard::default());
         let tokens = im_auth::Tokens::new(SECRET).unwrap().with_statuses(statuses.clone());
         let gateway =
             Gateway::new(GatewayId("gw-test".into()), messaging.clone(), registry.clone(), tokens.clone(), limits);

@@ -42,7 +42,7 @@ use crate::offline::{OfflinePublisher, OfflineWorker, PUBLISH_QUEUE};
 use crate::outbox::Settler;
 use crate::pipeline::Pipeline;
 use crate::rate_limits::UserRateLimits;
-use crate::readiness::{Probe, Readiness, tcp_probe};
+use crate::readiness::{Probe, Readiness, flag_probe, tcp_probe};
 use crate::remote::groups::RemoteGroups;
 use crate::remote::{GrpcPusher, RemoteUsers, ServiceCredential};
 use crate::retention::RetentionJob;
@@ -233,14 +233,8 @@ async fn registry_and_pusher(
             );
             // Degrading only: pushes wait for the watch to come back (the
             // messages are stored and reach devices by sync meanwhile).
-            readiness.add_degrading(
-                "etcd",
-                probe(etcd.clone(), |etcd| {
-                    Box::pin(async move {
-                        if etcd.is_watching() { Ok(()) } else { Err("the registry watch is down".to_owned()) }
-                    })
-                }),
-            );
+            let watched = etcd.clone();
+            readiness.add_degrading("etcd", flag_probe(move || watched.is_watching(), "the registry watch is down"));
             etcd
         }
     };

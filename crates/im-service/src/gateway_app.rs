@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bootstrap;
 use crate::http::HttpState;
 use crate::metrics::Metrics;
-use crate::readiness::{Readiness, tcp_probe};
+use crate::readiness::{Readiness, flag_probe, tcp_probe};
 use crate::remote::{RemoteMessaging, lazy_channel};
 use crate::serve;
 use crate::user_statuses;
@@ -80,16 +80,8 @@ pub async fn run(config: Config, listeners: GatewayListeners, shutdown: Cancella
     // A gateway's core job is to reach a node; the registry only degrades
     // pushes to users who connect while it is away.
     readiness.add("im-service", tcp_probe(im.addr.clone()));
-    {
-        let etcd = etcd.clone();
-        readiness.add_degrading(
-            "etcd",
-            Box::new(move || {
-                let watching = etcd.is_watching();
-                Box::pin(async move { if watching { Ok(()) } else { Err("the registry watch is down".to_owned()) } })
-            }),
-        );
-    }
+    let watched = etcd.clone();
+    readiness.add_degrading("etcd", flag_probe(move || watched.is_watching(), "the registry watch is down"));
     let readiness = Arc::new(readiness);
     let metrics = Arc::new(Metrics::new());
     let guard = serve::connection_guard(&config, &metrics);

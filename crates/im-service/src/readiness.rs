@@ -217,6 +217,15 @@ impl ReadyReport {
 
 /// A probe that a TCP connection to `addr` (`host:port`) can be opened: the
 /// peer service is listening. Cheaper than a call, and needs no credential.
+/// A probe of a state the process keeps itself (a watch is established):
+/// up while `up` says so, else down with `down` as the reason.
+pub fn flag_probe(up: impl Fn() -> bool + Send + Sync + 'static, down: &'static str) -> Probe {
+    Box::new(move || {
+        let result = if up() { Ok(()) } else { Err(down.to_owned()) };
+        Box::pin(std::future::ready(result))
+    })
+}
+
 pub fn tcp_probe(addr: String) -> Probe {
     Box::new(move || {
         let addr = addr.clone();

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use im_config::{BusBackend, Config, KafkaConfig};
+use im_config::{BusBackend, Config, KafkaConfig, RegistryBackend};
 use im_user::UserDirectory;
 use im_user::groups::GroupService;
 use im_user::groups::grpc::GroupDirectoryGrpc;
@@ -43,10 +43,23 @@ fn kafka(config: &Config) -> anyhow::Result<&KafkaConfig> {
     }
 }
 
+/// im-user spreads users' statuses (disabled, tokens revoked) through etcd:
+/// without it the nodes and gateways would never hear of them.
+fn require_etcd(config: &Config) -> anyhow::Result<()> {
+    match config.registry() {
+        RegistryBackend::Etcd { .. } => Ok(()),
+        RegistryBackend::InProcess => bail!(
+            "etcd.endpoints (ETCD_ENDPOINTS) must be set for im-user: users disabled or whose tokens are revoked \
+             are made known to every im-service node and im-gateway through etcd"
+        ),
+    }
+}
+
 impl UserListeners {
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
         // Refused before anything is bound, like every other bad setting.
         kafka(config)?;
+        require_etcd(config)?;
         let addr = &config.services.user.addr;
         if addr.is_empty() {
             bail!("services.user.addr (USER_SERVICE_ADDR) must be this service's address, host:port");
@@ -72,6 +85,7 @@ fn scrape_groups(groups: Arc<GroupService>) -> Arc<dyn Fn(&Metrics) + Send + Syn
 /// `cli` does before any port is bound.
 pub async fn run(config: Config, listeners: UserListeners, shutdown: CancellationToken) -> anyhow::Result<()> {
     let kafka = kafka(&config)?;
+    require_etcd(&config)?;
     let tokens = bootstrap::token_secret(config.jwt_key_source(), &config.server.jwt_secret_path())?;
     let stores = Stores::open(&config).await?;
     let mut readiness = Readiness::default();
@@ -152,6 +166,21 @@ mod tests {
         async fn subscribe(&self, _: &str, _: &str) -> BackendResult<Box<dyn BusConsumer>> {
             Err(BackendError::unavailable("broker down"))
         }
+    }
+
+    #[tokio::test]
+    async fn im_user_without_etcd_is_refused_before_binding_anything() {
+        let env: std::collections::HashMap<String, String> = [
+            ("KAFKA_BROKERS", "127.0.0.1:9092"),
+            ("USER_SERVICE_ADDR", "127.0.0.1:1"),
+            ("JWT_SECRET", "a-shared-key-of-at-least-32-bytes!"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let config = im_config::load(None, &env).unwrap();
+        let refusal = UserListeners::bind(&config).await.err().expect("refused").to_string();
+        assert!(refusal.contains("ETCD_ENDPOINTS"), "{refusal}");
     }
 
     #[tokio::test]

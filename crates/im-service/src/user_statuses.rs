@@ -12,7 +12,7 @@ use im_backends::memory::MemoryUserStatusBoard;
 use im_config::{Config, RegistryBackend};
 use im_core::ports::{UserStatusBoard, UserStatusStore};
 
-use crate::readiness::Readiness;
+use crate::readiness::{Readiness, flag_probe};
 
 /// The board of this process. `store` is the store's statuses when this
 /// process owns the users (a node with the built-in directory, `im-user`);
@@ -35,12 +35,7 @@ pub async fn board(
             let watched = board.clone();
             readiness.add_degrading(
                 "user-status",
-                Box::new(move || {
-                    let watching = watched.is_watching();
-                    Box::pin(
-                        async move { if watching { Ok(()) } else { Err("the user status watch is down".to_owned()) } },
-                    )
-                }),
+                flag_probe(move || watched.is_watching(), "the user status watch is down"),
             );
             Ok(board)
         }

@@ -152,9 +152,9 @@ impl Admin {
 
     /// The id of `user`: a number, or a name looked up.
     async fn user_id(&mut self, user: String) -> Result<u64, RemoteError> {
-        match user.parse::<u64>() {
-            Ok(id) => Ok(id),
-            Err(_) => Ok(self.get_user(user::get_user_request::Key::Name(user)).await?.id),
+        match user_key(user) {
+            user::get_user_request::Key::Id(id) => Ok(id),
+            name => Ok(self.get_user(name).await?.id),
         }
     }
 
@@ -237,12 +237,8 @@ async fn user_command(admin: &mut Admin, command: UserCommand) -> anyhow::Result
                 writeln!(out, "{token}")?;
             }
         }
-        UserCommand::Get { user: key } => {
-            let key = match key.parse::<u64>() {
-                Ok(id) => user::get_user_request::Key::Id(id),
-                Err(_) => user::get_user_request::Key::Name(key),
-            };
-            let user = admin.get_user(key).await?;
+        UserCommand::Get { user } => {
+            let user = admin.get_user(user_key(user)).await?;
             output::json_line(&mut out, &UserJson::from(&user))?;
         }
         UserCommand::Disable { user } => change_status(admin, &mut out, user, StatusChange::Disable).await?,
@@ -252,6 +248,14 @@ async fn user_command(admin: &mut Admin, command: UserCommand) -> anyhow::Result
         }
     }
     Ok(())
+}
+
+/// How a user is named on the command line: a numeric id, else a name.
+fn user_key(user: String) -> user::get_user_request::Key {
+    match user.parse::<u64>() {
+        Ok(id) => user::get_user_request::Key::Id(id),
+        Err(_) => user::get_user_request::Key::Name(user),
+    }
 }
 
 /// `imctl user disable|enable|revoke-tokens`: the user after the change.

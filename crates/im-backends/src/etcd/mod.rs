@@ -57,7 +57,7 @@ use self::cache::Cache;
 use self::error::map_etcd;
 use self::keys::Keys;
 use self::lease::Registrar;
-use self::watch::{Mirror, Watcher};
+use self::watch::Mirror;
 
 /// How an [`EtcdRegistry`] uses etcd, beyond the endpoints.
 #[derive(Clone, Debug)]
@@ -104,15 +104,8 @@ impl EtcdRegistry {
         let client = connect_client(config, options.request_timeout).await?;
 
         let registrations = Arc::new(Registrations { keys: Keys::new(&options.prefix), cache: Cache::new() });
-        let watching = Arc::new(AtomicBool::new(false));
-        let watcher = Watcher {
-            client: client.clone(),
-            mirror: registrations.clone(),
-            timeout: options.request_timeout,
-            watching: watching.clone(),
-        };
-        let revision = watcher.list().await?;
-        let watch_task = tokio::spawn(watcher.run(revision));
+        let (watching, watch_task) =
+            watch::mirror(client.clone(), registrations.clone(), options.request_timeout).await?;
         let registrar = Arc::new(Registrar::new(client, options.lease_ttl, options.request_timeout));
         Ok(Self { registrations, registrar, watching, watch_task })
     }

@@ -27,7 +27,7 @@ use tokio::time::timeout;
 
 use super::EtcdRegistryOptions;
 use super::error::{map_etcd, timed_out};
-use super::watch::{Mirror, Watcher};
+use super::watch::Mirror;
 use crate::memory::user_status::StatusTable;
 
 /// Users' statuses from etcd, kept current by a watch; publishing puts the
@@ -46,15 +46,8 @@ impl EtcdUserStatusBoard {
     pub async fn connect(config: &EtcdConfig, options: &EtcdRegistryOptions) -> BackendResult<Self> {
         let client = super::connect_client(config, options.request_timeout).await?;
         let statuses = Arc::new(Statuses::new(&options.prefix));
-        let watching = Arc::new(AtomicBool::new(false));
-        let watcher = Watcher {
-            client: client.clone(),
-            mirror: statuses.clone(),
-            timeout: options.request_timeout,
-            watching: watching.clone(),
-        };
-        let revision = watcher.list().await?;
-        let watch_task = tokio::spawn(watcher.run(revision));
+        let (watching, watch_task) =
+            super::watch::mirror(client.clone(), statuses.clone(), options.request_timeout).await?;
         Ok(Self { client, statuses, watching, request_timeout: options.request_timeout, watch_task })
     }
 

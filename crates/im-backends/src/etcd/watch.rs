@@ -42,18 +42,32 @@ pub(super) trait Mirror: Send + Sync + 'static {
     fn delete(&self, key: &[u8]);
 }
 
-pub(super) struct Watcher<M: Mirror> {
-    pub client: Client,
-    pub mirror: Arc<M>,
-    pub timeout: Duration,
+/// Loads `mirror` from etcd, then keeps it current with a task; returns the
+/// flag telling whether a watch is established (for readiness) and the task
+/// (aborted by the owner when dropped). Fails when the first listing does.
+pub(super) async fn mirror<M: Mirror>(
+    client: Client,
+    mirror: Arc<M>,
+    timeout: Duration,
+) -> BackendResult<(Arc<AtomicBool>, tokio::task::JoinHandle<()>)> {
+    let watching = Arc::new(AtomicBool::new(false));
+    let watcher = Watcher { client, mirror, timeout, watching: watching.clone() };
+    let revision = watcher.list().await?;
+    Ok((watching, tokio::spawn(watcher.run(revision))))
+}
+
+struct Watcher<M: Mirror> {
+    client: Client,
+    mirror: Arc<M>,
+    timeout: Duration,
     /// Whether a watch is established (for readiness).
-    pub watching: Arc<AtomicBool>,
+    watching: Arc<AtomicBool>,
 }
 
 impl<M: Mirror> Watcher<M> {
     /// Replaces the mirror with every key, read at one revision (page by
     /// page); returns that revision.
-    pub async fn list(&self) -> BackendResult<i64> {
+    async fn list(&self) -> BackendResult<i64> {
         let prefix = self.mirror.prefix().as_bytes();
         let end = prefix_end(prefix);
         let mut from = prefix.to_vec();
@@ -89,7 +103,7 @@ impl<M: Mirror> Watcher<M> {
 
     /// Watches from after `revision` until the watch fails, then lists and
     /// watches again; runs until aborted.
-    pub async fn run(self, mut revision: i64) {
+    async fn run(self, mut revision: i64) {
         let mut retry = RETRY_MIN;
         loop {
             let error = self.watch(revision, &mut retry).await;
