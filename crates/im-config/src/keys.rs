@@ -117,6 +117,8 @@ keys! {
     "DB_READ_TIMEOUT"                  => database.read_timeout, GuideEnv, "Timeout of a read.";
     "DB_WRITE_TIMEOUT"                 => database.write_timeout, GuideEnv, "Timeout of a write.";
     "MESSAGE_RETENTION_DAYS"           => database.message_retention_days, Project, "Messages older than this many days are deleted by a background job, except each conversation's newest (docs/operations.md). 0: kept forever. At most 36500.";
+    "DB_TLS_MODE"                      => database.tls_mode, Project, "TLS to MySQL, as MySQL's --ssl-mode: disabled; preferred (TLS when the server offers it, unverified); required (TLS, unverified); verify_ca (the certificate chains to database.tls_ca_file); verify_identity (and names database.host).";
+    "DB_TLS_CA_FILE"                   => database.tls_ca_file, Project, "PEM CA bundle for verify_ca and verify_identity.";
 
     "REDIS_ADDR"                       => redis.addr, Guide, "Redis host:port. Empty: in-process seq allocator and dedup cache.";
     "REDIS_PASSWORD"                   => redis.password, Guide, "Redis password.";
@@ -126,6 +128,8 @@ keys! {
     "REDIS_DIAL_TIMEOUT"               => redis.dial_timeout, GuideEnv, "Timeout to connect.";
     "REDIS_READ_TIMEOUT"               => redis.read_timeout, GuideEnv, "Timeout of a read.";
     "REDIS_WRITE_TIMEOUT"              => redis.write_timeout, GuideEnv, "Timeout of a write.";
+    "REDIS_TLS"                        => redis.tls, Project, "Speak TLS to Redis (rediss://), the certificate verified against redis.tls_ca_file and the host of redis.addr.";
+    "REDIS_TLS_CA_FILE"                => redis.tls_ca_file, Project, "PEM CA bundle for REDIS_TLS. Empty: the system's roots.";
 
     "SEQUENCE_SNAPSHOT_INTERVAL"       => sequence.snapshot_interval, GuideEnv, "Seqs reserved per stored ceiling: the most a Redis loss can skip.";
 
@@ -142,8 +146,14 @@ keys! {
     "KAFKA_TOPIC_OFFLINE_MSG"          => kafka.topics.offline_msg, Guide, "Topic of offline-message events.";
     "KAFKA_TOPIC_MEMBERSHIP_CHANGE"    => kafka.topics.membership_change, Guide, "Topic of group membership changes.";
     "KAFKA_TOPIC_CONTENT_AUDIT"        => kafka.topics.content_audit, Project, "Topic of the sensitive-word filter's audit records (FILTER_ACTION=audit), keyed by conversation.";
+    "KAFKA_SECURITY_PROTOCOL"          => kafka.security_protocol, Project, "librdkafka security.protocol: plaintext, ssl, sasl_plaintext or sasl_ssl.";
+    "KAFKA_SSL_CA_FILE"                => kafka.ssl_ca_file, Project, "PEM CA bundle the brokers' certificates must chain to (ssl.ca.location), with ssl or sasl_ssl. Empty: the system's roots.";
+    "KAFKA_SASL_MECHANISM"             => kafka.sasl_mechanism, Project, "SASL mechanism with sasl_plaintext or sasl_ssl: plain, scram-sha-256 or scram-sha-512.";
+    "KAFKA_SASL_USERNAME"              => kafka.sasl_username, Project, "SASL user name; required with a sasl_* protocol.";
+    "KAFKA_SASL_PASSWORD"              => kafka.sasl_password, Project, "SASL password.";
 
-    "ETCD_ENDPOINTS"                   => etcd.endpoints, GuideEnv, "etcd endpoints (comma-separated in env). Empty: in-process registry.";
+    "ETCD_ENDPOINTS"                   => etcd.endpoints, GuideEnv, "etcd endpoints (comma-separated in env). Empty: in-process registry. https:// endpoints speak TLS (all or none).";
+    "ETCD_TLS_CA_FILE"                 => etcd.tls_ca_file, Project, "PEM CA bundle that etcd's certificate must chain to, with https:// endpoints. Empty: the system's roots.";
 
     "OFFLINE_WORKER_ENABLED"           => offline_worker.enabled, Guide, "Run the offline worker in this process.";
     "OFFLINE_WORKER_BATCH_SIZE"        => offline_worker.batch_size, Guide, "Events per batch.";
@@ -182,6 +192,12 @@ keys! {
 
     "JWT_SECRET"                       => auth.jwt_secret, Project, "HS256 key of client tokens, at least 32 bytes, the same in every process. Empty: generated once in server.data_dir (one process only: required when a service address is set).";
     "TOKEN_TTL"                        => auth.token_ttl, Project, "Lifetime of an issued token.";
+
+    "TLS_CERT_FILE"                    => tls.cert_file, Project, "PEM certificate chain. With tls.key_file, every listener of this process speaks TLS (wss://, gRPC over TLS, https:// probes and metrics) and its calls to the other services use TLS.";
+    "TLS_KEY_FILE"                     => tls.key_file, Project, "PEM private key of tls.cert_file (PKCS#8, PKCS#1 or SEC1).";
+    "TLS_CA_FILE"                      => tls.ca_file, Project, "PEM CA bundle trusted for calls to the other services (nodes, gateways, user service); set alone, it turns TLS on for those calls only. Empty: the system's roots.";
+    "TLS_SERVER_NAME"                  => tls.server_name, Project, "Name the other services' certificates must carry (useful when they are called at pod IPs). Empty: the host of the address called.";
+    "TLS_RELOAD_INTERVAL"              => tls.reload_interval, Project, "How often the certificate and key files are read again; a renewed pair is served to new connections without a restart, a broken one is logged and the last good pair kept.";
 }
 
 /// One line of comment per top-level section of the example config.
@@ -200,6 +216,7 @@ pub(crate) static SECTIONS: &[(&str, &str)] = &[
     ("services", "Gateway and User Service. Empty addr: the copy built into this process."),
     ("observability", "Metrics, traces and logs."),
     ("auth", "Client tokens (project addition)."),
+    ("tls", "TLS on the listeners and between the services (project addition)."),
 ];
 
 pub(crate) fn by_path(path: &str) -> Option<&'static Key> {
@@ -325,7 +342,21 @@ mod tests {
         assert!(is_section("kafka.producer"));
         assert!(!is_section("kafka.brokers"));
         assert!(!is_section("kaf"));
-        assert_eq!(children("kafka"), ["brokers", "group_id", "producer", "consumer", "topics"]);
+        assert_eq!(
+            children("kafka"),
+            [
+                "brokers",
+                "group_id",
+                "producer",
+                "consumer",
+                "topics",
+                "security_protocol",
+                "ssl_ca_file",
+                "sasl_mechanism",
+                "sasl_username",
+                "sasl_password"
+            ]
+        );
         assert_eq!(children("").len(), SECTIONS.len());
     }
 }

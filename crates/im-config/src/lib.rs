@@ -44,10 +44,11 @@ pub use error::{ConfigError, Problem};
 pub use keys::Origin;
 pub use reference::{KeyDoc, example_yaml, reference, reference_markdown};
 pub use schema::{
-    AuthConfig, AutoOffsetReset, Config, DatabaseConfig, EncryptionConfig, EtcdConfig, FilterAction, FilterConfig,
-    GroupConfig, KafkaConfig, KafkaConsumerConfig, KafkaProducerConfig, KafkaTopicsConfig, LimitsConfig, LogFormat,
-    LogLevel, ObservabilityConfig, OfflineWorkerConfig, Ratio, RedisConfig, SequenceConfig, ServerConfig,
-    ServiceEndpoint, ServicesConfig, TraceSampler,
+    AuthConfig, AutoOffsetReset, Config, DatabaseConfig, DbTlsMode, EncryptionConfig, EtcdConfig, FilterAction,
+    FilterConfig, GroupConfig, KafkaConfig, KafkaConsumerConfig, KafkaProducerConfig, KafkaSaslMechanism,
+    KafkaSecurityProtocol, KafkaTopicsConfig, LimitsConfig, LogFormat, LogLevel, ObservabilityConfig,
+    OfflineWorkerConfig, Ratio, RedisConfig, SequenceConfig, ServerConfig, ServiceEndpoint, ServicesConfig, TlsConfig,
+    TraceSampler,
 };
 pub use secret::Secret;
 pub use validate::{MAX_MESSAGE_RETENTION_DAYS, MAX_MESSAGE_SIZE_LIMIT, MIN_JWT_SECRET_LEN};

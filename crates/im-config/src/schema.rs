@@ -33,6 +33,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Project addition: bounds on connections and what one client may hold.
     pub limits: LimitsConfig,
+    /// Project addition: TLS on the listeners and on calls between the services.
+    pub tls: TlsConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,6 +158,10 @@ pub struct DatabaseConfig {
     /// Project addition: messages older than this many days are deleted in
     /// the background (each conversation's newest is kept); 0 keeps them.
     pub message_retention_days: u32,
+    /// Project addition: TLS to MySQL, as MySQL's `--ssl-mode`.
+    pub tls_mode: DbTlsMode,
+    /// Project addition: CA bundle that MySQL's certificate must chain to.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for DatabaseConfig {
@@ -172,6 +178,9 @@ impl Default for DatabaseConfig {
             read_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             message_retention_days: 0,
+            // What the MySQL clients do: TLS when the server offers it.
+            tls_mode: DbTlsMode::Preferred,
+            tls_ca_file: None,
         }
     }
 }
@@ -187,6 +196,10 @@ pub struct RedisConfig {
     pub dial_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
+    /// Project addition: speak TLS to Redis (`rediss://`).
+    pub tls: bool,
+    /// Project addition: CA bundle that Redis's certificate must chain to; none: the system's roots.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -200,6 +213,8 @@ impl Default for RedisConfig {
             dial_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(3),
             write_timeout: Duration::from_secs(3),
+            tls: false,
+            tls_ca_file: None,
         }
     }
 }
@@ -225,6 +240,14 @@ pub struct KafkaConfig {
     pub producer: KafkaProducerConfig,
     pub consumer: KafkaConsumerConfig,
     pub topics: KafkaTopicsConfig,
+    /// Project addition: librdkafka's `security.protocol`.
+    pub security_protocol: KafkaSecurityProtocol,
+    /// Project addition: CA bundle the brokers' certificates must chain to (`ssl.ca.location`).
+    pub ssl_ca_file: Option<PathBuf>,
+    /// Project addition: SASL mechanism (`sasl.mechanism`) with a `sasl_*` protocol.
+    pub sasl_mechanism: KafkaSaslMechanism,
+    pub sasl_username: String,
+    pub sasl_password: Secret,
 }
 
 impl Default for KafkaConfig {
@@ -235,6 +258,11 @@ impl Default for KafkaConfig {
             producer: KafkaProducerConfig::default(),
             consumer: KafkaConsumerConfig::default(),
             topics: KafkaTopicsConfig::default(),
+            security_protocol: KafkaSecurityProtocol::Plaintext,
+            ssl_ca_file: None,
+            sasl_mechanism: KafkaSaslMechanism::Plain,
+            sasl_username: String::new(),
+            sasl_password: Secret::default(),
         }
     }
 }
@@ -309,8 +337,10 @@ impl Default for KafkaTopicsConfig {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EtcdConfig {
-    /// Empty selects the in-process registry.
+    /// Empty selects the in-process registry; `https://` endpoints speak TLS.
     pub endpoints: Vec<String>,
+    /// Project addition: CA bundle that etcd's certificate must chain to; none: the system's roots.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -462,6 +492,48 @@ impl Default for AuthConfig {
     }
 }
 
+/// Project addition: TLS on this process's listeners (WebSocket, gRPC,
+/// HTTP) and on its calls to the other services of the deployment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate chain; with `key_file`, every listener speaks TLS.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// PEM CA bundle trusted for calls to the other services; none: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Name the other services' certificates must carry; empty: the host of the address called.
+    pub server_name: String,
+    /// How often the certificate and key files are read again; a change is served to new connections.
+    pub reload_interval: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            ca_file: None,
+            server_name: String::new(),
+            reload_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether this process's listeners speak TLS.
+    pub fn serves_tls(&self) -> bool {
+        self.cert_file.is_some() && self.key_file.is_some()
+    }
+
+    /// Whether calls to the other services (nodes, gateways, the user
+    /// service) use TLS: in a deployment that serves TLS, or trusts a CA
+    /// for it, every service does.
+    pub fn calls_use_tls(&self) -> bool {
+        self.serves_tls() || self.ca_file.is_some()
+    }
+}
+
 /// A closed set of words, spelled in config as the lowercase `text` given for each variant.
 macro_rules! config_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
@@ -575,5 +647,61 @@ config_enum! {
 impl LogFormat {
     pub fn is_json(self) -> bool {
         self == Self::Json
+    }
+}
+
+config_enum! {
+    /// TLS to MySQL, as MySQL's own `--ssl-mode`.
+    DbTlsMode {
+        /// Plain TCP.
+        Disabled = "disabled",
+        /// TLS when the server offers it, unverified; plain otherwise.
+        Preferred = "preferred",
+        /// TLS or no connection; the certificate is not verified.
+        Required = "required",
+        /// TLS with a certificate that chains to `database.tls_ca_file`.
+        VerifyCa = "verify_ca",
+        /// As `verify_ca`, and the certificate names `database.host`.
+        VerifyIdentity = "verify_identity",
+    }
+}
+
+config_enum! {
+    /// librdkafka's `security.protocol`.
+    KafkaSecurityProtocol {
+        Plaintext = "plaintext",
+        Ssl = "ssl",
+        SaslPlaintext = "sasl_plaintext",
+        SaslSsl = "sasl_ssl",
+    }
+}
+
+config_enum! {
+    /// librdkafka's `sasl.mechanism`, as the config spells it (the word sent to librdkafka is
+    /// [`KafkaSaslMechanism::librdkafka_name`]).
+    KafkaSaslMechanism {
+        Plain = "plain",
+        ScramSha256 = "scram-sha-256",
+        ScramSha512 = "scram-sha-512",
+    }
+}
+
+impl KafkaSaslMechanism {
+    pub fn librdkafka_name(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+impl KafkaSecurityProtocol {
+    pub fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
     }
 }

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::keys;
-use crate::schema::{ASSIGNMENT_STRATEGIES, COOPERATIVE_STICKY, Config};
+use crate::schema::{ASSIGNMENT_STRATEGIES, COOPERATIVE_STICKY, Config, DbTlsMode};
 
 /// The largest `server.max_message_size`: bigger bodies belong in object storage, not in a message.
 pub const MAX_MESSAGE_SIZE_LIMIT: usize = 1024 * 1024;
@@ -43,6 +43,7 @@ pub(crate) fn validate(config: &Config) -> Vec<(&'static str, String)> {
     limits(&mut checks, config);
     dependencies(&mut checks, config);
     features(&mut checks, config);
+    tls(&mut checks, config);
     checks.0
 }
 
@@ -307,6 +308,43 @@ fn features(checks: &mut Checks, config: &Config) {
     }
 }
 
+fn tls(checks: &mut Checks, config: &Config) {
+    let tls = &config.tls;
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(_), None) => checks.fail("tls.key_file", "must be set with tls.cert_file"),
+        (None, Some(_)) => checks.fail("tls.cert_file", "must be set with tls.key_file"),
+        _ => {}
+    }
+    checks.nonzero_duration("tls.reload_interval", tls.reload_interval);
+
+    let database = &config.database;
+    if matches!(database.tls_mode, DbTlsMode::VerifyCa | DbTlsMode::VerifyIdentity) && database.tls_ca_file.is_none() {
+        checks.fail("database.tls_ca_file", format!("must be set with database.tls_mode {}", database.tls_mode));
+    }
+    if config.redis.tls_ca_file.is_some() && !config.redis.tls {
+        checks.fail("redis.tls", "must be true when redis.tls_ca_file is set");
+    }
+
+    let endpoints = &config.etcd.endpoints;
+    let secure = endpoints.iter().filter(|endpoint| endpoint.starts_with("https://")).count();
+    if secure != 0 && secure != endpoints.len() {
+        checks.fail("etcd.endpoints", "must all be https:// or none: one connection speaks to every member");
+    }
+    if config.etcd.tls_ca_file.is_some() && secure == 0 {
+        checks.fail("etcd.tls_ca_file", "is used with https:// etcd.endpoints only");
+    }
+
+    let kafka = &config.kafka;
+    if kafka.security_protocol.uses_sasl() {
+        checks.not_empty("kafka.sasl_username", &kafka.sasl_username, "with a sasl_* kafka.security_protocol");
+    } else if !kafka.sasl_username.is_empty() || !kafka.sasl_password.is_empty() {
+        checks.fail("kafka.security_protocol", "must be sasl_plaintext or sasl_ssl when a SASL user is set");
+    }
+    if kafka.ssl_ca_file.is_some() && !kafka.security_protocol.uses_tls() {
+        checks.fail("kafka.security_protocol", "must be ssl or sasl_ssl when kafka.ssl_ca_file is set");
+    }
+}
+
 fn is_host(host: &str) -> bool {
     host.parse::<IpAddr>().is_ok()
         || (!host.is_empty()
@@ -514,6 +552,47 @@ mod tests {
         for host in ["", "[::1]", "a b", "host:80", "a..b"] {
             assert!(!is_host(host), "{host}");
         }
+    }
+
+    #[test]
+    fn tls_settings_come_in_consistent_sets() {
+        let mut config = Config::default();
+        config.tls.cert_file = Some("/etc/im/tls.crt".into());
+        config.tls.reload_interval = Duration::ZERO;
+        config.database.tls_mode = DbTlsMode::VerifyIdentity;
+        config.redis.tls_ca_file = Some("/etc/im/ca.pem".into());
+        config.etcd.endpoints = vec!["https://etcd-0:2379".to_owned(), "http://etcd-1:2379".to_owned()];
+        config.kafka.security_protocol = crate::KafkaSecurityProtocol::SaslSsl;
+        assert_eq!(
+            problems(&config),
+            [
+                "tls.key_file",
+                "tls.reload_interval",
+                "database.tls_ca_file",
+                "redis.tls",
+                "etcd.endpoints",
+                "kafka.sasl_username"
+            ]
+        );
+
+        let mut config = Config::default();
+        config.etcd.endpoints = vec!["http://etcd-0:2379".to_owned()];
+        config.etcd.tls_ca_file = Some("/etc/im/ca.pem".into());
+        config.kafka.sasl_username = "im".to_owned();
+        config.kafka.ssl_ca_file = Some("/etc/im/ca.pem".into());
+        assert_eq!(problems(&config), ["etcd.tls_ca_file", "kafka.security_protocol", "kafka.security_protocol"]);
+
+        let mut config = Config::default();
+        config.tls.cert_file = Some("/etc/im/tls.crt".into());
+        config.tls.key_file = Some("/etc/im/tls.key".into());
+        config.database.tls_mode = DbTlsMode::VerifyCa;
+        config.database.tls_ca_file = Some("/etc/im/ca.pem".into());
+        config.redis.tls = true;
+        config.etcd.endpoints = vec!["https://etcd-0:2379".to_owned()];
+        config.kafka.security_protocol = crate::KafkaSecurityProtocol::SaslSsl;
+        config.kafka.sasl_username = "im".to_owned();
+        assert!(problems(&config).is_empty(), "{:?}", problems(&config));
+        assert!(config.tls.serves_tls() && config.tls.calls_use_tls());
     }
 
     #[test]

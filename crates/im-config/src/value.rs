@@ -9,7 +9,10 @@ use std::time::Duration;
 use serde_yaml::Value;
 
 use crate::duration;
-use crate::schema::{AutoOffsetReset, FilterAction, LogFormat, LogLevel, Ratio, TraceSampler};
+use crate::schema::{
+    AutoOffsetReset, DbTlsMode, FilterAction, KafkaSaslMechanism, KafkaSecurityProtocol, LogFormat, LogLevel, Ratio,
+    TraceSampler,
+};
 use crate::secret::Secret;
 
 pub(crate) trait ConfigValue: Sized {
@@ -212,7 +215,16 @@ macro_rules! enum_value {
     )+};
 }
 
-enum_value!(AutoOffsetReset, FilterAction, LogLevel, LogFormat, TraceSampler);
+enum_value!(
+    AutoOffsetReset,
+    FilterAction,
+    LogLevel,
+    LogFormat,
+    TraceSampler,
+    DbTlsMode,
+    KafkaSecurityProtocol,
+    KafkaSaslMechanism
+);
 
 impl ConfigValue for Ratio {
     fn kind() -> String {

@@ -27,7 +27,7 @@ fn options(prefix: &str, lease_ttl: Duration) -> EtcdRegistryOptions {
 
 /// A registry on `prefix`; panics when etcd is not there.
 async fn connect(prefix: &str, lease_ttl: Duration) -> EtcdRegistry {
-    let config = EtcdConfig { endpoints: vec![ENDPOINT.to_owned()] };
+    let config = EtcdConfig { endpoints: vec![ENDPOINT.to_owned()], ..EtcdConfig::default() };
     EtcdRegistry::connect(&config, options(prefix, lease_ttl))
         .await
         .unwrap_or_else(|e| panic!("etcd at {ENDPOINT} is unreachable ({e}); start it with scripts/servers.sh"))
@@ -53,7 +53,7 @@ pub async fn etcd_user_status_boards() -> (BoardPair, ()) {
 }
 
 async fn status_board(prefix: &str) -> EtcdUserStatusBoard {
-    let config = EtcdConfig { endpoints: vec![ENDPOINT.to_owned()] };
+    let config = EtcdConfig { endpoints: vec![ENDPOINT.to_owned()], ..EtcdConfig::default() };
     EtcdUserStatusBoard::connect(&config, &options(prefix, Duration::from_secs(10)))
         .await
         .unwrap_or_else(|e| panic!("etcd at {ENDPOINT} is unreachable ({e}); start it with scripts/servers.sh"))
@@ -212,7 +212,7 @@ async fn a_lost_lease_is_replaced_and_the_registrations_restored() {
 
 #[tokio::test]
 async fn an_unreachable_etcd_fails_connect_with_unavailable_quickly() {
-    let config = EtcdConfig { endpoints: vec!["127.0.0.1:1".to_owned()] };
+    let config = EtcdConfig { endpoints: vec!["127.0.0.1:1".to_owned()], ..EtcdConfig::default() };
     let mut options = options(&unique_prefix(), Duration::from_secs(10));
     options.request_timeout = Duration::from_millis(500);
     let started = Instant::now();
@@ -227,7 +227,7 @@ async fn an_unreachable_etcd_fails_connect_with_unavailable_quickly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_id_left_by_a_killed_node_is_claimed_once_its_lease_runs_out() {
     use im_backends::etcd::NodeClaim;
-    let config = EtcdConfig { endpoints: vec![ENDPOINT.to_owned()] };
+    let config = EtcdConfig { endpoints: vec![ENDPOINT.to_owned()], ..EtcdConfig::default() };
     let prefix = unique_prefix();
     let (ttl, timeout) = (Duration::from_secs(2), Duration::from_secs(2));
     // Dropped, not released: its keep-alive stops, its key stays until the
