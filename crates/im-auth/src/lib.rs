@@ -1,13 +1,17 @@
 //! Tokens: the only source of identity (G7). A token is a JWT signed with
-//! HS256 by a secret the services share; its subject is the user, and an
-//! `adm` claim marks an admin credential. Nothing a client writes into a
+//! HS256 by a secret the services share; its subject is the user, an `adm`
+//! claim marks an admin credential, and an `svc` claim a service credential
+//! with the one API it may call ([`Scope`]). Nothing a client writes into a
 //! request can change who it acts as.
 //!
 //! A signature cannot be taken back, so a user's standing is checked beside
 //! it: [`Tokens::with_statuses`] gives the verifier this process's view of
 //! who is disabled and which token generation each user is at
 //! ([`im_core::UserStatus`]); a token carries the generation it was issued
-//! at (`gen`, absent for 0).
+//! at (`gen`, absent for 0). Admin and service credentials are no user:
+//! the standing does not apply to them.
+
+mod identity;
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,21 +22,13 @@ use im_core::{ImError, UserId};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+pub use identity::{Identity, Role, Scope};
+
 /// Shortest secret accepted: 32 bytes, the HS256 key size.
 pub const MIN_SECRET_LEN: usize = 32;
 
-/// The user id of admin credentials; no real user has it.
+/// The subject of admin and service credentials; no real user has it.
 pub const ADMIN_SUBJECT: UserId = UserId(0);
-
-/// Who a verified token acts as.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
-    pub user: UserId,
-    pub name: String,
-    pub admin: bool,
-    /// The user's token generation when the token was issued.
-    pub token_generation: u64,
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -40,6 +36,9 @@ struct Claims {
     name: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     adm: bool,
+    /// The scope of a service credential (`Scope::as_str`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    svc: Option<String>,
     /// The claim `gen` (a reserved word in Rust 2024).
     #[serde(rename = "gen", default, skip_serializing_if = "is_zero")]
     generation: u64,
@@ -89,8 +88,9 @@ impl Tokens {
     /// accepted only while its user is enabled and its generation is
     /// current, and new ones are issued at the current generation. Every
     /// process that serves users calls this once at start; without it (unit
-    /// tests, the push API which takes admin credentials only) the
-    /// signature alone decides.
+    /// tests, the push API which takes service credentials only) the
+    /// signature alone decides. Admin and service credentials are never
+    /// checked against it: they are no user.
     pub fn with_statuses(self, statuses: Arc<dyn UserStatusView>) -> Self {
         Self { statuses: Some(statuses), ..self }
     }
@@ -120,21 +120,32 @@ impl Tokens {
 
     /// A token for `user` valid for `ttl`.
     pub fn issue_user(&self, user: UserId, name: &str, ttl: Duration) -> String {
-        self.issue(user, name, false, ttl)
+        self.issue(user, name, Role::User, ttl)
     }
 
     /// An admin credential valid for `ttl`.
     pub fn issue_admin(&self, ttl: Duration) -> String {
-        self.issue(ADMIN_SUBJECT, "admin", true, ttl)
+        self.issue(ADMIN_SUBJECT, "admin", Role::Admin, ttl)
     }
 
-    fn issue(&self, user: UserId, name: &str, admin: bool, ttl: Duration) -> String {
+    /// A service credential for the API of `scope`, valid for `ttl`. Services
+    /// keep these in memory and short-lived: one that leaks can call that one
+    /// API until it expires, and nothing else.
+    pub fn issue_service(&self, scope: Scope, ttl: Duration) -> String {
+        self.issue(ADMIN_SUBJECT, &format!("service:{scope}"), Role::Service(scope), ttl)
+    }
+
+    fn issue(&self, user: UserId, name: &str, role: Role, ttl: Duration) -> String {
         let now = unix_now();
         let claims = Claims {
             sub: user.0.to_string(),
             name: name.to_owned(),
-            adm: admin,
-            generation: if admin { 0 } else { self.token_generation(user) },
+            adm: role == Role::Admin,
+            svc: match role {
+                Role::Service(scope) => Some(scope.as_str().to_owned()),
+                Role::User | Role::Admin => None,
+            },
+            generation: if role == Role::User { self.token_generation(user) } else { 0 },
             iat: now,
             exp: now + ttl.as_secs(),
         };
@@ -158,19 +169,28 @@ impl Tokens {
                 _ => ImError::unauthenticated("token is malformed"),
             }
         })?;
-        let user = data
-            .claims
+        let claims = data.claims;
+        let user = claims
             .sub
             .parse::<u64>()
             .map(UserId)
             .map_err(|_| ImError::unauthenticated("token subject is not a user id"))?;
-        if !data.claims.adm && user == ADMIN_SUBJECT {
+        let role = role(&claims)?;
+        // A user's token names a real user; a service credential names none
+        // (so nothing reads a user out of it by mistake).
+        let subject_fits = match role {
+            Role::User => user != ADMIN_SUBJECT,
+            Role::Service(_) => user == ADMIN_SUBJECT,
+            Role::Admin => true,
+        };
+        if !subject_fits {
             return Err(ImError::unauthenticated("token subject is not a user id"));
         }
-        if !data.claims.adm {
-            self.admits(user, data.claims.generation)?;
+        if role == Role::User {
+            self.admits(user, claims.generation)?;
         }
-        Ok(Identity { user, name: data.claims.name, admin: data.claims.adm, token_generation: data.claims.generation })
+        let token_generation = if role == Role::User { claims.generation } else { 0 };
+        Ok(Identity { user, name: claims.name, role, token_generation })
     }
 
     /// Verifies an `authorization` header value of the form `Bearer <token>`.
@@ -179,6 +199,19 @@ impl Tokens {
             .strip_prefix("Bearer ")
             .ok_or_else(|| ImError::unauthenticated("expected `authorization: Bearer <token>`"))?;
         self.verify(token.trim())
+    }
+}
+
+/// The kind of credential the claims describe.
+fn role(claims: &Claims) -> Result<Role, ImError> {
+    match (claims.adm, claims.svc.as_deref()) {
+        (false, None) => Ok(Role::User),
+        (true, None) => Ok(Role::Admin),
+        (false, Some(scope)) => Scope::parse(scope)
+            .map(Role::Service)
+            .ok_or_else(|| ImError::unauthenticated("token names an unknown service scope")),
+        // Never issued: a credential is one kind or the other.
+        (true, Some(_)) => Err(ImError::unauthenticated("token is both admin and service")),
     }
 }
 
@@ -198,7 +231,8 @@ mod tests {
         let tokens = Tokens::new(SECRET).unwrap();
         let t = tokens.issue_user(UserId(42), "alice", Duration::from_secs(60));
         let id = tokens.verify(&t).unwrap();
-        assert_eq!(id, Identity { user: UserId(42), name: "alice".into(), admin: false, token_generation: 0 });
+        assert_eq!(id, Identity { user: UserId(42), name: "alice".into(), role: Role::User, token_generation: 0 });
+        assert!(id.is_user() && !id.is_admin() && id.service_scope().is_none());
         assert_eq!(tokens.verify_bearer(&format!("Bearer {t}")).unwrap().user, UserId(42));
     }
 
@@ -206,8 +240,66 @@ mod tests {
     fn admin_token_is_marked_admin() {
         let tokens = Tokens::new(SECRET).unwrap();
         let id = tokens.verify(&tokens.issue_admin(Duration::from_secs(60))).unwrap();
-        assert!(id.admin);
+        assert!(id.is_admin() && !id.is_user());
+        assert_eq!(id.service_scope(), None, "an admin credential is no service credential");
         assert_eq!(id.user, ADMIN_SUBJECT);
+    }
+
+    #[test]
+    fn a_service_token_carries_its_scope_and_is_neither_admin_nor_user() {
+        let tokens = Tokens::new(SECRET).unwrap();
+        for scope in Scope::ALL {
+            let id = tokens.verify(&tokens.issue_service(scope, Duration::from_secs(60))).unwrap();
+            assert_eq!(id.role, Role::Service(scope));
+            assert_eq!(id.service_scope(), Some(scope));
+            assert!(!id.is_admin() && !id.is_user(), "{scope}");
+            assert!(id.require_service(scope).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_user_token_is_no_service_token() {
+        let tokens = Tokens::new(SECRET).unwrap();
+        let id = tokens.verify(&tokens.issue_user(UserId(5), "svc", Duration::from_secs(60))).unwrap();
+        assert_eq!(id.service_scope(), None);
+        assert_eq!(id.require_service(Scope::Push).unwrap_err().code, ErrorCode::PermissionDenied);
+    }
+
+    fn signed(claims: &Claims) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(SECRET)).unwrap()
+    }
+
+    fn service_claims(scope: &str) -> Claims {
+        let now = unix_now();
+        Claims {
+            sub: "0".into(),
+            name: "service".into(),
+            adm: false,
+            svc: Some(scope.into()),
+            generation: 0,
+            iat: now,
+            exp: now + 60,
+        }
+    }
+
+    #[test]
+    fn expired_unknown_mixed_and_user_naming_service_tokens_are_unauthenticated() {
+        let tokens = Tokens::new(SECRET).unwrap();
+        let expired = Claims { iat: 1, exp: 100, ..service_claims("push") };
+        assert_eq!(tokens.verify(&signed(&expired)).unwrap_err().message, "token expired");
+        let unknown = tokens.verify(&signed(&service_claims("everything"))).unwrap_err();
+        assert_eq!(
+            (unknown.code, unknown.message.as_str()),
+            (ErrorCode::Unauthenticated, "token names an unknown service scope")
+        );
+        let both = Claims { adm: true, ..service_claims("push") };
+        assert_eq!(tokens.verify(&signed(&both)).unwrap_err().code, ErrorCode::Unauthenticated);
+        // A service credential never names a user: nothing could read one out of it.
+        let as_user = Claims { sub: "7".into(), ..service_claims("push") };
+        assert_eq!(tokens.verify(&signed(&as_user)).unwrap_err().code, ErrorCode::Unauthenticated);
+        let foreign = Tokens::new(b"another-secret-another-secret-xx").unwrap();
+        let forged = foreign.issue_service(Scope::Push, Duration::from_secs(60));
+        assert_eq!(tokens.verify(&forged).unwrap_err().code, ErrorCode::Unauthenticated);
     }
 
     #[test]
@@ -217,7 +309,8 @@ mod tests {
         let foreign = other.issue_user(UserId(1), "a", Duration::from_secs(60));
         assert_eq!(tokens.verify(&foreign).unwrap_err().code, ErrorCode::Unauthenticated);
 
-        let claims = Claims { sub: "1".into(), name: "a".into(), adm: false, generation: 0, iat: 1, exp: 100 };
+        let claims =
+            Claims { sub: "1".into(), name: "a".into(), adm: false, svc: None, generation: 0, iat: 1, exp: 100 };
         let expired =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap();
         let err = tokens.verify(&expired).unwrap_err();
@@ -283,6 +376,16 @@ mod tests {
         use im_core::{StatusChange, UserStatus};
         let (tokens, statuses) = with_statuses();
         statuses.0.lock().insert(ADMIN_SUBJECT, UserStatus::default().after(StatusChange::Disable));
-        assert!(tokens.verify(&tokens.issue_admin(Duration::from_secs(60))).unwrap().admin);
+        assert!(tokens.verify(&tokens.issue_admin(Duration::from_secs(60))).unwrap().is_admin());
+    }
+
+    #[test]
+    fn service_credentials_are_not_user_statuses() {
+        use im_core::{StatusChange, UserStatus};
+        let (tokens, statuses) = with_statuses();
+        let change = UserStatus::default().after(StatusChange::Disable).after(StatusChange::RevokeTokens);
+        statuses.0.lock().insert(ADMIN_SUBJECT, change);
+        let id = tokens.verify(&tokens.issue_service(Scope::Push, Duration::from_secs(60))).unwrap();
+        assert_eq!((id.service_scope(), id.token_generation), (Some(Scope::Push), 0));
     }
 }

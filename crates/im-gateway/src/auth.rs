@@ -27,8 +27,8 @@ pub enum HandshakeError {
     /// user is disabled (the reason is one of `im_auth`'s fixed messages,
     /// never the token).
     BadToken(ImError),
-    /// An admin credential is not a user and cannot chat.
-    AdminToken,
+    /// An admin or service credential is not a user and cannot chat.
+    NotAUser,
     BadDevice,
 }
 
@@ -38,7 +38,7 @@ impl HandshakeError {
             // A disabled user: known, but refused (401 would invite a new token).
             Self::BadToken(e) if e.code == im_core::ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
             Self::MissingToken | Self::BadToken(_) => StatusCode::UNAUTHORIZED,
-            Self::AdminToken => StatusCode::FORBIDDEN,
+            Self::NotAUser => StatusCode::FORBIDDEN,
             Self::BadDevice => StatusCode::BAD_REQUEST,
         }
     }
@@ -51,7 +51,7 @@ impl fmt::Display for HandshakeError {
                 f.write_str("missing token: send `Authorization: Bearer <token>` or `?token=<token>`")
             }
             Self::BadToken(e) => f.write_str(&e.message),
-            Self::AdminToken => f.write_str("an admin credential cannot open a chat connection"),
+            Self::NotAUser => f.write_str("an admin or service credential cannot open a chat connection"),
             Self::BadDevice => write!(f, "device must be 1 to {} characters of A-Z a-z 0-9 _ . -", DeviceId::MAX_LEN),
         }
     }
@@ -94,8 +94,8 @@ fn authenticate(tokens: &Tokens, headers: &HeaderMap, query: Option<&str>) -> Re
         return Err(HandshakeError::MissingToken);
     };
     let identity = verified.map_err(HandshakeError::BadToken)?;
-    if identity.admin {
-        return Err(HandshakeError::AdminToken);
+    if !identity.is_user() {
+        return Err(HandshakeError::NotAUser);
     }
     Ok(identity)
 }
@@ -156,7 +156,7 @@ mod tests {
     }
 
     #[test]
-    fn missing_bad_and_admin_tokens_are_refused() {
+    fn missing_bad_admin_and_service_tokens_are_refused() {
         let tokens = tokens();
         assert_eq!(handshake(&tokens, &HeaderMap::new(), None), Err(HandshakeError::MissingToken));
         assert_eq!(handshake(&tokens, &HeaderMap::new(), Some("device=x")), Err(HandshakeError::MissingToken));
@@ -165,7 +165,13 @@ mod tests {
         let err = handshake(&tokens, &HeaderMap::new(), Some("token=abc")).unwrap_err();
         assert_eq!(err.status(), StatusCode::UNAUTHORIZED);
         let admin = tokens.issue_admin(Duration::from_secs(60));
-        assert_eq!(handshake(&tokens, &bearer(&admin), None), Err(HandshakeError::AdminToken));
+        assert_eq!(handshake(&tokens, &bearer(&admin), None), Err(HandshakeError::NotAUser));
+        for scope in im_auth::Scope::ALL {
+            let service = tokens.issue_service(scope, Duration::from_secs(60));
+            assert_eq!(handshake(&tokens, &bearer(&service), None), Err(HandshakeError::NotAUser), "{scope}");
+            let query = format!("token={service}");
+            assert_eq!(handshake(&tokens, &HeaderMap::new(), Some(&query)), Err(HandshakeError::NotAUser));
+        }
     }
 
     #[test]

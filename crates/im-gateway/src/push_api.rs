@@ -1,12 +1,13 @@
 //! `im.gateway.v1.PushService`: the push API over gRPC, for when the gateway
 //! runs as its own process. It delivers through the same [`Hub::deliver`] and
 //! [`Hub::fan_out_local`] as an in-process push. Only a service credential
-//! (an admin token signed with the shared secret) may push: anyone else could
-//! put words in a user's mouth.
+//! of scope [`Scope::Push`] may push: anyone else could put words in a user's
+//! mouth. That includes an admin credential: an operator manages users, and
+//! has no business delivering messages "from" one of them.
 
 use std::sync::Arc;
 
-use im_auth::Tokens;
+use im_auth::{Scope, Tokens};
 use im_core::ImError;
 use im_core::ports::{FanOut, PushEvent};
 use im_proto::gateway::push_service_server::{PushService, PushServiceServer};
@@ -78,10 +79,7 @@ impl PushApi {
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <service token>` metadata"))?;
         let identity = self.tokens.verify_bearer(header).map_err(im_proto::convert::status)?;
-        if !identity.admin {
-            return Err(im_proto::convert::status(ImError::denied("pushing needs a service credential")));
-        }
-        Ok(())
+        identity.require_service(Scope::Push).map_err(im_proto::convert::status)
     }
 
     /// The tonic service, to add to a `tonic::transport::Server`.
@@ -147,6 +145,7 @@ mod tests {
     use bytes::Bytes;
     use im_core::ports::Event;
     use im_core::{ClientMsgId, ConversationId, DeviceId, GatewayId, GroupId, MessageId, NewMessage, Seq, UserId};
+    use std::time::Duration;
 
     const SECRET: &[u8] = b"push-api-test-secret-push-api-te";
 
@@ -154,12 +153,25 @@ mod tests {
         PushApi::new(hub, Tokens::new(SECRET).unwrap())
     }
 
-    /// `batch` as a service sends it.
-    fn from_service<T>(batch: T) -> Request<T> {
-        let token = Tokens::new(SECRET).unwrap().issue_admin(std::time::Duration::from_secs(60));
-        let mut request = Request::new(batch);
+    fn with_token<T>(message: T, token: &str) -> Request<T> {
+        let mut request = Request::new(message);
         request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
         request
+    }
+
+    /// `batch` as a node sends it: with a service credential of scope `push`.
+    fn from_service<T>(batch: T) -> Request<T> {
+        with_token(batch, &Tokens::new(SECRET).unwrap().issue_service(Scope::Push, Duration::from_secs(60)))
+    }
+
+    /// Every credential but a `push` service credential: an admin's, a
+    /// user's, and services of the other scopes.
+    fn not_push() -> Vec<String> {
+        let tokens = Tokens::new(SECRET).unwrap();
+        let ttl = Duration::from_secs(60);
+        let mut refused = vec![tokens.issue_admin(ttl), tokens.issue_user(UserId(1), "mallory", ttl)];
+        refused.extend(Scope::ALL.into_iter().filter(|s| *s != Scope::Push).map(|s| tokens.issue_service(s, ttl)));
+        refused
     }
 
     #[tokio::test]
@@ -192,7 +204,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_a_service_credential_may_push() {
+    async fn only_a_push_service_credential_may_push() {
         let hub = Arc::new(Hub::new(GatewayId("gw-1".into())));
         let (tx, mut rx) = outbound(4, usize::MAX);
         hub.attach(UserId(2), DeviceId("phone".into()), tx, Default::default(), 1).unwrap();
@@ -202,13 +214,16 @@ mod tests {
         let status = api.push(Request::new(batch())).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
 
-        let user_token =
-            Tokens::new(SECRET).unwrap().issue_user(UserId(1), "mallory", std::time::Duration::from_secs(60));
-        let mut as_user = Request::new(batch());
-        as_user.metadata_mut().insert("authorization", format!("Bearer {user_token}").parse().unwrap());
-        let status = api.push(as_user).await.unwrap_err();
-        assert_eq!(status.code(), tonic::Code::PermissionDenied);
-        assert!(rx.try_recv().is_err(), "nothing is delivered without a service credential");
+        // An admin credential included: an operator may not forge messages.
+        for token in not_push() {
+            let status = api.push(with_token(batch(), &token)).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::PermissionDenied);
+            assert!(status.message().contains("scope `push`"), "{}", status.message());
+        }
+        assert!(rx.try_recv().is_err(), "nothing is delivered without a push service credential");
+
+        api.push(from_service(batch())).await.unwrap();
+        assert!(rx.try_recv().is_ok());
     }
 
     fn fan_out_batch(users: &[u64]) -> FanOutBatch {
@@ -230,7 +245,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_a_service_credential_may_fan_out() {
+    async fn only_a_push_service_credential_may_fan_out() {
         let hub = Arc::new(Hub::new(GatewayId("gw-1".into())));
         let (tx, mut rx) = outbound(4, usize::MAX);
         hub.attach(UserId(2), DeviceId("phone".into()), tx, Default::default(), 1).unwrap();
@@ -239,18 +254,16 @@ mod tests {
         let status = api.fan_out(Request::new(fan_out_batch(&[2]))).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
 
-        let user_token =
-            Tokens::new(SECRET).unwrap().issue_user(UserId(1), "mallory", std::time::Duration::from_secs(60));
-        let mut as_user = Request::new(fan_out_batch(&[2]));
-        as_user.metadata_mut().insert("authorization", format!("Bearer {user_token}").parse().unwrap());
-        assert_eq!(api.fan_out(as_user).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+        for token in not_push() {
+            let status = api.fan_out(with_token(fan_out_batch(&[2]), &token)).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        }
 
         let other_secret = Tokens::new(b"another-secret-another-secret-an").unwrap();
-        let mut forged = Request::new(fan_out_batch(&[2]));
-        let forged_token = other_secret.issue_admin(std::time::Duration::from_secs(60));
-        forged.metadata_mut().insert("authorization", format!("Bearer {forged_token}").parse().unwrap());
+        let forged_token = other_secret.issue_service(Scope::Push, Duration::from_secs(60));
+        let forged = with_token(fan_out_batch(&[2]), &forged_token);
         assert_eq!(api.fan_out(forged).await.unwrap_err().code(), tonic::Code::Unauthenticated);
-        assert!(rx.try_recv().is_err(), "nothing is delivered without a service credential");
+        assert!(rx.try_recv().is_err(), "nothing is delivered without a push service credential");
     }
 
     #[tokio::test]

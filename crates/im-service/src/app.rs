@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use im_auth::Tokens;
 use im_backends::etcd::{EtcdRegistry, EtcdRegistryOptions, NodeClaim};
 use im_backends::memory::{MemoryBus, MemoryDedupCache, MemoryRegistry, MemorySeqAllocator};
 use im_backends::{RedisConnection, RedisDedupCache, RedisSeqAllocator};
@@ -44,7 +45,7 @@ use crate::pipeline::Pipeline;
 use crate::rate_limits::UserRateLimits;
 use crate::readiness::{Probe, Readiness, flag_probe, tcp_probe};
 use crate::remote::groups::RemoteGroups;
-use crate::remote::{GrpcPusher, RemoteUsers, ServiceCredential};
+use crate::remote::{GrpcPusher, RemoteUsers};
 use crate::retention::RetentionJob;
 use crate::router::{RetryPolicy, Router};
 use crate::serve;
@@ -221,7 +222,7 @@ pub fn etcd_options(config: &Config) -> EtcdRegistryOptions {
 async fn registry_and_pusher(
     config: &Config,
     hub: &Arc<Hub>,
-    credential: &Arc<ServiceCredential>,
+    tokens: &Tokens,
     readiness: &mut Readiness,
 ) -> anyhow::Result<(Arc<dyn Registry>, Arc<dyn Pusher>)> {
     let registry: Arc<dyn Registry> = match config.registry() {
@@ -243,7 +244,7 @@ async fn registry_and_pusher(
         // No readiness probe: pushes go to whichever gateways the registry
         // names, so one gateway being down is not this node being unready;
         // its users get their messages by sync when they reconnect.
-        ServiceLink::Remote(gateway) => Arc::new(GrpcPusher::new(credential.clone(), gateway.timeout)),
+        ServiceLink::Remote(gateway) => Arc::new(GrpcPusher::new(tokens.clone(), gateway.timeout)),
     };
     Ok((registry, pusher))
 }
@@ -268,7 +269,7 @@ async fn bus(config: &Config, readiness: &mut Readiness) -> anyhow::Result<(Arc<
 fn user_store(
     config: &Config,
     stores: &Stores,
-    credential: &Arc<ServiceCredential>,
+    tokens: &Tokens,
     readiness: &mut Readiness,
 ) -> anyhow::Result<Arc<dyn UserStore>> {
     match config.user_service() {
@@ -278,7 +279,7 @@ fn user_store(
             // roster is cached, are served without it.
             readiness.add_degrading("user-service", tcp_probe(user.addr.clone()));
             Ok(Arc::new(
-                RemoteUsers::new(&user.addr, user.timeout, credential.clone())
+                RemoteUsers::new(&user.addr, user.timeout, tokens.clone())
                     .context("services.user.addr (USER_SERVICE_ADDR)")?,
             ))
         }
@@ -291,7 +292,7 @@ fn group_directory(
     config: &Config,
     stores: &Stores,
     bus: &Arc<dyn Bus>,
-    credential: &Arc<ServiceCredential>,
+    tokens: &Tokens,
 ) -> anyhow::Result<Arc<dyn GroupDirectory>> {
     match config.user_service() {
         ServiceLink::Builtin => Ok(Arc::new(im_user::groups::GroupService::new(
@@ -301,7 +302,7 @@ fn group_directory(
             config.group.max_members,
         ))),
         ServiceLink::Remote(user) => Ok(Arc::new(
-            RemoteGroups::new(&user.addr, user.timeout, credential.clone())
+            RemoteGroups::new(&user.addr, user.timeout, tokens.clone())
                 .context("services.user.addr (USER_SERVICE_ADDR)")?,
         )),
     }
@@ -328,7 +329,6 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     // The data directory exists and is this process's: `cli` locked it.
     let data_dir = &config.server.data_dir;
     let tokens = bootstrap::token_secret(config.jwt_key_source(), &config.server.jwt_secret_path())?;
-    let credential = Arc::new(ServiceCredential::new(tokens.clone()));
 
     let mut readiness = Readiness::default();
     let stores = Stores::open(&config).await?;
@@ -341,7 +341,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let tokens = tokens.with_statuses(statuses.clone());
     let (seqs, dedup) = seqs_and_dedup(&config, &stores, &mut readiness).await?;
     let hub = Arc::new(Hub::new(GatewayId(format!("local-{}", config.server.node_id))));
-    let (registry, pusher) = registry_and_pusher(&config, &hub, &credential, &mut readiness).await?;
+    let (registry, pusher) = registry_and_pusher(&config, &hub, &tokens, &mut readiness).await?;
     // Every message id carries the node id: two live nodes must not share one.
     let node_claim = match config.registry() {
         RegistryBackend::Etcd { .. } => Some(
@@ -357,7 +357,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         ),
         RegistryBackend::InProcess => None,
     };
-    let user_store = user_store(&config, &stores, &credential, &mut readiness)?;
+    let user_store = user_store(&config, &stores, &tokens, &mut readiness)?;
     let (bus, members) = bus(&config, &mut readiness).await?;
     let metrics = Arc::new(Metrics::new());
     // Sends fail fast while the store is down; its readiness probe opens
@@ -460,7 +460,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         tracker.spawn(retention.run(shutdown.clone()));
     }
 
-    let directory = group_directory(&config, &stores, &bus, &credential)?;
+    let directory = group_directory(&config, &stores, &bus, &tokens)?;
     let group_cache = Arc::new(MembershipCache::new(directory.clone()));
     // Joined before serving: no change made from now on is missed.
     MembershipWatcher { cache: group_cache.clone(), metrics: metrics.clone() }

@@ -167,7 +167,7 @@ mod tests {
         let path = dir.path().join("admin.token");
         admin_credential(&tokens, &path).unwrap();
         let token = fs::read_to_string(path).unwrap();
-        assert!(tokens.verify(&token).unwrap().admin);
+        assert!(tokens.verify(&token).unwrap().is_admin());
     }
 
     #[test]

@@ -48,11 +48,11 @@ impl MessageGrpc {
 }
 
 /// The user a request acts as: the subject of the token in its
-/// `authorization` metadata. An admin credential is not a user.
+/// `authorization` metadata. An admin or service credential is not a user.
 pub fn acting_user<T>(tokens: &Tokens, request: &Request<T>) -> Result<UserId, Status> {
     let identity = caller(tokens, request)?;
-    if identity.admin {
-        return Err(status(ImError::denied("an admin credential cannot act as a user")));
+    if !identity.is_user() {
+        return Err(status(ImError::denied(format!("{} cannot act as a user", identity.described()))));
     }
     Ok(identity.user)
 }
@@ -67,9 +67,10 @@ fn caller<T>(tokens: &Tokens, request: &Request<T>) -> Result<im_auth::Identity,
     tokens.verify_bearer(header).map_err(status)
 }
 
-/// Refuses every caller but an admin credential.
+/// Refuses every caller but an admin credential (a service credential too:
+/// it is no admin, whatever its scope).
 pub fn require_admin<T>(tokens: &Tokens, request: &Request<T>) -> Result<(), Status> {
-    if caller(tokens, request)?.admin {
+    if caller(tokens, request)?.is_admin() {
         Ok(())
     } else {
         Err(status(ImError::denied("this call needs the admin credential")))
@@ -118,5 +119,49 @@ impl MessageService for MessageGrpc {
         let conv = conversation(&req.conversation_id)?;
         let read = self.messaging.mark_read(user, &device, conv, Seq(req.seq)).await.map_err(status)?;
         Ok(Response::new(pb::MarkReadResponse { conversation_id: req.conversation_id, read_seq: read.0 }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use im_auth::Scope;
+
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    fn tokens() -> Tokens {
+        Tokens::new(b"grpc-caller-test-secret-01234567").unwrap()
+    }
+
+    fn with_token(token: &str) -> Request<()> {
+        let mut request = Request::new(());
+        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    }
+
+    #[test]
+    fn only_a_users_token_acts_as_a_user() {
+        let tokens = tokens();
+        let alice = tokens.issue_user(UserId(7), "alice", TTL);
+        assert_eq!(acting_user(&tokens, &with_token(&alice)).unwrap(), UserId(7));
+        let admin = acting_user(&tokens, &with_token(&tokens.issue_admin(TTL))).unwrap_err();
+        assert_eq!(admin.code(), tonic::Code::PermissionDenied);
+        for scope in Scope::ALL {
+            let service = acting_user(&tokens, &with_token(&tokens.issue_service(scope, TTL))).unwrap_err();
+            assert_eq!(service.code(), tonic::Code::PermissionDenied, "{scope}");
+        }
+    }
+
+    #[test]
+    fn a_service_credential_is_no_admin() {
+        let tokens = tokens();
+        assert!(require_admin(&tokens, &with_token(&tokens.issue_admin(TTL))).is_ok());
+        for scope in Scope::ALL {
+            let refused = require_admin(&tokens, &with_token(&tokens.issue_service(scope, TTL))).unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{scope}");
+        }
     }
 }

@@ -1,9 +1,15 @@
 //! `im.user.v1.UserService` over [`UserDirectory`]. The caller's identity
 //! comes from the `authorization` metadata only.
+//!
+//! Who may call what: the admin calls need an admin credential (checked by
+//! the directory); `GetUser` takes a user's token, an admin credential, or a
+//! service credential of scope [`Scope::Users`] (a node looking up a
+//! recipient) — not one of another scope.
 
 use std::time::Duration;
 
-use im_core::{StatusChange, UserId};
+use im_auth::{Identity, Role, Scope};
+use im_core::{ImError, StatusChange, UserId};
 use im_proto::convert::status;
 use im_proto::user::{self as pb, user_service_server::UserService};
 use tonic::{Request, Response, Status};
@@ -52,6 +58,15 @@ pub(crate) fn identity<T>(tokens: &im_auth::Tokens, request: &Request<T>) -> Res
     tokens.verify_bearer(header).map_err(status)
 }
 
+/// Whether `caller` may look users up: services only with the `users`
+/// scope, so a `push` or `groups` credential that leaks reads no directory.
+fn may_look_up(caller: &Identity) -> Result<(), ImError> {
+    match caller.role {
+        Role::User | Role::Admin => Ok(()),
+        Role::Service(_) => caller.require_service(Scope::Users),
+    }
+}
+
 fn to_pb(user: im_core::ports::User) -> pb::User {
     pb::User {
         id: user.id.0,
@@ -91,7 +106,7 @@ impl UserService for UserGrpc {
     }
 
     async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<pb::User>, Status> {
-        self.caller(&request)?;
+        may_look_up(&self.caller(&request)?).map_err(status)?;
         let user = match &request.get_ref().key {
             Some(pb::get_user_request::Key::Id(id)) => self.directory.user_by_id(UserId(*id)).await,
             Some(pb::get_user_request::Key::Name(name)) => self.directory.user_by_name(name).await,
@@ -111,5 +126,72 @@ impl UserService for UserGrpc {
 
     async fn revoke_tokens(&self, request: Request<pb::UserStatusRequest>) -> Result<Response<pb::User>, Status> {
         self.change_status(request, StatusChange::RevokeTokens).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use im_auth::Tokens;
+    use im_backends::SqliteStore;
+    use im_backends::memory::MemoryUserStatusBoard;
+
+    use super::*;
+
+    const SECRET: &[u8] = b"user-grpc-test-secret-0123456789";
+    const TTL: Duration = Duration::from_secs(60);
+
+    async fn api() -> (UserGrpc, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("im.db")).await.unwrap());
+        let board = Arc::new(MemoryUserStatusBoard::default());
+        let tokens = Tokens::new(SECRET).unwrap();
+        (UserGrpc::new(UserDirectory::new(store.clone(), store, board, tokens, TTL)), dir)
+    }
+
+    fn with_token<T>(message: T, token: &str) -> Request<T> {
+        let mut request = Request::new(message);
+        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    }
+
+    fn by_name(name: &str) -> pb::GetUserRequest {
+        pb::GetUserRequest { key: Some(pb::get_user_request::Key::Name(name.into())) }
+    }
+
+    #[tokio::test]
+    async fn a_users_service_credential_looks_users_up_and_other_scopes_do_not() {
+        let (api, _dir) = api().await;
+        let tokens = Tokens::new(SECRET).unwrap();
+        let admin = tokens.issue_admin(TTL);
+        let created = api.create_user(with_token(pb::CreateUserRequest { name: "alice".into() }, &admin)).await;
+        let alice = created.unwrap().into_inner();
+
+        let node = tokens.issue_service(Scope::Users, TTL);
+        assert_eq!(api.get_user(with_token(by_name("alice"), &node)).await.unwrap().into_inner().name, "alice");
+        // imctl looks users up with the admin credential, users with their own token.
+        assert!(api.get_user(with_token(by_name("alice"), &admin)).await.is_ok());
+        assert!(api.get_user(with_token(by_name("alice"), &alice.token)).await.is_ok());
+
+        for scope in [Scope::Push, Scope::Groups] {
+            let status =
+                api.get_user(with_token(by_name("alice"), &tokens.issue_service(scope, TTL))).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::PermissionDenied);
+            assert!(status.message().contains("scope `users`"), "{}", status.message());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_service_credential_is_no_admin() {
+        let (api, _dir) = api().await;
+        let node = Tokens::new(SECRET).unwrap().issue_service(Scope::Users, TTL);
+        let status =
+            api.create_user(with_token(pb::CreateUserRequest { name: "eve".into() }, &node)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        let status = api.issue_token(with_token(pb::IssueTokenRequest { user_id: 1, ttl_seconds: 0 }, &node)).await;
+        assert_eq!(status.unwrap_err().code(), tonic::Code::PermissionDenied);
+        let status = api.disable_user(with_token(pb::UserStatusRequest { user_id: 1 }, &node)).await;
+        assert_eq!(status.unwrap_err().code(), tonic::Code::PermissionDenied);
     }
 }

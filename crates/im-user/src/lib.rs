@@ -122,7 +122,7 @@ impl UserDirectory {
 }
 
 fn require_admin(caller: &Identity) -> Result<(), ImError> {
-    if caller.admin { Ok(()) } else { Err(ImError::denied("this call needs an admin credential")) }
+    if caller.is_admin() { Ok(()) } else { Err(ImError::denied("this call needs an admin credential")) }
 }
 
 #[cfg(test)]

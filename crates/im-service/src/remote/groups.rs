@@ -1,14 +1,14 @@
 //! [`RemoteGroups`]: the `GroupDirectory` port over
-//! `im.user.v1.GroupDirectory`, with the service credential.
+//! `im.user.v1.GroupDirectory`, with a `groups` service credential.
 //!
 //! Refusals keep their code (`im_proto::convert::from_status`): a user told
 //! `PERMISSION_DENIED` by the directory hears the same from this node, and a
 //! directory that cannot be reached is `UNAVAILABLE`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use im_auth::{Scope, Tokens};
 use im_core::group::{Group, Member, MembershipChange, MembershipOp, NewGroup, Roster};
 use im_core::ports::{BackendResult, GroupDirectory};
 use im_core::{GroupId, ImError, Seq, UserId};
@@ -23,13 +23,20 @@ use super::credential::ServiceCredential;
 /// The group directory of an `im-user` process.
 pub struct RemoteGroups {
     client: GroupDirectoryClient<Channel>,
-    credential: Arc<ServiceCredential>,
+    credential: ServiceCredential,
 }
 
 impl RemoteGroups {
-    /// `addr` and `timeout` are `USER_SERVICE_ADDR` and `USER_SERVICE_TIMEOUT`.
-    pub fn new(addr: &str, timeout: Duration, credential: Arc<ServiceCredential>) -> BackendResult<Self> {
+    /// `addr` and `timeout` are `USER_SERVICE_ADDR` and `USER_SERVICE_TIMEOUT`;
+    /// calls carry a `groups` service credential signed with `tokens`.
+    pub fn new(addr: &str, timeout: Duration, tokens: Tokens) -> BackendResult<Self> {
+        let credential = ServiceCredential::new(tokens, Scope::Groups);
         Ok(Self { client: GroupDirectoryClient::new(lazy_channel(addr, timeout)?), credential })
+    }
+
+    #[cfg(test)]
+    pub(super) fn credential(&self) -> &ServiceCredential {
+        &self.credential
     }
 }
 
@@ -82,6 +89,8 @@ impl GroupDirectory for RemoteGroups {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use im_auth::Tokens;
     use im_core::ErrorCode;
     use im_core::group::{ChangeKind, Role};
@@ -146,8 +155,7 @@ mod tests {
     }
 
     fn client(addr: &str, secret: &[u8]) -> RemoteGroups {
-        let credential = Arc::new(ServiceCredential::new(Tokens::new(secret).unwrap()));
-        RemoteGroups::new(addr, Duration::from_secs(5), credential).unwrap()
+        RemoteGroups::new(addr, Duration::from_secs(5), Tokens::new(secret).unwrap()).unwrap()
     }
 
     #[tokio::test]

@@ -3,8 +3,10 @@
 //!
 //! - `channel`: one place that turns a `host:port` and a deadline into a
 //!   tonic channel (lazy connect, TCP_NODELAY, per-call timeout).
-//! - `credential`: the service credential these calls carry — an admin token
-//!   signed with the shared secret, re-issued before it expires.
+//! - `credential`: the service credential these calls carry — a short-lived
+//!   service token of the one scope the called API accepts (`push`,
+//!   `users`, `groups`), signed with the shared secret and re-issued before
+//!   it expires. Never an admin token.
 //! - `pusher`: [`GrpcPusher`], the `Pusher` port over `im.gateway.v1`, one
 //!   channel per gateway (the registry names gateways by their push address).
 //! - `users`: [`RemoteUsers`], the `UserStore` port over `im.user.v1`.

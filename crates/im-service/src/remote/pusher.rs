@@ -1,10 +1,10 @@
 //! [`GrpcPusher`]: the `Pusher` port over `im.gateway.v1.PushService`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use im_auth::{Scope, Tokens};
 use im_core::GatewayId;
 use im_core::ports::{BackendResult, FanOut, PushEvent, PushReport, Pusher};
 use im_gateway::push_api::fan_out_calls;
@@ -19,16 +19,23 @@ use super::credential::ServiceCredential;
 /// Pushes to gateway processes. A gateway's id is the `host:port` of its
 /// push API (it registers under that name), so no lookup table is needed.
 pub struct GrpcPusher {
-    credential: Arc<ServiceCredential>,
+    credential: ServiceCredential,
     timeout: Duration,
     clients: Mutex<HashMap<GatewayId, PushServiceClient<Channel>>>,
 }
 
 impl GrpcPusher {
     /// `timeout` is the deadline of one push call (`GATEWAY_SERVICE_TIMEOUT`);
-    /// the router retries a failed call (`MAX_RETRY_ATTEMPTS`).
-    pub fn new(credential: Arc<ServiceCredential>, timeout: Duration) -> Self {
+    /// the router retries a failed call (`MAX_RETRY_ATTEMPTS`). Calls carry
+    /// a `push` service credential signed with `tokens`.
+    pub fn new(tokens: Tokens, timeout: Duration) -> Self {
+        let credential = ServiceCredential::new(tokens, Scope::Push);
         Self { credential, timeout, clients: Mutex::new(HashMap::new()) }
+    }
+
+    #[cfg(test)]
+    pub(super) fn credential(&self) -> &ServiceCredential {
+        &self.credential
     }
 
     fn client(&self, gateway: &GatewayId) -> BackendResult<PushServiceClient<Channel>> {

@@ -1,9 +1,13 @@
-//! [`RemoteUsers`]: the `UserStore` port over `im.user.v1.UserService`.
+//! [`RemoteUsers`]: the `UserStore` port over `im.user.v1.UserService`, with
+//! a `users` service credential: lookups only. `create_user` needs an admin
+//! credential, which a node does not hold: the directory refuses it
+//! (`PERMISSION_DENIED`). A node with a remote directory creates no users
+//! (imctl calls im-user for that).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use im_auth::{Scope, Tokens};
 use im_core::error::BackendError;
 use im_core::ports::{BackendResult, CreateUser, User, UserStore};
 use im_core::{UserId, UserStatus};
@@ -18,13 +22,20 @@ use super::credential::ServiceCredential;
 /// The user directory of an `im-user` process.
 pub struct RemoteUsers {
     client: UserServiceClient<Channel>,
-    credential: Arc<ServiceCredential>,
+    credential: ServiceCredential,
 }
 
 impl RemoteUsers {
-    /// `addr` and `timeout` are `USER_SERVICE_ADDR` and `USER_SERVICE_TIMEOUT`.
-    pub fn new(addr: &str, timeout: Duration, credential: Arc<ServiceCredential>) -> BackendResult<Self> {
+    /// `addr` and `timeout` are `USER_SERVICE_ADDR` and `USER_SERVICE_TIMEOUT`;
+    /// calls carry a `users` service credential signed with `tokens`.
+    pub fn new(addr: &str, timeout: Duration, tokens: Tokens) -> BackendResult<Self> {
+        let credential = ServiceCredential::new(tokens, Scope::Users);
         Ok(Self { client: UserServiceClient::new(lazy_channel(addr, timeout)?), credential })
+    }
+
+    #[cfg(test)]
+    pub(super) fn credential(&self) -> &ServiceCredential {
+        &self.credential
     }
 
     async fn get(&self, key: Key) -> BackendResult<Option<User>> {

@@ -1,12 +1,14 @@
-//! `im.user.v1.GroupDirectory` over the `GroupDirectory` port. Only the
-//! service credential may call it: the requests name the acting user
-//! (`actor`, `owner`) and the boundary, which only an IM service node that
-//! authenticated that user may vouch for.
+//! `im.user.v1.GroupDirectory` over the `GroupDirectory` port. Only a
+//! service credential of scope [`Scope::Groups`] may call it: the requests
+//! name the acting user (`actor`, `owner`) and the boundary, which only an IM
+//! service node that authenticated that user may vouch for. Not an admin
+//! credential either, reads included: no operator tool calls it, and the
+//! client-facing `im.v1.GroupService` is where groups are read.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use im_auth::Tokens;
+use im_auth::{Scope, Tokens};
 use im_core::ports::GroupDirectory;
 use im_core::{GroupId, ImError, UserId};
 use im_proto::convert::{self, ChangeRequest, status};
@@ -31,10 +33,7 @@ impl GroupDirectoryGrpc {
 
     fn require_service<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let caller = crate::grpc::identity(&self.tokens, request)?;
-        if !caller.admin {
-            return Err(status(ImError::denied("the group directory needs a service credential")));
-        }
-        Ok(())
+        caller.require_service(Scope::Groups).map_err(status)
     }
 }
 
@@ -109,7 +108,7 @@ mod tests {
     }
 
     fn from_service<T>(message: T) -> Request<T> {
-        with_token(message, &Tokens::new(SECRET).unwrap().issue_admin(Duration::from_secs(60)))
+        with_token(message, &Tokens::new(SECRET).unwrap().issue_service(Scope::Groups, Duration::from_secs(60)))
     }
 
     fn create(owner: u64, members: &[u64]) -> pb::CreateGroupRequest {
@@ -146,10 +145,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_the_service_credential_is_accepted() {
+    async fn only_a_groups_service_credential_is_accepted() {
         let api = api();
         let status = api.create_group(Request::new(create(1, &[]))).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
+
+        // Admin and the other services' scopes, for changes and reads alike.
+        let tokens = Tokens::new(SECRET).unwrap();
+        let ttl = Duration::from_secs(60);
+        let others =
+            [tokens.issue_admin(ttl), tokens.issue_service(Scope::Push, ttl), tokens.issue_service(Scope::Users, ttl)];
+        for token in &others {
+            let status = api.create_group(with_token(create(1, &[]), token)).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::PermissionDenied);
+            assert!(status.message().contains("scope `groups`"), "{}", status.message());
+            let status = api.get_roster(with_token(pb::GetRosterRequest { group: 1 }, token)).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        }
 
         // A user acting for themselves could name any actor and boundary.
         let user_token = Tokens::new(SECRET).unwrap().issue_user(UserId(1), "alice", Duration::from_secs(60));
@@ -158,7 +170,9 @@ mod tests {
         let status = api.groups_of(with_token(pb::GroupsOfRequest { user: 1 }, &user_token)).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::PermissionDenied);
 
-        let forged = Tokens::new(b"another-secret-another-secret-an").unwrap().issue_admin(Duration::from_secs(60));
+        let forged = Tokens::new(b"another-secret-another-secret-an")
+            .unwrap()
+            .issue_service(Scope::Groups, Duration::from_secs(60));
         let status = api.get_roster(with_token(pb::GetRosterRequest { group: 1 }, &forged)).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
     }
