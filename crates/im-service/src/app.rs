@@ -556,7 +556,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 
     let (grpc_addr, http_addr) = listeners.addrs()?;
     let ws_addr = listeners.ws.as_ref().map(TcpListener::local_addr).transpose()?;
-    let guard = serve::connection_guard(&config, &metrics);
+    let guard = serve::connection_guard(&config, &metrics)?;
     let http = serve::http(
         &guard,
         listeners.http,

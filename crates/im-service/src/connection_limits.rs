@@ -41,11 +41,16 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+#[cfg(test)]
+use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
+use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::rate_limits::{KeyedLimit, Limit, RateLimitMetrics};
+use crate::tls::{ServerTls, Transport};
 
 /// File descriptors kept for everything that is not a client connection
 /// (database and Redis pools, the broker, files, the registry).
@@ -82,6 +87,8 @@ pub struct GuardMetrics {
     pub handshake_timeouts: Counter,
     pub idle_timeouts: Counter,
     pub open: Gauge,
+    pub tls_handshake_failures: Counter,
+    pub tls_reloads: crate::tls::ReloadMetrics,
 }
 
 impl GuardMetrics {
@@ -111,6 +118,21 @@ impl GuardMetrics {
             "WebSocket and HTTP connections closed after LIMIT_IDLE_TIMEOUT without a byte from the client",
             self.idle_timeouts.clone(),
         );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed on any listener (a client without the CA, speaking clear text, or with no common cipher)",
+            self.tls_handshake_failures.clone(),
+        );
+        registry.register(
+            "tls_certificate_reloads",
+            "Renewed TLS certificate pairs put in service without a restart (TLS_RELOAD_INTERVAL)",
+            self.tls_reloads.replaced.clone(),
+        );
+        registry.register(
+            "tls_certificate_reload_failures",
+            "Reads of TLS_CERT_FILE and TLS_KEY_FILE that failed or found a mismatched pair; the pair in service stays",
+            self.tls_reloads.failed.clone(),
+        );
     }
 }
 
@@ -128,12 +150,24 @@ pub struct ConnectionGuard {
     idle_timeout: Duration,
     pending: Mutex<HashMap<IpAddr, usize>>,
     metrics: GuardMetrics,
+    /// TLS on every listener, when configured.
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl ConnectionGuard {
     /// A guard admitting at most `limits.connections` (lowered to what the
     /// open-file limit allows, see [`max_connections`]).
     pub fn new(limits: &LimitsConfig, metrics: GuardMetrics, rate_limited: RateLimitMetrics) -> Arc<Self> {
+        Self::with_tls(limits, metrics, rate_limited, None)
+    }
+
+    /// As [`ConnectionGuard::new`], every listener speaking TLS with `tls`.
+    pub fn with_tls(
+        limits: &LimitsConfig,
+        metrics: GuardMetrics,
+        rate_limited: RateLimitMetrics,
+        tls: Option<Arc<ServerTls>>,
+    ) -> Arc<Self> {
         let max = max_connections(limits.connections);
         Arc::new(Self {
             slots: Arc::new(Semaphore::new(max)),
@@ -145,6 +179,7 @@ impl ConnectionGuard {
             idle_timeout: limits.idle_timeout,
             pending: Mutex::new(HashMap::new()),
             metrics,
+            tls,
         })
     }
 
@@ -192,7 +227,8 @@ impl ConnectionGuard {
     /// guarded: past the handshake at the first answer, closed when idle.
     pub fn http1(self: &Arc<Self>, listener: TcpListener) -> GuardedListener {
         let kind = ListenerKind { handshake_end: HandshakeEnd::FirstWrite, idle_timeout: Some(self.idle_timeout) };
-        GuardedListener { listener, guard: self.clone(), kind }
+        let tls = self.tls.as_ref().map(|tls| tls.http1().clone());
+        GuardedListener { listener, guard: self.clone(), kind, tls }
     }
 
     /// A gRPC (HTTP/2) `listener`, its connections guarded: past the
@@ -201,7 +237,8 @@ impl ConnectionGuard {
     /// peers).
     pub fn grpc(self: &Arc<Self>, listener: TcpListener) -> GuardedListener {
         let kind = ListenerKind { handshake_end: HandshakeEnd::BytesRead(HTTP2_PREFACE_LEN), idle_timeout: None };
-        GuardedListener { listener, guard: self.clone(), kind }
+        let tls = self.tls.as_ref().map(|tls| tls.grpc().clone());
+        GuardedListener { listener, guard: self.clone(), kind, tls }
     }
 }
 
@@ -286,6 +323,7 @@ pub struct GuardedListener {
     listener: TcpListener,
     guard: Arc<ConnectionGuard>,
     kind: ListenerKind,
+    tls: Option<TlsAcceptor>,
 }
 
 impl GuardedListener {
@@ -309,7 +347,11 @@ impl GuardedListener {
             if let Err(error) = tcp.set_nodelay(true) {
                 tracing::debug!(%error, "could not set TCP_NODELAY");
             }
-            return (GuardedStream::new(tcp, ticket, self.kind, self.guard.handshake_timeout), peer);
+            let connect_info = tcp.connect_info();
+            let tls = self.tls.as_ref().map(|acceptor| (acceptor, &self.guard.metrics.tls_handshake_failures));
+            let transport = Transport::new(tcp, tls);
+            let stream = GuardedStream::new(transport, connect_info, ticket, self.kind, self.guard.handshake_timeout);
+            return (stream, peer);
         }
     }
 
@@ -352,9 +394,12 @@ impl axum::serve::Listener for GuardedListener {
     }
 }
 
-/// An admitted connection: the socket, its ticket, and its deadline.
+/// An admitted connection: the socket, its ticket, and its deadline. With
+/// TLS the guard sees the decrypted bytes: the handshake deadline runs
+/// until the first request (not the TLS handshake) is complete.
 pub struct GuardedStream {
-    tcp: TcpStream,
+    tcp: Transport,
+    connect_info: TcpConnectInfo,
     ticket: Ticket,
     kind: ListenerKind,
     bytes_read: usize,
@@ -367,10 +412,17 @@ pub struct GuardedStream {
 }
 
 impl GuardedStream {
-    fn new(tcp: TcpStream, ticket: Ticket, kind: ListenerKind, handshake_timeout: Duration) -> Self {
+    fn new(
+        tcp: Transport,
+        connect_info: TcpConnectInfo,
+        ticket: Ticket,
+        kind: ListenerKind,
+        handshake_timeout: Duration,
+    ) -> Self {
         let now = Instant::now();
         Self {
             tcp,
+            connect_info,
             ticket,
             kind,
             bytes_read: 0,
@@ -407,6 +459,22 @@ impl GuardedStream {
     }
 }
 
+impl GuardedStream {
+    /// A write that waits during the handshake waits on the deadline too:
+    /// a gRPC server writes first, and a TLS handshake that stalls there
+    /// would otherwise never meet it.
+    fn handshake_deadline_on_write(
+        &mut self,
+        written: Poll<io::Result<usize>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        match written {
+            Poll::Pending if self.ticket.is_pending() => self.poll_deadline(cx).map(Err),
+            written => written,
+        }
+    }
+}
+
 impl AsyncRead for GuardedStream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
@@ -436,7 +504,9 @@ impl AsyncWrite for GuardedStream {
         if self.kind.handshake_end == HandshakeEnd::FirstWrite {
             self.ticket.handshake_done();
         }
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
+        let this = &mut *self;
+        let written = Pin::new(&mut this.tcp).poll_write(cx, buf);
+        this.handshake_deadline_on_write(written, cx)
     }
 
     fn poll_write_vectored(
@@ -447,7 +517,9 @@ impl AsyncWrite for GuardedStream {
         if self.kind.handshake_end == HandshakeEnd::FirstWrite {
             self.ticket.handshake_done();
         }
-        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let written = Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs);
+        this.handshake_deadline_on_write(written, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -467,7 +539,7 @@ impl tonic::transport::server::Connected for GuardedStream {
     type ConnectInfo = tonic::transport::server::TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.tcp.connect_info()
+        self.connect_info.clone()
     }
 }
 

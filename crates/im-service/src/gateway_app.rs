@@ -84,7 +84,7 @@ pub async fn run(config: Config, listeners: GatewayListeners, shutdown: Cancella
     readiness.add_degrading("etcd", flag_probe(move || watched.is_watching(), "the registry watch is down"));
     let readiness = Arc::new(readiness);
     let metrics = Arc::new(Metrics::new());
-    let guard = serve::connection_guard(&config, &metrics);
+    let guard = serve::connection_guard(&config, &metrics)?;
     let stats_gateway = gateway.clone();
     let http_state = HttpState {
         metrics,

@@ -70,5 +70,6 @@ pub mod stores;
 pub mod telemetry;
 #[cfg(test)]
 mod testkit;
+pub mod tls;
 pub mod user_app;
 pub mod user_statuses;

@@ -16,6 +16,7 @@ use crate::connection_limits::{ConnectionGuard, GuardedStream};
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
 use crate::telemetry;
+use crate::tls::ServerTls;
 
 /// How often a gRPC server pings a connection that has been quiet, and how
 /// long it waits for the answer before closing it: a peer that vanished
@@ -27,9 +28,15 @@ const GRPC_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// client (HTTP/2 flow control), they are not refused.
 const GRPC_MAX_CONCURRENT_STREAMS: u32 = 4096;
 
-/// The connection budget of this process, for all its listeners.
-pub fn connection_guard(config: &Config, metrics: &Metrics) -> Arc<ConnectionGuard> {
-    ConnectionGuard::new(&config.limits, metrics.connections.clone(), metrics.rate_limited.clone())
+/// The connection budget of this process, for all its listeners, which
+/// speak TLS when `tls.cert_file` is set (the pair is read again every
+/// `tls.reload_interval` while the guard lives).
+pub fn connection_guard(config: &Config, metrics: &Metrics) -> anyhow::Result<Arc<ConnectionGuard>> {
+    let tls = ServerTls::from_config(&config.tls)?;
+    if let Some(tls) = &tls {
+        ServerTls::spawn_reloads(tls, config.tls.reload_interval, metrics.connections.tls_reloads.clone());
+    }
+    Ok(ConnectionGuard::with_tls(&config.limits, metrics.connections.clone(), metrics.rate_limited.clone(), tls))
 }
 
 /// The built-in or standalone gateway's limits, from the configuration.
@@ -58,22 +65,22 @@ pub async fn bind(config: &Config, port: u16, key: &str) -> anyhow::Result<TcpLi
     let addr = config.server.bind_addr(port);
     let listener = listen(&addr).await.map_err(|e| anyhow::anyhow!("binding {key} on {addr}: {e}"))?;
     if let Ok(local) = listener.local_addr()
-        && exposed_in_clear(local)
+        && exposed(local)
+        && !config.tls.serves_tls()
     {
         tracing::warn!(
             listener = key,
             addr = %local,
-            "listening beyond loopback without TLS: tokens, messages and admin calls travel in clear; terminate TLS \
-             in front of this port (a proxy, or the platform's ingress)"
+            "listening beyond loopback without TLS: tokens, messages and admin calls travel in clear; set \
+             TLS_CERT_FILE and TLS_KEY_FILE, or terminate TLS in front of this port (a proxy, the platform's ingress)"
         );
     }
     Ok(listener)
 }
 
-/// Whether a listener on `addr` is reachable from other machines. No
-/// listener speaks TLS yet, so such a one carries tokens in clear (the
+/// Whether a listener on `addr` is reachable from other machines (the
 /// unspecified address, 0.0.0.0 or ::, listens on every interface).
-fn exposed_in_clear(addr: std::net::SocketAddr) -> bool {
+fn exposed(addr: std::net::SocketAddr) -> bool {
     !addr.ip().is_loopback()
 }
 
@@ -169,11 +176,11 @@ mod tests {
 
     #[test]
     fn only_loopback_listeners_are_not_exposed() {
-        for (addr, exposed) in
+        for (addr, expected) in
             [("127.0.0.1:1", false), ("127.0.0.2:1", false), ("[::1]:1", false), ("0.0.0.0:1", true), ("[::]:1", true)]
         {
-            assert_eq!(exposed_in_clear(addr.parse().unwrap()), exposed, "{addr}");
+            assert_eq!(exposed(addr.parse().unwrap()), expected, "{addr}");
         }
-        assert!(exposed_in_clear("10.0.0.7:9094".parse().unwrap()));
+        assert!(exposed("10.0.0.7:9094".parse().unwrap()));
     }
 }

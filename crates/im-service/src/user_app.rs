@@ -111,7 +111,7 @@ pub async fn run(config: Config, listeners: UserListeners, shutdown: Cancellatio
     ));
     let readiness = Arc::new(readiness);
     let metrics = Arc::new(Metrics::new());
-    let guard = serve::connection_guard(&config, &metrics);
+    let guard = serve::connection_guard(&config, &metrics)?;
     let http_state = HttpState { metrics, readiness: readiness.clone(), before_scrape: scrape_groups(groups.clone()) };
     let grpc_addr = listeners.grpc.local_addr()?;
     let http = serve::http(

@@ -22,6 +22,7 @@ use crate::cli::{GlobalArgs, UserCommand};
 use crate::error::RemoteError;
 use crate::grpc::{self, answer};
 use crate::output::{self, CreatedUserJson, TokenJson, UserJson};
+use crate::tls::CaBundle;
 
 /// File name of the admin credential inside the server's data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
@@ -115,9 +116,14 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub async fn connect(grpc_url: &str, token: AdminToken, timeout: Duration) -> anyhow::Result<Self> {
+    pub async fn connect(
+        grpc_url: &str,
+        token: AdminToken,
+        timeout: Duration,
+        ca: Option<&CaBundle>,
+    ) -> anyhow::Result<Self> {
         let authorization = token.authorization()?;
-        let channel = grpc::channel(grpc_url, timeout, "user service").await?;
+        let channel = grpc::channel(grpc_url, timeout, ca, "user service").await?;
         Ok(Self { client: UserServiceClient::new(channel), authorization, source: token.source })
     }
 
@@ -168,7 +174,7 @@ impl Admin {
 /// Resolves the admin credential from the global options and connects.
 pub async fn connect_admin(global: &GlobalArgs, env_admin_token: Option<&str>) -> anyhow::Result<Admin> {
     let token = resolve_admin_token(global.admin_token.as_deref(), env_admin_token, &global.data_dir)?;
-    Admin::connect(&global.grpc_url, token, global.timeout).await
+    Admin::connect(&global.grpc_url, token, global.timeout, global.ca.as_ref()).await
 }
 
 /// An admin's link to an im-service node (`--im-service-url`): the admin
@@ -186,7 +192,7 @@ impl ServiceAdmin {
     pub async fn connect(global: &GlobalArgs, env_admin_token: Option<&str>) -> anyhow::Result<Self> {
         let token = resolve_admin_token(global.admin_token.as_deref(), env_admin_token, &global.data_dir)?;
         let authorization = token.authorization()?;
-        let channel = grpc::channel(&global.im_service_url, global.timeout, "IM service").await?;
+        let channel = grpc::channel(&global.im_service_url, global.timeout, global.ca.as_ref(), "IM service").await?;
         Ok(Self { channel, authorization, source: token.source })
     }
 

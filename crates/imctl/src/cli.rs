@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::client::Recipient;
+use crate::tls::CaBundle;
 
 mod group;
 
@@ -56,6 +57,11 @@ pub struct GlobalArgs {
     /// Data directory of a local im-service; used only to find admin.token.
     #[arg(long, global = true, env = "IM_DATA_DIR", default_value = "./data", value_name = "DIR")]
     pub data_dir: PathBuf,
+
+    /// CA bundle (PEM) trusted for wss:// and https:// URLs, for a deployment with its own CA. Without it the system's
+    /// roots are trusted.
+    #[arg(long, global = true, env = "IM_CA_FILE", value_name = "FILE", value_parser = parse_ca)]
+    pub ca: Option<CaBundle>,
 
     /// Seconds to wait for a connection or for the response to a request.
     #[arg(long, global = true, default_value = "10", value_parser = parse_secs, value_name = "SECS")]
@@ -419,6 +425,11 @@ pub fn parse_group_id(raw: &str) -> Result<u64, String> {
 pub fn parse_secs(raw: &str) -> Result<Duration, String> {
     let secs: f64 = raw.trim().parse().map_err(|_| format!("expected seconds, e.g. 10 or 0.5, got {raw:?}"))?;
     Duration::try_from_secs_f64(secs).map_err(|_| format!("seconds must be a finite number >= 0, got {raw:?}"))
+}
+
+/// `--ca`: the bundle is read at parse time, so a bad file is a usage error.
+fn parse_ca(raw: &str) -> Result<CaBundle, String> {
+    CaBundle::load(std::path::Path::new(raw)).map_err(|e| format!("{e:#}"))
 }
 
 fn parse_rate(raw: &str) -> Result<f64, String> {

@@ -31,6 +31,8 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::tls::{self, CaBundle};
+
 use crate::error::RemoteError;
 
 pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -43,6 +45,8 @@ pub struct ConnectOptions {
     pub device: Option<String>,
     /// Bounds the handshake and every request.
     pub timeout: Duration,
+    /// Trusted for `wss://` (`--ca`); none: the system's roots.
+    pub ca: Option<CaBundle>,
 }
 
 impl fmt::Debug for ConnectOptions {
@@ -52,6 +56,7 @@ impl fmt::Debug for ConnectOptions {
             .field("token", &"<redacted>")
             .field("device", &self.device)
             .field("timeout", &self.timeout)
+            .field("ca", &self.ca)
             .finish()
     }
 }
@@ -66,7 +71,8 @@ pub async fn connect_raw(opts: &ConnectOptions) -> anyhow::Result<WsStream> {
     authorization.set_sensitive(true);
     request.headers_mut().insert("authorization", authorization);
 
-    let connect = tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true);
+    let connector = tls::websocket(opts.ca.as_ref());
+    let connect = tokio_tungstenite::connect_async_tls_with_config(request, Some(ws_config()), true, connector);
     match tokio::time::timeout(opts.timeout, connect).await {
         Err(_) => bail!("cannot connect to {shown}: no answer within {:?}", opts.timeout),
         Ok(Ok((ws, _response))) => Ok(ws),
@@ -527,6 +533,7 @@ mod tests {
             token: "secret-jwt".into(),
             device: None,
             timeout: Duration::from_secs(1),
+            ca: None,
         };
         assert!(!format!("{opts:?}").contains("secret-jwt"));
     }

@@ -15,6 +15,7 @@ pub fn connect_options(global: &GlobalArgs, connect: &ConnectArgs) -> ConnectOpt
         token: connect.auth.token.clone(),
         device: connect.device.clone(),
         timeout: global.timeout,
+        ca: global.ca.clone(),
     }
 }
 

@@ -3,7 +3,6 @@
 //! the load generator creates its groups with.
 
 use std::io::Write;
-use std::time::Duration;
 
 use im_proto::message::group_service_client::GroupServiceClient;
 use im_proto::message::{
@@ -28,9 +27,9 @@ pub struct GroupApi {
 }
 
 impl GroupApi {
-    /// Connects to the im-service at `url` as the user of `token`.
-    pub async fn connect(url: &str, token: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let channel = grpc::channel(url, timeout, "IM service").await?;
+    /// Connects to the im-service of `--im-service-url` as the user of `token`.
+    pub async fn connect(global: &GlobalArgs, token: &str) -> anyhow::Result<Self> {
+        let channel = grpc::channel(&global.im_service_url, global.timeout, global.ca.as_ref(), "IM service").await?;
         Self::on(channel, token)
     }
 
@@ -98,7 +97,7 @@ impl From<GroupRole> for user::Role {
 pub async fn run_group(global: &GlobalArgs, command: GroupCommand) -> anyhow::Result<()> {
     let common = command.common();
     let json = common.json;
-    let mut api = GroupApi::connect(&global.im_service_url, &common.auth.token, global.timeout).await?;
+    let mut api = GroupApi::connect(global, &common.auth.token).await?;
     match command {
         GroupCommand::Create { name, members, history, .. } => {
             let roster = api.create_group(&name, members, history).await?;

@@ -8,13 +8,18 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::RemoteError;
+use crate::tls::{self, CaBundle};
 
-/// Connects to `url`; `service` names what is there, for the error.
-pub async fn channel(url: &str, timeout: Duration, service: &str) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
+/// Connects to `url` (TLS for `https://`, trusting `ca` or the system's
+/// roots); `service` names what is there, for the error.
+pub async fn channel(url: &str, timeout: Duration, ca: Option<&CaBundle>, service: &str) -> anyhow::Result<Channel> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("invalid gRPC URL {url:?}"))?
         .connect_timeout(timeout)
         .timeout(timeout);
+    if url.starts_with("https://") {
+        endpoint = endpoint.tls_config(tls::grpc(ca)).with_context(|| format!("TLS settings for {url}"))?;
+    }
     endpoint.connect().await.with_context(|| format!("cannot reach the {service} at {url}"))
 }
 

@@ -30,6 +30,7 @@ pub mod keys;
 pub mod output;
 pub mod reencrypt;
 pub mod timeline;
+pub mod tls;
 
 use std::process::ExitCode;
 

@@ -17,7 +17,7 @@ use imctl::error::RemoteError;
 use serde_json::Value;
 
 fn options(server: &FakeServer, token: &str) -> ConnectOptions {
-    ConnectOptions { url: server.ws_url.clone(), token: token.to_owned(), device: None, timeout: TIMEOUT }
+    ConnectOptions { url: server.ws_url.clone(), token: token.to_owned(), device: None, timeout: TIMEOUT, ca: None }
 }
 
 fn text(to_user: u64, body: &str) -> SendRequest {
@@ -95,7 +95,7 @@ async fn a_refused_handshake_and_a_missing_response_are_clear_errors() {
 async fn open_loop_bench_delivers_every_acked_message_to_every_device() {
     let server = fake_server::start().await;
     let args = bench_args("--users 4 --connections-per-user 2 --rate 400 --warmup 0.2 --duration 0.5 --body-size 64");
-    let summary = imctl::bench::execute(&admin(&server).await, &server.ws_url, TIMEOUT, &args).await.unwrap();
+    let summary = imctl::bench::execute(&admin(&server).await, &server.ws_url, TIMEOUT, None, &args).await.unwrap();
     // 400 msg/s for 0.7 s in total.
     let counts = &summary.counts;
     assert!((250..=300).contains(&counts.sent), "sent {}", counts.sent);
@@ -115,7 +115,7 @@ async fn closed_loop_bench_keeps_its_window_and_reports_json() {
     let args = bench_args(&format!(
         "--users 3 --closed-loop --window 4 --warmup 0.1 --duration 0.3 --pairing ring --server-pid {pid}"
     ));
-    let summary = imctl::bench::execute(&admin(&server).await, &server.ws_url, TIMEOUT, &args).await.unwrap();
+    let summary = imctl::bench::execute(&admin(&server).await, &server.ws_url, TIMEOUT, None, &args).await.unwrap();
     assert!(summary.counts.sent > 50, "sent {}", summary.counts.sent);
     assert_eq!(summary.counts.delivered, summary.counts.acked);
     assert!(summary.check.ok);
@@ -139,7 +139,7 @@ async fn bench_ends_on_time_when_the_server_stops_reading() {
     let args = bench_args("--users 2 --rate 2000 --body-size 1000000 --warmup 0 --duration 1 --drain 0.5");
     let started = std::time::Instant::now();
     let admin = admin(&server).await;
-    let run = imctl::bench::execute(&admin, &server.ws_url, TIMEOUT, &args);
+    let run = imctl::bench::execute(&admin, &server.ws_url, TIMEOUT, None, &args);
     let summary = tokio::time::timeout(Duration::from_secs(10), run).await.expect("bench hung").unwrap();
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
     let counts = &summary.counts;

@@ -183,7 +183,7 @@ async fn group_bench_reaches_every_member_and_times_the_last_one() {
     let args =
         bench_args("--group-size 5 --groups 2 --senders 2 --rate 200 --warmup 0.2 --duration 0.5 --body-size 64");
     let admin = admin(&server).await;
-    let run = imctl::bench::group::execute(&admin, &server.grpc_url, &server.ws_url, TIMEOUT, &args);
+    let run = imctl::bench::group::execute(&admin, &server.grpc_url, &server.ws_url, TIMEOUT, None, &args);
     let summary = run.await.unwrap();
     // 200 msg/s for 0.7 s in total, from 4 senders.
     let counts = &summary.counts;

@@ -42,7 +42,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Client, conversation_id, free_port, http_get};
+use crate::support::{Client, conversation_id, free_port, http_get_with};
 
 pub const SHARED_MARIADB: &str = "127.0.0.1:3306";
 pub const SHARED_REDIS: &str = "127.0.0.1:6379";
@@ -178,7 +178,7 @@ impl Process {
     pub async fn wait_ready(&mut self, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
-            if let Ok((200, _)) = http_get(self.http_port, "/ready").await {
+            if let Ok((200, _)) = self.ready().await {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
@@ -192,7 +192,7 @@ impl Process {
                 Instant::now() < deadline,
                 "{} not ready within {within:?}; /ready said {:?}",
                 self.name,
-                http_get(self.http_port, "/ready").await
+                self.ready().await
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -224,7 +224,13 @@ impl Process {
 
     /// `/ready`: (status, JSON body).
     pub async fn ready(&self) -> std::io::Result<(u16, String)> {
-        http_get(self.http_port, "/ready").await
+        http_get_with(self.http_port, "/ready", self.tls_ca().as_deref()).await
+    }
+
+    /// The CA its listeners are checked against, when it serves TLS
+    /// (started with `TLS_CA_FILE`).
+    pub fn tls_ca(&self) -> Option<PathBuf> {
+        self.env.iter().find(|(key, _)| key == "TLS_CA_FILE").map(|(_, ca)| PathBuf::from(ca))
     }
 
     /// Waits until `/ready` answers 503 with `dependency` down; panics after

@@ -29,6 +29,7 @@ mod registry_outage;
 mod retention;
 mod support;
 mod tcp_proxy;
+mod tls;
 mod traces;
 mod user_outage;
 mod user_status;

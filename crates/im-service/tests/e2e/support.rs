@@ -114,8 +114,9 @@ impl Node {
         }
         self.child = command.spawn().expect("starting im-service");
         let deadline = Instant::now() + Duration::from_secs(20);
+        let ca = self.tls_ca();
         loop {
-            if let Ok((200, _)) = http_get(self.http_port, "/ready").await {
+            if let Ok((200, _)) = http_get_with(self.http_port, "/ready", ca.as_deref()).await {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -124,6 +125,12 @@ impl Node {
             assert!(Instant::now() < deadline, "im-service not ready within 20 s");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The CA its probes are checked against, when it serves TLS (started
+    /// with `TLS_CA_FILE`).
+    pub fn tls_ca(&self) -> Option<PathBuf> {
+        self.extra_env.iter().find(|(key, _)| key == "TLS_CA_FILE").map(|(_, ca)| PathBuf::from(ca))
     }
 
     /// `kill -9`: no shutdown code runs.
@@ -241,19 +248,60 @@ impl Drop for Node {
 
 /// A bare HTTP/1.1 GET: (status, body).
 pub async fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    http_get_with(port, path, None).await
+}
+
+/// [`http_get`], over TLS trusting the CA file `ca` when there is one (a
+/// process started with `TLS_CERT_FILE`).
+pub async fn http_get_with(port: u16, path: &str, ca: Option<&Path>) -> std::io::Result<(u16, String)> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     let mut raw = String::new();
-    stream.read_to_string(&mut raw).await?;
+    match ca {
+        None => {
+            let mut stream = tcp;
+            stream.write_all(request.as_bytes()).await?;
+            stream.read_to_string(&mut raw).await?;
+        }
+        Some(ca) => {
+            let name = rustls_pki_types::ServerName::try_from("localhost").expect("a server name");
+            let mut stream = tls_connector(ca, &[b"http/1.1"]).connect(name, tcp).await?;
+            stream.write_all(request.as_bytes()).await?;
+            // A server may close without close_notify after the answer.
+            if let Err(error) = stream.read_to_string(&mut raw).await
+                && error.kind() != std::io::ErrorKind::UnexpectedEof
+            {
+                return Err(error);
+            }
+        }
+    }
     let status = raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Ok((status, body))
 }
 
+/// A TLS client trusting the CA certificates of the PEM file `ca`, offering
+/// `alpn`.
+pub fn tls_connector(ca: &Path, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls_pki_types::CertificateDer::pem_file_iter(ca).expect("the CA file") {
+        roots.add(certificate.expect("a CA certificate")).expect("a usable CA");
+    }
+    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
 /// The value of the `/metrics` line that starts with `line_start` (a name
 /// and its labels); panics when there is none.
 pub async fn metric(port: u16, line_start: &str) -> f64 {
-    let (_, text) = http_get(port, "/metrics").await.expect("/metrics answers");
+    metric_with(port, line_start, None).await
+}
+
+/// [`metric`], over TLS trusting `ca` when there is one.
+pub async fn metric_with(port: u16, line_start: &str, ca: Option<&Path>) -> f64 {
+    let (_, text) = http_get_with(port, "/metrics", ca).await.expect("/metrics answers");
     text.lines()
         .find_map(|line| line.strip_prefix(line_start).map(|value| value.trim().parse().unwrap()))
         .unwrap_or_else(|| panic!("no {line_start} in /metrics"))

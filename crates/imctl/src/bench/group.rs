@@ -18,6 +18,7 @@ use crate::admin::Admin;
 use crate::cli::{BenchArgs, DEFAULT_GROUP_RATE};
 use crate::client::{self, ConnectOptions};
 use crate::grpc;
+use crate::tls::CaBundle;
 
 /// Largest fan-out bookkeeping a run may allocate (one bit per member per message).
 pub const MAX_TRACKING_BYTES: u64 = 2 << 30;
@@ -50,6 +51,7 @@ pub async fn execute(
     im_service_url: &str,
     ws_url: &str,
     timeout: Duration,
+    ca: Option<&CaBundle>,
     args: &BenchArgs,
 ) -> anyhow::Result<GroupSummary> {
     let layout = layout_of(args)?;
@@ -69,7 +71,7 @@ pub async fn execute(
     }
     fd_limit::ensure_room_for(u64::from(layout.users()))?;
     // Reach the IM service before creating thousands of users for nothing.
-    let channel = grpc::channel(im_service_url, timeout, "IM service").await?;
+    let channel = grpc::channel(im_service_url, timeout, ca, "IM service").await?;
     let tracker = FanoutTracker::new(layout, &counts);
 
     let prefix = run_prefix();
@@ -96,6 +98,7 @@ pub async fn execute(
             token: users[c.user_index as usize].1.clone(),
             device: Some("bench".into()),
             timeout,
+            ca: ca.cloned(),
         })
         .collect();
     let whose = |i: usize| format!("user {prefix}-{}", connections[i].user_index);

@@ -40,6 +40,7 @@ use tokio::time::Instant;
 use crate::admin::{self, Admin};
 use crate::cli::{BenchArgs, DEFAULT_RATE, GlobalArgs, Pairing};
 use crate::client::{self, ConnectOptions, WsStream};
+use crate::tls::CaBundle;
 use cpu::Process;
 use stats::{Config, Counters, Counts, Cpu, LatencySummary, ServerCpu, Summary, Timing, Totals};
 use workload::{Connection, ConnectionReport, Load, Plan, Run, Traffic};
@@ -54,11 +55,13 @@ pub async fn run(global: &GlobalArgs, admin_env: Option<&str>, args: BenchArgs) 
     }
     let admin = admin::connect_admin(global, admin_env).await?;
     let failure = if args.group_size.is_some() {
-        let summary = group::execute(&admin, &global.im_service_url, &global.ws_url, global.timeout, &args).await?;
+        let summary =
+            group::execute(&admin, &global.im_service_url, &global.ws_url, global.timeout, global.ca.as_ref(), &args)
+                .await?;
         print(args.json, &summary, &summary.human())?;
         summary.failure()
     } else {
-        let summary = execute(&admin, &global.ws_url, global.timeout, &args).await?;
+        let summary = execute(&admin, &global.ws_url, global.timeout, global.ca.as_ref(), &args).await?;
         print(args.json, &summary, &summary.human())?;
         summary.failure()
     };
@@ -90,7 +93,13 @@ fn run_prefix() -> String {
 
 /// One benchmark run of 1:1 messages against the gateway at `ws_url`, users
 /// created through `admin`; returns the summary without printing it (progress aside).
-pub async fn execute(admin: &Admin, ws_url: &str, timeout: Duration, args: &BenchArgs) -> anyhow::Result<Summary> {
+pub async fn execute(
+    admin: &Admin,
+    ws_url: &str,
+    timeout: Duration,
+    ca: Option<&CaBundle>,
+    args: &BenchArgs,
+) -> anyhow::Result<Summary> {
     let load = if args.closed_loop {
         Load::Closed { window: args.window }
     } else {
@@ -112,6 +121,7 @@ pub async fn execute(admin: &Admin, ws_url: &str, timeout: Duration, args: &Benc
             token: users[(i / per_user) as usize].1.clone(),
             device: Some(format!("bench-{}", i % per_user)),
             timeout,
+            ca: ca.cloned(),
         })
         .collect();
     let whose = |i: usize| format!("user {prefix}-{}", i as u32 / per_user);

@@ -42,7 +42,7 @@ pub fn assert_all_delivered(counts: &Counts, per_ack: u64) {
 /// The fake's user service with its admin credential.
 pub async fn admin(server: &FakeServer) -> Admin {
     let token = resolve_admin_token(Some(ADMIN_TOKEN), None, std::path::Path::new("/nonexistent")).unwrap();
-    Admin::connect(&server.grpc_url, token, TIMEOUT).await.unwrap()
+    Admin::connect(&server.grpc_url, token, TIMEOUT, None).await.unwrap()
 }
 
 /// Runs the imctl binary against `server` (every URL pointed at it) with a clean environment.
