@@ -24,6 +24,8 @@
 //! - `batch` (private): in-batch duplicate resolution, shared by SQL stores.
 //! - `sql` (private): what the SQL stores share: multi-row statements, and
 //!   the rules and steps of group changes.
+//! - `tls` (private): the CA bundles of TLS to MySQL, Redis, etcd and Kafka,
+//!   read and checked the same way, errors naming the setting.
 
 mod batch;
 pub mod conformance;
@@ -35,6 +37,7 @@ pub mod redis;
 mod sql;
 pub mod sqlite;
 pub mod telemetry;
+mod tls;
 
 pub use self::redis::{RedisConnection, RedisDedupCache, RedisSeqAllocator};
 pub use etcd::{EtcdRegistry, EtcdRegistryOptions};

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
 use im_config::EtcdConfig;
 use im_core::error::BackendError;
 use im_core::ports::BackendResult;
@@ -33,8 +33,8 @@ impl NodeClaim {
         timeout: Duration,
     ) -> BackendResult<Self> {
         let key = format!("{prefix}/nodes/{node_id}");
-        let options = ConnectOptions::new().with_connect_timeout(timeout).with_timeout(timeout);
-        let mut client = Client::connect(&config.endpoints, Some(options)).await.map_err(map_etcd)?;
+        let options = super::connect::base_options(config)?.with_connect_timeout(timeout).with_timeout(timeout);
+        let mut client = super::connect::connect(config, options).await?;
         let ttl_secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
         // Put only if the key does not exist (create_revision 0). A claim
         // left by a node that was killed is still there until its lease runs

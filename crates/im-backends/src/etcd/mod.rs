@@ -23,7 +23,8 @@
 //!   ends. A process that only reads
 //!   (`im-service`) never registers, so it never holds a lease.
 //!
-//! Files: `cache` (the local view), `keys` (the layout), `lease` (the
+//! Files: `connect` (client options from `etcd.*`: plain or TLS, for every
+//! client here), `cache` (the local view), `keys` (the layout), `lease` (the
 //! registering side), `watch` (list + watch), `error` (etcd errors as
 //! [`BackendError`](im_core::error::BackendError)), `claim` ([`NodeClaim`]:
 //! a node's `NODE_ID` held under a lease, `{prefix}/nodes/{id}`),
@@ -32,6 +33,7 @@
 
 mod cache;
 mod claim;
+mod connect;
 mod error;
 mod keys;
 mod lease;
@@ -46,7 +48,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::Client;
 use im_config::EtcdConfig;
 use im_core::error::BackendError;
 use im_core::ports::{BackendResult, Registry};
@@ -54,7 +56,6 @@ use im_core::{GatewayId, UserId};
 use tokio::task::JoinHandle;
 
 use self::cache::Cache;
-use self::error::map_etcd;
 use self::keys::Keys;
 use self::lease::Registrar;
 use self::watch::Mirror;
@@ -163,10 +164,7 @@ impl Registry for EtcdRegistry {
 
 /// A client for watching and writing: connects within `request_timeout`.
 async fn connect_client(config: &EtcdConfig, request_timeout: Duration) -> BackendResult<Client> {
-    if config.endpoints.is_empty() {
-        return Err(BackendError::other("etcd.endpoints is empty"));
-    }
-    let connect = ConnectOptions::new()
+    let options = connect::base_options(config)?
         .with_connect_timeout(request_timeout)
         // HTTP/2 pings: a watch on a connection that died silently fails
         // within this bound instead of waiting forever.
@@ -174,7 +172,7 @@ async fn connect_client(config: &EtcdConfig, request_timeout: Duration) -> Backe
         // A member cut off from its cluster's leader refuses requests (and
         // ends watches) instead of serving stale data.
         .with_require_leader(true);
-    Client::connect(&config.endpoints, Some(connect)).await.map_err(map_etcd)
+    connect::connect(config, options).await
 }
 
 /// The registrations under `{prefix}/users/`, mirrored into the cache.

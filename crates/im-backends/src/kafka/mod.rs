@@ -21,13 +21,15 @@
 //!   [`KafkaBus::ensure_topics`] at start-up, and again whenever they vanish
 //!   (a broker that restarted empty), checked every second.
 //!
-//! Files: `consumer` (the member, its commits and lag), `topics` (creating
+//! Files: `consumer` (the member, its commits and lag), `security` (TLS and
+//! SASL to the brokers from `kafka.*`), `topics` (creating
 //! and keeping the topics), `error` (librdkafka errors as [`BackendError`]),
 //! `logs` (librdkafka's logs to `tracing`).
 
 mod consumer;
 mod error;
 mod logs;
+mod security;
 mod topics;
 
 use std::collections::HashMap;
@@ -81,6 +83,7 @@ impl KafkaBus {
         let timeout = config.producer.timeout;
         let mut base = ClientConfig::new();
         base.set("bootstrap.servers", config.brokers.join(","));
+        security::apply(config, &mut base)?;
 
         let mut producer = base.clone();
         producer

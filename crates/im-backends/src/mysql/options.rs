@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
-use im_config::DatabaseConfig;
+use im_config::{DatabaseConfig, DbTlsMode};
 use im_core::error::BackendError;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions, MySqlSslMode};
+
+use crate::tls::CaSetting;
 
 const DEFAULT_PORT: u16 = 3306;
 
@@ -53,13 +55,35 @@ pub(super) fn check_database_name(name: &str) -> Result<(), BackendError> {
     Ok(())
 }
 
-/// Where and as whom to connect, without a database.
+/// Where and as whom to connect, without a database, and how (TLS).
 pub(super) fn server_options(config: &DatabaseConfig) -> Result<MySqlConnectOptions, BackendError> {
     let (host, port) = split_host(&config.host)?;
     let options = MySqlConnectOptions::new().host(host).port(port).username(&config.user);
+    let options = with_tls(options, config)?;
     // No password at all, rather than an empty one: sqlx would send the
     // scramble of "" where the server expects an empty response.
     Ok(if config.password.is_empty() { options } else { options.password(config.password.expose()) })
+}
+
+/// `database.tls_mode` and `database.tls_ca_file`. The modes are MySQL's
+/// own `--ssl-mode`, which sqlx implements as they are: `preferred` and
+/// `required` accept any certificate, `verify_ca` checks the chain, and
+/// `verify_identity` the chain and that the certificate names the host.
+fn with_tls(options: MySqlConnectOptions, config: &DatabaseConfig) -> Result<MySqlConnectOptions, BackendError> {
+    let mode = match config.tls_mode {
+        DbTlsMode::Disabled => MySqlSslMode::Disabled,
+        DbTlsMode::Preferred => MySqlSslMode::Preferred,
+        DbTlsMode::Required => MySqlSslMode::Required,
+        DbTlsMode::VerifyCa => MySqlSslMode::VerifyCa,
+        DbTlsMode::VerifyIdentity => MySqlSslMode::VerifyIdentity,
+    };
+    let options = options.ssl_mode(mode);
+    let Some(ca) = &config.tls_ca_file else { return Ok(options) };
+    // Checked now for an error that names the setting; sqlx is given the
+    // path, not the bytes, so it reads the file at each new connection and
+    // a renewed bundle is picked up without a restart.
+    CaSetting::DATABASE.read(ca)?;
+    Ok(options.ssl_ca(ca))
 }
 
 /// The pool the settings describe.
@@ -107,6 +131,38 @@ mod tests {
         for bad in ["", ":3306", "db:", "db:x", "db:70000", "[::1", "[::1]x", "[]:3306"] {
             assert!(split_host(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_options_carry_the_tls_mode_and_the_ca() {
+        let modes = [
+            (DbTlsMode::Disabled, MySqlSslMode::Disabled),
+            (DbTlsMode::Preferred, MySqlSslMode::Preferred),
+            (DbTlsMode::Required, MySqlSslMode::Required),
+            (DbTlsMode::VerifyCa, MySqlSslMode::VerifyCa),
+            (DbTlsMode::VerifyIdentity, MySqlSslMode::VerifyIdentity),
+        ];
+        for (tls_mode, expected) in modes {
+            let config = DatabaseConfig { host: "db:3306".to_owned(), tls_mode, ..DatabaseConfig::default() };
+            // `MySqlSslMode` is not `PartialEq`.
+            let mode = server_options(&config).unwrap().get_ssl_mode();
+            assert_eq!(format!("{mode:?}"), format!("{expected:?}"), "{tls_mode}");
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let config = DatabaseConfig {
+            host: "db".to_owned(),
+            tls_mode: DbTlsMode::VerifyIdentity,
+            tls_ca_file: Some(ca.clone()),
+            ..DatabaseConfig::default()
+        };
+        let error = server_options(&config).unwrap_err().to_string();
+        assert!(error.contains("database.tls_ca_file (DB_TLS_CA_FILE): cannot read"), "{error}");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
+        // No getter for the CA: its `Debug` shows it (no password is set here).
+        let options = format!("{:?}", server_options(&config).unwrap());
+        assert!(options.contains("ssl_ca: Some(File(") && options.contains("ca.pem"), "{options}");
     }
 
     #[test]

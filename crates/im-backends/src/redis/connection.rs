@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{
-    Client, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisConnectionInfo, RedisError, RedisResult,
-    ServerErrorKind,
+    Client, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, RedisConnectionInfo, RedisError,
+    RedisResult, ServerErrorKind, TlsCertificates,
 };
 use im_config::RedisConfig;
 use im_core::error::BackendError;
 use im_core::ports::BackendResult;
 
 use crate::telemetry::{RedisOperation, dependency_metrics};
+use crate::tls::CaSetting;
 
 /// A connection to one Redis server, shared by the seq allocator and the
 /// dedup cache. Cheap to clone: clones share one multiplexed connection, on
@@ -55,12 +56,18 @@ impl RedisConnection {
         if !config.password.is_empty() {
             settings = settings.set_password(config.password.expose());
         }
-        let info = ConnectionAddr::Tcp(host, port)
+        let address = if config.tls {
+            // Verified: the chain and that the certificate names the host of
+            // `redis.addr` (no `insecure`).
+            ConnectionAddr::TcpTls { host, port, insecure: false, tls_params: None }
+        } else {
+            ConnectionAddr::Tcp(host, port)
+        };
+        let info = address
             .into_connection_info()
             .map_err(|e| BackendError::other(format!("redis.addr {:?}: {e}", config.addr)))?
             .set_redis_settings(settings);
-        let client =
-            Client::open(info).map_err(|e| BackendError::other(format!("redis.addr {:?}: {e}", config.addr)))?;
+        let client = client(info, config)?;
         let response_timeout = config.read_timeout + config.write_timeout;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.dial_timeout))
@@ -70,7 +77,9 @@ impl RedisConnection {
             .set_number_of_retries(0);
         let manager = ConnectionManager::new_lazy_with_config(client, manager_config)
             .map_err(|e| BackendError::other(format!("redis.addr {:?}: {e}", config.addr)))?;
-        Ok(Self { manager, addr: config.addr.as_str().into(), call_timeout: config.dial_timeout + response_timeout })
+        // Errors say whether TLS was spoken: a handshake refused is then read as such.
+        let addr = if config.tls { format!("{} (TLS)", config.addr) } else { config.addr.clone() };
+        Ok(Self { manager, addr: addr.into(), call_timeout: config.dial_timeout + response_timeout })
     }
 
     /// A cheap round trip (`PING`), for `/ready`.
@@ -104,6 +113,22 @@ impl RedisConnection {
 
     pub(crate) fn addr(&self) -> &str {
         &self.addr
+    }
+}
+
+/// The client for `info`: with `redis.tls_ca_file`, one that trusts that
+/// bundle only; otherwise (plain TCP, or TLS verified against the system's
+/// roots, which the redis crate loads at each connection) a plain one.
+fn client(info: ConnectionInfo, config: &RedisConfig) -> BackendResult<Client> {
+    match &config.tls_ca_file {
+        Some(ca) if config.tls => {
+            let root_cert = Some(CaSetting::REDIS.read(ca)?);
+            Client::build_with_tls(info, TlsCertificates { client_tls: None, root_cert })
+                .map_err(|e| CaSetting::REDIS.error(format!("{}: {e}", ca.display())))
+        }
+        // Without `redis.tls` the bundle has nothing to verify (the config's
+        // validation refuses that combination).
+        _ => Client::open(info).map_err(|e| BackendError::other(format!("redis.addr {:?}: {e}", config.addr))),
     }
 }
 

@@ -5,6 +5,7 @@
 //! - `sqlite`: what only the SQLite store promises (durability across reopen).
 //! - `properties`: the seq allocator and the dedup cache against trivial
 //!   models, on random operation sequences.
+//! - `tls`: TLS to MySQL, Redis, etcd and Kafka, against servers started with it.
 
 mod conformance;
 mod etcd;
@@ -14,3 +15,4 @@ mod mysql;
 mod properties;
 mod redis;
 mod sqlite;
+mod tls;
