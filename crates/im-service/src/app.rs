@@ -50,6 +50,7 @@ use crate::retention::RetentionJob;
 use crate::router::{RetryPolicy, Router};
 use crate::serve;
 use crate::stores::Stores;
+use crate::tls::CallTls;
 use crate::user_statuses;
 
 /// Sends waiting for the writer. When full, senders wait: backpressure
@@ -244,7 +245,9 @@ async fn registry_and_pusher(
         // No readiness probe: pushes go to whichever gateways the registry
         // names, so one gateway being down is not this node being unready;
         // its users get their messages by sync when they reconnect.
-        ServiceLink::Remote(gateway) => Arc::new(GrpcPusher::new(tokens.clone(), gateway.timeout)),
+        ServiceLink::Remote(gateway) => {
+            Arc::new(GrpcPusher::new(tokens.clone(), gateway.timeout, CallTls::from_config(&config.tls)?))
+        }
     };
     Ok((registry, pusher))
 }
@@ -279,7 +282,7 @@ fn user_store(
             // roster is cached, are served without it.
             readiness.add_degrading("user-service", tcp_probe(user.addr.clone()));
             Ok(Arc::new(
-                RemoteUsers::new(&user.addr, user.timeout, tokens.clone())
+                RemoteUsers::new(&user.addr, user.timeout, &CallTls::from_config(&config.tls)?, tokens.clone())
                     .context("services.user.addr (USER_SERVICE_ADDR)")?,
             ))
         }
@@ -302,7 +305,7 @@ fn group_directory(
             config.group.max_members,
         ))),
         ServiceLink::Remote(user) => Ok(Arc::new(
-            RemoteGroups::new(&user.addr, user.timeout, tokens.clone())
+            RemoteGroups::new(&user.addr, user.timeout, &CallTls::from_config(&config.tls)?, tokens.clone())
                 .context("services.user.addr (USER_SERVICE_ADDR)")?,
         )),
     }

@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::readiness::{Readiness, flag_probe, tcp_probe};
 use crate::remote::{RemoteMessaging, lazy_channel};
 use crate::serve;
+use crate::tls::CallTls;
 use crate::user_statuses;
 
 /// The sockets of a gateway process.
@@ -71,8 +72,10 @@ pub async fn run(config: Config, listeners: GatewayListeners, shutdown: Cancella
     // Handshakes of disabled users and revoked tokens are refused, and the
     // connections of a user stopped later closed (`Gateway::with_hub`).
     let user_tokens = tokens.clone().with_statuses(user_statuses::board(&config, None, &mut readiness).await?);
-    let messaging: Arc<dyn Messaging> =
-        Arc::new(RemoteMessaging::new(lazy_channel(&im.addr, im.timeout)?, user_tokens.clone()));
+    let messaging: Arc<dyn Messaging> = Arc::new(RemoteMessaging::new(
+        lazy_channel(&im.addr, im.timeout, &CallTls::from_config(&config.tls)?)?,
+        user_tokens.clone(),
+    ));
 
     let hub = Arc::new(Hub::new(GatewayId(gateway_addr.clone())));
     let gateway = Gateway::with_hub(hub.clone(), messaging, registry, user_tokens, serve::gateway_limits(&config));

@@ -71,6 +71,7 @@ mod tests {
     use super::*;
     use crate::remote::groups::RemoteGroups;
     use crate::remote::{GrpcPusher, RemoteUsers};
+    use crate::tls::CallTls;
 
     const SECRET: &[u8] = b"credential-test-secret-012345678";
 
@@ -112,9 +113,10 @@ mod tests {
     #[tokio::test]
     async fn each_remote_client_presents_the_scope_of_the_api_it_calls() {
         let timeout = Duration::from_secs(1);
-        let pusher = GrpcPusher::new(tokens(), timeout);
-        let users = RemoteUsers::new("127.0.0.1:1", timeout, tokens()).unwrap();
-        let groups = RemoteGroups::new("127.0.0.1:1", timeout, tokens()).unwrap();
+        let tls = CallTls::none();
+        let pusher = GrpcPusher::new(tokens(), timeout, tls.clone());
+        let users = RemoteUsers::new("127.0.0.1:1", timeout, &tls, tokens()).unwrap();
+        let groups = RemoteGroups::new("127.0.0.1:1", timeout, &tls, tokens()).unwrap();
         for (credential, scope) in [
             (pusher.credential(), Scope::Push),
             (users.credential(), Scope::Users),

@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 
 use super::channel::lazy_channel;
 use super::credential::ServiceCredential;
+use crate::tls::CallTls;
 
 /// The group directory of an `im-user` process.
 pub struct RemoteGroups {
@@ -29,9 +30,9 @@ pub struct RemoteGroups {
 impl RemoteGroups {
     /// `addr` and `timeout` are `USER_SERVICE_ADDR` and `USER_SERVICE_TIMEOUT`;
     /// calls carry a `groups` service credential signed with `tokens`.
-    pub fn new(addr: &str, timeout: Duration, tokens: Tokens) -> BackendResult<Self> {
+    pub fn new(addr: &str, timeout: Duration, tls: &CallTls, tokens: Tokens) -> BackendResult<Self> {
         let credential = ServiceCredential::new(tokens, Scope::Groups);
-        Ok(Self { client: GroupDirectoryClient::new(lazy_channel(addr, timeout)?), credential })
+        Ok(Self { client: GroupDirectoryClient::new(lazy_channel(addr, timeout, tls)?), credential })
     }
 
     #[cfg(test)]
@@ -155,7 +156,7 @@ mod tests {
     }
 
     fn client(addr: &str, secret: &[u8]) -> RemoteGroups {
-        RemoteGroups::new(addr, Duration::from_secs(5), Tokens::new(secret).unwrap()).unwrap()
+        RemoteGroups::new(addr, Duration::from_secs(5), &CallTls::none(), Tokens::new(secret).unwrap()).unwrap()
     }
 
     #[tokio::test]

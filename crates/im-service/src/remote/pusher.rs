@@ -15,22 +15,25 @@ use tonic::transport::Channel;
 
 use super::channel::{backend_error, lazy_channel};
 use super::credential::ServiceCredential;
+use crate::tls::CallTls;
 
 /// Pushes to gateway processes. A gateway's id is the `host:port` of its
 /// push API (it registers under that name), so no lookup table is needed.
 pub struct GrpcPusher {
     credential: ServiceCredential,
     timeout: Duration,
+    tls: CallTls,
     clients: Mutex<HashMap<GatewayId, PushServiceClient<Channel>>>,
 }
 
 impl GrpcPusher {
     /// `timeout` is the deadline of one push call (`GATEWAY_SERVICE_TIMEOUT`);
     /// the router retries a failed call (`MAX_RETRY_ATTEMPTS`). Calls carry
-    /// a `push` service credential signed with `tokens`.
-    pub fn new(tokens: Tokens, timeout: Duration) -> Self {
+    /// a `push` service credential signed with `tokens`, over TLS when `tls`
+    /// says so.
+    pub fn new(tokens: Tokens, timeout: Duration, tls: CallTls) -> Self {
         let credential = ServiceCredential::new(tokens, Scope::Push);
-        Self { credential, timeout, clients: Mutex::new(HashMap::new()) }
+        Self { credential, timeout, tls, clients: Mutex::new(HashMap::new()) }
     }
 
     #[cfg(test)]
@@ -43,7 +46,7 @@ impl GrpcPusher {
         if let Some(client) = clients.get(gateway) {
             return Ok(client.clone());
         }
-        let client = PushServiceClient::new(lazy_channel(&gateway.0, self.timeout)?);
+        let client = PushServiceClient::new(lazy_channel(&gateway.0, self.timeout, &self.tls)?);
         clients.insert(gateway.clone(), client.clone());
         Ok(client)
     }

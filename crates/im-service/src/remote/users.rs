@@ -18,6 +18,7 @@ use tonic::transport::Channel;
 
 use super::channel::{backend_error, lazy_channel};
 use super::credential::ServiceCredential;
+use crate::tls::CallTls;
 
 /// The user directory of an `im-user` process.
 pub struct RemoteUsers {
@@ -28,9 +29,9 @@ pub struct RemoteUsers {
 impl RemoteUsers {
     /// `addr` and `timeout` are `USER_SERVICE_ADDR` and `USER_SERVICE_TIMEOUT`;
     /// calls carry a `users` service credential signed with `tokens`.
-    pub fn new(addr: &str, timeout: Duration, tokens: Tokens) -> BackendResult<Self> {
+    pub fn new(addr: &str, timeout: Duration, tls: &CallTls, tokens: Tokens) -> BackendResult<Self> {
         let credential = ServiceCredential::new(tokens, Scope::Users);
-        Ok(Self { client: UserServiceClient::new(lazy_channel(addr, timeout)?), credential })
+        Ok(Self { client: UserServiceClient::new(lazy_channel(addr, timeout, tls)?), credential })
     }
 
     #[cfg(test)]

@@ -30,7 +30,9 @@ pub struct TlsTransport {
 }
 
 enum TlsState {
-    Handshaking(Accept<TcpStream>),
+    // Boxed: a handshake in progress and a TLS stream hold rustls's whole
+    // connection state (over 1 KiB); a socket in clear should not carry that.
+    Handshaking(Box<Accept<TcpStream>>),
     Ready(Box<TlsStream<TcpStream>>),
     /// The handshake failed; the error was returned once.
     Failed,
@@ -42,7 +44,7 @@ impl Transport {
         match tls {
             None => Self::Plain(tcp),
             Some((acceptor, failures)) => Self::Tls(TlsTransport {
-                state: TlsState::Handshaking(acceptor.accept(tcp)),
+                state: TlsState::Handshaking(Box::new(acceptor.accept(tcp))),
                 handshake_failures: failures.clone(),
             }),
         }
@@ -53,7 +55,7 @@ impl TlsTransport {
     /// The TLS stream, once the handshake is over; drives it meanwhile.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<&mut TlsStream<TcpStream>>> {
         if let TlsState::Handshaking(accept) = &mut self.state {
-            match ready!(Pin::new(accept).poll(cx)) {
+            match ready!(Pin::new(accept.as_mut()).poll(cx)) {
                 Ok(stream) => self.state = TlsState::Ready(Box::new(stream)),
                 Err(error) => {
                     self.state = TlsState::Failed;
