@@ -718,6 +718,12 @@ impl Cluster {
         &self.ws_urls[gateway]
     }
 
+    /// `im-user`'s gRPC address and the admin credential it wrote, for a
+    /// test's own client (one over TLS).
+    pub fn user_service(&self) -> (&str, &str) {
+        (&self.user_addr, &self.admin_token)
+    }
+
     /// The admin side of `im-user`'s directory.
     pub async fn user_admin(&self) -> crate::support::UserAdmin {
         crate::support::UserAdmin::connect(&self.user_addr, &self.admin_token).await

@@ -20,6 +20,7 @@ use imctl::client::{Client, ConnectOptions, Event, Events, Recipient};
 use imctl::tls::CaBundle;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 
+use crate::harness::{ClusterBuilder, unique};
 use crate::support::{Node, http_get, http_get_with, metric_with};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -197,4 +198,56 @@ async fn a_standalone_node_serves_only_tls_and_renews_its_certificate() {
     }
     connect(&ws, &bob.token, Some(&renewed)).await.expect("the pair in service stays");
     assert_eq!(http_get_with(node.http_port, "/ready", Some(&second.ca)).await.unwrap().0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hop_of_a_production_cluster_speaks_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let issued = issue(dir.path(), "cluster");
+    let served = Served::install(dir.path(), &issued);
+    let mut builder = ClusterBuilder::new();
+    for (key, value) in served.env(&issued.ca) {
+        builder = builder.env_all(&key, value);
+    }
+    // Every process serves TLS only: a call in clear anywhere would fail.
+    let cluster = builder.start().await;
+    let ca = ca_bundle(&issued.ca);
+
+    let (user_addr, admin_token) = cluster.user_service();
+    let token = resolve_admin_token(Some(admin_token), None, dir.path()).unwrap();
+    let mut users = Admin::connect(&format!("https://{user_addr}"), token, TIMEOUT, Some(&ca)).await.unwrap();
+    let alice = users.create_user(&unique("alice")).await.expect("im-user over TLS");
+    let bob = users.create_user(&unique("bob")).await.unwrap();
+    let bob_id = bob.user.unwrap().id;
+
+    // Alice on gateway 1 (node 1), Bob on gateway 2 (node 2): gateway to
+    // node, node to im-user (is Bob a user?), node to Bob's gateway's push API.
+    let wss = |gateway: usize| cluster.ws_url(gateway).replacen("ws://", "wss://", 1);
+    let (alice_client, _alice_events) = connect(&wss(0), &alice.token, Some(&ca)).await.expect("wss, gateway 1");
+    let (_bob_client, mut bob_events) = connect(&wss(1), &bob.token, Some(&ca)).await.expect("wss, gateway 2");
+    exchange(&alice_client, bob_id, &mut bob_events, "across the cluster").await;
+
+    // A group through node 1's group API: node to im-user's group directory.
+    let node = format!("https://127.0.0.1:{}", cluster.node_grpc_port(0));
+    let channel = imctl::grpc::channel(&node, TIMEOUT, Some(&ca), "IM service").await.unwrap();
+    let mut groups = imctl::group::GroupApi::on(channel, &alice.token).unwrap();
+    let roster = groups.create_group("tls", vec![bob_id], false).await.expect("a group over TLS");
+    let group = roster.group.expect("the group").id;
+    let ack = alice_client
+        .send(Recipient::Group(group).message(imctl::client::random_client_msg_id(), "team".into(), String::new()))
+        .await
+        .expect("a group send");
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, bob_events.recv()).await.expect("the group message is pushed to Bob") {
+            Some(Event::Message(message))
+                if message.seq == ack.seq && message.conversation_id == format!("g:{group}") =>
+            {
+                break;
+            }
+            Some(_) => continue,
+            None => panic!("Bob's connection closed"),
+        }
+    }
 }
