@@ -618,6 +618,53 @@ mod tests {
         assert!(echoes(&mut fresh).await);
     }
 
+    /// A guard whose listeners speak TLS with a self-signed certificate.
+    fn tls_guard(limits: LimitsConfig, dir: &std::path::Path) -> Arc<ConnectionGuard> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().self_signed(&key).unwrap();
+        let (cert_file, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let config = im_config::TlsConfig {
+            cert_file: Some(cert_file),
+            key_file: Some(key_file),
+            ..im_config::TlsConfig::default()
+        };
+        let tls = ServerTls::from_config(&config).unwrap();
+        ConnectionGuard::with_tls(&limits, GuardMetrics::default(), RateLimitMetrics::default(), tls)
+    }
+
+    #[tokio::test]
+    async fn a_tls_handshake_that_stalls_meets_the_handshake_deadline_even_when_the_server_writes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let guard = tls_guard(limits(10, 100), dir.path());
+        // A gRPC listener: the server's first move is a write (HTTP/2
+        // SETTINGS), which waits for the client's hello.
+        let mut listener = guard.grpc(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept_guarded().await;
+                tokio::spawn(async move { stream.write_all(b"settings").await });
+            }
+        });
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        // Half a ClientHello's record header, then nothing.
+        silent.write_all(&[0x16, 0x03]).await.unwrap();
+        assert!(closed_within(&mut silent, Duration::from_secs(2)).await);
+        assert_eq!(guard.metrics.handshake_timeouts.get(), 1);
+
+        // A client in clear fails the handshake, counted.
+        let mut clear = TcpStream::connect(addr).await.unwrap();
+        clear.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+        // The server answers with a TLS alert, then closes.
+        let mut answer = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(2), clear.read_to_end(&mut answer)).await;
+        assert!(matches!(closed, Ok(Ok(_) | Err(_))), "closed after the alert");
+        assert_eq!(answer.first(), Some(&0x15), "a TLS alert record: {answer:?}");
+        assert_eq!(guard.metrics.tls_handshake_failures.get(), 1);
+    }
+
     #[tokio::test]
     async fn a_connection_past_its_handshake_no_longer_counts_as_pending() {
         let guard = guard(limits(1, 100));

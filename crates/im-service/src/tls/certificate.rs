@@ -100,13 +100,77 @@ impl ReloadingCertificate {
         Ok(Reload::Replaced)
     }
 
-    pub fn files(&self) -> &CertificateFiles {
-        &self.files
+    /// The pair served to the next handshake.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current.read().0.clone()
     }
 }
 
 impl ResolvesServerCert for ReloadingCertificate {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().0.clone())
+        Some(self.current())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{CertificateParams, KeyPair};
+
+    use super::*;
+
+    /// A self-signed certificate for localhost and its key, as PEM.
+    fn pair() -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_owned()]).unwrap().self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn files(dir: &Path, (cert, key): &(String, String)) -> CertificateFiles {
+        let files = CertificateFiles { cert: dir.join("tls.crt"), key: dir.join("tls.key") };
+        std::fs::write(&files.cert, cert).unwrap();
+        std::fs::write(&files.key, key).unwrap();
+        files
+    }
+
+    #[test]
+    fn a_pair_must_be_readable_pem_and_belong_together() {
+        let (first, second) = (pair(), pair());
+        assert!(certified_key(first.0.as_bytes(), first.1.as_bytes()).is_ok());
+
+        let mismatched = certified_key(first.0.as_bytes(), second.1.as_bytes()).unwrap_err().to_string();
+        assert!(mismatched.contains("TLS_KEY_FILE") && mismatched.contains("TLS_CERT_FILE"), "{mismatched}");
+        let no_cert = certified_key(first.1.as_bytes(), first.1.as_bytes()).unwrap_err().to_string();
+        assert!(no_cert.contains("no CERTIFICATE"), "{no_cert}");
+        let no_key = certified_key(first.0.as_bytes(), b"not a key").unwrap_err().to_string();
+        assert!(no_key.contains("TLS_KEY_FILE") && !no_key.contains("not a key"), "{no_key}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let missing = CertificateFiles { cert: dir.path().join("absent.crt"), key: dir.path().join("absent.key") };
+        let error = ReloadingCertificate::load(missing).unwrap_err().to_string();
+        assert!(error.contains("TLS_CERT_FILE") && error.contains("absent.crt"), "{error}");
+    }
+
+    #[test]
+    fn a_reload_replaces_a_changed_pair_and_keeps_the_one_in_service_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (pair(), pair());
+        let certificate = ReloadingCertificate::load(files(dir.path(), &first)).unwrap();
+        let served_first = certificate.current();
+        assert_eq!(certificate.reload().unwrap(), Reload::Unchanged);
+        assert!(Arc::ptr_eq(&certificate.current(), &served_first));
+
+        // Half a renewal: the new certificate with the old key.
+        std::fs::write(&certificate.files.cert, &second.0).unwrap();
+        assert!(certificate.reload().is_err());
+        assert!(Arc::ptr_eq(&certificate.current(), &served_first), "the pair in service stays");
+
+        std::fs::write(&certificate.files.key, &second.1).unwrap();
+        assert_eq!(certificate.reload().unwrap(), Reload::Replaced);
+        let served_second = certificate.current();
+        assert_ne!(served_second.cert, served_first.cert);
+        assert_eq!(
+            served_second.cert[0].as_ref(),
+            CertificateDer::from_pem_slice(second.0.as_bytes()).unwrap().as_ref()
+        );
     }
 }
