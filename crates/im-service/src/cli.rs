@@ -116,6 +116,12 @@ where
         eprintln!("{name}: {e}");
         return ExitCode::from(2);
     }
+    if command.is_none()
+        && let Err(e) = crate::tls::preflight(&config.tls)
+    {
+        eprintln!("{name}: invalid configuration:\n{e:#}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

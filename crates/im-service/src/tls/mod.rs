@@ -28,6 +28,15 @@ fn ring_provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
+/// Reads the certificate pair and the CA bundle the way the process will,
+/// so a bad file stops it before anything starts (exit 2, as any other bad
+/// setting), not after its stores and consumers are up.
+pub fn preflight(tls: &TlsConfig) -> anyhow::Result<()> {
+    ServerTls::from_config(tls)?;
+    CallTls::from_config(tls)?;
+    Ok(())
+}
+
 /// The TLS side of this process's listeners.
 pub struct ServerTls {
     certificate: Arc<ReloadingCertificate>,

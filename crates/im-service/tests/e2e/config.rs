@@ -65,6 +65,21 @@ fn a_remote_service_without_jwt_secret_is_refused_before_binding() {
     assert!(stderr.contains("auth.jwt_secret"), "{stderr}");
 }
 
+/// A certificate pair or CA bundle that cannot serve stops the process
+/// before it starts anything, naming the setting.
+#[test]
+fn unusable_tls_files_are_refused_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let junk = junk.to_str().unwrap();
+    let stderr = refused_before_binding(&[("TLS_CERT_FILE", junk), ("TLS_KEY_FILE", junk)]);
+    assert!(stderr.contains("TLS_CERT_FILE") && stderr.contains("no CERTIFICATE"), "{stderr}");
+    let missing = dir.path().join("missing-ca.pem");
+    let stderr = refused_before_binding(&[("TLS_CA_FILE", missing.to_str().unwrap())]);
+    assert!(stderr.contains("TLS_CA_FILE") && stderr.contains("missing-ca.pem"), "{stderr}");
+}
+
 /// Starts a node with `extra`, its stderr a pipe, and returns its log lines
 /// up to and including "im-service ready".
 fn log_lines_until_ready(extra: &[(String, String)]) -> Vec<String> {
