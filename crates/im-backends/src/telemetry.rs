@@ -41,6 +41,7 @@ operations! {
     DbOperation {
         Append => "append",
         Fetch => "fetch",
+        RecordSkipped => "record_skipped",
         FindByClientMsgId => "find_by_client_msg_id",
         AuditRecords => "audit_records",
         ConversationsOf => "conversations_of",

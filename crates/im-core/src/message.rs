@@ -164,6 +164,12 @@ pub struct ExpiryStep {
 pub struct Page {
     pub messages: Vec<StoredMessage>,
     pub has_more: bool,
+    /// Seqs known never to be stored (`MessageStore::record_skipped`)
+    /// between the cursor and the last message of the page, ascending: holes
+    /// sync steps over at once. A page whose messages follow each other
+    /// without a hole has none; a store that knows of none leaves it empty
+    /// (sync then waits out the grace on every hole).
+    pub skipped: Vec<crate::Seq>,
 }
 
 /// How much of a fetched page a reader may see (G4 with several writers).
@@ -176,11 +182,29 @@ pub struct Page {
 /// send, a lost allocation) and the reader moves past it. `grace_ms` must
 /// exceed the longest a commit can take after its seqs were allocated.
 ///
+/// A seq of `skipped` (ascending: seqs recorded as never to be stored, as
+/// [`Page::skipped`]) counts as present: a hole made only of those never
+/// makes the reader wait.
+///
 /// Returns how many messages of `messages` (ascending seqs, all after
 /// `after`) are visible at `now_ms`.
-pub fn visible_prefix(messages: &[StoredMessage], after: crate::Seq, now_ms: i64, grace_ms: i64) -> usize {
+pub fn visible_prefix(
+    messages: &[StoredMessage],
+    skipped: &[crate::Seq],
+    after: crate::Seq,
+    now_ms: i64,
+    grace_ms: i64,
+) -> usize {
+    let mut skipped = skipped.iter().map(|seq| seq.0).skip_while(|&seq| seq <= after.0).peekable();
     let mut expected = after.0 + 1;
     for (index, message) in messages.iter().enumerate() {
+        // Step over the recorded seqs that fill the hole from its bottom.
+        while skipped.peek().is_some_and(|&seq| seq < message.seq.0) {
+            if skipped.peek() == Some(&expected) {
+                expected += 1;
+            }
+            skipped.next();
+        }
         if message.seq.0 != expected && now_ms - message.server_time_ms < grace_ms {
             return index;
         }
@@ -211,23 +235,49 @@ mod visible_prefix_tests {
     #[test]
     fn a_page_without_gaps_is_all_visible() {
         let page = [at(4, 1000), at(5, 1000), at(6, 1000)];
-        assert_eq!(visible_prefix(&page, Seq(3), 1000, 5000), 3);
+        assert_eq!(visible_prefix(&page, &[], Seq(3), 1000, 5000), 3);
     }
 
     #[test]
     fn a_young_gap_hides_what_follows_it() {
         // 5 may still be committed by another node: 6 and 7 wait.
         let page = [at(4, 1000), at(6, 1000), at(7, 1000)];
-        assert_eq!(visible_prefix(&page, Seq(3), 2000, 5000), 1);
+        assert_eq!(visible_prefix(&page, &[], Seq(3), 2000, 5000), 1);
         // The gap can be right after the cursor.
-        assert_eq!(visible_prefix(&page[1..], Seq(4), 2000, 5000), 0);
+        assert_eq!(visible_prefix(&page[1..], &[], Seq(4), 2000, 5000), 0);
+    }
+
+    #[test]
+    fn a_recorded_hole_is_stepped_over_at_once() {
+        let page = [at(4, 1000), at(7, 1000), at(8, 1000)];
+        // 5 and 6 were recorded as never to be stored: no wait.
+        assert_eq!(visible_prefix(&page, &[Seq(5), Seq(6)], Seq(3), 1000, 5000), 3);
+        // A hole right after the cursor, too.
+        assert_eq!(visible_prefix(&page[1..], &[Seq(5), Seq(6)], Seq(4), 1000, 5000), 2);
+        // Recorded seqs at or below the cursor change nothing.
+        assert_eq!(visible_prefix(&page[1..], &[Seq(2), Seq(5), Seq(6)], Seq(4), 1000, 5000), 2);
+    }
+
+    #[test]
+    fn a_hole_recorded_only_in_part_still_waits() {
+        let page = [at(4, 1000), at(8, 1000), at(10, 1000)];
+        // 5 and 7 are recorded, 6 is not: it may still come.
+        assert_eq!(visible_prefix(&page, &[Seq(5), Seq(7)], Seq(3), 1000, 5000), 1);
+        // 6 and 7 recorded, 5 not: the bottom of the hole is still open.
+        assert_eq!(visible_prefix(&page, &[Seq(6), Seq(7)], Seq(3), 1000, 5000), 1);
+        // 5, 6 and 7 recorded; 9 is not: 10 waits.
+        assert_eq!(visible_prefix(&page, &[Seq(5), Seq(6), Seq(7)], Seq(3), 1000, 5000), 2);
+        // Until the grace runs out.
+        assert_eq!(visible_prefix(&page, &[Seq(5), Seq(6), Seq(7)], Seq(3), 9000, 5000), 3);
+        // A recorded 9 as well: all of it.
+        assert_eq!(visible_prefix(&page, &[Seq(5), Seq(6), Seq(7), Seq(9)], Seq(3), 1000, 5000), 3);
     }
 
     #[test]
     fn an_old_gap_is_permanent_and_skipped() {
         let page = [at(4, 1000), at(6, 1000), at(9, 9000)];
         // 5 never came within the grace; 7 and 8 may still come.
-        assert_eq!(visible_prefix(&page, Seq(3), 10_000, 5000), 2);
-        assert_eq!(visible_prefix(&page, Seq(3), 20_000, 5000), 3);
+        assert_eq!(visible_prefix(&page, &[], Seq(3), 10_000, 5000), 2);
+        assert_eq!(visible_prefix(&page, &[], Seq(3), 20_000, 5000), 3);
     }
 }

@@ -49,8 +49,19 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn audit_records(&self, query: &AuditQuery) -> BackendResult<Vec<AuditRecord>>;
 
     /// Messages of `conversation` with seq > `after`, ascending, at most
-    /// `limit`; `has_more` tells whether more follow.
+    /// `limit`; `has_more` tells whether more follow. `skipped` lists the
+    /// seqs recorded by [`MessageStore::record_skipped`] between `after` and
+    /// the last message returned (none past it, none when no message is).
     async fn fetch(&self, conversation: ConversationId, after: Seq, limit: u32) -> BackendResult<Page>;
+
+    /// Records seqs that will never be stored: allocated for a batch whose
+    /// commit returned, to messages it did not store (`Duplicate`,
+    /// `Conflict`). Sync then steps over them at once instead of waiting
+    /// `SYNC_GAP_GRACE` for another node to commit them. Never a seq of a
+    /// failed commit (it may have landed) nor of a stored message. Recording
+    /// a seq again changes nothing; `recorded_ms` (unix ms) is what retention
+    /// ages the record by.
+    async fn record_skipped(&self, seqs: &[(ConversationId, Seq)], recorded_ms: i64) -> BackendResult<()>;
 
     /// The ack of a stored message, by its idempotency key.
     async fn find_by_client_msg_id(&self, sender: UserId, client_msg_id: &ClientMsgId) -> BackendResult<Option<Ack>>;

@@ -38,7 +38,7 @@ impl Messaging for Instant0 {
         })
     }
     async fn sync(&self, _: UserId, _: ConversationId, _: Seq, _: u32) -> Result<Page, ImError> {
-        Ok(Page { messages: vec![], has_more: false })
+        Ok(Page { messages: vec![], has_more: false, skipped: vec![] })
     }
     async fn conversations(&self, _: UserId) -> Result<ConversationList, ImError> {
         Ok(ConversationList::default())

@@ -83,7 +83,7 @@ impl Messaging for FakeMessaging {
             return Err(ImError::denied("not a member"));
         }
         let peer = conversation.peer_of(user).unwrap();
-        Ok(Page { messages: vec![message(peer.0, user.0, after.0 + 1)], has_more: false })
+        Ok(Page { messages: vec![message(peer.0, user.0, after.0 + 1)], has_more: false, skipped: vec![] })
     }
 
     async fn conversations(&self, user: UserId) -> Result<ConversationList, ImError> {

@@ -208,7 +208,8 @@ impl Messaging for MessagingService {
         let mut page = self.store.fetch(conversation, after, limits::sync_page_size(limit)).await?;
         let now_ms = crate::clock::unix_ms();
         let grace_ms = i64::try_from(self.sync_gap_grace.as_millis()).unwrap_or(i64::MAX);
-        let visible = im_core::message::visible_prefix(&page.messages, after, now_ms, grace_ms);
+        // Seqs recorded as never to be stored are no reason to wait.
+        let visible = im_core::message::visible_prefix(&page.messages, &page.skipped, after, now_ms, grace_ms);
         if visible < page.messages.len() {
             // The reader comes back when the missing seq is pushed, or the
             // grace ran out; more pages now would only repeat the wait.
@@ -222,6 +223,9 @@ impl Messaging for MessagingService {
             page.messages.truncate(fits);
             page.has_more = true;
         }
+        // `skipped` stays within the messages returned.
+        let last = page.messages.last().map_or(after, |m| m.seq);
+        page.skipped.retain(|&seq| seq < last);
         open_sealed(self.cipher.as_deref(), &mut page.messages).await?;
         self.metrics.synced.inc_by(page.messages.len() as u64);
         Ok(page)

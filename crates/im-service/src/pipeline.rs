@@ -228,6 +228,9 @@ impl Pipeline {
 
         let mut committed = Vec::with_capacity(messages.len());
         let mut first_sends = Vec::with_capacity(messages.len());
+        // The seqs of the messages the store did not store: this node alone
+        // was given them and the batch is over, so nobody will commit them.
+        let mut skipped = Vec::new();
         let mut sealed = sealed.map(Vec::into_iter);
         for (((message, (reply, device, accepted_at, trace)), outcome), digest) in
             messages.into_iter().zip(waiting).zip(outcomes).zip(digests)
@@ -237,10 +240,12 @@ impl Pipeline {
                 AppendOutcome::Stored => {}
                 AppendOutcome::Duplicate(first) => {
                     self.metrics.duplicates.inc();
+                    skipped.push((message.conversation, message.seq));
                     let _ = reply.send(Ok(first));
                     continue;
                 }
                 AppendOutcome::Conflict(_) => {
+                    skipped.push((message.conversation, message.seq));
                     self.reject(reply, ImError::client_msg_id_reused());
                     continue;
                 }
@@ -256,6 +261,7 @@ impl Pipeline {
             };
             committed.push(Committed { message: Arc::new(message), device, accepted_at, trace });
         }
+        self.record_skipped(skipped);
         // After the acks: a resend that overtakes this record misses the
         // cache and is caught by the store's unique key (same first ack).
         let acks: Vec<_> = committed
@@ -272,6 +278,24 @@ impl Pipeline {
             queue.enqueue(audits.into_iter().filter(|audit| stored.contains(&audit.msg_id)));
         }
         (committed, outbox.map(|row| row.id))
+    }
+
+    /// Records, off the commit path, the seqs a committed batch burnt
+    /// (`MessageStore::record_skipped`), so sync steps over them at once.
+    /// Best effort: without the record a reader waits `SYNC_GAP_GRACE` on
+    /// the hole, as for any other gap. Only ever called after a commit that
+    /// returned: a failed one may have landed.
+    fn record_skipped(&self, skipped: Vec<(ConversationId, im_core::Seq)>) {
+        if skipped.is_empty() {
+            return;
+        }
+        let store = Arc::clone(&self.store);
+        let recorded_ms = crate::clock::unix_ms();
+        tokio::spawn(async move {
+            if let Err(e) = store.record_skipped(&skipped, recorded_ms).await {
+                tracing::warn!(error = %e, seqs = skipped.len(), "could not record skipped seqs; sync waits out the grace on them");
+            }
+        });
     }
 
     /// The route outbox row of `messages`: the entry each private message

@@ -22,6 +22,7 @@ use super::members::member_rows;
 use crate::batch::BatchPlan;
 use crate::sql::audit;
 use crate::sql::expiry::{self, Window, WindowRow};
+use crate::sql::gaps;
 use crate::sql::outbox;
 use crate::sql::{MultiRow, chunks, chunks_within};
 use crate::telemetry::DbOperation;
@@ -398,7 +399,45 @@ impl MessageStore for MysqlStore {
             .take(limit as usize)
             .map(|columns| message_from_columns(conversation, columns))
             .collect::<BackendResult<Vec<_>>>()?;
-        Ok(Page { messages, has_more })
+        // A second round trip only for a page with a hole (rare).
+        let skipped = match gaps::hole_below(after, &messages) {
+            None => Vec::new(),
+            Some(last) => {
+                let seqs: Vec<(u64,)> = self
+                    .reading(DbOperation::Fetch, async |conn| {
+                        sqlx::query_as(gaps::BETWEEN)
+                            .bind(conversation.to_string())
+                            .bind(after.0)
+                            .bind(last.0)
+                            .fetch_all(&mut *conn)
+                            .await
+                            .map_err(map_sqlx)
+                    })
+                    .await?;
+                seqs.into_iter().map(|(seq,)| Seq(seq)).collect()
+            }
+        };
+        Ok(Page { messages, has_more, skipped })
+    }
+
+    /// Records seqs that will never be stored, in one short transaction per
+    /// chunk; a seq recorded already is left as it is.
+    async fn record_skipped(&self, seqs: &[(ConversationId, Seq)], recorded_ms: i64) -> BackendResult<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        self.writing(DbOperation::RecordSkipped, async |conn| {
+            for range in chunks(seqs.len()) {
+                let chunk = &seqs[range];
+                let mut insert = sqlx::query(gaps::INSERT_MYSQL.sql(chunk.len()));
+                for (conversation, seq) in chunk {
+                    insert = insert.bind(conversation.to_string()).bind(seq.0).bind(recorded_ms);
+                }
+                insert.execute(&mut *conn).await.map_err(map_sqlx)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// The ack of a stored message, by its idempotency key.
@@ -560,7 +599,18 @@ impl MessageStore for MysqlStore {
                 }
                 deleted += delete.execute(&mut *conn).await.map_err(map_sqlx)?.rows_affected();
             }
-            Ok(window.step(deleted))
+            let step = window.step(deleted);
+            if step.done {
+                // Once per walk: the recorded gaps as old as the messages
+                // it deletes, so the table stays bounded.
+                sqlx::query(gaps::DELETE_OLD_MYSQL)
+                    .bind(before_ms)
+                    .bind(limit)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?;
+            }
+            Ok(step)
         })
         .await
     }

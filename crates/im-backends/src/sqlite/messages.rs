@@ -22,6 +22,7 @@ use super::members::member_rows;
 use crate::batch::BatchPlan;
 use crate::sql::audit;
 use crate::sql::expiry::{self, Window, WindowRow};
+use crate::sql::gaps;
 use crate::sql::outbox;
 use crate::sql::{MultiRow, chunks};
 
@@ -471,7 +472,39 @@ impl MessageStore for SqliteStore {
             .take(limit as usize)
             .map(|columns| message_from_columns(conversation, columns))
             .collect::<BackendResult<Vec<_>>>()?;
-        Ok(Page { messages, has_more })
+        // A second query only for a page with a hole (rare).
+        let skipped = match gaps::hole_below(after, &messages) {
+            None => Vec::new(),
+            Some(last) => {
+                let seqs: Vec<(i64,)> = sqlx::query_as(gaps::BETWEEN)
+                    .bind(conversation.to_string())
+                    .bind(to_bound(after.0))
+                    .bind(to_bound(last.0))
+                    .fetch_all(&self.reader)
+                    .await
+                    .map_err(map_sqlx)?;
+                seqs.into_iter().map(|(seq,)| seq_from_column(seq)).collect::<BackendResult<Vec<_>>>()?
+            }
+        };
+        Ok(Page { messages, has_more, skipped })
+    }
+
+    /// Records seqs that will never be stored, in one transaction; a seq
+    /// recorded already is left as it is.
+    async fn record_skipped(&self, seqs: &[(ConversationId, Seq)], recorded_ms: i64) -> BackendResult<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_sqlx)?;
+        for range in chunks(seqs.len()) {
+            let chunk = &seqs[range];
+            let mut insert = sqlx::query(gaps::INSERT_SQLITE.sql(chunk.len()));
+            for (conversation, seq) in chunk {
+                insert = insert.bind(conversation.to_string()).bind(to_column(seq.0, "seq")?).bind(recorded_ms);
+            }
+            insert.execute(&mut *tx).await.map_err(map_sqlx)?;
+        }
+        tx.commit().await.map_err(map_sqlx)
     }
 
     /// The ack of a stored message, by its idempotency key.
@@ -581,20 +614,30 @@ impl MessageStore for SqliteStore {
             .collect::<BackendResult<Vec<_>>>()?;
         let window = Window::new(after, limit, before_ms, rows);
         let doomed = window.doomed();
-        if doomed.is_empty() {
-            return Ok(window.step(0));
-        }
         let mut deleted = 0;
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_sqlx)?;
-        for range in chunks(doomed.len()) {
-            let chunk = &doomed[range];
-            let mut delete = sqlx::query(expiry::DELETE_EXPIRED.sql(chunk.len())).bind(before_ms);
-            for &id in chunk {
-                delete = delete.bind(to_bound(id));
+        if !doomed.is_empty() {
+            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_sqlx)?;
+            for range in chunks(doomed.len()) {
+                let chunk = &doomed[range];
+                let mut delete = sqlx::query(expiry::DELETE_EXPIRED.sql(chunk.len())).bind(before_ms);
+                for &id in chunk {
+                    delete = delete.bind(to_bound(id));
+                }
+                deleted += delete.execute(&mut *tx).await.map_err(map_sqlx)?.rows_affected();
             }
-            deleted += delete.execute(&mut *tx).await.map_err(map_sqlx)?.rows_affected();
+            tx.commit().await.map_err(map_sqlx)?;
         }
-        tx.commit().await.map_err(map_sqlx)?;
-        Ok(window.step(deleted))
+        let step = window.step(deleted);
+        if step.done {
+            // Once per walk: the recorded gaps as old as the messages it
+            // deletes, so the table stays bounded.
+            sqlx::query(gaps::DELETE_OLD_SQLITE)
+                .bind(before_ms)
+                .bind(i64::from(limit))
+                .execute(&self.writer)
+                .await
+                .map_err(map_sqlx)?;
+        }
+        Ok(step)
     }
 }

@@ -106,7 +106,7 @@ impl Messaging for RemoteMessaging {
         let page = self.client.clone().sync(self.request(user, None, request)).await.map_err(|s| from_status(&s))?;
         let page = page.into_inner();
         let messages = page.messages.into_iter().map(NewMessage::try_from).collect::<Result<Vec<_>, _>>()?;
-        Ok(Page { messages, has_more: page.has_more })
+        Ok(Page { messages, has_more: page.has_more, skipped: Vec::new() })
     }
 
     /// `user`'s conversations.
