@@ -33,6 +33,7 @@ macro_rules! message_store_suite {
                 rows_by_key_counts_the_rows_each_data_key_seals,
                 audit_records_are_stored_with_their_messages_only,
                 audit_records_are_listed_newest_first_by_page_and_conversation,
+                skipped_seqs_are_reported_within_the_fetched_range,
             ]
         );
     };
@@ -423,4 +424,52 @@ pub async fn rows_by_key_counts_the_rows_each_data_key_seals<S: MessageStore + ?
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), after.len(), "{after:?}");
+}
+
+pub async fn skipped_seqs_are_reported_within_the_fetched_range<S: MessageStore + ?Sized>(store: Arc<S>) {
+    let [a, b, c] = users();
+    let (ab, ac) = (private(a, b), private(a, c));
+    let key = |n| unique_name(&format!("k{n}"));
+    let batch: Vec<_> = [1, 2, 5, 8].into_iter().map(|seq| message(ab, a, seq, &key(seq), 1000 + seq as i64)).collect();
+    store.append(&batch).await.unwrap();
+    store.append(&[message(ac, a, 1, &key(100), 1000)]).await.unwrap();
+    let skipped = |page: &im_core::message::Page| page.skipped.iter().map(|s| s.0).collect::<Vec<_>>();
+
+    // No record yet: the holes are just holes.
+    assert!(store.fetch(ab, Seq::ZERO, 10).await.unwrap().skipped.is_empty());
+    // 6 is not recorded (it may still come); 10 lies past the last message;
+    // ac's 3 is another conversation's. Recording again changes nothing.
+    store.record_skipped(&[(ab, Seq(3)), (ab, Seq(7)), (ab, Seq(10)), (ac, Seq(3))], 5000).await.unwrap();
+    store.record_skipped(&[(ab, Seq(4)), (ab, Seq(3))], 6000).await.unwrap();
+    store.record_skipped(&[], 6000).await.unwrap();
+
+    let page = store.fetch(ab, Seq::ZERO, 10).await.unwrap();
+    assert_eq!((seqs(&page), skipped(&page)), (vec![1, 2, 5, 8], vec![3, 4, 7]));
+    // Only those between the cursor and the last message returned.
+    let page = store.fetch(ab, Seq(3), 10).await.unwrap();
+    assert_eq!((seqs(&page), skipped(&page)), (vec![5, 8], vec![4, 7]));
+    let page = store.fetch(ab, Seq::ZERO, 2).await.unwrap();
+    assert_eq!((seqs(&page), skipped(&page), page.has_more), (vec![1, 2], vec![], true));
+    let page = store.fetch(ab, Seq::ZERO, 3).await.unwrap();
+    assert_eq!((seqs(&page), skipped(&page)), (vec![1, 2, 5], vec![3, 4]));
+    let page = store.fetch(ab, Seq(8), 10).await.unwrap();
+    assert_eq!((seqs(&page), skipped(&page)), (vec![], vec![]));
+    let page = store.fetch(ac, Seq::ZERO, 10).await.unwrap();
+    assert_eq!((seqs(&page), skipped(&page)), (vec![1], vec![]));
+    // A message past the recorded 10 brings it into range.
+    store.append(&[message(ab, b, 11, &key(11), 2000)]).await.unwrap();
+    let page = store.fetch(ab, Seq(8), 10).await.unwrap();
+    assert_eq!((seqs(&page), skipped(&page)), (vec![11], vec![10]));
+
+    // Sync steps over the recorded holes at once, and waits on 6 only.
+    let visible = |page: &im_core::message::Page, after| {
+        im_core::message::visible_prefix(&page.messages, &page.skipped, after, 2000, 5000)
+    };
+    let page = store.fetch(ab, Seq::ZERO, 10).await.unwrap();
+    assert_eq!(visible(&page, Seq::ZERO), 3, "8 waits for 6");
+    let page = store.fetch(ab, Seq(8), 10).await.unwrap();
+    assert_eq!(visible(&page, Seq(8)), 0, "11 waits for 9");
+    store.record_skipped(&[(ab, Seq(9))], 7000).await.unwrap();
+    let page = store.fetch(ab, Seq(8), 10).await.unwrap();
+    assert_eq!((visible(&page, Seq(8)), skipped(&page)), (1, vec![9, 10]));
 }
