@@ -94,8 +94,11 @@ pub trait MessageStore: Send + Sync + 'static {
     /// conversation keeps its newest message whatever its age (`max_seq`,
     /// the conversation list and read positions keep their meaning), and a
     /// gap retention leaves always lies below an expired message (sync
-    /// steps over it at once). Short: one small transaction, committed
-    /// before this returns; safe to run on several nodes at once.
+    /// steps over it at once). A step that ends the walk (`done`) also
+    /// deletes at most `limit` records of [`MessageStore::record_skipped`]
+    /// older than `before_ms`, oldest first, so they stay bounded. Short:
+    /// one small transaction, committed before this returns; safe to run on
+    /// several nodes at once.
     async fn expire_messages(&self, before_ms: i64, after: u64, limit: u32) -> BackendResult<ExpiryStep>;
 }
 

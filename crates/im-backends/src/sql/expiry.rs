@@ -20,6 +20,10 @@
 //! nodes deleting the same window delete each row once (the DELETE names
 //! primary keys; a row already gone matches nothing). The DELETE checks the
 //! cutoff again, so a row it names cannot be younger than the cutoff.
+//!
+//! The step that ends a walk also deletes the `seq_gaps` records older than
+//! the cutoff (`sql::gaps`), a bounded batch per walk: without its record a
+//! hole falls back to `SYNC_GAP_GRACE`, so deleting one is always safe.
 
 use std::sync::LazyLock;
 
