@@ -437,6 +437,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         cipher: cipher.clone().filter(|cipher| cipher.seals()),
         breakers: breakers.clone(),
         outbox: settlements.is_some(),
+        skip_recordings: Default::default(),
     };
     tracker.spawn(pipeline.run(jobs_rx, routes_tx.clone()));
     // Group messages go to group_msg, which every node's fan-out consumes

@@ -17,7 +17,7 @@ use im_core::ports::{BackendResult, CommitExtras, DedupCache, MessageStore, Offl
 use im_core::{
     Ack, AuditRecord, ClientMsgId, ConversationId, DeviceId, FirstSend, ImError, NewMessage, RequestDigest, UserId,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::breaker::SendBreakers;
 use crate::encryption::BodyCipher;
@@ -81,6 +81,24 @@ pub struct Pipeline {
     /// Whether each commit writes its route outbox row ([`crate::outbox`]):
     /// on when offline entries are recorded.
     pub outbox: bool,
+    /// Bounds the recordings of skipped seqs in flight.
+    pub skip_recordings: SkipRecordings,
+}
+
+/// Recordings of skipped seqs that may run at once (G10): beyond, a batch's
+/// are not recorded, and sync waits out the grace on those holes as it
+/// would without the record. Burnt seqs are rare (a resend the dedup cache
+/// missed), so the bound only matters in a storm against a slow store.
+const MAX_SKIP_RECORDINGS: usize = 16;
+
+/// The slots of [`MAX_SKIP_RECORDINGS`].
+#[derive(Clone)]
+pub struct SkipRecordings(Arc<Semaphore>);
+
+impl Default for SkipRecordings {
+    fn default() -> Self {
+        Self(Arc::new(Semaphore::new(MAX_SKIP_RECORDINGS)))
+    }
 }
 
 impl Pipeline {
@@ -289,9 +307,17 @@ impl Pipeline {
         if skipped.is_empty() {
             return;
         }
+        let Ok(slot) = self.skip_recordings.0.clone().try_acquire_owned() else {
+            tracing::debug!(
+                seqs = skipped.len(),
+                "too many recordings of skipped seqs in flight; sync waits out the grace"
+            );
+            return;
+        };
         let store = Arc::clone(&self.store);
         let recorded_ms = crate::clock::unix_ms();
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = store.record_skipped(&skipped, recorded_ms).await {
                 tracing::warn!(error = %e, seqs = skipped.len(), "could not record skipped seqs; sync waits out the grace on them");
             }
