@@ -12,11 +12,20 @@
 # FILTER_WORDLIST_PATH=list.txt benchmarks with the sensitive-word filter.
 # BENCH_ARGS are added to every `imctl bench` (e.g. BENCH_ARGS=--text: text
 # bodies, which the filter reads; binary ones pass it untouched).
+# With TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE (a certificate for
+# localhost) the server speaks TLS and imctl connects with wss:// and https://.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-10}
 cargo build --release -q -p im-service -p imctl
 work=$(mktemp -d)
+probe=(curl -fs http://127.0.0.1:8094/ready)
+urls=()
+if [[ -n "${TLS_CERT_FILE:-}" ]]; then
+  probe=(curl -fs --cacert "$TLS_CA_FILE" https://localhost:8094/ready)
+  urls=(--ca "$TLS_CA_FILE" --ws-url wss://localhost:8093/ws --grpc-url https://localhost:9094
+        --im-service-url https://localhost:9094)
+fi
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 run() {
@@ -24,9 +33,9 @@ run() {
   rm -rf "$work/data"
   IM_DATA_DIR="$work/data" LOG_LEVEL=warn target/release/im-service &
   server=$!
-  for _ in $(seq 100); do curl -fs http://127.0.0.1:8094/ready >/dev/null 2>&1 && break; sleep 0.1; done
+  for _ in $(seq 100); do "${probe[@]}" >/dev/null 2>&1 && break; sleep 0.1; done
   echo "=== $name: imctl bench $*"
-  target/release/imctl --data-dir "$work/data" bench --no-progress --duration "$duration" --warmup 2 \
+  target/release/imctl --data-dir "$work/data" "${urls[@]}" bench --no-progress --duration "$duration" --warmup 2 \
     --server-pid "$server" ${BENCH_ARGS:-} "$@"
   kill "$server"; wait "$server" || true
 }
