@@ -115,6 +115,7 @@ async fn a_client_msg_id_reused_for_another_message_is_refused_and_the_resend_st
         let first = ack(phone.send_text(bob, &key, "for bob").await);
         if round == "store" {
             // The in-process dedup cache goes with the process.
+            node.kill9();
             node.restart().await;
             phone = node.connect(&alice_token, "phone").await;
         }

@@ -139,8 +139,13 @@ impl Node {
         self.child.wait().unwrap();
     }
 
-    /// Starts the process again on the same ports and data directory.
+    /// Starts the process again on the same ports and data directory, once
+    /// it has stopped ([`Node::kill9`], or its own exit): a second process
+    /// on the directory would exit at once, and the first one would answer
+    /// for it.
     pub async fn restart(&mut self) {
+        let running = matches!(self.child.try_wait(), Ok(None));
+        assert!(!running, "restart of a node that still runs: stop it first (kill9)");
         self.spawn().await;
     }
 
