@@ -224,6 +224,7 @@ async fn registry_and_pusher(
     config: &Config,
     hub: &Arc<Hub>,
     tokens: &Tokens,
+    call_tls: &CallTls,
     readiness: &mut Readiness,
 ) -> anyhow::Result<(Arc<dyn Registry>, Arc<dyn Pusher>)> {
     let registry: Arc<dyn Registry> = match config.registry() {
@@ -245,9 +246,7 @@ async fn registry_and_pusher(
         // No readiness probe: pushes go to whichever gateways the registry
         // names, so one gateway being down is not this node being unready;
         // its users get their messages by sync when they reconnect.
-        ServiceLink::Remote(gateway) => {
-            Arc::new(GrpcPusher::new(tokens.clone(), gateway.timeout, CallTls::from_config(&config.tls)?))
-        }
+        ServiceLink::Remote(gateway) => Arc::new(GrpcPusher::new(tokens.clone(), gateway.timeout, call_tls.clone())),
     };
     Ok((registry, pusher))
 }
@@ -273,6 +272,7 @@ fn user_store(
     config: &Config,
     stores: &Stores,
     tokens: &Tokens,
+    call_tls: &CallTls,
     readiness: &mut Readiness,
 ) -> anyhow::Result<Arc<dyn UserStore>> {
     match config.user_service() {
@@ -282,7 +282,7 @@ fn user_store(
             // roster is cached, are served without it.
             readiness.add_degrading("user-service", tcp_probe(user.addr.clone()));
             Ok(Arc::new(
-                RemoteUsers::new(&user.addr, user.timeout, &CallTls::from_config(&config.tls)?, tokens.clone())
+                RemoteUsers::new(&user.addr, user.timeout, call_tls, tokens.clone())
                     .context("services.user.addr (USER_SERVICE_ADDR)")?,
             ))
         }
@@ -296,6 +296,7 @@ fn group_directory(
     stores: &Stores,
     bus: &Arc<dyn Bus>,
     tokens: &Tokens,
+    call_tls: &CallTls,
 ) -> anyhow::Result<Arc<dyn GroupDirectory>> {
     match config.user_service() {
         ServiceLink::Builtin => Ok(Arc::new(im_user::groups::GroupService::new(
@@ -305,7 +306,7 @@ fn group_directory(
             config.group.max_members,
         ))),
         ServiceLink::Remote(user) => Ok(Arc::new(
-            RemoteGroups::new(&user.addr, user.timeout, &CallTls::from_config(&config.tls)?, tokens.clone())
+            RemoteGroups::new(&user.addr, user.timeout, call_tls, tokens.clone())
                 .context("services.user.addr (USER_SERVICE_ADDR)")?,
         )),
     }
@@ -344,7 +345,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let tokens = tokens.with_statuses(statuses.clone());
     let (seqs, dedup) = seqs_and_dedup(&config, &stores, &mut readiness).await?;
     let hub = Arc::new(Hub::new(GatewayId(format!("local-{}", config.server.node_id))));
-    let (registry, pusher) = registry_and_pusher(&config, &hub, &tokens, &mut readiness).await?;
+    // How this node calls the gateways and im-user: read once.
+    let call_tls = CallTls::from_config(&config.tls)?;
+    let (registry, pusher) = registry_and_pusher(&config, &hub, &tokens, &call_tls, &mut readiness).await?;
     // Every message id carries the node id: two live nodes must not share one.
     let node_claim = match config.registry() {
         RegistryBackend::Etcd { .. } => Some(
@@ -360,7 +363,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         ),
         RegistryBackend::InProcess => None,
     };
-    let user_store = user_store(&config, &stores, &tokens, &mut readiness)?;
+    let user_store = user_store(&config, &stores, &tokens, &call_tls, &mut readiness)?;
     let (bus, members) = bus(&config, &mut readiness).await?;
     let metrics = Arc::new(Metrics::new());
     // Sends fail fast while the store is down; its readiness probe opens
@@ -464,7 +467,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         tracker.spawn(retention.run(shutdown.clone()));
     }
 
-    let directory = group_directory(&config, &stores, &bus, &tokens)?;
+    let directory = group_directory(&config, &stores, &bus, &tokens, &call_tls)?;
     let group_cache = Arc::new(MembershipCache::new(directory.clone()));
     // Joined before serving: no change made from now on is missed.
     MembershipWatcher { cache: group_cache.clone(), metrics: metrics.clone() }

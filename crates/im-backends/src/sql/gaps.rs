@@ -51,20 +51,11 @@ pub(crate) fn hole_below(after: Seq, messages: &[NewMessage]) -> Option<Seq> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use im_core::{ClientMsgId, ConversationId, MessageId, UserId};
+    use crate::conformance::fixtures::{message, private, users};
 
     fn at(seq: u64) -> NewMessage {
-        NewMessage {
-            msg_id: MessageId(seq),
-            conversation: ConversationId::private(UserId(1), UserId(2)).unwrap(),
-            seq: Seq(seq),
-            sender: UserId(1),
-            client_msg_id: ClientMsgId::parse(&format!("c{seq}")).unwrap(),
-            body: bytes::Bytes::new(),
-            content_type: String::new(),
-            server_time_ms: 0,
-            sealed_with: None,
-        }
+        let [a, b] = users();
+        message(private(a, b), a, seq, &format!("c{seq}"), 0)
     }
 
     #[test]
