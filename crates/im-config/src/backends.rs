@@ -75,7 +75,11 @@ impl Config {
     }
 
     pub fn seq(&self) -> SeqBackend<'_> {
-        if self.redis.addr.is_empty() { SeqBackend::InProcess } else { SeqBackend::Redis(&self.redis) }
+        if self.redis.addr.is_empty() && self.redis.sentinels.is_empty() {
+            SeqBackend::InProcess
+        } else {
+            SeqBackend::Redis(&self.redis)
+        }
     }
 
     pub fn bus(&self) -> BusBackend<'_> {

@@ -120,7 +120,7 @@ keys! {
     "DB_TLS_MODE"                      => database.tls_mode, Project, "TLS to MySQL, as MySQL's --ssl-mode: disabled; preferred (TLS when the server offers it, unverified); required (TLS, unverified); verify_ca (the certificate chains to database.tls_ca_file); verify_identity (and names database.host).";
     "DB_TLS_CA_FILE"                   => database.tls_ca_file, Project, "PEM CA bundle for verify_ca and verify_identity.";
 
-    "REDIS_ADDR"                       => redis.addr, Guide, "Redis host:port. Empty: in-process seq allocator and dedup cache.";
+    "REDIS_ADDR"                       => redis.addr, Guide, "Redis host:port. Empty (and no REDIS_SENTINELS): in-process seq allocator and dedup cache.";
     "REDIS_PASSWORD"                   => redis.password, Guide, "Redis password.";
     "REDIS_DB"                         => redis.db, Guide, "Redis database number.";
     "REDIS_POOL_SIZE"                  => redis.pool_size, Guide, "Connection pool size.";
@@ -130,6 +130,9 @@ keys! {
     "REDIS_WRITE_TIMEOUT"              => redis.write_timeout, GuideEnv, "Timeout of a write.";
     "REDIS_TLS"                        => redis.tls, Project, "Speak TLS to Redis (rediss://), the certificate verified against redis.tls_ca_file and the host of redis.addr.";
     "REDIS_TLS_CA_FILE"                => redis.tls_ca_file, Project, "PEM CA bundle for REDIS_TLS. Empty: the system's roots.";
+    "REDIS_SENTINELS"                  => redis.sentinels, Project, "Redis Sentinels, host:port (comma-separated in env): the primary is asked of them, and asked again after a failover. Replaces REDIS_ADDR (set one of the two). Not with REDIS_TLS yet.";
+    "REDIS_MASTER_NAME"                => redis.master_name, Project, "The name the Sentinels monitor the primary under (sentinel monitor NAME ...); required with REDIS_SENTINELS.";
+    "REDIS_SENTINEL_PASSWORD"          => redis.sentinel_password, Project, "Password of the Sentinels themselves, if they have one; REDIS_PASSWORD is the primary's.";
 
     "SEQUENCE_SNAPSHOT_INTERVAL"       => sequence.snapshot_interval, GuideEnv, "Seqs reserved per stored ceiling: the most a Redis loss can skip.";
 
@@ -151,6 +154,8 @@ keys! {
     "KAFKA_SASL_MECHANISM"             => kafka.sasl_mechanism, Project, "SASL mechanism with sasl_plaintext or sasl_ssl: plain, scram-sha-256 or scram-sha-512.";
     "KAFKA_SASL_USERNAME"              => kafka.sasl_username, Project, "SASL user name; required with a sasl_* protocol.";
     "KAFKA_SASL_PASSWORD"              => kafka.sasl_password, Project, "SASL password.";
+    "KAFKA_REPLICATION_FACTOR"         => kafka.replication_factor, Project, "Replicas of each topic this service creates. 0: the broker's default.replication.factor. A topic found with fewer replicas is warned about at start. Production: 3.";
+    "KAFKA_MIN_INSYNC_REPLICAS"        => kafka.min_insync_replicas, Project, "min.insync.replicas of each topic this service creates: with acks=all, a publish is refused when fewer replicas are in sync. 0: the broker's default. Production: 2.";
 
     "ETCD_ENDPOINTS"                   => etcd.endpoints, GuideEnv, "etcd endpoints (comma-separated in env). Empty: in-process registry. https:// endpoints speak TLS (all or none).";
     "ETCD_TLS_CA_FILE"                 => etcd.tls_ca_file, Project, "PEM CA bundle that etcd's certificate must chain to, with https:// endpoints. Empty: the system's roots.";
@@ -354,7 +359,9 @@ mod tests {
                 "ssl_ca_file",
                 "sasl_mechanism",
                 "sasl_username",
-                "sasl_password"
+                "sasl_password",
+                "replication_factor",
+                "min_insync_replicas"
             ]
         );
         assert_eq!(children("").len(), SECTIONS.len());

@@ -200,6 +200,12 @@ pub struct RedisConfig {
     pub tls: bool,
     /// Project addition: CA bundle that Redis's certificate must chain to; none: the system's roots.
     pub tls_ca_file: Option<PathBuf>,
+    /// Project addition: Sentinels (`host:port`) that name the primary; non-empty replaces `addr`.
+    pub sentinels: Vec<String>,
+    /// Project addition: the name the Sentinels monitor the primary under.
+    pub master_name: String,
+    /// Project addition: password of the Sentinels (`requirepass` in sentinel.conf), if they have one.
+    pub sentinel_password: Secret,
 }
 
 impl Default for RedisConfig {
@@ -215,6 +221,9 @@ impl Default for RedisConfig {
             write_timeout: Duration::from_secs(3),
             tls: false,
             tls_ca_file: None,
+            sentinels: Vec::new(),
+            master_name: String::new(),
+            sentinel_password: Secret::default(),
         }
     }
 }
@@ -248,6 +257,10 @@ pub struct KafkaConfig {
     pub sasl_mechanism: KafkaSaslMechanism,
     pub sasl_username: String,
     pub sasl_password: Secret,
+    /// Project addition: replicas of each topic this service creates; 0: the broker's `default.replication.factor`.
+    pub replication_factor: u16,
+    /// Project addition: `min.insync.replicas` of each topic this service creates; 0: the broker's default.
+    pub min_insync_replicas: u16,
 }
 
 impl Default for KafkaConfig {
@@ -263,6 +276,8 @@ impl Default for KafkaConfig {
             sasl_mechanism: KafkaSaslMechanism::Plain,
             sasl_username: String::new(),
             sasl_password: Secret::default(),
+            replication_factor: 0,
+            min_insync_replicas: 0,
         }
     }
 }

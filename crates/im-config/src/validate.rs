@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::keys;
-use crate::schema::{ASSIGNMENT_STRATEGIES, COOPERATIVE_STICKY, Config, DbTlsMode};
+use crate::schema::{ASSIGNMENT_STRATEGIES, COOPERATIVE_STICKY, Config, DbTlsMode, RedisConfig};
 
 /// The largest `server.max_message_size`: bigger bodies belong in object storage, not in a message.
 pub const MAX_MESSAGE_SIZE_LIMIT: usize = 1024 * 1024;
@@ -209,6 +209,7 @@ fn dependencies(checks: &mut Checks, config: &Config) {
     checks.nonzero_duration("redis.dial_timeout", redis.dial_timeout);
     checks.nonzero_duration("redis.read_timeout", redis.read_timeout);
     checks.nonzero_duration("redis.write_timeout", redis.write_timeout);
+    sentinels(checks, redis);
 
     checks.positive("sequence.snapshot_interval", config.sequence.snapshot_interval);
 
@@ -225,6 +226,15 @@ fn dependencies(checks: &mut Checks, config: &Config) {
     checks.nonzero_duration("kafka.producer.timeout", kafka.producer.timeout);
     checks.positive("kafka.producer.batch_size", kafka.producer.batch_size as u64);
     checks.nonzero_duration("kafka.consumer.session_timeout", kafka.consumer.session_timeout);
+    if kafka.replication_factor != 0 && kafka.min_insync_replicas > kafka.replication_factor {
+        checks.fail(
+            "kafka.min_insync_replicas",
+            format!(
+                "{} is more than kafka.replication_factor ({}): no publish could succeed",
+                kafka.min_insync_replicas, kafka.replication_factor
+            ),
+        );
+    }
     if let Err(message) = check_assignment_strategy(&kafka.consumer.assignment_strategy) {
         checks.fail("kafka.consumer.assignment_strategy", message);
     }
@@ -245,6 +255,30 @@ fn dependencies(checks: &mut Checks, config: &Config) {
     checks.nonzero_duration("services.gateway.timeout", config.services.gateway.timeout);
     checks.nonzero_duration("services.user.timeout", config.services.user.timeout);
     checks.nonzero_duration("services.im.timeout", config.services.im.timeout);
+}
+
+/// Sentinel discovery replaces `redis.addr`; both set would leave it unclear which Redis the seq counters
+/// live on.
+fn sentinels(checks: &mut Checks, redis: &RedisConfig) {
+    if redis.sentinels.is_empty() {
+        if !redis.master_name.is_empty() {
+            checks.fail("redis.sentinels", "must name the Sentinels when redis.master_name is set");
+        }
+        return;
+    }
+    if !redis.addr.is_empty() {
+        checks.fail("redis.addr", "must be empty when redis.sentinels is set: the Sentinels name the primary");
+    }
+    checks.not_empty("redis.master_name", &redis.master_name, "when redis.sentinels is set");
+    if redis.tls {
+        checks.fail("redis.tls", "is not supported with redis.sentinels yet");
+    }
+    for sentinel in &redis.sentinels {
+        let port = sentinel.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then_some(port));
+        if port.and_then(|port| port.parse::<u16>().ok()).is_none() {
+            checks.fail("redis.sentinels", format!("{sentinel:?} is not host:port"));
+        }
+    }
 }
 
 fn features(checks: &mut Checks, config: &Config) {
@@ -593,6 +627,32 @@ mod tests {
         config.kafka.sasl_username = "im".to_owned();
         assert!(problems(&config).is_empty(), "{:?}", problems(&config));
         assert!(config.tls.serves_tls() && config.tls.calls_use_tls());
+    }
+
+    #[test]
+    fn high_availability_settings_come_in_consistent_sets() {
+        let mut config = Config::default();
+        config.redis.master_name = "im".to_owned();
+        config.kafka.replication_factor = 3;
+        config.kafka.min_insync_replicas = 4;
+        assert_eq!(problems(&config), ["redis.sentinels", "kafka.min_insync_replicas"]);
+
+        let mut config = Config::default();
+        config.redis.addr = "redis:6379".to_owned();
+        config.redis.tls = true;
+        config.redis.sentinels = vec!["sentinel-0:26379".to_owned(), "sentinel-1".to_owned(), ":26379".to_owned()];
+        assert_eq!(
+            problems(&config),
+            ["redis.addr", "redis.master_name", "redis.tls", "redis.sentinels", "redis.sentinels"]
+        );
+
+        let mut config = Config::default();
+        config.redis.sentinels = vec!["sentinel-0:26379".to_owned(), "[::1]:26379".to_owned()];
+        config.redis.master_name = "im".to_owned();
+        config.kafka.replication_factor = 3;
+        config.kafka.min_insync_replicas = 2;
+        assert!(problems(&config).is_empty(), "{:?}", problems(&config));
+        assert!(config.uses_redis());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use im_backends::memory::{MemoryBus, MemoryDedupCache, MemoryRegistry, MemorySeq
 use im_backends::{RedisConnection, RedisDedupCache, RedisSeqAllocator};
 use im_config::{BusBackend, Config, RegistryBackend, SeqBackend, ServiceLink, StoreBackend};
 use im_core::GatewayId;
+use im_core::error::BackendError;
 use im_core::ports::{Bus, DedupCache, GroupDirectory, Groups, Messaging, Pusher, Registry, SeqAllocator, UserStore};
 use im_gateway::{Gateway, Hub};
 use im_user::UserDirectory;
@@ -178,8 +179,8 @@ fn probe<T: Send + Sync + 'static>(
     Box::new(move || check(dependency.clone()))
 }
 
-/// The seq allocator and the dedup cache: Redis when `redis.addr` is set,
-/// else in process.
+/// The seq allocator and the dedup cache: Redis when `redis.addr` or
+/// `redis.sentinels` is set, else in process.
 async fn seqs_and_dedup(
     config: &Config,
     stores: &Stores,
@@ -191,7 +192,14 @@ async fn seqs_and_dedup(
             Arc::new(MemoryDedupCache::new(DEDUP_CAPACITY, DEDUP_TTL)),
         )),
         SeqBackend::Redis(redis) => {
-            let connection = RedisConnection::open(redis).context("redis.addr (REDIS_ADDR)")?;
+            let connection =
+                RedisConnection::open(redis).context("redis.addr (REDIS_ADDR) or redis.sentinels (REDIS_SENTINELS)")?;
+            match connection.check_version().await {
+                Err(BackendError::Unavailable(reason)) => {
+                    tracing::warn!(%reason, "redis is not reachable at start; its version is not checked")
+                }
+                checked => checked.context("checking the Redis version")?,
+            }
             readiness.add(
                 "redis",
                 probe(Arc::new(connection.clone()), |c| {

@@ -15,13 +15,17 @@ use im_config::RedisConfig;
 use im_core::error::BackendError;
 use im_core::ports::BackendResult;
 
+use super::sentinel::{Primary, SentinelPrimary};
 use crate::telemetry::{RedisOperation, dependency_metrics};
 use crate::tls::CaSetting;
 
-/// A connection to one Redis server, shared by the seq allocator and the
+/// A connection to the Redis primary, shared by the seq allocator and the
 /// dedup cache. Cheap to clone: clones share one multiplexed connection, on
 /// which concurrent calls are pipelined (so `pool_size` and
 /// `min_idle_conns` have nothing to size).
+///
+/// The primary is `redis.addr`, or the one `redis.sentinels` name, asked
+/// again after a call fails as if it had moved ([`SentinelPrimary`]).
 ///
 /// The connection reconnects by itself. While Redis is down every call fails
 /// fast as [`BackendError::Unavailable`] (G9): a connection attempt gives up
@@ -30,10 +34,16 @@ use crate::tls::CaSetting;
 /// next call after Redis is back reconnects; nothing has to be restarted.
 #[derive(Clone)]
 pub struct RedisConnection {
-    manager: ConnectionManager,
-    /// `host:port`, for error messages. The password is never kept here.
+    target: Arc<Target>,
+    /// `host:port`, or the Sentinels' master name, for error messages. The
+    /// password is never kept here.
     addr: Arc<str>,
     call_timeout: Duration,
+}
+
+enum Target {
+    Fixed(Arc<Primary>),
+    Sentinel(SentinelPrimary),
 }
 
 impl fmt::Debug for RedisConnection {
@@ -45,11 +55,29 @@ impl fmt::Debug for RedisConnection {
     }
 }
 
+/// The oldest Redis this service runs on: `SET … NX GET` (the dedup cache)
+/// came in 7.0.
+const MIN_REDIS_MAJOR: u32 = 7;
+
 impl RedisConnection {
-    /// Prepares a connection to `config.addr` (`host:port`); the first call
-    /// connects, so a Redis that is down at start-up does not stop the
-    /// process. Must be called within a Tokio runtime.
+    /// Prepares a connection to `config.addr` (`host:port`) or to the
+    /// primary `config.sentinels` name; the first call connects, so a Redis
+    /// that is down at start-up does not stop the process. Must be called
+    /// within a Tokio runtime.
     pub fn open(config: &RedisConfig) -> BackendResult<Self> {
+        let response_timeout = config.read_timeout + config.write_timeout;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.dial_timeout))
+            .set_response_timeout(Some(response_timeout))
+            // One attempt per reconnect: callers fail fast and the next call
+            // tries again, instead of every caller waiting out a backoff.
+            .set_number_of_retries(0);
+        let call_timeout = config.dial_timeout + response_timeout;
+        if !config.sentinels.is_empty() {
+            let target = Target::Sentinel(SentinelPrimary::new(config, manager_config)?);
+            let addr = format!("primary {:?} of sentinels {}", config.master_name, config.sentinels.join(","));
+            return Ok(Self { target: Arc::new(target), addr: addr.into(), call_timeout });
+        }
         let (host, port) = parse_addr(&config.addr)?;
         let db = i64::from(config.db);
         let mut settings = RedisConnectionInfo::default().set_db(db);
@@ -68,18 +96,12 @@ impl RedisConnection {
             .map_err(|e| BackendError::other(format!("redis.addr {:?}: {e}", config.addr)))?
             .set_redis_settings(settings);
         let client = client(info, config)?;
-        let response_timeout = config.read_timeout + config.write_timeout;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.dial_timeout))
-            .set_response_timeout(Some(response_timeout))
-            // One attempt per reconnect: callers fail fast and the next call
-            // tries again, instead of every caller waiting out a backoff.
-            .set_number_of_retries(0);
         let manager = ConnectionManager::new_lazy_with_config(client, manager_config)
             .map_err(|e| BackendError::other(format!("redis.addr {:?}: {e}", config.addr)))?;
         // Errors say whether TLS was spoken: a handshake refused is then read as such.
         let addr = if config.tls { format!("{} (TLS)", config.addr) } else { config.addr.clone() };
-        Ok(Self { manager, addr: addr.into(), call_timeout: config.dial_timeout + response_timeout })
+        let target = Target::Fixed(Arc::new(Primary::fixed(manager, addr.clone())));
+        Ok(Self { target: Arc::new(target), addr: addr.into(), call_timeout })
     }
 
     /// A cheap round trip (`PING`), for `/ready`.
@@ -90,23 +112,57 @@ impl RedisConnection {
         .await
     }
 
-    /// Runs one call (a command, a pipeline, a script) on the shared
+    /// Refuses a Redis older than this service needs (a clear error at
+    /// start rather than a script error at the first send). Unavailable when
+    /// Redis cannot be asked.
+    pub async fn check_version(&self) -> BackendResult<()> {
+        let info: String = self
+            .call(RedisOperation::Ping, "INFO server", |mut con| async move {
+                ::redis::cmd("INFO").arg("server").query_async(&mut con).await
+            })
+            .await?;
+        let version = info.lines().find_map(|line| line.strip_prefix("redis_version:")).unwrap_or("").trim();
+        match version.split('.').next().and_then(|major| major.parse::<u32>().ok()) {
+            Some(major) if major >= MIN_REDIS_MAJOR => Ok(()),
+            _ => Err(BackendError::other(format!(
+                "redis at {} is version {version:?}; this service needs Redis {MIN_REDIS_MAJOR}.0 or later (SET NX GET)",
+                self.addr
+            ))),
+        }
+    }
+
+    /// Runs one call (a command, a pipeline, a script) on the primary's
     /// connection, bounded in time, with its error classified; `what` names
-    /// it in the error. Timed as `op`.
+    /// it in the error. Timed as `op`. A failure that a failover explains
+    /// makes the next call look the primary up again (with Sentinels).
     pub(crate) async fn call<T, F, Fut>(&self, op: RedisOperation, what: &str, call: F) -> BackendResult<T>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let started = Instant::now();
-        let done = tokio::time::timeout(self.call_timeout, call(self.manager.clone())).await;
+        let primary = match &*self.target {
+            Target::Fixed(primary) => primary.clone(),
+            Target::Sentinel(sentinel) => sentinel.primary().await.inspect_err(|_| {
+                dependency_metrics().redis_operation(op, started);
+            })?,
+        };
+        let done = tokio::time::timeout(self.call_timeout, call(primary.manager.clone())).await;
         dependency_metrics().redis_operation(op, started);
+        let moved = match &done {
+            Ok(Ok(_)) => false,
+            Ok(Err(e)) => suggests_failover(e),
+            Err(_) => true,
+        };
+        if let (true, Target::Sentinel(sentinel)) = (moved, &*self.target) {
+            sentinel.failed(&primary);
+        }
         match done {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(classify(e, what, &self.addr)),
+            Ok(Err(e)) => Err(classify(e, what, &primary.addr)),
             Err(_) => Err(BackendError::unavailable(format!(
                 "redis {what} at {}: no reply within {:?}",
-                self.addr, self.call_timeout
+                primary.addr, self.call_timeout
             ))),
         }
     }
@@ -114,6 +170,16 @@ impl RedisConnection {
     pub(crate) fn addr(&self) -> &str {
         &self.addr
     }
+}
+
+/// Whether a failed call may have failed because the primary moved: the
+/// connection is gone, or the server is no longer a writable primary.
+fn suggests_failover(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(e.kind(), ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown))
 }
 
 /// The client for `info`: with `redis.tls_ca_file`, one that trusts that
@@ -133,7 +199,7 @@ fn client(info: ConnectionInfo, config: &RedisConfig) -> BackendResult<Client> {
 }
 
 /// `host:port`, `[v6]:port`.
-fn parse_addr(addr: &str) -> BackendResult<(String, u16)> {
+pub(super) fn parse_addr(addr: &str) -> BackendResult<(String, u16)> {
     let bad = || BackendError::other(format!("redis.addr {addr:?} is not host:port"));
     let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
     let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
@@ -147,19 +213,10 @@ fn parse_addr(addr: &str) -> BackendResult<(String, u16)> {
 /// Whether retrying later may help: the server is unreachable, too slow, still
 /// loading its data, or not (yet) a writable primary.
 fn classify(e: RedisError, what: &str, addr: &str) -> BackendError {
-    let transient = e.is_io_error()
-        || e.is_timeout()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
+    let transient = suggests_failover(&e)
         || matches!(
             e.kind(),
-            ErrorKind::Server(
-                ServerErrorKind::BusyLoading
-                    | ServerErrorKind::TryAgain
-                    | ServerErrorKind::MasterDown
-                    | ServerErrorKind::ClusterDown
-                    | ServerErrorKind::ReadOnly
-            )
+            ErrorKind::Server(ServerErrorKind::BusyLoading | ServerErrorKind::TryAgain | ServerErrorKind::ClusterDown)
         )
         // A script running too long on the server.
         || e.code() == Some("BUSY");

@@ -99,6 +99,7 @@
 
 mod connection;
 mod dedup;
+mod sentinel;
 mod seq;
 
 pub use connection::RedisConnection;
