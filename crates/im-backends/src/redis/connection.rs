@@ -43,7 +43,7 @@ pub struct RedisConnection {
 
 enum Target {
     Fixed(Arc<Primary>),
-    Sentinel(SentinelPrimary),
+    Sentinel(Box<SentinelPrimary>),
 }
 
 impl fmt::Debug for RedisConnection {
@@ -74,7 +74,7 @@ impl RedisConnection {
             .set_number_of_retries(0);
         let call_timeout = config.dial_timeout + response_timeout;
         if !config.sentinels.is_empty() {
-            let target = Target::Sentinel(SentinelPrimary::new(config, manager_config)?);
+            let target = Target::Sentinel(Box::new(SentinelPrimary::new(config, manager_config)?));
             let addr = format!("primary {:?} of sentinels {}", config.master_name, config.sentinels.join(","));
             return Ok(Self { target: Arc::new(target), addr: addr.into(), call_timeout });
         }
@@ -122,12 +122,13 @@ impl RedisConnection {
             })
             .await?;
         let version = info.lines().find_map(|line| line.strip_prefix("redis_version:")).unwrap_or("").trim();
-        match version.split('.').next().and_then(|major| major.parse::<u32>().ok()) {
-            Some(major) if major >= MIN_REDIS_MAJOR => Ok(()),
-            _ => Err(BackendError::other(format!(
+        if major_version(version).is_some_and(|major| major >= MIN_REDIS_MAJOR) {
+            Ok(())
+        } else {
+            Err(BackendError::other(format!(
                 "redis at {} is version {version:?}; this service needs Redis {MIN_REDIS_MAJOR}.0 or later (SET NX GET)",
                 self.addr
-            ))),
+            )))
         }
     }
 
@@ -170,6 +171,11 @@ impl RedisConnection {
     pub(crate) fn addr(&self) -> &str {
         &self.addr
     }
+}
+
+/// `7` of `7.0.15`.
+fn major_version(version: &str) -> Option<u32> {
+    version.split('.').next()?.parse().ok()
 }
 
 /// Whether a failed call may have failed because the primary moved: the
@@ -236,6 +242,29 @@ mod tests {
         for bad in ["", "localhost", ":6379", "host:", "host:port", "host:70000"] {
             assert!(parse_addr(bad).is_err(), "{bad:?} parsed");
         }
+    }
+
+    #[test]
+    fn versions_read_as_their_major() {
+        assert_eq!(major_version("7.0.15"), Some(7));
+        assert_eq!(major_version("6.2.14"), Some(6));
+        assert_eq!(major_version("8"), Some(8));
+        assert_eq!(major_version(""), None);
+        assert_eq!(major_version("x.1"), None);
+    }
+
+    #[test]
+    fn a_lost_connection_or_a_demoted_primary_suggests_a_failover() {
+        let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(suggests_failover(&io));
+        let readonly = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ReadOnly),
+            "You can't write against a read only replica.",
+        ));
+        assert!(suggests_failover(&readonly));
+        assert!(matches!(classify(readonly, "EVALSHA", "h:1"), BackendError::Unavailable(_)));
+        let script = RedisError::from((ErrorKind::UnexpectedReturnType, "bad reply"));
+        assert!(!suggests_failover(&script));
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - `seq`: [`RedisSeqAllocator`]; its server side is `allocate.lua`, and
 //!   `current.lua`, the read-only look at one counter behind `current_seq`.
 //! - `dedup`: [`RedisDedupCache`], `SET NX GET` with a TTL.
+//! - `sentinel`: the primary that Sentinels name, asked again after a call
+//!   fails as a failover would make it fail.
 //!
 //! # Seqs (DESIGN.md §4)
 //!
@@ -84,15 +86,20 @@
 //!
 //! # What the deployment must provide
 //!
-//! - Redis 7 or later (`SET NX GET`), one primary (not Cluster: the script
-//!   touches many keys); the Redis user may run `INFO`.
+//! - Redis 7 or later (`SET NX GET`; an older one is refused at start), one
+//!   primary (not Cluster: the script touches many keys), either at
+//!   `redis.addr` or named by Sentinels (`sentinel`); the Redis user may run
+//!   `INFO`. A replica promoted by the Sentinels is a new server process:
+//!   the epoch is bumped, as after a restore (previous section).
 //! - Counters are never evicted: `maxmemory-policy` `noeviction` or a
 //!   `volatile-*` one (counters have no TTL; dedup entries do).
 //! - One writable primary at a time. Two primaries serving different nodes at
 //!   once (an old primary still reachable by some nodes after a failover) is
 //!   not covered: both may raise from the same stored ceiling and hand out
 //!   the same range. Fencing that needs the store to refuse raises from an
-//!   old epoch (a `CeilingStore` change).
+//!   old epoch (a `CeilingStore` change). With Sentinels, an old primary cut
+//!   off from its replicas stops taking writes when it runs with
+//!   `min-replicas-to-write 1` (docs/high-availability.md).
 //! - Seqs stay below 2^53 (Lua numbers are doubles).
 //!
 //! The keys of an epoch left behind by a bump are not removed.

@@ -16,14 +16,14 @@ use crate::harness::{Cluster, ClusterBuilder, CountRules, PrivateMariadb, Privat
 
 /// `SEQUENCE_SNAPSHOT_INTERVAL` of every test: small, so ceilings are raised
 /// often under load and the bound on gaps means something.
-const INTERVAL: u64 = 64;
+pub(crate) const INTERVAL: u64 = 64;
 /// Conversations, each written from both ends at once.
 const PAIRS: usize = 4;
 /// Messages acked before the fault.
-const WARM_UP: usize = 300;
+pub(crate) const WARM_UP: usize = 300;
 /// Acks each live talker must get after a recovery.
-const PROGRESS: usize = 40;
-const WITHIN: Duration = Duration::from_secs(30);
+pub(crate) const PROGRESS: usize = 40;
+pub(crate) const WITHIN: Duration = Duration::from_secs(30);
 /// How long a send may take to fail while a dependency is down: the
 /// gateway's deadline for a call to the IM Service (`IM_SERVICE_TIMEOUT`,
 /// 5 s by default), and a margin.
@@ -33,7 +33,7 @@ const FAIL_FAST: Duration = Duration::from_secs(6);
 /// from the other gateway, so every conversation is written through both
 /// nodes at once; `b` also watches from `a`'s gateway, and `a` follows (syncs
 /// from its cursor) from `b`'s.
-async fn cross_traffic(cluster: &Cluster) -> Traffic {
+pub(crate) async fn cross_traffic(cluster: &Cluster) -> Traffic {
     let mut traffic = Traffic::new();
     for k in 0..PAIRS {
         let a = cluster.create_user(&format!("a{k}")).await;

@@ -305,19 +305,70 @@ pub async fn redis_command(port: u16, args: &[&str]) -> std::io::Result<String> 
 
 /// A `redis-server` of the test's own, on a free port, with its files in a
 /// temporary directory (`dump.rdb` only when asked: `SAVE`). Killed when
-/// dropped.
+/// dropped. Also a replica ([`PrivateRedis::start_with`] `--replicaof`) or a
+/// Sentinel ([`PrivateRedis::sentinel`]).
 pub struct PrivateRedis {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Arguments before the common ones: a Sentinel's config file.
+    leading: Vec<String>,
+    /// Arguments after them.
+    extra: Vec<String>,
 }
 
 impl PrivateRedis {
     pub async fn start() -> PrivateRedis {
-        let mut redis = PrivateRedis { port: free_port(), child: None, dir: tempfile::tempdir().unwrap() };
+        Self::start_with(&[]).await
+    }
+
+    /// With more `redis-server` arguments (`--replicaof 127.0.0.1 PORT`).
+    pub async fn start_with(extra: &[&str]) -> PrivateRedis {
+        let dir = tempfile::tempdir().unwrap();
+        let mut redis = PrivateRedis {
+            port: free_port(),
+            child: None,
+            dir,
+            leading: Vec::new(),
+            extra: ["--save", "", "--appendonly", "no", "--dbfilename", "dump.rdb"]
+                .iter()
+                .chain(extra)
+                .map(|arg| arg.to_string())
+                .collect(),
+        };
         redis.spawn();
         redis.wait_ready().await;
         redis
+    }
+
+    /// A Sentinel that monitors the primary on `primary_port` as `name`
+    /// with quorum 2, deems it down after `down_after` of silence, and may
+    /// fail over again 4 s after a failover. Its config file is its own
+    /// (Sentinels rewrite theirs).
+    pub async fn sentinel(name: &str, primary_port: u16, down_after: Duration) -> PrivateRedis {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("sentinel.conf");
+        let down_after = down_after.as_millis();
+        std::fs::write(
+            &config,
+            format!(
+                "sentinel monitor {name} 127.0.0.1 {primary_port} 2\n\
+                 sentinel down-after-milliseconds {name} {down_after}\n\
+                 sentinel failover-timeout {name} 4000\n\
+                 sentinel parallel-syncs {name} 2\n"
+            ),
+        )
+        .unwrap();
+        let mut sentinel = PrivateRedis {
+            port: free_port(),
+            child: None,
+            dir,
+            leading: vec![config.display().to_string(), "--sentinel".to_owned()],
+            extra: Vec::new(),
+        };
+        sentinel.spawn();
+        sentinel.wait_ready().await;
+        sentinel
     }
 
     fn spawn(&mut self) {
@@ -325,8 +376,9 @@ impl PrivateRedis {
         let (stdout, stderr) = log_file(&self.dir.path().join("redis.out"));
         let dir = self.dir.path().display().to_string();
         let child = Command::new(bin)
+            .args(&self.leading)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--dir", &dir])
-            .args(["--save", "", "--appendonly", "no", "--dbfilename", "dump.rdb"])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -1293,6 +1345,21 @@ impl Traffic {
             assert!(Instant::now() < deadline, "talkers {lagging:?} did not get {each} more acks within {within:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The longest stretch without an ack from `since` on (the time to the
+    /// first ack counts): how long sends were unavailable after a fault.
+    pub fn longest_pause_in_acks(&self, since: Instant) -> Duration {
+        let mut acked: Vec<Instant> =
+            self.ledger.lock().unwrap().acks.iter().map(|ack| ack.acked_at).filter(|at| *at >= since).collect();
+        acked.sort();
+        let mut previous = since;
+        let mut longest = Duration::ZERO;
+        for at in acked {
+            longest = longest.max(at - previous);
+            previous = at;
+        }
+        longest
     }
 
     /// Error frames answered so far, in order.

@@ -24,6 +24,7 @@ mod offline;
 mod offline_outbox;
 mod otlp;
 mod private;
+mod redis_ha;
 mod reencrypt;
 mod registry_outage;
 mod retention;

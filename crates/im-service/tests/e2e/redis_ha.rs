@@ -1,0 +1,210 @@
+//! Redis behind Sentinels (issue 16): the nodes ask three Sentinels for the
+//! primary (`REDIS_SENTINELS`, `REDIS_MASTER_NAME`) instead of one
+//! `REDIS_ADDR`. The primary is killed under load, and in the second test
+//! the replica promoted had fallen behind. Each ends with the count of
+//! [`Traffic::finish`](crate::harness::Traffic::finish): every acked message
+//! stored once and delivered once, seqs strictly increasing with no seq
+//! issued twice, gaps bounded.
+//!
+//! The servers are the test's own ([`PrivateRedis`]); the shared Redis is
+//! never touched.
+
+use std::time::{Duration, Instant};
+
+use crate::faults::{INTERVAL, PROGRESS, WARM_UP, WITHIN, cross_traffic};
+use crate::harness::{Cluster, ClusterBuilder, CountRules, PrivateRedis, redis_command};
+use crate::tcp_proxy::{Mode, TcpProxy};
+
+/// The name the Sentinels monitor the primary under.
+const MASTER: &str = "im-e2e";
+/// How long a Sentinel waits for a silent primary before it calls it down.
+const DOWN_AFTER: Duration = Duration::from_millis(1000);
+/// The longest the sends may stop for across a failover (the issue's aim).
+const MAX_PAUSE: Duration = Duration::from_secs(10);
+
+/// A primary, its replicas and three Sentinels.
+struct Topology {
+    primary: PrivateRedis,
+    replicas: Vec<PrivateRedis>,
+    sentinels: Vec<PrivateRedis>,
+}
+
+impl Topology {
+    /// Sentinels over `primary` and `replicas` (already replicating), once
+    /// each Sentinel knows every replica and the other Sentinels: only then
+    /// can they agree on a failover.
+    async fn watch(primary: PrivateRedis, replicas: Vec<PrivateRedis>) -> Topology {
+        let mut sentinels = Vec::new();
+        for _ in 0..3 {
+            sentinels.push(PrivateRedis::sentinel(MASTER, primary.port, DOWN_AFTER).await);
+        }
+        let topology = Topology { primary, replicas, sentinels };
+        let formed = format!("slaves={},sentinels=3", topology.replicas.len());
+        let deadline = Instant::now() + WITHIN;
+        for sentinel in &topology.sentinels {
+            loop {
+                let info = sentinel.command(&["INFO", "sentinel"]).await;
+                if info.contains(&format!("name={MASTER},status=ok")) && info.contains(&formed) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the sentinels did not form: {info}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        topology
+    }
+
+    fn sentinel_addrs(&self) -> String {
+        self.sentinels.iter().map(PrivateRedis::addr).collect::<Vec<_>>().join(",")
+    }
+
+    /// Waits until a replica says it is the primary; returns its index.
+    async fn wait_for_promotion(&self) -> usize {
+        let deadline = Instant::now() + WITHIN;
+        loop {
+            for (index, replica) in self.replicas.iter().enumerate() {
+                if replica.command(&["INFO", "replication"]).await.contains("role:master") {
+                    return index;
+                }
+            }
+            assert!(Instant::now() < deadline, "no replica was promoted within {WITHIN:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Waits until `replica` has caught up with its primary's link.
+async fn wait_replicating(replica: &PrivateRedis) {
+    let deadline = Instant::now() + WITHIN;
+    while !replica.command(&["INFO", "replication"]).await.contains("master_link_status:up") {
+        assert!(Instant::now() < deadline, "the replica on {} did not start replicating", replica.port);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two nodes and two gateways that find Redis through `topology`'s
+/// Sentinels. (`ClusterBuilder::redis` stays the shared Redis, which only
+/// its start-up check looks at: `REDIS_ADDR` is emptied.)
+async fn cluster_on(topology: &Topology) -> Cluster {
+    ClusterBuilder::new()
+        .node_env("REDIS_ADDR", "")
+        .node_env("REDIS_SENTINELS", topology.sentinel_addrs())
+        .node_env("REDIS_MASTER_NAME", MASTER)
+        .node_env("SEQUENCE_SNAPSHOT_INTERVAL", INTERVAL)
+        .start()
+        .await
+}
+
+/// The allocator epoch the nodes last wrote on the Redis at `port` (the
+/// first, 0, is never written).
+async fn epoch_on(port: u16, cluster: &Cluster) -> u64 {
+    let reply = redis_command(port, &["GET", &format!("{}:seq:epoch", cluster.name)]).await.unwrap();
+    if reply == "$-1" {
+        return 0;
+    }
+    reply.parse().unwrap_or_else(|_| panic!("unexpected allocator epoch on redis {port}: {reply}"))
+}
+
+/// `kill -9` of the primary under load: the Sentinels promote a replica,
+/// the nodes find it, and the sends resume within `MAX_PAUSE`. The promoted
+/// replica is another server process, so the allocator bumps its epoch and
+/// restarts every counter from its stored ceiling: no seq is issued twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_redis_primary_fails_over_through_the_sentinels() {
+    let started = Instant::now();
+    let primary = PrivateRedis::start().await;
+    let replicaof = ["--replicaof", "127.0.0.1", &primary.port.to_string()].map(str::to_owned);
+    let replicaof: Vec<&str> = replicaof.iter().map(String::as_str).collect();
+    let replicas = vec![PrivateRedis::start_with(&replicaof).await, PrivateRedis::start_with(&replicaof).await];
+    for replica in &replicas {
+        wait_replicating(replica).await;
+    }
+    let mut topology = Topology::watch(primary, replicas).await;
+    let cluster = cluster_on(&topology).await;
+    let mut traffic = cross_traffic(&cluster).await;
+    traffic.start();
+    traffic.wait_for_acks(WARM_UP, WITHIN).await;
+    let epoch_before = epoch_on(topology.primary.port, &cluster).await;
+
+    topology.primary.kill9();
+    let killed = Instant::now();
+    let promoted = topology.wait_for_promotion().await;
+    let promoted_after = killed.elapsed();
+    traffic.wait_for_progress(PROGRESS, WITHIN).await;
+    let pause = traffic.longest_pause_in_acks(killed);
+    let settled = Instant::now();
+    traffic.wait_for_progress(PROGRESS, WITHIN).await;
+    let epoch_after = epoch_on(topology.replicas[promoted].port, &cluster).await;
+
+    let count = traffic
+        .finish(&cluster, CountRules { max_gap: 2 * INTERVAL, pushes_complete_after: settled, reader_gateway: 0 })
+        .await;
+    assert!(epoch_after > epoch_before, "the allocator epoch stayed {epoch_before} across the promotion");
+    assert!(pause <= MAX_PAUSE, "sends stopped for {pause:?} across the failover (at most {MAX_PAUSE:?})");
+    eprintln!(
+        "redis primary kill -9 behind sentinels: promoted after {promoted_after:?}, longest pause in acks \
+         {pause:?}, epoch {epoch_before} -> {epoch_after}; {count}; test took {:?}",
+        started.elapsed()
+    );
+}
+
+/// A replica that stopped receiving the primary's writes (its link held
+/// silent by a proxy) while the load went on, then promoted when the
+/// primary is killed: its counters are behind what was handed out, but the
+/// allocator never trusts them (new server process: epoch bump), so no seq
+/// is issued twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_fell_behind_is_promoted_without_reusing_a_seq() {
+    let started = Instant::now();
+    let primary = PrivateRedis::start().await;
+    let link = TcpProxy::start(&primary.addr()).await;
+    let link_port = link.addr().rsplit_once(':').map(|(_, port)| port.to_owned()).unwrap();
+    let replica = PrivateRedis::start_with(&["--replicaof", "127.0.0.1", &link_port]).await;
+    wait_replicating(&replica).await;
+    let mut topology = Topology::watch(primary, vec![replica]).await;
+    let cluster = cluster_on(&topology).await;
+    let mut traffic = cross_traffic(&cluster).await;
+    traffic.start();
+    traffic.wait_for_acks(WARM_UP, WITHIN).await;
+    let epoch_before = epoch_on(topology.primary.port, &cluster).await;
+
+    // The replica hears nothing more; the primary goes on taking writes.
+    link.set(Mode::Hang);
+    let offset = |info: String| {
+        info.lines()
+            .find_map(|line| line.strip_prefix("master_repl_offset:"))
+            .and_then(|offset| offset.trim().parse::<u64>().ok())
+            .expect("master_repl_offset in INFO replication")
+    };
+    // What the proxy had relayed before it saw the change lands first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let behind_from = offset(topology.replicas[0].command(&["INFO", "replication"]).await);
+    traffic.wait_for_progress(PROGRESS, WITHIN).await;
+    let primary_at = offset(topology.primary.command(&["INFO", "replication"]).await);
+    let replica_at = offset(topology.replicas[0].command(&["INFO", "replication"]).await);
+    assert!(
+        replica_at < primary_at && replica_at == behind_from,
+        "the replica did not fall behind: at {replica_at}, the primary at {primary_at}"
+    );
+
+    topology.primary.kill9();
+    let killed = Instant::now();
+    topology.wait_for_promotion().await;
+    traffic.wait_for_progress(PROGRESS, WITHIN).await;
+    let pause = traffic.longest_pause_in_acks(killed);
+    let settled = Instant::now();
+    traffic.wait_for_progress(PROGRESS, WITHIN).await;
+    let epoch_after = epoch_on(topology.replicas[0].port, &cluster).await;
+
+    let count = traffic
+        .finish(&cluster, CountRules { max_gap: 2 * INTERVAL, pushes_complete_after: settled, reader_gateway: 1 })
+        .await;
+    assert!(epoch_after > epoch_before, "the allocator epoch stayed {epoch_before} across the promotion");
+    assert!(count.largest_gap > 1, "no gap at all: the counters did not restart from the stored ceilings");
+    eprintln!(
+        "lagging replica promoted: {} bytes of replication behind, longest pause in acks {pause:?}, epoch \
+         {epoch_before} -> {epoch_after}; {count}; test took {:?}",
+        primary_at - replica_at,
+        started.elapsed()
+    );
+}
