@@ -370,7 +370,7 @@ fn the_images_env_is_configuration_and_its_healthcheck_port_is_the_default() {
 
 // ---------------------------------------------------------------- compose
 
-/// Compose's interpolation of `${VAR}`, `${VAR:-default}`, `${VAR:?message}` and `$$`, enough for
+/// Compose's interpolation of `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?message}` and `$$`, enough for
 /// deploy/compose.yaml. An unset required variable is an `Err` naming it.
 fn interpolate(text: &str, vars: &HashMap<&str, &str>) -> Result<String, String> {
     let mut out = String::new();
@@ -389,6 +389,9 @@ fn interpolate(text: &str, vars: &HashMap<&str, &str>) -> Result<String, String>
                 out.push_str(set(name).ok_or_else(|| format!("{name}: {message}"))?);
             } else if let Some((name, default)) = reference.split_once(":-") {
                 out.push_str(set(name).unwrap_or(default));
+            } else if let Some((name, default)) = reference.split_once('-') {
+                // Without the colon the default is for unset only: set and empty stays empty.
+                out.push_str(vars.get(name).copied().unwrap_or(default));
             } else {
                 out.push_str(vars.get(reference).copied().unwrap_or(""));
             }
@@ -555,6 +558,37 @@ fn compose_runs_the_production_topology_and_each_process_loads() {
             let targets = &names[host_of(&services_config.im.addr)];
             assert!(targets.iter().all(|t| im.iter().any(|(n, b, _)| n == t && *b == Binary::Service)), "{name}");
         }
+    }
+}
+
+/// The commented HA lines of deploy/compose/im.env.example, uncommented: the nodes then take Redis from
+/// the Sentinels (REDIS_ADDR emptied, not defaulted) and create topics with three replicas.
+#[test]
+fn the_env_template_s_ha_lines_point_every_process_at_the_ha_servers() {
+    let template = read("deploy/compose/im.env.example");
+    let ha: Vec<(&str, &str)> = template
+        .lines()
+        .filter_map(|line| line.strip_prefix("# "))
+        .filter_map(|line| line.split_once('='))
+        .filter(|(key, _)| {
+            ["DB_HOST", "REDIS_", "KAFKA_", "ETCD_"].iter().any(|prefix| key.starts_with(prefix))
+                && !key.contains(' ')
+        })
+        .collect();
+    assert!(ha.iter().any(|(key, _)| *key == "REDIS_SENTINELS"), "no HA lines in the env template: {ha:?}");
+    let mut vars = compose_vars();
+    vars.extend(ha.iter().copied());
+    let services = services(&compose_with(&vars).unwrap());
+    let nodes: Vec<_> = im_services(&services).into_iter().filter(|(_, b, _)| *b == Binary::Service).collect();
+    assert_eq!(nodes.len(), 2);
+    for (name, binary, env) in &nodes {
+        let config = load(None, env).unwrap_or_else(|e| panic!("compose service {name} with the HA lines:\n{e}"));
+        binary.assert_startable(name, &config);
+        assert!(config.redis.addr.is_empty() && config.redis.sentinels.len() == 3, "{name}: {:?}", config.redis);
+        assert_eq!(config.redis.master_name, "redis-master");
+        assert_eq!((config.kafka.replication_factor, config.kafka.min_insync_replicas), (3, 2), "{name}");
+        assert_eq!((config.kafka.brokers.len(), config.etcd.endpoints.len()), (3, 3), "{name}");
+        assert_eq!(config.database.host, "mysql-primary.internal:3306");
     }
 }
 
