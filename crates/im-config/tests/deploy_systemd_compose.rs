@@ -571,8 +571,7 @@ fn the_env_template_s_ha_lines_point_every_process_at_the_ha_servers() {
         .filter_map(|line| line.strip_prefix("# "))
         .filter_map(|line| line.split_once('='))
         .filter(|(key, _)| {
-            ["DB_HOST", "REDIS_", "KAFKA_", "ETCD_"].iter().any(|prefix| key.starts_with(prefix))
-                && !key.contains(' ')
+            ["DB_HOST", "REDIS_", "KAFKA_", "ETCD_"].iter().any(|prefix| key.starts_with(prefix)) && !key.contains(' ')
         })
         .collect();
     assert!(ha.iter().any(|(key, _)| *key == "REDIS_SENTINELS"), "no HA lines in the env template: {ha:?}");
