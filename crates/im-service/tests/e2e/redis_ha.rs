@@ -270,6 +270,7 @@ async fn a_replica_that_fell_behind_is_promoted_without_reusing_a_seq() {
     topology.primary.kill9();
     let killed = Instant::now();
     topology.wait_for_promotion().await;
+    let promoted_after = killed.elapsed();
     traffic.wait_for_progress(PROGRESS, WITHIN).await;
     let pause = traffic.longest_pause_in_acks(killed);
     let settled = Instant::now();
@@ -282,7 +283,8 @@ async fn a_replica_that_fell_behind_is_promoted_without_reusing_a_seq() {
     assert!(epoch_after > epoch_before, "the allocator epoch stayed {epoch_before} across the promotion");
     assert!(count.largest_gap > 1, "no gap at all: the counters did not restart from the stored ceilings");
     eprintln!(
-        "lagging replica promoted: {} bytes of replication behind, longest pause in acks {pause:?}, epoch \
+        "lagging replica promoted after {promoted_after:?}: {} bytes of replication behind, longest pause in \
+         acks {pause:?}, epoch \
          {epoch_before} -> {epoch_after}; {count}; test took {:?}",
         primary_at - replica_at,
         started.elapsed()
