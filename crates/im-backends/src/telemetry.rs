@@ -119,6 +119,8 @@ pub struct DependencyMetrics {
     pub db_operation_duration: Histograms<OperationLabel>,
     /// Seconds per Redis round trip, by operation.
     pub redis_operation_duration: Histograms<OperationLabel>,
+    /// Times the Sentinels named another Redis primary than the one in use.
+    pub redis_primary_changes: Counter,
     /// Seconds from producing a record to the broker's acknowledgement.
     pub kafka_produce_duration: Histograms<TopicLabel>,
     /// Topics found missing (the broker lost them) and created again.
@@ -149,6 +151,7 @@ pub fn dependency_metrics() -> &'static DependencyMetrics {
         let metrics = DependencyMetrics {
             db_operation_duration: Family::new_with_constructor(call_buckets),
             redis_operation_duration: Family::new_with_constructor(call_buckets),
+            redis_primary_changes: Counter::default(),
             kafka_produce_duration: Family::new_with_constructor(call_buckets),
             kafka_topics_recreated: Family::default(),
             kafka_consumer_errors: Family::default(),

@@ -691,6 +691,11 @@ fn register_dependency_metrics(registry: &mut Registry) {
         deps.redis_operation_duration.clone(),
     );
     registry.register(
+        "redis_primary_changes",
+        "Times the Redis Sentinels named another primary than the one in use (a failover)",
+        deps.redis_primary_changes.clone(),
+    );
+    registry.register(
         "kafka_produce_duration_seconds",
         "From producing a record to the broker's acknowledgement, by topic",
         deps.kafka_produce_duration.clone(),
@@ -758,6 +763,7 @@ mod tests {
             "im_redis_operation_duration_seconds_count{operation=\"seq_allocate\"} ",
             "im_db_pool_connections{state=\"in_use\"} ",
             "im_db_pool_waiting ",
+            "im_redis_primary_changes_total ",
         ] {
             assert!(text.contains(series), "{series:?} missing from:\n{text}");
         }

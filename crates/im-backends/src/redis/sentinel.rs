@@ -29,6 +29,7 @@ use parking_lot::RwLock;
 use tracing::{info, warn};
 
 use super::connection::parse_addr;
+use crate::telemetry::dependency_metrics;
 
 /// After a failed look-up, callers get its error without asking again for
 /// this long: while the Sentinels still name a primary that is down, every
@@ -130,7 +131,10 @@ impl SentinelPrimary {
         let manager = ConnectionManager::new_lazy_with_config(client, self.manager_config.clone())
             .map_err(|e| BackendError::other(format!("redis primary {addr}: {e}")))?;
         match current.as_ref() {
-            Some(old) => warn!(old = %old.addr, new = %addr, master = %self.master_name, "the redis primary moved"),
+            Some(old) => {
+                warn!(old = %old.addr, new = %addr, master = %self.master_name, "the redis primary moved");
+                dependency_metrics().redis_primary_changes.inc();
+            }
             None => info!(primary = %addr, master = %self.master_name, "redis primary named by the sentinels"),
         }
         let primary = Arc::new(Primary { manager, addr, stale: AtomicBool::new(false) });

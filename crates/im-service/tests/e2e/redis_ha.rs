@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::faults::{INTERVAL, PROGRESS, WARM_UP, WITHIN, cross_traffic};
 use crate::harness::{Cluster, ClusterBuilder, CountRules, PrivateRedis, User, redis_command};
-use crate::support::{GroupApi, group_conversation};
+use crate::support::{GroupApi, free_port, group_conversation, metric};
 use crate::tcp_proxy::{Mode, TcpProxy};
 
 /// The name the Sentinels monitor the primary under.
@@ -96,6 +96,10 @@ async fn cluster_on(topology: &Topology) -> Cluster {
         .node_env("REDIS_SENTINELS", topology.sentinel_addrs())
         .node_env("REDIS_MASTER_NAME", MASTER)
         .node_env("SEQUENCE_SNAPSHOT_INTERVAL", INTERVAL)
+        // For `im_redis_primary_changes_total`.
+        .node_env("METRICS_ENABLED", "true")
+        .node_env_at(0, "METRICS_PORT", free_port())
+        .node_env_at(1, "METRICS_PORT", free_port())
         .start()
         .await
 }
@@ -214,6 +218,10 @@ async fn kill_9_of_the_redis_primary_fails_over_through_the_sentinels() {
     traffic.wait_for_progress(PROGRESS, WITHIN).await;
     let epoch_after = epoch_on(topology.replicas[promoted].port, &cluster).await;
 
+    // Each node followed the Sentinels to the new primary once.
+    for node in &cluster.nodes {
+        assert_eq!(metric(node.http_port, "im_redis_primary_changes_total ").await, 1.0, "{}", node.name);
+    }
     let group_acked = group.finish(&cluster).await;
     let count = traffic
         .finish(&cluster, CountRules { max_gap: 2 * INTERVAL, pushes_complete_after: settled, reader_gateway: 0 })
@@ -276,6 +284,9 @@ async fn a_replica_that_fell_behind_is_promoted_without_reusing_a_seq() {
     let settled = Instant::now();
     traffic.wait_for_progress(PROGRESS, WITHIN).await;
     let epoch_after = epoch_on(topology.replicas[0].port, &cluster).await;
+    for node in &cluster.nodes {
+        assert_eq!(metric(node.http_port, "im_redis_primary_changes_total ").await, 1.0, "{}", node.name);
+    }
 
     let count = traffic
         .finish(&cluster, CountRules { max_gap: 2 * INTERVAL, pushes_complete_after: settled, reader_gateway: 1 })
