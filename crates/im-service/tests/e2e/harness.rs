@@ -346,6 +346,11 @@ impl PrivateRedis {
     /// fail over again 4 s after a failover. Its config file is its own
     /// (Sentinels rewrite theirs).
     pub async fn sentinel(name: &str, primary_port: u16, down_after: Duration) -> PrivateRedis {
+        Self::sentinel_on(free_port(), name, primary_port, down_after).await
+    }
+
+    /// [`PrivateRedis::sentinel`] on `port`.
+    pub async fn sentinel_on(port: u16, name: &str, primary_port: u16, down_after: Duration) -> PrivateRedis {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("sentinel.conf");
         let down_after = down_after.as_millis();
@@ -360,7 +365,7 @@ impl PrivateRedis {
         )
         .unwrap();
         let mut sentinel = PrivateRedis {
-            port: free_port(),
+            port,
             child: None,
             dir,
             leading: vec![config.display().to_string(), "--sentinel".to_owned()],

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::faults::{INTERVAL, PROGRESS, WARM_UP, WITHIN, cross_traffic};
 use crate::harness::{Cluster, ClusterBuilder, CountRules, PrivateRedis, User, redis_command};
-use crate::support::{GroupApi, free_port, group_conversation, metric};
+use crate::support::{GroupApi, Node, free_port, group_conversation, http_get, metric};
 use crate::tcp_proxy::{Mode, TcpProxy};
 
 /// The name the Sentinels monitor the primary under.
@@ -300,4 +300,48 @@ async fn a_replica_that_fell_behind_is_promoted_without_reusing_a_seq() {
         primary_at - replica_at,
         started.elapsed()
     );
+}
+
+/// Sentinels that are all away when a node starts do not stop it (G9): it
+/// runs, `/ready` says 503 with Redis down and why, and once the Sentinels
+/// and their primary are up the node finds the primary by itself.
+#[tokio::test]
+async fn a_node_starts_while_the_sentinels_are_away_and_finds_the_primary_when_they_come() {
+    let dir = tempfile::tempdir().unwrap();
+    let sentinel_port = free_port();
+    let ports = (free_port(), free_port(), free_port());
+    let env = [
+        ("REDIS_SENTINELS", format!("127.0.0.1:{sentinel_port}")),
+        ("REDIS_MASTER_NAME", MASTER.to_owned()),
+        ("REDIS_DIAL_TIMEOUT", "500ms".to_owned()),
+    ]
+    .map(|(key, value)| (key.to_owned(), value));
+    let mut child = Node::command(dir.path(), ports, &env).spawn().expect("starting im-service");
+    let ready = || async { http_get(ports.2, "/ready").await.ok() };
+    let deadline = Instant::now() + WITHIN;
+    let body = loop {
+        if let Some((503, body)) = ready().await
+            && body.contains("\"redis\"")
+        {
+            break body;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "im-service exited with the sentinels away");
+        assert!(Instant::now() < deadline, "/ready never said 503 with redis down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let redis = &report["dependencies"]["redis"];
+    assert_eq!(redis["status"], "down", "{body}");
+    assert!(redis["error"].as_str().unwrap().contains("sentinels"), "the reason names the sentinels: {body}");
+
+    let primary = PrivateRedis::start().await;
+    let _sentinel = PrivateRedis::sentinel_on(sentinel_port, MASTER, primary.port, DOWN_AFTER).await;
+    let deadline = Instant::now() + WITHIN;
+    while ready().await.map(|(status, _)| status) != Some(200) {
+        assert!(Instant::now() < deadline, "the node did not find the primary once the sentinel was up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(child.try_wait().unwrap().is_none());
+    let _ = child.kill();
+    let _ = child.wait();
 }
