@@ -154,8 +154,7 @@ async fn async_failover_with_a_lagging_replica_loses_acked_messages() {
     first_ack_after(acked, senders.acked() + 50, WITHIN).await;
     let acks = senders.stop().await;
 
-    let stored: HashSet<(u64, String)> =
-        pair.replica.stored_messages(&cluster.database).await.into_iter().collect();
+    let stored: HashSet<(u64, String)> = pair.replica.stored_messages(&cluster.database).await.into_iter().collect();
     let missing: Vec<&Ack> = acks.iter().filter(|ack| !stored.contains(&ack.key)).collect();
     eprintln!(
         "async failover: {} acked, {} acked after the replica stopped receiving, {} acked messages missing \
