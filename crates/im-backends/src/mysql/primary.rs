@@ -18,7 +18,8 @@
 //!
 //! At most one swap per [`RESET_INTERVAL`]: while `DB_HOST` still leads to
 //! the read-only server, every new pool meets the same refusal, and the
-//! readiness probe (a write) keeps finding it even without traffic.
+//! readiness probe (a write) keeps finding it even without traffic. Each
+//! swap counts in `im_db_pool_resets_total`.
 //!
 //! The refusal is classified in `error::map_sqlx`, which every statement's
 //! error goes through but which has no store at hand: [`PrimaryPool::watch`]
@@ -30,6 +31,8 @@ use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+
+use crate::telemetry::dependency_metrics;
 
 /// The shortest time between two swaps of the pool.
 pub(super) const RESET_INTERVAL: Duration = Duration::from_secs(1);
@@ -101,6 +104,7 @@ impl PrimaryPool {
             "mysql refused a write as read-only (a demoted primary or a replica): \
              dropping every pooled connection and connecting to database.host again"
         );
+        dependency_metrics().db_pool_resets.inc();
         tokio::spawn(async move { old.close().await });
         true
     }

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::faults::cross_traffic;
 use crate::harness::{Cluster, ClusterBuilder, CountRules, Failure, Inbox, REQUEST_TIMEOUT};
 use crate::mariadb_pair::{APP_USER, MariadbPair, Replication};
+use crate::support::{free_port, http_get};
 use crate::tcp_proxy::TcpProxy;
 
 /// `SEQUENCE_SNAPSHOT_INTERVAL`: small, so ceilings are raised (and
@@ -45,6 +46,10 @@ const SETTLE: Duration = Duration::from_secs(4);
 /// A cluster of two nodes on the pair, through `proxy`, logged in as the
 /// application user (no `SUPER`: `read_only` applies to it).
 async fn cluster_on(proxy: &TcpProxy) -> Cluster {
+    builder(proxy).start().await
+}
+
+fn builder(proxy: &TcpProxy) -> ClusterBuilder {
     ClusterBuilder::new()
         .db_host(proxy.addr())
         .env_all("DB_USER", APP_USER)
@@ -52,8 +57,6 @@ async fn cluster_on(proxy: &TcpProxy) -> Cluster {
         // before connections would be replaced by age.
         .env_all("DB_CONN_MAX_LIFETIME", "1h")
         .node_env("SEQUENCE_SNAPSHOT_INTERVAL", INTERVAL)
-        .start()
-        .await
 }
 
 /// The instant the number of acks first exceeds `count` (polled every
@@ -190,7 +193,14 @@ async fn a_demoted_primary_still_up_gets_no_write_after_the_repoint() {
     let started = Instant::now();
     let pair = MariadbPair::start(Replication::SemiSync).await;
     let proxy = TcpProxy::start(&pair.primary.addr()).await;
-    let cluster = cluster_on(&proxy).await;
+    // Each node's metrics on a port of its own: `im_db_pool_resets_total`.
+    let metrics_ports = [free_port(), free_port()];
+    let cluster = builder(&proxy)
+        .node_env("METRICS_ENABLED", "true")
+        .node_env_at(0, "METRICS_PORT", metrics_ports[0])
+        .node_env_at(1, "METRICS_PORT", metrics_ports[1])
+        .start()
+        .await;
     let mut traffic = cross_traffic(&cluster).await;
     traffic.start();
     traffic.wait_for_acks(WARM_UP, WITHIN).await;
@@ -224,7 +234,20 @@ async fn a_demoted_primary_still_up_gets_no_write_after_the_repoint() {
         .finish(&cluster, CountRules { max_gap: 2 * INTERVAL, pushes_complete_after: settled, reader_gateway: 1 })
         .await;
     assert_eq!(pair.primary.binlog_position().await, old_position, "something was written on the old primary");
+    for (node, port) in cluster.nodes.iter().zip(metrics_ports) {
+        let resets = pool_resets(port).await;
+        assert!(resets >= 1, "{} never dropped its pool", node.name);
+        eprintln!("{}: {resets} pool resets", node.name);
+    }
     eprintln!("planned failover: {count}; {:?}", started.elapsed());
+}
+
+/// `im_db_pool_resets_total` of the node serving metrics on `port`.
+async fn pool_resets(port: u16) -> u64 {
+    let (status, body) = http_get(port, "/metrics").await.expect("/metrics answers");
+    assert_eq!(status, 200, "{body}");
+    let line = body.lines().find_map(|line| line.strip_prefix("im_db_pool_resets_total "));
+    line.and_then(|value| value.trim().parse().ok()).unwrap_or_else(|| panic!("no pool resets counter in:\n{body}"))
 }
 
 /// One acked message.
