@@ -348,7 +348,7 @@ async fn warn_about_weak_durability(conn: &mut MySqlConnection) -> Result<(), Ba
         );
     }
     if log_bin != 0 {
-        replication::warn_about_async_replication(conn).await?;
+        replication::warn_about_async_replication(conn).await;
     }
     Ok(())
 }

@@ -17,7 +17,6 @@
 //! `rpl_semi_sync_master_*`; MySQL 8.0.26 and later `rpl_semi_sync_source_*`.
 //! Without the semi-sync plugin (MySQL) the variables do not exist: off.
 
-use im_core::error::BackendError;
 use sqlx::mysql::MySqlConnection;
 
 use super::error::map_sqlx;
@@ -79,10 +78,18 @@ impl SemiSync {
 
 /// Warns once when the primary's replication can lose acknowledged messages
 /// in a failover. Only for a server writing a binary log: without one it has
-/// no replica to promote.
-pub(super) async fn warn_about_async_replication(conn: &mut MySqlConnection) -> Result<(), BackendError> {
+/// no replica to promote. Never fails the start: settings it cannot read are
+/// warned about too.
+pub(super) async fn warn_about_async_replication(conn: &mut MySqlConnection) {
     let rows: Vec<(String, String)> =
-        sqlx::query_as("SHOW GLOBAL VARIABLES LIKE 'rpl_semi_sync_%'").fetch_all(conn).await.map_err(map_sqlx)?;
+        match sqlx::query_as("SHOW GLOBAL VARIABLES LIKE 'rpl_semi_sync_%'").fetch_all(conn).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                let error = map_sqlx(e);
+                tracing::warn!(%error, docs = DOCS, "cannot read mysql's semi-sync settings: not checked");
+                return;
+            }
+        };
     let settings = SemiSync::from_variables(rows.iter().map(|(name, value)| (name.as_str(), value.as_str())));
     match settings.weakness() {
         Some(weakness) => tracing::warn!(
@@ -100,7 +107,6 @@ pub(super) async fn warn_about_async_replication(conn: &mut MySqlConnection) -> 
              replica's answer the primary falls back to asynchronous replication"
         ),
     }
-    Ok(())
 }
 
 #[cfg(test)]
