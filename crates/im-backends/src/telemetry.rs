@@ -139,6 +139,9 @@ pub struct DependencyMetrics {
     pub db_pool_waiting: Gauge,
     /// Seconds a call waited for a database connection.
     pub db_pool_acquire_duration: Histogram,
+    /// Pools dropped and opened again because the server refused a write
+    /// as read-only (a demoted primary, a replica): failovers followed.
+    pub db_pool_resets: Counter,
 }
 
 /// 100 µs .. ~3.3 s: a loopback call to ~100 × a slow one.
@@ -160,6 +163,7 @@ pub fn dependency_metrics() -> &'static DependencyMetrics {
             db_pool_max_connections: Gauge::default(),
             db_pool_waiting: Gauge::default(),
             db_pool_acquire_duration: call_buckets(),
+            db_pool_resets: Counter::default(),
         };
         for op in DbOperation::ALL {
             drop(metrics.db_operation_duration.get_or_create(&OperationLabel { operation: op.label() }));

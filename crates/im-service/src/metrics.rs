@@ -731,6 +731,11 @@ fn register_dependency_metrics(registry: &mut Registry) {
         "How long calls waited for a database connection",
         deps.db_pool_acquire_duration.clone(),
     );
+    registry.register(
+        "db_pool_resets",
+        "Database pools dropped and opened again because the server refused a write as read-only (a failover)",
+        deps.db_pool_resets.clone(),
+    );
 }
 
 #[cfg(test)]
@@ -763,7 +768,8 @@ mod tests {
             "im_redis_operation_duration_seconds_count{operation=\"seq_allocate\"} ",
             "im_db_pool_connections{state=\"in_use\"} ",
             "im_db_pool_waiting ",
-            "im_redis_primary_changes_total ",
+            "im_redis_primary_changes_total 0\n",
+            "im_db_pool_resets_total 0\n",
         ] {
             assert!(text.contains(series), "{series:?} missing from:\n{text}");
         }

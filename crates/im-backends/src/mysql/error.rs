@@ -8,6 +8,8 @@ use im_core::error::BackendError;
 use sqlx::migrate::MigrateError;
 use sqlx::mysql::MySqlDatabaseError;
 
+use super::primary::note_read_only;
+
 // Server error numbers that describe the server's state, not the request.
 // MySQL's numbers (MariaDB shares them) unless marked.
 const ER_DISK_FULL: u16 = 1021;
@@ -19,9 +21,12 @@ const ER_TOO_MANY_USER_CONNECTIONS: u16 = 1203;
 const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 /// InnoDB rolled the whole transaction back; running it again may succeed.
 const ER_LOCK_DEADLOCK: u16 = 1213;
-/// `--read-only`: a primary being demoted, or not yet promoted.
+/// `--read-only` (and MySQL's `super_read_only`): a primary being demoted,
+/// or a replica not yet promoted.
 const ER_OPTION_PREVENTS_STATEMENT: u16 = 1290;
 const ER_QUERY_INTERRUPTED: u16 = 1317;
+/// "Running in read-only mode".
+const ER_READ_ONLY_MODE: u16 = 1836;
 /// MariaDB.
 const ER_CONNECTION_KILLED: u16 = 1927;
 /// MariaDB's `max_statement_time`.
@@ -43,6 +48,7 @@ fn transient(number: u16) -> bool {
             | ER_LOCK_WAIT_TIMEOUT
             | ER_LOCK_DEADLOCK
             | ER_OPTION_PREVENTS_STATEMENT
+            | ER_READ_ONLY_MODE
             | ER_QUERY_INTERRUPTED
             | ER_CONNECTION_KILLED
             | ER_STATEMENT_TIMEOUT
@@ -51,6 +57,14 @@ fn transient(number: u16) -> bool {
     )
 }
 
+/// Whether a server error number says "this server takes no writes": it is
+/// not (or no longer) the primary.
+fn read_only(number: u16) -> bool {
+    matches!(number, ER_OPTION_PREVENTS_STATEMENT | ER_READ_ONLY_MODE)
+}
+
+/// Also tells the pool (`primary::note_read_only`) when the server refused a
+/// statement as read-only, so it connects again after a failover.
 pub(super) fn map_sqlx(e: sqlx::Error) -> BackendError {
     let transient = match &e {
         // Refused, reset or timed out sockets, and connections the pool could
@@ -60,9 +74,12 @@ pub(super) fn map_sqlx(e: sqlx::Error) -> BackendError {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            db.try_downcast_ref::<MySqlDatabaseError>().is_some_and(|mysql| transient(mysql.number()))
-        }
+        sqlx::Error::Database(db) => db.try_downcast_ref::<MySqlDatabaseError>().is_some_and(|mysql| {
+            if read_only(mysql.number()) {
+                note_read_only();
+            }
+            transient(mysql.number())
+        }),
         _ => false,
     };
     if transient { BackendError::unavailable(e) } else { BackendError::other(e) }
@@ -102,5 +119,14 @@ mod tests {
         assert!(transient(ER_LOCK_DEADLOCK) && transient(ER_LOCK_WAIT_TIMEOUT));
         // ER_DUP_ENTRY, ER_ACCESS_DENIED_ERROR, ER_BAD_DB_ERROR.
         assert!(!transient(1062) && !transient(1045) && !transient(1049));
+    }
+
+    #[test]
+    fn a_read_only_server_is_transient_and_not_a_primary() {
+        for number in [ER_OPTION_PREVENTS_STATEMENT, ER_READ_ONLY_MODE] {
+            assert!(transient(number) && read_only(number), "{number}");
+        }
+        // A lock wait passes on the same primary: no reason to reconnect.
+        assert!(!read_only(ER_LOCK_WAIT_TIMEOUT) && !read_only(1062));
     }
 }

@@ -6,6 +6,10 @@
 //!
 //! - `options`: the `database.*` settings as sqlx pool and connect options.
 //! - `error`: sqlx errors to [`BackendError`].
+//! - `primary`: the pool, replaced when the server refuses writes as
+//!   read-only, so a failover is followed without a restart.
+//! - `replication`: what a promoted replica may lack (semi-sync settings),
+//!   warned about at start.
 //! - `columns`: domain values to and from MySQL columns.
 //! - `members`: conversation membership rows, and which are already stored.
 //! - `messages`, `receipts`, `ceilings`, `epochs`, `users`, `offline`, `groups`,
@@ -51,6 +55,12 @@
 //! see a seq before a lower one; the pipeline's in-order commits hold for
 //! commits that return, which a timeout of seconds makes the only kind in
 //! practice.
+//!
+//! **Failover.** Reads and writes go to the one server `DB_HOST` leads to,
+//! never to a replica (read-after-ack). Operators fail over by repointing
+//! `DB_HOST` (DNS or a proxy); connections that break are replaced by sqlx,
+//! and a server that refuses a write as read-only (a demoted primary still
+//! alive) makes the store drop its whole pool and connect again (`primary`).
 
 mod ceilings;
 mod columns;
@@ -62,7 +72,9 @@ mod members;
 mod messages;
 mod offline;
 mod options;
+mod primary;
 mod receipts;
+mod replication;
 mod reseal;
 mod users;
 
@@ -73,9 +85,10 @@ use im_config::DatabaseConfig;
 use im_core::error::BackendError;
 use im_core::ports::BackendResult;
 use sqlx::Connection;
-use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool};
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 
 use self::error::{in_context, map_migrate, map_sqlx};
+use self::primary::PrimaryPool;
 use crate::sql::KnownConversations;
 use crate::telemetry::{DbOperation, WaitingForConnection, dependency_metrics};
 
@@ -93,7 +106,7 @@ const MAX_STATEMENT_BYTES: usize = 4 << 20;
 /// clone: clones share the pool.
 #[derive(Clone, Debug)]
 pub struct MysqlStore {
-    pool: MySqlPool,
+    pool: Arc<PrimaryPool>,
     timeouts: CallTimeouts,
     known_conversations: Arc<KnownConversations>,
 }
@@ -115,10 +128,14 @@ impl MysqlStore {
         let server = options::server_options(config)?;
         options::check_database_name(&config.name)?;
         prepare_database(&server, &config.name, config.conn_timeout).await?;
-        let pool = options::pool_options(config)?
-            .connect_with(server.database(&config.name))
+        let pool_options = options::pool_options(config)?;
+        let connect = server.database(&config.name);
+        let first = pool_options
+            .clone()
+            .connect_with(connect.clone())
             .await
             .map_err(|e| in_context(map_sqlx(e), &format!("connecting to database {}", config.name)))?;
+        let pool = Arc::new(PrimaryPool::new(first, pool_options, connect));
         tracing::info!(host = %config.host, database = %config.name, "connected to mysql");
         Ok(Self {
             pool,
@@ -161,7 +178,8 @@ impl MysqlStore {
     }
 
     /// `work` on a connection, or `Unavailable` once `limit` has passed (the
-    /// wait for a connection included). Dropping a sqlx future half way is
+    /// wait for a connection included). A read-only refusal on the way
+    /// replaces the pool (`primary`). Dropping a sqlx future half way is
     /// safe: an open transaction is rolled back, and the connection is
     /// checked (pinged) before the pool hands it out again. Timed per
     /// operation, with the pool's state published after each call.
@@ -173,19 +191,22 @@ impl MysqlStore {
         work: impl AsyncFnOnce(&mut MySqlConnection) -> BackendResult<T>,
     ) -> BackendResult<T> {
         let started = Instant::now();
-        let done = tokio::time::timeout(limit, async {
-            let mut conn = {
-                let _waiting = WaitingForConnection::start();
-                self.pool.acquire().await.map_err(map_sqlx)?
-            };
-            work(&mut conn).await
-        })
-        .await
-        .unwrap_or_else(|_| Err(BackendError::Unavailable(format!("a mysql {what} took longer than {limit:?}"))));
+        let pool = self.pool.get();
+        let done = self
+            .pool
+            .watch(tokio::time::timeout(limit, async {
+                let mut conn = {
+                    let _waiting = WaitingForConnection::start();
+                    pool.acquire().await.map_err(map_sqlx)?
+                };
+                work(&mut conn).await
+            }))
+            .await
+            .unwrap_or_else(|_| Err(BackendError::Unavailable(format!("a mysql {what} took longer than {limit:?}"))));
         let metrics = dependency_metrics();
         metrics.db_operation(op, started);
-        let (size, idle) = (self.pool.size(), self.pool.num_idle());
-        metrics.db_pool_state(size.saturating_sub(idle as u32), idle, self.pool.options().get_max_connections());
+        let (size, idle) = (pool.size(), pool.num_idle());
+        metrics.db_pool_state(size.saturating_sub(idle as u32), idle, pool.options().get_max_connections());
         done
     }
 }
@@ -295,7 +316,8 @@ async fn all_applied(conn: &mut MySqlConnection, migrator: &sqlx::migrate::Migra
 }
 
 /// G1 rests on server settings this store cannot set: say so when they are
-/// weaker than a durable commit needs. Also warns when `max_allowed_packet`
+/// weaker than a durable commit needs, on this server and across a failover
+/// to a replica (`replication`). Also warns when `max_allowed_packet`
 /// is smaller than the multi-row statements this store sends.
 async fn warn_about_weak_durability(conn: &mut MySqlConnection) -> Result<(), BackendError> {
     // CAST: the variables' own types differ between MySQL and MariaDB.
@@ -303,7 +325,7 @@ async fn warn_about_weak_durability(conn: &mut MySqlConnection) -> Result<(), Ba
         "SELECT CAST(@@innodb_flush_log_at_trx_commit AS SIGNED), CAST(@@log_bin AS SIGNED), \
                 CAST(@@sync_binlog AS SIGNED), CAST(@@max_allowed_packet AS SIGNED)",
     )
-    .fetch_one(conn)
+    .fetch_one(&mut *conn)
     .await
     .map_err(map_sqlx)?;
     if flush_log_at_commit != 1 {
@@ -324,6 +346,9 @@ async fn warn_about_weak_durability(conn: &mut MySqlConnection) -> Result<(), Ba
             statement_bytes = MAX_STATEMENT_BYTES,
             "mysql max_allowed_packet is small for this store's batched statements: large batches will fail"
         );
+    }
+    if log_bin != 0 {
+        replication::warn_about_async_replication(conn).await;
     }
     Ok(())
 }
