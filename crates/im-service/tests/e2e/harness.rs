@@ -443,6 +443,8 @@ pub struct PrivateMariadb {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Options after the common ones (replication: `--server-id`, …).
+    extra: Vec<String>,
 }
 
 impl PrivateMariadb {
@@ -451,10 +453,18 @@ impl PrivateMariadb {
     const SIZES: [&str; 2] = ["--innodb-log-file-size=8M", "--innodb-buffer-pool-size=32M"];
 
     pub async fn start() -> PrivateMariadb {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// With more `mariadbd` options.
+    pub async fn start_with(extra: Vec<String>) -> PrivateMariadb {
         let install = require_binary("mariadb-install-db");
         require_binary("mariadbd");
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        // Temporary files of its own: two bootstraps sharing /tmp at once
+        // collide on their names.
+        std::fs::create_dir(dir.path().join("tmp")).unwrap();
         let (stdout, stderr) = log_file(&dir.path().join("install.log"));
         // `--user`: mariadbd refuses to run as root without it; ignored (with
         // a warning) for anyone else.
@@ -463,6 +473,7 @@ impl PrivateMariadb {
             .arg(format!("--datadir={}", data.display()))
             .args(["--auth-root-authentication-method=normal", "--skip-test-db", "--user=root"])
             .args(Self::SIZES)
+            .arg(Self::tmpdir(dir.path()))
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -470,10 +481,14 @@ impl PrivateMariadb {
             .await
             .expect("running mariadb-install-db");
         assert!(status.success(), "mariadb-install-db failed:\n{}", tail(&dir.path().join("install.log"), 30));
-        let mut server = PrivateMariadb { port: free_port(), child: None, dir };
+        let mut server = PrivateMariadb { port: free_port(), child: None, dir, extra };
         server.spawn();
         server.wait_ready().await;
         server
+    }
+
+    fn tmpdir(dir: &Path) -> String {
+        format!("--tmpdir={}", dir.join("tmp").display())
     }
 
     fn spawn(&mut self) {
@@ -486,8 +501,10 @@ impl PrivateMariadb {
             .arg(format!("--socket={}", dir.join("mariadb.sock").display()))
             .arg(format!("--pid-file={}", dir.join("mariadb.pid").display()))
             .arg(format!("--log-error={}", dir.join("error.log").display()))
+            .arg(Self::tmpdir(dir))
             .args(["--bind-address=127.0.0.1", "--skip-name-resolve", "--user=root"])
             .args(Self::SIZES)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -523,6 +540,11 @@ impl PrivateMariadb {
 
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The last lines of its error log.
+    pub fn error_log(&self) -> String {
+        tail(&self.dir.path().join("error.log"), 30)
     }
 
     pub fn kill9(&mut self) {

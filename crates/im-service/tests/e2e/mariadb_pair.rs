@@ -7,24 +7,17 @@
 //! ADMIN`): `read_only` stops its writes, as it stops an application's in
 //! production; root would write through it.
 //!
-//! [`crate::harness::PrivateMariadb`] starts one server with fixed options;
-//! a server here takes replication options too, hence a type of its own.
+//! Each server is a [`PrivateMariadb`] started with the replication options.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::harness::PrivateMariadb;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{Connection as _, Row as _};
-use tokio::io::AsyncReadExt as _;
-use tokio::net::TcpStream;
-
-use crate::harness::require_binary;
-use crate::support::free_port;
 
 /// The user the services log in as (empty password, from any host).
 pub const APP_USER: &str = "im";
-/// How long a server may take to accept connections.
+/// How long the replica may take to become the primary's semi-sync client.
 const STARTUP: Duration = Duration::from_secs(30);
 /// How long the primary waits for the replica's ack before it falls back to
 /// asynchronous replication: longer than any test, so it never falls back.
@@ -41,55 +34,16 @@ pub enum Replication {
     Async,
 }
 
-/// One `mariadbd` of a pair, killed when dropped.
+/// One `mariadbd` of a pair, with the binary log on; killed when dropped.
 pub struct Server {
     pub name: &'static str,
     pub port: u16,
-    args: Vec<String>,
-    child: Option<Child>,
-    dir: tempfile::TempDir,
+    server: PrivateMariadb,
 }
 
 impl Server {
-    /// Sizes as small as `PrivateMariadb`'s: several tests may run servers
-    /// at once.
-    const SIZES: [&str; 2] = ["--innodb-log-file-size=8M", "--innodb-buffer-pool-size=32M"];
-
     async fn start(name: &'static str, server_id: u32, replication: &[String]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        // Temporary tables of its own: two bootstraps sharing /tmp at once
-        // collide on their names.
-        let tmp = dir.path().join("tmp");
-        std::fs::create_dir(&tmp).unwrap();
-        let tmpdir = format!("--tmpdir={}", tmp.display());
-        let log = std::fs::File::create(dir.path().join("install.log")).unwrap();
-        let status = tokio::process::Command::new(require_binary("mariadb-install-db"))
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .args(["--auth-root-authentication-method=normal", "--skip-test-db", "--user=root"])
-            .args(Self::SIZES)
-            .arg(&tmpdir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .status()
-            .await
-            .expect("running mariadb-install-db");
-        assert!(status.success(), "mariadb-install-db failed:\n{}", tail(&dir.path().join("install.log")));
-        let port = free_port();
-        let d = dir.path();
-        let mut args = vec![
-            "--no-defaults".to_owned(),
-            format!("--datadir={}", data.display()),
-            format!("--port={port}"),
-            format!("--socket={}", d.join("mariadb.sock").display()),
-            format!("--pid-file={}", d.join("mariadb.pid").display()),
-            format!("--log-error={}", d.join("error.log").display()),
-            tmpdir,
-            "--bind-address=127.0.0.1".to_owned(),
-            "--skip-name-resolve".to_owned(),
-            "--user=root".to_owned(),
+        let mut options = vec![
             format!("--server-id={server_id}"),
             // The binary log (and so replication) is what the pair is about;
             // synced at every commit, as the store asks of a primary.
@@ -97,60 +51,23 @@ impl Server {
             format!("--log-basename={name}"),
             "--sync-binlog=1".to_owned(),
         ];
-        args.extend(Self::SIZES.map(str::to_owned));
-        args.extend(replication.iter().cloned());
-        let mut server = Server { name, port, args, child: None, dir };
-        server.spawn();
-        server.wait_ready().await;
-        server
-    }
-
-    fn spawn(&mut self) {
-        let out = std::fs::File::create(self.dir.path().join("mariadbd.out")).unwrap();
-        let child = Command::new(require_binary("mariadbd"))
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("starting mariadbd");
-        self.child = Some(child);
-    }
-
-    /// Ready when it sends its handshake packet (protocol version 10).
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + STARTUP;
-        loop {
-            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)).await {
-                let mut greeting = [0u8; 5];
-                let read = tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut greeting)).await;
-                if matches!(read, Ok(Ok(_))) && greeting[4] == 10 {
-                    return;
-                }
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("{} mariadbd exited ({status}):\n{}", self.name, tail(&self.dir.path().join("error.log")));
-            }
-            assert!(Instant::now() < deadline, "{} mariadbd not ready:\n{}", self.name, self.error_log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        options.extend(replication.iter().cloned());
+        let server = PrivateMariadb::start_with(options).await;
+        Server { name, port: server.port, server }
     }
 
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.server.addr()
     }
 
     /// The end of its error log.
     pub fn error_log(&self) -> String {
-        tail(&self.dir.path().join("error.log"))
+        self.server.error_log()
     }
 
     /// SIGKILL: nothing is flushed that was not already.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.server.kill9();
     }
 
     /// A connection as root, with no database.
@@ -200,21 +117,6 @@ impl Server {
 async fn use_database(conn: &mut MySqlConnection, database: &str) {
     assert!(database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{database:?}");
     sqlx::raw_sql(&format!("USE `{database}`")).execute(conn).await.unwrap();
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
-        if std::thread::panicking() {
-            eprintln!("--- last lines of the {} mariadbd error log ---\n{}", self.name, self.error_log());
-        }
-    }
-}
-
-/// The end of a log file (its last 4 KiB).
-fn tail(path: &Path) -> String {
-    let text = std::fs::read(path).unwrap_or_default();
-    String::from_utf8_lossy(&text[text.len().saturating_sub(4096)..]).into_owned()
 }
 
 /// A primary and a replica replicating from it.
