@@ -34,7 +34,7 @@ impl NodeClaim {
     ) -> BackendResult<Self> {
         let key = format!("{prefix}/nodes/{node_id}");
         let options = super::connect::base_options(config)?.with_connect_timeout(timeout).with_timeout(timeout);
-        let mut client = super::connect::connect(config, options).await?;
+        let mut client = super::connect::connect(config, options, timeout).await?;
         let ttl_secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
         // Put only if the key does not exist (create_revision 0). A claim
         // left by a node that was killed is still there until its lease runs

@@ -20,7 +20,9 @@ use super::keys::prefix_end;
 /// Keys per listing request: bounds each response well under gRPC's 4 MiB.
 const PAGE: i64 = 10_000;
 const RETRY_MIN: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
+/// The longest pause between listings while etcd is away: how long the view
+/// may stay stale (and `/ready` say etcd down) after etcd is back.
+const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// A local view of the keys under one prefix.
 pub(super) trait Mirror: Send + Sync + 'static {
