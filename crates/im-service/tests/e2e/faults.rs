@@ -33,7 +33,7 @@ const FAIL_FAST: Duration = Duration::from_secs(6);
 /// from the other gateway, so every conversation is written through both
 /// nodes at once; `b` also watches from `a`'s gateway, and `a` follows (syncs
 /// from its cursor) from `b`'s.
-async fn cross_traffic(cluster: &Cluster) -> Traffic {
+pub async fn cross_traffic(cluster: &Cluster) -> Traffic {
     let mut traffic = Traffic::new();
     for k in 0..PAIRS {
         let a = cluster.create_user(&format!("a{k}")).await;
