@@ -1,8 +1,9 @@
 //! The channel every etcd client of this module talks through: requests go
 //! to one member of `etcd.endpoints` (the current one) until a request to it
-//! fails at the transport (the member is down: connection refused or reset)
-//! or takes longer than the request timeout without an answer (the member
-//! hangs), and from then on to the next member, in turn.
+//! fails at the transport (the member is down: connection refused or reset),
+//! takes longer than the request timeout without an answer (the member
+//! hangs), or is refused for want of a leader (the member is cut off from
+//! the quorum), and from then on to the next member, in turn.
 //!
 //! Why not etcd-client's own balancer (tonic's power-of-two-choices over all
 //! endpoints): tonic reports a connection it cannot re-establish as ready
@@ -127,10 +128,23 @@ impl Service<http::Request<Body>> for Failover {
                 Ok(answer) => answer.map_err(BoxError::from),
                 Err(_) => Err("the etcd member did not answer within the request timeout".into()),
             };
-            attempt.settle(answer.is_ok());
+            attempt.settle(answer.as_ref().is_ok_and(|response| !no_leader(response)));
             answer
         })
     }
+}
+
+/// Whether `response` is a member's "no leader" refusal: it is cut off from
+/// its cluster's quorum (another member may not be), and refuses what needs
+/// a leader, and everything from a client that requires one. gRPC sends
+/// such an early error in the headers ("trailers only").
+fn no_leader(response: &http::Response<Body>) -> bool {
+    let headers = response.headers();
+    let unavailable = headers.get("grpc-status").is_some_and(|status| status == "14");
+    unavailable
+        && headers.get("grpc-message").is_some_and(|message| {
+            message.to_str().is_ok_and(|message| message.contains("no leader") || message.contains("no%20leader"))
+        })
 }
 
 /// One request to one member; a request abandoned by its caller after
@@ -207,6 +221,22 @@ mod tests {
             members.list.lock().iter().map(|(uri, _)| uri.host().unwrap().to_owned()).collect::<Vec<_>>(),
             ["b", "c"]
         );
+    }
+
+    #[test]
+    fn a_no_leader_refusal_is_told_from_other_answers() {
+        fn response(headers: &[(&'static str, &str)]) -> http::Response<Body> {
+            let mut response = http::Response::new(Body::empty());
+            for &(name, value) in headers {
+                response.headers_mut().insert(name, value.parse().unwrap());
+            }
+            response
+        }
+        let no_leader_answer = [("grpc-status", "14"), ("grpc-message", "etcdserver: no leader")];
+        assert!(no_leader(&response(&no_leader_answer)));
+        assert!(!no_leader(&response(&[])), "an answer whose status comes in the trailers");
+        assert!(!no_leader(&response(&[("grpc-status", "14"), ("grpc-message", "etcdserver: request timed out")])));
+        assert!(!no_leader(&response(&[("grpc-status", "5"), ("grpc-message", "etcdserver: no leader")])));
     }
 
     #[tokio::test]
