@@ -1,12 +1,13 @@
 //! The Kafka bus as every process that uses it opens it (an IM service node,
 //! and `im-user`, which publishes `membership_change`): the same topics
-//! ensured at start-up, the same `/ready` probe (degrading only).
+//! ensured at start-up (their replication checked), the same `/ready` probe (degrading only).
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use im_backends::KafkaBus;
 use im_config::KafkaConfig;
+use tracing::warn;
 
 use crate::consumer::dead_letter_topic;
 use crate::readiness::Readiness;
@@ -35,6 +36,11 @@ pub async fn kafka_bus(kafka: &KafkaConfig, readiness: &mut Readiness) -> anyhow
     bus.ensure_topics(&all.map(String::as_str), TOPIC_PARTITIONS)
         .await
         .context("creating the Kafka topics (kafka.brokers, kafka.topics.*)")?;
+    // Fewer copies than configured is warned about (by the check), never
+    // fatal: the bus works, it survives fewer broker losses.
+    if let Err(error) = bus.check_replication(&all.map(String::as_str)).await {
+        warn!(%error, "could not check the replication of the kafka topics");
+    }
     let probed = bus.clone();
     // Degrading only: sends are stored and acked without the bus; what is
     // published waits in bounded queues, retried, until it is back.

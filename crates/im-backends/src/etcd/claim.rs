@@ -34,7 +34,7 @@ impl NodeClaim {
     ) -> BackendResult<Self> {
         let key = format!("{prefix}/nodes/{node_id}");
         let options = super::connect::base_options(config)?.with_connect_timeout(timeout).with_timeout(timeout);
-        let mut client = super::connect::connect(config, options).await?;
+        let mut client = super::connect::connect(config, options, timeout).await?;
         let ttl_secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
         // Put only if the key does not exist (create_revision 0). A claim
         // left by a node that was killed is still there until its lease runs
@@ -71,7 +71,7 @@ impl NodeClaim {
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             };
-        let keep_alive = tokio::spawn(keep_alive(client.clone(), lease, ttl, key.clone()));
+        let keep_alive = tokio::spawn(keep_alive(client.clone(), lease, ttl, timeout, key.clone()));
         Ok(Self { client, lease, key, keep_alive })
     }
 
@@ -93,8 +93,10 @@ impl Drop for NodeClaim {
 
 /// Refreshes the lease three times per TTL. A lease that is lost (etcd away
 /// for longer than the TTL) is reported, not re-taken: another node may have
-/// claimed the number meanwhile, and only a restart can check.
-async fn keep_alive(mut client: Client, lease: i64, ttl: Duration, key: String) {
+/// claimed the number meanwhile, and only a restart can check. A stream that
+/// ends, fails or goes unanswered for `timeout` (its member stopped, died or
+/// hangs) is opened again, through the next member.
+async fn keep_alive(mut client: Client, lease: i64, ttl: Duration, timeout: Duration, key: String) {
     let period = (ttl / 3).max(Duration::from_millis(300));
     loop {
         match client.lease_keep_alive(lease).await {
@@ -103,13 +105,13 @@ async fn keep_alive(mut client: Client, lease: i64, ttl: Duration, key: String) 
                 if keeper.keep_alive().await.is_err() {
                     break;
                 }
-                match responses.message().await {
-                    Ok(Some(response)) if response.ttl() > 0 => {}
-                    Ok(_) => {
+                match tokio::time::timeout(timeout, responses.message()).await {
+                    Ok(Ok(Some(response))) if response.ttl() > 0 => {}
+                    Ok(Ok(Some(_))) => {
                         tracing::error!(%key, "the node claim's lease expired; restart this node to claim its NODE_ID again");
                         return;
                     }
-                    Err(_) => break,
+                    Ok(Ok(None) | Err(_)) | Err(_) => break,
                 }
             },
             Err(error) => tracing::warn!(%error, %key, "node claim keep-alive failed; retrying"),

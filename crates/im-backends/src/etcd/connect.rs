@@ -1,6 +1,7 @@
 //! Connecting to etcd from `etcd.*` config: the one place that decides
-//! plain or TLS, for every client this module opens (the registry, the user
-//! status board, the node claim).
+//! plain or TLS, and how several members are used (`failover`), for every
+//! client this module opens (the registry, the user status board, the node
+//! claim).
 //!
 //! TLS follows the endpoints' scheme (`https://` on all or none of them, as
 //! the config's validation demands): the endpoints are passed on as they are,
@@ -8,12 +9,15 @@
 //! verified against `etcd.tls_ca_file`, or the system's roots without it,
 //! and must name the endpoint's host (tonic takes the name from the URL).
 
+use std::time::Duration;
+
 use etcd_client::{Certificate, Client, ConnectOptions, TlsOptions};
 use im_config::EtcdConfig;
 use im_core::error::BackendError;
 use im_core::ports::BackendResult;
 
 use super::error::map_etcd;
+use super::failover::FailoverChannel;
 use crate::tls::CaSetting;
 
 const HTTPS: &str = "https://";
@@ -28,12 +32,27 @@ pub(super) fn base_options(config: &EtcdConfig) -> BackendResult<ConnectOptions>
     })
 }
 
-/// Connects to `config.endpoints` with `options` (from [`base_options`]).
-pub(super) async fn connect(config: &EtcdConfig, options: ConnectOptions) -> BackendResult<Client> {
+/// Connects to `config.endpoints` with `options` (from [`base_options`]),
+/// through the [`FailoverChannel`]: one member at a time, the next one when
+/// it fails or gives no answer within `timeout`.
+pub(super) async fn connect(config: &EtcdConfig, options: ConnectOptions, timeout: Duration) -> BackendResult<Client> {
     if config.endpoints.is_empty() {
         return Err(BackendError::other("etcd.endpoints is empty"));
     }
-    Client::connect(&config.endpoints, Some(options)).await.map_err(map_etcd)
+    let mut client =
+        Client::connect_with_balanced_channel(&config.endpoints, Some(options), FailoverChannel { timeout })
+            .await
+            .map_err(map_etcd)?;
+    // Starts on a member that answers: each failed status request moves the
+    // channel to the next member, so a member listed first that is down
+    // does not fail the first real request (a process starting while one
+    // member is down). When none answers, the first request says so.
+    for _ in &config.endpoints {
+        if let Ok(Ok(_)) = tokio::time::timeout(timeout, client.status()).await {
+            break;
+        }
+    }
+    Ok(client)
 }
 
 fn tls_options(config: &EtcdConfig) -> BackendResult<Option<TlsOptions>> {

@@ -7,9 +7,18 @@
 //! lease and puts every key the process still owns again under it, so a
 //! network blip does not leave connected users unregistered.
 //!
+//! A put or delete that fails for want of etcd is tried again within its
+//! request timeout: at once (with several members the next one takes it, see
+//! `failover`), then after growing pauses (a new leader being elected); a
+//! try left unanswered for a second is tried again too (sent to a leader
+//! that died). So losing one member, even the leader, delays a registration
+//! by about an election. Registering runs beside the connection it is for, so these
+//! retries hold no client up.
+//!
 //! A put or delete that failed for want of etcd (down, timed out, no lease)
 //! is remembered as pending and done again by the task after each answered
-//! keep-alive and after each new lease: what the process wants registered
+//! keep-alive (sent at once, then sooner than usual while writes are
+//! pending) and after each new lease: what the process wants registered
 //! ends up registered once etcd is back, however long it was away.
 
 use std::collections::{HashMap, HashSet};
@@ -32,6 +41,33 @@ const RESTORE_CONCURRENCY: usize = 64;
 /// First wait before granting again after a failed grant; doubles up to the TTL.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 
+/// The longest pause between two tries of one write: a write waiting for an
+/// election is done within about this of its end.
+const WRITE_RETRY_MAX: Duration = Duration::from_millis(500);
+/// The longest one try of a write may take. A write sent through a member
+/// whose leader just died is forwarded to the dead leader and never answered
+/// (etcd gives up only after its own 7 s); tried again, it goes to the new
+/// leader.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// When one try of a write that must end by `deadline` is given up.
+fn attempt_deadline(deadline: Instant) -> Instant {
+    deadline.min(Instant::now() + ATTEMPT_TIMEOUT)
+}
+
+/// After a write failed for want of etcd: waits `pause` (none the first
+/// time, then from [`RETRY_MIN`], doubling up to [`WRITE_RETRY_MAX`]) and
+/// says whether to try again, which is only while that still ends before
+/// `deadline`.
+async fn again(pause: &mut Duration, deadline: Instant) -> bool {
+    if Instant::now() + *pause >= deadline {
+        return false;
+    }
+    sleep(*pause).await;
+    *pause = (*pause * 2).clamp(RETRY_MIN, WRITE_RETRY_MAX);
+    true
+}
+
 pub(super) struct Registrar {
     client: Client,
     ttl: Duration,
@@ -44,8 +80,9 @@ pub(super) struct Registrar {
     lease: RwLock<Option<i64>>,
     /// Wakes writes waiting for a lease.
     granted: Notify,
-    /// Wakes the keep-alive task at once when a write found the lease gone.
-    lost: Notify,
+    /// Wakes the keep-alive task at once: a write found the lease gone, or
+    /// failed for want of etcd and is pending.
+    hurry: Notify,
     /// The keys this process registered and has not unregistered.
     owned: parking_lot::Mutex<HashSet<String>>,
     /// Writes that failed for want of etcd, to do again: key → whether it
@@ -64,7 +101,7 @@ impl Registrar {
             timeout,
             lease: RwLock::new(None),
             granted: Notify::new(),
-            lost: Notify::new(),
+            hurry: Notify::new(),
             owned: parking_lot::Mutex::new(HashSet::new()),
             pending: parking_lot::Mutex::new(HashMap::new()),
             task: parking_lot::Mutex::new(None),
@@ -85,6 +122,7 @@ impl Registrar {
             Ok(()) => {}
             Err(BackendError::Unavailable(_)) => {
                 self.pending.lock().insert(key, true);
+                self.hurry.notify_one();
             }
             Err(_) => {
                 self.owned.lock().remove(&key);
@@ -96,20 +134,25 @@ impl Registrar {
     async fn put_now(&self, key: &str) -> BackendResult<()> {
         let deadline = Instant::now() + self.timeout;
         let mut stale = None;
+        let mut pause = Duration::ZERO;
         loop {
             let (_guard, lease) = self.current_lease(stale, deadline).await?;
             let mut client = self.client.clone();
             let put = client.put(key, "", Some(PutOptions::new().with_lease(lease)));
-            return match timeout_at(deadline, put).await {
+            return match timeout_at(attempt_deadline(deadline), put).await {
                 Ok(Ok(_)) => Ok(()),
                 // The keep-alive task has not noticed yet: hurry it, and wait
                 // for the next lease (which restores `key` on its own).
                 Ok(Err(e)) if is_lease_gone(&e) => {
-                    self.lost.notify_one();
+                    self.hurry.notify_one();
                     stale = Some(lease);
                     continue;
                 }
-                Ok(Err(e)) => Err(map_etcd(e)),
+                Ok(Err(e)) => match map_etcd(e) {
+                    BackendError::Unavailable(_) if again(&mut pause, deadline).await => continue,
+                    error => Err(error),
+                },
+                Err(_) if again(&mut pause, deadline).await => continue,
                 Err(_) => Err(timed_out("put")),
             };
         }
@@ -122,6 +165,7 @@ impl Registrar {
         let result = self.delete_now(key).await;
         if let Err(BackendError::Unavailable(_)) = &result {
             self.pending.lock().insert(key.to_owned(), false);
+            self.hurry.notify_one();
         }
         result
     }
@@ -135,9 +179,17 @@ impl Registrar {
         self.owned.lock().remove(key);
         self.pending.lock().remove(key);
         let _gate = gate.map_err(|_| timed_out("delete"))?;
-        match timeout_at(deadline, self.client.clone().delete(key, None)).await {
-            Ok(result) => result.map(drop).map_err(map_etcd),
-            Err(_) => Err(timed_out("delete")),
+        let mut pause = Duration::ZERO;
+        loop {
+            return match timeout_at(attempt_deadline(deadline), self.client.clone().delete(key, None)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => match map_etcd(e) {
+                    BackendError::Unavailable(_) if again(&mut pause, deadline).await => continue,
+                    error => Err(error),
+                },
+                Err(_) if again(&mut pause, deadline).await => continue,
+                Err(_) => Err(timed_out("delete")),
+            };
         }
     }
 
@@ -310,17 +362,23 @@ impl Registrar {
 
     /// Keeps `lease` alive every third of the TTL; returns when etcd says it
     /// is gone. A broken stream is reopened: only etcd knows whether the lease
-    /// outlived the break.
+    /// outlived the break. Reopening is retried soon at first (the stream's
+    /// member died, the next one answers), then up to every interval.
     async fn keep_alive(&self, lease: i64) {
         let interval = self.ttl / 3;
+        let mut retry = RETRY_MIN;
         loop {
             let (mut keeper, mut responses) =
                 match timeout(self.timeout, self.client.clone().lease_keep_alive(lease)).await {
-                    Ok(Ok(stream)) => stream,
+                    Ok(Ok(stream)) => {
+                        retry = RETRY_MIN;
+                        stream
+                    }
                     Ok(Err(e)) if is_lease_gone(&e) => return,
                     Ok(Err(e)) => {
-                        warn!(lease, error = %e, "etcd keep-alive failed");
-                        sleep(interval).await;
+                        warn!(lease, error = %e, retry_in = ?retry, "etcd keep-alive failed");
+                        sleep(retry).await;
+                        retry = (retry * 2).min(interval);
                         continue;
                     }
                     Err(_) => {
@@ -328,10 +386,21 @@ impl Registrar {
                         continue;
                     }
                 };
+            // While writes are pending, keep-alives (each followed by doing
+            // them again) come sooner: from RETRY_MIN apart, doubling.
+            let mut pending_pause = RETRY_MIN;
             loop {
+                let pause = if self.pending.lock().is_empty() {
+                    pending_pause = RETRY_MIN;
+                    interval
+                } else {
+                    let pause = pending_pause;
+                    pending_pause = (pending_pause * 2).min(interval);
+                    pause
+                };
                 tokio::select! {
-                    () = sleep(interval) => {}
-                    () = self.lost.notified() => {}
+                    () = sleep(pause) => {}
+                    () = self.hurry.notified() => {}
                 }
                 if let Err(e) = keeper.keep_alive().await {
                     warn!(lease, error = %e, "etcd keep-alive stream closed");

@@ -22,9 +22,15 @@
 //!   again, so users who connect during an outage are registered when it
 //!   ends. A process that only reads
 //!   (`im-service`) never registers, so it never holds a lease.
+//! - Several members (`etcd.endpoints`): every client talks to one member
+//!   at a time and moves to the next when it is down, hangs or has no
+//!   leader (`failover`). Losing one member of three costs a registration
+//!   about an election (1-2 s after a leader died); losing the quorum
+//!   degrades as an etcd outage does (above).
 //!
 //! Files: `connect` (client options from `etcd.*`: plain or TLS, for every
-//! client here), `cache` (the local view), `keys` (the layout), `lease` (the
+//! client here), `failover` (one member at a time, the next when it fails),
+//! `cache` (the local view), `keys` (the layout), `lease` (the
 //! registering side), `watch` (list + watch), `error` (etcd errors as
 //! [`BackendError`](im_core::error::BackendError)), `claim` ([`NodeClaim`]:
 //! a node's `NODE_ID` held under a lease, `{prefix}/nodes/{id}`),
@@ -35,6 +41,7 @@ mod cache;
 mod claim;
 mod connect;
 mod error;
+mod failover;
 mod keys;
 mod lease;
 mod user_status;
@@ -172,7 +179,7 @@ async fn connect_client(config: &EtcdConfig, request_timeout: Duration) -> Backe
         // A member cut off from its cluster's leader refuses requests (and
         // ends watches) instead of serving stale data.
         .with_require_leader(true);
-    connect::connect(config, options).await
+    connect::connect(config, options, request_timeout).await
 }
 
 /// The registrations under `{prefix}/users/`, mirrored into the cache.

@@ -1,7 +1,8 @@
 //! Keeps a local mirror of one etcd prefix in step with etcd: list every
 //! key at one revision, then watch the prefix from the next revision, so no
 //! change is missed between the two. When the watch fails (etcd restarted or
-//! unreachable, the revision was compacted) list and watch again. The
+//! unreachable, the revision was compacted, or its member has no leader:
+//! checked every second) list and watch again. The
 //! registry's user → gateways cache and the users' statuses are mirrors.
 
 use std::sync::Arc;
@@ -20,7 +21,15 @@ use super::keys::prefix_end;
 /// Keys per listing request: bounds each response well under gRPC's 4 MiB.
 const PAGE: i64 = 10_000;
 const RETRY_MIN: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
+/// The longest pause between listings while etcd is away: how long the view
+/// may stay stale (and `/ready` say etcd down) after etcd is back.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+/// How often a live watch asks its member whether it still has a leader.
+/// A member that lost its cluster's quorum ends its watches itself only
+/// after several election timeouts (about 5 s measured with etcd 3.4's
+/// defaults); meanwhile the view cannot change, and users who connect are
+/// neither in it nor found by the fallback of a view known to be stale.
+const LEADER_CHECK: Duration = Duration::from_secs(1);
 
 /// A local view of the keys under one prefix.
 pub(super) trait Mirror: Send + Sync + 'static {
@@ -123,6 +132,17 @@ impl<M: Mirror> Watcher<M> {
         }
     }
 
+    /// A read of one key of the prefix, served by the member itself
+    /// (serializable), which the client's require-leader flag makes a member
+    /// without a leader refuse.
+    async fn check_leader(&self) -> BackendResult<()> {
+        let options = GetOptions::new().with_prefix().with_keys_only().with_limit(1).with_serializable();
+        match timeout(self.timeout, self.client.clone().get(self.mirror.prefix(), Some(options))).await {
+            Ok(result) => result.map(drop).map_err(map_etcd),
+            Err(_) => Err(timed_out("leader check")),
+        }
+    }
+
     /// Applies every change after `revision` to the mirror; returns why it
     /// stopped. Resets `retry` once the watch is established.
     async fn watch(&self, revision: i64, retry: &mut Duration) -> BackendError {
@@ -133,8 +153,17 @@ impl<M: Mirror> Watcher<M> {
                 Ok(Err(e)) => return map_etcd(e),
                 Err(_) => return timed_out("watch"),
             };
+        let mut checks = tokio::time::interval(LEADER_CHECK);
+        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let response = match stream.message().await {
+            let message = tokio::select! {
+                message = stream.message() => message,
+                _ = checks.tick() => match self.check_leader().await {
+                    Ok(()) => continue,
+                    Err(error) => return error,
+                },
+            };
+            let response = match message {
                 Ok(Some(response)) => response,
                 Ok(None) => return BackendError::unavailable("etcd closed the watch"),
                 Err(e) => return map_etcd(e),

@@ -21,14 +21,21 @@
 //!   [`KafkaBus::ensure_topics`] at start-up, and again whenever they vanish
 //!   (a broker that restarted empty), checked every second.
 //!
+//! - Replication: topics are created with `kafka.replication_factor` replicas
+//!   and `kafka.min_insync_replicas` (0: the broker's defaults);
+//!   [`KafkaBus::check_replication`] warns at start when the brokers keep
+//!   fewer copies than that.
+//!
 //! Files: `consumer` (the member, its commits and lag), `security` (TLS and
 //! SASL to the brokers from `kafka.*`), `topics` (creating
-//! and keeping the topics), `error` (librdkafka errors as [`BackendError`]),
+//! and keeping the topics), `replication` (the copies asked for, and the
+//! check of the copies kept), `error` (librdkafka errors as [`BackendError`]),
 //! `logs` (librdkafka's logs to `tracing`).
 
 mod consumer;
 mod error;
 mod logs;
+mod replication;
 mod security;
 mod topics;
 
@@ -48,6 +55,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 pub use self::consumer::{KafkaConsumer, LagProbe, PartitionLag};
 use self::error::{join_failed, map_kafka, timed_out};
 use self::logs::Logs;
+use self::replication::Replication;
+pub use self::replication::{Shortfall, TopicReplicas};
 pub use self::topics::KEEP_INTERVAL;
 use self::topics::Topics;
 use crate::telemetry::dependency_metrics;
@@ -88,6 +97,11 @@ impl KafkaBus {
         let mut producer = base.clone();
         producer
             .set("enable.idempotence", "true")
+            // Idempotence requires it anyway; stated because replication
+            // rests on it: the leader acknowledges once every in-sync
+            // replica has the record, and refuses while fewer than the
+            // topic's min.insync.replicas are in sync, so an acked record
+            // is on that many brokers.
             .set("acks", "all")
             // librdkafka refuses an idempotent producer without retries.
             .set("retries", config.producer.retry_max.max(1).to_string())
@@ -102,7 +116,8 @@ impl KafkaBus {
             .set("allow.auto.create.topics", "false");
         let producer_config = producer;
         let producer = producer_config.create_with_context(Logs).map_err(map_kafka)?;
-        let topics = Topics::new(&base, timeout)?;
+        let replication = Replication::new(config.replication_factor, config.min_insync_replicas);
+        let topics = Topics::new(&base, replication, timeout)?;
 
         let session = config.consumer.session_timeout;
         let mut consumer_config = base;
@@ -140,7 +155,9 @@ impl KafkaBus {
     }
 
     /// Creates the topics that do not exist yet, with `partitions` partitions
-    /// and the broker's default replication factor, and keeps them: from
+    /// and the configured replication (`kafka.replication_factor`,
+    /// `kafka.min_insync_replicas`; the broker's defaults when 0), and keeps
+    /// them: from
     /// then on, a topic of these that vanishes (a broker that restarted
     /// without its state) is created again within about a second, logged
     /// and counted (`im_kafka_topics_recreated_total`), for as long as this
@@ -154,6 +171,39 @@ impl KafkaBus {
         self.topics.ensure(topics, partitions).await?;
         self.topics.keep(topics, partitions);
         Ok(())
+    }
+
+    /// Reads the replicas of `topics` (ensured before) and the brokers from
+    /// the metadata and compares them with `kafka.replication_factor`:
+    /// every shortfall is logged as a warning and returned. Nothing is
+    /// checked when the factor is 0 (the broker's default). Fails only when
+    /// the metadata cannot be read; the caller goes on either way.
+    pub async fn check_replication(&self, topics: &[&str]) -> BackendResult<Vec<Shortfall>> {
+        let wanted = self.topics.replication().factor;
+        if wanted == 0 {
+            return Ok(Vec::new());
+        }
+        let (admin, timeout) = (self.topics.admin().clone(), self.timeout);
+        let names: Vec<String> = topics.iter().map(|&t| t.to_owned()).collect();
+        // One topic per request: the answer then names no topic but ours
+        // (the metadata of a topic deleted meanwhile may carry a null name).
+        let read = tokio::task::spawn_blocking(move || {
+            let mut brokers = 0;
+            let mut found = Vec::new();
+            for topic in names {
+                let metadata = admin.inner().fetch_metadata(Some(&topic), timeout)?;
+                brokers = brokers.max(metadata.brokers().len());
+                for listed in metadata.topics().iter().filter(|t| t.error().is_none()) {
+                    let replicas = listed.partitions().iter().map(distinct_brokers).min().unwrap_or(0);
+                    found.push(TopicReplicas { topic: topic.clone(), replicas });
+                }
+            }
+            Ok::<_, rdkafka::error::KafkaError>((brokers, found))
+        });
+        let (brokers, found) = read.await.map_err(join_failed)?.map_err(map_kafka)?;
+        let shortfalls = replication::shortfalls(wanted, brokers, &found);
+        shortfalls.iter().for_each(Shortfall::warn);
+        Ok(shortfalls)
     }
 
     /// Joins `group` on `topic`: [`Bus::subscribe`] with the concrete type,
@@ -212,6 +262,12 @@ impl KafkaBus {
             Err(error) => tracing::error!(%error, "could not renew the Kafka producer"),
         }
     }
+}
+
+/// The brokers holding a replica of `partition`: a broker listed twice is
+/// one copy (tansu lists its one broker three times for a factor of 3).
+fn distinct_brokers(partition: &rdkafka::metadata::MetadataPartition) -> usize {
+    partition.replicas().iter().collect::<std::collections::HashSet<_>>().len()
 }
 
 /// Failed publishes in a row after which the producer is replaced.

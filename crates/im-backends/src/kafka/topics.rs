@@ -17,13 +17,14 @@ use im_core::error::BackendError;
 use im_core::ports::BackendResult;
 use parking_lot::Mutex;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tokio::task::AbortHandle;
 use tracing::{debug, warn};
 
 use super::error::{map_kafka, timed_out};
 use super::logs::Logs;
+use super::replication::Replication;
 use crate::telemetry::dependency_metrics;
 
 /// How often the kept topics are created again if missing: after a broker
@@ -35,22 +36,41 @@ pub const KEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// them (stopped when this is dropped, with the bus).
 pub(super) struct Topics {
     admin: Arc<AdminClient<Logs>>,
+    /// How many copies every topic created here asks for (a kept topic
+    /// created again included).
+    replication: Arc<Replication>,
     timeout: Duration,
     kept: Arc<Mutex<Vec<(String, i32)>>>,
     keeper: Mutex<Option<AbortHandle>>,
 }
 
 impl Topics {
-    pub(super) fn new(config: &ClientConfig, timeout: Duration) -> BackendResult<Self> {
+    pub(super) fn new(config: &ClientConfig, replication: Replication, timeout: Duration) -> BackendResult<Self> {
         let admin = config.create_with_context(Logs).map_err(map_kafka)?;
-        Ok(Self { admin: Arc::new(admin), timeout, kept: Arc::default(), keeper: Mutex::new(None) })
+        Ok(Self {
+            admin: Arc::new(admin),
+            replication: Arc::new(replication),
+            timeout,
+            kept: Arc::default(),
+            keeper: Mutex::new(None),
+        })
+    }
+
+    /// The copies every topic created here asks for.
+    pub(super) fn replication(&self) -> &Replication {
+        &self.replication
+    }
+
+    /// The admin client, for reading the topics' metadata.
+    pub(super) fn admin(&self) -> &Arc<AdminClient<Logs>> {
+        &self.admin
     }
 
     /// Creates the `topics` that do not exist (with `partitions`
     /// partitions); a topic that exists is left as it is. Returns the topics
     /// created.
     pub(super) async fn ensure(&self, topics: &[&str], partitions: i32) -> BackendResult<Vec<String>> {
-        create(&self.admin, topics.iter().map(|&t| (t, partitions)), self.timeout).await
+        create(&self.admin, &self.replication, topics.iter().map(|&t| (t, partitions)), self.timeout).await
     }
 
     /// From now on, creates `topics` again whenever they are missing, every
@@ -69,14 +89,15 @@ impl Topics {
         if keeper.is_some() {
             return;
         }
-        let (admin, kept, timeout) = (self.admin.clone(), self.kept.clone(), self.timeout);
+        let (admin, replication, kept, timeout) =
+            (self.admin.clone(), self.replication.clone(), self.kept.clone(), self.timeout);
         let task = tokio::spawn(async move {
             let mut ticks = tokio::time::interval(KEEP_INTERVAL);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
                 let wanted = kept.lock().clone();
-                match create(&admin, wanted.iter().map(|(t, p)| (t.as_str(), *p)), timeout).await {
+                match create(&admin, &replication, wanted.iter().map(|(t, p)| (t.as_str(), *p)), timeout).await {
                     Ok(created) => {
                         for topic in created {
                             dependency_metrics().kafka_topic_recreated(&topic);
@@ -100,14 +121,15 @@ impl Drop for Topics {
     }
 }
 
-/// One `CreateTopics` request for `topics`; the ones it created.
+/// One `CreateTopics` request for `topics`, each with `replication`; the
+/// ones it created.
 async fn create<'a>(
     admin: &AdminClient<Logs>,
+    replication: &'a Replication,
     topics: impl Iterator<Item = (&'a str, i32)>,
     timeout: Duration,
 ) -> BackendResult<Vec<String>> {
-    let new: Vec<NewTopic<'_>> =
-        topics.map(|(topic, partitions)| NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))).collect();
+    let new: Vec<NewTopic<'_>> = topics.map(|(topic, partitions)| replication.new_topic(topic, partitions)).collect();
     if new.is_empty() {
         return Ok(Vec::new());
     }

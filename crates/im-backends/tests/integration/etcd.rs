@@ -243,3 +243,63 @@ async fn a_node_id_left_by_a_killed_node_is_claimed_once_its_lease_runs_out() {
     assert!(refused.to_string().contains("NODE_ID 7 is held by another running node"), "{refused}");
     claim.release().await;
 }
+
+/// A member that is down, listed first, costs nothing: the client starts on
+/// the member that answers, and registrations and the watch work at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_is_down_is_passed_over() {
+    let dead = format!("127.0.0.1:{}", unused_port());
+    let config = EtcdConfig { endpoints: vec![dead, ENDPOINT.to_owned()], ..EtcdConfig::default() };
+    let prefix = unique_prefix();
+    let started = Instant::now();
+    let registry = EtcdRegistry::connect(&config, options(&prefix, Duration::from_secs(10))).await.expect("connect");
+    let watcher = connect(&prefix, Duration::from_secs(10)).await;
+    let gateway = GatewayId(unique_name("gw"));
+    let [user, _] = users();
+    for _ in 0..10 {
+        registry.register(user, &gateway).await.expect("register through the live member");
+        registry.unregister(user, &gateway).await.expect("unregister through the live member");
+    }
+    registry.register(user, &gateway).await.unwrap();
+    until_on(&watcher, user, &[&gateway], Duration::from_secs(2)).await;
+    assert!(registry.is_watching());
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+/// A member that hangs (accepts connections, never answers), listed first,
+/// is passed over once a request to it goes unanswered for the request
+/// timeout: at connect, and from then on nothing waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_hangs_is_passed_over_after_the_request_timeout() {
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung = hanging.local_addr().unwrap().to_string();
+    // Holds every connection open and reads nothing.
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((connection, _)) = hanging.accept().await {
+            connections.push(connection);
+        }
+    });
+    let config = EtcdConfig { endpoints: vec![hung, ENDPOINT.to_owned()], ..EtcdConfig::default() };
+    let prefix = unique_prefix();
+    let started = Instant::now();
+    let registry = EtcdRegistry::connect(&config, options(&prefix, Duration::from_secs(10))).await.expect("connect");
+    let connected = started.elapsed();
+    // One request timeout (2 s) for the hanging member, and a margin.
+    assert!(connected < Duration::from_secs(4), "connect took {connected:?}");
+    let watcher = connect(&prefix, Duration::from_secs(10)).await;
+    let gateway = GatewayId(unique_name("gw"));
+    let [user, _] = users();
+    let started = Instant::now();
+    registry.register(user, &gateway).await.expect("register through the member that answers");
+    until_on(&watcher, user, &[&gateway], Duration::from_secs(2)).await;
+    assert!(registry.is_watching());
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    held.abort();
+}
+
+/// A loopback port nothing listens on (bound, then released).
+fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}

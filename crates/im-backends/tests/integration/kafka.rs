@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use im_backends::conformance::fixtures::unique_name;
-use im_backends::kafka::{KafkaBus, KafkaConsumer};
+use im_backends::kafka::{KafkaBus, KafkaConsumer, Shortfall};
 use im_config::{AutoOffsetReset, KafkaConfig};
 use im_core::error::BackendError;
 use im_core::ports::{BackendResult, Bus, BusConsumer, BusRecord, RecordHeaders};
@@ -240,4 +240,71 @@ async fn publishing_with_the_broker_down_fails_unavailable_within_the_timeout() 
     assert!(matches!(result, Err(BackendError::Unavailable(_))), "{:?}", result.err());
     assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
     assert!(matches!(bus.ping().await, Err(BackendError::Unavailable(_))));
+}
+
+/// The broker ids listed as replicas of each partition of `topic`, as the
+/// broker's metadata has them (read with a client of the test's own, not
+/// the bus's check).
+fn replica_ids(topic: &str) -> Vec<Vec<i32>> {
+    use rdkafka::producer::{BaseProducer, Producer};
+    let client: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", BROKER).create().unwrap();
+    let metadata = client.client().fetch_metadata(Some(topic), Duration::from_secs(5)).expect("metadata");
+    let listed = metadata.topics().first().expect("the topic asked for");
+    assert!(listed.error().is_none(), "{topic}: {:?}", listed.error());
+    listed.partitions().iter().map(|p| p.replicas().to_vec()).collect()
+}
+
+fn replicated(factor: u16, min_insync: u16) -> KafkaConfig {
+    KafkaConfig { replication_factor: factor, min_insync_replicas: min_insync, ..config(BROKER) }
+}
+
+#[tokio::test]
+async fn topics_get_the_configured_factor_and_a_higher_one_is_reported_as_a_shortfall() {
+    let bus = KafkaBus::new(&replicated(1, 1)).unwrap();
+    let topic = unique_name("replicated");
+    bus.ensure_topics(&[&topic], 2).await.expect("factor 1 on one broker");
+    let replicas: Vec<usize> = replica_ids(&topic).iter().map(Vec::len).collect();
+    assert_eq!(replicas, [1, 1]);
+    assert_eq!(bus.check_replication(&[&topic]).await.unwrap(), [], "factor 1 on one broker is what was asked");
+    publish(&bus, &topic, 0..3, 2).await;
+
+    // The same topic seen by a process configured for three copies: it
+    // exists, so it keeps its one replica; the check says so, and that the
+    // metadata lists one broker.
+    let wants_three = KafkaBus::new(&replicated(3, 2)).unwrap();
+    wants_three.ensure_topics(&[&topic], 2).await.unwrap();
+    assert_eq!(
+        wants_three.check_replication(&[&topic]).await.unwrap(),
+        [
+            Shortfall::TooFewBrokers { brokers: 1, wanted: 3 },
+            Shortfall::TooFewReplicas { topic: topic.clone(), replicas: 1, wanted: 3 },
+        ]
+    );
+    // 0 means the broker's default: nothing to compare with.
+    let default = KafkaBus::new(&replicated(0, 0)).unwrap();
+    assert_eq!(default.check_replication(&[&topic]).await.unwrap(), []);
+}
+
+/// What tansu (one broker) does with a topic asked for with three replicas
+/// and min.insync.replicas 2: it creates it, lists its one broker three
+/// times as the partition's replicas (and in-sync replicas), and acks
+/// publishes. That is one copy, so the check, which counts distinct
+/// brokers, reports it. Pinned so that a tansu that changes shows.
+#[tokio::test]
+async fn tansu_accepts_factor_3_on_one_broker_and_the_check_counts_one_copy() {
+    let bus = KafkaBus::new(&replicated(3, 2)).unwrap();
+    let topic = unique_name("three");
+    bus.ensure_topics(&[&topic], 1).await.expect("tansu accepts a factor above its broker count");
+    let ids = replica_ids(&topic);
+    assert_eq!(ids.len(), 1);
+    assert_eq!(ids[0].len(), 3, "three replicas listed: {ids:?}");
+    assert!(ids[0].iter().all(|&id| id == ids[0][0]), "all on the one broker: {ids:?}");
+    bus.publish(&topic, Bytes::from("k"), Bytes::from("v")).await.expect("acked with min.insync.replicas 2");
+    assert_eq!(
+        bus.check_replication(&[&topic]).await.unwrap(),
+        [
+            Shortfall::TooFewBrokers { brokers: 1, wanted: 3 },
+            Shortfall::TooFewReplicas { topic: topic.clone(), replicas: 1, wanted: 3 },
+        ]
+    );
 }

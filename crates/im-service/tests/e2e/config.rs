@@ -2,6 +2,7 @@
 //! bound or written.
 
 use std::process::Stdio;
+use std::time::Duration;
 
 use crate::support::{Node, free_port};
 
@@ -146,4 +147,30 @@ async fn metrics_port_and_metrics_enabled() {
     let node = Node::start_with(dir.path(), &[("METRICS_ENABLED", "false")]).await;
     assert_eq!(http_get(node.http_port, "/metrics").await.unwrap().0, 404);
     assert_eq!(http_get(node.http_port, "/health").await.unwrap().0, 200);
+}
+
+/// `KAFKA_REPLICATION_FACTOR` above what the brokers keep (the shared tansu:
+/// one broker, which lists itself three times for a factor of 3) is warned
+/// about at start, naming the topic and the setting, and never fails it.
+#[test]
+fn a_replication_factor_the_brokers_cannot_keep_is_warned_about_at_start() {
+    let broker = crate::harness::SHARED_KAFKA;
+    let reachable = std::net::TcpStream::connect_timeout(&broker.parse().unwrap(), Duration::from_secs(2));
+    assert!(reachable.is_ok(), "tansu is not reachable at {broker}: start the test servers with scripts/servers.sh");
+    let mut extra = crate::broker::kafka_env(broker);
+    extra.extend([
+        ("KAFKA_REPLICATION_FACTOR".to_owned(), "3".to_owned()),
+        ("KAFKA_MIN_INSYNC_REPLICAS".to_owned(), "2".to_owned()),
+        // "im-service ready" is an info line.
+        ("LOG_LEVEL".to_owned(), "info".to_owned()),
+    ]);
+    let group_topic = extra.iter().find(|(key, _)| key == "KAFKA_TOPIC_GROUP_MSG").unwrap().1.clone();
+    let lines = log_lines_until_ready(&extra);
+    let replicas = lines
+        .iter()
+        .find(|l| l.contains("fewer replicas per partition") && l.contains(&group_topic))
+        .unwrap_or_else(|| panic!("no warning about {group_topic}: {lines:?}"));
+    assert!(replicas.contains("WARN") && replicas.contains("replicas=1") && replicas.contains("replication_factor=3"));
+    assert!(replicas.contains("KAFKA_REPLICATION_FACTOR"), "{replicas}");
+    assert!(lines.iter().any(|l| l.contains("fewer brokers than") && l.contains("brokers=1")), "{lines:?}");
 }

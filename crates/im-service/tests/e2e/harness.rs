@@ -579,6 +579,8 @@ pub struct ClusterBuilder {
     db_host: String,
     redis: String,
     etcd: String,
+    /// Where the cluster's own look-ups ([`Cluster::registrations`]) go.
+    etcd_lookups: String,
     nodes: usize,
     gateways: usize,
     node_env: Vec<(String, String)>,
@@ -605,6 +607,7 @@ impl ClusterBuilder {
             db_host: SHARED_MARIADB.to_owned(),
             redis: SHARED_REDIS.to_owned(),
             etcd: SHARED_ETCD.to_owned(),
+            etcd_lookups: SHARED_ETCD.to_owned(),
             nodes: 2,
             gateways: 2,
             node_env: Vec::new(),
@@ -630,6 +633,15 @@ impl ClusterBuilder {
     /// own look-ups ([`Cluster::registrations`]) stay on the shared one.
     pub fn etcd(mut self, addr: String) -> Self {
         self.etcd = addr;
+        self
+    }
+
+    /// An etcd cluster of the test's own, `members` comma-separated
+    /// host:port: the `ETCD_ENDPOINTS` of every process, and where the
+    /// cluster's own look-ups go.
+    pub fn etcd_cluster(mut self, members: String) -> Self {
+        self.etcd_lookups = members.clone();
+        self.etcd = members;
         self
     }
 
@@ -662,7 +674,8 @@ impl ClusterBuilder {
     pub async fn start(self) -> Cluster {
         require_server("MariaDB", &self.db_host).await;
         require_server("Redis", &self.redis).await;
-        require_server("etcd", &self.etcd).await;
+        // The first member stands for an etcd cluster.
+        require_server("etcd", self.etcd.split(',').next().unwrap_or_default()).await;
         require_server("the Kafka-protocol broker (tansu)", SHARED_KAFKA).await;
         let dir = tempfile::tempdir().unwrap();
         let name = unique("fault").replace('_', "-");
@@ -745,6 +758,7 @@ impl ClusterBuilder {
             name,
             database,
             db_host: self.db_host,
+            etcd_lookups: self.etcd_lookups,
             user_addr,
             admin_token,
             push_addrs,
@@ -771,6 +785,7 @@ pub struct Cluster {
     pub name: String,
     pub database: String,
     db_host: String,
+    etcd_lookups: String,
     user_addr: String,
     admin_token: String,
     /// Gateway i's push address, which is its id in the registry.
@@ -818,7 +833,7 @@ impl Cluster {
         let etcdctl = require_binary("etcdctl");
         let output = tokio::process::Command::new(etcdctl)
             .env("ETCDCTL_API", "3")
-            .args(["--endpoints", SHARED_ETCD, "get", "--prefix", "--keys-only"])
+            .args(["--endpoints", &self.etcd_lookups, "get", "--prefix", "--keys-only"])
             .arg(format!("/{}/users/", self.name))
             .output()
             .await
