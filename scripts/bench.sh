@@ -8,6 +8,9 @@
 # SCENARIOS=groups runs only the group scenarios (groups of 50 at 4,000 msg/s,
 # a group of 5,000 at 40 and at 10 msg/s); SCENARIOS=private only the others;
 # SCENARIOS=sat-ring only the first (max throughput, each user one peer).
+# SCENARIOS=rates: issue 17's loads — 200 users in fixed pairs (user i and
+# i+100), 64-byte bodies — at saturation (closed loop, 8 in flight), 2,000/s
+# and 10,000/s (open loop), RUNS times each (default 3), a fresh server each.
 # The server inherits the environment: e.g. FILTER_ENABLED=true
 # FILTER_WORDLIST_PATH=list.txt benchmarks with the sensitive-word filter.
 # BENCH_ARGS are added to every `imctl bench` (e.g. BENCH_ARGS=--text: text
@@ -20,7 +23,8 @@ duration=${1:-10}
 cargo build --release -q -p im-service -p imctl
 work=$(mktemp -d)
 probe=(curl -fs http://127.0.0.1:8094/ready)
-urls=()
+# The commits per window come from /metrics (plain HTTP only).
+urls=(--server-metrics http://127.0.0.1:8094/metrics)
 if [[ -n "${TLS_CERT_FILE:-}" ]]; then
   probe=(curl -fs --cacert "$TLS_CA_FILE" https://localhost:8094/ready)
   urls=(--ca "$TLS_CA_FILE" --ws-url wss://localhost:8093/ws --grpc-url https://localhost:9094
@@ -41,6 +45,14 @@ run() {
 }
 
 scenarios=${SCENARIOS:-private groups}
+if [[ " $scenarios " == *" rates "* ]]; then
+  pairs=(--users 200 --pairing pairs --body-size 64)
+  for i in $(seq "${RUNS:-3}"); do
+    run "saturation, fixed pairs, run $i" "${pairs[@]}" --closed-loop --window 8
+    run "2000/s, fixed pairs, run $i" "${pairs[@]}" --rate 2000
+    run "10000/s, fixed pairs, run $i" "${pairs[@]}" --rate 10000
+  done
+fi
 if [[ " $scenarios " == *" sat-ring "* ]]; then
   run "max throughput, each user one peer" --users 200 --closed-loop --window 8 --pairing ring
 fi

@@ -320,6 +320,9 @@ pub enum Pairing {
     Random,
     /// User i always sends to user i+1 (the last one to the first).
     Ring,
+    /// Fixed pairs writing to each other: user i and user i + users/2 (200 users: 100 conversations, each written
+    /// from both ends). With an odd count the last user writes to the middle one, who writes to its own partner.
+    Pairs,
 }
 
 #[derive(Debug, Args)]
@@ -391,6 +394,10 @@ pub struct BenchArgs {
     /// Process id of the server: report its CPU time over the measured window (Linux /proc).
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
+    /// The server's /metrics (http://127.0.0.1:8094/metrics): report its group commits over the measured window
+    /// (how many, messages per commit).
+    #[arg(long, value_name = "URL")]
+    pub server_metrics: Option<String>,
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,

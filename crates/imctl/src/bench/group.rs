@@ -145,6 +145,7 @@ fn summarize(args: &BenchArgs, layout: GroupLayout, rate: f64, run: &Run, mut ou
         ack_latency: LatencySummary::of(&ack),
         check,
         cpu: outcome.cpu(),
+        commits: outcome.commits(run),
     }
 }
 

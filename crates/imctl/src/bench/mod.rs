@@ -18,6 +18,7 @@
 //! close → summary. Exit status 1 when an acked message never reached a
 //! recipient.
 
+pub mod commits;
 pub mod cpu;
 pub mod fd_limit;
 pub mod group;
@@ -41,6 +42,7 @@ use crate::admin::{self, Admin};
 use crate::cli::{BenchArgs, DEFAULT_RATE, GlobalArgs, Pairing};
 use crate::client::{self, ConnectOptions, WsStream};
 use crate::tls::CaBundle;
+use commits::{CommitCounters, Commits};
 use cpu::Process;
 use stats::{Config, Counters, Counts, Cpu, LatencySummary, ServerCpu, Summary, Timing, Totals};
 use workload::{Connection, ConnectionReport, Load, Plan, Run, Traffic};
@@ -53,6 +55,8 @@ pub async fn run(global: &GlobalArgs, admin_env: Option<&str>, args: BenchArgs) 
     if let Some(pid) = args.server_pid {
         cpu::read_ticks(Process::Pid(pid)).with_context(|| format!("--server-pid {pid}"))?;
     }
+    // Before any user is made: a wrong URL fails at once.
+    read_commits(&args).await?;
     let admin = admin::connect_admin(global, admin_env).await?;
     let failure = if args.group_size.is_some() {
         let summary =
@@ -152,6 +156,8 @@ struct Outcome {
     reports: Vec<ConnectionReport>,
     before: CpuSample,
     after: CpuSample,
+    /// The server's commit counters at the start and the end of the window.
+    commits: Option<(CommitCounters, CommitCounters)>,
     drain_s: f64,
     /// The pushes each acked message should make.
     deliveries_per_ack: u64,
@@ -184,8 +190,10 @@ async fn drive(
 
     tokio::time::sleep_until(run.epoch + Duration::from_nanos(run.plan.measure_from)).await;
     let before = CpuSample::take(args.server_pid);
+    let commits_before = read_commits(args).await?;
     tokio::time::sleep_until(run.epoch + Duration::from_nanos(run.plan.send_until)).await;
     let after = CpuSample::take(args.server_pid);
+    let commits_after = read_commits(args).await?;
     let drain_s = drain(&counters, deliveries_per_ack, args.drain).await;
 
     let _ = stop_tx.send(true);
@@ -197,7 +205,16 @@ async fn drive(
         let _ = progress.await;
     }
     let totals = Totals::sum(counters.iter().map(|c| &**c));
-    Ok(Outcome { totals, reports, before, after, drain_s, deliveries_per_ack })
+    let commits = commits_before.zip(commits_after);
+    Ok(Outcome { totals, reports, before, after, commits, drain_s, deliveries_per_ack })
+}
+
+/// The server's commit counters, when `--server-metrics` is given.
+async fn read_commits(args: &BenchArgs) -> anyhow::Result<Option<CommitCounters>> {
+    match &args.server_metrics {
+        Some(url) => commits::read(url).await.map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Waits until every send is answered and every acked message has made
@@ -276,6 +293,12 @@ impl Outcome {
         Cpu { server_cpu, client_cpu_seconds }
     }
 
+    /// The server's commits over `run`'s measured window.
+    fn commits(&self, run: &Run) -> Option<Commits> {
+        let (before, after) = self.commits?;
+        Some(commits::between(before, after, run.plan.measured().as_secs_f64()))
+    }
+
     /// Keys of every acked message, over all connections.
     fn acked(&mut self) -> Vec<u64> {
         let mut acked = Vec::with_capacity(self.totals.acked as usize);
@@ -306,6 +329,7 @@ fn summarize(args: &BenchArgs, run: &Run, mut outcome: Outcome) -> Summary {
             pairing: match args.pairing {
                 Pairing::Random => "random",
                 Pairing::Ring => "ring",
+                Pairing::Pairs => "pairs",
             },
             timing: timing(args),
         },
@@ -314,6 +338,7 @@ fn summarize(args: &BenchArgs, run: &Run, mut outcome: Outcome) -> Summary {
         ack_latency: LatencySummary::of(&ack),
         check,
         cpu: outcome.cpu(),
+        commits: outcome.commits(run),
     }
 }
 

@@ -167,6 +167,7 @@ pub fn pick_recipient(pairing: Pairing, from: usize, users: usize, rng: &mut imp
     debug_assert!(users >= 2 && from < users);
     match pairing {
         Pairing::Ring => (from + 1) % users,
+        Pairing::Pairs => (from + users / 2) % users,
         Pairing::Random => {
             let other = rng.random_range(0..users - 1);
             if other >= from { other + 1 } else { other }
@@ -600,6 +601,14 @@ mod tests {
         assert!(seen.iter().enumerate().all(|(i, &n)| i == 2 || n > 1_000), "{seen:?}");
         assert_eq!(pick_recipient(Pairing::Ring, 4, 5, &mut rng), 0);
         assert_eq!(pick_recipient(Pairing::Ring, 1, 5, &mut rng), 2);
+        for users in [2, 200] {
+            for from in 0..users {
+                let to = pick_recipient(Pairing::Pairs, from, users, &mut rng);
+                assert_ne!(to, from);
+                assert_eq!(pick_recipient(Pairing::Pairs, to, users, &mut rng), from, "pairs write to each other");
+            }
+        }
+        assert_ne!(pick_recipient(Pairing::Pairs, 4, 5, &mut rng), 4, "odd counts never send to themselves");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::fanout::FanoutCheck;
 use super::{DeliveryCheck, LatencySummary, per_second_f};
+use crate::bench::commits::Commits;
 
 /// Server CPU over the measured window.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -85,6 +86,8 @@ pub struct Summary {
     pub check: DeliveryCheck,
     #[serde(flatten)]
     pub cpu: Cpu,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commits: Option<Commits>,
 }
 
 /// The group workload's settings.
@@ -117,6 +120,8 @@ pub struct GroupSummary {
     pub check: FanoutCheck,
     #[serde(flatten)]
     pub cpu: Cpu,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commits: Option<Commits>,
 }
 
 /// A latency for people: µs below 1 ms, ms below 1 s, else s.
@@ -134,6 +139,7 @@ struct Common<'a> {
     counts: &'a Counts,
     ack_latency: &'a LatencySummary,
     cpu: &'a Cpu,
+    commits: Option<&'a Commits>,
 }
 
 impl Common<'_> {
@@ -150,6 +156,7 @@ impl Common<'_> {
         }
         self.ack(&mut s);
         self.cpu(&mut s, lines.cpu_per);
+        self.commits(&mut s);
         let _ = writeln!(s, "{}", lines.check);
         s
     }
@@ -185,6 +192,19 @@ impl Common<'_> {
             human_us(a.max_us),
             a.count
         );
+    }
+
+    fn commits(&self, s: &mut String) {
+        if let Some(c) = self.commits {
+            let _ = writeln!(
+                s,
+                "commits     {} ({:.0}/s), {:.1} messages per commit, {:.2} ms per commit",
+                c.commits,
+                per_second_f(c.commits as f64, self.counts.measured_s),
+                c.messages_per_commit,
+                c.ms_per_commit
+            );
+        }
     }
 
     /// `per`: what the server's CPU is divided by ("delivered message", "fan-out delivery").
@@ -267,7 +287,13 @@ impl Summary {
                 k.duplicate_pushes, k.delivered_not_acked
             );
         }
-        let common = Common { timing: &c.timing, counts: n, ack_latency: &self.ack_latency, cpu: &self.cpu };
+        let common = Common {
+            timing: &c.timing,
+            counts: n,
+            ack_latency: &self.ack_latency,
+            cpu: &self.cpu,
+            commits: self.commits.as_ref(),
+        };
         common.text(Lines {
             header: format!(
                 "imctl bench: {} users x {} connection(s), {load}, {} pairing, {}-byte bodies",
@@ -317,7 +343,13 @@ impl GroupSummary {
                 k.duplicate_pushes, k.delivered_not_acked, k.stray_pushes
             );
         }
-        let common = Common { timing: &c.timing, counts: n, ack_latency: &self.ack_latency, cpu: &self.cpu };
+        let common = Common {
+            timing: &c.timing,
+            counts: n,
+            ack_latency: &self.ack_latency,
+            cpu: &self.cpu,
+            commits: self.commits.as_ref(),
+        };
         common.text(Lines {
             header: format!(
                 "imctl bench: {} group(s) x {} members, {} sender(s) per group, open loop {} msg/s, {}-byte bodies",
@@ -384,6 +416,7 @@ mod tests {
                 server_cpu: Some(ServerCpu { pid: 42, cpu_seconds: 0.5, us_per_delivered: Some(50.5) }),
                 client_cpu_seconds: Some(0.25),
             },
+            commits: Some(Commits { commits: 40, messages_per_commit: 3.75, ms_per_commit: 50.0 }),
         }
     }
 
@@ -396,6 +429,7 @@ mod tests {
         assert!(text.contains("throughput  acked 50.0 msg/s, fan-out 4950.0 deliveries/s"), "{text}");
         assert!(text.contains("last member p50 800 µs  p90 0 µs  p99 2.50 ms  p99.9 9.00 ms"), "{text}");
         assert!(text.contains("50.5 µs per fan-out delivery"), "{text}");
+        assert!(text.contains("commits     40 (20/s), 3.8 messages per commit, 50.00 ms per commit"), "{text}");
         assert!(text.ends_with("check       ok: all 150 acked messages reached every other member\n"), "{text}");
     }
 
