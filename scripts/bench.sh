@@ -23,12 +23,14 @@ duration=${1:-10}
 cargo build --release -q -p im-service -p imctl
 work=$(mktemp -d)
 probe=(curl -fs http://127.0.0.1:8094/ready)
+urls=()
 # The commits per window come from /metrics (plain HTTP only).
-urls=(--server-metrics http://127.0.0.1:8094/metrics)
+metrics=(--server-metrics http://127.0.0.1:8094/metrics)
 if [[ -n "${TLS_CERT_FILE:-}" ]]; then
   probe=(curl -fs --cacert "$TLS_CA_FILE" https://localhost:8094/ready)
   urls=(--ca "$TLS_CA_FILE" --ws-url wss://localhost:8093/ws --grpc-url https://localhost:9094
         --im-service-url https://localhost:9094)
+  metrics=()
 fi
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -40,7 +42,7 @@ run() {
   for _ in $(seq 100); do "${probe[@]}" >/dev/null 2>&1 && break; sleep 0.1; done
   echo "=== $name: imctl bench $*"
   target/release/imctl --data-dir "$work/data" "${urls[@]}" bench --no-progress --duration "$duration" --warmup 2 \
-    --server-pid "$server" ${BENCH_ARGS:-} "$@"
+    --server-pid "$server" "${metrics[@]}" ${BENCH_ARGS:-} "$@"
   kill "$server"; wait "$server" || true
 }
 
