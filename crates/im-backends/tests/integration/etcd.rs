@@ -19,6 +19,8 @@ use im_core::ports::{Registry, UserStatusBoard, UserStatusView};
 use im_core::{GatewayId, UserId, UserStatus};
 use tokio::time::Instant;
 
+use crate::fixtures::free_port;
+
 const ENDPOINT: &str = "127.0.0.1:2379";
 
 fn options(prefix: &str, lease_ttl: Duration) -> EtcdRegistryOptions {
@@ -248,7 +250,7 @@ async fn a_node_id_left_by_a_killed_node_is_claimed_once_its_lease_runs_out() {
 /// the member that answers, and registrations and the watch work at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_is_down_is_passed_over() {
-    let dead = format!("127.0.0.1:{}", unused_port());
+    let dead = format!("127.0.0.1:{}", free_port());
     let config = EtcdConfig { endpoints: vec![dead, ENDPOINT.to_owned()], ..EtcdConfig::default() };
     let prefix = unique_prefix();
     let started = Instant::now();
@@ -297,9 +299,4 @@ async fn a_member_that_hangs_is_passed_over_after_the_request_timeout() {
     assert!(registry.is_watching());
     assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
     held.abort();
-}
-
-/// A loopback port nothing listens on (bound, then released).
-fn unused_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -76,3 +76,9 @@ pub async fn allocators_over_sqlite() -> (Arc<MemoryAllocators>, TempDir) {
     let (store, dir) = sqlite().await;
     (Arc::new(MemoryAllocators::new(store, TEST_INTERVAL)), dir)
 }
+
+/// A loopback port nothing listens on (for a moment: the server started next
+/// takes it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}

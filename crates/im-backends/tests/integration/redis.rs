@@ -24,6 +24,8 @@ use im_core::{Ack, ClientMsgId, ConversationId, FirstSend, MessageId, RequestDig
 use tempfile::TempDir;
 use tokio::sync::Notify;
 
+use crate::fixtures::free_port;
+
 const SHARED_ADDR: &str = "127.0.0.1:6379";
 
 /// A small interval, so the suites cross many ceilings.
@@ -226,7 +228,7 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let port = free_port();
         let mut server = Self { port, dir: tempfile::tempdir().expect("temp dir"), child: None };
         server.run().await;
         server

@@ -10,7 +10,8 @@ use im_config::EtcdConfig;
 use im_core::GatewayId;
 use im_core::ports::Registry;
 
-use super::pki::{Pki, Server, free_port};
+use super::pki::{Pki, Server};
+use crate::fixtures::free_port;
 
 struct TlsEtcd {
     endpoint: String,

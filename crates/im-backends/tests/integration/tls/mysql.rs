@@ -17,7 +17,8 @@ use im_backends::conformance::fixtures::unique_name;
 use im_config::{DatabaseConfig, DbTlsMode};
 use im_core::ports::{CreateUser, UserStore};
 
-use super::pki::{Pki, Server, free_port};
+use super::pki::{Pki, Server};
+use crate::fixtures::free_port;
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())

@@ -57,11 +57,6 @@ fn ca_pem(name: &str) -> String {
     ca(name).pem()
 }
 
-/// A port nothing listens on (for a moment: the server started next takes it).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
-}
-
 /// A server run as a child process, killed (`-9`) when dropped.
 pub struct Server {
     child: Child,

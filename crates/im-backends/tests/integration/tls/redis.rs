@@ -10,7 +10,8 @@ use im_config::RedisConfig;
 use im_core::ports::DedupCache;
 use im_core::{Ack, ClientMsgId, FirstSend, MessageId, RequestDigest, Seq, UserId};
 
-use super::pki::{Pki, Server, free_port};
+use super::pki::{Pki, Server};
+use crate::fixtures::free_port;
 
 struct TlsRedis {
     port: u16,
