@@ -9,9 +9,12 @@
 
 use std::io::IsTerminal;
 
-use tracing::{Level, Subscriber};
+use tracing::level_filters::LevelFilter;
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber, span};
 use tracing_subscriber::filter::{EnvFilter, Targets};
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
@@ -39,6 +42,19 @@ const QUIET_LIBRARIES: &[&str] = &[
 /// Installs the process's subscriber: the log output, and the span export
 /// to `tracer` when tracing is on.
 pub fn init(level: &str, json: bool, tracer: Option<opentelemetry_sdk::trace::Tracer>) {
+    subscriber(level, json, tracer, std::io::stderr).init();
+}
+
+/// The subscriber [`init`] installs, writing the log to `writer`.
+fn subscriber<W>(
+    level: &str,
+    json: bool,
+    tracer: Option<opentelemetry_sdk::trace::Tracer>,
+    writer: W,
+) -> impl Subscriber + Send + Sync
+where
+    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let mut filter =
         filter.add_directive(format!("{}=off", crate::telemetry::TARGET).parse().expect("a valid directive"));
@@ -46,14 +62,66 @@ pub fn init(level: &str, json: bool, tracer: Option<opentelemetry_sdk::trace::Tr
         filter = filter.add_directive(format!("{library}=info").parse().expect("a valid directive"));
     }
     // Colours only on a terminal: a log file or journal gets plain text.
-    let output =
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let output = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(std::io::stderr().is_terminal());
     let output: Box<dyn Layer<Registry> + Send + Sync> = if json {
         output.json().flatten_event(true).with_current_span(false).with_span_list(false).boxed()
     } else {
         output.boxed()
     };
-    tracing_subscriber::registry().with(output.with_filter(filter)).with(tracer.map(spans_layer)).init();
+    tracing_subscriber::registry().with(output.with_filter(AskEachTime(filter))).with(tracer.map(spans_layer))
+}
+
+/// A per-layer filter that answers "sometimes" where `F` answers "always",
+/// so that the layer's `enabled` runs before each of its events and spans.
+///
+/// Why: a per-layer filter hands its verdict to its layer through a
+/// thread-local set in `enabled` and read in `on_event`. A check that asks
+/// `enabled` and then emits nothing (`log::log_enabled!` through the `log`
+/// bridge, as sqlx does after every query; `tracing::enabled!`) leaves a
+/// "no" there, and the next event from an "always" callsite, which skips
+/// `enabled`, reads that stale "no" and is dropped without a trace
+/// (tracing issue 2519). That lost the filter's "list not reloaded" error
+/// line under load. Callsites `F` never wants stay "never": they cost
+/// nothing, as before.
+struct AskEachTime<F>(F);
+
+impl<S, F: Filter<S>> Filter<S> for AskEachTime<F> {
+    fn enabled(&self, meta: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
+        self.0.enabled(meta, cx)
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        let interest = self.0.callsite_enabled(meta);
+        if interest.is_always() { Interest::sometimes() } else { interest }
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, cx: &Context<'_, S>) -> bool {
+        self.0.event_enabled(event, cx)
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        self.0.max_level_hint()
+    }
+
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, cx: Context<'_, S>) {
+        self.0.on_new_span(attrs, id, cx)
+    }
+
+    fn on_record(&self, id: &span::Id, values: &span::Record<'_>, cx: Context<'_, S>) {
+        self.0.on_record(id, values, cx)
+    }
+
+    fn on_enter(&self, id: &span::Id, cx: Context<'_, S>) {
+        self.0.on_enter(id, cx)
+    }
+
+    fn on_exit(&self, id: &span::Id, cx: Context<'_, S>) {
+        self.0.on_exit(id, cx)
+    }
+
+    fn on_close(&self, id: span::Id, cx: Context<'_, S>) {
+        self.0.on_close(id, cx)
+    }
 }
 
 /// The OpenTelemetry layer, for trace spans only (not log events: a span's
@@ -61,7 +129,9 @@ pub fn init(level: &str, json: bool, tracer: Option<opentelemetry_sdk::trace::Tr
 /// off: each would cost every span an allocation.
 ///
 /// The filter is a `Targets`, not a closure: it tells `tracing` at each
-/// callsite, once, that only `im_trace` at INFO matters, and its level caps
+/// callsite, once, that only `im_trace` at INFO matters (asked again per
+/// span there: [`AskEachTime`]; the log output's "never" made those spans
+/// "sometimes" anyway), and its level caps
 /// the process's maximum level. A closure filter is asked at every event,
 /// so every `trace!` in h2, hyper and tungstenite went through the filters
 /// per frame: with it, tracing at 1 % cost the node 4.3 µs per message at
@@ -83,5 +153,68 @@ where
         .with_context_activation(false)
         .with_level(false)
         .with_target(false)
-        .with_filter(Targets::new().with_target(crate::telemetry::TARGET, Level::INFO))
+        .with_filter(AskEachTime(Targets::new().with_target(crate::telemetry::TARGET, Level::INFO)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing::callsite::{DefaultCallsite, Identifier};
+    use tracing::field::FieldSet;
+    use tracing::metadata::Kind;
+
+    use super::*;
+
+    /// The log output, kept in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'writer> MakeWriter<'writer> for Captured {
+        type Writer = Captured;
+
+        fn make_writer(&'writer self) -> Captured {
+            self.clone()
+        }
+    }
+
+    /// What the `log` bridge asks for a record from a library: an INFO
+    /// event outside any callsite the filter has seen.
+    static LIBRARY_RECORD: Metadata<'static> = Metadata::new(
+        "log record",
+        "some_library",
+        Level::INFO,
+        None,
+        None,
+        None,
+        FieldSet::new(&[], Identifier(&LIBRARY_CALLSITE)),
+        Kind::EVENT,
+    );
+    static LIBRARY_CALLSITE: DefaultCallsite = DefaultCallsite::new(&LIBRARY_RECORD);
+
+    #[test]
+    fn an_error_after_a_refused_check_is_still_written() {
+        let captured = Captured::default();
+        tracing::subscriber::with_default(subscriber("warn", false, None, captured.clone()), || {
+            for round in 0..3 {
+                // Asked, and nothing emitted: `log_enabled!`, `tracing::enabled!`.
+                tracing::dispatcher::get_default(|dispatch| dispatch.enabled(&LIBRARY_RECORD));
+                tracing::error!(round, "the line that must not be lost");
+            }
+        });
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(log.matches("the line that must not be lost").count(), 3, "{log}");
+        assert!(!log.contains("log record"), "{log}");
+    }
 }
