@@ -106,6 +106,11 @@ keys! {
     "LIMIT_USER_BYTES_PER_SECOND"      => limits.user_bytes_per_second, Project, "Message-body bytes one user may send per second on one node, with a burst of twice that; refused like LIMIT_USER_MESSAGES_PER_SECOND. 0: no limit.";
     "LIMIT_USER_GROUP_CHANGES_PER_MINUTE" => limits.user_group_changes_per_minute, Project, "Groups created and membership or role changes one user may make per minute on one node, with a burst of twice that; refused like LIMIT_USER_MESSAGES_PER_SECOND. 0: no limit.";
 
+    "CACHE_DEDUP_ENTRIES"              => cache.dedup_entries, Project, "First acks of recent sends kept in memory to answer a resend at once (standalone mode; with Redis they live in Redis). A resend older than the last this many sends is answered from the store's unique key instead: the same ack, a little later. About 400 bytes each.";
+    "CACHE_GROUP_MEMBERS"              => cache.group_members, Project, "Group members whose rosters are kept in memory, over all groups; beyond it the least recently used rosters are read again from the directory. About 50 bytes each.";
+    "CACHE_SQLITE_WRITER_BYTES"        => cache.sqlite_writer_bytes, Project, "SQLite page cache of the connection that commits (standalone mode). Smaller costs throughput when messages spread over many conversations.";
+    "CACHE_SQLITE_READERS_BYTES"       => cache.sqlite_readers_bytes, Project, "SQLite page caches of the connections that read (sync, history), all together (standalone mode).";
+
     "DB_HOST"                          => database.host, Guide, "MySQL host:port. Empty: embedded SQLite in server.data_dir.";
     "DB_NAME"                          => database.name, Guide, "MySQL database.";
     "DB_USER"                          => database.user, Guide, "MySQL user.";
@@ -209,6 +214,7 @@ keys! {
 pub(crate) static SECTIONS: &[(&str, &str)] = &[
     ("server", "Listeners and limits."),
     ("limits", "What one client may hold or do: connections, timeouts, queued bytes, rates (project addition)."),
+    ("cache", "What the in-memory caches may hold; each only speeds things up (project addition)."),
     ("database", "Message store. Empty host: embedded SQLite file in server.data_dir; set it for MySQL."),
     ("redis", "Seq allocator and dedup cache. Empty addr: in-process; set it for Redis."),
     ("sequence", "Seq ceilings (DESIGN.md §4)."),

@@ -44,8 +44,8 @@ pub use error::{ConfigError, Problem};
 pub use keys::Origin;
 pub use reference::{KeyDoc, example_yaml, reference, reference_markdown};
 pub use schema::{
-    AuthConfig, AutoOffsetReset, Config, DatabaseConfig, DbTlsMode, EncryptionConfig, EtcdConfig, FilterAction,
-    FilterConfig, GroupConfig, KafkaConfig, KafkaConsumerConfig, KafkaProducerConfig, KafkaSaslMechanism,
+    AuthConfig, AutoOffsetReset, CacheConfig, Config, DatabaseConfig, DbTlsMode, EncryptionConfig, EtcdConfig,
+    FilterAction, FilterConfig, GroupConfig, KafkaConfig, KafkaConsumerConfig, KafkaProducerConfig, KafkaSaslMechanism,
     KafkaSecurityProtocol, KafkaTopicsConfig, LimitsConfig, LogFormat, LogLevel, ObservabilityConfig,
     OfflineWorkerConfig, Ratio, RedisConfig, SequenceConfig, ServerConfig, ServiceEndpoint, ServicesConfig, TlsConfig,
     TraceSampler,

@@ -33,6 +33,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Project addition: bounds on connections and what one client may hold.
     pub limits: LimitsConfig,
+    /// Project addition: how much the in-memory caches may hold.
+    pub cache: CacheConfig,
     /// Project addition: TLS on the listeners and on calls between the services.
     pub tls: TlsConfig,
 }
@@ -121,6 +123,34 @@ pub struct LimitsConfig {
     /// Groups created and membership or role changes one user may make per
     /// minute, per node (0: no limit).
     pub user_group_changes_per_minute: u32,
+}
+
+/// Bounds on what the process keeps in memory to go faster (DESIGN.md G10).
+/// Each cache only speeds things up: what it forgets is read again from the
+/// store, so a small bound costs time, never correctness.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// First acks of recent sends, by (sender, client_msg_id), kept to answer
+    /// a resend without the store: standalone mode only (with Redis they live
+    /// in Redis, for the dedup TTL).
+    pub dedup_entries: usize,
+    /// Members of the group rosters held in memory, over all groups.
+    pub group_members: usize,
+    /// SQLite's page cache on the connection that writes, in bytes.
+    pub sqlite_writer_bytes: usize,
+    /// SQLite's page caches on the read connections, in bytes, all together.
+    pub sqlite_readers_bytes: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            dedup_entries: 100_000,
+            group_members: 200_000,
+            sqlite_writer_bytes: 32 * 1024 * 1024,
+            sqlite_readers_bytes: 16 * 1024 * 1024,
+        }
+    }
 }
 
 impl Default for LimitsConfig {

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::keys;
-use crate::schema::{ASSIGNMENT_STRATEGIES, COOPERATIVE_STICKY, Config, DbTlsMode, RedisConfig};
+use crate::schema::{ASSIGNMENT_STRATEGIES, COOPERATIVE_STICKY, CacheConfig, Config, DbTlsMode, RedisConfig};
 
 /// The largest `server.max_message_size`: bigger bodies belong in object storage, not in a message.
 pub const MAX_MESSAGE_SIZE_LIMIT: usize = 1024 * 1024;
@@ -41,6 +41,7 @@ pub(crate) fn validate(config: &Config) -> Vec<(&'static str, String)> {
     let mut checks = Checks(Vec::new());
     server(&mut checks, config);
     limits(&mut checks, config);
+    cache(&mut checks, &config.cache);
     dependencies(&mut checks, config);
     features(&mut checks, config);
     tls(&mut checks, config);
@@ -73,6 +74,23 @@ impl Checks {
         }
     }
 }
+
+fn cache(checks: &mut Checks, cache: &CacheConfig) {
+    checks.positive("cache.dedup_entries", cache.dedup_entries as u64);
+    checks.positive("cache.group_members", cache.group_members as u64);
+    // Below a few pages SQLite's cache thrashes on every commit.
+    for (path, bytes) in [
+        ("cache.sqlite_writer_bytes", cache.sqlite_writer_bytes),
+        ("cache.sqlite_readers_bytes", cache.sqlite_readers_bytes),
+    ] {
+        if bytes < MIN_SQLITE_CACHE_BYTES {
+            checks.fail(path, format!("must be at least {MIN_SQLITE_CACHE_BYTES} (1 MiB)"));
+        }
+    }
+}
+
+/// The smallest SQLite page cache accepted.
+const MIN_SQLITE_CACHE_BYTES: usize = 1024 * 1024;
 
 fn limits(checks: &mut Checks, config: &Config) {
     let limits = &config.limits;

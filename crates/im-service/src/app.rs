@@ -57,8 +57,8 @@ use crate::user_statuses;
 /// Sends waiting for the writer. When full, senders wait: backpressure
 /// reaches the sockets instead of growing memory.
 const SEND_QUEUE: usize = 16 * 1024;
-/// First acks remembered by the dedup cache, and for how long.
-const DEDUP_CAPACITY: usize = 1_000_000;
+/// How long the dedup cache remembers a first ack (the count is
+/// `cache.dedup_entries` in process; Redis bounds by time alone).
 const DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long a node id stays claimed after its node died without releasing
 /// it: what a node restarted after `kill -9` may wait at start-up.
@@ -189,7 +189,7 @@ async fn seqs_and_dedup(
     match config.seq() {
         SeqBackend::InProcess => Ok((
             Arc::new(MemorySeqAllocator::new(stores.ceilings.clone(), config.sequence.snapshot_interval)),
-            Arc::new(MemoryDedupCache::new(DEDUP_CAPACITY, DEDUP_TTL)),
+            Arc::new(MemoryDedupCache::new(config.cache.dedup_entries, DEDUP_TTL)),
         )),
         SeqBackend::Redis(redis) => {
             let connection =
@@ -476,7 +476,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     }
 
     let directory = group_directory(&config, &stores, &bus, &tokens, &call_tls)?;
-    let group_cache = Arc::new(MembershipCache::new(directory.clone()));
+    let group_cache = Arc::new(MembershipCache::new(directory.clone(), config.cache.group_members));
     // Joined before serving: no change made from now on is missed.
     MembershipWatcher { cache: group_cache.clone(), metrics: metrics.clone() }
         .start(

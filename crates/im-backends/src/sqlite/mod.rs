@@ -50,6 +50,27 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// this machine class has few.
 const READ_CONNECTIONS: u32 = 4;
 
+/// How much SQLite may cache in memory (its page caches), in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SqliteCaches {
+    /// The connection that commits: a batch spread over many conversations
+    /// touches a leaf page per conversation, so this is worth throughput.
+    pub writer_bytes: usize,
+    /// The read connections together (sync and history).
+    pub readers_bytes: usize,
+}
+
+impl Default for SqliteCaches {
+    fn default() -> Self {
+        Self { writer_bytes: 32 * 1024 * 1024, readers_bytes: 16 * 1024 * 1024 }
+    }
+}
+
+/// SQLite's `cache_size` for `bytes`: a negative value counts KiB.
+fn cache_size(bytes: usize) -> String {
+    format!("-{}", (bytes / 1024).max(1))
+}
+
 /// Messages, receipts, seq ceilings, users, offline entries, groups and data
 /// keys in one SQLite file. Implements `MessageStore`, `ReceiptStore`,
 /// `CeilingStore`, `EpochStore`, `UserStore`, `OfflineStore`, `GroupStore`,
@@ -66,8 +87,14 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at `path` and brings its
-    /// schema up to date with the embedded migrations.
+    /// schema up to date with the embedded migrations, with the default
+    /// caches.
     pub async fn open(path: &Path) -> Result<Self, BackendError> {
+        Self::open_with(path, SqliteCaches::default()).await
+    }
+
+    /// [`SqliteStore::open`] with page caches of these sizes.
+    pub async fn open_with(path: &Path, caches: SqliteCaches) -> Result<Self, BackendError> {
         owner_only(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -90,10 +117,11 @@ impl SqliteStore {
             .foreign_keys(true)
             // Temporary B-trees (sorting, statement journals) stay in memory.
             .pragma("temp_store", "MEMORY")
-            // Page cache in KiB (negative), 32 MiB rather than 2: a batch spread
-            // over many conversations touches a leaf page per conversation.
-            // Not larger: the scan described above grows with it.
-            .pragma("cache_size", "-32768")
+            // The writer's page cache; 32 MiB by default rather than SQLite's
+            // 2: a batch spread over many conversations touches a leaf page
+            // per conversation. Not larger: the scan described above grows
+            // with it. The readers set their own below.
+            .pragma("cache_size", cache_size(caches.writer_bytes))
             // Checkpoints run beside the commits, on a connection of their
             // own (`checkpointer`); the writer's automatic checkpoint only
             // bounds the WAL. History: with the checkpoint on the commit path
@@ -139,7 +167,12 @@ impl SqliteStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .test_before_acquire(false)
             // A read connection that tries to write is a bug in this module.
-            .connect_with(options.clone().pragma("query_only", "ON").pragma("cache_size", "-16384"))
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("query_only", "ON")
+                    .pragma("cache_size", cache_size(caches.readers_bytes / READ_CONNECTIONS as usize)),
+            )
             .await
             .map_err(map_sqlx)?;
 
@@ -206,6 +239,17 @@ mod tests {
         assert_eq!(pragma(&store.writer, "busy_timeout").await, BUSY_TIMEOUT.as_millis().to_string());
         assert_eq!(pragma(&store.reader, "query_only").await, "1");
         assert_eq!(pragma(&store.writer, "wal_autocheckpoint").await, WRITER_AUTOCHECKPOINT_PAGES.to_string());
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn page_caches_are_the_configured_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let caches = SqliteCaches { writer_bytes: 8 * 1024 * 1024, readers_bytes: 2 * 1024 * 1024 };
+        let store = SqliteStore::open_with(&dir.path().join("im.db"), caches).await.unwrap();
+        // Negative: KiB. The readers share theirs.
+        assert_eq!(pragma(&store.writer, "cache_size").await, "-8192");
+        assert_eq!(pragma(&store.reader, "cache_size").await, (-2048 / READ_CONNECTIONS as i64).to_string());
         store.close().await;
     }
 

@@ -76,7 +76,7 @@ impl Fixture {
         let registry = FixedRegistry(online.into_iter().map(|(user, gateways)| (UserId(user), gateways)).collect());
         Self {
             bus: Arc::new(MemoryBus::new()),
-            cache: Arc::new(MembershipCache::new(directory.clone())),
+            cache: Arc::new(MembershipCache::new(directory.clone(), crate::groups::cache::MAX_CACHED_MEMBERS)),
             directory,
             registry: Arc::new(registry),
             metrics: Arc::new(Metrics::new()),

@@ -14,8 +14,8 @@
 //! reload is served as last known (kept current by `membership_change`
 //! meanwhile) rather than failing every send and sync of its group.
 //!
-//! Bounded (G10): at most [`MAX_CACHED_MEMBERS`] members across the cached
-//! rosters; past it the rosters loaded longest ago are dropped (and loaded
+//! Bounded (G10): at most `cache.group_members` (`CACHE_GROUP_MEMBERS`)
+//! members across the cached rosters; past it the rosters loaded longest ago are dropped (and loaded
 //! again on next use).
 
 use std::collections::HashMap;
@@ -29,8 +29,9 @@ use im_core::{GroupId, ImError, UserId};
 /// A cached roster is reloaded when it is older than this.
 pub const REFRESH_AFTER: Duration = Duration::from_secs(60);
 
-/// The most members the cached rosters hold together (about 50 MB): a
+/// The most members the cached rosters hold together in tests: a
 /// 5,000-member group counts 5,000.
+#[cfg(test)]
 pub const MAX_CACHED_MEMBERS: usize = 1_000_000;
 
 /// A roster with its members indexed by user: a 5,000-member group answers
@@ -109,8 +110,9 @@ pub struct MembershipCache {
 }
 
 impl MembershipCache {
-    pub fn new(directory: Arc<dyn GroupDirectory>) -> Self {
-        Self::with_limits(directory, REFRESH_AFTER, MAX_CACHED_MEMBERS)
+    /// A cache of at most `max_members` members, refreshed after [`REFRESH_AFTER`].
+    pub fn new(directory: Arc<dyn GroupDirectory>, max_members: usize) -> Self {
+        Self::with_limits(directory, REFRESH_AFTER, max_members)
     }
 
     pub fn with_limits(directory: Arc<dyn GroupDirectory>, refresh_after: Duration, max_members: usize) -> Self {
@@ -269,7 +271,7 @@ mod tests {
     #[tokio::test]
     async fn loads_once_then_answers_from_memory() {
         let directory = directory();
-        let cache = MembershipCache::new(directory.clone());
+        let cache = MembershipCache::new(directory.clone(), MAX_CACHED_MEMBERS);
         assert!(cache.member(GroupId(1), UserId(2)).await.is_ok());
         assert!(cache.member(GroupId(1), UserId(1)).await.is_ok());
         assert_eq!(cache.member(GroupId(1), UserId(3)).await.unwrap_err().code, ErrorCode::NotFound);
@@ -280,7 +282,7 @@ mod tests {
     #[tokio::test]
     async fn changes_apply_in_order_and_a_gap_reloads() {
         let directory = directory();
-        let cache = MembershipCache::new(directory.clone());
+        let cache = MembershipCache::new(directory.clone(), MAX_CACHED_MEMBERS);
         cache.view(GroupId(1)).await.unwrap();
         cache.apply(&left(2, 2));
         assert_eq!(cache.member(GroupId(1), UserId(2)).await.unwrap_err().code, ErrorCode::NotFound);
@@ -302,7 +304,7 @@ mod tests {
     #[tokio::test]
     async fn a_roster_older_than_a_seen_change_is_not_kept() {
         let directory = directory();
-        let cache = MembershipCache::new(directory.clone());
+        let cache = MembershipCache::new(directory.clone(), MAX_CACHED_MEMBERS);
         // The change arrives before the group was ever loaded here.
         cache.apply(&left(2, 2));
         let stale = directory.stored(GroupId(1));
