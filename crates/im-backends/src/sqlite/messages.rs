@@ -310,6 +310,9 @@ impl SqliteStore {
     }
 }
 
+/// The largest batch whose one-round-trip statement stays prepared.
+const MAX_PREPARED_BATCH: usize = 16;
+
 impl SqliteStore {
     /// [`Resends::Unexpected`] mode of `write_batch` as ONE request to the
     /// SQLite worker thread: `BEGIN IMMEDIATE; inserts...; COMMIT` with all
@@ -345,7 +348,13 @@ impl SqliteStore {
         }
         sql.push_str("DELETE FROM temp.append_guard;COMMIT;");
 
-        let mut query = sqlx::query(&sql);
+        // The text differs with every batch size (and with the members,
+        // audits and outbox in it), so only small batches' statements are
+        // kept prepared: SQLite's program for a 700-row insert is hundreds of
+        // KiB, and sqlx's cache of 100 statements filled with them held
+        // ~64 MB after a saturation run. A large batch is prepared afresh,
+        // a cost its many messages share.
+        let mut query = sqlx::query(&sql).persistent(rows.len() <= MAX_PREPARED_BATCH);
         for range in chunks(rows.len()) {
             let chunk = &rows[range];
             for row in chunk {
