@@ -145,7 +145,7 @@ pub struct CacheConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         Self {
-            dedup_entries: 100_000,
+            dedup_entries: 50_000,
             group_members: 200_000,
             sqlite_writer_bytes: 32 * 1024 * 1024,
             sqlite_readers_bytes: 16 * 1024 * 1024,

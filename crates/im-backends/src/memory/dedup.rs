@@ -1,16 +1,16 @@
 //! [`MemoryDedupCache`]: recent first sends by `(sender, client_msg_id)`,
 //! bounded in count and age.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use hashbrown::HashTable;
 use im_core::ports::{BackendResult, DedupCache};
 use im_core::{ClientMsgId, FirstSend, UserId};
 use parking_lot::Mutex;
 use tokio::time::Instant;
-
-type Key = (UserId, ClientMsgId);
 
 /// Remembers the first ack of each `(sender, client_msg_id)` for `ttl`, and at
 /// most `capacity` of them, forgetting the oldest first. A forgotten key is
@@ -24,20 +24,79 @@ pub struct MemoryDedupCache {
     entries: Mutex<Entries>,
 }
 
+/// One remembered first send.
+#[derive(Debug)]
+struct Entry {
+    sender: UserId,
+    client_msg_id: ClientMsgId,
+    first: FirstSend,
+    expires: Instant,
+}
+
+impl Entry {
+    fn is(&self, sender: UserId, client_msg_id: &ClientMsgId) -> bool {
+        self.sender == sender && self.client_msg_id == *client_msg_id
+    }
+}
+
+/// The entries in insertion order, and an index from key to position. Each
+/// key is held once (in its entry), so an entry costs its own size plus 8
+/// bytes of index, about half of a map beside an order queue of keys. An ack
+/// is never replaced and every entry lives `ttl`, so insertion order is
+/// also expiry order: the expired and the oldest are always at the front.
 #[derive(Debug, Default)]
 struct Entries {
-    acks: HashMap<Key, FirstSend>,
-    /// Keys in insertion order with their expiry. An ack is never replaced and
-    /// every entry lives `ttl`, so insertion order is also expiry order: the
-    /// expired and the oldest entries are always at the front.
-    order: VecDeque<(Key, Instant)>,
+    order: VecDeque<Entry>,
+    /// Position of `order`'s front in the sequence of all entries ever
+    /// added: the index holds sequence numbers, which stay valid as the
+    /// front is dropped.
+    front: u64,
+    /// Sequence numbers, hashed by their entry's key.
+    index: HashTable<u64>,
+    /// Keyed per process: client-chosen ids cannot be made to collide.
+    hasher: RandomState,
 }
 
 impl Entries {
+    fn hash(&self, sender: UserId, client_msg_id: &ClientMsgId) -> u64 {
+        self.hasher.hash_one((sender, client_msg_id))
+    }
+
+    fn get(&self, sender: UserId, client_msg_id: &ClientMsgId) -> Option<&Entry> {
+        let hash = self.hash(sender, client_msg_id);
+        let position = self.index.find(hash, |&n| self.at(n).is(sender, client_msg_id))?;
+        Some(self.at(*position))
+    }
+
+    fn at(&self, sequence: u64) -> &Entry {
+        &self.order[(sequence - self.front) as usize]
+    }
+
+    fn push(&mut self, entry: Entry) {
+        let hash = self.hash(entry.sender, &entry.client_msg_id);
+        let sequence = self.front + self.order.len() as u64;
+        self.order.push_back(entry);
+        let Self { order, front, index, hasher } = self;
+        index.insert_unique(hash, sequence, |&n| {
+            let entry = &order[(n - *front) as usize];
+            hasher.hash_one((entry.sender, &entry.client_msg_id))
+        });
+    }
+
+    fn pop_front(&mut self) {
+        let Some(entry) = self.order.front() else { return };
+        let hash = self.hash(entry.sender, &entry.client_msg_id);
+        let front = self.front;
+        if let Ok(found) = self.index.find_entry(hash, |&n| n == front) {
+            found.remove();
+        }
+        self.order.pop_front();
+        self.front += 1;
+    }
+
     fn forget_expired(&mut self, now: Instant) {
-        while let Some((key, _)) = self.order.front().filter(|(_, expires)| *expires <= now) {
-            self.acks.remove(key);
-            self.order.pop_front();
+        while self.order.front().is_some_and(|entry| entry.expires <= now) {
+            self.pop_front();
         }
     }
 }
@@ -56,7 +115,7 @@ impl DedupCache for MemoryDedupCache {
     async fn get(&self, sender: UserId, client_msg_id: &ClientMsgId) -> BackendResult<Option<FirstSend>> {
         let mut entries = self.entries.lock();
         entries.forget_expired(Instant::now());
-        Ok(entries.acks.get(&(sender, client_msg_id.clone())).copied())
+        Ok(entries.get(sender, client_msg_id).map(|entry| entry.first))
     }
 
     /// Records the first send unless one is already recorded; returns the
@@ -70,16 +129,17 @@ impl DedupCache for MemoryDedupCache {
         let now = Instant::now();
         let mut entries = self.entries.lock();
         entries.forget_expired(now);
-        let key = (sender, client_msg_id.clone());
-        if let Some(first) = entries.acks.get(&key) {
-            return Ok(*first);
+        if let Some(entry) = entries.get(sender, client_msg_id) {
+            return Ok(entry.first);
         }
-        entries.acks.insert(key.clone(), first_send);
-        entries.order.push_back((key, now + self.ttl));
-        if entries.order.len() > self.capacity
-            && let Some((oldest, _)) = entries.order.pop_front()
-        {
-            entries.acks.remove(&oldest);
+        entries.push(Entry {
+            sender,
+            client_msg_id: client_msg_id.clone(),
+            first: first_send,
+            expires: now + self.ttl,
+        });
+        if entries.order.len() > self.capacity {
+            entries.pop_front();
         }
         Ok(first_send)
     }
@@ -115,6 +175,30 @@ mod tests {
         assert_eq!(cache.get(UserId(1), &key("a")).await.unwrap(), None);
         // Once forgotten, a new ack may be recorded under the key.
         assert_eq!(cache.put_if_absent(UserId(1), &key("a"), ack(2)).await.unwrap(), ack(2));
+    }
+
+    /// Over many evictions (the index's sequence numbers far past the
+    /// capacity) and repeated puts, exactly the newest `capacity` keys are
+    /// remembered, each with its own first ack.
+    #[tokio::test]
+    async fn the_newest_keys_are_remembered_each_with_its_first_ack() {
+        const CAPACITY: usize = 100;
+        let cache = MemoryDedupCache::new(CAPACITY, Duration::from_secs(60));
+        let sender = |n: u64| UserId(1 + n % 3);
+        for n in 0..1_000u64 {
+            let raw = format!("id-{n}");
+            assert_eq!(cache.put_if_absent(sender(n), &key(&raw), ack(n)).await.unwrap(), ack(n));
+            // A put of a remembered key keeps the first ack.
+            assert_eq!(cache.put_if_absent(sender(n), &key(&raw), ack(n + 5_000)).await.unwrap(), ack(n));
+        }
+        for n in 0..1_000u64 {
+            let found = cache.get(sender(n), &key(&format!("id-{n}"))).await.unwrap();
+            let expected = (n >= 1_000 - CAPACITY as u64).then(|| ack(n));
+            assert_eq!(found, expected, "key {n}");
+            // The same id from another sender is another key.
+            assert_eq!(cache.get(UserId(99), &key(&format!("id-{n}"))).await.unwrap(), None);
+        }
+        assert_eq!(cache.entries.lock().index.len(), CAPACITY);
     }
 
     #[tokio::test]
