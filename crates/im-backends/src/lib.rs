@@ -44,4 +44,4 @@ pub use etcd::{EtcdRegistry, EtcdRegistryOptions};
 pub use kafka::{KafkaBus, KafkaConsumer};
 pub use memory::{MemoryBus, MemoryCeilingStore, MemoryDedupCache, MemoryRegistry, MemorySeqAllocator};
 pub use mysql::MysqlStore;
-pub use sqlite::{SqliteCaches, SqliteStore};
+pub use sqlite::SqliteStore;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use im_backends::{MysqlStore, SqliteCaches, SqliteStore};
+use im_backends::{MysqlStore, SqliteStore};
 use im_config::{Config, StoreBackend};
 use im_core::ports::{
     CeilingStore, DataKeyStore, EpochStore, GroupStore, MessageStore, OfflineStore, ReceiptStore, ResealStore,
@@ -97,11 +97,6 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The SQLite page caches `cache.*` allows.
-fn sqlite_caches(config: &Config) -> SqliteCaches {
-    SqliteCaches { writer_bytes: config.cache.sqlite_writer_bytes, readers_bytes: config.cache.sqlite_readers_bytes }
-}
-
 impl Stores {
     /// Opens (and migrates) the configured store.
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
@@ -109,7 +104,7 @@ impl Stores {
             StoreBackend::Sqlite => {
                 let path = config.server.sqlite_path();
                 let store = Arc::new(
-                    SqliteStore::open_with(&path, sqlite_caches(config))
+                    SqliteStore::open_with(&path, &config.cache)
                         .await
                         .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?,
                 );

@@ -57,9 +57,14 @@ struct Entries {
     hasher: RandomState,
 }
 
+/// The index's hash of a key; also used to rehash when the index grows.
+fn key_hash(hasher: &RandomState, sender: UserId, client_msg_id: &ClientMsgId) -> u64 {
+    hasher.hash_one((sender, client_msg_id))
+}
+
 impl Entries {
     fn hash(&self, sender: UserId, client_msg_id: &ClientMsgId) -> u64 {
-        self.hasher.hash_one((sender, client_msg_id))
+        key_hash(&self.hasher, sender, client_msg_id)
     }
 
     fn get(&self, sender: UserId, client_msg_id: &ClientMsgId) -> Option<&Entry> {
@@ -79,7 +84,7 @@ impl Entries {
         let Self { order, front, index, hasher } = self;
         index.insert_unique(hash, sequence, |&n| {
             let entry = &order[(n - *front) as usize];
-            hasher.hash_one((entry.sender, &entry.client_msg_id))
+            key_hash(hasher, entry.sender, &entry.client_msg_id)
         });
     }
 

@@ -33,6 +33,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use im_config::CacheConfig;
 use im_core::error::BackendError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
@@ -49,22 +50,6 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Readers beside the single writer; SQLite readers scale with cores, and
 /// this machine class has few.
 const READ_CONNECTIONS: u32 = 4;
-
-/// How much SQLite may cache in memory (its page caches), in bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SqliteCaches {
-    /// The connection that commits: a batch spread over many conversations
-    /// touches a leaf page per conversation, so this is worth throughput.
-    pub writer_bytes: usize,
-    /// The read connections together (sync and history).
-    pub readers_bytes: usize,
-}
-
-impl Default for SqliteCaches {
-    fn default() -> Self {
-        Self { writer_bytes: 32 * 1024 * 1024, readers_bytes: 16 * 1024 * 1024 }
-    }
-}
 
 /// SQLite's `cache_size` for `bytes`: a negative value counts KiB.
 fn cache_size(bytes: usize) -> String {
@@ -90,11 +75,13 @@ impl SqliteStore {
     /// schema up to date with the embedded migrations, with the default
     /// caches.
     pub async fn open(path: &Path) -> Result<Self, BackendError> {
-        Self::open_with(path, SqliteCaches::default()).await
+        Self::open_with(path, &CacheConfig::default()).await
     }
 
-    /// [`SqliteStore::open`] with page caches of these sizes.
-    pub async fn open_with(path: &Path, caches: SqliteCaches) -> Result<Self, BackendError> {
+    /// [`SqliteStore::open`] with the page caches `caches` allows
+    /// (`sqlite_writer_bytes` for the connection that commits,
+    /// `sqlite_readers_bytes` shared by the read connections).
+    pub async fn open_with(path: &Path, caches: &CacheConfig) -> Result<Self, BackendError> {
         owner_only(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -121,7 +108,7 @@ impl SqliteStore {
             // 2: a batch spread over many conversations touches a leaf page
             // per conversation. Not larger: the scan described above grows
             // with it. The readers set their own below.
-            .pragma("cache_size", cache_size(caches.writer_bytes))
+            .pragma("cache_size", cache_size(caches.sqlite_writer_bytes))
             // Checkpoints run beside the commits, on a connection of their
             // own (`checkpointer`); the writer's automatic checkpoint only
             // bounds the WAL. History: with the checkpoint on the commit path
@@ -171,7 +158,7 @@ impl SqliteStore {
                 options
                     .clone()
                     .pragma("query_only", "ON")
-                    .pragma("cache_size", cache_size(caches.readers_bytes / READ_CONNECTIONS as usize)),
+                    .pragma("cache_size", cache_size(caches.sqlite_readers_bytes / READ_CONNECTIONS as usize)),
             )
             .await
             .map_err(map_sqlx)?;
@@ -245,8 +232,12 @@ mod tests {
     #[tokio::test]
     async fn page_caches_are_the_configured_sizes() {
         let dir = tempfile::tempdir().unwrap();
-        let caches = SqliteCaches { writer_bytes: 8 * 1024 * 1024, readers_bytes: 2 * 1024 * 1024 };
-        let store = SqliteStore::open_with(&dir.path().join("im.db"), caches).await.unwrap();
+        let caches = CacheConfig {
+            sqlite_writer_bytes: 8 * 1024 * 1024,
+            sqlite_readers_bytes: 2 * 1024 * 1024,
+            ..CacheConfig::default()
+        };
+        let store = SqliteStore::open_with(&dir.path().join("im.db"), &caches).await.unwrap();
         // Negative: KiB. The readers share theirs.
         assert_eq!(pragma(&store.writer, "cache_size").await, "-8192");
         assert_eq!(pragma(&store.reader, "cache_size").await, (-2048 / READ_CONNECTIONS as i64).to_string());

@@ -15,8 +15,8 @@
 //! meanwhile) rather than failing every send and sync of its group.
 //!
 //! Bounded (G10): at most `cache.group_members` (`CACHE_GROUP_MEMBERS`)
-//! members across the cached rosters; past it the rosters loaded longest ago are dropped (and loaded
-//! again on next use).
+//! members across the cached rosters; past it the rosters loaded longest
+//! ago are dropped (and loaded again on next use).
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
