@@ -13,7 +13,11 @@
 # Environment (all optional):
 #   LATENCY_RUNS=3        runs of the 2,000/s latency scenario
 #   SCENARIOS="sat-ring sat-random lat-2000"   which scenarios, in this order
-#                         (also lat-2000-ring: 2,000/s with one peer per user;
+#                         (also rates: issue 17's loads — 200 users in fixed
+#                         pairs, user i and i+100, 64-byte bodies — at
+#                         saturation (closed loop, 8 in flight), 2,000/s and
+#                         10,000/s, RUNS times each (default 3), in turn;
+#                         lat-2000-ring: 2,000/s with one peer per user;
 #                         group-50: 4 groups of 50, 5 senders each, 4,000 msg/s
 #                         (group-50-5000: at 5,000 msg/s);
 #                         group-5000: one group of 5,000, 5 senders, 40 msg/s;
@@ -48,7 +52,7 @@ pids=()
 db_name="" cluster=""
 
 stop_system() {
-  local pid
+  local pid i
   # Reverse start order: the gateway first, im-user last.
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
     pid=${pids[i]}
@@ -293,6 +297,14 @@ for scenario in $scenarios; do
   case $scenario in
     sat-ring) run "saturation, one peer" sat-ring --closed-loop --window 8 --pairing ring ;;
     sat-random) run "saturation, random peers" sat-random --closed-loop --window 8 --pairing random ;;
+    rates)
+      pairs=(--pairing pairs --body-size 64)
+      for i in $(seq "${RUNS:-3}"); do
+        run "saturation, fixed pairs (run $i)" pairs-sat --closed-loop --window 8 "${pairs[@]}"
+        run "2,000/s, fixed pairs (run $i)" pairs-2000 --rate 2000 "${pairs[@]}"
+        run "10,000/s, fixed pairs (run $i)" pairs-10000 --rate 10000 "${pairs[@]}"
+      done
+      ;;
     lat-2000)
       for i in $(seq "$latency_runs"); do
         run "2,000/s, random peers (run $i of $latency_runs)" lat-2000 --rate 2000 --pairing random
@@ -307,7 +319,7 @@ for scenario in $scenarios; do
     group-50-5000) run "groups of 50, 5,000 msg/s" group-50-5000 --group-size 50 --groups 4 --senders 5 --rate 5000 ;;
     group-5000) run "a group of 5,000, 40 msg/s" group-5000 --group-size 5000 --senders 5 --rate 40 --settle 15 ;;
     group-5000-10) run "a group of 5,000, 10 msg/s" group-5000-10 --group-size 5000 --senders 5 --rate 10 --settle 15 ;;
-    *) log "unknown scenario $scenario (sat-ring, sat-random, lat-2000, lat-2000-ring, group-50, group-50-5000, group-5000, group-5000-10)"; exit 2 ;;
+    *) log "unknown scenario $scenario (sat-ring, sat-random, rates, lat-2000, lat-2000-ring, group-50, group-50-5000, group-5000, group-5000-10)"; exit 2 ;;
   esac
 done
 

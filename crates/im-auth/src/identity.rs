@@ -22,11 +22,14 @@ pub enum Scope {
     /// im-user's user lookups (`im.user.v1.UserService.GetUser`): a node
     /// checks that a recipient exists and reads its status.
     Users,
+    /// The IM service's relay (`im.v1.RelayService`): a gateway forwards
+    /// the sends of the users it authenticated, naming each one.
+    Relay,
 }
 
 impl Scope {
     /// Every scope, for tests and help texts.
-    pub const ALL: [Scope; 3] = [Scope::Push, Scope::Groups, Scope::Users];
+    pub const ALL: [Scope; 4] = [Scope::Push, Scope::Groups, Scope::Users, Scope::Relay];
 
     /// The value of the token's `svc` claim.
     pub fn as_str(self) -> &'static str {
@@ -34,6 +37,7 @@ impl Scope {
             Scope::Push => "push",
             Scope::Groups => "groups",
             Scope::Users => "users",
+            Scope::Relay => "relay",
         }
     }
 

@@ -104,6 +104,19 @@ impl Tokens {
         }
     }
 
+    /// Whether `user` may act now (not disabled), for a caller that
+    /// authenticated the user itself and names them (the gateway's relay
+    /// stream): the check a token of the current generation would pass.
+    pub fn admits_user(&self, user: UserId) -> Result<(), ImError> {
+        match &self.statuses {
+            Some(statuses) => {
+                let status = statuses.status(user);
+                status.admits(status.token_generation)
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Calls `listener` with each change of a user's standing this process
     /// learns of (a gateway closes the connections it refuses). Nothing
     /// happens without a view of users' standing.
@@ -357,6 +370,21 @@ mod tests {
         assert!(tokens.verify(&tokens.issue_user(UserId(10), "bob", Duration::from_secs(60))).is_ok());
         statuses.0.lock().insert(UserId(9), UserStatus::default());
         assert_eq!(tokens.verify(&token).unwrap().user, UserId(9));
+    }
+
+    #[test]
+    fn a_user_named_by_its_gateway_may_act_unless_disabled() {
+        use im_core::{ErrorReason, StatusChange, UserStatus};
+        let (tokens, statuses) = with_statuses();
+        assert!(tokens.admits_user(UserId(9)).is_ok());
+        statuses.0.lock().insert(UserId(9), UserStatus::default().after(StatusChange::RevokeTokens));
+        assert!(
+            tokens.admits_user(UserId(9)).is_ok(),
+            "a revocation is about tokens; the gateway closes their connections"
+        );
+        statuses.0.lock().insert(UserId(9), UserStatus::default().after(StatusChange::Disable));
+        let refused = tokens.admits_user(UserId(9)).unwrap_err();
+        assert_eq!((refused.code, refused.reason), (ErrorCode::PermissionDenied, Some(ErrorReason::UserDisabled)));
     }
 
     #[test]

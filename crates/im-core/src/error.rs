@@ -23,6 +23,19 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, e.g. for metric series that exist from the start.
+    pub const ALL: [ErrorCode; 9] = [
+        ErrorCode::InvalidArgument,
+        ErrorCode::PermissionDenied,
+        ErrorCode::NotFound,
+        ErrorCode::ResourceExhausted,
+        ErrorCode::FailedPrecondition,
+        ErrorCode::Unavailable,
+        ErrorCode::Unauthenticated,
+        ErrorCode::Internal,
+        ErrorCode::DataLoss,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidArgument => "INVALID_ARGUMENT",

@@ -174,6 +174,30 @@ impl From<&ImError> for client::Error {
     }
 }
 
+/// A domain error back from its wire form (an answer on the relay stream).
+/// A code this version does not know is `INTERNAL`, not guessed at.
+impl From<client::Error> for ImError {
+    fn from(e: client::Error) -> Self {
+        let code = match client::ErrorCode::try_from(e.code) {
+            Ok(client::ErrorCode::InvalidArgument) => ErrorCode::InvalidArgument,
+            Ok(client::ErrorCode::PermissionDenied) => ErrorCode::PermissionDenied,
+            Ok(client::ErrorCode::NotFound) => ErrorCode::NotFound,
+            Ok(client::ErrorCode::ResourceExhausted) => ErrorCode::ResourceExhausted,
+            Ok(client::ErrorCode::FailedPrecondition) => ErrorCode::FailedPrecondition,
+            Ok(client::ErrorCode::Unavailable) => ErrorCode::Unavailable,
+            Ok(client::ErrorCode::Unauthenticated) => ErrorCode::Unauthenticated,
+            Ok(client::ErrorCode::DataLoss) => ErrorCode::DataLoss,
+            Ok(client::ErrorCode::Internal | client::ErrorCode::Unspecified) | Err(_) => ErrorCode::Internal,
+        };
+        let mut error = ImError::new(code, e.message);
+        error.retry_after = (e.retry_after_ms > 0).then(|| std::time::Duration::from_millis(e.retry_after_ms.into()));
+        match ErrorReason::parse(&e.reason) {
+            Some(reason) => error.with_reason(reason),
+            None => error,
+        }
+    }
+}
+
 /// The gRPC code for a domain error code.
 pub fn grpc_code(code: ErrorCode) -> tonic::Code {
     match code {
@@ -378,6 +402,21 @@ mod tests {
             server_time_ms: 1234,
             sealed_with: None,
         }
+    }
+
+    #[test]
+    fn an_error_round_trips_through_its_wire_form() {
+        let reasons = ErrorReason::ALL.into_iter().map(Some).chain([None]);
+        for (code, reason) in ErrorCode::ALL.into_iter().zip(reasons.cycle()) {
+            let mut error = ImError::new(code, format!("{code:?} happened"));
+            error.retry_after = Some(std::time::Duration::from_millis(1500));
+            if let Some(reason) = reason {
+                error = error.with_reason(reason);
+            }
+            assert_eq!(ImError::from(client::Error::from(&error)), error);
+        }
+        let unknown = client::Error { code: 99, message: "from a newer peer".into(), ..Default::default() };
+        assert_eq!(ImError::from(unknown).code, ErrorCode::Internal);
     }
 
     #[test]

@@ -45,6 +45,7 @@ use crate::outbox::Settler;
 use crate::pipeline::Pipeline;
 use crate::rate_limits::UserRateLimits;
 use crate::readiness::{Probe, Readiness, flag_probe, tcp_probe};
+use crate::relay::RelayGrpc;
 use crate::remote::groups::RemoteGroups;
 use crate::remote::{GrpcPusher, RemoteUsers};
 use crate::retention::RetentionJob;
@@ -337,6 +338,14 @@ pub async fn publish_statuses(directory: &UserDirectory) {
 /// stop accepting, close client connections, drain the pipeline, stop.
 /// The caller holds the data directory ([`crate::bootstrap::data_dir`]), as
 /// `cli` does before any port is bound.
+/// Whether a gRPC call without a trace context starts a trace here: a
+/// client calling im.v1 directly (not through a gateway) starts its
+/// message's trace at the node. The relay stream does not: it outlives any
+/// message, and each relayed send carries its own context.
+fn starts_trace(path: &str) -> bool {
+    path.starts_with("/im.v1.") && !path.starts_with("/im.v1.RelayService/")
+}
+
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
     // The data directory exists and is this process's: `cli` locked it.
     let data_dir = &config.server.data_dir;
@@ -587,9 +596,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             axum::serve(listener, gateway.router()).with_graceful_shutdown(stop.cancelled_owned()).await
         }
     };
-    // A client calling im.v1 directly (not through a gateway) starts its
-    // message's trace here.
-    let grpc_server = serve::grpc_server(|path| path.starts_with("/im.v1."))
+    let grpc_server = serve::grpc_server(starts_trace)
+        .add_service(RelayGrpc::server(messaging.clone(), tokens.clone(), shutdown.clone()))
         .add_service(MessageGrpc::server(messaging, tokens.clone()))
         .add_service(GroupGrpc::server(groups, tokens.clone()))
         .add_service(AuditGrpc::server(stores.messages.clone(), tokens.clone()))

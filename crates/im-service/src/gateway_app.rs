@@ -75,6 +75,7 @@ pub async fn run(config: Config, listeners: GatewayListeners, shutdown: Cancella
     let messaging: Arc<dyn Messaging> = Arc::new(RemoteMessaging::new(
         lazy_channel(&im.addr, im.timeout, &CallTls::from_config(&config.tls)?)?,
         user_tokens.clone(),
+        im.timeout,
     ));
 
     let hub = Arc::new(Hub::new(GatewayId(gateway_addr.clone())));

@@ -19,7 +19,7 @@ const GRPC_DEVICE: &str = "grpc";
 /// push skips.
 pub const DEVICE_METADATA: &str = "x-im-device";
 /// The longest device id taken from metadata, as on the WebSocket handshake.
-const MAX_DEVICE_LEN: usize = 64;
+pub const MAX_DEVICE_LEN: usize = 64;
 
 pub struct MessageGrpc {
     messaging: Arc<dyn Messaging>,
@@ -65,6 +65,11 @@ fn caller<T>(tokens: &Tokens, request: &Request<T>) -> Result<im_auth::Identity,
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>` metadata"))?;
     tokens.verify_bearer(header).map_err(status)
+}
+
+/// Refuses every caller but a service credential of `scope`.
+pub fn require_service<T>(tokens: &Tokens, request: &Request<T>, scope: im_auth::Scope) -> Result<(), Status> {
+    caller(tokens, request)?.require_service(scope).map_err(status)
 }
 
 /// Refuses every caller but an admin credential (a service credential too:

@@ -22,6 +22,8 @@
 //!   and where its audit records go (`content_audit`, the admin API).
 //! - [`retention`]: deletes messages older than `MESSAGE_RETENTION_DAYS`.
 //! - [`grpc`]: the `im.v1.MessageService` server.
+//! - [`relay`]: the `im.v1.RelayService` server, a gateway process's sends on
+//!   one stream.
 //! - [`remote`]: gRPC clients of the gateway, user and IM services when they
 //!   run as their own processes.
 //! - [`http`], [`readiness`], [`metrics`]: `/health` (`/live`), `/ready`
@@ -61,6 +63,7 @@ mod process_metrics;
 pub mod publisher;
 pub mod rate_limits;
 pub mod readiness;
+pub mod relay;
 pub mod remote;
 pub mod request_digest;
 pub mod retention;

@@ -53,18 +53,6 @@ pub struct DependencyLabel {
     pub dependency: &'static str,
 }
 
-/// Every error code a send or push can fail with: each has its series from the start.
-const ERROR_CODES: [ErrorCode; 9] = [
-    ErrorCode::InvalidArgument,
-    ErrorCode::PermissionDenied,
-    ErrorCode::NotFound,
-    ErrorCode::ResourceExhausted,
-    ErrorCode::FailedPrecondition,
-    ErrorCode::Unavailable,
-    ErrorCode::Unauthenticated,
-    ErrorCode::Internal,
-    ErrorCode::DataLoss,
-];
 /// Why the offline worker parks a record on its dead-letter topic.
 pub const OFFLINE_DEAD_LETTER_REASONS: [&str; 2] = ["undecodable", "refused"];
 /// Why the fan-out parks a record on its dead-letter topic.
@@ -370,7 +358,8 @@ impl Metrics {
         for action in FilterAction::ALL {
             drop(filter_matches.get_or_create(&ActionLabel { action: action.as_str() }));
         }
-        for code in ERROR_CODES {
+        // Every code a send or push can fail with has its series from the start.
+        for code in ErrorCode::ALL {
             drop(failed.get_or_create(&CodeLabel { code: code.as_str() }));
         }
         for reason in OFFLINE_DEAD_LETTER_REASONS {

@@ -1,8 +1,11 @@
-//! [`RemoteMessaging`]: the `Messaging` port over `im.v1.MessageService`, as
-//! a gateway process reaches the IM service.
+//! [`RemoteMessaging`]: the `Messaging` port over `im.v1`, as a gateway
+//! process reaches the IM service. Sends go on the relay stream
+//! ([`RelayClient`], a service credential of scope `relay`, the user named
+//! in each send); the other calls are unary on `im.v1.MessageService`.
 //!
-//! The IM service takes the acting user from the `authorization` metadata
-//! only, so every call carries a token of the user the gateway authenticated
+//! The IM service takes the acting user of a unary call from the
+//! `authorization` metadata only, so every such call carries a token of the
+//! user the gateway authenticated
 //! at the WebSocket handshake, signed with the shared secret. Tokens are
 //! cached per user and re-issued before they expire, or as soon as the
 //! user's token generation moved (a revocation: the node would refuse the
@@ -15,7 +18,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use im_auth::Tokens;
+use im_auth::{Scope, Tokens};
 use im_core::message::{ConversationList, Page};
 use im_core::ports::{Messaging, SendCommand};
 use im_core::{Ack, ConversationId, DeviceId, ImError, NewMessage, Seq, UserId};
@@ -26,7 +29,9 @@ use parking_lot::Mutex;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
+use super::ServiceCredential;
 use super::credential::bearer;
+use super::relay::RelayClient;
 use crate::grpc::DEVICE_METADATA;
 
 /// Lifetime of a forwarding token; re-issued at half its life.
@@ -45,14 +50,22 @@ struct CachedToken {
 /// The IM service as a gateway process sees it.
 pub struct RemoteMessaging {
     client: MessageServiceClient<Channel>,
+    relay: RelayClient,
     tokens: Tokens,
     cache: Mutex<HashMap<UserId, CachedToken>>,
 }
 
 impl RemoteMessaging {
-    /// `channel` reaches an IM service node (or a balancer in front of several).
-    pub fn new(channel: Channel, tokens: Tokens) -> Self {
-        Self { client: MessageServiceClient::new(channel), tokens, cache: Mutex::new(HashMap::new()) }
+    /// `channel` reaches an IM service node (or a balancer in front of
+    /// several); a send waits at most `send_deadline` for its answer.
+    pub fn new(channel: Channel, tokens: Tokens, send_deadline: Duration) -> Self {
+        let credential = ServiceCredential::new(tokens.clone(), Scope::Relay);
+        Self {
+            client: MessageServiceClient::new(channel.clone()),
+            relay: RelayClient::start(channel, credential, send_deadline),
+            tokens,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     fn authorization(&self, user: UserId) -> MetadataValue<Ascii> {
@@ -90,14 +103,7 @@ impl RemoteMessaging {
 impl Messaging for RemoteMessaging {
     /// Stores the message durably and returns its ack; then pushes it.
     async fn send(&self, user: UserId, device: &DeviceId, cmd: SendCommand) -> Result<Ack, ImError> {
-        let request = im_proto::convert::send_request(cmd);
-        let ack = self
-            .client
-            .clone()
-            .send_message(self.request(user, Some(device), request))
-            .await
-            .map_err(|s| from_status(&s))?;
-        Ack::try_from(ack.into_inner())
+        self.relay.send(user, device, cmd).await
     }
 
     /// A page of a conversation `user` is a member of.

@@ -13,7 +13,10 @@
 //! - [`groups`]: [`groups::RemoteGroups`], the `GroupDirectory` port over
 //!   `im.user.v1.GroupDirectory`.
 //! - `messaging`: [`RemoteMessaging`], the `Messaging` port over `im.v1`, for a
-//!   gateway process: each call carries a token of the acting user.
+//!   gateway process: sends go on the relay stream (`relay`), the other calls
+//!   carry a token of the acting user.
+//! - `relay`: [`RelayClient`], a gateway's sends on one long-lived
+//!   `im.v1.RelayService` stream, batched, with a credential of scope `relay`.
 //!
 //! Transport failures and deadlines map to `UNAVAILABLE` (G9): the caller
 //! fails fast, and the lazy channel reconnects by itself when the peer is back.
@@ -23,10 +26,12 @@ mod credential;
 pub mod groups;
 mod messaging;
 mod pusher;
+mod relay;
 mod users;
 
 pub use channel::{backend_error, lazy_channel};
 pub use credential::ServiceCredential;
 pub use messaging::RemoteMessaging;
 pub use pusher::GrpcPusher;
+pub use relay::RelayClient;
 pub use users::RemoteUsers;

@@ -146,6 +146,49 @@ pub fn inject_grpc(metadata: &mut MetadataMap) {
     }
 }
 
+/// The `traceparent` of the current span when its trace is sampled, for a
+/// send on the relay stream (one stream carries many sends, so the context
+/// rides in each send, not in the call's metadata); empty otherwise, which
+/// the node reads as "not sampled".
+pub fn sampled_traceparent() -> String {
+    let current = Span::current();
+    if current.is_none() {
+        return String::new();
+    }
+    let cx = current.context();
+    if !cx.span().span_context().is_sampled() {
+        return String::new();
+    }
+    let mut fields = RecordHeaders::default();
+    TraceContextPropagator::new().inject_context(&cx, &mut RecordInjector(&mut fields));
+    fields.get(TRACEPARENT).and_then(|value| std::str::from_utf8(value).ok()).unwrap_or_default().to_owned()
+}
+
+/// The node's span for one send of the relay stream (`im.Relay`), the child
+/// of the gateway's span that `traceparent` names; `Span::none()` when it is
+/// empty or not sampled.
+pub fn relay_span(traceparent: &str) -> Span {
+    if traceparent.is_empty()
+        || !sampled_flag(traceparent.as_bytes())
+        || !tracing::enabled!(target: "im_trace", tracing::Level::INFO)
+    {
+        return Span::none();
+    }
+    let cx = TraceContextPropagator::new().extract(&TraceparentExtractor(traceparent));
+    if !cx.span().span_context().is_sampled() {
+        return Span::none();
+    }
+    let span = tracing::info_span!(
+        target: "im_trace",
+        "grpc.server",
+        otel.name = "im.Relay",
+        otel.kind = "server",
+        rpc.method = "/im.v1.RelayService/Relay",
+    );
+    adopt(&span, &cx);
+    span
+}
+
 /// The span a gRPC server call runs in (tonic's `trace_fn`): the child of
 /// the caller's sampled trace; `Span::none()` when the caller's trace is not
 /// sampled. A call without a trace context starts one only when
@@ -201,7 +244,7 @@ fn span_name(path: &str) -> String {
         return path.to_owned();
     };
     let part = match service {
-        "im.v1.MessageService" => "im",
+        "im.v1.MessageService" | "im.v1.RelayService" => "im",
         "im.v1.GroupService" => "im.groups",
         "im.gateway.v1.PushService" => "gateway",
         "im.user.v1.UserService" => "user",
@@ -234,6 +277,18 @@ impl Extractor for HeaderExtractor<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+struct TraceparentExtractor<'a>(&'a str);
+
+impl Extractor for TraceparentExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        (key == TRACEPARENT).then_some(self.0)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec![TRACEPARENT]
     }
 }
 
@@ -308,10 +363,25 @@ mod tests {
     }
 
     #[test]
+    fn a_relayed_sends_traceparent_names_the_gateways_span() {
+        let traceparent = "00-00000000000000000000000000000abc-0000000000000def-01";
+        let cx = TraceContextPropagator::new().extract(&TraceparentExtractor(traceparent));
+        let span = cx.span();
+        assert!(span.span_context().is_sampled());
+        assert_eq!(span.span_context().trace_id(), TraceId::from(0xabc));
+        assert_eq!(span.span_context().span_id(), SpanId::from(0xdef));
+        // Outside any span (and with no subscriber) nothing is sampled.
+        assert_eq!(sampled_traceparent(), "");
+        assert!(relay_span(traceparent).is_none(), "no subscriber records im_trace here");
+        assert!(relay_span("").is_none());
+    }
+
+    #[test]
     fn span_names_say_which_service_and_method() {
         assert_eq!(span_name("/im.user.v1.UserService/GetUser"), "user.GetUser");
         assert_eq!(span_name("/im.gateway.v1.PushService/Push"), "gateway.Push");
         assert_eq!(span_name("/im.v1.MessageService/SendMessage"), "im.SendMessage");
+        assert_eq!(span_name("/im.v1.RelayService/Relay"), "im.Relay");
         assert_eq!(span_name("/other.Svc/Call"), "other.Svc.Call");
     }
 }

@@ -67,7 +67,7 @@ async fn one_message_is_one_trace_across_gateways_node_user_service_and_kafka() 
     pushed(&mut bob_phone, private.msg_id).await;
     let names = [
         "gateway.frame",
-        "im.SendMessage",
+        "im.Relay",
         "user.GetUser",
         "im.send",
         "im.dedup",
@@ -80,7 +80,7 @@ async fn one_message_is_one_trace_across_gateways_node_user_service_and_kafka() 
     assert_one_tree(&trace, "gateway.frame");
     for (name, service) in [
         ("gateway.frame", "im-gateway"),
-        ("im.SendMessage", "im-service"),
+        ("im.Relay", "im-service"),
         ("user.GetUser", "im-user"),
         ("im.commit", "im-service"),
         ("gateway.Push", "im-gateway"),
