@@ -346,6 +346,12 @@ pub struct KafkaConsumerConfig {
     /// `cooperative-sticky`: a rebalance moves only the partitions that
     /// change owner, the others keep being consumed.
     pub assignment_strategy: String,
+    /// The longest a fetch waits at the broker for records (librdkafka's
+    /// `fetch.wait.max.ms`). A stock Kafka broker answers as soon as a
+    /// record arrives, so a long wait costs no latency there; a broker that
+    /// holds every fetch for the whole wait (tansu) delays the fan-out by up
+    /// to it. Each consumer sends one fetch per wait when idle.
+    pub fetch_wait_max: Duration,
 }
 
 impl Default for KafkaConsumerConfig {
@@ -356,6 +362,7 @@ impl Default for KafkaConsumerConfig {
             // The least a stock Kafka broker accepts (group.min.session.timeout.ms).
             session_timeout: Duration::from_secs(6),
             assignment_strategy: COOPERATIVE_STICKY.to_owned(),
+            fetch_wait_max: Duration::from_millis(20),
         }
     }
 }

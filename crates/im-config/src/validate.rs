@@ -91,6 +91,8 @@ fn cache(checks: &mut Checks, cache: &CacheConfig) {
 
 /// The smallest SQLite page cache accepted.
 const MIN_SQLITE_CACHE_BYTES: usize = 1024 * 1024;
+/// librdkafka refuses a `fetch.wait.max.ms` above 300,000.
+const MAX_FETCH_WAIT: Duration = Duration::from_secs(300);
 
 fn limits(checks: &mut Checks, config: &Config) {
     let limits = &config.limits;
@@ -244,6 +246,10 @@ fn dependencies(checks: &mut Checks, config: &Config) {
     checks.nonzero_duration("kafka.producer.timeout", kafka.producer.timeout);
     checks.positive("kafka.producer.batch_size", kafka.producer.batch_size as u64);
     checks.nonzero_duration("kafka.consumer.session_timeout", kafka.consumer.session_timeout);
+    checks.nonzero_duration("kafka.consumer.fetch_wait_max", kafka.consumer.fetch_wait_max);
+    if kafka.consumer.fetch_wait_max > MAX_FETCH_WAIT {
+        checks.fail("kafka.consumer.fetch_wait_max", "at most 5m (librdkafka's fetch.wait.max.ms limit)");
+    }
     if kafka.replication_factor != 0 && kafka.min_insync_replicas > kafka.replication_factor {
         checks.fail(
             "kafka.min_insync_replicas",
@@ -684,5 +690,18 @@ mod tests {
         let mut config = Config::default();
         config.kafka.consumer.assignment_strategy = "uniform".to_owned();
         assert_eq!(problems(&config), ["kafka.consumer.assignment_strategy"]);
+    }
+
+    #[test]
+    fn the_fetch_wait_is_between_a_millisecond_and_five_minutes() {
+        let mut config = Config::default();
+        for good in [Duration::from_millis(1), Duration::from_millis(500), MAX_FETCH_WAIT] {
+            config.kafka.consumer.fetch_wait_max = good;
+            assert!(problems(&config).is_empty(), "{good:?}: {:?}", problems(&config));
+        }
+        for bad in [Duration::ZERO, MAX_FETCH_WAIT + Duration::from_millis(1)] {
+            config.kafka.consumer.fetch_wait_max = bad;
+            assert_eq!(problems(&config), ["kafka.consumer.fetch_wait_max"], "{bad:?}");
+        }
     }
 }

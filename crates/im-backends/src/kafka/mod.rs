@@ -136,9 +136,9 @@ impl KafkaBus {
             // The longest a fetch waits at the broker for records. Kafka
             // answers as soon as a record arrives; a broker that does not
             // (tansu) holds it this long, and the fan-out's latency and a
-            // membership change's reach to every node include it (500 ms by
-            // default).
-            .set("fetch.wait.max.ms", "20")
+            // membership change's reach to every node include it
+            // (kafka.consumer.fetch_wait_max; librdkafka's default is 500 ms).
+            .set("fetch.wait.max.ms", millis(config.consumer.fetch_wait_max))
             // After a fetch error (a broker restarting, a partition moving)
             // the next fetch waits this long: 500 ms by default, which a
             // membership change or a group message would wait too.
