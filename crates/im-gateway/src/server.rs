@@ -15,9 +15,10 @@ use crate::{Gateway, auth};
 
 /// Bytes read from a socket at a time. Each connection holds this much
 /// (tungstenite zero-fills it, so it is resident): 2 KiB, not 8, took an
-/// idle connection from 19.8 to 13.7 KB, and a frame of a few hundred bytes
-/// still arrives in one read (BENCHMARKS.md, "Memory per idle connection").
-const READ_BUFFER: usize = 2 * 1024;
+/// idle connection from 19.8 to 13.7 KB, 1 KiB another ~1 KB; a frame of a
+/// few hundred bytes still arrives in one read, a bigger one takes several
+/// (BENCHMARKS.md, "Memory per idle connection").
+const READ_BUFFER: usize = 1024;
 
 /// Room above `max_message_size` for the rest of a frame (ids, content
 /// type, protobuf tags): a body a little too large still arrives and is
