@@ -264,15 +264,32 @@ async fn a_replica_that_fell_behind_is_promoted_without_reusing_a_seq() {
             .and_then(|offset| offset.trim().parse::<u64>().ok())
             .expect("master_repl_offset in INFO replication")
     };
-    // What the proxy had relayed before it saw the change lands first.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let behind_from = offset(topology.replicas[0].command(&["INFO", "replication"]).await);
-    traffic.wait_for_progress(PROGRESS, WITHIN).await;
-    let primary_at = offset(topology.primary.command(&["INFO", "replication"]).await);
+    // What the proxy had relayed before it saw the change lands first: the
+    // replica's offset stops moving (on a loaded machine the proxy may see
+    // the change late, so this waits rather than assuming a delay).
+    let deadline = Instant::now() + WITHIN;
+    let behind_from = loop {
+        let before = offset(topology.replicas[0].command(&["INFO", "replication"]).await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after = offset(topology.replicas[0].command(&["INFO", "replication"]).await);
+        if after == before {
+            break after;
+        }
+        assert!(Instant::now() < deadline, "the replica kept replicating through a hung link");
+    };
+    // The load goes on at the primary until it is past the replica.
+    let primary_at = loop {
+        traffic.wait_for_progress(PROGRESS, WITHIN).await;
+        let primary_at = offset(topology.primary.command(&["INFO", "replication"]).await);
+        if primary_at > behind_from {
+            break primary_at;
+        }
+        assert!(Instant::now() < deadline, "the primary took no write past {behind_from} under load");
+    };
     let replica_at = offset(topology.replicas[0].command(&["INFO", "replication"]).await);
     assert!(
         replica_at < primary_at && replica_at == behind_from,
-        "the replica did not fall behind: at {replica_at}, the primary at {primary_at}"
+        "the replica did not fall behind: at {replica_at} (stopped at {behind_from}), the primary at {primary_at}"
     );
 
     topology.primary.kill9();
