@@ -178,17 +178,11 @@ impl From<&ImError> for client::Error {
 /// A code this version does not know is `INTERNAL`, not guessed at.
 impl From<client::Error> for ImError {
     fn from(e: client::Error) -> Self {
-        let code = match client::ErrorCode::try_from(e.code) {
-            Ok(client::ErrorCode::InvalidArgument) => ErrorCode::InvalidArgument,
-            Ok(client::ErrorCode::PermissionDenied) => ErrorCode::PermissionDenied,
-            Ok(client::ErrorCode::NotFound) => ErrorCode::NotFound,
-            Ok(client::ErrorCode::ResourceExhausted) => ErrorCode::ResourceExhausted,
-            Ok(client::ErrorCode::FailedPrecondition) => ErrorCode::FailedPrecondition,
-            Ok(client::ErrorCode::Unavailable) => ErrorCode::Unavailable,
-            Ok(client::ErrorCode::Unauthenticated) => ErrorCode::Unauthenticated,
-            Ok(client::ErrorCode::DataLoss) => ErrorCode::DataLoss,
-            Ok(client::ErrorCode::Internal | client::ErrorCode::Unspecified) | Err(_) => ErrorCode::Internal,
-        };
+        // The inverse of the mapping above, so the two cannot drift apart.
+        let code = ErrorCode::ALL
+            .into_iter()
+            .find(|&code| client::ErrorCode::from(code) as i32 == e.code)
+            .unwrap_or(ErrorCode::Internal);
         let mut error = ImError::new(code, e.message);
         error.retry_after = (e.retry_after_ms > 0).then(|| std::time::Duration::from_millis(e.retry_after_ms.into()));
         match ErrorReason::parse(&e.reason) {

@@ -334,10 +334,6 @@ pub async fn publish_statuses(directory: &UserDirectory) {
     }
 }
 
-/// Runs a node until `shutdown` is cancelled, then stops in order: not ready,
-/// stop accepting, close client connections, drain the pipeline, stop.
-/// The caller holds the data directory ([`crate::bootstrap::data_dir`]), as
-/// `cli` does before any port is bound.
 /// Whether a gRPC call without a trace context starts a trace here: a
 /// client calling im.v1 directly (not through a gateway) starts its
 /// message's trace at the node. The relay stream does not: it outlives any
@@ -346,6 +342,10 @@ fn starts_trace(path: &str) -> bool {
     path.starts_with("/im.v1.") && !path.starts_with("/im.v1.RelayService/")
 }
 
+/// Runs a node until `shutdown` is cancelled, then stops in order: not ready,
+/// stop accepting, close client connections, drain the pipeline, stop.
+/// The caller holds the data directory ([`crate::bootstrap::data_dir`]), as
+/// `cli` does before any port is bound.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
     // The data directory exists and is this process's: `cli` locked it.
     let data_dir = &config.server.data_dir;

@@ -19,7 +19,7 @@ const GRPC_DEVICE: &str = "grpc";
 /// push skips.
 pub const DEVICE_METADATA: &str = "x-im-device";
 /// The longest device id taken from metadata, as on the WebSocket handshake.
-pub const MAX_DEVICE_LEN: usize = 64;
+const MAX_DEVICE_LEN: usize = 64;
 
 pub struct MessageGrpc {
     messaging: Arc<dyn Messaging>,
@@ -39,12 +39,19 @@ impl MessageGrpc {
     fn device<T>(&self, request: &Request<T>) -> Result<DeviceId, Status> {
         match request.metadata().get(DEVICE_METADATA).map(|v| v.to_str()) {
             None => Ok(self.default_device.clone()),
-            Some(Ok(device)) if !device.is_empty() && device.len() <= MAX_DEVICE_LEN => Ok(DeviceId(device.to_owned())),
-            Some(_) => {
-                Err(Status::invalid_argument(format!("{DEVICE_METADATA} must be 1-{MAX_DEVICE_LEN} ASCII bytes")))
-            }
+            // A value that is not ASCII is refused like an empty one.
+            Some(device) => device_id(device.unwrap_or_default(), DEVICE_METADATA).map_err(status),
         }
     }
+}
+
+/// A device id a gateway names (metadata or a relayed send), as long as the
+/// WebSocket handshake allows: 1-64 bytes.
+pub fn device_id(raw: &str, what: &str) -> Result<DeviceId, ImError> {
+    if raw.is_empty() || raw.len() > MAX_DEVICE_LEN {
+        return Err(ImError::invalid(format!("{what} must be 1-{MAX_DEVICE_LEN} ASCII bytes")));
+    }
+    Ok(DeviceId(raw.to_owned()))
 }
 
 /// The user a request acts as: the subject of the token in its

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::grpc::{MAX_DEVICE_LEN, require_service};
+use crate::grpc::{device_id, require_service};
 use crate::telemetry::propagation::relay_span;
 
 /// Sends in one batch of the stream, at most.
@@ -95,7 +95,8 @@ impl RelayStream {
             tokio::select! {
                 biased;
                 Some(answer) = in_flight.next() => ready.push(answer),
-                batch = inbound.next(), if reading && in_flight.len() + ready.len() < MAX_UNANSWERED => match batch {
+                // Room for a whole batch, so the bound holds after it.
+                batch = inbound.next(), if reading && in_flight.len() + ready.len() + MAX_SENDS_PER_BATCH <= MAX_UNANSWERED => match batch {
                     Some(Ok(batch)) if batch.sends.len() > MAX_SENDS_PER_BATCH => {
                         let refused = format!("{} sends in one batch; at most {MAX_SENDS_PER_BATCH}", batch.sends.len());
                         let _ = answers.send(Err(Status::invalid_argument(refused))).await;
@@ -141,12 +142,10 @@ impl RelayStream {
         if send.user == 0 {
             return Err(ImError::invalid("a relayed send names its user"));
         }
-        if send.device.is_empty() || send.device.len() > MAX_DEVICE_LEN {
-            return Err(ImError::invalid(format!("a relayed send's device must be 1-{MAX_DEVICE_LEN} bytes")));
-        }
+        let device = device_id(&send.device, "a relayed send's device")?;
         let user = UserId(send.user);
         self.tokens.admits_user(user)?;
-        Ok((user, DeviceId(send.device.clone())))
+        Ok((user, device))
     }
 }
 

@@ -42,7 +42,7 @@ const OUTBOUND_QUEUE: usize = 4;
 /// The first pause before opening a new stream, doubled after each failure.
 const RETRY_MIN: Duration = Duration::from_millis(50);
 /// The longest pause: how long sends may be refused after the node is back.
-pub const RETRY_MAX: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(1);
 
 type Answered = Result<Ack, ImError>;
 
