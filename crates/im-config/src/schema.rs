@@ -68,6 +68,9 @@ pub struct ServerConfig {
     /// Project addition: free bytes the disk under `data_dir` must keep for
     /// a SQLite store to be ready.
     pub data_dir_min_free_bytes: u64,
+    /// Project addition: how long, under load, a commit of fewer than four
+    /// sends waits for more (0 turns it off).
+    pub commit_window: Duration,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +90,7 @@ impl Default for ServerConfig {
             sync_gap_grace: Duration::from_secs(45),
             sync_page_max_bytes: 1024 * 1024,
             data_dir_min_free_bytes: 64 * 1024 * 1024,
+            commit_window: Duration::from_millis(1),
         }
     }
 }

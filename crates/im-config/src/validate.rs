@@ -93,6 +93,9 @@ fn cache(checks: &mut Checks, cache: &CacheConfig) {
 const MIN_SQLITE_CACHE_BYTES: usize = 1024 * 1024;
 /// librdkafka refuses a `fetch.wait.max.ms` above 300,000.
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(300);
+/// The longest `server.commit_window`: past it the wait costs more latency
+/// than the fsyncs it saves are worth.
+const MAX_COMMIT_WINDOW: Duration = Duration::from_millis(10);
 
 fn limits(checks: &mut Checks, config: &Config) {
     let limits = &config.limits;
@@ -136,6 +139,9 @@ fn server(checks: &mut Checks, config: &Config) {
     }
     checks.nonzero_duration("server.sync_gap_grace", server.sync_gap_grace);
     checks.positive("server.sync_page_max_bytes", server.sync_page_max_bytes as u64);
+    if server.commit_window > MAX_COMMIT_WINDOW {
+        checks.fail("server.commit_window", "at most 10ms: every send of a small batch waits it");
+    }
     // A commit may finish up to conn_timeout + write_timeout after its seqs
     // were allocated; a shorter grace would let sync step over a seq that is
     // still being written.
@@ -703,5 +709,16 @@ mod tests {
             config.kafka.consumer.fetch_wait_max = bad;
             assert_eq!(problems(&config), ["kafka.consumer.fetch_wait_max"], "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_commit_window_is_off_or_at_most_ten_milliseconds() {
+        let mut config = Config::default();
+        for good in [Duration::ZERO, Duration::from_millis(1), MAX_COMMIT_WINDOW] {
+            config.server.commit_window = good;
+            assert!(problems(&config).is_empty(), "{good:?}: {:?}", problems(&config));
+        }
+        config.server.commit_window = MAX_COMMIT_WINDOW + Duration::from_micros(1);
+        assert_eq!(problems(&config), ["server.commit_window"]);
     }
 }

@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::bootstrap;
 use crate::breaker::{Breaker, BreakerSettings, SendBreakers};
 use crate::bus::kafka_bus;
+use crate::commit_window::CommitWindow;
 use crate::consumer::{Consume, ConsumerSettings, Members};
 use crate::encryption::BodyCipher;
 use crate::encryption::keys_grpc::KeyGrpc;
@@ -458,6 +459,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         breakers: breakers.clone(),
         outbox: settlements.is_some(),
         skip_recordings: Default::default(),
+        window: CommitWindow(config.server.commit_window),
     };
     tracker.spawn(pipeline.run(jobs_rx, routes_tx.clone()));
     // Group messages go to group_msg, which every node's fan-out consumes

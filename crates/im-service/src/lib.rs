@@ -6,7 +6,8 @@
 //!   signals); [`serve`]: binding and serving; [`stores`]: the configured store.
 //! - [`messaging`]: the API rules (validation, membership) in front of the
 //!   pipeline; implements `im_core::ports::Messaging`.
-//! - [`pipeline`]: dedup, seq allocation and group commit in one writer.
+//! - [`pipeline`]: dedup, seq allocation and group commit in one writer;
+//!   [`commit_window`]: how long a small batch waits for company under load.
 //! - [`router`]: pushes committed messages and receipts to gateways; what
 //!   reaches no device of its addressee goes to [`offline`].
 //! - [`offline`]: publishes offline events, and the offline worker that
@@ -41,6 +42,7 @@ pub mod breaker;
 pub mod bus;
 pub mod cli;
 pub mod clock;
+pub mod commit_window;
 pub mod connection_limits;
 pub mod consumer;
 pub mod encryption;

@@ -20,6 +20,7 @@ use im_core::{
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::breaker::SendBreakers;
+use crate::commit_window::CommitWindow;
 use crate::encryption::BodyCipher;
 use crate::filter::audit::AuditQueue;
 use crate::metrics::Metrics;
@@ -83,6 +84,8 @@ pub struct Pipeline {
     pub outbox: bool,
     /// Bounds the recordings of skipped seqs in flight.
     pub skip_recordings: SkipRecordings,
+    /// How long a small batch waits for company under load.
+    pub window: CommitWindow,
 }
 
 /// Recordings of skipped seqs that may run at once (G10): beyond, a batch's
@@ -105,8 +108,11 @@ impl Pipeline {
     /// Runs until every sender handle is dropped.
     pub async fn run(self, mut jobs: mpsc::Receiver<SendJob>, routed: mpsc::Sender<RouteWork>) {
         let mut batch: Vec<SendJob> = Vec::with_capacity(MAX_BATCH);
+        let mut under_load = false;
         while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            self.window.fill(&mut batch, &mut jobs, MAX_BATCH, under_load).await;
             let (committed, outbox) = self.commit(&mut batch).await;
+            under_load = !jobs.is_empty();
             // Waits only when the router is behind (out of CPU): the lanes,
             // not the router, wait for gateways.
             if !committed.is_empty() && routed.send(RouteWork::Messages { committed, outbox }).await.is_err() {
