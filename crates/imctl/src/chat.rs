@@ -88,8 +88,9 @@ fn say(line: &str) -> std::io::Result<()> {
 }
 
 pub async fn chat(global: &GlobalArgs, args: ChatArgs) -> anyhow::Result<()> {
+    let recipient = args.with.resolve(global, &args.connect.auth.token).await?;
     let (client, mut events) = Client::connect(&connect_options(global, &args.connect)).await?;
-    let mut session = Session::new(args.with.recipient());
+    let mut session = Session::new(recipient);
     let mut timeline = Timeline::new(0);
 
     let list = client.list_conversations().await?;

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::client::Recipient;
 use crate::tls::CaBundle;
+use crate::users::{self, UserRef};
 
 mod group;
 
@@ -18,8 +19,8 @@ pub use group::{GroupCommand, GroupCommon, GroupRole, GroupTarget};
 #[command(name = "imctl", version, propagate_version = true)]
 #[command(after_help = "Start a standalone server with `im-service`, then for example:\n  \
     imctl user create alice --json\n  \
-    imctl send --token \"$ALICE\" --to 2 'hello'\n  \
-    imctl chat --token \"$BOB\" --to 1\n  \
+    imctl send --token \"$ALICE\" --to bob 'hello'\n  \
+    imctl chat --token \"$BOB\" --to alice\n  \
     imctl group create --token \"$ALICE\" team --member 2 --member 3\n  \
     imctl send --token \"$ALICE\" --group 1 'hello team'\n  \
     imctl bench --users 50 --rate 2000 --duration 10\n  \
@@ -228,19 +229,20 @@ pub struct ConnectArgs {
 #[derive(Debug, Clone, Args)]
 #[group(required = true, multiple = false)]
 pub struct RecipientArgs {
-    /// Recipient user id.
-    #[arg(long, value_name = "USER_ID", value_parser = clap::value_parser!(u64).range(1..))]
-    pub to: Option<u64>,
+    /// Recipient user: an id, or a name looked up in the user directory (--grpc-url).
+    #[arg(long, value_name = "USER", value_parser = UserRef::parse)]
+    pub to: Option<UserRef>,
     /// Recipient group id (7 or g:7); you must be a member.
     #[arg(long, value_name = "GROUP", value_parser = parse_group_id)]
     pub group: Option<u64>,
 }
 
 impl RecipientArgs {
-    pub fn recipient(&self) -> Recipient {
-        match (self.to, self.group) {
-            (_, Some(group)) => Recipient::Group(group),
-            (Some(user), None) => Recipient::User(user),
+    /// The recipient, a user named by name looked up with `token`.
+    pub async fn resolve(&self, global: &GlobalArgs, token: &str) -> anyhow::Result<Recipient> {
+        match (&self.to, self.group) {
+            (_, Some(group)) => Ok(Recipient::Group(group)),
+            (Some(user), None) => Ok(Recipient::User(users::user_id(global, token, user).await?)),
             (None, None) => unreachable!("clap requires --to or --group"),
         }
     }
@@ -484,7 +486,7 @@ mod tests {
         let cli = parse(&["send", "--token", "t", "--to", "7", "hello there", "--ws-url", "ws://h:1/ws"]).unwrap();
         assert_eq!(cli.global.ws_url, "ws://h:1/ws");
         let Command::Send(send) = cli.command else { panic!("not send") };
-        assert_eq!(send.recipient.recipient(), Recipient::User(7));
+        assert_eq!(send.recipient.to, Some(UserRef::Id(7)));
         assert_eq!(send.text, "hello there");
         assert_eq!(send.connect.auth.token, "t");
         assert_eq!(send.client_msg_id, None);
@@ -492,8 +494,12 @@ mod tests {
     }
 
     #[test]
-    fn send_rejects_user_zero_and_missing_text() {
+    fn send_takes_a_user_name_and_rejects_user_zero_bad_names_and_missing_text() {
+        let cli = parse(&["send", "--token", "t", "--to", "bob", "hi"]).unwrap();
+        let Command::Send(send) = cli.command else { panic!("not send") };
+        assert_eq!(send.recipient.to, Some(UserRef::Name("bob".into())));
         assert!(parse(&["send", "--token", "t", "--to", "0", "x"]).is_err());
+        assert!(parse(&["send", "--token", "t", "--to", "bob smith", "x"]).is_err());
         assert!(parse(&["send", "--token", "t", "--to", "3"]).is_err());
     }
 
@@ -501,10 +507,10 @@ mod tests {
     fn send_and_chat_take_exactly_one_of_to_and_group() {
         let cli = parse(&["send", "--token", "t", "--group", "g:5", "hi all"]).unwrap();
         let Command::Send(send) = cli.command else { panic!("not send") };
-        assert_eq!(send.recipient.recipient(), Recipient::Group(5));
+        assert_eq!((send.recipient.to, send.recipient.group), (None, Some(5)));
         let cli = parse(&["chat", "--token", "t", "--group", "5"]).unwrap();
         let Command::Chat(chat) = cli.command else { panic!("not chat") };
-        assert_eq!(chat.with.recipient(), Recipient::Group(5));
+        assert_eq!((chat.with.to, chat.with.group), (None, Some(5)));
         for args in [&["send", "--token", "t", "x"][..], &["send", "--token", "t", "--to", "2", "--group", "5", "x"]] {
             assert!(parse(args).is_err(), "{args:?}");
         }

@@ -21,8 +21,9 @@ pub fn connect_options(global: &GlobalArgs, connect: &ConnectArgs) -> ConnectOpt
 
 /// `imctl send`.
 pub async fn send(global: &GlobalArgs, args: SendArgs) -> anyhow::Result<()> {
+    let recipient = args.recipient.resolve(global, &args.connect.auth.token).await?;
     let (client, _events) = Client::connect(&connect_options(global, &args.connect)).await?;
-    let request = args.recipient.recipient().message(
+    let request = recipient.message(
         args.client_msg_id.unwrap_or_else(random_client_msg_id),
         args.text.into_bytes().into(),
         args.content_type,

@@ -31,6 +31,7 @@ pub mod output;
 pub mod reencrypt;
 pub mod timeline;
 pub mod tls;
+pub mod users;
 
 use std::process::ExitCode;
 

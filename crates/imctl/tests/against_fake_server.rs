@@ -214,6 +214,15 @@ async fn binary_client_commands_print_json_lines() {
         imctl(&server, &["send", "--token", &alice, "--to", "2", "hi bob", "--client-msg-id", "c-1"], None).await;
     assert_eq!(&json_lines(&again)[0], ack);
 
+    // A name is looked up in the user directory with the sender's token.
+    let out =
+        imctl(&server, &["send", "--token", &alice, "--to", "bob", "by name", "--client-msg-id", "c-2"], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!((&json_lines(&out)[0]["conversation_id"], &json_lines(&out)[0]["seq"]), (&"p:1:2".into(), &2.into()));
+    let out = imctl(&server, &["send", "--token", &alice, "--to", "carol", "nobody"], None).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).trim(), "error: no user is named \"carol\"");
+
     let out = imctl(&server, &["send", "--token", &alice, "--to", "1", "me"], None).await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stderr(&out).trim(), "error: INVALID_ARGUMENT: cannot send a private message to yourself");
@@ -221,18 +230,19 @@ async fn binary_client_commands_print_json_lines() {
     imctl(&server, &["send", "--token", &bob, "--to", "1", "hi alice"], None).await;
     let out = imctl(&server, &["sync", "--token", &bob], None).await;
     let lines = json_lines(&out);
-    assert_eq!(lines.len(), 2);
+    assert_eq!(lines.len(), 3);
     assert_eq!((&lines[0]["body"], &lines[0]["from"], &lines[0]["to"]), (&"hi bob".into(), &1.into(), &2.into()));
-    assert_eq!(lines[1]["seq"], 2);
+    assert_eq!(lines[1]["body"], "by name");
+    assert_eq!(lines[2]["seq"], 3);
     let out = imctl(&server, &["sync", "--token", &bob, "--conversation", "p:1:2", "--after", "1"], None).await;
-    assert_eq!(json_lines(&out).len(), 1);
+    assert_eq!(json_lines(&out).len(), 2);
 
     let out = imctl(&server, &["read", "--token", &bob, "--conversation", "p:1:2", "--seq", "1"], None).await;
     assert_eq!(json_lines(&out)[0], serde_json::json!({"conversation_id": "p:1:2", "read_seq": 1}));
     let out = imctl(&server, &["conversations", "--token", &bob], None).await;
     assert_eq!(
         json_lines(&out)[0],
-        serde_json::json!({"id": "p:1:2", "peer": 1, "group": 0, "max_seq": 2, "read_seq": 1, "unread": 1})
+        serde_json::json!({"id": "p:1:2", "peer": 1, "group": 0, "max_seq": 3, "read_seq": 1, "unread": 2})
     );
 
     let out = imctl(&server, &["conversations", "--token", "tok-77"], None).await;

@@ -107,7 +107,7 @@ async fn bad_arguments_are_usage_errors() {
         (&["group", "role", "--token", "t", "1", "2", "owner"], "invalid value 'owner'"),
         (&["group", "members", "--token", "t", "team"], "expected a group id such as 7 or g:7"),
         (&["send", "--token", "t", "--to", "2", "--group", "1", "x"], "cannot be used with"),
-        (&["send", "--token", "t", "x"], "--to <USER_ID>|--group <GROUP>"),
+        (&["send", "--token", "t", "x"], "--to <USER>|--group <GROUP>"),
         (&["bench", "--group-size", "5", "--users", "9"], "cannot be used with"),
     ];
     for (args, expected) in usage {
