@@ -21,7 +21,7 @@ pub use group::{GroupCommand, GroupCommon, GroupRole, GroupTarget};
     imctl user create alice --json\n  \
     imctl send --token \"$ALICE\" --to bob 'hello'\n  \
     imctl chat --token \"$BOB\" --to alice\n  \
-    imctl group create --token \"$ALICE\" team --member 2 --member 3\n  \
+    imctl group create --token \"$ALICE\" team --member bob,carol\n  \
     imctl send --token \"$ALICE\" --group 1 'hello team'\n  \
     imctl bench --users 50 --rate 2000 --duration 10\n  \
     imctl bench --group-size 1000 --groups 2 --rate 50")]
@@ -415,11 +415,6 @@ pub struct BenchArgs {
 pub const DEFAULT_RATE: f64 = 1000.0;
 /// Default rate of the group workload: each message becomes N-1 pushes.
 pub const DEFAULT_GROUP_RATE: f64 = 100.0;
-
-/// A user id: a positive number.
-pub(crate) fn user_id() -> clap::builder::RangedU64ValueParser<u64> {
-    clap::value_parser!(u64).range(1..)
-}
 
 /// A group id as a number (7) or as its conversation id (g:7).
 pub fn parse_group_id(raw: &str) -> Result<u64, String> {

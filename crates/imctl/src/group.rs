@@ -18,6 +18,7 @@ use crate::cli::{GlobalArgs, GroupCommand, GroupRole};
 use crate::error::RemoteError;
 use crate::grpc::{self, answer};
 use crate::output::{self, group::*};
+use crate::users::{user_id, user_ids};
 
 /// im.v1.GroupService as one user: every call carries that user's token.
 #[derive(Debug, Clone)]
@@ -97,17 +98,26 @@ impl From<GroupRole> for user::Role {
 pub async fn run_group(global: &GlobalArgs, command: GroupCommand) -> anyhow::Result<()> {
     let common = command.common();
     let json = common.json;
-    let mut api = GroupApi::connect(global, &common.auth.token).await?;
+    let token = common.auth.token.clone();
+    let mut api = GroupApi::connect(global, &token).await?;
     match command {
         GroupCommand::Create { name, members, history, .. } => {
+            let members = user_ids(global, &token, &members).await?;
             let roster = api.create_group(&name, members, history).await?;
             let shown = RosterJson::of(&roster)?;
             print(json, &format!("created {}", shown.text()), &shown)
         }
-        GroupCommand::Add { target, users } => print_change(json, &api.add_members(target.group, users).await?),
-        GroupCommand::Remove { target, user } => print_change(json, &api.remove_member(target.group, user).await?),
+        GroupCommand::Add { target, users } => {
+            let users = user_ids(global, &token, &users).await?;
+            print_change(json, &api.add_members(target.group, users).await?)
+        }
+        GroupCommand::Remove { target, user } => {
+            let user = user_id(global, &token, &user).await?;
+            print_change(json, &api.remove_member(target.group, user).await?)
+        }
         GroupCommand::Leave { target } => print_change(json, &api.leave(target.group).await?),
         GroupCommand::Role { target, user, role } => {
+            let user = user_id(global, &token, &user).await?;
             print_change(json, &api.set_role(target.group, user, role.into()).await?)
         }
         GroupCommand::Members { target } => {

@@ -52,18 +52,41 @@ impl UserRef {
 /// The id of `user`: as given, or looked up by name in the user directory
 /// with `token` (a user may look up any user).
 pub async fn user_id(global: &GlobalArgs, token: &str, user: &UserRef) -> anyhow::Result<u64> {
-    let name = match user {
-        UserRef::Id(id) => return Ok(*id),
-        UserRef::Name(name) => name,
-    };
-    let authorization = grpc::bearer(token, "the token of --token")?;
-    let channel = grpc::channel(&global.grpc_url, global.timeout, global.ca.as_ref(), "user service").await?;
-    let request = grpc::authorized(GetUserRequest { key: Some(user.key()) }, &authorization);
-    match grpc::answer(UserServiceClient::new(channel).get_user(request).await) {
-        Ok(found) => Ok(found.id),
-        Err(error) if error.code == "NOT_FOUND" => anyhow::bail!("no user is named {name:?}"),
-        Err(error) => Err(error).with_context(|| format!("looking up the user {name:?} at {}", global.grpc_url)),
+    Ok(user_ids(global, token, std::slice::from_ref(user)).await?[0])
+}
+
+/// The ids of `users`, in order: [`user_id`] of each, over one connection
+/// to the user directory, opened only when a name needs it.
+pub async fn user_ids(global: &GlobalArgs, token: &str, users: &[UserRef]) -> anyhow::Result<Vec<u64>> {
+    let mut directory = None;
+    let mut ids = Vec::with_capacity(users.len());
+    for user in users {
+        let name = match user {
+            UserRef::Id(id) => {
+                ids.push(*id);
+                continue;
+            }
+            UserRef::Name(name) => name,
+        };
+        let client = match &mut directory {
+            Some(client) => client,
+            None => {
+                let channel =
+                    grpc::channel(&global.grpc_url, global.timeout, global.ca.as_ref(), "user service").await?;
+                directory.insert(UserServiceClient::new(channel))
+            }
+        };
+        let authorization = grpc::bearer(token, "the token of --token")?;
+        let request = grpc::authorized(GetUserRequest { key: Some(user.key()) }, &authorization);
+        match grpc::answer(client.get_user(request).await) {
+            Ok(found) => ids.push(found.id),
+            Err(error) if error.code == "NOT_FOUND" => anyhow::bail!("no user is named {name:?}"),
+            Err(error) => {
+                return Err(error).with_context(|| format!("looking up the user {name:?} at {}", global.grpc_url));
+            }
+        }
     }
+    Ok(ids)
 }
 
 #[cfg(test)]

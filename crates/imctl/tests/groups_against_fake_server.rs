@@ -21,7 +21,8 @@ async fn group_commands_manage_a_group_and_print_text_or_json() {
     let server = fake_server::start().await;
     let [alice, bob, carol, _dave] = four_users(&server);
 
-    let out = imctl(&server, &["group", "create", "--token", &alice, "team", "--member", "2"], None).await;
+    // Users are named by id or by name (looked up in the user directory).
+    let out = imctl(&server, &["group", "create", "--token", &alice, "team", "--member", "bob"], None).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout(&out),
@@ -34,7 +35,10 @@ async fn group_commands_manage_a_group_and_print_text_or_json() {
     let out = imctl(&server, &["send", "--token", &bob, "--group", "1", "hello team"], None).await;
     assert_eq!(json_lines(&out)[0]["conversation_id"], "g:1");
 
-    let out = imctl(&server, &["group", "add", "--token", &alice, "g:1", "3", "4", "--json"], None).await;
+    let out = imctl(&server, &["group", "add", "--token", &alice, "g:1", "zed", "3"], None).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).trim(), "error: no user is named \"zed\"");
+    let out = imctl(&server, &["group", "add", "--token", &alice, "g:1", "carol", "4", "--json"], None).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         json_lines(&out)[0],
@@ -42,9 +46,9 @@ async fn group_commands_manage_a_group_and_print_text_or_json() {
             {"user": 3, "role": "member", "joined_after": 1}, {"user": 4, "role": "member", "joined_after": 1}]})
     );
 
-    let out = imctl(&server, &["group", "role", "--token", &alice, "1", "3", "admin"], None).await;
+    let out = imctl(&server, &["group", "role", "--token", &alice, "1", "carol", "admin"], None).await;
     assert_eq!(stdout(&out), "group 1 (version 3): 3 is now admin\n");
-    let out = imctl(&server, &["group", "remove", "--token", &carol, "1", "4"], None).await;
+    let out = imctl(&server, &["group", "remove", "--token", &carol, "1", "dave"], None).await;
     assert_eq!(stdout(&out), "group 1 (version 4): 4 is no longer a member\n");
     let out = imctl(&server, &["group", "leave", "--token", &bob, "1", "--json"], None).await;
     assert_eq!(json_lines(&out)[0], json!({"group": 1, "version": 5, "change": "left", "users": [2]}));
@@ -103,7 +107,7 @@ async fn group_errors_are_the_servers_status_with_exit_1() {
 async fn bad_arguments_are_usage_errors() {
     let server = fake_server::start().await;
     let usage: [(&[&str], &str); 6] = [
-        (&["group", "add", "--token", "t", "1"], "<USER_ID>..."),
+        (&["group", "add", "--token", "t", "1"], "<USER>..."),
         (&["group", "role", "--token", "t", "1", "2", "owner"], "invalid value 'owner'"),
         (&["group", "members", "--token", "t", "team"], "expected a group id such as 7 or g:7"),
         (&["send", "--token", "t", "--to", "2", "--group", "1", "x"], "cannot be used with"),

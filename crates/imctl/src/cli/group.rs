@@ -2,7 +2,8 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::{TokenArgs, parse_group_id, user_id};
+use super::{TokenArgs, parse_group_id};
+use crate::users::UserRef;
 
 /// What every `group` command takes: who acts, and the output format.
 #[derive(Debug, Clone, Args)]
@@ -32,9 +33,9 @@ pub enum GroupCommand {
         common: GroupCommon,
         /// 1 to 64 bytes.
         name: String,
-        /// A member besides you (repeat the option, or separate ids with commas).
-        #[arg(long = "member", value_name = "USER_ID", value_delimiter = ',', value_parser = user_id())]
-        members: Vec<u64>,
+        /// A member besides you, by id or name (repeat the option, or separate them with commas).
+        #[arg(long = "member", value_name = "USER", value_delimiter = ',', value_parser = UserRef::parse)]
+        members: Vec<UserRef>,
         /// Members who join later see the messages from before they joined.
         #[arg(long)]
         history: bool,
@@ -43,17 +44,17 @@ pub enum GroupCommand {
     Add {
         #[command(flatten)]
         target: GroupTarget,
-        /// The users to add.
-        #[arg(required = true, value_name = "USER_ID", value_parser = user_id())]
-        users: Vec<u64>,
+        /// The users to add, by id or name.
+        #[arg(required = true, value_name = "USER", value_parser = UserRef::parse)]
+        users: Vec<UserRef>,
     },
     /// Remove a member (owner and admins; only the owner removes an admin); prints the change.
     Remove {
         #[command(flatten)]
         target: GroupTarget,
-        /// The member to remove.
-        #[arg(value_name = "USER_ID", value_parser = user_id())]
-        user: u64,
+        /// The member to remove, by id or name.
+        #[arg(value_name = "USER", value_parser = UserRef::parse)]
+        user: UserRef,
     },
     /// Leave a group (the owner cannot); prints the change.
     Leave {
@@ -64,9 +65,9 @@ pub enum GroupCommand {
     Role {
         #[command(flatten)]
         target: GroupTarget,
-        /// The member.
-        #[arg(value_name = "USER_ID", value_parser = user_id())]
-        user: u64,
+        /// The member, by id or name.
+        #[arg(value_name = "USER", value_parser = UserRef::parse)]
+        user: UserRef,
         /// The new role.
         #[arg(value_enum)]
         role: GroupRole,
@@ -123,25 +124,27 @@ mod tests {
 
     #[test]
     fn group_commands_parse() {
-        let cli = parse(&["group", "create", "--token", "t", "team", "--member", "2,3", "--member", "4", "--history"]);
+        let cli =
+            parse(&["group", "create", "--token", "t", "team", "--member", "2,bob", "--member", "4", "--history"]);
         let Command::Group(GroupCommand::Create { common, name, members, history }) = cli.unwrap().command else {
             panic!("not group create")
         };
         assert_eq!((common.auth.token.as_str(), common.json), ("t", false));
-        assert_eq!((name.as_str(), members, history), ("team", vec![2, 3, 4], true));
+        let bob = UserRef::Name("bob".into());
+        assert_eq!((name.as_str(), members, history), ("team", vec![UserRef::Id(2), bob, UserRef::Id(4)], true));
 
         let cli = parse(&["group", "add", "--token", "t", "g:7", "5", "6", "--json"]).unwrap();
         assert!(
-            matches!(cli.command, Command::Group(GroupCommand::Add { target: GroupTarget { group: 7, ref common }, ref users }) if users == &[5, 6] && common.json)
+            matches!(cli.command, Command::Group(GroupCommand::Add { target: GroupTarget { group: 7, ref common }, ref users }) if users == &[UserRef::Id(5), UserRef::Id(6)] && common.json)
         );
-        let cli = parse(&["group", "role", "--token", "t", "7", "5", "admin"]).unwrap();
+        let cli = parse(&["group", "role", "--token", "t", "7", "carol", "admin"]).unwrap();
         assert!(matches!(
             cli.command,
             Command::Group(GroupCommand::Role {
                 target: GroupTarget { group: 7, .. },
-                user: 5,
+                user: UserRef::Name(ref name),
                 role: GroupRole::Admin
-            })
+            }) if name == "carol"
         ));
         let cli = parse(&["group", "read-status", "--token", "t", "7", "12"]).unwrap();
         assert!(matches!(
