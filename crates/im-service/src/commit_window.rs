@@ -4,7 +4,7 @@
 //! and back), so at a few thousand sends a second, when nearly every send is
 //! a commit of its own, waiting a millisecond for a few more cuts the cost
 //! per message by a third (measured 2026-12-06, BENCHMARKS.md: at 2,000/s,
-//! 299-307 -> 182-209 µs of server CPU per message, for p50 0.9 -> 1.9 ms).
+//! median 306 -> 204 µs of server CPU per message, for p50 0.9 -> 1.9 ms).
 //! It waits only when sends arrived while the last commit was in flight, so
 //! a lone sender waiting for each ack never waits, and only while the batch
 //! has fewer than [`WINDOW_FILL`] sends, so it never slows a busy node.

@@ -68,16 +68,16 @@ pub async fn user_ids(global: &GlobalArgs, token: &str, users: &[UserRef]) -> an
             }
             UserRef::Name(name) => name,
         };
-        let client = match &mut directory {
-            Some(client) => client,
+        let (client, authorization) = match &mut directory {
+            Some(open) => open,
             None => {
+                let authorization = grpc::bearer(token, "the token of --token")?;
                 let channel =
                     grpc::channel(&global.grpc_url, global.timeout, global.ca.as_ref(), "user service").await?;
-                directory.insert(UserServiceClient::new(channel))
+                directory.insert((UserServiceClient::new(channel), authorization))
             }
         };
-        let authorization = grpc::bearer(token, "the token of --token")?;
-        let request = grpc::authorized(GetUserRequest { key: Some(user.key()) }, &authorization);
+        let request = grpc::authorized(GetUserRequest { key: Some(user.key()) }, authorization);
         match grpc::answer(client.get_user(request).await) {
             Ok(found) => ids.push(found.id),
             Err(error) if error.code == "NOT_FOUND" => anyhow::bail!("no user is named {name:?}"),
