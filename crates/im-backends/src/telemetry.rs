@@ -64,6 +64,8 @@ operations! {
         UserByName => "user_by_name",
         ChangeUserStatus => "change_user_status",
         ChangedUserStatuses => "changed_user_statuses",
+        SetPasswordHash => "set_password_hash",
+        PasswordHash => "password_hash",
         RecordOffline => "record_offline",
         PendingOffline => "pending_offline",
         ClearOffline => "clear_offline",

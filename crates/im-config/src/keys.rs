@@ -204,6 +204,11 @@ keys! {
 
     "JWT_SECRET"                       => auth.jwt_secret, Project, "HS256 key of client tokens, at least 32 bytes, the same in every process. Empty: generated once in server.data_dir (one process only: required when a service address is set).";
     "TOKEN_TTL"                        => auth.token_ttl, Project, "Lifetime of an issued token.";
+    "AUTH_PASSWORD_MEMORY_KIB"         => auth.password_memory_kib, Project, "argon2id memory cost of a password hash, in KiB (8 to 1048576); each sign-in uses this much for ~20-40 ms.";
+    "AUTH_PASSWORD_ITERATIONS"         => auth.password_iterations, Project, "argon2id passes over that memory (1 to 16).";
+    "AUTH_PASSWORD_PARALLELISM"        => auth.password_parallelism, Project, "argon2id lanes (1 to 16).";
+    "LIMIT_LOGIN_ATTEMPTS_PER_MINUTE"  => auth.login_attempts_per_minute, Project, "Sign-in attempts per user name and minute on one user directory; beyond, sign-in is refused as rate limited (after the same work) until the attempts are earned back. At least 1.";
+    "LIMIT_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE" => auth.login_attempts_per_address_per_minute, Project, "POST /login attempts per client address (IPv6: its /64) and minute on one gateway; beyond, 429 rate_limited with Retry-After. At least 1.";
 
     "TLS_CERT_FILE"                    => tls.cert_file, Project, "PEM certificate chain. With tls.key_file, every listener of this process speaks TLS (wss://, gRPC over TLS, https:// probes and metrics) and its calls to the other services use TLS.";
     "TLS_KEY_FILE"                     => tls.key_file, Project, "PEM private key of tls.cert_file (PKCS#8, PKCS#1 or SEC1).";

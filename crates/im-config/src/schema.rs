@@ -540,11 +540,33 @@ pub struct AuthConfig {
     pub jwt_secret: Secret,
     /// Lifetime of an issued token.
     pub token_ttl: Duration,
+    /// argon2id memory cost of a password hash, in KiB.
+    pub password_memory_kib: u32,
+    /// argon2id passes over that memory.
+    pub password_iterations: u32,
+    /// argon2id lanes.
+    pub password_parallelism: u32,
+    /// Sign-in attempts per user name and minute, on one user directory.
+    pub login_attempts_per_minute: u32,
+    /// Sign-in attempts per client address (IPv6: its /64) and minute, on one gateway.
+    pub login_attempts_per_address_per_minute: u32,
 }
+
+/// The argon2id cost OWASP's password storage guide gives for 19 MiB: about
+/// 20-40 ms of one core per hash on the project's VM.
+pub const DEFAULT_PASSWORD_MEMORY_KIB: u32 = 19 * 1024;
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { jwt_secret: Secret::default(), token_ttl: Duration::from_secs(720 * 3600) }
+        Self {
+            jwt_secret: Secret::default(),
+            token_ttl: Duration::from_secs(720 * 3600),
+            password_memory_kib: DEFAULT_PASSWORD_MEMORY_KIB,
+            password_iterations: 2,
+            password_parallelism: 1,
+            login_attempts_per_minute: 10,
+            login_attempts_per_address_per_minute: 30,
+        }
     }
 }
 

@@ -62,6 +62,12 @@ impl Checks {
         }
     }
 
+    fn within(&mut self, path: &'static str, value: u64, min: u64, max: u64) {
+        if !(min..=max).contains(&value) {
+            self.fail(path, format!("must be from {min} to {max}"));
+        }
+    }
+
     fn nonzero_duration(&mut self, path: &'static str, value: Duration) {
         if value.is_zero() {
             self.fail(path, "must be longer than 0");
@@ -359,6 +365,14 @@ fn features(checks: &mut Checks, config: &Config) {
         );
     }
     checks.nonzero_duration("auth.token_ttl", auth.token_ttl);
+    checks.within("auth.password_memory_kib", auth.password_memory_kib.into(), 8, 1024 * 1024);
+    checks.within("auth.password_iterations", auth.password_iterations.into(), 1, 16);
+    checks.within("auth.password_parallelism", auth.password_parallelism.into(), 1, 16);
+    if auth.password_memory_kib < 8 * auth.password_parallelism {
+        checks.fail("auth.password_memory_kib", "must be at least 8 KiB per lane (auth.password_parallelism)");
+    }
+    checks.positive("auth.login_attempts_per_minute", auth.login_attempts_per_minute.into());
+    checks.positive("auth.login_attempts_per_address_per_minute", auth.login_attempts_per_address_per_minute.into());
     // A generated key is this process's own: the services would reject each
     // other's calls and the tokens the others issued.
     let services = &config.services;

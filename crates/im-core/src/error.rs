@@ -79,15 +79,19 @@ pub enum ErrorReason {
     /// The token was issued before the user's tokens were revoked
     /// (`UNAUTHENTICATED`): ask for a new token.
     TokenRevoked,
+    /// Sign-in failed (`UNAUTHENTICATED`): no user has this name and
+    /// password. Which of the two was wrong is not said.
+    InvalidCredentials,
 }
 
 impl ErrorReason {
-    pub const ALL: [ErrorReason; 5] = [
+    pub const ALL: [ErrorReason; 6] = [
         ErrorReason::ContentBlocked,
         ErrorReason::RateLimited,
         ErrorReason::ClientMsgIdReused,
         ErrorReason::UserDisabled,
         ErrorReason::TokenRevoked,
+        ErrorReason::InvalidCredentials,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -97,6 +101,7 @@ impl ErrorReason {
             Self::ClientMsgIdReused => "client_msg_id_reused",
             Self::UserDisabled => "user_disabled",
             Self::TokenRevoked => "token_revoked",
+            Self::InvalidCredentials => "invalid_credentials",
         }
     }
 

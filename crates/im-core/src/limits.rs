@@ -61,6 +61,20 @@ pub fn sync_page_size(requested: u32) -> u32 {
     }
 }
 
+/// The key a limit per client address counts under: the address, or its /64
+/// for IPv6 (one host commonly holds a whole /64); an IPv4-mapped IPv6
+/// address is its IPv4 address.
+pub fn client_source(peer: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv6Addr};
+    match peer {
+        IpAddr::V4(_) => peer,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +140,23 @@ mod user_name_tests {
         assert!(check_user_name(&"a".repeat(65)).is_err());
         assert!(check_user_name("a b").is_err());
         assert!(check_user_name("ålice").is_err());
+    }
+}
+
+#[cfg(test)]
+mod client_source_tests {
+    use std::net::IpAddr;
+
+    use super::client_source;
+
+    #[test]
+    fn ipv6_peers_share_the_key_of_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_source(a), client_source(b));
+        assert_ne!(client_source(a), client_source(other));
+        let mapped: IpAddr = "::ffff:10.0.0.7".parse().unwrap();
+        assert_eq!(client_source(mapped), "10.0.0.7".parse::<IpAddr>().unwrap());
     }
 }

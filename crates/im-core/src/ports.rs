@@ -307,6 +307,30 @@ pub trait UserStore: Send + Sync + 'static {
     async fn user_by_name(&self, name: &str) -> BackendResult<Option<User>>;
 }
 
+/// Signing in with a name and a password: the user directory, in process or
+/// the User Service's `Login` over gRPC. The gateway's `POST /login`.
+#[async_trait]
+pub trait SignIn: Send + Sync + 'static {
+    /// The user named `name` and a fresh token for it, when `password` is
+    /// its password. Failures are typed (`ErrorReason::InvalidCredentials`,
+    /// `RateLimited`, `UserDisabled`).
+    async fn sign_in(&self, name: &str, password: &str) -> Result<(User, String), ImError>;
+}
+
+/// Users' password hashes (PHC strings, argon2id), kept apart from the user
+/// rows so that no user query reads them by accident. The user directory's
+/// (SQLite, MySQL; `im-user` owns it in production).
+#[async_trait]
+pub trait PasswordStore: Send + Sync + 'static {
+    /// Sets `user`'s password hash, replacing any earlier one; false when
+    /// there is no such user (nothing stored).
+    async fn set_password_hash(&self, user: UserId, hash: &str) -> BackendResult<bool>;
+
+    /// `user`'s password hash; `None` when it has no password (or there is
+    /// no such user).
+    async fn password_hash(&self, user: UserId) -> BackendResult<Option<String>>;
+}
+
 /// Users' standing as stored: the truth a [`UserStatusBoard`] spreads to
 /// every process (SQLite, MySQL; `im-user` owns it in production).
 #[async_trait]

@@ -8,6 +8,7 @@
 //! - [`hub`]: the local table user → connections, and push delivery
 //!   ([`Hub`] implements `im_core::ports::Pusher`).
 //! - [`server`]: the axum router (`GET /ws`).
+//! - [`login`]: `POST /login`, a name and password for a token.
 //! - [`push_api`]: `im.gateway.v1.PushService` over the same push path.
 //! - [`stats`]: counters the service exports as metrics.
 //!
@@ -17,6 +18,7 @@
 pub mod auth;
 pub mod connection;
 pub mod hub;
+pub mod login;
 mod outbound;
 pub mod push_api;
 pub mod server;

@@ -14,7 +14,9 @@ use im_backends::{RedisConnection, RedisDedupCache, RedisSeqAllocator};
 use im_config::{BusBackend, Config, RegistryBackend, SeqBackend, ServiceLink, StoreBackend};
 use im_core::GatewayId;
 use im_core::error::BackendError;
-use im_core::ports::{Bus, DedupCache, GroupDirectory, Groups, Messaging, Pusher, Registry, SeqAllocator, UserStore};
+use im_core::ports::{
+    Bus, DedupCache, GroupDirectory, Groups, Messaging, Pusher, Registry, SeqAllocator, SignIn, UserStore,
+};
 use im_gateway::{Gateway, Hub};
 use im_user::UserDirectory;
 use im_user::grpc::UserGrpc;
@@ -556,14 +558,21 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         .is_some()
         .then(|| Gateway::with_hub(hub, messaging.clone(), registry, tokens.clone(), serve::gateway_limits(&config)));
     // The built-in user directory is served here only when no user service
-    // process is configured.
-    let user_grpc = if owns_users {
-        let directory =
-            UserDirectory::new(user_store, stores.statuses.clone(), statuses, tokens.clone(), config.auth.token_ttl);
+    // process is configured; the built-in gateway signs users in with it, or
+    // with the user service's `Login`.
+    let (user_grpc, directory): (_, Arc<dyn SignIn>) = if owns_users {
+        let directory = UserDirectory::new(
+            user_store,
+            stores.statuses.clone(),
+            statuses,
+            crate::stores::passwords(&config, &stores)?,
+            tokens.clone(),
+            config.auth.token_ttl,
+        );
         publish_statuses(&directory).await;
-        Some(UserGrpc::new(directory).into_server())
+        (Some(UserGrpc::new(directory.clone()).into_server()), Arc::new(directory))
     } else {
-        None
+        (None, crate::sign_in::remote(&config, &tokens, &call_tls)?)
     };
     let admin_path = config.server.admin_credential_path();
     bootstrap::admin_credential(&tokens, &admin_path)?;
@@ -592,10 +601,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         shutdown.clone(),
     );
     let ws_server = {
-        let (listener, gateway, stop) = (listeners.ws.map(|l| guard.http1(l)), gateway.clone(), shutdown.clone());
+        let (listener, stop) = (listeners.ws.map(|l| guard.http1(l)), shutdown.clone());
+        let service = gateway.as_ref().map(|gateway| crate::sign_in::gateway_service(gateway, directory, &config));
         async move {
-            let (Some(listener), Some(gateway)) = (listener, gateway) else { return Ok(()) };
-            axum::serve(listener, gateway.router()).with_graceful_shutdown(stop.cancelled_owned()).await
+            let (Some(listener), Some(service)) = (listener, service) else { return Ok(()) };
+            axum::serve(listener, service).with_graceful_shutdown(stop.cancelled_owned()).await
         }
     };
     let grpc_server = serve::grpc_server(starts_trace)

@@ -28,7 +28,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -37,6 +37,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use im_config::LimitsConfig;
+use im_core::limits::client_source;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -183,7 +184,7 @@ impl ConnectionGuard {
 
     /// A connection from `peer`, if the budgets allow it.
     fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Ticket> {
-        let source = source_of(peer);
+        let source = client_source(peer);
         // The buckets of addresses gone quiet are dropped now and then, so
         // the table holds recent sources only.
         if self.admitted.fetch_add(1, Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
@@ -237,18 +238,6 @@ impl ConnectionGuard {
         let kind = ListenerKind { handshake_end: HandshakeEnd::BytesRead(HTTP2_PREFACE_LEN), idle_timeout: None };
         let tls = self.tls.as_ref().map(|tls| tls.grpc().clone());
         GuardedListener { listener, guard: self.clone(), kind, tls }
-    }
-}
-
-/// The budget key of a peer: its address, or its /64 for IPv6 (one host
-/// commonly holds a whole /64).
-fn source_of(peer: IpAddr) -> IpAddr {
-    match peer {
-        IpAddr::V4(_) => peer,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
-        },
     }
 }
 
@@ -377,6 +366,23 @@ async fn accept_failed(error: io::Error) {
     }
     tracing::error!(%error, "accept failed");
     tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// A client's address as `ConnectInfo` of a guarded listener (axum knows
+/// only its own `TcpListener`'s).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, GuardedListener>> for PeerAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, GuardedListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+impl im_gateway::login::ClientAddress for PeerAddr {
+    fn ip(&self) -> IpAddr {
+        self.0.ip()
+    }
 }
 
 impl axum::serve::Listener for GuardedListener {
@@ -742,16 +748,5 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let mut later = TcpStream::connect(addr).await.unwrap();
         assert!(echoes(&mut later).await);
-    }
-
-    #[test]
-    fn ipv6_peers_share_the_budget_of_their_64() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
-        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(source_of(a), source_of(b));
-        assert_ne!(source_of(a), source_of(other));
-        let mapped: IpAddr = "::ffff:10.0.0.7".parse().unwrap();
-        assert_eq!(source_of(mapped), "10.0.0.7".parse::<IpAddr>().unwrap());
     }
 }

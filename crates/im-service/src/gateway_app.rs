@@ -108,7 +108,8 @@ pub async fn run(config: Config, listeners: GatewayListeners, shutdown: Cancella
         config.observability.metrics_enabled,
         shutdown.clone(),
     );
-    let ws = axum::serve(guard.http1(listeners.ws), gateway.router())
+    let directory = crate::sign_in::remote(&config, &tokens, &CallTls::from_config(&config.tls)?)?;
+    let ws = axum::serve(guard.http1(listeners.ws), crate::sign_in::gateway_service(&gateway, directory, &config))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let push = serve::grpc_server(serve::internal_only)
         .add_service(PushApi::new(hub, tokens).into_service())

@@ -71,6 +71,7 @@ pub mod request_digest;
 pub mod retention;
 pub mod router;
 pub mod serve;
+pub mod sign_in;
 pub mod stores;
 pub mod telemetry;
 #[cfg(test)]

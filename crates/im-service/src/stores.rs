@@ -8,11 +8,29 @@ use anyhow::Context;
 use im_backends::{MysqlStore, SqliteStore};
 use im_config::{Config, StoreBackend};
 use im_core::ports::{
-    CeilingStore, DataKeyStore, EpochStore, GroupStore, MessageStore, OfflineStore, ReceiptStore, ResealStore,
-    UserStatusStore, UserStore,
+    CeilingStore, DataKeyStore, EpochStore, GroupStore, MessageStore, OfflineStore, PasswordStore, ReceiptStore,
+    ResealStore, UserStatusStore, UserStore,
 };
 
 use crate::readiness::Probe;
+
+/// argon2id's cost and the sign-in limit, as configured (`AUTH_PASSWORD_*`,
+/// `LIMIT_LOGIN_ATTEMPTS_PER_MINUTE`).
+pub fn password_params(config: &Config) -> im_user::passwords::PasswordParams {
+    let auth = &config.auth;
+    im_user::passwords::PasswordParams {
+        memory_kib: auth.password_memory_kib,
+        iterations: auth.password_iterations,
+        parallelism: auth.password_parallelism,
+        attempts_per_minute: auth.login_attempts_per_minute,
+    }
+}
+
+/// The user directory's passwords on this process's store.
+pub fn passwords(config: &Config, stores: &Stores) -> anyhow::Result<im_user::passwords::Passwords> {
+    im_user::passwords::Passwords::new(stores.passwords.clone(), password_params(config))
+        .context("auth.password_* (AUTH_PASSWORD_*)")
+}
 
 /// One store, seen through each port.
 pub struct Stores {
@@ -25,6 +43,8 @@ pub struct Stores {
     pub users: Arc<dyn UserStore>,
     /// Users' standing (disabled, token generation): the user directory's.
     pub statuses: Arc<dyn UserStatusStore>,
+    /// Users' password hashes (the user directory's).
+    pub passwords: Arc<dyn PasswordStore>,
     /// Groups and their membership (the user directory's).
     pub groups: Arc<dyn GroupStore>,
     pub offline: Arc<dyn OfflineStore>,
@@ -48,6 +68,7 @@ where
         + EpochStore
         + UserStore
         + UserStatusStore
+        + PasswordStore
         + GroupStore
         + OfflineStore
         + DataKeyStore
@@ -61,6 +82,7 @@ where
         epochs: store.clone(),
         users: store.clone(),
         statuses: store.clone(),
+        passwords: store.clone(),
         groups: store.clone(),
         offline: store.clone(),
         data_keys: store.clone(),

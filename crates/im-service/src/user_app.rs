@@ -95,6 +95,7 @@ pub async fn run(config: Config, listeners: UserListeners, shutdown: Cancellatio
         stores.users.clone(),
         stores.statuses.clone(),
         statuses,
+        crate::stores::passwords(&config, &stores)?,
         tokens.clone(),
         config.auth.token_ttl,
     );

@@ -84,7 +84,9 @@ impl UserService for UserGrpc {
         request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
         let caller = self.caller(&request)?;
-        let (user, token) = self.directory.create_user(&caller, &request.get_ref().name).await.map_err(status)?;
+        let req = request.get_ref();
+        let password = (!req.password.is_empty()).then_some(req.password.as_str());
+        let (user, token) = self.directory.create_user_with(&caller, &req.name, password).await.map_err(status)?;
         Ok(Response::new(pb::CreateUserResponse { user: Some(to_pb(user)), token }))
     }
 
@@ -127,6 +129,20 @@ impl UserService for UserGrpc {
     async fn revoke_tokens(&self, request: Request<pb::UserStatusRequest>) -> Result<Response<pb::User>, Status> {
         self.change_status(request, StatusChange::RevokeTokens).await
     }
+
+    async fn set_password(&self, request: Request<pb::SetPasswordRequest>) -> Result<Response<pb::User>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.get_ref();
+        let user = self.directory.set_password(&caller, UserId(req.user_id), &req.password).await.map_err(status)?;
+        Ok(Response::new(to_pb(user)))
+    }
+
+    /// No caller identity: signing in is how a client gets one.
+    async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+        let req = request.get_ref();
+        let (user, token) = self.directory.login(&req.name, &req.password).await.map_err(status)?;
+        Ok(Response::new(pb::LoginResponse { user: Some(to_pb(user)), token }))
+    }
 }
 
 #[cfg(test)]
@@ -138,6 +154,7 @@ mod tests {
     use im_backends::memory::MemoryUserStatusBoard;
 
     use super::*;
+    use crate::passwords::{PasswordParams, Passwords};
 
     const SECRET: &[u8] = b"user-grpc-test-secret-0123456789";
     const TTL: Duration = Duration::from_secs(60);
@@ -147,7 +164,8 @@ mod tests {
         let store = Arc::new(SqliteStore::open(&dir.path().join("im.db")).await.unwrap());
         let board = Arc::new(MemoryUserStatusBoard::default());
         let tokens = Tokens::new(SECRET).unwrap();
-        (UserGrpc::new(UserDirectory::new(store.clone(), store, board, tokens, TTL)), dir)
+        let passwords = Passwords::new(store.clone(), PasswordParams::for_tests()).unwrap();
+        (UserGrpc::new(UserDirectory::new(store.clone(), store, board, passwords, tokens, TTL)), dir)
     }
 
     fn with_token<T>(message: T, token: &str) -> Request<T> {
@@ -165,7 +183,9 @@ mod tests {
         let (api, _dir) = api().await;
         let tokens = Tokens::new(SECRET).unwrap();
         let admin = tokens.issue_admin(TTL);
-        let created = api.create_user(with_token(pb::CreateUserRequest { name: "alice".into() }, &admin)).await;
+        let created = api
+            .create_user(with_token(pb::CreateUserRequest { name: "alice".into(), ..Default::default() }, &admin))
+            .await;
         let alice = created.unwrap().into_inner();
 
         let node = tokens.issue_service(Scope::Users, TTL);
@@ -186,12 +206,57 @@ mod tests {
     async fn a_service_credential_is_no_admin() {
         let (api, _dir) = api().await;
         let node = Tokens::new(SECRET).unwrap().issue_service(Scope::Users, TTL);
-        let status =
-            api.create_user(with_token(pb::CreateUserRequest { name: "eve".into() }, &node)).await.unwrap_err();
+        let status = api
+            .create_user(with_token(pb::CreateUserRequest { name: "eve".into(), ..Default::default() }, &node))
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), tonic::Code::PermissionDenied);
         let status = api.issue_token(with_token(pb::IssueTokenRequest { user_id: 1, ttl_seconds: 0 }, &node)).await;
         assert_eq!(status.unwrap_err().code(), tonic::Code::PermissionDenied);
         let status = api.disable_user(with_token(pb::UserStatusRequest { user_id: 1 }, &node)).await;
         assert_eq!(status.unwrap_err().code(), tonic::Code::PermissionDenied);
+    }
+
+    fn login(name: &str, password: &str) -> Request<pb::LoginRequest> {
+        Request::new(pb::LoginRequest { name: name.into(), password: password.into() })
+    }
+
+    #[tokio::test]
+    async fn a_user_created_with_a_password_signs_in_without_metadata_and_a_wrong_one_is_a_typed_error() {
+        let (api, _dir) = api().await;
+        let tokens = Tokens::new(SECRET).unwrap();
+        let admin = tokens.issue_admin(TTL);
+        let create = pb::CreateUserRequest { name: "alice".into(), password: "correct horse".into() };
+        let alice = api.create_user(with_token(create, &admin)).await.unwrap().into_inner().user.unwrap();
+
+        let signed_in = api.login(login("alice", "correct horse")).await.unwrap().into_inner();
+        assert_eq!(signed_in.user.unwrap().id, alice.id);
+        assert_eq!(tokens.verify(&signed_in.token).unwrap().user, UserId(alice.id));
+
+        for (name, password) in [("alice", "wrong horse"), ("bob", "correct horse")] {
+            let refused = im_proto::convert::from_status(&api.login(login(name, password)).await.unwrap_err());
+            assert_eq!(refused.code, im_core::ErrorCode::Unauthenticated);
+            assert_eq!(refused.reason, Some(im_core::ErrorReason::InvalidCredentials), "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_password_creates_no_user_and_only_an_admin_sets_one() {
+        let (api, _dir) = api().await;
+        let tokens = Tokens::new(SECRET).unwrap();
+        let admin = tokens.issue_admin(TTL);
+        let short = pb::CreateUserRequest { name: "alice".into(), password: "short".into() };
+        let status = api.create_user(with_token(short, &admin)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(api.get_user(with_token(by_name("alice"), &admin)).await.unwrap_err().code(), tonic::Code::NotFound);
+
+        let create = pb::CreateUserRequest { name: "alice".into(), ..Default::default() };
+        let alice = api.create_user(with_token(create, &admin)).await.unwrap().into_inner();
+        let id = alice.user.unwrap().id;
+        let set =
+            |token: &str| with_token(pb::SetPasswordRequest { user_id: id, password: "correct horse".into() }, token);
+        assert_eq!(api.set_password(set(&alice.token)).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+        api.set_password(set(&admin)).await.unwrap();
+        assert!(api.login(login("alice", "correct horse")).await.is_ok());
     }
 }

@@ -4,19 +4,23 @@
 //! - [`UserDirectory`]: the rules (names, admin-only creation, token issue)
 //!   over a `UserStore` port; used in process by `im-service` in standalone
 //!   mode.
+//! - [`passwords`]: argon2id password hashes and the checks of a sign-in.
 //! - [`grpc`]: the tonic service that exposes it.
 //! - [`groups`]: groups over a `GroupStore` port, every change published on
 //!   `membership_change`; in process in standalone mode, and its gRPC server.
 
 pub mod groups;
 pub mod grpc;
+pub mod passwords;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use im_auth::{Identity, Tokens};
-use im_core::ports::{CreateUser, User, UserStatusBoard, UserStatusStore, UserStore};
-use im_core::{ErrorCode, ImError, StatusChange, UserId, limits};
+use im_core::ports::{CreateUser, SignIn, User, UserStatusBoard, UserStatusStore, UserStore};
+use im_core::{ErrorCode, ErrorReason, ImError, StatusChange, UserId, limits};
+
+use crate::passwords::Passwords;
 
 /// Users, their standing and their tokens.
 #[derive(Clone)]
@@ -24,22 +28,25 @@ pub struct UserDirectory {
     store: Arc<dyn UserStore>,
     statuses: Arc<dyn UserStatusStore>,
     board: Arc<dyn UserStatusBoard>,
+    passwords: Arc<Passwords>,
     tokens: Tokens,
     token_ttl: Duration,
 }
 
 impl UserDirectory {
-    /// Users in `store`, their statuses in `statuses` and spread on `board`;
-    /// the tokens it issues and checks follow the board.
+    /// Users in `store`, their statuses in `statuses` and spread on `board`,
+    /// their passwords in `passwords`; the tokens it issues and checks follow
+    /// the board.
     pub fn new(
         store: Arc<dyn UserStore>,
         statuses: Arc<dyn UserStatusStore>,
         board: Arc<dyn UserStatusBoard>,
+        passwords: Passwords,
         tokens: Tokens,
         token_ttl: Duration,
     ) -> Self {
         let tokens = tokens.with_statuses(board.clone());
-        Self { store, statuses, board, tokens, token_ttl }
+        Self { store, statuses, board, passwords: Arc::new(passwords), tokens, token_ttl }
     }
 
     /// Puts every stored status on the board again: run at start, so a
@@ -80,11 +87,33 @@ impl UserDirectory {
 
     /// Admin only: creates a user and a token for it.
     pub async fn create_user(&self, caller: &Identity, name: &str) -> Result<(User, String), ImError> {
+        self.create_user_with(caller, name, None).await
+    }
+
+    /// Admin only: creates a user, with `password` if given, and a token for
+    /// it. A password that is refused creates no user.
+    pub async fn create_user_with(
+        &self,
+        caller: &Identity,
+        name: &str,
+        password: Option<&str>,
+    ) -> Result<(User, String), ImError> {
         require_admin(caller)?;
         limits::check_user_name(name)?;
+        if let Some(password) = password {
+            passwords::check_password(password)?;
+        }
         match self.store.create_user(name).await? {
             CreateUser::Created(user) => {
                 tracing::info!(user = %user.id, name = %user.name, "user created");
+                if let Some(password) = password {
+                    self.passwords.set(user.id, password).await.map_err(|e| {
+                        ImError::new(
+                            e.code,
+                            format!("user {} was created, but its password was not set: {}", user.id, e.message),
+                        )
+                    })?;
+                }
                 let token = self.tokens.issue_user(user.id, &user.name, self.token_ttl);
                 Ok((user, token))
             }
@@ -107,6 +136,34 @@ impl UserDirectory {
         Ok(self.tokens.issue_user(user.id, &user.name, ttl.unwrap_or(self.token_ttl)))
     }
 
+    /// Admin only: sets (or replaces) a user's password.
+    pub async fn set_password(&self, caller: &Identity, user: UserId, password: &str) -> Result<User, ImError> {
+        require_admin(caller)?;
+        self.passwords.set(user, password).await?;
+        tracing::info!(user = %user, "password set");
+        self.user_by_id(user).await
+    }
+
+    /// Signs in: a token for the user named `name`, if `password` is its
+    /// password. An unknown name, a user without a password and a wrong
+    /// password fail alike ([`passwords::invalid_credentials`]), after the
+    /// same work; a disabled user is told so only with the right password.
+    pub async fn login(&self, name: &str, password: &str) -> Result<(User, String), ImError> {
+        let user = match limits::check_user_name(name) {
+            Ok(()) => self.store.user_by_name(name).await?,
+            Err(_) => None,
+        };
+        self.passwords.check(name, user.as_ref(), password).await?;
+        // A check that passed found this user's hash.
+        let user = user.ok_or_else(passwords::invalid_credentials)?;
+        if user.status.disabled {
+            return Err(ImError::denied(format!("user {} is disabled", user.id)).with_reason(ErrorReason::UserDisabled));
+        }
+        tracing::info!(user = %user.id, "signed in with a password");
+        let token = self.tokens.issue_user(user.id, &user.name, self.token_ttl);
+        Ok((user, token))
+    }
+
     pub async fn user_by_id(&self, id: UserId) -> Result<User, ImError> {
         self.store.user_by_id(id).await?.ok_or_else(|| ImError::not_found(format!("no user {id}")))
     }
@@ -118,6 +175,13 @@ impl UserDirectory {
 
     pub fn tokens(&self) -> &Tokens {
         &self.tokens
+    }
+}
+
+#[async_trait::async_trait]
+impl SignIn for UserDirectory {
+    async fn sign_in(&self, name: &str, password: &str) -> Result<(User, String), ImError> {
+        self.login(name, password).await
     }
 }
 
@@ -135,6 +199,11 @@ mod tests {
     use super::*;
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn passwords(store: &Arc<SqliteStore>) -> Passwords {
+        Passwords::new(store.clone(), passwords::PasswordParams::for_tests()).unwrap()
+    }
 
     struct Setup {
         directory: UserDirectory,
@@ -151,7 +220,7 @@ mod tests {
         let tokens = Tokens::new(SECRET).unwrap();
         let admin = tokens.verify(&tokens.issue_admin(Duration::from_secs(60))).unwrap();
         let directory =
-            UserDirectory::new(store.clone(), store.clone(), board.clone(), tokens, Duration::from_secs(3600));
+            UserDirectory::new(store.clone(), store.clone(), board.clone(), passwords(&store), tokens, HOUR);
         Setup { directory, board, store, admin, _dir: dir }
     }
 
@@ -200,11 +269,75 @@ mod tests {
             s.store.clone(),
             s.store.clone(),
             fresh.clone(),
+            passwords(&s.store),
             Tokens::new(SECRET).unwrap(),
             Duration::from_secs(3600),
         );
         assert_eq!(restarted.publish_statuses().await.unwrap(), 2);
         assert!(fresh.status(alice.id).disabled);
         assert_eq!(fresh.status(bob.id).token_generation, 1);
+    }
+
+    #[tokio::test]
+    async fn a_password_signs_in_and_wrong_ones_unknown_names_and_users_without_one_fail_alike() {
+        let s = setup().await;
+        let (alice, _) = s.directory.create_user(&s.admin, "alice").await.unwrap();
+        s.directory.create_user(&s.admin, "bob").await.unwrap();
+        s.directory.set_password(&s.admin, alice.id, "correct horse").await.unwrap();
+
+        let (user, token) = s.directory.login("alice", "correct horse").await.unwrap();
+        assert_eq!(user.id, alice.id);
+        assert_eq!(s.directory.tokens().verify(&token).unwrap().user, alice.id);
+
+        for (name, password) in [("alice", "wrong horse"), ("carol", "correct horse"), ("bob", "correct horse")] {
+            let refused = s.directory.login(name, password).await.unwrap_err();
+            assert_eq!(refused, passwords::invalid_credentials(), "{name}");
+        }
+        let bad_name = s.directory.login("<b>", "correct horse").await.unwrap_err();
+        assert_eq!(bad_name, passwords::invalid_credentials());
+    }
+
+    #[tokio::test]
+    async fn only_an_admin_sets_a_password_and_a_short_one_is_refused() {
+        let s = setup().await;
+        let (alice, token) = s.directory.create_user(&s.admin, "alice").await.unwrap();
+        let as_alice = s.directory.tokens().verify(&token).unwrap();
+        let refused = s.directory.set_password(&as_alice, alice.id, "correct horse").await.unwrap_err();
+        assert_eq!(refused.code, ErrorCode::PermissionDenied);
+        let short = s.directory.set_password(&s.admin, alice.id, "short").await.unwrap_err();
+        assert_eq!(short.code, ErrorCode::InvalidArgument);
+        let nobody = s.directory.set_password(&s.admin, UserId(999), "correct horse").await.unwrap_err();
+        assert_eq!(nobody.code, ErrorCode::NotFound);
+        assert_eq!(s.directory.login("alice", "correct horse").await.unwrap_err(), passwords::invalid_credentials());
+    }
+
+    #[tokio::test]
+    async fn attempts_past_the_limit_are_refused_as_rate_limited_for_known_and_unknown_names() {
+        let s = setup().await;
+        let (alice, _) = s.directory.create_user(&s.admin, "alice").await.unwrap();
+        s.directory.set_password(&s.admin, alice.id, "correct horse").await.unwrap();
+        let limit = passwords::PasswordParams::for_tests().attempts_per_minute;
+        for name in ["alice", "zed"] {
+            for _ in 0..limit {
+                let refused = s.directory.login(name, "wrong horse").await.unwrap_err();
+                assert_eq!(refused.reason, Some(ErrorReason::InvalidCredentials));
+            }
+            let limited = s.directory.login(name, "wrong horse").await.unwrap_err();
+            assert_eq!((limited.code, limited.reason), (ErrorCode::ResourceExhausted, Some(ErrorReason::RateLimited)));
+            assert!(limited.retry_after.is_some_and(|wait| wait > Duration::ZERO));
+        }
+        let right_but_limited = s.directory.login("alice", "correct horse").await.unwrap_err();
+        assert_eq!(right_but_limited.reason, Some(ErrorReason::RateLimited), "the right password does not pass");
+    }
+
+    #[tokio::test]
+    async fn a_disabled_user_is_told_so_only_with_its_password() {
+        let s = setup().await;
+        let (alice, _) = s.directory.create_user(&s.admin, "alice").await.unwrap();
+        s.directory.set_password(&s.admin, alice.id, "correct horse").await.unwrap();
+        s.directory.change_status(&s.admin, alice.id, StatusChange::Disable).await.unwrap();
+        assert_eq!(s.directory.login("alice", "wrong horse").await.unwrap_err(), passwords::invalid_credentials());
+        let disabled = s.directory.login("alice", "correct horse").await.unwrap_err();
+        assert_eq!(disabled.reason, Some(ErrorReason::UserDisabled));
     }
 }

@@ -132,7 +132,7 @@ impl Admin {
     }
 
     pub async fn create_user(&mut self, name: &str) -> Result<user::CreateUserResponse, RemoteError> {
-        let request = self.request(CreateUserRequest { name: name.to_owned() });
+        let request = self.request(CreateUserRequest { name: name.to_owned(), password: String::new() });
         answer(self.client.create_user(request).await)
     }
 

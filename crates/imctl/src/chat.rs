@@ -4,7 +4,9 @@
 //! stdout gets the conversation (`[HH:MM:SS] <from>: text`, `✓ seq N`, and in
 //! a private chat the peer's `read up to N`); stderr gets status and errors,
 //! so a script can read the conversation alone. Incoming messages are shown
-//! in seq order (gaps filled by sync) and marked read.
+//! in seq order (gaps filled by sync) and marked read. `<from>` is the
+//! sender's name from the user directory (cached for the session), or
+//! `user 17` when it cannot be found: a name is never worth a lost line.
 
 use std::io::{BufRead, Write};
 
@@ -20,6 +22,7 @@ use crate::commands::{connect_options, show_in_order};
 use crate::error::RemoteError;
 use crate::output::chat_line;
 use crate::timeline::Timeline;
+use crate::users::UserNames;
 
 /// The conversation with the peer or in the group, once known (a group's
 /// from the start; a private one's from the list, an ack, or a push).
@@ -64,19 +67,17 @@ impl Session {
         }
     }
 
+    /// The newest of `shown` that moves the read position (0: none does).
+    fn newest_read(&self, shown: &[client::Message]) -> u64 {
+        shown.iter().filter(|m| self.reads(m)).map(|m| m.seq).max().unwrap_or(0)
+    }
+
     /// Whether a receipt is worth a line: the peer read our messages. In a
     /// group, receipts only come from our own other devices.
     fn shows_receipt(&self, r: &client::ReadReceipt) -> bool {
         match self.with {
             Recipient::User(peer) => r.reader == peer && self.conversation.as_deref() == Some(&r.conversation_id),
             Recipient::Group(_) => false,
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self.with {
-            Recipient::User(peer) => format!("chatting with user {peer}"),
-            Recipient::Group(group) => format!("chatting in group {group}"),
         }
     }
 }
@@ -87,8 +88,27 @@ fn say(line: &str) -> std::io::Result<()> {
     out.flush()
 }
 
+/// Prints `messages` as chat lines with their senders' names. They are
+/// gathered first and printed here because a sync's callback cannot wait for
+/// the user directory.
+async fn say_messages(names: &mut UserNames<'_>, messages: &[client::Message]) -> std::io::Result<()> {
+    for m in messages {
+        say(&chat_line(m, &names.name_of(m.from_user).await))?;
+    }
+    Ok(())
+}
+
+/// The status line of the start: who this chat is with.
+async fn describe(with: Recipient, names: &mut UserNames<'_>) -> String {
+    match with {
+        Recipient::User(peer) => format!("chatting with {}", names.label(peer).await),
+        Recipient::Group(group) => format!("chatting in group {group}"),
+    }
+}
+
 pub async fn chat(global: &GlobalArgs, args: ChatArgs) -> anyhow::Result<()> {
-    let recipient = args.with.resolve(global, &args.connect.auth.token).await?;
+    let mut names = UserNames::new(global, &args.connect.auth.token);
+    let recipient = args.with.resolve(&mut names).await?;
     let (client, mut events) = Client::connect(&connect_options(global, &args.connect)).await?;
     let mut session = Session::new(recipient);
     let mut timeline = Timeline::new(0);
@@ -99,23 +119,22 @@ pub async fn chat(global: &GlobalArgs, args: ChatArgs) -> anyhow::Result<()> {
         let after = summary.max_seq.saturating_sub(args.history);
         session.read_seq = summary.read_seq;
         timeline.start(&id, after);
-        let mut newest_read = 0;
+        let mut shown = Vec::new();
         client
             .sync_all(&id, after, 0, |m| {
-                say(&chat_line(&m))?;
                 timeline.shown(&id, m.seq);
-                if session.reads(&m) {
-                    newest_read = m.seq;
-                }
+                shown.push(m);
                 Ok(())
             })
             .await?;
+        say_messages(&mut names, &shown).await?;
         session.conversation = Some(id);
+        let newest_read = session.newest_read(&shown);
         mark_read(&client, &mut session, newest_read).await;
     } else if let Recipient::Group(group) = session.with {
         eprintln!("warning: group {group} is not among your conversations; are you a member?");
     }
-    eprintln!("{}: type a line and press Enter to send it; Ctrl-D ends", session.describe());
+    eprintln!("{}: type a line and press Enter to send it; Ctrl-D ends", describe(session.with, &mut names).await);
 
     let mut lines = stdin_lines();
     let mut stdin_open = true;
@@ -142,7 +161,7 @@ pub async fn chat(global: &GlobalArgs, args: ChatArgs) -> anyhow::Result<()> {
             },
             event = events.recv() => match event {
                 None => bail!("{}", events.close_reason().unwrap_or_else(|| "connection closed".into())),
-                Some(event) => on_event(&client, &mut session, &mut timeline, event).await?,
+                Some(event) => on_event(&client, &mut session, &mut timeline, &mut names, event).await?,
             },
         }
     }
@@ -170,22 +189,29 @@ async fn send_line(client: &Client, session: &mut Session, timeline: &mut Timeli
     Ok(())
 }
 
-async fn on_event(client: &Client, session: &mut Session, timeline: &mut Timeline, event: Event) -> anyhow::Result<()> {
+async fn on_event(
+    client: &Client,
+    session: &mut Session,
+    timeline: &mut Timeline,
+    names: &mut UserNames<'_>,
+    event: Event,
+) -> anyhow::Result<()> {
     match event {
         Event::Message(m) if session.is_ours(&m.conversation_id) => {
             session.conversation.get_or_insert_with(|| m.conversation_id.clone());
-            let mut newest_read = 0;
+            let mut shown = Vec::new();
             show_in_order(client, timeline, m, 0, |m| {
-                say(&chat_line(m))?;
-                if session.reads(m) {
-                    newest_read = newest_read.max(m.seq);
-                }
+                shown.push(m.clone());
                 Ok(())
             })
             .await?;
+            say_messages(names, &shown).await?;
+            let newest_read = session.newest_read(&shown);
             mark_read(client, session, newest_read).await;
         }
-        Event::Message(m) => eprintln!("(new message from user {} in {})", m.from_user, m.conversation_id),
+        Event::Message(m) => {
+            eprintln!("(new message from {} in {})", names.name_of(m.from_user).await, m.conversation_id);
+        }
         Event::Receipt(r) if session.shows_receipt(&r) => say(&format!("read up to {}", r.read_seq))?,
         Event::Receipt(_) => {}
         Event::Error(e) => eprintln!("warning: the server reported {e}"),
@@ -272,6 +298,10 @@ mod tests {
         assert!(!group.shows_receipt(&receipt("g:7", 3)));
         let private = Session { conversation: Some("p:3:7".into()), ..Session::new(Recipient::User(7)) };
         assert!(private.reads(&message(7)) && !private.reads(&message(3)));
+        let at = |seq, from_user| client::Message { seq, ..message(from_user) };
+        assert_eq!(private.newest_read(&[at(4, 7), at(5, 3), at(6, 7), at(7, 3)]), 6);
+        assert_eq!(private.newest_read(&[at(5, 3)]), 0);
+        assert_eq!(group.newest_read(&[at(4, 7), at(5, 3)]), 5);
         assert!(private.shows_receipt(&receipt("p:3:7", 7)));
         assert!(!private.shows_receipt(&receipt("p:3:7", 3)) && !private.shows_receipt(&receipt("p:7:9", 7)));
     }

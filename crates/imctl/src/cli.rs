@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::client::Recipient;
 use crate::tls::CaBundle;
-use crate::users::{self, UserRef};
+use crate::users::{UserNames, UserRef};
 
 mod group;
 
@@ -40,8 +40,9 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "IM_WS_URL", default_value = "ws://127.0.0.1:8093/ws", value_name = "URL")]
     pub ws_url: String,
 
-    /// gRPC endpoint of the user directory (`user` commands; `bench` creates its users there). In standalone mode
-    /// im-service serves it on its own port; in production it is im-user (e.g. http://127.0.0.1:9096).
+    /// gRPC endpoint of the user directory (`user` commands; users named by name, and the names `chat` and `group`
+    /// print; `bench` creates its users there). In standalone mode im-service serves it on its own port; in
+    /// production it is im-user (e.g. http://127.0.0.1:9096).
     #[arg(long, global = true, env = "IM_GRPC_URL", default_value = "http://127.0.0.1:9094", value_name = "URL")]
     pub grpc_url: String,
 
@@ -82,7 +83,8 @@ pub enum Command {
     Conversations(ConversationsArgs),
     /// Mark a conversation read up to a seq and print the new read position as JSON.
     Read(ReadArgs),
-    /// Chat with one user or in a group: lines from stdin are sent, incoming messages are printed.
+    /// Chat with one user or in a group: lines from stdin are sent, incoming messages are printed with their sender's
+    /// name.
     Chat(ChatArgs),
     /// Create and manage groups as the user of --token (gRPC to im-service, see --im-service-url).
     #[command(subcommand)]
@@ -238,11 +240,11 @@ pub struct RecipientArgs {
 }
 
 impl RecipientArgs {
-    /// The recipient, a user named by name looked up with `token`.
-    pub async fn resolve(&self, global: &GlobalArgs, token: &str) -> anyhow::Result<Recipient> {
+    /// The recipient, a user named by name looked up in `users`.
+    pub async fn resolve(&self, users: &mut UserNames<'_>) -> anyhow::Result<Recipient> {
         match (&self.to, self.group) {
             (_, Some(group)) => Ok(Recipient::Group(group)),
-            (Some(user), None) => Ok(Recipient::User(users::user_id(global, token, user).await?)),
+            (Some(user), None) => Ok(Recipient::User(users.id_of(user).await?)),
             (None, None) => unreachable!("clap requires --to or --group"),
         }
     }

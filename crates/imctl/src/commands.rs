@@ -8,6 +8,7 @@ use crate::cli::{ConnectArgs, ConversationsArgs, GlobalArgs, ReadArgs, SendArgs,
 use crate::client::{Client, ConnectOptions, Event, Events, random_client_msg_id};
 use crate::output::{self, AckJson, ConversationJson, MessageJson, ReadJson};
 use crate::timeline::{Step, Timeline};
+use crate::users::UserNames;
 
 pub fn connect_options(global: &GlobalArgs, connect: &ConnectArgs) -> ConnectOptions {
     ConnectOptions {
@@ -21,7 +22,7 @@ pub fn connect_options(global: &GlobalArgs, connect: &ConnectArgs) -> ConnectOpt
 
 /// `imctl send`.
 pub async fn send(global: &GlobalArgs, args: SendArgs) -> anyhow::Result<()> {
-    let recipient = args.recipient.resolve(global, &args.connect.auth.token).await?;
+    let recipient = args.recipient.resolve(&mut UserNames::new(global, &args.connect.auth.token)).await?;
     let (client, _events) = Client::connect(&connect_options(global, &args.connect)).await?;
     let request = recipient.message(
         args.client_msg_id.unwrap_or_else(random_client_msg_id),

@@ -18,7 +18,7 @@ use crate::cli::{GlobalArgs, GroupCommand, GroupRole};
 use crate::error::RemoteError;
 use crate::grpc::{self, answer};
 use crate::output::{self, group::*};
-use crate::users::{user_id, user_ids};
+use crate::users::{Names, UserNames};
 
 /// im.v1.GroupService as one user: every call carries that user's token.
 #[derive(Debug, Clone)]
@@ -94,36 +94,38 @@ impl From<GroupRole> for user::Role {
     }
 }
 
-/// `imctl group ...`: one call, its answer on stdout as text or JSON.
+/// `imctl group ...`: one call, its answer on stdout as text or JSON. Users
+/// named by name and the names printed are looked up over one connection.
 pub async fn run_group(global: &GlobalArgs, command: GroupCommand) -> anyhow::Result<()> {
     let common = command.common();
     let json = common.json;
     let token = common.auth.token.clone();
     let mut api = GroupApi::connect(global, &token).await?;
+    let mut users = UserNames::new(global, &token);
     match command {
         GroupCommand::Create { name, members, history, .. } => {
-            let members = user_ids(global, &token, &members).await?;
+            let members = users.ids_of(&members).await?;
             let roster = api.create_group(&name, members, history).await?;
-            let shown = RosterJson::of(&roster)?;
-            print(json, &format!("created {}", shown.text()), &shown)
+            let (shown, names) = with_names(&mut users, RosterJson::of(&roster)?).await;
+            print(json, &format!("created {}", shown.text(&names)), &shown)
         }
-        GroupCommand::Add { target, users } => {
-            let users = user_ids(global, &token, &users).await?;
-            print_change(json, &api.add_members(target.group, users).await?)
+        GroupCommand::Add { target, users: added } => {
+            let added = users.ids_of(&added).await?;
+            print_change(json, &mut users, &api.add_members(target.group, added).await?).await
         }
         GroupCommand::Remove { target, user } => {
-            let user = user_id(global, &token, &user).await?;
-            print_change(json, &api.remove_member(target.group, user).await?)
+            let user = users.id_of(&user).await?;
+            print_change(json, &mut users, &api.remove_member(target.group, user).await?).await
         }
-        GroupCommand::Leave { target } => print_change(json, &api.leave(target.group).await?),
+        GroupCommand::Leave { target } => print_change(json, &mut users, &api.leave(target.group).await?).await,
         GroupCommand::Role { target, user, role } => {
-            let user = user_id(global, &token, &user).await?;
-            print_change(json, &api.set_role(target.group, user, role.into()).await?)
+            let user = users.id_of(&user).await?;
+            print_change(json, &mut users, &api.set_role(target.group, user, role.into()).await?).await
         }
         GroupCommand::Members { target } => {
             let roster = api.members(target.group).await?;
-            let shown = RosterJson::of(&roster)?;
-            print(json, &shown.text(), &shown)
+            let (shown, names) = with_names(&mut users, RosterJson::of(&roster)?).await;
+            print(json, &shown.text(&names), &shown)
         }
         GroupCommand::List { .. } => {
             let answer = api.groups().await?;
@@ -138,15 +140,23 @@ pub async fn run_group(global: &GlobalArgs, command: GroupCommand) -> anyhow::Re
             Ok(())
         }
         GroupCommand::ReadStatus { target, seq } => {
-            let shown = ReadStatusJson::of(target.group, seq, &api.read_status(target.group, seq).await?);
-            print(json, &shown.text(), &shown)
+            let status = api.read_status(target.group, seq).await?;
+            let (shown, names) = with_names(&mut users, ReadStatusJson::of(target.group, seq, &status)).await;
+            print(json, &shown.text(&names), &shown)
         }
     }
 }
 
-fn print_change(json: bool, change: &MembershipChange) -> anyhow::Result<()> {
-    let shown = ChangeJson::from(change);
-    print(json, &shown.text(), &shown)
+/// `shown` with the names of the users it names, and those names for its text.
+async fn with_names<T: Named>(users: &mut UserNames<'_>, mut shown: T) -> (T, Names) {
+    let names = users.names(&shown.users()).await;
+    shown.add_names(&names);
+    (shown, names)
+}
+
+async fn print_change(json: bool, users: &mut UserNames<'_>, change: &MembershipChange) -> anyhow::Result<()> {
+    let (shown, names) = with_names(users, ChangeJson::from(change)).await;
+    print(json, &shown.text(&names), &shown)
 }
 
 /// `value` as one JSON line, or `text` as it is.

@@ -8,6 +8,8 @@
 //! - [`keys`]: `keys status|rotate|rewrap`, the data keys of encryption at
 //!   rest (gRPC, admin).
 //! - [`grpc`]: channels and credentials of the gRPC clients.
+//! - [`users`]: users named by id or name, and the names shown for ids (the
+//!   user directory, gRPC as a user).
 //! - [`client`]: a reusable WebSocket client for the client protocol.
 //! - [`commands`]: `send`, `sync`, `conversations`, `read`.
 //! - [`chat`]: the interactive chat (with a user or in a group).

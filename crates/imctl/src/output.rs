@@ -309,9 +309,10 @@ pub fn json_line(out: &mut impl Write, value: &impl Serialize) -> std::io::Resul
     out.flush()
 }
 
-/// A chat line: `[HH:MM:SS] <from>: text`, the time in UTC.
-pub fn chat_line(m: &client::Message) -> String {
-    format!("[{}] {}: {}", clock_utc(m.server_time_ms), m.from_user, String::from_utf8_lossy(&m.body))
+/// A chat line: `[HH:MM:SS] <from>: text`, the time in UTC; `from` is how
+/// the sender is shown (a name, or `user 17`).
+pub fn chat_line(m: &client::Message, from: &str) -> String {
+    format!("[{}] {from}: {}", clock_utc(m.server_time_ms), String::from_utf8_lossy(&m.body))
 }
 
 /// `HH:MM:SS` (UTC) of a Unix time in milliseconds.
@@ -482,7 +483,7 @@ mod tests {
     #[test]
     fn chat_lines_show_utc_time_sender_and_text() {
         // 1_700_000_000 s is 2023-11-14 22:13:20 UTC.
-        assert_eq!(chat_line(&message()), "[22:13:20] 3: hi \u{fffd}");
+        assert_eq!(chat_line(&message(), "alice"), "[22:13:20] alice: hi \u{fffd}");
         assert_eq!(clock_utc(0), "00:00:00");
         assert_eq!(clock_utc(-1000), "23:59:59");
     }

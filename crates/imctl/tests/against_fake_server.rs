@@ -1,5 +1,7 @@
 //! imctl against an in-memory stand-in for the server (tests/support): the
-//! client library, the load generator, and the binary's output and exit codes.
+//! client library, the load generator, and the binary's output and exit codes
+//! (chat lines name their senders, or show their ids when the user directory
+//! cannot).
 //! The same calls work against the real im-service; only the URLs change.
 
 #[path = "support/common.rs"]
@@ -270,14 +272,70 @@ async fn binary_chat_works_over_pipes() {
     assert!(out.status.success(), "{}", stderr(&out));
     let shown = stdout(&out);
     let lines: Vec<&str> = shown.lines().collect();
-    assert!(lines[0].ends_with(&format!("] {alice_id}: earlier")), "{shown}");
+    assert!(lines[0].starts_with('[') && lines[0].ends_with("] alice: earlier"), "{shown}");
     assert_eq!(lines[1], "✓ seq 2");
     assert_eq!(lines[2], "✓ seq 3");
-    assert!(lines[3].ends_with(&format!("] {alice_id}: hi from alice")), "{shown}");
+    assert!(lines[3].ends_with("] alice: hi from alice"), "{shown}");
     assert_eq!(lines.len(), 4, "{shown}");
+    assert!(stderr(&out).contains(&format!("chatting with alice ({alice_id})")), "{}", stderr(&out));
     // Bob marked alice's messages read.
     let list = a.list_conversations().await.unwrap().conversations;
     assert_eq!(list[0].max_seq, 4);
     let (b, _) = Client::connect(&options(&server, &bob)).await.unwrap();
     assert_eq!(b.list_conversations().await.unwrap().conversations[0].read_seq, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_chat_shows_a_sender_the_directory_does_not_know_by_id_and_goes_on() {
+    let server = fake_server::start().await;
+    let (alice_id, alice) = server.state.add_user("alice");
+    let (bob_id, bob) = server.state.add_user("bob");
+    server.state.hide_from_directory(alice_id);
+    let (a, _a_events) = Client::connect(&options(&server, &alice)).await.unwrap();
+    a.send(text(bob_id, "earlier")).await.unwrap();
+
+    // Alice writes twice once bob's line is acked: both lines still come.
+    let bob_args = ["chat", "--token", &bob, "--to", "1", "--linger", "2"];
+    let bob_chat = imctl(&server, &bob_args, Some("hello\n"));
+    let alice_side = async {
+        server.state.wait_for_acks(2).await;
+        a.send(text(bob_id, "still there?")).await.unwrap();
+        a.send(text(bob_id, "and again")).await.unwrap()
+    };
+    let (out, _) = tokio::join!(bob_chat, alice_side);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = stdout(&out);
+    let lines: Vec<&str> = shown.lines().collect();
+    assert!(lines[0].ends_with(&format!("] user {alice_id}: earlier")), "{shown}");
+    assert_eq!(lines[1], "✓ seq 2");
+    assert!(lines[2].ends_with(&format!("] user {alice_id}: still there?")), "{shown}");
+    assert!(lines[3].ends_with(&format!("] user {alice_id}: and again")), "{shown}");
+    assert_eq!(lines.len(), 4, "{shown}");
+    let status = stderr(&out);
+    assert!(status.contains(&format!("chatting with user {alice_id}:")), "{status}");
+    assert!(!status.contains("warning"), "an unknown user is no failure of the directory: {status}");
+    let (b, _) = Client::connect(&options(&server, &bob)).await.unwrap();
+    assert_eq!(b.list_conversations().await.unwrap().conversations[0].read_seq, 4, "every line was read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_chat_without_the_user_directory_shows_ids_and_warns_once() {
+    let server = fake_server::start().await;
+    let (alice_id, alice) = server.state.add_user("alice");
+    let (bob_id, bob) = server.state.add_user("bob");
+    let (a, _a_events) = Client::connect(&options(&server, &alice)).await.unwrap();
+    a.send(text(bob_id, "one")).await.unwrap();
+    a.send(text(bob_id, "two")).await.unwrap();
+
+    let out = imctl(&server, &["--grpc-url", "http://127.0.0.1:1", "chat", "--token", &bob, "--to", "1"], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = stdout(&out);
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines.len(), 2, "{shown}");
+    assert!(lines[0].ends_with(&format!("] user {alice_id}: one")), "{shown}");
+    assert!(lines[1].ends_with(&format!("] user {alice_id}: two")), "{shown}");
+    let status = stderr(&out);
+    let warning = "warning: user ids are shown instead of names: cannot reach the user service at http://127.0.0.1:1";
+    assert_eq!(status.matches(warning).count(), 1, "{status}");
+    assert!(status.contains(&format!("chatting with user {alice_id}:")), "{status}");
 }

@@ -26,10 +26,10 @@ async fn group_commands_manage_a_group_and_print_text_or_json() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout(&out),
-        "created group 1 \"team\": owner 1, 2 member(s), version 1; newcomers see messages from their join on\n\
-         USER  ROLE    SEES AFTER SEQ\n\
-         1     owner   0\n\
-         2     member  0\n"
+        "created group 1 \"team\": owner alice (1), 2 member(s), version 1; newcomers see messages from their join on\n\
+         USER  NAME   ROLE    SEES AFTER SEQ\n\
+         1     alice  owner   0\n\
+         2     bob    member  0\n"
     );
 
     let out = imctl(&server, &["send", "--token", &bob, "--group", "1", "hello team"], None).await;
@@ -43,13 +43,14 @@ async fn group_commands_manage_a_group_and_print_text_or_json() {
     assert_eq!(
         json_lines(&out)[0],
         json!({"group": 1, "version": 2, "change": "joined", "members": [
-            {"user": 3, "role": "member", "joined_after": 1}, {"user": 4, "role": "member", "joined_after": 1}]})
+            {"user": 3, "name": "carol", "role": "member", "joined_after": 1},
+            {"user": 4, "name": "dave", "role": "member", "joined_after": 1}]})
     );
 
     let out = imctl(&server, &["group", "role", "--token", &alice, "1", "carol", "admin"], None).await;
-    assert_eq!(stdout(&out), "group 1 (version 3): 3 is now admin\n");
+    assert_eq!(stdout(&out), "group 1 (version 3): carol (3) is now admin\n");
     let out = imctl(&server, &["group", "remove", "--token", &carol, "1", "dave"], None).await;
-    assert_eq!(stdout(&out), "group 1 (version 4): 4 is no longer a member\n");
+    assert_eq!(stdout(&out), "group 1 (version 4): dave (4) is no longer a member\n");
     let out = imctl(&server, &["group", "leave", "--token", &bob, "1", "--json"], None).await;
     assert_eq!(json_lines(&out)[0], json!({"group": 1, "version": 5, "change": "left", "users": [2]}));
 
@@ -58,8 +59,16 @@ async fn group_commands_manage_a_group_and_print_text_or_json() {
     assert_eq!((&roster["name"], &roster["owner"], &roster["version"]), (&json!("team"), &json!(1), &json!(5)));
     assert_eq!(
         roster["members"],
-        json!([{"user": 1, "role": "owner", "joined_after": 0},
-                                          {"user": 3, "role": "admin", "joined_after": 1}])
+        json!([{"user": 1, "name": "alice", "role": "owner", "joined_after": 0},
+               {"user": 3, "name": "carol", "role": "admin", "joined_after": 1}])
+    );
+    let out = imctl(&server, &["group", "members", "--token", &carol, "1"], None).await;
+    assert_eq!(
+        stdout(&out),
+        "group 1 \"team\": owner alice (1), 2 member(s), version 5; newcomers see messages from their join on\n\
+         USER  NAME   ROLE   SEES AFTER SEQ\n\
+         1     alice  owner  0\n\
+         3     carol  admin  1\n"
     );
 
     let out = imctl(&server, &["group", "list", "--token", &carol], None).await;
@@ -68,6 +77,45 @@ async fn group_commands_manage_a_group_and_print_text_or_json() {
     assert!(out.status.success() && stdout(&out).is_empty(), "bob left: {}", stdout(&out));
     let out = imctl(&server, &["group", "list", "--token", &bob], None).await;
     assert_eq!(stdout(&out), "you are in no group\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_members_keep_their_ids_when_a_name_cannot_be_found() {
+    let server = fake_server::start().await;
+    let [alice, _bob, _carol, _dave] = four_users(&server);
+    imctl(&server, &["group", "create", "--token", &alice, "team", "--member", "2,4"], None).await;
+    server.state.hide_from_directory(4);
+
+    let out = imctl(&server, &["group", "members", "--token", &alice, "1"], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "group 1 \"team\": owner alice (1), 3 member(s), version 1; newcomers see messages from their join on\n\
+         USER  NAME   ROLE    SEES AFTER SEQ\n\
+         1     alice  owner   0\n\
+         2     bob    member  0\n\
+         4     ?      member  0\n"
+    );
+    assert!(stderr(&out).is_empty(), "an unknown user is no failure of the directory: {}", stderr(&out));
+    let out = imctl(&server, &["group", "members", "--token", &alice, "1", "--json"], None).await;
+    let roster = &json_lines(&out)[0];
+    assert_eq!((&roster["members"][0]["name"], &roster["members"][1]["name"]), (&json!("alice"), &json!("bob")));
+    assert_eq!(roster["members"][2], json!({"user": 4, "name": null, "role": "member", "joined_after": 0}));
+
+    // Without the user directory, the ids alone, and one warning.
+    let args = ["--grpc-url", "http://127.0.0.1:1", "group", "members", "--token", &alice, "1"];
+    let out = imctl(&server, &args, None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "group 1 \"team\": owner user 1, 3 member(s), version 1; newcomers see messages from their join on\n\
+         USER  NAME  ROLE    SEES AFTER SEQ\n\
+         1     ?     owner   0\n\
+         2     ?     member  0\n\
+         4     ?     member  0\n"
+    );
+    let warning = "warning: user ids are shown instead of names: cannot reach the user service at http://127.0.0.1:1";
+    assert_eq!(stderr(&out).matches(warning).count(), 1, "{}", stderr(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,7 +198,7 @@ async fn sync_conversations_and_read_cover_group_conversations() {
         json!({"id": "g:1", "peer": 0, "group": 1, "max_seq": 2, "read_seq": 1, "unread": 1})
     );
     let out = imctl(&server, &["group", "read-status", "--token", &alice, "1", "1"], None).await;
-    assert_eq!(stdout(&out), "seq 1 in group 1: read by 1 member(s): 3\n");
+    assert_eq!(stdout(&out), "seq 1 in group 1: read by 1 member(s): carol (3)\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,9 +219,9 @@ async fn chat_in_a_group_over_pipes() {
     assert!(out.status.success() && sent.status.success(), "{}{}", stderr(&out), stderr(&sent));
     let shown = stdout(&out);
     let lines: Vec<&str> = shown.lines().collect();
-    assert!(lines[0].ends_with("] 1: earlier"), "{shown}");
+    assert!(lines[0].ends_with("] alice: earlier"), "{shown}");
     assert_eq!(lines[1], "✓ seq 2");
-    assert!(lines[2].ends_with("] 3: hi from carol"), "{shown}");
+    assert!(lines[2].ends_with("] carol: hi from carol"), "{shown}");
     assert_eq!(lines.len(), 3, "{shown}");
     assert!(stderr(&out).contains("chatting in group 1"), "{}", stderr(&out));
 

@@ -1,9 +1,9 @@
-//! The `UserStore` suite, with the `UserStatusStore` cases (every user
-//! store keeps its users' standing).
+//! The `UserStore` suite, with the `UserStatusStore` and `PasswordStore`
+//! cases (every user store keeps its users' standing and passwords).
 
 use std::sync::Arc;
 
-use im_core::ports::{CreateUser, User, UserStatusStore, UserStore};
+use im_core::ports::{CreateUser, PasswordStore, User, UserStatusStore, UserStore};
 use im_core::{StatusChange, UserId, UserStatus};
 
 use super::fixtures::unique_name;
@@ -21,7 +21,9 @@ macro_rules! user_store_suite {
                 unknown_users_are_not_found,
                 a_new_user_has_the_default_status_and_is_not_listed,
                 disabling_revoking_and_enabling_are_stored_and_listed,
-                changing_an_unknown_user_changes_nothing
+                changing_an_unknown_user_changes_nothing,
+                a_password_hash_is_stored_replaced_and_kept_per_user,
+                an_unknown_user_gets_no_password_hash
             ]
         );
     };
@@ -97,4 +99,24 @@ pub async fn changing_an_unknown_user_changes_nothing<S: UserStore + UserStatusS
         assert_eq!(store.change_user_status(nobody, change).await.unwrap(), None);
     }
     assert!(!store.changed_user_statuses().await.unwrap().iter().any(|(id, _)| *id == nobody));
+}
+
+pub async fn a_password_hash_is_stored_replaced_and_kept_per_user<S: UserStore + PasswordStore + ?Sized>(
+    store: Arc<S>,
+) {
+    let frank = create(&*store, &unique_name("frank")).await;
+    let grace = create(&*store, &unique_name("grace")).await;
+    assert_eq!(store.password_hash(frank.id).await.unwrap(), None, "a new user has no password");
+
+    assert!(store.set_password_hash(frank.id, "$argon2id$v=19$first").await.unwrap());
+    assert_eq!(store.password_hash(frank.id).await.unwrap().as_deref(), Some("$argon2id$v=19$first"));
+    assert!(store.set_password_hash(frank.id, "$argon2id$v=19$second").await.unwrap());
+    assert_eq!(store.password_hash(frank.id).await.unwrap().as_deref(), Some("$argon2id$v=19$second"));
+    assert_eq!(store.password_hash(grace.id).await.unwrap(), None, "another user's is untouched");
+}
+
+pub async fn an_unknown_user_gets_no_password_hash<S: UserStore + PasswordStore + ?Sized>(store: Arc<S>) {
+    let nobody = UserId(i64::MAX as u64);
+    assert!(!store.set_password_hash(nobody, "$argon2id$v=19$x").await.unwrap());
+    assert_eq!(store.password_hash(nobody).await.unwrap(), None);
 }

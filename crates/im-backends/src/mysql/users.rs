@@ -1,10 +1,11 @@
-//! `UserStore` and `UserStatusStore` over the `users` table.
+//! `UserStore` and `UserStatusStore` over the `users` table, `PasswordStore`
+//! over `user_passwords`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use im_core::error::BackendError;
-use im_core::ports::{BackendResult, CreateUser, User, UserStatusStore, UserStore};
+use im_core::ports::{BackendResult, CreateUser, PasswordStore, User, UserStatusStore, UserStore};
 use im_core::{StatusChange, UserId, UserStatus};
 
 use super::MysqlStore;
@@ -138,5 +139,43 @@ impl UserStatusStore for MysqlStore {
             .into_iter()
             .map(|(id, disabled, token_generation)| (UserId(id), UserStatus { disabled, token_generation }))
             .collect())
+    }
+}
+
+#[async_trait]
+impl PasswordStore for MysqlStore {
+    async fn set_password_hash(&self, user: UserId, hash: &str) -> BackendResult<bool> {
+        let updated_ms = now_ms()?;
+        self.writing(DbOperation::SetPasswordHash, async |conn| {
+            // The SELECT yields no row for an unknown user: nothing is
+            // inserted. MariaDB counts an updated row twice, an inserted one
+            // once, an unchanged one zero times: that needs the very same
+            // hash, salt included, which a fresh salt rules out.
+            let stored = sqlx::query(
+                "INSERT INTO user_passwords (user_id, hash, updated_ms) SELECT id, ?, ? FROM users WHERE id = ? \
+                 ON DUPLICATE KEY UPDATE hash = VALUES(hash), updated_ms = VALUES(updated_ms)",
+            )
+            .bind(hash.as_bytes())
+            .bind(updated_ms)
+            .bind(user.0)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+            Ok(stored.rows_affected() > 0)
+        })
+        .await
+    }
+
+    async fn password_hash(&self, user: UserId) -> BackendResult<Option<String>> {
+        let hash: Option<Vec<u8>> = self
+            .reading(DbOperation::PasswordHash, async |conn| {
+                sqlx::query_scalar("SELECT hash FROM user_passwords WHERE user_id = ?")
+                    .bind(user.0)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)
+            })
+            .await?;
+        hash.map(|hash| text_from_column(hash, "password hash")).transpose()
     }
 }

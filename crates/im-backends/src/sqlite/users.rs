@@ -1,10 +1,11 @@
-//! `UserStore` and `UserStatusStore` over the `users` table.
+//! `UserStore` and `UserStatusStore` over the `users` table, `PasswordStore`
+//! over `user_passwords`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use im_core::error::BackendError;
-use im_core::ports::{BackendResult, CreateUser, User, UserStatusStore, UserStore};
+use im_core::ports::{BackendResult, CreateUser, PasswordStore, User, UserStatusStore, UserStore};
 use im_core::{StatusChange, UserId, UserStatus};
 
 use super::SqliteStore;
@@ -114,5 +115,31 @@ impl UserStatusStore for SqliteStore {
                 Ok((UserId(from_column(id, "user id")?), status_from_columns(disabled, generation)?))
             })
             .collect()
+    }
+}
+
+#[async_trait]
+impl PasswordStore for SqliteStore {
+    async fn set_password_hash(&self, user: UserId, hash: &str) -> BackendResult<bool> {
+        // The SELECT yields no row for an unknown user: nothing is inserted.
+        let stored = sqlx::query(
+            "INSERT INTO user_passwords (user_id, hash, updated_ms) SELECT id, ?, ? FROM users WHERE id = ? \
+             ON CONFLICT (user_id) DO UPDATE SET hash = excluded.hash, updated_ms = excluded.updated_ms",
+        )
+        .bind(hash)
+        .bind(now_ms()?)
+        .bind(to_bound(user.0))
+        .execute(&self.writer)
+        .await
+        .map_err(map_sqlx)?;
+        Ok(stored.rows_affected() > 0)
+    }
+
+    async fn password_hash(&self, user: UserId) -> BackendResult<Option<String>> {
+        sqlx::query_scalar("SELECT hash FROM user_passwords WHERE user_id = ?")
+            .bind(to_bound(user.0))
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_sqlx)
     }
 }

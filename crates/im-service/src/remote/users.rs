@@ -9,11 +9,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use im_auth::{Scope, Tokens};
 use im_core::error::BackendError;
-use im_core::ports::{BackendResult, CreateUser, User, UserStore};
-use im_core::{UserId, UserStatus};
+use im_core::ports::{BackendResult, CreateUser, SignIn, User, UserStore};
+use im_core::{ImError, UserId, UserStatus};
 use im_proto::user::get_user_request::Key;
 use im_proto::user::user_service_client::UserServiceClient;
-use im_proto::user::{self as pb, CreateUserRequest, GetUserRequest};
+use im_proto::user::{self as pb, CreateUserRequest, GetUserRequest, LoginRequest};
 use tonic::transport::Channel;
 
 use super::channel::{backend_error, lazy_channel};
@@ -57,11 +57,35 @@ fn from_pb(user: pb::User) -> User {
     }
 }
 
+/// The User Service's `Login`. It needs no credential; the call carries the
+/// node's all the same (harmless, and one way to build requests).
+#[async_trait]
+impl SignIn for RemoteUsers {
+    async fn sign_in(&self, name: &str, password: &str) -> Result<(User, String), ImError> {
+        let request = self.credential.request(LoginRequest { name: name.to_owned(), password: password.to_owned() });
+        let response = self.client.clone().login(request).await.map_err(|status| {
+            let error = im_proto::convert::from_status(&status);
+            match error.code {
+                // The cause (an address, a transport error) is logged here,
+                // not handed to a client that signs in.
+                im_core::ErrorCode::Unavailable | im_core::ErrorCode::Internal => {
+                    tracing::warn!(code = %status.code(), message = status.message(), "user service Login failed");
+                    ImError::new(im_core::ErrorCode::Unavailable, "the user directory is unavailable: try again")
+                }
+                _ => error,
+            }
+        })?;
+        let response = response.into_inner();
+        let user = response.user.ok_or_else(|| ImError::internal("user service answered Login without a user"))?;
+        Ok((from_pb(user), response.token))
+    }
+}
+
 #[async_trait]
 impl UserStore for RemoteUsers {
     /// Creates a user with a new id; a taken name is a typed outcome.
     async fn create_user(&self, name: &str) -> BackendResult<CreateUser> {
-        let request = self.credential.request(CreateUserRequest { name: name.to_owned() });
+        let request = self.credential.request(CreateUserRequest { name: name.to_owned(), password: String::new() });
         match self.client.clone().create_user(request).await {
             Ok(response) => response
                 .into_inner()

@@ -628,7 +628,8 @@ impl LoggedNode {
     async fn create_user(&self, name: &str) -> (u64, String) {
         let admin = std::fs::read_to_string(self.data_dir.join("admin.token")).unwrap();
         let mut client = UserServiceClient::connect(format!("http://127.0.0.1:{}", self.grpc_port)).await.unwrap();
-        let mut request = tonic::Request::new(im_proto::user::CreateUserRequest { name: name.into() });
+        let mut request =
+            tonic::Request::new(im_proto::user::CreateUserRequest { name: name.into(), ..Default::default() });
         request.metadata_mut().insert("authorization", format!("Bearer {}", admin.trim()).parse().unwrap());
         let response = client.create_user(request).await.expect("create user").into_inner();
         (response.user.unwrap().id, response.token)

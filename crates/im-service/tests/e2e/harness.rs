@@ -128,6 +128,11 @@ pub struct Process {
 }
 
 impl Process {
+    /// What the process logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Starts `bin` with a clean environment plus `env` (and its data
     /// directory, HTTP port and log settings), and waits until `/ready`
     /// answers 200.
@@ -137,10 +142,12 @@ impl Process {
         env.extend([
             ("IM_DATA_DIR".to_owned(), dir.join(name).display().to_string()),
             ("SERVER_HTTP_PORT".to_owned(), http_port.to_string()),
-            ("LOG_LEVEL".to_owned(), "warn".to_owned()),
             // The log is a file: no colour codes in it.
             ("NO_COLOR".to_owned(), "1".to_owned()),
         ]);
+        if !env.iter().any(|(key, _)| key == "LOG_LEVEL") {
+            env.push(("LOG_LEVEL".to_owned(), "warn".to_owned()));
+        }
         // Off unless the test turns metrics on (with a port of its own).
         if !env.iter().any(|(key, _)| key == "METRICS_ENABLED") {
             env.push(("METRICS_ENABLED".to_owned(), "false".to_owned()));
@@ -743,6 +750,8 @@ impl ClusterBuilder {
                     ("ETCD_ENDPOINTS", self.etcd.clone()),
                     ("IM_SERVICE_ADDR", node_addrs[i % self.nodes].clone()),
                     ("GATEWAY_SERVICE_ADDR", push.clone()),
+                    // POST /login calls the user service's Login.
+                    ("USER_SERVICE_ADDR", user_addr.clone()),
                 ],
                 &[],
             );
@@ -802,7 +811,8 @@ impl Cluster {
     /// Creates a user through `im-user`.
     pub async fn create_user(&self, name: &str) -> User {
         let mut client = UserServiceClient::connect(format!("http://{}", self.user_addr)).await.unwrap();
-        let mut request = tonic::Request::new(im_proto::user::CreateUserRequest { name: name.into() });
+        let mut request =
+            tonic::Request::new(im_proto::user::CreateUserRequest { name: name.into(), ..Default::default() });
         request.metadata_mut().insert("authorization", format!("Bearer {}", self.admin_token).parse().unwrap());
         let response = client.create_user(request).await.expect("create user").into_inner();
         User { id: response.user.unwrap().id, token: response.token }
@@ -810,6 +820,16 @@ impl Cluster {
 
     pub fn ws_url(&self, gateway: usize) -> &str {
         &self.ws_urls[gateway]
+    }
+
+    /// Every process of the cluster: im-user, the nodes, the gateways.
+    pub fn processes(&self) -> impl Iterator<Item = &Process> {
+        std::iter::once(&self.user_service).chain(&self.nodes).chain(&self.gateways)
+    }
+
+    /// Gateway `gateway`'s WebSocket (and `POST /login`) port.
+    pub fn ws_port(&self, gateway: usize) -> u16 {
+        self.gateways[gateway].env("SERVER_WS_PORT").parse().expect("a port")
     }
 
     /// `im-user`'s gRPC address and the admin credential it wrote, for a

@@ -21,6 +21,7 @@ mod harness;
 mod hung_gateway;
 mod keys;
 mod limits;
+mod login;
 mod mariadb_pair;
 mod migrate;
 mod observability;

@@ -189,7 +189,8 @@ impl Node {
     /// Creates a user through the admin gRPC API; returns (id, token).
     pub async fn create_user(&self, name: &str) -> (u64, String) {
         let mut client = UserServiceClient::connect(format!("http://127.0.0.1:{}", self.grpc_port)).await.unwrap();
-        let mut request = tonic::Request::new(im_proto::user::CreateUserRequest { name: name.into() });
+        let mut request =
+            tonic::Request::new(im_proto::user::CreateUserRequest { name: name.into(), ..Default::default() });
         request.metadata_mut().insert("authorization", format!("Bearer {}", self.admin_token()).parse().unwrap());
         let response = client.create_user(request).await.expect("create user").into_inner();
         (response.user.unwrap().id, response.token)
@@ -238,6 +239,11 @@ impl UserAdmin {
         self.client.revoke_tokens(request).await.expect("revoke tokens").into_inner()
     }
 
+    pub async fn set_password(&mut self, user: u64, password: &str) -> im_proto::user::User {
+        let request = self.request(im_proto::user::SetPasswordRequest { user_id: user, password: password.into() });
+        self.client.set_password(request).await.expect("set password").into_inner()
+    }
+
     pub async fn issue_token(&mut self, user: u64) -> Result<String, tonic::Status> {
         let request = self.request(im_proto::user::IssueTokenRequest { user_id: user, ttl_seconds: 0 });
         Ok(self.client.issue_token(request).await?.into_inner().token)
@@ -280,6 +286,22 @@ pub async fn http_get_with(port: u16, path: &str, ca: Option<&Path>) -> std::io:
             }
         }
     }
+    let status = raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A bare HTTP/1.1 POST of a JSON body: (status, body).
+pub async fn http_post_json(port: u16, path: &str, json: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{json}",
+        json.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await?;
     let status = raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Ok((status, body))

@@ -45,11 +45,15 @@ pub async fn admin(server: &FakeServer) -> Admin {
     Admin::connect(&server.grpc_url, token, TIMEOUT, None).await.unwrap()
 }
 
-/// Runs the imctl binary against `server` (every URL pointed at it) with a clean environment.
+/// Runs the imctl binary against `server` (every URL pointed at it, but the
+/// user directory when `args` name another `--grpc-url`) with a clean environment.
 pub async fn imctl(server: &FakeServer, args: &[&str], stdin: Option<&str>) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_imctl"));
+    if !args.contains(&"--grpc-url") {
+        command.args(["--grpc-url", &server.grpc_url]);
+    }
     command
-        .args(["--ws-url", &server.ws_url, "--grpc-url", &server.grpc_url, "--timeout", "5"])
+        .args(["--ws-url", &server.ws_url, "--timeout", "5"])
         .args(["--im-service-url", &server.grpc_url])
         .args(args)
         .env_remove("IM_ADMIN_TOKEN")

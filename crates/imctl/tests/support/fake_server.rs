@@ -58,6 +58,8 @@ struct Inner {
     /// (disabled, token generation) of users an admin changed.
     statuses: HashMap<u64, (bool, u64)>,
     names: HashSet<String>,
+    /// Users `GetUser` does not find (they still connect and send).
+    unlisted: HashSet<u64>,
     next_msg: u64,
     conversations: HashMap<String, Conversation>,
     dedup: HashMap<(u64, String), client::SendAck>,
@@ -122,6 +124,12 @@ impl State {
         inner.users.insert(id, (name.to_owned(), 1_700_000_000_000));
         inner.names.insert(name.to_owned());
         (id, format!("tok-{id}"))
+    }
+
+    /// Makes the user directory answer NOT_FOUND for user `id`, as for a
+    /// user it no longer knows; the user still connects and sends.
+    pub fn hide_from_directory(&self, id: u64) {
+        self.inner.lock().unwrap().unlisted.insert(id);
     }
 
     pub fn message_count(&self) -> usize {
@@ -476,6 +484,7 @@ impl UserService for Users {
             }
             None => None,
         };
+        let found = found.filter(|(id, _, _)| !inner.unlisted.contains(id));
         let (id, name, created_at_ms) = found.ok_or_else(|| tonic::Status::not_found("no such user"))?;
         Ok(tonic::Response::new(user_pb::User { id, name, created_at_ms, ..Default::default() }))
     }
@@ -501,5 +510,20 @@ impl UserService for Users {
         request: tonic::Request<user_pb::UserStatusRequest>,
     ) -> Result<tonic::Response<user_pb::User>, tonic::Status> {
         self.change_status(request, |status| status.1 += 1)
+    }
+
+    // Passwords are not used by imctl yet: refused like an older server would.
+    async fn set_password(
+        &self,
+        _: tonic::Request<user_pb::SetPasswordRequest>,
+    ) -> Result<tonic::Response<user_pb::User>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the fake server has no passwords"))
+    }
+
+    async fn login(
+        &self,
+        _: tonic::Request<user_pb::LoginRequest>,
+    ) -> Result<tonic::Response<user_pb::LoginResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the fake server has no passwords"))
     }
 }
