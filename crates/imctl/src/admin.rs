@@ -14,7 +14,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use im_core::StatusChange;
 use im_proto::user::user_service_client::UserServiceClient;
-use im_proto::user::{self, CreateUserRequest, GetUserRequest, IssueTokenRequest, UserStatusRequest};
+use im_proto::user::{
+    self, CreateUserRequest, GetUserRequest, IssueTokenRequest, SetPasswordRequest, UserStatusRequest,
+};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
@@ -132,8 +134,22 @@ impl Admin {
     }
 
     pub async fn create_user(&mut self, name: &str) -> Result<user::CreateUserResponse, RemoteError> {
-        let request = self.request(CreateUserRequest { name: name.to_owned(), password: String::new() });
+        self.create_user_with(name, None).await
+    }
+
+    /// Creates `name`, with `password` when given.
+    pub async fn create_user_with(
+        &mut self,
+        name: &str,
+        password: Option<String>,
+    ) -> Result<user::CreateUserResponse, RemoteError> {
+        let request = self.request(CreateUserRequest { name: name.to_owned(), password: password.unwrap_or_default() });
         answer(self.client.create_user(request).await)
+    }
+
+    pub async fn set_password(&mut self, user_id: u64, password: String) -> Result<user::User, RemoteError> {
+        let request = self.request(SetPasswordRequest { user_id, password });
+        answer(self.client.set_password(request).await)
     }
 
     pub async fn issue_token(&mut self, user_id: u64, ttl_seconds: u64) -> Result<String, RemoteError> {
@@ -226,8 +242,9 @@ pub async fn run_user(global: &GlobalArgs, env_admin_token: Option<&str>, comman
 async fn user_command(admin: &mut Admin, command: UserCommand) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match command {
-        UserCommand::Create { name, json } => {
-            let created = admin.create_user(&name).await?;
+        UserCommand::Create { name, password, json } => {
+            let password = if password { Some(crate::password::read(&name)?) } else { None };
+            let created = admin.create_user_with(&name, password).await?;
             let user = created.user.context("the server's CreateUser response has no user")?;
             if json {
                 output::json_line(&mut out, &CreatedUserJson { id: user.id, name: &user.name, token: &created.token })?;
@@ -246,6 +263,13 @@ async fn user_command(admin: &mut Admin, command: UserCommand) -> anyhow::Result
         UserCommand::Get { user } => {
             let user = admin.get_user(user_key(user)).await?;
             output::json_line(&mut out, &UserJson::from(&user))?;
+        }
+        UserCommand::Password { user } => {
+            // The user is looked up first: a typo fails before the prompt.
+            let id = admin.user_id(user.clone()).await?;
+            let password = crate::password::read(&user)?;
+            let changed = admin.set_password(id, password).await?;
+            output::json_line(&mut out, &UserJson::from(&changed))?;
         }
         UserCommand::Disable { user } => change_status(admin, &mut out, user, StatusChange::Disable).await?,
         UserCommand::Enable { user } => change_status(admin, &mut out, user, StatusChange::Enable).await?,

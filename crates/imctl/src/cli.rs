@@ -106,9 +106,19 @@ pub enum UserCommand {
     Create {
         /// 1 to 64 characters: letters, digits, '_', '-', '.'.
         name: String,
+        /// Give the user a password to sign in with (POST /login): asked for twice, hidden, on a terminal; else
+        /// read as one line from stdin. A password that is refused creates no user.
+        #[arg(long)]
+        password: bool,
         /// Print one JSON object {"id","name","token"}.
         #[arg(long)]
         json: bool,
+    },
+    /// Set or replace a user's password (8 characters to 1024 bytes): asked for twice, hidden, on a terminal;
+    /// else read as one line from stdin. Prints the user as JSON.
+    Password {
+        /// A numeric id, or a name.
+        user: String,
     },
     /// Issue a new token for an existing user; prints the token.
     Token {
@@ -558,7 +568,13 @@ mod tests {
     #[test]
     fn user_commands_parse() {
         let cli = parse(&["user", "create", "alice", "--json"]).unwrap();
-        assert!(matches!(cli.command, Command::User(UserCommand::Create { ref name, json: true }) if name == "alice"));
+        assert!(
+            matches!(cli.command, Command::User(UserCommand::Create { ref name, json: true, password: false }) if name == "alice")
+        );
+        let cli = parse(&["user", "create", "alice", "--password"]).unwrap();
+        assert!(matches!(cli.command, Command::User(UserCommand::Create { password: true, .. })));
+        let cli = parse(&["user", "password", "alice"]).unwrap();
+        assert!(matches!(cli.command, Command::User(UserCommand::Password { ref user }) if user == "alice"));
         let cli = parse(&["--admin-token", "adm", "user", "token", "7", "--ttl", "60"]).unwrap();
         assert_eq!(cli.global.admin_token.as_deref(), Some("adm"));
         assert!(matches!(cli.command, Command::User(UserCommand::Token { id: 7, ttl: Some(60), json: false })));

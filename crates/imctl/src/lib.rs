@@ -30,6 +30,7 @@ pub mod group;
 pub mod grpc;
 pub mod keys;
 pub mod output;
+pub mod password;
 pub mod reencrypt;
 pub mod timeline;
 pub mod tls;

@@ -151,6 +151,39 @@ async fn bench_ends_on_time_when_the_server_stops_reading() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_user_passwords_come_from_stdin_and_a_refused_one_changes_nothing() {
+    let server = fake_server::start().await;
+    let admin = ["--admin-token", ADMIN_TOKEN];
+    let out = imctl(
+        &server,
+        &[&admin[..], &["user", "create", "alice", "--password", "--json"]].concat(),
+        Some("correct horse\nignored\n"),
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_lines(&out)[0]["name"], "alice");
+    assert_eq!(server.state.password_of(1).as_deref(), Some("correct horse"), "the first line, without its newline");
+
+    let out = imctl(&server, &[&admin[..], &["user", "password", "alice"]].concat(), Some("battery staple\r\n")).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_lines(&out)[0]["id"], 1);
+    assert_eq!(server.state.password_of(1).as_deref(), Some("battery staple"));
+
+    // Refused by the server, missing, or for nobody: nothing changes.
+    let out = imctl(&server, &[&admin[..], &["user", "password", "1"]].concat(), Some("short\n")).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("INVALID_ARGUMENT: a password has at least 8 characters"), "{}", stderr(&out));
+    let out = imctl(&server, &[&admin[..], &["user", "create", "bob", "--password"]].concat(), Some("")).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no password given"), "{}", stderr(&out));
+    let out = imctl(&server, &[&admin[..], &["user", "password", "carol"]].concat(), Some("correct horse\n")).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(server.state.password_of(1).as_deref(), Some("battery staple"));
+    let out = imctl(&server, &[&admin[..], &["user", "get", "bob"]].concat(), None).await;
+    assert_eq!(out.status.code(), Some(1), "bob was not created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_user_commands_print_json_and_server_errors() {
     let server = fake_server::start().await;
     let out = imctl(&server, &["--admin-token", ADMIN_TOKEN, "user", "create", "alice", "--json"], None).await;

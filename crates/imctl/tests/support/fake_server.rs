@@ -60,6 +60,8 @@ struct Inner {
     names: HashSet<String>,
     /// Users `GetUser` does not find (they still connect and send).
     unlisted: HashSet<u64>,
+    /// Passwords as set (the fake keeps them in clear, to show what arrived).
+    passwords: HashMap<u64, String>,
     next_msg: u64,
     conversations: HashMap<String, Conversation>,
     dedup: HashMap<(u64, String), client::SendAck>,
@@ -124,6 +126,12 @@ impl State {
         inner.users.insert(id, (name.to_owned(), 1_700_000_000_000));
         inner.names.insert(name.to_owned());
         (id, format!("tok-{id}"))
+    }
+
+    /// The password last set for user `id`.
+    #[allow(dead_code)] // by the test files that set passwords only
+    pub fn password_of(&self, id: u64) -> Option<String> {
+        self.inner.lock().unwrap().passwords.get(&id).cloned()
     }
 
     /// Makes the user directory answer NOT_FOUND for user `id`, as for a
@@ -448,14 +456,20 @@ impl UserService for Users {
         request: tonic::Request<user_pb::CreateUserRequest>,
     ) -> Result<tonic::Response<user_pb::CreateUserResponse>, tonic::Status> {
         check_admin(&request)?;
-        let name = request.into_inner().name;
+        let user_pb::CreateUserRequest { name, password } = request.into_inner();
         if name.is_empty() || name.len() > 64 {
             return Err(tonic::Status::invalid_argument("name must be 1 to 64 characters"));
+        }
+        if !password.is_empty() {
+            check_password(&password)?;
         }
         if self.0.inner.lock().unwrap().names.contains(&name) {
             return Err(tonic::Status::already_exists(format!("the name {name} is taken")));
         }
         let (id, token) = self.0.add_user(&name);
+        if !password.is_empty() {
+            self.0.inner.lock().unwrap().passwords.insert(id, password);
+        }
         let user = user_pb::User { id, name, created_at_ms: 1_700_000_000_000, ..Default::default() };
         Ok(tonic::Response::new(user_pb::CreateUserResponse { user: Some(user), token }))
     }
@@ -512,18 +526,33 @@ impl UserService for Users {
         self.change_status(request, |status| status.1 += 1)
     }
 
-    // Passwords are not used by imctl yet: refused like an older server would.
     async fn set_password(
         &self,
-        _: tonic::Request<user_pb::SetPasswordRequest>,
+        request: tonic::Request<user_pb::SetPasswordRequest>,
     ) -> Result<tonic::Response<user_pb::User>, tonic::Status> {
-        Err(tonic::Status::unimplemented("the fake server has no passwords"))
+        check_admin(&request)?;
+        let user_pb::SetPasswordRequest { user_id, password } = request.into_inner();
+        check_password(&password)?;
+        let mut inner = self.0.inner.lock().unwrap();
+        let (name, created_at_ms) =
+            inner.users.get(&user_id).cloned().ok_or_else(|| tonic::Status::not_found(format!("no user {user_id}")))?;
+        inner.passwords.insert(user_id, password);
+        Ok(tonic::Response::new(user_pb::User { id: user_id, name, created_at_ms, ..Default::default() }))
     }
 
+    // imctl does not sign in with passwords: tested against the real server.
     async fn login(
         &self,
         _: tonic::Request<user_pb::LoginRequest>,
     ) -> Result<tonic::Response<user_pb::LoginResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("the fake server has no passwords"))
+        Err(tonic::Status::unimplemented("the fake server does not sign in"))
     }
+}
+
+/// The real directory's rule, which imctl leaves to the server.
+fn check_password(password: &str) -> Result<(), tonic::Status> {
+    if password.chars().count() < 8 {
+        return Err(tonic::Status::invalid_argument("a password has at least 8 characters"));
+    }
+    Ok(())
 }
