@@ -26,6 +26,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()
         .compile_protos(&paths, &[root.to_string()])?;
+    // serde for the client protocol: its proto3 JSON mapping, spoken by
+    // browsers over the gateway's im.v1.json subprotocol.
+    pbjson_build::Builder::new().register_descriptors(&descriptors.encode_to_vec())?.build(&[".im.client.v1"])?;
     println!("cargo:rerun-if-changed={root}");
     Ok(())
 }

@@ -18,7 +18,7 @@
 //!   group every member's connection is woken for every message.
 
 use std::fmt;
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
@@ -28,11 +28,13 @@ use futures::{Sink, SinkExt, Stream, StreamExt};
 use im_core::limits::sync_page_size;
 use im_core::{ConversationId, DeviceId, ImError, Seq, UserId};
 use im_proto::client::{self, ClientFrame, ServerFrame, client_frame, server_frame};
+
 use prost::Message as _;
 use tokio::sync::{Notify, oneshot};
 use tracing::Instrument;
 
 use crate::Gateway;
+use crate::framing::{Framing, Incoming};
 use crate::hub::{Hub, TooManyConnections};
 use crate::outbound::{Outbound, OutboundQueue, Reservation, outbound};
 
@@ -134,37 +136,6 @@ fn error_frame(req_id: u64, error: &ImError) -> Bytes {
     encode(&ServerFrame { req_id, body: Some(server_frame::Body::Error(error.into())) })
 }
 
-// Replies to frames that carry no readable req_id never change: encode once.
-static TEXT_FRAME_ERROR: LazyLock<Bytes> = LazyLock::new(|| {
-    error_frame(
-        0,
-        &ImError::invalid("text frames are not part of the protocol: send binary frames holding a ClientFrame"),
-    )
-});
-static UNDECODABLE_FRAME_ERROR: LazyLock<Bytes> =
-    LazyLock::new(|| error_frame(0, &ImError::invalid("the frame is not a valid protobuf im.client.v1.ClientFrame")));
-
-/// `ClientFrame`'s `req_id` alone (field 1): readable from a frame whose
-/// request does not decode (a string that is not UTF-8, a bad nested field),
-/// since the request is skipped unread.
-#[derive(Clone, PartialEq, prost::Message)]
-struct FrameHeader {
-    #[prost(uint64, tag = "1")]
-    req_id: u64,
-}
-
-/// The error for a frame that does not decode, echoing its `req_id` when
-/// that much can be read.
-fn undecodable(data: &[u8], error: &prost::DecodeError) -> Bytes {
-    match FrameHeader::decode(data) {
-        Ok(FrameHeader { req_id }) if req_id != 0 => error_frame(
-            req_id,
-            &ImError::invalid(format!("the request does not decode as im.client.v1.ClientFrame: {error}")),
-        ),
-        _ => UNDECODABLE_FRAME_ERROR.clone(),
-    }
-}
-
 /// How a connection ended.
 enum End {
     Closed(CloseReason),
@@ -230,6 +201,24 @@ impl Gateway {
         R: Stream<Item = Result<Message, E>> + Unpin,
         E: fmt::Display,
     {
+        self.serve_framed(owner, device, Framing::Protobuf, sink, stream).await;
+    }
+
+    /// [`Gateway::serve`], its frames in `framing` (the subprotocol the
+    /// handshake agreed on).
+    pub async fn serve_framed<S, R, E>(
+        &self,
+        owner: impl Into<Owner>,
+        device: DeviceId,
+        framing: Framing,
+        sink: S,
+        stream: R,
+    ) where
+        S: Sink<Message> + Send + Unpin + 'static,
+        S::Error: fmt::Display + Send,
+        R: Stream<Item = Result<Message, E>> + Unpin,
+        E: fmt::Display,
+    {
         let owner = owner.into();
         let user = owner.user;
         let (outbound, queue) = outbound(self.limits.outbound_queue, self.limits.outbound_bytes);
@@ -263,6 +252,7 @@ impl Gateway {
             ping_interval: self.limits.ping_interval,
             stall_timeout: self.limits.write_stall_timeout,
             hub: self.hub.clone(),
+            framing,
         };
         let mut writer = tokio::spawn(write_task(sink, queue, stop, writing));
         // Registering runs alongside serving: a slow or down registry must
@@ -271,7 +261,7 @@ impl Gateway {
         let registering = self.sync_registry(user);
         let (end, registered) = {
             let closing = shutdown.wait();
-            let reader = self.read_loop(user, &device, stream, &outbound);
+            let reader = self.read_loop(user, &device, framing, stream, &outbound);
             tokio::pin!(registering, closing, reader);
             let mut registered = !attached.first;
             let end = loop {
@@ -316,8 +306,14 @@ impl Gateway {
     /// request first reserves room for its reply, so requests of a client
     /// that does not read wait, unrun. Returns when the client closes or
     /// the socket fails.
-    async fn read_loop<R, E>(&self, user: UserId, device: &DeviceId, mut stream: R, replies: &Outbound)
-    where
+    async fn read_loop<R, E>(
+        &self,
+        user: UserId,
+        device: &DeviceId,
+        framing: Framing,
+        mut stream: R,
+        replies: &Outbound,
+    ) where
         R: Stream<Item = Result<Message, E>> + Unpin,
         E: fmt::Display,
     {
@@ -343,19 +339,15 @@ impl Gateway {
                         None => return,
                     };
                     let rejected = match message {
-                        Message::Binary(data) => {
+                        Message::Binary(_) | Message::Text(_) => {
                             self.stats().frame_in();
-                            match ClientFrame::decode(data.clone()) {
-                                Ok(frame) => {
+                            match framing.read(&message) {
+                                Incoming::Request(frame) => {
                                     in_flight.push(self.respond(user, device, frame, replies));
                                     continue;
                                 }
-                                Err(error) => undecodable(&data, &error),
+                                Incoming::Unreadable { req_id, error } => error_frame(req_id, &error),
                             }
-                        }
-                        Message::Text(_) => {
-                            self.stats().frame_in();
-                            TEXT_FRAME_ERROR.clone()
                         }
                         Message::Close(_) => return,
                         // The WebSocket layer answers pings itself.
@@ -456,6 +448,7 @@ struct Writing {
     ping_interval: Duration,
     stall_timeout: Duration,
     hub: Arc<Hub>,
+    framing: Framing,
 }
 
 /// The writer task: writes queued frames, and a ping every
@@ -530,7 +523,7 @@ where
         within(writing, async {
             for frame in batch.drain(..) {
                 // The frame's room is given back once the sink took it.
-                sink.feed(Message::Binary(frame.bytes().clone())).await?;
+                sink.feed(writing.framing.frame(frame.bytes())).await?;
                 queue.written(frame);
             }
             unflushed += written;

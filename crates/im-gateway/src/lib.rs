@@ -5,6 +5,8 @@
 //!   the query; rejected before the upgrade.
 //! - [`connection`]: one connection's loop — decode, run requests
 //!   concurrently (bounded), write pre-encoded frames in batches.
+//! - [`framing`]: binary protobuf frames, or proto3 JSON in text frames
+//!   (subprotocol `im.v1.json`, for browsers).
 //! - [`hub`]: the local table user → connections, and push delivery
 //!   ([`Hub`] implements `im_core::ports::Pusher`).
 //! - [`server`]: the axum router (`GET /ws`).
@@ -17,6 +19,7 @@
 
 pub mod auth;
 pub mod connection;
+pub mod framing;
 pub mod hub;
 pub mod login;
 mod outbound;

@@ -1,16 +1,18 @@
 //! The HTTP side: `GET /ws` authenticates, then upgrades to a WebSocket
-//! served by [`Gateway::serve`].
+//! served by [`Gateway::serve_framed`] (binary protobuf frames, or proto3
+//! JSON when the client asks for the `im.v1.json` subprotocol).
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{RawQuery, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt;
 
+use crate::framing::{Framing, JSON_SUBPROTOCOL};
 use crate::{Gateway, auth};
 
 /// Bytes read from a socket at a time. Each connection holds this much
@@ -67,8 +69,9 @@ async fn upgrade(
         )
             .into_response();
     }
-    let max_frame = gateway.limits.max_message_size.saturating_add(FRAME_OVERHEAD);
-    ws.max_message_size(max_frame)
+    let max_frame = max_frame(gateway.limits.max_message_size, asks_for_json(&headers));
+    ws.protocols([JSON_SUBPROTOCOL])
+        .max_message_size(max_frame)
         .max_frame_size(max_frame)
         // tungstenite zero-fills its read buffer before every read: at the
         // 128 KiB default that memset was 12 % of the server's CPU at 5000
@@ -76,9 +79,27 @@ async fn upgrade(
         // simply take several reads.
         .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| async move {
+            let framing = Framing::of_subprotocol(socket.protocol().and_then(|p| p.to_str().ok()));
             let (sink, stream) = socket.split();
-            gateway.serve(&handshake.identity, handshake.device, sink, stream).await;
+            gateway.serve_framed(&handshake.identity, handshake.device, framing, sink, stream).await;
         })
+}
+
+/// The largest frame a connection reads: a body of `max_message_size`, in
+/// base64 (a third more) when it comes as JSON, and the rest of the frame.
+fn max_frame(max_message_size: usize, json: bool) -> usize {
+    let body = if json { max_message_size.saturating_mul(4) / 3 + 4 } else { max_message_size };
+    body.saturating_add(FRAME_OVERHEAD)
+}
+
+/// Whether the client offers the JSON subprotocol (it gets it if so).
+fn asks_for_json(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|protocol| protocol.trim() == JSON_SUBPROTOCOL)
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ pub mod im {
     pub mod client {
         pub mod v1 {
             tonic::include_proto!("im.client.v1");
+            // serde in proto3's JSON mapping (pbjson-build).
+            include!(concat!(env!("OUT_DIR"), "/im.client.v1.serde.rs"));
         }
     }
     pub mod gateway {

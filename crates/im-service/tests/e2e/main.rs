@@ -19,6 +19,7 @@ mod ha_etcd;
 mod ha_mysql;
 mod harness;
 mod hung_gateway;
+mod json_framing;
 mod keys;
 mod limits;
 mod login;
