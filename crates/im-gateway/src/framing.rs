@@ -163,6 +163,10 @@ mod tests {
         assert_eq!(frame, expected);
         let binary = Message::Binary(Bytes::from(expected.encode_to_vec()));
         assert!(matches!(Framing::Protobuf.read(&binary), Incoming::Request(f) if f == expected));
+        // The .proto's own field names, and numbers for 64-bit integers, read too.
+        let snake =
+            r#"{"req_id":7,"send":{"to_user":2,"client_msg_id":"c-1","body":"aGk=","content_type":"text/plain"}}"#;
+        assert!(matches!(Framing::Json.read(&text(snake)), Incoming::Request(f) if f == expected));
     }
 
     #[test]
