@@ -187,7 +187,8 @@ fn error_response(error: &ImError) -> Response {
         code: error.code.as_str(),
         reason: error.reason.map(ErrorReason::as_str),
         message: error.message.clone(),
-        retry_after_ms: error.retry_after.map(|wait| wait.as_millis() as u64),
+        // Rounded up, as the client protocol's hint.
+        retry_after_ms: error.retry_after.map(|wait| wait.as_nanos().div_ceil(1_000_000) as u64),
     };
     let mut response = (http_status(error.code), Json(body)).into_response();
     if let Some(wait) = error.retry_after {

@@ -169,7 +169,11 @@ impl From<&ImError> for client::Error {
             code: client::ErrorCode::from(e.code) as i32,
             message: e.message.clone(),
             reason: e.reason.map(|reason| reason.as_str().to_owned()).unwrap_or_default(),
-            retry_after_ms: e.retry_after.map_or(0, |after| u32::try_from(after.as_millis()).unwrap_or(u32::MAX)),
+            // Rounded up: a client that waits exactly this long must not be
+            // refused again for the fraction of a millisecond cut off.
+            retry_after_ms: e
+                .retry_after
+                .map_or(0, |after| u32::try_from(after.as_nanos().div_ceil(1_000_000)).unwrap_or(u32::MAX)),
         }
     }
 }
@@ -512,5 +516,7 @@ mod tests {
         let both = ImError::content_blocked().with_retry_after(hint);
         assert_eq!(from_status(&status(both.clone())), both);
         assert_eq!(client::Error::from(&ImError::unavailable("x")).retry_after_ms, 0, "no hint: 0");
+        let fraction = ImError::unavailable("x").with_retry_after(std::time::Duration::from_micros(199_100));
+        assert_eq!(client::Error::from(&fraction).retry_after_ms, 200, "a part of a ms is rounded up");
     }
 }
