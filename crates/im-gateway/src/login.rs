@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_BODY: usize = 4096;
 
 /// Addresses whose attempts are counted at most (G10); past it, those quiet
-/// for a minute are forgotten first.
+/// for a minute are forgotten first, and new ones go uncounted while none is.
 const MAX_COUNTED_ADDRESSES: usize = 100_000;
 
 /// What the first refusals wait before any check was timed.
@@ -142,8 +142,14 @@ async fn login_handler<A: ClientAddress>(
 
 impl Login {
     fn count_attempt(&self, peer: IpAddr) -> Result<(), ImError> {
+        // When the table is full of addresses tried within the minute, more
+        // go uncounted rather than grow it (G10); the per-name limit of the
+        // user directory still holds.
         if self.attempts.len() >= MAX_COUNTED_ADDRESSES {
             self.attempts.retain_recent();
+            if self.attempts.len() >= MAX_COUNTED_ADDRESSES {
+                return Ok(());
+            }
         }
         self.attempts.check_key(&client_source(peer)).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
