@@ -336,9 +336,16 @@ async fn a_node_starts_while_the_sentinels_are_away_and_finds_the_primary_when_t
     let mut child = Node::command(dir.path(), ports, &env).spawn().expect("starting im-service");
     let ready = || async { http_get(ports.2, "/ready").await.ok() };
     let deadline = Instant::now() + WITHIN;
+    // The first answers may say "not probed yet": wait for Redis's first probe's verdict.
+    let redis_probed = |body: &str| {
+        serde_json::from_str::<serde_json::Value>(body).is_ok_and(|report| {
+            let error = &report["dependencies"]["redis"]["error"];
+            error.is_string() && error != "not probed yet"
+        })
+    };
     let body = loop {
         if let Some((503, body)) = ready().await
-            && body.contains("\"redis\"")
+            && redis_probed(&body)
         {
             break body;
         }
