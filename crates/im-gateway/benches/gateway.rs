@@ -17,7 +17,8 @@ use futures::{SinkExt, StreamExt};
 use im_core::message::{ConversationList, Page};
 use im_core::ports::{Addressee, BackendResult, Event, Messaging, PushEvent, Registry, SendCommand};
 use im_core::{Ack, ClientMsgId, ConversationId, DeviceId, GatewayId, ImError, MessageId, NewMessage, Seq, UserId};
-use im_gateway::{Gateway, GatewayLimits};
+use im_gateway::unserved::Unserved;
+use im_gateway::{Gateway, GatewayLimits, Services};
 use im_proto::client::{self, ClientFrame, client_frame};
 use prost::Message as _;
 
@@ -65,7 +66,8 @@ impl Registry for NoRegistry {
 
 fn gateway() -> Arc<Gateway> {
     let tokens = im_auth::Tokens::new(&[7u8; 32]).unwrap();
-    Gateway::new(GatewayId("bench".into()), Arc::new(Instant0), Arc::new(NoRegistry), tokens, GatewayLimits::default())
+    let services = Services { messaging: Arc::new(Instant0), users: Arc::new(Unserved), groups: Arc::new(Unserved) };
+    Gateway::new(GatewayId("bench".into()), services, Arc::new(NoRegistry), tokens, GatewayLimits::default())
 }
 
 async fn request_path(n: u64) -> f64 {

@@ -367,7 +367,13 @@ impl Gateway {
     fn reply_room(&self, request: Option<&client_frame::Body>) -> usize {
         match request {
             Some(client_frame::Body::Sync(_)) => self.limits.sync_reply_bytes,
-            Some(client_frame::Body::ListConversations(_)) => LIST_REPLY_ROOM,
+            Some(
+                client_frame::Body::ListConversations(_)
+                | client_frame::Body::ListGroups(_)
+                | client_frame::Body::ListMembers(_)
+                | client_frame::Body::CreateGroup(_)
+                | client_frame::Body::Users(_),
+            ) => LIST_REPLY_ROOM,
             _ => SMALL_REPLY_ROOM,
         }
     }
@@ -384,7 +390,8 @@ impl Gateway {
         let result = match frame.body {
             Some(request) => self.dispatch(user, device, request).await,
             None => Err(ImError::invalid(
-                "the frame carries no request: set one of send, sync, mark_read, list_conversations, ping",
+                "the frame carries no request: set one of send, sync, mark_read, list_conversations, ping, users, \
+                 create_group, add_members, remove_member, leave_group, list_members, list_groups, read_status",
             )),
         };
         let body = result.unwrap_or_else(|error| server_frame::Body::Error((&error).into()));
@@ -439,6 +446,8 @@ impl Gateway {
                 Ok(Resp::Conversations(im_proto::convert::conversation_list(&list, user)))
             }
             Req::Ping(ping) => Ok(Resp::Pong(client::Pong { nonce: ping.nonce })),
+            Req::Users(users) => Ok(Resp::Users(self.users.lookup(users).await?)),
+            group => crate::group_requests::answer(&*self.groups, user, group).await,
         }
     }
 }
@@ -579,6 +588,84 @@ mod tests {
         assert_eq!(sends[0].0, UserId(5));
         assert_eq!(sends[0].1, DeviceId("phone".into()));
         assert_eq!(sends[0].2.body.as_ref(), b"hello");
+    }
+
+    fn frame(req_id: u64, body: client_frame::Body) -> ClientFrame {
+        ClientFrame { req_id, body: Some(body) }
+    }
+
+    #[tokio::test]
+    async fn group_requests_act_as_the_connection_user_and_answer_under_their_req_id() {
+        use client_frame::Body as Req;
+        let kit = Kit::new();
+        let mut conn = kit.connect(5, "phone");
+        let create = client::CreateGroupRequest { name: "trip".into(), members: vec![6, 8], history_visible: false };
+        conn.send_frame(frame(1, Req::CreateGroup(create))).await;
+        let reply = conn.recv_frame().await;
+        assert_eq!(reply.req_id, 1);
+        let Some(Body::Group(roster)) = reply.body else { panic!("expected a roster, got {reply:?}") };
+        assert_eq!(roster.group.unwrap().owner, 5);
+        assert_eq!(roster.members.iter().map(|m| m.user).collect::<Vec<_>>(), [5, 6, 8]);
+
+        conn.send_frame(frame(2, Req::LeaveGroup(client::LeaveGroupRequest { group_id: 7 }))).await;
+        let reply = conn.recv_frame().await;
+        assert_eq!(reply.body, Some(Body::GroupChanged(client::GroupChanged { group_id: 7, version: 2 })));
+
+        conn.send_frame(frame(3, Req::ListGroups(client::ListGroupsRequest {}))).await;
+        let Some(Body::Groups(list)) = conn.recv_frame().await.body else { panic!("expected the groups") };
+        assert_eq!(list.groups[0].role(), client::GroupRole::Member);
+
+        conn.send_frame(frame(4, Req::ReadStatus(client::ReadStatusRequest { group_id: 7, seq: 3 }))).await;
+        let Some(Body::ReadStatus(read)) = conn.recv_frame().await.body else { panic!("expected a read status") };
+        assert_eq!((read.group_id, read.seq, read.read_count, read.readers), (7, 3, 1, vec![2]));
+
+        // Refusals come back typed, under their req_id.
+        conn.send_frame(frame(5, Req::ListMembers(client::ListMembersRequest { group_id: 7 }))).await;
+        let reply = conn.recv_frame().await;
+        assert_eq!(reply.req_id, 5);
+        assert_error(&reply, client::ErrorCode::NotFound);
+        assert_eq!(
+            kit.groups.calls(),
+            [
+                (UserId(5), "create trip [UserId(6), UserId(8)]".to_owned()),
+                (UserId(5), "change 7 Leave".to_owned()),
+                (UserId(5), "groups".to_owned()),
+                (UserId(5), "read 7 3".to_owned()),
+                (UserId(5), "roster 7".to_owned()),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn group_requests_with_a_zero_id_or_no_user_are_refused_before_the_groups_are_asked() {
+        use client_frame::Body as Req;
+        let kit = Kit::new();
+        let mut conn = kit.connect(5, "phone");
+        let bad = [
+            Req::AddMembers(client::AddMembersRequest { group_id: 7, users: vec![] }),
+            Req::AddMembers(client::AddMembersRequest { group_id: 7, users: vec![6, 0] }),
+            Req::RemoveMember(client::RemoveMemberRequest { group_id: 0, user: 6 }),
+            Req::CreateGroup(client::CreateGroupRequest { name: "x".into(), members: vec![0], history_visible: false }),
+            Req::ListMembers(client::ListMembersRequest { group_id: 0 }),
+        ];
+        for (req_id, request) in (1..).zip(bad) {
+            conn.send_frame(frame(req_id, request)).await;
+            let reply = conn.recv_frame().await;
+            assert_eq!(reply.req_id, req_id);
+            assert_error(&reply, client::ErrorCode::InvalidArgument);
+        }
+        assert!(kit.groups.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_users_request_without_a_directory_is_unavailable_and_the_connection_stays() {
+        let kit = Kit::new();
+        let mut conn = kit.connect(5, "phone");
+        let users = client::UsersRequest { ids: vec![6], names: vec![] };
+        conn.send_frame(frame(1, client_frame::Body::Users(users))).await;
+        assert_error(&conn.recv_frame().await, client::ErrorCode::Unavailable);
+        conn.send_frame(ping_frame(2, 9)).await;
+        assert_eq!(conn.recv_frame().await.req_id, 2);
     }
 
     #[tokio::test]

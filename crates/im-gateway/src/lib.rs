@@ -9,8 +9,10 @@
 //!   (subprotocol `im.v1.json`, for browsers).
 //! - [`hub`]: the local table user → connections, and push delivery
 //!   ([`Hub`] implements `im_core::ports::Pusher`).
-//! - [`server`]: the axum router (`GET /ws`).
+//! - [`server`]: the axum router (`GET /ws`, and [`web`]: the browser app at `/`).
 //! - [`login`]: `POST /login`, a name and password for a token.
+//! - [`user_names`]: the `users` request (names for ids, ids for names);
+//!   `group_requests`: the group requests, over the `Groups` port.
 //! - [`push_api`]: `im.gateway.v1.PushService` over the same push path.
 //! - [`stats`]: counters the service exports as metrics.
 //!
@@ -20,6 +22,7 @@
 pub mod auth;
 pub mod connection;
 pub mod framing;
+mod group_requests;
 pub mod hub;
 pub mod login;
 mod outbound;
@@ -27,6 +30,9 @@ pub mod push_api;
 pub mod server;
 pub mod stats;
 pub mod trace_sampling;
+pub mod unserved;
+pub mod user_names;
+pub mod web;
 
 #[cfg(test)]
 mod testkit;
@@ -36,7 +42,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use im_core::GatewayId;
-use im_core::ports::{BackendResult, FanOut, Messaging, PushEvent, PushReport, Pusher, Registry};
+use im_core::ports::{BackendResult, FanOut, Groups, Messaging, PushEvent, PushReport, Pusher, Registry, UserStore};
+use user_names::UserNames;
 
 pub use auth::{Handshake, HandshakeError};
 pub use connection::CloseReason;
@@ -99,11 +106,23 @@ impl Default for GatewayLimits {
     }
 }
 
+/// What a connection's requests are served by.
+pub struct Services {
+    /// Sends, syncs, read positions, the conversation list.
+    pub messaging: Arc<dyn Messaging>,
+    /// The `users` request: names for ids and ids for names.
+    pub users: Arc<dyn UserStore>,
+    /// The group requests, as `im.v1.GroupService` serves them.
+    pub groups: Arc<dyn Groups>,
+}
+
 /// The gateway: accepts connections, serves their requests through
-/// [`Messaging`], and delivers pushes to them. Shared as `Arc<Gateway>`.
+/// [`Services`], and delivers pushes to them. Shared as `Arc<Gateway>`.
 pub struct Gateway {
     hub: Arc<Hub>,
     messaging: Arc<dyn Messaging>,
+    users: UserNames,
+    groups: Arc<dyn Groups>,
     registry: Arc<dyn Registry>,
     tokens: im_auth::Tokens,
     limits: GatewayLimits,
@@ -113,12 +132,12 @@ impl Gateway {
     /// A gateway with its own [`Hub`].
     pub fn new(
         id: GatewayId,
-        messaging: Arc<dyn Messaging>,
+        services: Services,
         registry: Arc<dyn Registry>,
         tokens: im_auth::Tokens,
         limits: GatewayLimits,
     ) -> Arc<Self> {
-        Self::with_hub(Arc::new(Hub::new(id)), messaging, registry, tokens, limits)
+        Self::with_hub(Arc::new(Hub::new(id)), services, registry, tokens, limits)
     }
 
     /// A gateway over an existing hub. In one process the IM service needs a
@@ -126,7 +145,7 @@ impl Gateway {
     /// first, give it to the service as its pusher, then build the gateway.
     pub fn with_hub(
         hub: Arc<Hub>,
-        messaging: Arc<dyn Messaging>,
+        services: Services,
         registry: Arc<dyn Registry>,
         tokens: im_auth::Tokens,
         limits: GatewayLimits,
@@ -146,7 +165,8 @@ impl Gateway {
                 hub.close_refused(user, status);
             }
         }));
-        Arc::new(Self { hub, messaging, registry, tokens, limits })
+        let Services { messaging, users, groups } = services;
+        Arc::new(Self { hub, messaging, users: UserNames::new(users), groups, registry, tokens, limits })
     }
 
     pub fn id(&self) -> &GatewayId {

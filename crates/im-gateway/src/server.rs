@@ -28,9 +28,10 @@ const READ_BUFFER: usize = 1024;
 pub const FRAME_OVERHEAD: usize = 4096;
 
 impl Gateway {
-    /// `GET /ws`. Merge it into the service's router, or serve it alone.
+    /// `GET /ws`, and the browser app at `/`. Merge it into the service's
+    /// router, or serve it alone.
     pub fn router(self: &Arc<Self>) -> Router {
-        Router::new().route("/ws", get(upgrade)).with_state(self.clone())
+        Router::new().route("/ws", get(upgrade)).with_state(self.clone()).merge(crate::web::router())
     }
 }
 

@@ -11,20 +11,82 @@ use axum::extract::ws::{CloseFrame, Message};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use im_backends::memory::MemoryUserStatusBoard;
+use im_core::group::{ChangeKind, Group, Member, MembershipChange, MembershipOp, Role, Roster};
 use im_core::limits::{DEFAULT_MAX_MESSAGE_SIZE, check_body};
-use im_core::message::{ConversationList, ConversationSummary, Page};
-use im_core::ports::{Addressee, BackendResult, Event, Messaging, PushEvent, Registry, SendCommand};
-use im_core::{Ack, ClientMsgId, ConversationId, DeviceId, GatewayId, ImError, MessageId, NewMessage, Seq, UserId};
+use im_core::message::{ConversationList, ConversationSummary, Page, ReadStatus};
+use im_core::ports::{Addressee, BackendResult, Event, Groups, Messaging, PushEvent, Registry, SendCommand};
+use im_core::{
+    Ack, ClientMsgId, ConversationId, DeviceId, GatewayId, GroupId, ImError, MessageId, NewMessage, Seq, UserId,
+};
 use im_proto::client::{self, ClientFrame, ServerFrame, client_frame, server_frame};
 use prost::Message as _;
 use tokio::sync::oneshot;
 
-use crate::{Gateway, GatewayLimits};
+use crate::unserved::Unserved;
+use crate::{Gateway, GatewayLimits, Services};
 
 pub const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 const WAIT: Duration = Duration::from_secs(5);
 
 type SendRecord = (UserId, DeviceId, SendCommand);
+
+/// `Groups` that records each call as `(acting user, what)` and answers
+/// with one fixed group, 7 "trip", owned by the creator.
+#[derive(Default)]
+pub struct FakeGroups {
+    calls: Mutex<Vec<(UserId, String)>>,
+}
+
+impl FakeGroups {
+    pub fn calls(&self) -> Vec<(UserId, String)> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn record(&self, user: UserId, what: String) {
+        self.calls.lock().unwrap().push((user, what));
+    }
+
+    fn roster(owner: UserId, members: &[UserId]) -> Roster {
+        let member = |user, role| Member { user, role, joined_after: Seq::ZERO };
+        Roster {
+            group: Group { id: GroupId(7), name: "trip".into(), owner, history_visible: false, created_at_ms: 1 },
+            version: 1,
+            members: std::iter::once(member(owner, Role::Owner))
+                .chain(members.iter().map(|&user| member(user, Role::Member)))
+                .collect(),
+        }
+    }
+}
+
+#[async_trait]
+impl Groups for FakeGroups {
+    async fn create_group(&self, user: UserId, name: String, members: Vec<UserId>, _: bool) -> Result<Roster, ImError> {
+        self.record(user, format!("create {name} {members:?}"));
+        Ok(Self::roster(user, &members))
+    }
+    async fn change_membership(
+        &self,
+        user: UserId,
+        group: GroupId,
+        op: MembershipOp,
+    ) -> Result<MembershipChange, ImError> {
+        self.record(user, format!("change {} {op:?}", group.0));
+        Ok(MembershipChange { group, version: 2, kind: ChangeKind::Left(vec![user]) })
+    }
+    async fn roster(&self, user: UserId, group: GroupId) -> Result<Roster, ImError> {
+        self.record(user, format!("roster {}", group.0));
+        Err(ImError::not_found("no such group"))
+    }
+    async fn groups_of(&self, user: UserId) -> Result<Vec<(Group, Member)>, ImError> {
+        self.record(user, "groups".into());
+        let roster = Self::roster(UserId(1), &[user]);
+        Ok(vec![(roster.group, roster.members[1])])
+    }
+    async fn read_status(&self, user: UserId, group: GroupId, seq: Seq) -> Result<ReadStatus, ImError> {
+        self.record(user, format!("read {} {}", group.0, seq.0));
+        Ok(ReadStatus { read_count: 1, readers: vec![UserId(2)], detailed: true })
+    }
+}
 
 /// A `Messaging` that answers from memory. `send` can be held until the test
 /// releases it, to observe concurrency.
@@ -228,6 +290,7 @@ pub struct Kit {
     pub tokens: im_auth::Tokens,
     /// Users' statuses as the gateway sees them: publish to stop a user.
     pub statuses: Arc<MemoryUserStatusBoard>,
+    pub groups: Arc<FakeGroups>,
 }
 
 impl Kit {
@@ -240,9 +303,10 @@ impl Kit {
         let registry = Arc::new(FakeRegistry::default());
         let statuses = Arc::new(MemoryUserStatusBoard::default());
         let tokens = im_auth::Tokens::new(SECRET).unwrap().with_statuses(statuses.clone());
-        let gateway =
-            Gateway::new(GatewayId("gw-test".into()), messaging.clone(), registry.clone(), tokens.clone(), limits);
-        Self { gateway, messaging, registry, tokens, statuses }
+        let groups = Arc::new(FakeGroups::default());
+        let services = Services { messaging: messaging.clone(), users: Arc::new(Unserved), groups: groups.clone() };
+        let gateway = Gateway::new(GatewayId("gw-test".into()), services, registry.clone(), tokens.clone(), limits);
+        Self { gateway, messaging, registry, tokens, statuses, groups }
     }
 
     /// A connection served over channels, as if already authenticated.

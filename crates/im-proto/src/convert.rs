@@ -8,16 +8,19 @@
 //!   `membership_change` record;
 //! - [`fanout`]: the `group_msg` record and the gateway's `FanOut` events.
 //! - [`audit`]: the `content_audit` record.
+//! - [`client_group`]: groups and users as the client protocol shows them.
 
 mod audit;
+mod client_group;
 mod fanout;
 mod group;
 
 pub use audit::{decode_audit_record, encode_audit_record};
+pub use client_group::{client_group_list, client_read_status, client_roster};
 pub use fanout::{decode_group_message_event, encode_group_message_event};
 pub use group::{
-    ChangeRequest, decode_membership_change, encode_membership_change, from_group_memberships, group_memberships,
-    new_group, role_from_pb, role_to_pb,
+    ChangeRequest, decode_membership_change, encode_membership_change, from_group_memberships, group_id,
+    group_memberships, new_group, role_from_pb, role_to_pb, user_id, users_from_wire,
 };
 
 use im_core::message::{ConversationList, ConversationSummary};

@@ -17,7 +17,7 @@ use im_core::error::BackendError;
 use im_core::ports::{
     Bus, DedupCache, GroupDirectory, Groups, Messaging, Pusher, Registry, SeqAllocator, SignIn, UserStore,
 };
-use im_gateway::{Gateway, Hub};
+use im_gateway::{Gateway, Hub, Services};
 use im_user::UserDirectory;
 use im_user::grpc::UserGrpc;
 use tokio::net::TcpListener;
@@ -553,10 +553,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         breakers,
     });
     // The built-in gateway serves only when no gateway process is configured.
-    let gateway = listeners
-        .ws
-        .is_some()
-        .then(|| Gateway::with_hub(hub, messaging.clone(), registry, tokens.clone(), serve::gateway_limits(&config)));
+    let gateway = listeners.ws.is_some().then(|| {
+        let services = Services { messaging: messaging.clone(), users: user_store.clone(), groups: groups.clone() };
+        Gateway::with_hub(hub, services, registry, tokens.clone(), serve::gateway_limits(&config))
+    });
     // The built-in user directory is served here only when no user service
     // process is configured; the built-in gateway signs users in with it, or
     // with the user service's `Login`.
@@ -572,7 +572,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         publish_statuses(&directory).await;
         (Some(UserGrpc::new(directory.clone()).into_server()), Arc::new(directory))
     } else {
-        (None, crate::sign_in::remote(&config, &tokens, &call_tls)?)
+        (None, crate::sign_in::remote(&config, &tokens, &call_tls)?.sign_in)
     };
     let admin_path = config.server.admin_credential_path();
     bootstrap::admin_credential(&tokens, &admin_path)?;

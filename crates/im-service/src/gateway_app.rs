@@ -10,8 +10,8 @@ use anyhow::{Context, bail};
 use im_backends::etcd::EtcdRegistry;
 use im_config::{Config, RegistryBackend};
 use im_core::GatewayId;
-use im_core::ports::{Messaging, Registry};
-use im_gateway::{Gateway, Hub, PushApi};
+use im_core::ports::Registry;
+use im_gateway::{Gateway, Hub, PushApi, Services};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +19,7 @@ use crate::bootstrap;
 use crate::http::HttpState;
 use crate::metrics::Metrics;
 use crate::readiness::{Readiness, flag_probe, tcp_probe};
-use crate::remote::{RemoteMessaging, lazy_channel};
+use crate::remote::{ActingUser, RemoteGroupService, RemoteMessaging, lazy_channel};
 use crate::serve;
 use crate::tls::CallTls;
 use crate::user_statuses;
@@ -72,14 +72,17 @@ pub async fn run(config: Config, listeners: GatewayListeners, shutdown: Cancella
     // Handshakes of disabled users and revoked tokens are refused, and the
     // connections of a user stopped later closed (`Gateway::with_hub`).
     let user_tokens = tokens.clone().with_statuses(user_statuses::board(&config, None, &mut readiness).await?);
-    let messaging: Arc<dyn Messaging> = Arc::new(RemoteMessaging::new(
-        lazy_channel(&im.addr, im.timeout, &CallTls::from_config(&config.tls)?)?,
-        user_tokens.clone(),
-        im.timeout,
-    ));
+    let node = lazy_channel(&im.addr, im.timeout, &CallTls::from_config(&config.tls)?)?;
+    let acting = Arc::new(ActingUser::new(user_tokens.clone()));
+    let directory = crate::sign_in::remote(&config, &tokens, &CallTls::from_config(&config.tls)?)?;
+    let services = Services {
+        messaging: Arc::new(RemoteMessaging::new(node.clone(), acting.clone(), im.timeout)),
+        users: directory.users,
+        groups: Arc::new(RemoteGroupService::new(node, acting)),
+    };
 
     let hub = Arc::new(Hub::new(GatewayId(gateway_addr.clone())));
-    let gateway = Gateway::with_hub(hub.clone(), messaging, registry, user_tokens, serve::gateway_limits(&config));
+    let gateway = Gateway::with_hub(hub.clone(), services, registry, user_tokens, serve::gateway_limits(&config));
 
     // A gateway's core job is to reach a node; the registry only degrades
     // pushes to users who connect while it is away.
@@ -108,9 +111,9 @@ pub async fn run(config: Config, listeners: GatewayListeners, shutdown: Cancella
         config.observability.metrics_enabled,
         shutdown.clone(),
     );
-    let directory = crate::sign_in::remote(&config, &tokens, &CallTls::from_config(&config.tls)?)?;
-    let ws = axum::serve(guard.http1(listeners.ws), crate::sign_in::gateway_service(&gateway, directory, &config))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let ws =
+        axum::serve(guard.http1(listeners.ws), crate::sign_in::gateway_service(&gateway, directory.sign_in, &config))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let push = serve::grpc_server(serve::internal_only)
         .add_service(PushApi::new(hub, tokens).into_service())
         .serve_with_incoming_shutdown(serve::grpc_incoming(&guard, listeners.push), shutdown.clone().cancelled_owned());

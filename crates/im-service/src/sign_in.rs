@@ -1,6 +1,7 @@
-//! Where the gateway's `POST /login` checks passwords: the user directory in
-//! this process, or the User Service's `Login`; in a gateway process with no
-//! User Service configured, nowhere, and sign-in says so.
+//! Where the gateway's `POST /login` checks passwords, and where its `users`
+//! request finds names: the user directory in this process, or the User
+//! Service (`Login`, `GetUser`); in a gateway process with no User Service
+//! configured, nowhere, and each says so.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -11,8 +12,9 @@ use axum::Router;
 use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
 use im_auth::Tokens;
 use im_config::Config;
-use im_core::ports::{SignIn, User};
-use im_core::{ErrorCode, ImError};
+use im_core::error::BackendError;
+use im_core::ports::{BackendResult, CreateUser, SignIn, User, UserStore};
+use im_core::{ErrorCode, ImError, UserId};
 use im_gateway::Gateway;
 use im_gateway::login::{self, LoginLimits};
 
@@ -20,20 +22,32 @@ use crate::connection_limits::PeerAddr;
 use crate::remote::RemoteUsers;
 use crate::tls::CallTls;
 
-/// The User Service at `USER_SERVICE_ADDR`, or [`NoDirectory`] when it is
-/// not set.
-pub fn remote(config: &Config, tokens: &Tokens, tls: &CallTls) -> anyhow::Result<Arc<dyn SignIn>> {
-    let user = &config.services.user;
-    if user.addr.is_empty() {
-        return Ok(Arc::new(NoDirectory));
-    }
-    let users = RemoteUsers::new(&user.addr, user.timeout, tls, tokens.clone())
-        .context("services.user.addr (USER_SERVICE_ADDR)")?;
-    Ok(Arc::new(users))
+/// What a gateway asks the user directory: sign-in, and users by id and
+/// name (the client protocol's `users` request).
+pub struct DirectoryForGateway {
+    pub sign_in: Arc<dyn SignIn>,
+    pub users: Arc<dyn UserStore>,
 }
 
-/// Sign-in in a gateway that knows no user directory.
+/// The User Service at `USER_SERVICE_ADDR`, or [`NoDirectory`] when it is
+/// not set.
+pub fn remote(config: &Config, tokens: &Tokens, tls: &CallTls) -> anyhow::Result<DirectoryForGateway> {
+    let user = &config.services.user;
+    if user.addr.is_empty() {
+        return Ok(DirectoryForGateway { sign_in: Arc::new(NoDirectory), users: Arc::new(NoDirectory) });
+    }
+    let users = Arc::new(
+        RemoteUsers::new(&user.addr, user.timeout, tls, tokens.clone())
+            .context("services.user.addr (USER_SERVICE_ADDR)")?,
+    );
+    Ok(DirectoryForGateway { sign_in: users.clone(), users })
+}
+
+/// A gateway that knows no user directory: sign-in and user lookups say
+/// what is missing.
 pub struct NoDirectory;
+
+const NEEDS_USER_SERVICE: &str = "this needs the user service: set USER_SERVICE_ADDR on this gateway";
 
 #[async_trait]
 impl SignIn for NoDirectory {
@@ -42,6 +56,19 @@ impl SignIn for NoDirectory {
             ErrorCode::Unavailable,
             "sign-in with a password needs the user service: set USER_SERVICE_ADDR on this gateway",
         ))
+    }
+}
+
+#[async_trait]
+impl UserStore for NoDirectory {
+    async fn create_user(&self, _name: &str) -> BackendResult<CreateUser> {
+        Err(BackendError::unavailable(NEEDS_USER_SERVICE))
+    }
+    async fn user_by_id(&self, _id: UserId) -> BackendResult<Option<User>> {
+        Err(BackendError::unavailable(NEEDS_USER_SERVICE))
+    }
+    async fn user_by_name(&self, _name: &str) -> BackendResult<Option<User>> {
+        Err(BackendError::unavailable(NEEDS_USER_SERVICE))
     }
 }
 

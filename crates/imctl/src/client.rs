@@ -407,6 +407,14 @@ fn request_kind(body: &client_frame::Body) -> &'static str {
         client_frame::Body::MarkRead(_) => "mark_read",
         client_frame::Body::ListConversations(_) => "list_conversations",
         client_frame::Body::Ping(_) => "ping",
+        client_frame::Body::Users(_) => "users",
+        client_frame::Body::CreateGroup(_) => "create_group",
+        client_frame::Body::AddMembers(_) => "add_members",
+        client_frame::Body::RemoveMember(_) => "remove_member",
+        client_frame::Body::LeaveGroup(_) => "leave_group",
+        client_frame::Body::ListMembers(_) => "list_members",
+        client_frame::Body::ListGroups(_) => "list_groups",
+        client_frame::Body::ReadStatus(_) => "read_status",
     }
 }
 
@@ -420,6 +428,11 @@ fn unexpected(kind: &str, body: &server_frame::Body) -> anyhow::Error {
         server_frame::Body::Pong(_) => "pong",
         server_frame::Body::Conversations(_) => "conversations",
         server_frame::Body::MarkRead(_) => "mark_read",
+        server_frame::Body::Users(_) => "users",
+        server_frame::Body::Group(_) => "group",
+        server_frame::Body::GroupChanged(_) => "group_changed",
+        server_frame::Body::Groups(_) => "groups",
+        server_frame::Body::ReadStatus(_) => "read_status",
     };
     anyhow!("the server answered {kind} with a {got} frame")
 }

@@ -41,14 +41,16 @@ pub fn role_from_pb(value: i32) -> Result<Role, ImError> {
     }
 }
 
-fn group_id(raw: u64) -> Result<GroupId, ImError> {
+/// A group id from the wire; 0 (unset) is refused.
+pub fn group_id(raw: u64) -> Result<GroupId, ImError> {
     if raw == 0 {
         return Err(ImError::invalid("group 0 does not exist: group ids start at 1"));
     }
     Ok(GroupId(raw))
 }
 
-fn user_id(raw: u64) -> Result<UserId, ImError> {
+/// A user id from the wire; 0 (unset) is refused.
+pub fn user_id(raw: u64) -> Result<UserId, ImError> {
     if raw == 0 {
         return Err(ImError::invalid("user 0 does not exist: user ids start at 1"));
     }
@@ -59,7 +61,8 @@ fn users_to_wire(users: &[UserId]) -> Vec<u64> {
     users.iter().map(|user| user.0).collect()
 }
 
-fn users_from_wire(users: Vec<u64>) -> Result<Vec<UserId>, ImError> {
+/// User ids from the wire; any 0 is refused.
+pub fn users_from_wire(users: Vec<u64>) -> Result<Vec<UserId>, ImError> {
     users.into_iter().map(user_id).collect()
 }
 

@@ -38,21 +38,15 @@ impl GroupGrpc {
 }
 
 fn group_id(raw: u64) -> Result<GroupId, Status> {
-    if raw == 0 {
-        return Err(status(ImError::invalid("group is required")));
-    }
-    Ok(GroupId(raw))
+    convert::group_id(raw).map_err(status)
 }
 
 fn user_id(raw: u64) -> Result<UserId, Status> {
-    if raw == 0 {
-        return Err(status(ImError::invalid("user is required")));
-    }
-    Ok(UserId(raw))
+    convert::user_id(raw).map_err(status)
 }
 
 fn user_ids(raw: &[u64]) -> Result<Vec<UserId>, Status> {
-    raw.iter().map(|&id| user_id(id)).collect()
+    convert::users_from_wire(raw.to_vec()).map_err(status)
 }
 
 #[tonic::async_trait]

@@ -44,7 +44,7 @@ impl RemoteGroups {
 /// An answer of the directory in domain terms. One that does not convert is
 /// the directory's fault, not the caller's: `INTERNAL`, not the
 /// `INVALID_ARGUMENT` the conversion reports.
-fn answer<W, T>(call: &str, wire: W, convert: impl FnOnce(W) -> Result<T, ImError>) -> Result<T, ImError> {
+pub(super) fn answer<W, T>(call: &str, wire: W, convert: impl FnOnce(W) -> Result<T, ImError>) -> Result<T, ImError> {
     convert(wire).map_err(|e| {
         tracing::error!(call, error = %e.message, "the group directory answered something impossible");
         ImError::internal(format!("the group directory answered {call} with an impossible value"))

@@ -12,10 +12,10 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::support::{Node, ack};
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A WebSocket that asked for (and got) the JSON subprotocol.
-async fn json_client(url: &str, token: &str) -> Socket {
+pub async fn json_client(url: &str, token: &str) -> Socket {
     let mut request = format!("{url}?device=browser").into_client_request().unwrap();
     request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
     request.headers_mut().insert("sec-websocket-protocol", "im.v1.json".parse().unwrap());
@@ -25,7 +25,7 @@ async fn json_client(url: &str, token: &str) -> Socket {
 }
 
 /// The next text frame, as JSON (pings are skipped; a binary frame fails).
-async fn next_json(socket: &mut Socket) -> Value {
+pub async fn next_json(socket: &mut Socket) -> Value {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("a frame in time");
         match frame.expect("open").expect("readable") {

@@ -408,6 +408,8 @@ fn handle(state: &State, me: u64, conn: u64, body: client_frame::Body) -> Option
             Some(server_frame::Body::Conversations(client::ConversationList { conversations, groups_unchecked: false }))
         }
         client_frame::Body::Ping(ping) => Some(server_frame::Body::Pong(client::Pong { nonce: ping.nonce })),
+        // imctl makes these calls over gRPC, never on its WebSocket.
+        other => error(InvalidArgument, &format!("the fake serves no {other:?} on the WebSocket")),
     }
 }
 
