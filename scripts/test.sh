@@ -18,8 +18,13 @@ need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v make >/dev/null 2>&1 || need_apt+=(make)
 command -v perl >/dev/null 2>&1 || need_apt+=(perl)
+# The browser tests (crates/im-service/tests/e2e/browser.rs) drive headless
+# Chromium through chromedriver (and a font, so that the screenshots they save
+# can be read).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium fonts-dejavu-core)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
-  log "installing build packages: ${need_apt[*]}"
+  log "installing packages for the build and the tests: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"

@@ -11,6 +11,7 @@
 //! at (`gen`, absent for 0). Admin and service credentials are no user:
 //! the standing does not apply to them.
 
+mod attempts;
 mod identity;
 
 use std::fmt;
@@ -22,6 +23,7 @@ use im_core::{ImError, UserId};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+pub use attempts::SignInAttempts;
 pub use identity::{Identity, Role, Scope};
 
 /// Shortest secret accepted: 32 bytes, the HS256 key size.

@@ -145,6 +145,13 @@ impl ImError {
         self.retry_after = Some(after);
         self
     }
+
+    /// The wait hint in whole milliseconds, rounded up: a client that waits
+    /// exactly this long must not be refused again for the fraction of a
+    /// millisecond a cut would drop. `None` without a hint.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        self.retry_after.map(|after| u64::try_from(after.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX))
+    }
     /// The send was refused by the sensitive-word filter. The message never
     /// names the entry: the list is not for clients to read.
     /// A send whose client_msg_id this sender already used for another

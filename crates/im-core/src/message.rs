@@ -119,6 +119,10 @@ pub struct ConversationSummary {
     pub read_seq: Seq,
     /// Messages from others after `read_seq`.
     pub unread: u64,
+    /// How far the other member of a private conversation has read, so that
+    /// a client shows "read" on its own messages after a restart, not only
+    /// from live receipts. Zero in a group (members ask `GetReadStatus`).
+    pub peer_read_seq: Seq,
 }
 
 /// A user's conversation list.

@@ -27,8 +27,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use im_auth::SignInAttempts;
 use im_core::limits::client_source;
 use im_core::ports::SignIn;
 use im_core::{ErrorCode, ErrorReason, ImError};
@@ -52,7 +51,7 @@ pub struct LoginLimits {
 
 struct Login {
     directory: Arc<dyn SignIn>,
-    attempts: DefaultKeyedRateLimiter<IpAddr>,
+    attempts: SignInAttempts<IpAddr>,
     /// How long a check takes, smoothed, in µs: what a refusal waits.
     check_micros: AtomicU64,
 }
@@ -75,7 +74,7 @@ impl ClientAddress for SocketAddr {
 pub fn router<A: ClientAddress>(directory: Arc<dyn SignIn>, limits: LoginLimits) -> Router {
     let login = Login {
         directory,
-        attempts: RateLimiter::keyed(Quota::per_minute(limits.attempts_per_address_per_minute)),
+        attempts: SignInAttempts::per_minute(limits.attempts_per_address_per_minute, MAX_COUNTED_ADDRESSES),
         check_micros: AtomicU64::new(FIRST_CHECK_ESTIMATE.as_micros() as u64),
     };
     Router::new()
@@ -142,17 +141,7 @@ async fn login_handler<A: ClientAddress>(
 
 impl Login {
     fn count_attempt(&self, peer: IpAddr) -> Result<(), ImError> {
-        // When the table is full of addresses tried within the minute, more
-        // go uncounted rather than grow it (G10); the per-name limit of the
-        // user directory still holds.
-        if self.attempts.len() >= MAX_COUNTED_ADDRESSES {
-            self.attempts.retain_recent();
-            if self.attempts.len() >= MAX_COUNTED_ADDRESSES {
-                return Ok(());
-            }
-        }
-        self.attempts.check_key(&client_source(peer)).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
+        self.attempts.count(&client_source(peer)).map_err(|wait| {
             ImError::new(
                 ErrorCode::ResourceExhausted,
                 "too many sign-in attempts from this address: wait and try again",
@@ -193,8 +182,7 @@ fn error_response(error: &ImError) -> Response {
         code: error.code.as_str(),
         reason: error.reason.map(ErrorReason::as_str),
         message: error.message.clone(),
-        // Rounded up, as the client protocol's hint.
-        retry_after_ms: error.retry_after.map(|wait| wait.as_nanos().div_ceil(1_000_000) as u64),
+        retry_after_ms: error.retry_after_ms(),
     };
     let mut response = (http_status(error.code), Json(body)).into_response();
     if let Some(wait) = error.retry_after {

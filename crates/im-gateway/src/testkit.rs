@@ -154,6 +154,7 @@ impl Messaging for FakeMessaging {
             max_seq: Seq(3),
             read_seq: Seq(1),
             unread: 2,
+            peer_read_seq: Seq(3),
         }];
         Ok(ConversationList { summaries, groups_unchecked: false })
     }

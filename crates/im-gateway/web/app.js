@@ -267,7 +267,7 @@
    * conversations: id → {
    *   id, kind: "p" | "g", peer, groupId,
    *   maxSeq, readSeq, unread,       // from list_conversations, kept current
-   *   peerReadSeq,                   // the other user's read position (receipts)
+   *   peerReadSeq,                   // the other user's read position (list, receipts)
    *   last: { seq, text, fromUser, time } | null,
    *   lastFetchedFor,                // the maxSeq whose last message was asked
    *   activity,                      // ms, for sorting the list
@@ -746,6 +746,9 @@
       // max: a push that arrived meanwhile may already know a newer seq.
       conv.maxSeq = Math.max(conv.maxSeq, num(summary.maxSeq));
       conv.readSeq = Math.max(conv.readSeq, num(summary.readSeq));
+      // How far the peer read, also after a reload (receipts only tell what
+      // happens while the page is open).
+      conv.peerReadSeq = Math.max(conv.peerReadSeq, num(summary.peerReadSeq));
       conv.unread = num(summary.unread);
       if (summary.peer) conv.peer = id(summary.peer);
       if (summary.groupId) conv.groupId = id(summary.groupId);

@@ -105,6 +105,7 @@ pub fn conversation_summary(s: &ConversationSummary, viewer: UserId) -> client::
         read_seq: s.read_seq.0,
         unread: s.unread,
         group_id: s.conversation.group().map_or(0, |group| group.0),
+        peer_read_seq: s.peer_read_seq.0,
     }
 }
 
@@ -128,6 +129,7 @@ pub fn conversation_summaries(list: client::ConversationList) -> Result<Conversa
                 max_seq: Seq(s.max_seq),
                 read_seq: Seq(s.read_seq),
                 unread: s.unread,
+                peer_read_seq: Seq(s.peer_read_seq),
             })
         })
         .collect::<Result<_, ImError>>()?;
@@ -172,11 +174,7 @@ impl From<&ImError> for client::Error {
             code: client::ErrorCode::from(e.code) as i32,
             message: e.message.clone(),
             reason: e.reason.map(|reason| reason.as_str().to_owned()).unwrap_or_default(),
-            // Rounded up: a client that waits exactly this long must not be
-            // refused again for the fraction of a millisecond cut off.
-            retry_after_ms: e
-                .retry_after
-                .map_or(0, |after| u32::try_from(after.as_nanos().div_ceil(1_000_000)).unwrap_or(u32::MAX)),
+            retry_after_ms: e.retry_after_ms().map_or(0, |ms| u32::try_from(ms).unwrap_or(u32::MAX)),
         }
     }
 }

@@ -171,7 +171,8 @@ impl MessagingService {
             let max_seq = self.store.max_seq(conversation).await?;
             let read_seq = self.receipts.read_position(user, conversation).await?;
             let unread = self.store.count_unread(conversation, user, read_seq.max(member.joined_after)).await?;
-            summaries.push(ConversationSummary { conversation, max_seq, read_seq, unread });
+            let peer_read_seq = Seq::ZERO;
+            summaries.push(ConversationSummary { conversation, max_seq, read_seq, unread, peer_read_seq });
         }
         Ok((summaries, unchecked))
     }

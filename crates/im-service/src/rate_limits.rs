@@ -186,10 +186,13 @@ impl UserRateLimits {
 /// The refusal of a request over `limit`, to retry after `wait`.
 pub fn rate_limited(limit: Limit, wait: Duration) -> ImError {
     // A whole millisecond at least: 0 reads as "no hint" on the wire.
-    let wait = wait.max(Duration::from_millis(1));
-    ImError::exhausted(format!("rate limit on {} reached: retry in {} ms", limit.as_str(), wait.as_millis()))
+    let mut refusal = ImError::exhausted("")
         .with_reason(ErrorReason::RateLimited)
-        .with_retry_after(wait)
+        .with_retry_after(wait.max(Duration::from_millis(1)));
+    // The text says the same wait as the hint (rounded up).
+    let ms = refusal.retry_after_ms().unwrap_or(1);
+    refusal.message = format!("rate limit on {} reached: retry in {ms} ms", limit.as_str());
+    refusal
 }
 
 #[cfg(test)]

@@ -20,8 +20,7 @@ use std::time::Duration;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use im_auth::SignInAttempts;
 use im_core::ports::{PasswordStore, User};
 use im_core::{ErrorCode, ErrorReason, ImError, UserId, limits};
 use tokio::sync::Semaphore;
@@ -67,7 +66,7 @@ pub struct Passwords {
     /// real hash to check, so that it costs the same.
     decoy: String,
     hashing: Arc<Semaphore>,
-    attempts: DefaultKeyedRateLimiter<String>,
+    attempts: SignInAttempts<String>,
 }
 
 /// Is `password` acceptable to set? The message says what is wrong.
@@ -101,7 +100,7 @@ impl Passwords {
             argon,
             decoy,
             hashing: Arc::new(Semaphore::new(MAX_HASHING)),
-            attempts: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            attempts: SignInAttempts::per_minute(per_minute, MAX_COUNTED_NAMES),
         })
     }
 
@@ -142,19 +141,10 @@ impl Passwords {
         if matches && has_hash { Ok(()) } else { Err(invalid_credentials()) }
     }
 
-    /// Counts one attempt on `name`; refused (rate limited) past the limit.
-    /// When the table is full of names tried within the minute (a flood of
-    /// made-up names), further names go uncounted: the gateway's limit per
-    /// address is what holds such a flood.
+    /// Counts one attempt on `name` (unknown names too, so that the limit
+    /// does not tell which names exist).
     fn count_attempt(&self, name: &str) -> Result<(), ImError> {
-        if self.attempts.len() >= MAX_COUNTED_NAMES {
-            self.attempts.retain_recent();
-            if self.attempts.len() >= MAX_COUNTED_NAMES {
-                return Ok(());
-            }
-        }
-        self.attempts.check_key(&name.to_owned()).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
+        self.attempts.count(&name.to_owned()).map_err(|wait| {
             ImError::new(ErrorCode::ResourceExhausted, "too many sign-in attempts for this name: wait and try again")
                 .with_reason(ErrorReason::RateLimited)
                 .with_retry_after(wait)

@@ -73,6 +73,8 @@ pub struct ConversationJson<'a> {
     pub max_seq: u64,
     pub read_seq: u64,
     pub unread: u64,
+    /// How far the peer read (private conversations).
+    pub peer_read_seq: u64,
 }
 
 impl<'a> From<&'a client::ConversationSummary> for ConversationJson<'a> {
@@ -84,6 +86,7 @@ impl<'a> From<&'a client::ConversationSummary> for ConversationJson<'a> {
             max_seq: c.max_seq,
             read_seq: c.read_seq,
             unread: c.unread,
+            peer_read_seq: c.peer_read_seq,
         }
     }
 }
@@ -379,10 +382,11 @@ mod tests {
             read_seq: 4,
             unread: 5,
             group_id: 0,
+            peer_read_seq: 8,
         };
         assert_eq!(
             to_value(&ConversationJson::from(&c)),
-            json!({"id": "p:3:7", "peer": 7, "group": 0, "max_seq": 9, "read_seq": 4, "unread": 5})
+            json!({"id": "p:3:7", "peer": 7, "group": 0, "max_seq": 9, "read_seq": 4, "unread": 5, "peer_read_seq": 8})
         );
         let g = client::ConversationSummary { conversation_id: "g:5".into(), peer: 0, group_id: 5, ..c };
         assert_eq!(to_value(&ConversationJson::from(&g))["group"], 5);

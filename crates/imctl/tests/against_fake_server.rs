@@ -277,7 +277,7 @@ async fn binary_client_commands_print_json_lines() {
     let out = imctl(&server, &["conversations", "--token", &bob], None).await;
     assert_eq!(
         json_lines(&out)[0],
-        serde_json::json!({"id": "p:1:2", "peer": 1, "group": 0, "max_seq": 3, "read_seq": 1, "unread": 2})
+        serde_json::json!({"id": "p:1:2", "peer": 1, "group": 0, "max_seq": 3, "read_seq": 1, "unread": 2, "peer_read_seq": 0})
     );
 
     let out = imctl(&server, &["conversations", "--token", "tok-77"], None).await;

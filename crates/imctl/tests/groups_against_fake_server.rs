@@ -195,7 +195,7 @@ async fn sync_conversations_and_read_cover_group_conversations() {
     let out = imctl(&server, &["conversations", "--token", &carol], None).await;
     assert_eq!(
         json_lines(&out)[0],
-        json!({"id": "g:1", "peer": 0, "group": 1, "max_seq": 2, "read_seq": 1, "unread": 1})
+        json!({"id": "g:1", "peer": 0, "group": 1, "max_seq": 2, "read_seq": 1, "unread": 1, "peer_read_seq": 0})
     );
     let out = imctl(&server, &["group", "read-status", "--token", &alice, "1", "1"], None).await;
     assert_eq!(stdout(&out), "seq 1 in group 1: read by 1 member(s): carol (3)\n");

@@ -255,6 +255,7 @@ pub async fn conversations_are_listed_most_recent_first_with_unread_counts<S: Me
         max_seq: Seq(max_seq),
         read_seq: Seq::ZERO,
         unread,
+        peer_read_seq: Seq::ZERO,
     };
     // Only messages from the other side are unread.
     assert_eq!(store.conversations_of(a).await.unwrap(), vec![summary(ac, 2, 1), summary(ab, 1, 1)]);

@@ -68,19 +68,27 @@ pub async fn unread_counts_follow_the_read_position<S: MessageStore + ReceiptSto
     let mut batch: Vec<_> = (1..=5).map(|seq| message(ab, b, seq, &unique_name("k"), 1000 + seq as i64)).collect();
     batch.push(message(ab, a, 6, &unique_name("k"), 1006));
     store.append(&batch).await.unwrap();
-    let summary =
-        |read_seq, unread| ConversationSummary { conversation: ab, max_seq: Seq(6), read_seq: Seq(read_seq), unread };
+    let summary = |read_seq, unread, peer_read_seq| ConversationSummary {
+        conversation: ab,
+        max_seq: Seq(6),
+        read_seq: Seq(read_seq),
+        unread,
+        peer_read_seq: Seq(peer_read_seq),
+    };
 
-    assert_eq!(store.conversations_of(a).await.unwrap(), vec![summary(0, 5)]);
+    assert_eq!(store.conversations_of(a).await.unwrap(), vec![summary(0, 5, 0)]);
     store.mark_read(a, ab, Seq(3)).await.unwrap();
-    assert_eq!(store.conversations_of(a).await.unwrap(), vec![summary(3, 2)]);
+    assert_eq!(store.conversations_of(a).await.unwrap(), vec![summary(3, 2, 0)]);
     store.mark_read(a, ab, Seq(6)).await.unwrap();
-    assert_eq!(store.conversations_of(a).await.unwrap(), vec![summary(6, 0)]);
+    assert_eq!(store.conversations_of(a).await.unwrap(), vec![summary(6, 0, 0)]);
     // Marking an older seq changes nothing.
     store.mark_read(a, ab, Seq(2)).await.unwrap();
-    assert_eq!(store.conversations_of(a).await.unwrap(), vec![summary(6, 0)]);
-    // The other side's count is its own.
-    assert_eq!(store.conversations_of(b).await.unwrap(), vec![summary(0, 1)]);
+    assert_eq!(store.conversations_of(a).await.unwrap(), vec![summary(6, 0, 0)]);
+    // The other side's count is its own; each sees how far the other read.
+    assert_eq!(store.conversations_of(b).await.unwrap(), vec![summary(0, 1, 6)]);
+    store.mark_read(b, ab, Seq(4)).await.unwrap();
+    assert_eq!(store.conversations_of(a).await.unwrap(), vec![summary(6, 0, 4)]);
+    assert_eq!(store.conversations_of(b).await.unwrap(), vec![summary(4, 1, 6)]);
 }
 
 pub async fn readers_are_those_at_or_past_a_seq_by_id<S: ReceiptStore + ?Sized>(store: Arc<S>) {

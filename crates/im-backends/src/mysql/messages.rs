@@ -455,7 +455,9 @@ impl MessageStore for MysqlStore {
         // NULL (no message, no receipt) is left for Rust to read as zero:
         // COALESCE of an unsigned column and a literal has no single type
         // across the two servers.
-        let rows: Vec<(Vec<u8>, Option<u64>, Option<u64>, i64)> = self
+        // `p` is the peer's receipt: a private conversation's receipts are
+        // its two members'.
+        let rows: Vec<(Vec<u8>, Option<u64>, Option<u64>, i64, Option<u64>)> = self
             .reading(DbOperation::ConversationsOf, async |conn| {
                 sqlx::query_as(
                     "SELECT c.conversation, \
@@ -463,9 +465,11 @@ impl MessageStore for MysqlStore {
                             r.read_seq, \
                             (SELECT COUNT(*) FROM messages m \
                               WHERE m.conversation = c.conversation AND m.seq > COALESCE(r.read_seq, 0) \
-                                AND m.sender <> c.user_id) \
+                                AND m.sender <> c.user_id), \
+                            p.read_seq \
                      FROM conversation_members c \
                      LEFT JOIN receipts r ON r.user_id = c.user_id AND r.conversation = c.conversation \
+                     LEFT JOIN receipts p ON p.conversation = c.conversation AND p.user_id <> c.user_id \
                      WHERE c.user_id = ? \
                      ORDER BY (SELECT m.server_time_ms FROM messages m WHERE m.conversation = c.conversation \
                                 ORDER BY m.seq DESC LIMIT 1) DESC, \
@@ -478,12 +482,13 @@ impl MessageStore for MysqlStore {
             })
             .await?;
         rows.into_iter()
-            .map(|(conversation, max_seq, read_seq, unread)| {
+            .map(|(conversation, max_seq, read_seq, unread, peer_read_seq)| {
                 Ok(ConversationSummary {
                     conversation: conversation_from_column(conversation)?,
                     max_seq: Seq(max_seq.unwrap_or(0)),
                     read_seq: Seq(read_seq.unwrap_or(0)),
                     unread: count_from_column(unread, "unread count")?,
+                    peer_read_seq: Seq(peer_read_seq.unwrap_or(0)),
                 })
             })
             .collect()

@@ -538,15 +538,19 @@ impl MessageStore for SqliteStore {
     /// and unread count, most recently active first.
     async fn conversations_of(&self, user: UserId) -> BackendResult<Vec<ConversationSummary>> {
         // Each subquery is a range scan of the (conversation, seq) index.
-        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        // `p` is the peer's receipt: a private conversation's receipts are
+        // its two members'.
+        let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
             "SELECT c.conversation, \
                     COALESCE((SELECT MAX(m.seq) FROM messages m WHERE m.conversation = c.conversation), 0), \
                     COALESCE(r.read_seq, 0), \
                     (SELECT COUNT(*) FROM messages m \
                       WHERE m.conversation = c.conversation AND m.seq > COALESCE(r.read_seq, 0) \
-                        AND m.sender <> c.user_id) \
+                        AND m.sender <> c.user_id), \
+                    COALESCE(p.read_seq, 0) \
              FROM conversation_members c \
              LEFT JOIN receipts r ON r.user_id = c.user_id AND r.conversation = c.conversation \
+             LEFT JOIN receipts p ON p.conversation = c.conversation AND p.user_id <> c.user_id \
              WHERE c.user_id = ? \
              ORDER BY (SELECT m.server_time_ms FROM messages m WHERE m.conversation = c.conversation \
                         ORDER BY m.seq DESC LIMIT 1) DESC, \
@@ -557,12 +561,13 @@ impl MessageStore for SqliteStore {
         .await
         .map_err(map_sqlx)?;
         rows.into_iter()
-            .map(|(conversation, max_seq, read_seq, unread)| {
+            .map(|(conversation, max_seq, read_seq, unread, peer_read_seq)| {
                 Ok(ConversationSummary {
                     conversation: conversation_from_column(&conversation)?,
                     max_seq: seq_from_column(max_seq)?,
                     read_seq: seq_from_column(read_seq)?,
                     unread: from_column(unread, "unread count")?,
+                    peer_read_seq: seq_from_column(peer_read_seq)?,
                 })
             })
             .collect()

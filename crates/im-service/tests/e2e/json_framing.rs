@@ -63,6 +63,20 @@ async fn a_json_client_sends_and_receives_what_a_binary_client_does() {
     assert_eq!(push["push"]["body"], "aGkgYWxpY2U=", "{push}");
     assert_eq!(push["push"]["fromUser"], bob.to_string());
 
+    // bob reads alice's message: her list says how far he read (a page
+    // reloaded after the receipt push still shows "read").
+    bob_phone.mark_read(&format!("p:{alice}:{bob}"), 1).await;
+    browser.send(Message::text(json!({"reqId": "9", "listConversations": {}}).to_string())).await.unwrap();
+    let listed = loop {
+        let frame = next_json(&mut browser).await;
+        if frame["reqId"] == "9" {
+            break frame;
+        }
+    };
+    let conversation = &listed["conversations"]["conversations"][0];
+    assert_eq!(conversation["peerReadSeq"], "1", "{listed}");
+    assert_eq!(conversation["peer"], bob.to_string());
+
     // A frame that is not a ClientFrame is refused under its reqId, and the
     // connection goes on.
     browser.send(Message::text(r#"{"reqId":"2","send":{"toUser":"not a number"}}"#)).await.unwrap();

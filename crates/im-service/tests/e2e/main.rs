@@ -3,6 +3,7 @@
 
 mod broker;
 mod broker_restart;
+mod browser;
 mod client_groups;
 mod cluster;
 mod config;

@@ -375,13 +375,15 @@ fn handle(state: &State, me: u64, conn: u64, body: client_frame::Body) -> Option
                 .map(|(id, c)| {
                     let max_seq = c.messages.len() as u64;
                     let read_seq = c.read.get(&me).copied().unwrap_or(0);
+                    let peer = if c.members[0] == me { c.members[1] } else { c.members[0] };
                     client::ConversationSummary {
                         conversation_id: id.clone(),
-                        peer: if c.members[0] == me { c.members[1] } else { c.members[0] },
+                        peer,
                         max_seq,
                         read_seq,
                         unread: max_seq - read_seq,
                         group_id: 0,
+                        peer_read_seq: c.read.get(&peer).copied().unwrap_or(0),
                     }
                 })
                 .collect();
@@ -402,6 +404,7 @@ fn handle(state: &State, me: u64, conn: u64, body: client_frame::Body) -> Option
                     read_seq,
                     unread,
                     group_id: group,
+                    peer_read_seq: 0,
                 });
             }
             conversations.sort_by(|a, b| a.conversation_id.cmp(&b.conversation_id));
