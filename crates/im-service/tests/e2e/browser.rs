@@ -671,6 +671,34 @@ async fn people_chat_in_the_browser(server: Server<'_>, mode: &str, [alice, bob,
     }
     shots.take(&bob_page, "bob-sees-html-as-text").await;
 
+    // g. At phone width the page is one column: the open conversation with
+    // a Back button, and Back shows the list; the list works by keyboard
+    // (Enter on a focused conversation opens it).
+    bob_page.client.set_window_size(390, 844).await.expect("a phone-sized window");
+    let shown = async |css: &str| if bob_page.displayed(css).await? { Ok(()) } else { Err(format!("{css} is hidden")) };
+    let gone = async |css: &str| if bob_page.displayed(css).await? { Err(format!("{css} is shown")) } else { Ok(()) };
+    bob_page
+        .wait("the conversation alone, with Back", UI_WAIT, async || {
+            shown("#back").await?;
+            shown("#compose-input").await?;
+            gone("#conversations").await
+        })
+        .await;
+    shots.take(&bob_page, "bob-phone-width-conversation").await;
+    bob_page.click("#back").await;
+    bob_page
+        .wait("the list alone", UI_WAIT, async || {
+            shown("#conversations").await?;
+            gone("#compose-input").await
+        })
+        .await;
+    shots.take(&bob_page, "bob-phone-width-list").await;
+    let item = bob_page.element(&private_item).await;
+    item.send_keys(&char::from(Key::Enter).to_string()).await.expect("Enter on the conversation");
+    bob_page.wait_text("#conversation-title", "alice").await;
+    bob_page.wait("the conversation opened by keyboard", UI_WAIT, async || shown("#compose-input").await).await;
+    shots.take(&bob_page, "bob-phone-width-opened-by-keyboard").await;
+
     for page in [alice_page, bob_page, carol_page] {
         page.close().await;
     }
