@@ -209,6 +209,7 @@ keys! {
     "AUTH_PASSWORD_PARALLELISM"        => auth.password_parallelism, Project, "argon2id lanes (1 to 16).";
     "LIMIT_LOGIN_ATTEMPTS_PER_MINUTE"  => auth.login_attempts_per_minute, Project, "Sign-in attempts per user name and minute on one user directory; beyond, sign-in is refused as rate limited (after the same work) until the attempts are earned back. At least 1.";
     "LIMIT_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE" => auth.login_attempts_per_address_per_minute, Project, "POST /login attempts per client address (IPv6: its /64) and minute on one gateway; beyond, 429 rate_limited with Retry-After. At least 1.";
+    "AUTH_TRUSTED_PROXIES"             => auth.trusted_proxies, Project, "Reverse proxies in front of the gateways (addresses or CIDR blocks, comma-separated in env): a POST /login from one of them is counted against the client its X-Forwarded-For names (the last address not itself a trusted proxy). Empty: the TCP peer is the client, and X-Forwarded-For is ignored.";
 
     "TLS_CERT_FILE"                    => tls.cert_file, Project, "PEM certificate chain. With tls.key_file, every listener of this process speaks TLS (wss://, gRPC over TLS, https:// probes and metrics) and its calls to the other services use TLS.";
     "TLS_KEY_FILE"                     => tls.key_file, Project, "PEM private key of tls.cert_file (PKCS#8, PKCS#1 or SEC1).";

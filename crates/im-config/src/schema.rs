@@ -550,6 +550,25 @@ pub struct AuthConfig {
     pub login_attempts_per_minute: u32,
     /// Sign-in attempts per client address (IPv6: its /64) and minute, on one gateway.
     pub login_attempts_per_address_per_minute: u32,
+    /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For`
+    /// names the client of a `POST /login`; empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl AuthConfig {
+    /// [`Self::trusted_proxies`] as networks (a bare address is its own
+    /// /32 or /128); validation refuses what does not parse, and this skips it.
+    pub fn trusted_proxy_networks(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies.iter().filter_map(|entry| parse_network(entry).ok()).collect()
+    }
+}
+
+/// An address or a CIDR block.
+pub(crate) fn parse_network(entry: &str) -> Result<ipnet::IpNet, String> {
+    entry
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{entry:?} is neither an IP address nor a CIDR block (10.0.0.0/8, fd00::/8)"))
 }
 
 /// The argon2id cost OWASP's password storage guide gives for 19 MiB: about
@@ -566,6 +585,7 @@ impl Default for AuthConfig {
             password_parallelism: 1,
             login_attempts_per_minute: 10,
             login_attempts_per_address_per_minute: 30,
+            trusted_proxies: Vec::new(),
         }
     }
 }

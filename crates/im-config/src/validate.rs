@@ -373,6 +373,11 @@ fn features(checks: &mut Checks, config: &Config) {
     }
     checks.positive("auth.login_attempts_per_minute", auth.login_attempts_per_minute.into());
     checks.positive("auth.login_attempts_per_address_per_minute", auth.login_attempts_per_address_per_minute.into());
+    for entry in &auth.trusted_proxies {
+        if let Err(error) = crate::schema::parse_network(entry) {
+            checks.fail("auth.trusted_proxies", error);
+        }
+    }
     // A generated key is this process's own: the services would reject each
     // other's calls and the tokens the others issued.
     let services = &config.services;

@@ -378,3 +378,14 @@ fn the_deploy_config_selects_the_production_backends() {
     let error = im_config::load(Some(&path), &HashMap::new()).unwrap_err().to_string();
     assert!(error.contains("JWT_SECRET"), "{error}");
 }
+
+#[test]
+fn trusted_proxies_are_addresses_or_cidr_blocks() {
+    let config = Config::from_env(&env(&[("AUTH_TRUSTED_PROXIES", "10.0.0.0/8, fd00::/8,192.0.2.1")])).unwrap();
+    let networks: Vec<String> = config.auth.trusted_proxy_networks().iter().map(ToString::to_string).collect();
+    assert_eq!(networks, ["10.0.0.0/8", "fd00::/8", "192.0.2.1/32"]);
+    for bad in ["10.0.0.0/33", "proxy.internal", "10.0.0.0/8, 300.1.1.1"] {
+        let error = Config::from_env(&env(&[("AUTH_TRUSTED_PROXIES", bad)])).unwrap_err();
+        assert_eq!(located(error.problems()), [("auth.trusted_proxies", Some("AUTH_TRUSTED_PROXIES"))], "{bad}");
+    }
+}

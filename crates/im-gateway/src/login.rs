@@ -12,7 +12,10 @@
 //! Each client address has [`LoginLimits::attempts_per_address_per_minute`]
 //! attempts (an IPv6 client its /64); past them the answer is `429`
 //! `rate_limited` with `Retry-After`, given after about as long as a real
-//! check takes, so the refusal tells no more than a failure.
+//! check takes, so the refusal tells no more than a failure. Behind reverse
+//! proxies ([`LoginLimits::trusted_proxies`]) the client is the address
+//! their `X-Forwarded-For` names ([`client_of`]); a header from anyone else
+//! is ignored, so a client cannot pick the address it is counted under.
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -24,13 +27,14 @@ use axum::Json;
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use im_auth::SignInAttempts;
 use im_core::limits::client_source;
 use im_core::ports::SignIn;
 use im_core::{ErrorCode, ErrorReason, ImError};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 /// The largest request body: a name and a password, with room to spare.
@@ -43,14 +47,17 @@ const MAX_COUNTED_ADDRESSES: usize = 100_000;
 /// What the first refusals wait before any check was timed.
 const FIRST_CHECK_ESTIMATE: Duration = Duration::from_millis(30);
 
-/// `LIMIT_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE`.
-#[derive(Clone, Copy, Debug)]
+/// `LIMIT_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE`, `AUTH_TRUSTED_PROXIES`.
+#[derive(Clone, Debug)]
 pub struct LoginLimits {
     pub attempts_per_address_per_minute: NonZeroU32,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 struct Login {
     directory: Arc<dyn SignIn>,
+    trusted_proxies: Vec<IpNet>,
     attempts: SignInAttempts<IpAddr>,
     /// How long a check takes, smoothed, in µs: what a refusal waits.
     check_micros: AtomicU64,
@@ -74,6 +81,7 @@ impl ClientAddress for SocketAddr {
 pub fn router<A: ClientAddress>(directory: Arc<dyn SignIn>, limits: LoginLimits) -> Router {
     let login = Login {
         directory,
+        trusted_proxies: limits.trusted_proxies,
         attempts: SignInAttempts::per_minute(limits.attempts_per_address_per_minute, MAX_COUNTED_ADDRESSES),
         check_micros: AtomicU64::new(FIRST_CHECK_ESTIMATE.as_micros() as u64),
     };
@@ -111,10 +119,12 @@ struct ErrorBody {
 async fn login_handler<A: ClientAddress>(
     State(login): State<Arc<Login>>,
     ConnectInfo(peer): ConnectInfo<A>,
+    headers: HeaderMap,
     body: Result<Json<LoginRequest>, JsonRejection>,
 ) -> Response {
     let started = Instant::now();
-    if let Err(limited) = login.count_attempt(peer.ip()) {
+    let client = client_of(peer.ip(), &headers, &login.trusted_proxies);
+    if let Err(limited) = login.count_attempt(client) {
         // As long as a check would have taken: a refusal looks like a failure.
         tokio::time::sleep(login.check_estimate().saturating_sub(started.elapsed())).await;
         return error_response(&limited);
@@ -139,9 +149,32 @@ async fn login_handler<A: ClientAddress>(
     }
 }
 
+/// The client a request comes from: the TCP `peer`, unless the peer is a
+/// trusted proxy; then the last address of `X-Forwarded-For` (each proxy
+/// appends the address it heard from) that is not itself a trusted proxy.
+/// A header that cannot be read leaves the peer: counting all of a proxy's
+/// clients as one is safer than believing a garbled header.
+pub fn client_of(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut hops = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let Ok(value) = value.to_str() else { return peer };
+        for hop in value.split(',') {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) => hops.push(ip),
+                Err(_) => return peer,
+            }
+        }
+    }
+    hops.into_iter().rev().find(|hop| !is_trusted(hop)).unwrap_or(peer)
+}
+
 impl Login {
-    fn count_attempt(&self, peer: IpAddr) -> Result<(), ImError> {
-        self.attempts.count(&client_source(peer)).map_err(|wait| {
+    fn count_attempt(&self, client: IpAddr) -> Result<(), ImError> {
+        self.attempts.count(&client_source(client)).map_err(|wait| {
             ImError::new(
                 ErrorCode::ResourceExhausted,
                 "too many sign-in attempts from this address: wait and try again",

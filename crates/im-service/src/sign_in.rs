@@ -81,7 +81,10 @@ pub fn gateway_service(
 ) -> IntoMakeServiceWithConnectInfo<Router, PeerAddr> {
     // Validated to be at least 1.
     let per_minute = NonZeroU32::new(config.auth.login_attempts_per_address_per_minute).unwrap_or(NonZeroU32::MIN);
-    let limits = LoginLimits { attempts_per_address_per_minute: per_minute };
+    let limits = LoginLimits {
+        attempts_per_address_per_minute: per_minute,
+        trusted_proxies: config.auth.trusted_proxy_networks(),
+    };
     gateway
         .router()
         .merge(login::router::<PeerAddr>(directory, limits))

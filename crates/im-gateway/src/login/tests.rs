@@ -33,7 +33,8 @@ impl SignIn for OneUser {
 }
 
 fn app(directory: Arc<OneUser>, per_minute: u32, peer: &str) -> Router {
-    let limits = LoginLimits { attempts_per_address_per_minute: NonZeroU32::new(per_minute).unwrap() };
+    let limits =
+        LoginLimits { attempts_per_address_per_minute: NonZeroU32::new(per_minute).unwrap(), trusted_proxies: vec![] };
     router::<SocketAddr>(directory, limits).layer(MockConnectInfo(peer.parse::<SocketAddr>().unwrap()))
 }
 
@@ -79,7 +80,7 @@ async fn a_body_that_is_not_a_name_and_password_is_a_400_that_asks_nobody() {
 #[tokio::test]
 async fn an_address_past_its_attempts_gets_429_with_retry_after_and_others_do_not() {
     let directory = Arc::new(OneUser::default());
-    let limits = LoginLimits { attempts_per_address_per_minute: NonZeroU32::new(2).unwrap() };
+    let limits = LoginLimits { attempts_per_address_per_minute: NonZeroU32::new(2).unwrap(), trusted_proxies: vec![] };
     let shared = router::<SocketAddr>(directory.clone(), limits);
     let from = |peer: &str| shared.clone().layer(MockConnectInfo(peer.parse::<SocketAddr>().unwrap()));
     let first = from("10.0.0.1:1000");
@@ -110,4 +111,56 @@ async fn a_refusal_takes_about_as_long_as_a_check() {
     // The estimate starts at FIRST_CHECK_ESTIMATE and moves an eighth of the
     // way to each (here instant) check.
     assert!(started.elapsed() >= FIRST_CHECK_ESTIMATE * 7 / 8 - Duration::from_millis(2), "{:?}", started.elapsed());
+}
+
+fn forwarded(hops: &[&str]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for hop in hops {
+        headers.append("x-forwarded-for", hop.parse().unwrap());
+    }
+    headers
+}
+
+#[test]
+fn the_client_behind_trusted_proxies_is_the_last_untrusted_hop() {
+    let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()];
+    let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+    let proxy = ip("10.1.2.3");
+    // What the client wrote itself (the first hop) is not believed: the
+    // proxy's own entry, the last untrusted one, is.
+    let headers = forwarded(&["6.6.6.6, 203.0.113.7", "10.9.9.9"]);
+    assert_eq!(client_of(proxy, &headers, &trusted), ip("203.0.113.7"));
+    assert_eq!(client_of(ip("fd00::1"), &forwarded(&["2001:db8::5"]), &trusted), ip("2001:db8::5"));
+    // An untrusted peer's header is ignored: a client cannot choose its address.
+    assert_eq!(client_of(ip("198.51.100.1"), &headers, &trusted), ip("198.51.100.1"));
+    // Without a header, with only proxies in it, or with a garbled one: the peer.
+    assert_eq!(client_of(proxy, &HeaderMap::new(), &trusted), proxy);
+    assert_eq!(client_of(proxy, &forwarded(&["10.5.5.5"]), &trusted), proxy);
+    assert_eq!(client_of(proxy, &forwarded(&["203.0.113.7, not-an-ip"]), &trusted), proxy);
+    // Nothing trusted: the peer, whatever the header says.
+    assert_eq!(client_of(proxy, &headers, &[]), proxy);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_attempts() {
+    let directory = Arc::new(OneUser::default());
+    let limits = LoginLimits {
+        attempts_per_address_per_minute: NonZeroU32::new(1).unwrap(),
+        trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+    };
+    let app =
+        router::<SocketAddr>(directory, limits).layer(MockConnectInfo("10.0.0.1:1000".parse::<SocketAddr>().unwrap()));
+    let attempt = |client: &'static str| {
+        let app = app.clone();
+        async move {
+            let request = Request::post("/login")
+                .header("content-type", "application/json")
+                .header("x-forwarded-for", client)
+                .body(Body::from(r#"{"name":"alice","password":"wrong"}"#));
+            app.oneshot(request.unwrap()).await.unwrap().status()
+        }
+    };
+    assert_eq!(attempt("203.0.113.7").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(attempt("203.0.113.8").await, StatusCode::UNAUTHORIZED, "another client behind the same proxy");
+    assert_eq!(attempt("203.0.113.7").await, StatusCode::TOO_MANY_REQUESTS, "the first client is past its one attempt");
 }
