@@ -1,9 +1,12 @@
 //! The handshake: who a connection acts as, decided before the upgrade.
 //!
 //! Identity comes only from a verified token (G7): the `Authorization:
-//! Bearer <jwt>` header, or `?token=<jwt>` because browsers cannot set
-//! headers on a WebSocket. Anything else in the request (a `user` query
-//! parameter, other headers) is ignored. The token is never logged.
+//! Bearer <jwt>` header; or, because browsers cannot set headers on a
+//! WebSocket, an offered subprotocol `im.token.<jwt>` (a header all the
+//! same, so proxies do not log it as they log URLs), or `?token=<jwt>`.
+//! Anything else in the request (a `user` query parameter, other headers)
+//! is ignored. The token is never logged, and `im.token.*` is never the
+//! subprotocol the gateway agrees to.
 
 use std::fmt;
 
@@ -88,6 +91,8 @@ fn authenticate(tokens: &Tokens, headers: &HeaderMap, query: Option<&str>) -> Re
             .to_str()
             .map_err(|_| HandshakeError::BadToken(ImError::unauthenticated("authorization header is not ASCII")))?;
         tokens.verify_bearer(value)
+    } else if let Some(token) = subprotocol_token(headers) {
+        tokens.verify(token)
     } else if let Some(token) = query_param(query, "token") {
         tokens.verify(token)
     } else {
@@ -112,6 +117,19 @@ pub fn parse_device(raw: &str) -> Result<DeviceId, HandshakeError> {
 
 fn generate_device() -> DeviceId {
     DeviceId(format!("d-{:016x}", rand::random::<u64>()))
+}
+
+/// Offered subprotocols carrying a token start with this.
+pub const TOKEN_SUBPROTOCOL_PREFIX: &str = "im.token.";
+
+/// The token of the first offered subprotocol `im.token.<jwt>`.
+fn subprotocol_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find_map(|protocol| protocol.trim().strip_prefix(TOKEN_SUBPROTOCOL_PREFIX))
 }
 
 /// The first value of `key` in a raw query string. Tokens (base64url and
@@ -153,6 +171,21 @@ mod tests {
         let by_query = handshake(&tokens, &HeaderMap::new(), Some(&query)).unwrap();
         assert_eq!(by_query.identity.user, UserId(7));
         assert!(by_query.device.0.starts_with("d-") && by_query.device.0.len() == 18, "{:?}", by_query.device);
+    }
+
+    #[test]
+    fn a_browser_may_offer_its_token_as_a_subprotocol() {
+        let tokens = tokens();
+        let token = tokens.issue_user(UserId(7), "alice", Duration::from_secs(60));
+        let mut headers = HeaderMap::new();
+        let offered = format!("im.v1.json, {TOKEN_SUBPROTOCOL_PREFIX}{token}");
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, offered.parse().unwrap());
+        assert_eq!(handshake(&tokens, &headers, None).unwrap().identity.user, UserId(7));
+        // A bad one is refused, not passed over for the query's.
+        let mut forged = HeaderMap::new();
+        forged.insert(header::SEC_WEBSOCKET_PROTOCOL, format!("{TOKEN_SUBPROTOCOL_PREFIX}garbage").parse().unwrap());
+        let query = format!("token={token}");
+        assert!(matches!(handshake(&tokens, &forged, Some(&query)), Err(HandshakeError::BadToken(_))));
     }
 
     #[test]
