@@ -1977,9 +1977,17 @@
     $("#compose-form").addEventListener("submit", onComposeSubmit);
     $("#compose-input").addEventListener("keydown", onComposeKeydown);
     const messages = $("#messages");
+    // Whether the reader was at the newest message when they last scrolled:
+    // a resize (a phone turned, the window narrowed to one column) keeps
+    // them there instead of leaving the newest messages below the fold.
+    let atNewest = true;
     messages.addEventListener("scroll", () => {
+      atNewest = messages.scrollHeight - messages.scrollTop - messages.clientHeight < 48;
       if (messages.scrollTop < 80) loadOlder();
     }, { passive: true });
+    new ResizeObserver(() => {
+      if (atNewest) messages.scrollTop = messages.scrollHeight;
+    }).observe(messages);
     messages.addEventListener("click", (event) => {
       const button = event.target.closest("button.msg-retry");
       const li = button && button.closest("li.message");

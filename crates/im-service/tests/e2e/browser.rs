@@ -678,10 +678,22 @@ async fn people_chat_in_the_browser(server: Server<'_>, mode: &str, [alice, bob,
     let shown = async |css: &str| if bob_page.displayed(css).await? { Ok(()) } else { Err(format!("{css} is hidden")) };
     let gone = async |css: &str| if bob_page.displayed(css).await? { Err(format!("{css} is shown")) } else { Ok(()) };
     bob_page
-        .wait("the conversation alone, with Back", UI_WAIT, async || {
+        .wait("the conversation alone, with Back, and the newest message in view", UI_WAIT, async || {
             shown("#back").await?;
             shown("#compose-input").await?;
-            gone("#conversations").await
+            gone("#conversations").await?;
+            let rect = async |css: &str| bob_page.find(css).await?.rectangle().await.map_err(|e| e.to_string());
+            let (_, view_top, _, view_height) = rect("#messages").await?;
+            let (_, top, _, height) = rect("#messages li.message:last-child").await?;
+            if top >= view_top && top + height <= view_top + view_height + 1.0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the newest message is at {top}..{} of the view's {view_top}..{}",
+                    top + height,
+                    view_top + view_height
+                ))
+            }
         })
         .await;
     shots.take(&bob_page, "bob-phone-width-conversation").await;
