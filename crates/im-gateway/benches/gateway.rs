@@ -18,6 +18,9 @@ use im_core::message::{ConversationList, Page};
 use im_core::ports::{Addressee, BackendResult, Event, Messaging, PushEvent, Registry, SendCommand};
 use im_core::{Ack, ClientMsgId, ConversationId, DeviceId, GatewayId, ImError, MessageId, NewMessage, Seq, UserId};
 use im_gateway::unserved::Unserved;
+
+/// The bench serves sends only.
+const NOTHING: Unserved = Unserved("the bench serves no users or groups");
 use im_gateway::{Gateway, GatewayLimits, Services};
 use im_proto::client::{self, ClientFrame, client_frame};
 use prost::Message as _;
@@ -66,7 +69,7 @@ impl Registry for NoRegistry {
 
 fn gateway() -> Arc<Gateway> {
     let tokens = im_auth::Tokens::new(&[7u8; 32]).unwrap();
-    let services = Services { messaging: Arc::new(Instant0), users: Arc::new(Unserved), groups: Arc::new(Unserved) };
+    let services = Services { messaging: Arc::new(Instant0), users: Arc::new(NOTHING), groups: Arc::new(NOTHING) };
     Gateway::new(GatewayId("bench".into()), services, Arc::new(NoRegistry), tokens, GatewayLimits::default())
 }
 

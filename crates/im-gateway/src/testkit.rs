@@ -305,7 +305,11 @@ impl Kit {
         let statuses = Arc::new(MemoryUserStatusBoard::default());
         let tokens = im_auth::Tokens::new(SECRET).unwrap().with_statuses(statuses.clone());
         let groups = Arc::new(FakeGroups::default());
-        let services = Services { messaging: messaging.clone(), users: Arc::new(Unserved), groups: groups.clone() };
+        let services = Services {
+            messaging: messaging.clone(),
+            users: Arc::new(Unserved("no user directory in these tests")),
+            groups: groups.clone(),
+        };
         let gateway = Gateway::new(GatewayId("gw-test".into()), services, registry.clone(), tokens.clone(), limits);
         Self { gateway, messaging, registry, tokens, statuses, groups }
     }

@@ -1,6 +1,7 @@
 //! [`Unserved`]: users and groups where a gateway has no way to reach them
-//! (a benchmark, a test of the message path). Every call is `UNAVAILABLE`,
-//! saying so; the gateway's other requests are unaffected.
+//! (a gateway process without `USER_SERVICE_ADDR`, a benchmark, a test of
+//! the message path). Every call is `UNAVAILABLE` with the reason given;
+//! the gateway's other requests are unaffected.
 
 use async_trait::async_trait;
 use im_core::error::BackendError;
@@ -9,40 +10,37 @@ use im_core::message::ReadStatus;
 use im_core::ports::{BackendResult, CreateUser, Groups, User, UserStore};
 use im_core::{GroupId, ImError, Seq, UserId};
 
-/// Neither users nor groups are served.
-pub struct Unserved;
-
-const NO_USERS: &str = "this gateway reaches no user directory";
-const NO_GROUPS: &str = "this gateway serves no group requests";
+/// Neither users nor groups are served; the text says why (and what to set).
+pub struct Unserved(pub &'static str);
 
 #[async_trait]
 impl UserStore for Unserved {
     async fn create_user(&self, _name: &str) -> BackendResult<CreateUser> {
-        Err(BackendError::unavailable(NO_USERS))
+        Err(BackendError::unavailable(self.0))
     }
     async fn user_by_id(&self, _id: UserId) -> BackendResult<Option<User>> {
-        Err(BackendError::unavailable(NO_USERS))
+        Err(BackendError::unavailable(self.0))
     }
     async fn user_by_name(&self, _name: &str) -> BackendResult<Option<User>> {
-        Err(BackendError::unavailable(NO_USERS))
+        Err(BackendError::unavailable(self.0))
     }
 }
 
 #[async_trait]
 impl Groups for Unserved {
     async fn create_group(&self, _: UserId, _: String, _: Vec<UserId>, _: bool) -> Result<Roster, ImError> {
-        Err(ImError::unavailable(NO_GROUPS))
+        Err(ImError::unavailable(self.0))
     }
     async fn change_membership(&self, _: UserId, _: GroupId, _: MembershipOp) -> Result<MembershipChange, ImError> {
-        Err(ImError::unavailable(NO_GROUPS))
+        Err(ImError::unavailable(self.0))
     }
     async fn roster(&self, _: UserId, _: GroupId) -> Result<Roster, ImError> {
-        Err(ImError::unavailable(NO_GROUPS))
+        Err(ImError::unavailable(self.0))
     }
     async fn groups_of(&self, _: UserId) -> Result<Vec<(Group, Member)>, ImError> {
-        Err(ImError::unavailable(NO_GROUPS))
+        Err(ImError::unavailable(self.0))
     }
     async fn read_status(&self, _: UserId, _: GroupId, _: Seq) -> Result<ReadStatus, ImError> {
-        Err(ImError::unavailable(NO_GROUPS))
+        Err(ImError::unavailable(self.0))
     }
 }

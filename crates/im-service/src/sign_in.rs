@@ -12,11 +12,11 @@ use axum::Router;
 use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
 use im_auth::Tokens;
 use im_config::Config;
-use im_core::error::BackendError;
-use im_core::ports::{BackendResult, CreateUser, SignIn, User, UserStore};
-use im_core::{ErrorCode, ImError, UserId};
+use im_core::ports::{SignIn, User, UserStore};
+use im_core::{ErrorCode, ImError};
 use im_gateway::Gateway;
 use im_gateway::login::{self, LoginLimits};
+use im_gateway::unserved::Unserved;
 
 use crate::connection_limits::PeerAddr;
 use crate::remote::RemoteUsers;
@@ -34,7 +34,8 @@ pub struct DirectoryForGateway {
 pub fn remote(config: &Config, tokens: &Tokens, tls: &CallTls) -> anyhow::Result<DirectoryForGateway> {
     let user = &config.services.user;
     if user.addr.is_empty() {
-        return Ok(DirectoryForGateway { sign_in: Arc::new(NoDirectory), users: Arc::new(NoDirectory) });
+        let users = Arc::new(Unserved("user names need the user service: set USER_SERVICE_ADDR on this gateway"));
+        return Ok(DirectoryForGateway { sign_in: Arc::new(NoDirectory), users });
     }
     let users = Arc::new(
         RemoteUsers::new(&user.addr, user.timeout, tls, tokens.clone())
@@ -43,11 +44,9 @@ pub fn remote(config: &Config, tokens: &Tokens, tls: &CallTls) -> anyhow::Result
     Ok(DirectoryForGateway { sign_in: users.clone(), users })
 }
 
-/// A gateway that knows no user directory: sign-in and user lookups say
-/// what is missing.
+/// Sign-in in a gateway that knows no user directory: it says what is
+/// missing.
 pub struct NoDirectory;
-
-const NEEDS_USER_SERVICE: &str = "this needs the user service: set USER_SERVICE_ADDR on this gateway";
 
 #[async_trait]
 impl SignIn for NoDirectory {
@@ -56,19 +55,6 @@ impl SignIn for NoDirectory {
             ErrorCode::Unavailable,
             "sign-in with a password needs the user service: set USER_SERVICE_ADDR on this gateway",
         ))
-    }
-}
-
-#[async_trait]
-impl UserStore for NoDirectory {
-    async fn create_user(&self, _name: &str) -> BackendResult<CreateUser> {
-        Err(BackendError::unavailable(NEEDS_USER_SERVICE))
-    }
-    async fn user_by_id(&self, _id: UserId) -> BackendResult<Option<User>> {
-        Err(BackendError::unavailable(NEEDS_USER_SERVICE))
-    }
-    async fn user_by_name(&self, _name: &str) -> BackendResult<Option<User>> {
-        Err(BackendError::unavailable(NEEDS_USER_SERVICE))
     }
 }
 
