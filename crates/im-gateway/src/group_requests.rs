@@ -11,7 +11,7 @@ use im_core::{ImError, Seq, UserId};
 use im_proto::client::GroupChanged;
 use im_proto::client::client_frame::Body as Req;
 use im_proto::client::server_frame::Body as Resp;
-use im_proto::convert::{self, group_id, user_id, users_from_wire};
+use im_proto::convert::{self, add_members_op, group_id, user_id, users_from_wire};
 
 /// The answer to a group request of `user`'s connection.
 pub async fn answer(groups: &dyn Groups, user: UserId, request: Req) -> Result<Resp, ImError> {
@@ -34,12 +34,7 @@ pub async fn answer(groups: &dyn Groups, user: UserId, request: Req) -> Result<R
             let status = groups.read_status(user, group, Seq(read.seq)).await?;
             return Ok(Resp::ReadStatus(convert::client_read_status(group, Seq(read.seq), &status)));
         }
-        Req::AddMembers(add) => {
-            if add.users.is_empty() {
-                return Err(ImError::invalid("name at least one user to add"));
-            }
-            (add.group_id, MembershipOp::Add(users_from_wire(add.users)?))
-        }
+        Req::AddMembers(add) => (add.group_id, add_members_op(add.users)?),
         Req::RemoveMember(remove) => (remove.group_id, MembershipOp::Remove(user_id(remove.user)?)),
         Req::LeaveGroup(leave) => (leave.group_id, MembershipOp::Leave),
         other => return Err(ImError::internal(format!("not a group request: {other:?}"))),

@@ -19,8 +19,8 @@ pub use audit::{decode_audit_record, encode_audit_record};
 pub use client_group::{client_group_list, client_read_status, client_roster};
 pub use fanout::{decode_group_message_event, encode_group_message_event};
 pub use group::{
-    ChangeRequest, decode_membership_change, encode_membership_change, from_group_memberships, group_id,
-    group_memberships, new_group, role_from_pb, role_to_pb, user_id, users_from_wire,
+    ChangeRequest, add_members_op, decode_membership_change, encode_membership_change, from_group_memberships,
+    group_id, group_memberships, new_group, role_from_pb, role_to_pb, user_id, users_from_wire,
 };
 
 use im_core::message::{ConversationList, ConversationSummary};

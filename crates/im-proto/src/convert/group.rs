@@ -66,6 +66,15 @@ pub fn users_from_wire(users: Vec<u64>) -> Result<Vec<UserId>, ImError> {
     users.into_iter().map(user_id).collect()
 }
 
+/// An "add these users" from a client (gRPC or WebSocket): at least one,
+/// none 0.
+pub fn add_members_op(users: Vec<u64>) -> Result<MembershipOp, ImError> {
+    if users.is_empty() {
+        return Err(ImError::invalid("name at least one user to add"));
+    }
+    Ok(MembershipOp::Add(users_from_wire(users)?))
+}
+
 impl From<&Group> for pb::Group {
     fn from(g: &Group) -> Self {
         pb::Group {

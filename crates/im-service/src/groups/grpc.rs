@@ -6,7 +6,7 @@ use std::sync::Arc;
 use im_auth::Tokens;
 use im_core::group::{MembershipChange, MembershipOp};
 use im_core::ports::Groups;
-use im_core::{GroupId, ImError, Seq, UserId};
+use im_core::{GroupId, Seq, UserId};
 use im_proto::convert::{self, status};
 use im_proto::message::group_service_server::{GroupService, GroupServiceServer};
 use im_proto::message::{self as pb};
@@ -68,10 +68,7 @@ impl GroupService for GroupGrpc {
     ) -> Result<Response<user_pb::MembershipChange>, Status> {
         let user = acting_user(&self.tokens, &request)?;
         let req = request.into_inner();
-        if req.users.is_empty() {
-            return Err(status(ImError::invalid("name at least one user to add")));
-        }
-        self.change(user, req.group, MembershipOp::Add(user_ids(&req.users)?)).await
+        self.change(user, req.group, convert::add_members_op(req.users).map_err(status)?).await
     }
 
     async fn remove_member(
