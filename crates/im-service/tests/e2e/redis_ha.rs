@@ -64,11 +64,15 @@ impl Topology {
     }
 
     /// Waits until a replica says it is the primary; returns its index.
+    /// A Sentinel ends the promoted replica's client connections
+    /// (`CLIENT KILL TYPE normal`) so that clients look it up again; one of
+    /// ours cut that way is asked again, not a failure.
     async fn wait_for_promotion(&self) -> usize {
         let deadline = Instant::now() + WITHIN;
         loop {
             for (index, replica) in self.replicas.iter().enumerate() {
-                if replica.command(&["INFO", "replication"]).await.contains("role:master") {
+                let info = redis_command(replica.port, &["INFO", "replication"]).await;
+                if info.is_ok_and(|info| info.contains("role:master")) {
                     return index;
                 }
             }
