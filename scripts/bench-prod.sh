@@ -17,6 +17,7 @@
 #                         pairs, user i and i+100, 64-byte bodies — at
 #                         saturation (closed loop, 8 in flight), 2,000/s and
 #                         10,000/s, RUNS times each (default 3), in turn;
+#                         pairs-2000: only its 2,000/s load, RUNS times;
 #                         lat-2000-ring: 2,000/s with one peer per user;
 #                         group-50: 4 groups of 50, 5 senders each, 4,000 msg/s
 #                         (group-50-5000: at 5,000 msg/s);
@@ -28,6 +29,8 @@
 #                         measured window into DIR (perf costs CPU: the figures
 #                         of those runs are disturbed)
 #   BENCH_RESULTS=FILE    append one JSON object per run to FILE
+#   METRICS_DIR=DIR       keep each run's /metrics of im-service and the
+#                         gateway (the whole run, warm-up included) in DIR
 #
 # Ports (fixed by deploy/config.yaml; the script stops if one is taken):
 # im-user gRPC 9096, HTTP 8096, metrics 9196; im-service gRPC 9094, HTTP 8094,
@@ -222,6 +225,11 @@ run() {
     bench --json --duration "$duration" --warmup "$warmup" "${size[@]}" --server-pid "$svc_pid" "$@" \
     2>&1 >"$work/summary.json" | sampler || rc=$?
   curl -fs http://127.0.0.1:8094/metrics >"$work/metrics.txt" 2>/dev/null || : >"$work/metrics.txt"
+  if [ -n "${METRICS_DIR:-}" ]; then
+    mkdir -p "$METRICS_DIR"
+    cp "$work/metrics.txt" "$METRICS_DIR/$tag-$(date +%H%M%S)-im-service.txt"
+    curl -fs http://127.0.0.1:8095/metrics >"$METRICS_DIR/$tag-$(date +%H%M%S)-im-gateway.txt" 2>/dev/null || true
+  fi
   stop_system
   if [ ! -s "$work/summary.json" ] || [ ! -s "$work/cpu.after" ]; then
     log "imctl bench failed (exit $rc)"; exit 1
@@ -305,6 +313,11 @@ for scenario in $scenarios; do
         run "10,000/s, fixed pairs (run $i)" pairs-10000 --rate 10000 "${pairs[@]}"
       done
       ;;
+    pairs-2000) # issue 17's 2,000/s load alone, RUNS times
+      for i in $(seq "${RUNS:-3}"); do
+        run "2,000/s, fixed pairs (run $i)" pairs-2000 --rate 2000 --pairing pairs --body-size 64
+      done
+      ;;
     lat-2000)
       for i in $(seq "$latency_runs"); do
         run "2,000/s, random peers (run $i of $latency_runs)" lat-2000 --rate 2000 --pairing random
@@ -319,7 +332,7 @@ for scenario in $scenarios; do
     group-50-5000) run "groups of 50, 5,000 msg/s" group-50-5000 --group-size 50 --groups 4 --senders 5 --rate 5000 ;;
     group-5000) run "a group of 5,000, 40 msg/s" group-5000 --group-size 5000 --senders 5 --rate 40 --settle 15 ;;
     group-5000-10) run "a group of 5,000, 10 msg/s" group-5000-10 --group-size 5000 --senders 5 --rate 10 --settle 15 ;;
-    *) log "unknown scenario $scenario (sat-ring, sat-random, rates, lat-2000, lat-2000-ring, group-50, group-50-5000, group-5000, group-5000-10)"; exit 2 ;;
+    *) log "unknown scenario $scenario (sat-ring, sat-random, rates, pairs-2000, lat-2000, lat-2000-ring, group-50, group-50-5000, group-5000, group-5000-10)"; exit 2 ;;
   esac
 done
 

@@ -111,28 +111,36 @@ impl Pipeline {
         let mut under_load = false;
         while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
             self.window.fill(&mut batch, &mut jobs, MAX_BATCH, under_load).await;
-            let (committed, outbox) = self.commit(&mut batch).await;
+            let (committed, outbox, first_sends) = self.commit(&mut batch).await;
             under_load = !jobs.is_empty();
-            // Waits only when the router is behind (out of CPU): the lanes,
-            // not the router, wait for gateways.
-            if !committed.is_empty() && routed.send(RouteWork::Messages { committed, outbox }).await.is_err() {
+            if committed.is_empty() {
+                continue;
+            }
+            let stored: Vec<Arc<NewMessage>> = committed.iter().map(|c| Arc::clone(&c.message)).collect();
+            // Routed before the acks are recorded in the dedup cache, so that
+            // the pushes do not wait for a Redis round trip. Waits only when
+            // the router is behind (out of CPU): the lanes, not the router,
+            // wait for gateways.
+            if routed.send(RouteWork::Messages { committed, outbox }).await.is_err() {
                 tracing::warn!("router stopped; committed messages will reach devices by sync only");
             }
+            self.record_first_sends(&stored, first_sends).await;
         }
         tracing::info!("send pipeline stopped");
     }
 
     /// Dedups, allocates seqs, stores the batch in one commit and answers
-    /// every job. Returns the newly stored messages, and the route outbox row
-    /// written with them.
-    async fn commit(&self, batch: &mut Vec<SendJob>) -> (Vec<Committed>, Option<u64>) {
+    /// every job. Returns the newly stored messages, the route outbox row
+    /// written with them, and their first sends for the dedup cache
+    /// ([`Self::record_first_sends`]), in the same order.
+    async fn commit(&self, batch: &mut Vec<SendJob>) -> (Vec<Committed>, Option<u64>, Vec<FirstSend>) {
         // G9: sends queued before the breaker opened fail now, not after the
         // store's timeouts; no seq is used.
         if let Err(refused) = self.breakers.check() {
             for job in batch.drain(..) {
                 self.reject(job.reply, refused.clone());
             }
-            return (Vec::new(), None);
+            return (Vec::new(), None, Vec::new());
         }
         // G3: dedup before a seq is allocated, the whole batch in one call.
         let keys: Vec<_> = batch.iter().map(|job| (job.sender, &job.client_msg_id)).collect();
@@ -160,7 +168,7 @@ impl Pipeline {
             }
         }
         if fresh.is_empty() {
-            return (Vec::new(), None);
+            return (Vec::new(), None, Vec::new());
         }
         // The sealing key before any seq: a batch that cannot be sealed (the
         // KMS down, the key no longer in memory) is refused without a gap.
@@ -173,7 +181,7 @@ impl Pipeline {
                     for job in fresh {
                         self.reject(job.reply, err.clone());
                     }
-                    return (Vec::new(), None);
+                    return (Vec::new(), None, Vec::new());
                 }
             },
         };
@@ -189,7 +197,7 @@ impl Pipeline {
                 for job in fresh {
                     self.reject(job.reply, err.clone());
                 }
-                return (Vec::new(), None);
+                return (Vec::new(), None, Vec::new());
             }
         };
         drop(spans);
@@ -224,7 +232,7 @@ impl Pipeline {
             waiting.push((job.reply, job.device, job.accepted_at, job.trace));
         }
         if messages.is_empty() {
-            return (Vec::new(), None);
+            return (Vec::new(), None, Vec::new());
         }
         self.metrics.commit_batch_size.observe(messages.len() as f64);
 
@@ -244,7 +252,7 @@ impl Pipeline {
                 for (reply, _, _, _) in waiting {
                     self.reject(reply, err.clone());
                 }
-                return (Vec::new(), None);
+                return (Vec::new(), None, Vec::new());
             }
         };
         drop(spans);
@@ -286,22 +294,26 @@ impl Pipeline {
             committed.push(Committed { message: Arc::new(message), device, accepted_at, trace });
         }
         self.record_skipped(skipped);
-        // After the acks: a resend that overtakes this record misses the
-        // cache and is caught by the store's unique key (same first ack).
-        let acks: Vec<_> = committed
-            .iter()
-            .zip(first_sends)
-            .map(|(c, first)| (c.message.sender, &c.message.client_msg_id, first))
-            .collect();
-        if let Err(e) = self.on_redis(self.dedup.put_many_if_absent(&acks)).await {
-            tracing::warn!(error = %e, "could not record the acks in the dedup cache");
-        }
         if let Some(queue) = self.audits.as_ref().filter(|_| !audits.is_empty()) {
             // Only the records the store kept: those of messages stored now.
             let stored: std::collections::HashSet<_> = committed.iter().map(|c| c.message.msg_id).collect();
             queue.enqueue(audits.into_iter().filter(|audit| stored.contains(&audit.msg_id)));
         }
-        (committed, outbox.map(|row| row.id))
+        (committed, outbox.map(|row| row.id), first_sends)
+    }
+
+    /// Records the first sends of `stored` in the dedup cache, after their
+    /// acks: a resend that overtakes this record misses the cache and is
+    /// caught by the store's unique key (same first ack).
+    async fn record_first_sends(&self, stored: &[Arc<NewMessage>], first_sends: Vec<FirstSend>) {
+        let acks: Vec<_> = stored
+            .iter()
+            .zip(first_sends)
+            .map(|(message, first)| (message.sender, &message.client_msg_id, first))
+            .collect();
+        if let Err(e) = self.on_redis(self.dedup.put_many_if_absent(&acks)).await {
+            tracing::warn!(error = %e, "could not record the acks in the dedup cache");
+        }
     }
 
     /// Records, off the commit path, the seqs a committed batch burnt
