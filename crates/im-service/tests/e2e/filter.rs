@@ -23,10 +23,11 @@ use std::time::{Duration, Instant};
 use im_proto::audit::audit_service_client::AuditServiceClient;
 use im_proto::audit::{self as audit_pb, ListAuditRecordsRequest};
 use im_proto::client::{self as pb, ErrorCode, client_frame, server_frame};
-use im_proto::user::user_service_client::UserServiceClient;
 
 use crate::harness::{Cluster, ClusterBuilder, read_topic};
-use crate::support::{Client, GroupApi, Node, ack, conversation_id, error, free_port, group_conversation, http_get};
+use crate::support::{
+    Client, GroupApi, Node, UserAdmin, ack, conversation_id, error, free_port, group_conversation, http_get,
+};
 
 const WAIT: Duration = Duration::from_secs(5);
 const QUIET: Duration = Duration::from_millis(300);
@@ -627,12 +628,8 @@ impl LoggedNode {
 
     async fn create_user(&self, name: &str) -> (u64, String) {
         let admin = std::fs::read_to_string(self.data_dir.join("admin.token")).unwrap();
-        let mut client = UserServiceClient::connect(format!("http://127.0.0.1:{}", self.grpc_port)).await.unwrap();
-        let mut request =
-            tonic::Request::new(im_proto::user::CreateUserRequest { name: name.into(), ..Default::default() });
-        request.metadata_mut().insert("authorization", format!("Bearer {}", admin.trim()).parse().unwrap());
-        let response = client.create_user(request).await.expect("create user").into_inner();
-        (response.user.unwrap().id, response.token)
+        let mut users = UserAdmin::connect(&format!("127.0.0.1:{}", self.grpc_port), admin.trim()).await;
+        users.create_user(name).await
     }
 
     async fn connect(&self, token: &str, device: &str) -> Client {

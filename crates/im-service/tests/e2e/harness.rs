@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use im_proto::client::{self as pb, client_frame, server_frame};
-use im_proto::user::user_service_client::UserServiceClient;
 use prost::Message as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -810,12 +809,8 @@ pub struct Cluster {
 impl Cluster {
     /// Creates a user through `im-user`.
     pub async fn create_user(&self, name: &str) -> User {
-        let mut client = UserServiceClient::connect(format!("http://{}", self.user_addr)).await.unwrap();
-        let mut request =
-            tonic::Request::new(im_proto::user::CreateUserRequest { name: name.into(), ..Default::default() });
-        request.metadata_mut().insert("authorization", format!("Bearer {}", self.admin_token).parse().unwrap());
-        let response = client.create_user(request).await.expect("create user").into_inner();
-        User { id: response.user.unwrap().id, token: response.token }
+        let (id, token) = self.user_admin().await.create_user(name).await;
+        User { id, token }
     }
 
     pub fn ws_url(&self, gateway: usize) -> &str {

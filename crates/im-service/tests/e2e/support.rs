@@ -188,12 +188,7 @@ impl Node {
 
     /// Creates a user through the admin gRPC API; returns (id, token).
     pub async fn create_user(&self, name: &str) -> (u64, String) {
-        let mut client = UserServiceClient::connect(format!("http://127.0.0.1:{}", self.grpc_port)).await.unwrap();
-        let mut request =
-            tonic::Request::new(im_proto::user::CreateUserRequest { name: name.into(), ..Default::default() });
-        request.metadata_mut().insert("authorization", format!("Bearer {}", self.admin_token()).parse().unwrap());
-        let response = client.create_user(request).await.expect("create user").into_inner();
-        (response.user.unwrap().id, response.token)
+        self.user_admin().await.create_user(name).await
     }
 
     pub async fn connect(&self, token: &str, device: &str) -> Client {
@@ -216,6 +211,13 @@ impl UserAdmin {
     pub async fn connect(addr: &str, admin_token: &str) -> UserAdmin {
         let client = UserServiceClient::connect(format!("http://{addr}")).await.expect("user service connect");
         UserAdmin { client, token: admin_token.to_owned() }
+    }
+
+    /// Creates `name`; returns (id, token).
+    pub async fn create_user(&mut self, name: &str) -> (u64, String) {
+        let request = self.request(im_proto::user::CreateUserRequest { name: name.into(), ..Default::default() });
+        let response = self.client.create_user(request).await.expect("create user").into_inner();
+        (response.user.expect("the created user").id, response.token)
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
