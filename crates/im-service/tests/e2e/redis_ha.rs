@@ -254,6 +254,17 @@ async fn a_replica_that_fell_behind_is_promoted_without_reusing_a_seq() {
     let replica = PrivateRedis::start_with(&["--replicaof", "127.0.0.1", &link_port]).await;
     wait_replicating(&replica).await;
     let mut topology = Topology::watch(primary, vec![replica]).await;
+    // The replica follows the primary through the proxy, which the Sentinels
+    // take for a wrong master: once a replica has been known for the
+    // failover timeout (4 s here), a Sentinel points it at the primary
+    // itself (`+fix-slave-config`), around the proxy, and it catches up. On
+    // a slow machine that came before the kill. A long timeout keeps the
+    // proxy in the path for the whole test; the failover itself does not
+    // wait for it (one replica, one election).
+    for sentinel in &topology.sentinels {
+        let set = sentinel.command(&["SENTINEL", "SET", MASTER, "failover-timeout", "120000"]).await;
+        assert_eq!(set, "+OK", "SENTINEL SET failover-timeout");
+    }
     let cluster = cluster_on(&topology).await;
     let mut traffic = cross_traffic(&cluster).await;
     traffic.start();
