@@ -226,9 +226,10 @@ run() {
     2>&1 >"$work/summary.json" | sampler || rc=$?
   curl -fs http://127.0.0.1:8094/metrics >"$work/metrics.txt" 2>/dev/null || : >"$work/metrics.txt"
   if [ -n "${METRICS_DIR:-}" ]; then
+    local kept=$METRICS_DIR/$tag-$(date +%H%M%S)
     mkdir -p "$METRICS_DIR"
-    cp "$work/metrics.txt" "$METRICS_DIR/$tag-$(date +%H%M%S)-im-service.txt"
-    curl -fs http://127.0.0.1:8095/metrics >"$METRICS_DIR/$tag-$(date +%H%M%S)-im-gateway.txt" 2>/dev/null || true
+    cp "$work/metrics.txt" "$kept-im-service.txt"
+    curl -fs http://127.0.0.1:8095/metrics >"$kept-im-gateway.txt" 2>/dev/null || true
   fi
   stop_system
   if [ ! -s "$work/summary.json" ] || [ ! -s "$work/cpu.after" ]; then
@@ -301,12 +302,13 @@ EOF
   [ "$rc" -eq 0 ] || log "imctl bench exited $rc"
 }
 
+# Issue 17's workload: 200 users in fixed pairs (i and i+100), 64-byte bodies.
+pairs=(--pairing pairs --body-size 64)
 for scenario in $scenarios; do
   case $scenario in
     sat-ring) run "saturation, one peer" sat-ring --closed-loop --window 8 --pairing ring ;;
     sat-random) run "saturation, random peers" sat-random --closed-loop --window 8 --pairing random ;;
     rates)
-      pairs=(--pairing pairs --body-size 64)
       for i in $(seq "${RUNS:-3}"); do
         run "saturation, fixed pairs (run $i)" pairs-sat --closed-loop --window 8 "${pairs[@]}"
         run "2,000/s, fixed pairs (run $i)" pairs-2000 --rate 2000 "${pairs[@]}"
@@ -315,7 +317,7 @@ for scenario in $scenarios; do
       ;;
     pairs-2000) # issue 17's 2,000/s load alone, RUNS times
       for i in $(seq "${RUNS:-3}"); do
-        run "2,000/s, fixed pairs (run $i)" pairs-2000 --rate 2000 --pairing pairs --body-size 64
+        run "2,000/s, fixed pairs (run $i)" pairs-2000 --rate 2000 "${pairs[@]}"
       done
       ;;
     lat-2000)

@@ -18,12 +18,12 @@ use im_core::message::{ConversationList, Page};
 use im_core::ports::{Addressee, BackendResult, Event, Messaging, PushEvent, Registry, SendCommand};
 use im_core::{Ack, ClientMsgId, ConversationId, DeviceId, GatewayId, ImError, MessageId, NewMessage, Seq, UserId};
 use im_gateway::unserved::Unserved;
-
-/// The bench serves sends only.
-const NOTHING: Unserved = Unserved("the bench serves no users or groups");
 use im_gateway::{Gateway, GatewayLimits, Services};
 use im_proto::client::{self, ClientFrame, client_frame};
 use prost::Message as _;
+
+/// The bench serves sends only.
+const NOTHING: Unserved = Unserved("the bench serves no users or groups");
 
 struct Instant0;
 

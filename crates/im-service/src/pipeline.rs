@@ -56,6 +56,18 @@ pub struct SendJob {
     pub reply: oneshot::Sender<Result<Ack, ImError>>,
 }
 
+/// What one commit stored.
+#[derive(Default)]
+struct Stored {
+    /// The newly stored messages, for the router.
+    committed: Vec<Committed>,
+    /// The route outbox row written with them.
+    outbox: Option<u64>,
+    /// Their first sends, in the same order, for the dedup cache
+    /// ([`Pipeline::record_first_sends`]).
+    first_sends: Vec<FirstSend>,
+}
+
 /// A message that was just committed, on its way to the router.
 pub struct Committed {
     pub message: Arc<NewMessage>,
@@ -111,7 +123,7 @@ impl Pipeline {
         let mut under_load = false;
         while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
             self.window.fill(&mut batch, &mut jobs, MAX_BATCH, under_load).await;
-            let (committed, outbox, first_sends) = self.commit(&mut batch).await;
+            let Stored { committed, outbox, first_sends } = self.commit(&mut batch).await;
             under_load = !jobs.is_empty();
             if committed.is_empty() {
                 continue;
@@ -130,17 +142,15 @@ impl Pipeline {
     }
 
     /// Dedups, allocates seqs, stores the batch in one commit and answers
-    /// every job. Returns the newly stored messages, the route outbox row
-    /// written with them, and their first sends for the dedup cache
-    /// ([`Self::record_first_sends`]), in the same order.
-    async fn commit(&self, batch: &mut Vec<SendJob>) -> (Vec<Committed>, Option<u64>, Vec<FirstSend>) {
+    /// every job; returns what it stored (nothing when the batch failed).
+    async fn commit(&self, batch: &mut Vec<SendJob>) -> Stored {
         // G9: sends queued before the breaker opened fail now, not after the
         // store's timeouts; no seq is used.
         if let Err(refused) = self.breakers.check() {
             for job in batch.drain(..) {
                 self.reject(job.reply, refused.clone());
             }
-            return (Vec::new(), None, Vec::new());
+            return Stored::default();
         }
         // G3: dedup before a seq is allocated, the whole batch in one call.
         let keys: Vec<_> = batch.iter().map(|job| (job.sender, &job.client_msg_id)).collect();
@@ -168,7 +178,7 @@ impl Pipeline {
             }
         }
         if fresh.is_empty() {
-            return (Vec::new(), None, Vec::new());
+            return Stored::default();
         }
         // The sealing key before any seq: a batch that cannot be sealed (the
         // KMS down, the key no longer in memory) is refused without a gap.
@@ -181,7 +191,7 @@ impl Pipeline {
                     for job in fresh {
                         self.reject(job.reply, err.clone());
                     }
-                    return (Vec::new(), None, Vec::new());
+                    return Stored::default();
                 }
             },
         };
@@ -197,7 +207,7 @@ impl Pipeline {
                 for job in fresh {
                     self.reject(job.reply, err.clone());
                 }
-                return (Vec::new(), None, Vec::new());
+                return Stored::default();
             }
         };
         drop(spans);
@@ -232,7 +242,7 @@ impl Pipeline {
             waiting.push((job.reply, job.device, job.accepted_at, job.trace));
         }
         if messages.is_empty() {
-            return (Vec::new(), None, Vec::new());
+            return Stored::default();
         }
         self.metrics.commit_batch_size.observe(messages.len() as f64);
 
@@ -252,7 +262,7 @@ impl Pipeline {
                 for (reply, _, _, _) in waiting {
                     self.reject(reply, err.clone());
                 }
-                return (Vec::new(), None, Vec::new());
+                return Stored::default();
             }
         };
         drop(spans);
@@ -299,7 +309,7 @@ impl Pipeline {
             let stored: std::collections::HashSet<_> = committed.iter().map(|c| c.message.msg_id).collect();
             queue.enqueue(audits.into_iter().filter(|audit| stored.contains(&audit.msg_id)));
         }
-        (committed, outbox.map(|row| row.id), first_sends)
+        Stored { committed, outbox: outbox.map(|row| row.id), first_sends }
     }
 
     /// Records the first sends of `stored` in the dedup cache, after their
