@@ -163,7 +163,7 @@ impl SqliteStore {
             .await
             .map_err(map_sqlx)?;
 
-        let checkpointer = Checkpointer::start(&options).await?;
+        let checkpointer = Checkpointer::start(&options, writer.clone()).await?;
 
         Ok(Self {
             writer,
@@ -265,6 +265,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_wal_restarts_under_constant_writes_below_the_writers_own_threshold() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("im.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let wal_pages = || std::fs::metadata(format!("{}-wal", path.display())).unwrap().len() / 4096;
+        sqlx::query("CREATE TABLE filler (b BLOB NOT NULL)").execute(&store.writer).await.unwrap();
+        // Commits of ten one-page rows, back to back through several
+        // background passes, so that no pass finds the WAL fully copied.
+        // Without a restart the WAL holds every page written (all far below
+        // the writer's own threshold); with one, a pass or two of them.
+        let (most, least) = (12_000, 6_000);
+        assert!(WRITER_AUTOCHECKPOINT_PAGES > most, "the writer's own checkpoint would restart the WAL");
+        let started = tokio::time::Instant::now();
+        let mut pages_written = 0;
+        while pages_written < most && (pages_written < least || started.elapsed() < checkpointer::INTERVAL * 6) {
+            sqlx::query(
+                "WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10) \
+                 INSERT INTO filler (b) SELECT randomblob(3000) FROM n",
+            )
+            .execute(&store.writer)
+            .await
+            .unwrap();
+            pages_written += 10;
+        }
+        let pages = wal_pages();
+        assert!(pages * 2 < u64::from(pages_written), "a WAL of {pages} pages after {pages_written} written");
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn the_wal_is_copied_into_the_database_file_in_the_background() {
         use im_core::ports::UserStore;
         let dir = tempfile::tempdir().unwrap();
@@ -272,7 +302,7 @@ mod tests {
         let store = SqliteStore::open(&path).await.unwrap();
         let file_size = || std::fs::metadata(&path).unwrap().len();
         let before = file_size();
-        // Far below the writer's own threshold (4000 pages): only the
+        // Far below the writer's own threshold (WRITER_AUTOCHECKPOINT_PAGES): only the
         // background checkpoint moves these pages out of the WAL.
         for i in 0..200 {
             store.create_user(&format!("user-{i}")).await.unwrap();
