@@ -7,6 +7,8 @@
 #
 #   scripts/servers.sh          start what is missing
 #   scripts/servers.sh status   say what answers, start nothing
+#
+# TANSU_MAX_AGE (seconds, default 3600): an older tansu is restarted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -93,6 +95,23 @@ if ! etcd_ok; then
   for _ in $(seq 100); do etcd_ok && break; sleep 0.1; done
   etcd_ok || { log "etcd is not healthy; see $STATE_DIR/etcd.log"; exit 1; }
 fi
+
+# tansu's memory storage only grows: every test and benchmark makes topics of
+# its own. Against a broker that had served a few hours of runs, Kafka-path
+# tests timed out waiting for deliveries that a fresh one made in 3 s. So a
+# tansu up longer than TANSU_MAX_AGE seconds is restarted (nothing in it
+# outlives a run anyway).
+TANSU_MAX_AGE=${TANSU_MAX_AGE:-3600}
+for pid in $(pgrep -x tansu || true); do
+  age=$(ps -o etimes= -p "$pid" 2>/dev/null | tr -d ' ')
+  if [ -n "$age" ] && [ "$age" -gt "$TANSU_MAX_AGE" ]; then
+    log "restarting tansu (pid $pid, up ${age}s > TANSU_MAX_AGE=${TANSU_MAX_AGE}s: its memory storage only grows)"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do tansu_ok || break; sleep 0.1; done
+  fi
+done
 
 if ! tansu_ok; then
   if [ -z "$(tansu_bin)" ] || [ ! -x "$(tansu_bin)" ]; then
