@@ -145,8 +145,9 @@ async fn a_seq_burnt_by_a_resend_does_not_hold_sync_back() {
     // The cache forgets X (as after its TTL or a Redis restart).
     let redis_port: u16 = crate::harness::SHARED_REDIS.rsplit(':').next().unwrap().parse().unwrap();
     let key = format!("{}:dedup:{alice}:x", cluster.name);
-    // The node records the first ack in the cache after it has routed the
-    // message, so the ack can arrive first: wait for the key before it goes.
+    // The node records the first ack in the cache after answering it (and
+    // after handing the message to the router), so the ack can arrive
+    // first: wait for the key before it goes.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while crate::harness::redis_command(redis_port, &["EXISTS", &key]).await.unwrap() != ":1" {
         assert!(std::time::Instant::now() < deadline, "the dedup key {key} was never recorded");
