@@ -62,7 +62,8 @@ impl CeilingStore for SqliteStore {
             .collect::<BackendResult<Vec<_>>>()?;
         // One transaction, committed and fsynced (synchronous=FULL) before
         // this returns.
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_sqlx)?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = writer.begin_immediate().await?;
         for range in chunks(rows.len()) {
             let chunk = &rows[range];
             let mut insert = sqlx::query(STATEMENTS.raise.sql(chunk.len()));

@@ -26,10 +26,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, SqliteConnection, SqlitePool};
+use sqlx::{ConnectOptions, SqliteConnection};
 use tracing::warn;
 
 use super::error::map_sqlx;
+use super::writer::Writer;
 use im_core::error::BackendError;
 
 /// Time between background checkpoints. Measured 2026-12-04 (5,000 msgs/s to
@@ -60,7 +61,7 @@ impl Checkpointer {
     /// Opens the checkpointing connection and starts the background task;
     /// `writer` is the store's one writing connection, which finishes a
     /// checkpoint when the WAL should restart.
-    pub(super) async fn start(options: &SqliteConnectOptions, writer: SqlitePool) -> Result<Self, BackendError> {
+    pub(super) async fn start(options: &SqliteConnectOptions, writer: Arc<Writer>) -> Result<Self, BackendError> {
         let mut connection = options.connect().await.map_err(map_sqlx)?;
         let alive = Arc::new(());
         let store_alive = Arc::downgrade(&alive);
@@ -103,12 +104,18 @@ async fn checkpoint(connection: &mut SqliteConnection) -> Option<i64> {
 /// commits in flight like any write, so it never contends for the write lock:
 /// it copies the frames committed since the background pass began, and the
 /// next commit restarts the WAL.
-async fn finish_on_the_writer(writer: &SqlitePool) {
+async fn finish_on_the_writer(writer: &Writer) {
     // The store is closing: nothing to restart.
     if writer.is_closed() {
         return;
     }
-    if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(writer).await {
+    let checkpointed = match writer.lock().await {
+        Ok(mut connection) => {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut *connection).await.map(drop).map_err(map_sqlx)
+        }
+        Err(error) => Err(error),
+    };
+    if let Err(error) = checkpointed {
         warn!(error = %error, "WAL checkpoint on the writer failed");
     }
 }

@@ -76,7 +76,8 @@ impl DataKeyStore for SqliteStore {
         check_sizes(wrapped, master_key_id)?;
         // The write lock first: the active key read next cannot change until
         // this transaction ends.
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_sqlx)?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = writer.begin_immediate().await?;
         let slot: Option<(Option<i64>,)> = sqlx::query_as("SELECT dek_id FROM active_data_key WHERE slot = 1")
             .fetch_optional(&mut *tx)
             .await
@@ -176,7 +177,7 @@ impl DataKeyStore for SqliteStore {
             .bind(master_key_id)
             .bind(id)
             .bind(old_wrapped)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.lock().await?)
             .await
             .map_err(map_sqlx)?
             .rows_affected();

@@ -30,7 +30,7 @@ impl EpochStore for SqliteStore {
         )
         .bind(scope)
         .bind(next)
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *self.writer.lock().await?)
         .await
         .map_err(map_sqlx)?;
         from_column(epoch, "epoch")

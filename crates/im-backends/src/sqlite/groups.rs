@@ -163,9 +163,10 @@ impl GroupStore for SqliteStore {
             Ok(users) => users,
             Err(refusal) => return Ok(Err(refusal)),
         };
-        // IMMEDIATE: the write lock up front (see `messages.rs`). Every early
+        // IMMEDIATE: the write lock up front (see `Writer`). Every early
         // return drops `tx`, which rolls back.
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_sqlx)?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = writer.begin_immediate().await?;
         let created = groups::create(&mut Rows(&mut tx), group, &users).await?;
         if created.is_ok() {
             tx.commit().await.map_err(map_sqlx)?;
@@ -210,7 +211,8 @@ impl GroupStore for SqliteStore {
     ) -> BackendResult<Result<MembershipChange, ImError>> {
         // Reads and writes under the write lock: no other change of the
         // group comes between them.
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_sqlx)?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = writer.begin_immediate().await?;
         let changed = groups::change(&mut Rows(&mut tx), group, actor, op, boundary, max_members).await?;
         if changed.is_ok() {
             tx.commit().await.map_err(map_sqlx)?;

@@ -254,10 +254,9 @@ impl SqliteStore {
         // Converted before the write lock is taken, as the message rows are;
         // the records of the messages found stored are left out below.
         let all_audits = audit_rows(audits, &rows.iter().collect::<Vec<_>>())?;
-        // IMMEDIATE takes the write lock up front: a deferred transaction that
-        // upgrades later fails at once, without waiting, if another process
-        // writes meanwhile. Every early return drops `tx`, which rolls back.
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_sqlx)?;
+        // Every early return drops `tx`, which rolls back.
+        let mut writer = self.writer.lock().await?;
+        let mut tx = writer.begin_immediate().await?;
         let mut outcomes = Vec::with_capacity(rows.len());
         let mut new_rows = Vec::with_capacity(rows.len());
         for row in rows {
@@ -373,7 +372,7 @@ impl SqliteStore {
             query = outbox.bind(query);
         }
 
-        let mut conn = self.writer.acquire().await.map_err(map_sqlx)?;
+        let mut conn = self.writer.lock().await?;
         let result = {
             let mut results = sqlx::Executor::fetch_many(&mut *conn, query);
             let mut outcome = Ok(());
@@ -390,9 +389,9 @@ impl SqliteStore {
         };
         // The worker stopped at the failed statement: the transaction is
         // still open on this connection. A connection that cannot roll back
-        // is not given back to the pool.
+        // is replaced.
         if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
-            conn.close_on_drop();
+            conn.discard();
         }
         match &error {
             sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::CheckViolation => Ok(None),
@@ -517,7 +516,8 @@ impl MessageStore for SqliteStore {
         if seqs.is_empty() {
             return Ok(());
         }
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_sqlx)?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = writer.begin_immediate().await?;
         for range in chunks(seqs.len()) {
             let chunk = &seqs[range];
             let mut insert = sqlx::query(gaps::INSERT_SQLITE.sql(chunk.len()));
@@ -643,7 +643,8 @@ impl MessageStore for SqliteStore {
         let doomed = window.doomed();
         let mut deleted = 0;
         if !doomed.is_empty() {
-            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_sqlx)?;
+            let mut writer = self.writer.lock().await?;
+            let mut tx = writer.begin_immediate().await?;
             for range in chunks(doomed.len()) {
                 let chunk = &doomed[range];
                 let mut delete = sqlx::query(expiry::DELETE_EXPIRED.sql(chunk.len())).bind(before_ms);
@@ -661,7 +662,7 @@ impl MessageStore for SqliteStore {
             sqlx::query(gaps::DELETE_OLD_SQLITE)
                 .bind(before_ms)
                 .bind(i64::from(limit))
-                .execute(&self.writer)
+                .execute(&mut *self.writer.lock().await?)
                 .await
                 .map_err(map_sqlx)?;
         }

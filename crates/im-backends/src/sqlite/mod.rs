@@ -9,9 +9,9 @@
 //! - `messages`, `receipts`, `ceilings`, `epochs`, `users`, `offline`, `groups`,
 //!   `data_keys`: one port each.
 //!
-//! Writes go through a pool of exactly one connection, so they never contend
-//! for SQLite's single write lock inside this process and a batch needs no
-//! retry loop; reads use their own pool, so a sync or a conversation list never
+//! Writes go through one connection held for the store's life (`writer`), so
+//! they never contend for SQLite's single write lock inside this process and a
+//! batch needs no retry loop; reads use a pool of their own, so a sync or a conversation list never
 //! waits behind a commit (WAL lets readers run beside the writer). Every commit
 //! is fsynced (`synchronous=FULL`): an ack means the message is on disk (G1).
 
@@ -28,6 +28,7 @@ mod offline;
 mod receipts;
 mod reseal;
 mod users;
+mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -40,12 +41,14 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use self::checkpointer::{Checkpointer, WRITER_AUTOCHECKPOINT_PAGES};
 use self::error::map_sqlx;
 use self::messages::AppendStatements;
+use self::writer::Writer;
 use crate::sql::KnownConversations;
 
 /// How long a statement waits for a lock held by another process (a backup,
 /// an admin tool) before it fails as unavailable.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a call waits for a connection before it fails as unavailable.
+/// How long a call waits for a connection (the writer, or a reader) before it
+/// fails as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Readers beside the single writer; SQLite readers scale with cores, and
 /// this machine class has few.
@@ -62,7 +65,7 @@ fn cache_size(bytes: usize) -> String {
 /// `DataKeyStore` and `ResealStore`. Cheap to clone: clones share the pools.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    writer: SqlitePool,
+    writer: Arc<Writer>,
     reader: SqlitePool,
     append: Arc<AppendStatements>,
     known_conversations: Arc<KnownConversations>,
@@ -117,35 +120,10 @@ impl SqliteStore {
             // (4 KiB pages, 2026-12-04); 3000 and 10000 pages were worse.
             .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES.to_string());
 
-        let writer = SqlitePoolOptions::new()
-            // The guard of the one-round-trip append (messages.rs): a row
-            // that fails its CHECK when an insert stored fewer rows than given.
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "CREATE TEMP TABLE IF NOT EXISTS append_guard \
-                         (stored INTEGER NOT NULL, expected INTEGER NOT NULL, CHECK (stored = expected))",
-                    )
-                    .execute(conn)
-                    .await
-                    .map(|_| ())
-                })
-            })
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            // The pool is the write queue: keep its one connection (and its
-            // prepared statements) for the life of the store, and skip the
-            // ping on every acquire.
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .test_before_acquire(false)
-            .connect_with(options.clone())
-            .await
-            .map_err(map_sqlx)?;
+        let writer = Arc::new(Writer::open(options.clone(), ACQUIRE_TIMEOUT).await?);
 
         sqlx::migrate!("./migrations/sqlite")
-            .run(&writer)
+            .run(&mut *writer.lock().await?)
             .await
             .map_err(|e| BackendError::other(format_args!("migrating {}: {e}", path.display())))?;
 
@@ -163,7 +141,7 @@ impl SqliteStore {
             .await
             .map_err(map_sqlx)?;
 
-        let checkpointer = Checkpointer::start(&options, writer.clone()).await?;
+        let checkpointer = Checkpointer::start(&options, Arc::clone(&writer)).await?;
 
         Ok(Self {
             writer,
@@ -174,7 +152,7 @@ impl SqliteStore {
         })
     }
 
-    /// Closes both pools, waiting for statements in flight. Dropping the store
+    /// Closes the writer and the readers, waiting for statements in flight. Dropping the store
     /// is also safe: everything acknowledged is already durable.
     pub async fn close(&self) {
         self.writer.close().await;
@@ -208,8 +186,8 @@ fn owner_only(path: &Path) -> Result<(), BackendError> {
 mod tests {
     use super::*;
 
-    async fn pragma(pool: &SqlitePool, name: &str) -> String {
-        let value: sqlx::sqlite::SqliteRow = sqlx::query(&format!("PRAGMA {name}")).fetch_one(pool).await.unwrap();
+    async fn pragma<'c>(executor: impl sqlx::SqliteExecutor<'c>, name: &str) -> String {
+        let value: sqlx::sqlite::SqliteRow = sqlx::query(&format!("PRAGMA {name}")).fetch_one(executor).await.unwrap();
         use sqlx::Row;
         // Some pragmas answer with a number, some with a word.
         value.try_get::<i64, _>(0).map(|n| n.to_string()).or_else(|_| value.try_get::<String, _>(0)).unwrap()
@@ -219,13 +197,19 @@ mod tests {
     async fn connections_are_configured_for_durability() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("im.db")).await.unwrap();
-        assert_eq!(pragma(&store.writer, "journal_mode").await, "wal");
+        assert_eq!(pragma(&mut *store.writer.lock().await.unwrap(), "journal_mode").await, "wal");
         // 2 is FULL: the WAL is fsynced at every commit (G1).
-        assert_eq!(pragma(&store.writer, "synchronous").await, "2");
-        assert_eq!(pragma(&store.writer, "foreign_keys").await, "1");
-        assert_eq!(pragma(&store.writer, "busy_timeout").await, BUSY_TIMEOUT.as_millis().to_string());
+        assert_eq!(pragma(&mut *store.writer.lock().await.unwrap(), "synchronous").await, "2");
+        assert_eq!(pragma(&mut *store.writer.lock().await.unwrap(), "foreign_keys").await, "1");
+        assert_eq!(
+            pragma(&mut *store.writer.lock().await.unwrap(), "busy_timeout").await,
+            BUSY_TIMEOUT.as_millis().to_string()
+        );
         assert_eq!(pragma(&store.reader, "query_only").await, "1");
-        assert_eq!(pragma(&store.writer, "wal_autocheckpoint").await, WRITER_AUTOCHECKPOINT_PAGES.to_string());
+        assert_eq!(
+            pragma(&mut *store.writer.lock().await.unwrap(), "wal_autocheckpoint").await,
+            WRITER_AUTOCHECKPOINT_PAGES.to_string()
+        );
         store.close().await;
     }
 
@@ -239,7 +223,7 @@ mod tests {
         };
         let store = SqliteStore::open_with(&dir.path().join("im.db"), &caches).await.unwrap();
         // Negative: KiB. The readers share theirs.
-        assert_eq!(pragma(&store.writer, "cache_size").await, "-8192");
+        assert_eq!(pragma(&mut *store.writer.lock().await.unwrap(), "cache_size").await, "-8192");
         assert_eq!(pragma(&store.reader, "cache_size").await, (-2048 / READ_CONNECTIONS as i64).to_string());
         store.close().await;
     }
@@ -270,11 +254,17 @@ mod tests {
         let path = dir.path().join("im.db");
         let store = SqliteStore::open(&path).await.unwrap();
         let wal_pages = || std::fs::metadata(format!("{}-wal", path.display())).unwrap().len() / 4096;
-        sqlx::query("CREATE TABLE filler (b BLOB NOT NULL)").execute(&store.writer).await.unwrap();
-        // Commits of ten one-page rows, back to back through several
-        // background passes, so that no pass finds the WAL fully copied.
-        // Without a restart the WAL holds every page written (all far below
-        // the writer's own threshold); with one, a pass or two of them.
+        sqlx::query("CREATE TABLE filler (b BLOB NOT NULL)")
+            .execute(&mut *store.writer.lock().await.unwrap())
+            .await
+            .unwrap();
+        // Commits of ten one-page rows, ~2 ms apart through several
+        // background passes, so that no pass finds the WAL fully copied and
+        // each leaves more than RESTART_AT_PAGES. Without a restart the WAL
+        // holds every page written (all far below the writer's own
+        // threshold); with one, a pass or two of them. Paced, so that the
+        // page cap is not reached before the passes (the writer commits ten
+        // pages in well under a millisecond).
         let (most, least) = (12_000, 6_000);
         assert!(WRITER_AUTOCHECKPOINT_PAGES > most, "the writer's own checkpoint would restart the WAL");
         let started = tokio::time::Instant::now();
@@ -284,10 +274,11 @@ mod tests {
                 "WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10) \
                  INSERT INTO filler (b) SELECT randomblob(3000) FROM n",
             )
-            .execute(&store.writer)
+            .execute(&mut *store.writer.lock().await.unwrap())
             .await
             .unwrap();
             pages_written += 10;
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let pages = wal_pages();
         assert!(pages * 2 < u64::from(pages_written), "a WAL of {pages} pages after {pages_written} written");

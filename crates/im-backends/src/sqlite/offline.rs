@@ -75,7 +75,7 @@ impl OfflineStore for SqliteStore {
             .bind(to_bound(user.0))
             .bind(conversation.to_string())
             .bind(to_bound(up_to.0))
-            .execute(&self.writer)
+            .execute(&mut *self.writer.lock().await?)
             .await
             .map_err(map_sqlx)?;
         Ok(done.rows_affected())
@@ -103,7 +103,8 @@ impl OfflineStore for SqliteStore {
         let settled = settled.iter().map(|&id| to_column(id, "outbox id")).collect::<BackendResult<Vec<i64>>>()?;
         // One transaction, committed and fsynced (synchronous=FULL) before
         // this returns.
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_sqlx)?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = writer.begin_immediate().await?;
         for range in chunks(rows.len()) {
             let chunk = &rows[range];
             let mut insert = sqlx::query(RECORD.sql(chunk.len()));

@@ -23,7 +23,7 @@ impl ReceiptStore for SqliteStore {
         .bind(to_column(user.0, "user id")?)
         .bind(conversation.to_string())
         .bind(to_column(seq.0, "seq")?)
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *self.writer.lock().await?)
         .await
         .map_err(map_sqlx)?;
         seq_from_column(read_seq)

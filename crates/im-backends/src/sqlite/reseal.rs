@@ -52,7 +52,8 @@ impl ResealStore for SqliteStore {
             return Ok(0);
         }
         let mut replaced = 0;
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_sqlx)?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = writer.begin_immediate().await?;
         for (row, (id, expected, sealed_with)) in rows.iter().zip(columns) {
             // `IS` compares NULL with NULL as equal: a clear row is matched
             // by `expected = None`.

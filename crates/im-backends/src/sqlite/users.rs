@@ -50,7 +50,7 @@ impl UserStore for SqliteStore {
         ))
         .bind(name)
         .bind(now_ms()?)
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *self.writer.lock().await?)
         .await;
         match created {
             Ok(columns) => Ok(CreateUser::Created(user_from_columns(columns)?)),
@@ -97,7 +97,7 @@ impl UserStatusStore for SqliteStore {
     async fn change_user_status(&self, user: UserId, change: StatusChange) -> BackendResult<Option<UserStatus>> {
         let row: Option<(bool, i64)> = sqlx::query_as(change_statement(change))
             .bind(to_bound(user.0))
-            .fetch_optional(&self.writer)
+            .fetch_optional(&mut *self.writer.lock().await?)
             .await
             .map_err(map_sqlx)?;
         row.map(|(disabled, generation)| status_from_columns(disabled, generation)).transpose()
@@ -129,7 +129,7 @@ impl PasswordStore for SqliteStore {
         .bind(hash)
         .bind(now_ms()?)
         .bind(to_bound(user.0))
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await?)
         .await
         .map_err(map_sqlx)?;
         Ok(stored.rows_affected() > 0)
