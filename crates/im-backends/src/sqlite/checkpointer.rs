@@ -109,13 +109,11 @@ async fn finish_on_the_writer(writer: &Writer) {
     if writer.is_closed() {
         return;
     }
-    let checkpointed = match writer.lock().await {
-        Ok(mut connection) => {
-            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut *connection).await.map(drop).map_err(map_sqlx)
-        }
-        Err(error) => Err(error),
+    let checkpointed = async {
+        let mut connection = writer.lock().await?;
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut *connection).await.map_err(map_sqlx)
     };
-    if let Err(error) = checkpointed {
+    if let Err(error) = checkpointed.await {
         warn!(error = %error, "WAL checkpoint on the writer failed");
     }
 }

@@ -11,9 +11,9 @@
 //!
 //! Writes go through one connection held for the store's life (`writer`), so
 //! they never contend for SQLite's single write lock inside this process and a
-//! batch needs no retry loop; reads use a pool of their own, so a sync or a conversation list never
-//! waits behind a commit (WAL lets readers run beside the writer). Every commit
-//! is fsynced (`synchronous=FULL`): an ack means the message is on disk (G1).
+//! batch needs no retry loop; reads use a pool of their own, so a sync or a
+//! conversation list never waits behind a commit (WAL lets readers run beside
+//! the writer). Every commit is fsynced (`synchronous=FULL`): an ack means the message is on disk (G1).
 
 mod ceilings;
 mod checkpointer;
@@ -62,7 +62,8 @@ fn cache_size(bytes: usize) -> String {
 /// Messages, receipts, seq ceilings, users, offline entries, groups and data
 /// keys in one SQLite file. Implements `MessageStore`, `ReceiptStore`,
 /// `CeilingStore`, `EpochStore`, `UserStore`, `OfflineStore`, `GroupStore`,
-/// `DataKeyStore` and `ResealStore`. Cheap to clone: clones share the pools.
+/// `DataKeyStore` and `ResealStore`. Cheap to clone: clones share the writer
+/// and the read pool.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     writer: Arc<Writer>,
@@ -152,8 +153,9 @@ impl SqliteStore {
         })
     }
 
-    /// Closes the writer and the readers, waiting for statements in flight. Dropping the store
-    /// is also safe: everything acknowledged is already durable.
+    /// Closes the writer and the readers, waiting for statements in flight.
+    /// Dropping the store is also safe: everything acknowledged is already
+    /// durable.
     pub async fn close(&self) {
         self.writer.close().await;
         self.reader.close().await;
@@ -193,23 +195,21 @@ mod tests {
         value.try_get::<i64, _>(0).map(|n| n.to_string()).or_else(|_| value.try_get::<String, _>(0)).unwrap()
     }
 
+    async fn writer_pragma(store: &SqliteStore, name: &str) -> String {
+        pragma(&mut *store.writer.lock().await.unwrap(), name).await
+    }
+
     #[tokio::test]
     async fn connections_are_configured_for_durability() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("im.db")).await.unwrap();
-        assert_eq!(pragma(&mut *store.writer.lock().await.unwrap(), "journal_mode").await, "wal");
+        assert_eq!(writer_pragma(&store, "journal_mode").await, "wal");
         // 2 is FULL: the WAL is fsynced at every commit (G1).
-        assert_eq!(pragma(&mut *store.writer.lock().await.unwrap(), "synchronous").await, "2");
-        assert_eq!(pragma(&mut *store.writer.lock().await.unwrap(), "foreign_keys").await, "1");
-        assert_eq!(
-            pragma(&mut *store.writer.lock().await.unwrap(), "busy_timeout").await,
-            BUSY_TIMEOUT.as_millis().to_string()
-        );
+        assert_eq!(writer_pragma(&store, "synchronous").await, "2");
+        assert_eq!(writer_pragma(&store, "foreign_keys").await, "1");
+        assert_eq!(writer_pragma(&store, "busy_timeout").await, BUSY_TIMEOUT.as_millis().to_string());
         assert_eq!(pragma(&store.reader, "query_only").await, "1");
-        assert_eq!(
-            pragma(&mut *store.writer.lock().await.unwrap(), "wal_autocheckpoint").await,
-            WRITER_AUTOCHECKPOINT_PAGES.to_string()
-        );
+        assert_eq!(writer_pragma(&store, "wal_autocheckpoint").await, WRITER_AUTOCHECKPOINT_PAGES.to_string());
         store.close().await;
     }
 
@@ -223,7 +223,7 @@ mod tests {
         };
         let store = SqliteStore::open_with(&dir.path().join("im.db"), &caches).await.unwrap();
         // Negative: KiB. The readers share theirs.
-        assert_eq!(pragma(&mut *store.writer.lock().await.unwrap(), "cache_size").await, "-8192");
+        assert_eq!(writer_pragma(&store, "cache_size").await, "-8192");
         assert_eq!(pragma(&store.reader, "cache_size").await, (-2048 / READ_CONNECTIONS as i64).to_string());
         store.close().await;
     }
