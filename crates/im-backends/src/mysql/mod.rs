@@ -44,13 +44,16 @@
 //! a unique violation left can only be a seq clash, which fails the batch.
 //!
 //! **Pool.** One sqlx pool of `max_open_conns`, keeping `max_idle_conns` open
-//! when idle and replacing each after `conn_max_lifetime`. `conn_timeout`
-//! bounds opening a connection and waiting for one from the pool. sqlx has no
-//! socket timeouts, so `read_timeout` and `write_timeout` bound each call as a
-//! whole (reads and writes of the ports). Whatever cannot reach or wait for the
-//! server is `BackendError::Unavailable`, which callers answer as UNAVAILABLE.
-//! A write cut off by its timeout (or by a lost connection) may still commit:
-//! a retried append then meets its own keys and answers with the first ack.
+//! when idle and replacing each after `conn_max_lifetime`. sqlx pings each
+//! connection as it comes back to the pool; this store pings it again before
+//! a call only after a second idle (`options`), so a call costs one ping, not
+//! two. `conn_timeout` bounds opening a connection and waiting for one from
+//! the pool. sqlx has no socket timeouts, so `read_timeout` and
+//! `write_timeout` bound each call as a whole (reads and writes of the
+//! ports). Whatever cannot reach or wait for the server is
+//! `BackendError::Unavailable`, which callers answer as UNAVAILABLE. A write
+//! cut off by its timeout (or by a lost connection) may still commit: a
+//! retried append then meets its own keys and answers with the first ack.
 //! Such a late commit may also land after the next batch's, so a reader could
 //! see a seq before a lower one; the pipeline's in-order commits hold for
 //! commits that return, which a timeout of seconds makes the only kind in
@@ -181,7 +184,7 @@ impl MysqlStore {
     /// wait for a connection included). A read-only refusal on the way
     /// replaces the pool (`primary`). Dropping a sqlx future half way is
     /// safe: an open transaction is rolled back, and the connection is
-    /// checked (pinged) before the pool hands it out again. Timed per
+    /// checked (pinged) as it goes back to the pool. Timed per
     /// operation, with the pool's state published after each call.
     async fn call<T>(
         &self,

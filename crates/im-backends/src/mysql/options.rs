@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use im_config::{DatabaseConfig, DbTlsMode};
 use im_core::error::BackendError;
+use sqlx::Connection;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions, MySqlSslMode};
 
 use crate::tls::CaSetting;
@@ -14,6 +15,9 @@ const DEFAULT_PORT: u16 = 3306;
 
 /// Connections above `max_idle_conns` are closed after this long unused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A connection idle this long is pinged before a call gets it.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Splits `host` or `host:port` (`[v6]:port` for an IPv6 address).
 pub(super) fn split_host(address: &str) -> Result<(&str, u16), BackendError> {
@@ -98,10 +102,22 @@ pub(super) fn pool_options(config: &DatabaseConfig) -> Result<MySqlPoolOptions, 
         .max_lifetime((!config.conn_max_lifetime.is_zero()).then_some(config.conn_max_lifetime))
         // Opening a connection and waiting for a free one.
         .acquire_timeout(config.conn_timeout)
-        // A connection is pinged before it is handed out (sqlx's default):
-        // one round trip per call, but after a server restart or failover
-        // the dead connections are replaced instead of failing calls.
-        .test_before_acquire(true)
+        // sqlx pings every connection as it goes back to the pool (no option
+        // turns that off), and by default again before handing it out: two
+        // round trips per call, a third of what the server is asked under
+        // load (BENCHMARKS.md). The second is only worth it after a while idle,
+        // long enough for a server restart or failover to have broken the
+        // connection; a connection that broke sooner fails its call
+        // (`Unavailable`, which callers retry) and is dropped.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .after_connect(|conn, _| {
             Box::pin(async move {
                 // A value that does not fit its column fails the statement

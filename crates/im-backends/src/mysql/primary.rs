@@ -8,7 +8,7 @@
 //! fail (`Unavailable`), sqlx drops broken connections, and new ones reach the
 //! new primary. But connections that stay open still lead to the old server,
 //! and sqlx keeps a pooled connection until it breaks or reaches
-//! `conn_max_lifetime`; its ping (before each use) succeeds on a demoted
+//! `conn_max_lifetime`; its ping (as each call ends) succeeds on a demoted
 //! primary that is still alive. So when a statement is refused because the
 //! server is read-only (`ER_OPTION_PREVENTS_STATEMENT`, `ER_READ_ONLY_MODE`:
 //! a demoted primary, a replica), the pool is swapped for a new one built

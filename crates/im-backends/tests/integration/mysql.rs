@@ -18,7 +18,7 @@ use im_config::DatabaseConfig;
 use im_core::error::BackendError;
 use im_core::message::AppendOutcome;
 use im_core::ports::{CeilingStore, CreateUser, DataKeyStore, EpochStore, MessageStore, ReceiptStore, UserStore};
-use im_core::{ClientMsgId, Seq};
+use im_core::{ClientMsgId, ConversationId, Seq, UserId};
 use sqlx::Connection;
 
 use crate::fixtures::MemoryAllocators;
@@ -496,4 +496,81 @@ async fn a_write_past_its_timeout_is_unavailable_and_the_store_recovers() {
     assert_eq!(store.mark_read(a, ab, Seq(9)).await.unwrap(), Seq(9));
     assert_eq!(store.read_position(a, ab).await.unwrap(), Seq(9));
     store.close().await;
+}
+
+/// A store on a database of its own whose pool holds one connection, used
+/// once (a read position of `user` in `conversation` at seq 1) and then
+/// ended from the server's side, as a server restart would end it.
+struct KilledConnection {
+    store: MysqlStore,
+    _database: OwnDatabase,
+    user: UserId,
+    conversation: ConversationId,
+}
+
+impl KilledConnection {
+    async fn new(purpose: &str) -> Self {
+        let name = format!("im_test_{purpose}_{}_{}", std::process::id(), unique());
+        let config = DatabaseConfig { name, max_open_conns: 1, max_idle_conns: 1, ..test_config() };
+        let store = connect_or_panic(&config).await;
+        let database = OwnDatabase(config.clone());
+        let [user, peer] = users();
+        let conversation = private(user, peer);
+        store.mark_read(user, conversation, Seq(1)).await.unwrap();
+        let mut admin = admin_connection(&config, None).await;
+        let id = pool_connection_id(&mut admin, &config.name).await;
+        // KILL has no prepared form; `id` is a number the server gave.
+        sqlx::raw_sql(&format!("KILL CONNECTION {id}")).execute(&mut admin).await.unwrap();
+        Self { store, _database: database, user, conversation }
+    }
+
+    async fn mark_read(&self, seq: u64) -> Result<Seq, BackendError> {
+        self.store.mark_read(self.user, self.conversation, Seq(seq)).await
+    }
+}
+
+/// The id of the one connection open on `database`. The connection that
+/// created the database may linger in the process list for a moment after
+/// it closed.
+async fn pool_connection_id(admin: &mut sqlx::mysql::MySqlConnection, database: &str) -> i64 {
+    for _ in 0..100 {
+        let ids: Vec<(i64,)> = sqlx::query_as("SELECT id FROM information_schema.processlist WHERE db = ?")
+            .bind(database)
+            .fetch_all(&mut *admin)
+            .await
+            .unwrap();
+        if let [(id,)] = ids[..] {
+            return id;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the pool of database {database} did not settle on one connection");
+}
+
+/// A pooled connection that broke while idle for a while (a server restart,
+/// a failover) is found by the ping before use and replaced: the call
+/// succeeds.
+#[tokio::test]
+async fn a_connection_broken_while_idle_is_replaced_before_a_call_meets_it() {
+    let killed = KilledConnection::new("idle_ping").await;
+    // Longer than the store pings after (1 s idle).
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(killed.mark_read(2).await.unwrap(), Seq(2));
+    killed.store.close().await;
+}
+
+/// A connection that broke moments after its last call is not pinged again
+/// before the next (that ping would double the round trips of every call):
+/// at most that one call fails, as unavailable, and the connection is
+/// replaced.
+#[tokio::test]
+async fn a_connection_broken_moments_ago_fails_at_most_one_call() {
+    let killed = KilledConnection::new("recent_break").await;
+    match killed.mark_read(2).await {
+        Ok(seq) => assert_eq!(seq, Seq(2)),
+        Err(error) => assert!(matches!(error, BackendError::Unavailable(_)), "{error:?}"),
+    }
+    assert_eq!(killed.mark_read(3).await.unwrap(), Seq(3));
+    assert_eq!(killed.store.read_position(killed.user, killed.conversation).await.unwrap(), Seq(3));
+    killed.store.close().await;
 }
