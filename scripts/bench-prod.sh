@@ -31,6 +31,9 @@
 #   BENCH_RESULTS=FILE    append one JSON object per run to FILE
 #   METRICS_DIR=DIR       keep each run's /metrics of im-service and the
 #                         gateway (the whole run, warm-up included) in DIR
+#   BIN_DIR=DIR           run the release binaries in DIR (im-user,
+#                         im-service, im-gateway, imctl) instead of building
+#                         this checkout: for comparing two builds in one hour
 #
 # Ports (fixed by deploy/config.yaml; the script stops if one is taken):
 # im-user gRPC 9096, HTTP 8096, metrics 9196; im-service gRPC 9094, HTTP 8094,
@@ -43,11 +46,13 @@ latency_runs=${LATENCY_RUNS:-3}
 scenarios=${SCENARIOS:-sat-ring sat-random lat-2000}
 users=${USERS:-200}
 perf_seconds=${PERF_SECONDS:-5}
-bin=${CARGO_TARGET_DIR:-target}/release
+bin=${BIN_DIR:-${CARGO_TARGET_DIR:-target}/release}
 
 log() { printf '==> %s\n' "$*" >&2; }
 
-cargo build --release -q -p im-service -p imctl
+if [ -z "${BIN_DIR:-}" ]; then
+  cargo build --release -q -p im-service -p imctl
+fi
 scripts/servers.sh >/dev/null
 
 work=$(mktemp -d /tmp/bench-prod.XXXXXX)
@@ -159,6 +164,7 @@ sampler() {
       t0=$EPOCHREALTIME
       sleep_until "$t0" $((warmup - 1))
       snapshot >"$work/cpu.before"
+      db_requests >"$work/db.before"
       if [ -n "${PERF_DIR:-}" ]; then
         mkdir -p "$PERF_DIR"
         perf record -q -g -p "$svc_pid" -o "$PERF_DIR/$tag-im-service.data" -- sleep "$perf_seconds" >/dev/null 2>&1 &
@@ -166,6 +172,7 @@ sampler() {
       fi
       sleep_until "$t0" $((warmup - 1 + duration))
       snapshot >"$work/cpu.after"
+      db_requests >"$work/db.after"
     fi
     if [[ $line =~ ^\ *[0-9.]+s\ (warmup|measure|drain) ]]; then
       echo "$line" >>"$work/progress.log"
@@ -174,6 +181,13 @@ sampler() {
     fi
   done
   wait
+}
+# MariaDB's request counters: "<Questions> <Com_admin_commands> <Com_commit>".
+# Questions counts statements, not pings; Com_admin_commands counts pings.
+db_requests() {
+  mariadb -h 127.0.0.1 -P 3306 -u root -N -B -e "SHOW GLOBAL STATUS WHERE Variable_name IN \
+    ('Questions', 'Com_admin_commands', 'Com_commit')" 2>/dev/null |
+    awk '{ v[$1] = $2 } END { print v["Questions"] + 0, v["Com_admin_commands"] + 0, v["Com_commit"] + 0 }'
 }
 sleep_until() { # t0 offset_seconds
   local left
@@ -219,7 +233,7 @@ run() {
   # join for a while (tansu: half the session timeout); a group message sent
   # meanwhile waits for it, which is start-up, not fan-out, latency.
   if [ ${#size[@]} -eq 0 ]; then wait_assigned "$cluster.fanout"; fi
-  rm -f "$work/cpu.before" "$work/cpu.after" "$work/progress.log"
+  rm -f "$work/cpu.before" "$work/cpu.after" "$work/db.before" "$work/db.after" "$work/progress.log"
   local rc=0
   "$bin/imctl" --grpc-url http://127.0.0.1:9096 --ws-url ws://127.0.0.1:8093/ws --data-dir "$work/user" \
     bench --json --duration "$duration" --warmup "$warmup" "${size[@]}" --server-pid "$svc_pid" "$@" \
@@ -235,9 +249,9 @@ run() {
   if [ ! -s "$work/summary.json" ] || [ ! -s "$work/cpu.after" ]; then
     log "imctl bench failed (exit $rc)"; exit 1
   fi
-  python3 - "$name" "$tag" "$work/summary.json" "$work/cpu.before" "$work/cpu.after" "${watch_names[*]}" "$results" "$work/metrics.txt" <<'EOF'
+  python3 - "$name" "$tag" "$work/summary.json" "$work/cpu.before" "$work/cpu.after" "${watch_names[*]}" "$results" "$work/metrics.txt" "$work/db.before" "$work/db.after" <<'EOF'
 import json, os, sys
-name, tag, summary_path, before_path, after_path, names, results, metrics_path = sys.argv[1:]
+name, tag, summary_path, before_path, after_path, names, results, metrics_path, db_before_path, db_after_path = sys.argv[1:]
 s = json.load(open(summary_path))
 b = open(before_path).read().split()
 a = open(after_path).read().split()
@@ -288,7 +302,16 @@ batch = None
 if metrics.get("im_commit_batch_size_count"):
     batch = metrics["im_commit_batch_size_sum"] / metrics["im_commit_batch_size_count"]
     print(f"commits     {metrics['im_commit_batch_size_count']:.0f}, {batch:.1f} messages per commit on average (whole run, warm-up included; im-service /metrics)")
-rec = {"name": name, "tag": tag, "acked_per_s": s["acked_per_s"], "delivered_per_s": s["delivered_per_s"],
+db = None
+try:
+    db0, db1 = (list(map(int, open(p).read().split())) for p in (db_before_path, db_after_path))
+    if len(db0) == len(db1) == 3 and delivered:
+        db = {k: (y - x) / delivered for k, x, y in zip(("questions", "pings", "commits"), db0, db1)}
+        print(f"mariadb     per delivered message: {db['questions']:.2f} statements, {db['pings']:.2f} pings, "
+              f"{db['commits']:.3f} commits (global counters over the measured window)")
+except (OSError, ValueError):
+    pass
+rec = {"name": name, "tag": tag, "db_requests_per_msg": db, "acked_per_s": s["acked_per_s"], "delivered_per_s": s["delivered_per_s"],
        "p50_ms": e["p50_us"] / 1e3, "p90_ms": e["p90_us"] / 1e3, "p99_ms": e["p99_us"] / 1e3, "p999_ms": e["p999_us"] / 1e3,
        "ack_p99_ms": k["p99_us"] / 1e3, "check_ok": check["ok"], "errors": s["errors"], "wall_s": wall,
        "commit_batch": batch, "cpu_s": cpu, "machine_busy_s": busy, "machine_cores": total / wall,
