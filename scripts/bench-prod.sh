@@ -184,10 +184,11 @@ sampler() {
 }
 # MariaDB's request counters: "<Questions> <Com_admin_commands> <Com_commit>".
 # Questions counts statements, not pings; Com_admin_commands counts pings.
+# Prints nothing when the server cannot be asked (the summary then omits them).
 db_requests() {
   mariadb -h 127.0.0.1 -P 3306 -u root -N -B -e "SHOW GLOBAL STATUS WHERE Variable_name IN \
     ('Questions', 'Com_admin_commands', 'Com_commit')" 2>/dev/null |
-    awk '{ v[$1] = $2 } END { print v["Questions"] + 0, v["Com_admin_commands"] + 0, v["Com_commit"] + 0 }'
+    awk '{ v[$1] = $2 } END { if (NR == 3) print v["Questions"], v["Com_admin_commands"], v["Com_commit"] }'
 }
 sleep_until() { # t0 offset_seconds
   local left

@@ -13,7 +13,8 @@
 //! they never contend for SQLite's single write lock inside this process and a
 //! batch needs no retry loop; reads use a pool of their own, so a sync or a
 //! conversation list never waits behind a commit (WAL lets readers run beside
-//! the writer). Every commit is fsynced (`synchronous=FULL`): an ack means the message is on disk (G1).
+//! the writer). Every commit is fsynced (`synchronous=FULL`): an ack means
+//! the message is on disk (G1).
 
 mod ceilings;
 mod checkpointer;
